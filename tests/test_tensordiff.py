@@ -1,0 +1,547 @@
+"""Tests for verifier.tensordiff: verdicts, per-tensor metrics, errors and rendering."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from verifier import tensordiff
+from verifier.errors import InputError
+from verifier.tensordiff import (
+    DirDiff,
+    FileDiff,
+    Verdict,
+    diff_files,
+    diff_paths,
+    is_safetensors,
+    render_text,
+    within_tolerance,
+)
+
+
+def save(
+    path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None
+) -> Path:
+    save_file(tensors, str(path), metadata=metadata)
+    return path
+
+
+def write_st(
+    path: Path,
+    tensors: dict[str, tuple[str, list[int], bytes]],
+    *,
+    data_order: list[str] | None = None,
+    metadata: dict[str, str] | None = None,
+    pad: int = 0,
+) -> Path:
+    """Write a safetensors file by hand: JSON keys in dict order, data in data_order."""
+    offsets, blob = {}, b""
+    for name in data_order or list(tensors):
+        raw = tensors[name][2]
+        offsets[name] = [len(blob), len(blob) + len(raw)]
+        blob += raw
+    header: dict[str, object] = {}
+    for name, (dtype, shape, _) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": offsets[name]}
+    if metadata is not None:
+        header["__metadata__"] = metadata
+    text = json.dumps(header, indent=1).encode() + b" " * pad
+    path.write_bytes(struct.pack("<Q", len(text)) + text + blob)
+    return path
+
+
+def bf16_bits(values: list[float]) -> np.ndarray:
+    """bfloat16 bit patterns of values that are exactly representable in bfloat16."""
+    bits = np.array(values, dtype=np.float32).view(np.uint32)
+    assert not np.any(bits & 0xFFFF), "values must be exact in bfloat16"
+    return (bits >> 16).astype("<u2")
+
+
+def by_name(diff: FileDiff) -> dict[str, tensordiff.TensorDiff]:
+    return {t.name: t for t in diff.tensors}
+
+
+# ------------------------------------------------------------------ verdicts and metrics
+
+
+def test_identical_files(tmp_path: Path) -> None:
+    tensors = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(3, np.float32)}
+    d = diff_files(
+        save(tmp_path / "a.safetensors", tensors), save(tmp_path / "b.safetensors", tensors)
+    )
+    assert d.kind == "safetensors"
+    assert d.verdict is Verdict.IDENTICAL
+    assert d.first_difference_offset is None
+    assert [t.status for t in d.tensors] == ["equal", "equal"]
+    assert d.changed_tensors() == []
+    assert by_name(d)["w"].bit_equal_fraction == 1.0
+    assert by_name(d)["w"].max_abs_diff == 0.0
+
+
+def test_one_element_changed_listed_first_with_metrics(tmp_path: Path) -> None:
+    w = np.arange(10, dtype=np.float32)
+    w2 = w.copy()
+    w2[3] = 3.5
+    other = np.full(4, 2.0, np.float32)
+    a = save(tmp_path / "a.safetensors", {"alpha": other, "mid": w, "zeta": other})
+    b = save(tmp_path / "b.safetensors", {"alpha": other, "mid": w2, "zeta": other})
+    d = diff_files(a, b)
+    assert d.verdict is Verdict.DIVERGED
+    assert d.first_difference_offset is not None
+    assert [t.name for t in d.tensors] == ["mid", "alpha", "zeta"]
+    t = d.tensors[0]
+    assert t.status == "changed" and t.dtype_a == "F32" and t.shape_a == [10]
+    assert t.elements == 10
+    assert t.bit_equal_fraction == pytest.approx(9 / 10)
+    assert t.max_abs_diff == 0.5
+    assert t.mean_abs_diff == pytest.approx(0.05)
+    assert t.max_rel_diff == pytest.approx(0.5 / 3.5)
+    assert t.median_ulp == 0.0
+    assert [c.name for c in d.changed_tensors()] == ["mid"]
+
+
+def test_median_ulp_hand_computed_ignores_sign_disagreement(tmp_path: Path) -> None:
+    a = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 1.0], dtype=np.float32)
+    b_bits = a.view(np.int32) + np.array([0, 1, 2, 5, 7, 0], dtype=np.int32)
+    b = b_bits.view(np.float32).copy()
+    b[5] = -1.0  # sign differs: excluded, otherwise the median would be 3.5
+    d = diff_files(
+        save(tmp_path / "a.safetensors", {"t": a}), save(tmp_path / "b.safetensors", {"t": b})
+    )
+    t = d.tensors[0]
+    assert t.median_ulp == 2.0
+    fa, fb = a.astype(np.float64), b.astype(np.float64)
+    assert t.rel_l2 == pytest.approx(np.linalg.norm(fa - fb) / np.linalg.norm(fb))
+    assert t.cosine == pytest.approx(fa @ fb / (np.linalg.norm(fa) * np.linalg.norm(fb)))
+    assert t.max_abs_diff == 2.0
+
+
+def test_metadata_only_change_is_canonically_identical(tmp_path: Path) -> None:
+    tensors = {"w": np.arange(4, dtype=np.float32)}
+    a = save(tmp_path / "a.safetensors", tensors, {"format": "np", "run": "1"})
+    b = save(tmp_path / "b.safetensors", tensors, {"format": "np", "run": "2"})
+    d = diff_files(a, b)
+    assert d.verdict is Verdict.CANONICALLY_IDENTICAL
+    assert d.metadata_a == {"format": "np", "run": "1"}
+    assert d.metadata_b == {"format": "np", "run": "2"}
+    assert "__metadata__ differs in keys: run" in render_text(d)
+
+
+def test_reordered_header_and_data_is_canonically_identical(tmp_path: Path) -> None:
+    x = np.arange(6, dtype=np.float32).reshape(3, 2)
+    y = np.array([1, -2, 3], dtype=np.int64)
+    a = save(tmp_path / "a.safetensors", {"x": x, "y": y})
+    b = write_st(
+        tmp_path / "b.safetensors",
+        {"y": ("I64", [3], y.astype("<i8").tobytes()), "x": ("F32", [3, 2], x.tobytes())},
+        data_order=["y", "x"],
+        pad=5,
+    )
+    assert a.read_bytes() != b.read_bytes()
+    d = diff_files(a, b)
+    assert d.verdict is Verdict.CANONICALLY_IDENTICAL
+    assert all(t.status == "equal" for t in d.tensors)
+
+
+def test_bf16_one_ulp_change(tmp_path: Path) -> None:
+    bits = bf16_bits([1.0, 2.0, -3.5, 0.15625])
+    a = write_st(tmp_path / "a.safetensors", {"t": ("BF16", [2, 2], bits.tobytes())})
+    b = write_st(tmp_path / "b.safetensors", {"t": ("BF16", [2, 2], (bits + 1).tobytes())})
+    d = diff_files(a, b)
+    t = d.tensors[0]
+    assert d.verdict is Verdict.DIVERGED
+    assert t.dtype_a == "BF16" and t.status == "changed"
+    assert t.median_ulp == 1.0
+    assert t.bit_equal_fraction == 0.0
+    # one bf16 ULP (8 significand bits): 1.0 -> 1.0078125, 2.0 -> 2.015625, -3.5 -> -3.515625
+    assert t.max_abs_diff == 0.015625
+    assert t.mean_abs_diff == pytest.approx((0.0078125 + 0.015625 + 0.015625 + 0.0009765625) / 4)
+    assert diff_files(a, b, rtol=1e-2).verdict is Verdict.WITHIN_TOLERANCE
+    assert diff_files(a, b, rtol=1e-3).verdict is Verdict.DIVERGED
+
+
+def test_float16_comparison(tmp_path: Path) -> None:
+    a = np.array([0.5, -1.0, 2.0, 1000.0], dtype=np.float16)
+    b = a.copy()
+    b[3] = np.float16(1001.0)  # spacing at 1000 is 0.5 -> 2 ULPs
+    d = diff_files(
+        save(tmp_path / "a.safetensors", {"h": a}), save(tmp_path / "b.safetensors", {"h": b})
+    )
+    t = d.tensors[0]
+    assert t.dtype_a == "F16"
+    assert t.max_abs_diff == 1.0
+    assert t.bit_equal_fraction == 0.75
+    assert t.max_rel_diff == pytest.approx(1 / 1001)
+    ulps = np.abs(a.view(np.int16).astype(int) - b.view(np.int16).astype(int))
+    assert ulps.tolist() == [0, 0, 0, 2]
+    assert t.median_ulp == 0.0
+    assert diff_files(tmp_path / "a.safetensors", tmp_path / "b.safetensors", atol=1.0).verdict is (
+        Verdict.WITHIN_TOLERANCE
+    )
+
+
+def test_tolerance_boundary_is_inclusive(tmp_path: Path) -> None:
+    a = save(tmp_path / "a.safetensors", {"t": np.array([1.0, 3.0])})
+    b = save(tmp_path / "b.safetensors", {"t": np.array([1.0, 4.0])})  # |a-b| = 1, |b| = 4
+    assert diff_files(a, b, atol=1.0).verdict is Verdict.WITHIN_TOLERANCE
+    assert diff_files(a, b, atol=0.999).verdict is Verdict.DIVERGED
+    assert diff_files(a, b, rtol=0.25).verdict is Verdict.WITHIN_TOLERANCE
+    assert diff_files(a, b, rtol=0.24).verdict is Verdict.DIVERGED
+    both = diff_files(a, b, rtol=0.125, atol=0.5)  # 0.5 + 0.125 * 4 == 1
+    assert both.verdict is Verdict.WITHIN_TOLERANCE
+    assert both.tensors[0].passes_tolerance is True
+    # ...which the conservative function, seeing only the recorded maxima, cannot confirm
+    t = both.tensors[0]
+    assert not within_tolerance(t.max_abs_diff, t.max_rel_diff, rtol=0.125, atol=0.5)
+    refused = diff_files(a, b, rtol=0.125, atol=0.49)
+    assert refused.verdict is Verdict.DIVERGED
+    assert refused.tensors[0].passes_tolerance is False
+    assert diff_files(a, b).tensors[0].passes_tolerance is None
+
+
+def test_within_tolerance_function_cases() -> None:
+    assert within_tolerance(0.1, None, rtol=0.0, atol=0.1)
+    assert within_tolerance(5.0, 0.01, rtol=0.01, atol=0.0)
+    assert not within_tolerance(0.2, 0.02, rtol=0.01, atol=0.1)
+    assert not within_tolerance(None, None, rtol=1.0, atol=1.0)
+    assert not within_tolerance(math.inf, math.inf, rtol=1.0, atol=1.0)
+
+
+def test_within_tolerance_function_is_sound(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    for i in range(20):
+        b = rng.normal(size=200)
+        a = b + rng.normal(scale=10.0 ** rng.uniform(-6, -1), size=200)
+        rtol, atol = 10.0 ** rng.uniform(-5, -1), 10.0 ** rng.uniform(-5, -1)
+        pa = save(tmp_path / f"a{i}.safetensors", {"t": a})
+        pb = save(tmp_path / f"b{i}.safetensors", {"t": b})
+        t = diff_files(pa, pb, rtol=rtol, atol=atol).tensors[0]
+        exact = bool(np.all(np.abs(a - b) <= atol + rtol * np.abs(b)))
+        assert t.passes_tolerance is exact
+        if within_tolerance(t.max_abs_diff, t.max_rel_diff, rtol, atol):
+            assert exact
+
+
+def test_dtype_shape_mismatch_and_one_sided_tensors(tmp_path: Path) -> None:
+    same = np.zeros(2, np.float32)
+    a = save(
+        tmp_path / "a.safetensors",
+        {"d": np.zeros(3, np.float32), "s": np.zeros((2, 3), np.float32), "k": same, "x": same},
+    )
+    b = save(
+        tmp_path / "b.safetensors",
+        {"d": np.zeros(3, np.float64), "s": np.zeros((3, 2), np.float32), "k": same, "y": same},
+    )
+    d = diff_files(a, b, rtol=1.0, atol=1.0)
+    assert d.verdict is Verdict.DIVERGED
+    t = by_name(d)
+    assert t["d"].status == "dtype-differs" and (t["d"].dtype_a, t["d"].dtype_b) == ("F32", "F64")
+    assert t["s"].status == "shape-differs" and (t["s"].shape_a, t["s"].shape_b) == ([2, 3], [3, 2])
+    assert t["x"].status == "only-in-a" and t["x"].dtype_b is None
+    assert t["y"].status == "only-in-b" and t["y"].shape_a is None and t["y"].elements == 2
+    assert t["k"].status == "equal"
+    assert d.tensors[-1].name == "k"
+    assert {x.name for x in d.changed_tensors()} == {"d", "s", "x", "y"}
+
+
+def test_nan_and_inf_semantics(tmp_path: Path) -> None:
+    a = save(tmp_path / "a.safetensors", {"t": np.array([np.nan, np.inf, 1.0], np.float32)})
+    same = save(tmp_path / "s.safetensors", {"t": np.array([np.nan, np.inf, 1.0], np.float32)})
+    d = diff_files(a, same)
+    assert d.verdict is Verdict.IDENTICAL and d.tensors[0].bit_equal_fraction == 1.0
+    b = save(tmp_path / "b.safetensors", {"t": np.array([1.0, np.inf, 1.0], np.float32)})
+    t = diff_files(a, b, atol=1e30).tensors[0]
+    assert t.status == "changed" and t.passes_tolerance is False
+    assert t.max_abs_diff == math.inf
+    out = t.to_dict()
+    assert out["max_abs_diff"] is None and "max_abs_diff" in out["infinite"]
+    json.dumps(out, allow_nan=False)
+    z = save(tmp_path / "z.safetensors", {"t": np.array([np.nan, np.inf, 0.0], np.float32)})
+    zt = diff_files(a, z).tensors[0]
+    assert zt.max_rel_diff == math.inf and zt.max_abs_diff == 1.0
+
+
+def test_integer_bool_and_empty_tensors(tmp_path: Path) -> None:
+    a = save(
+        tmp_path / "a.safetensors",
+        {"i": np.array([1, 2, 3], np.int32), "m": np.array([True, False]), "e": np.zeros(0)},
+    )
+    b = save(
+        tmp_path / "b.safetensors",
+        {"i": np.array([1, 2, 5], np.int32), "m": np.array([True, True]), "e": np.zeros(0)},
+    )
+    t = by_name(diff_files(a, b))
+    assert t["i"].max_abs_diff == 2.0 and t["i"].median_ulp is None
+    assert t["i"].bit_equal_fraction == pytest.approx(2 / 3)
+    assert t["m"].dtype_a == "BOOL" and t["m"].bit_equal_fraction == 0.5
+    assert t["e"].status == "equal" and t["e"].elements == 0 and t["e"].max_abs_diff is None
+
+
+# ------------------------------------------------------------------ errors
+
+
+def test_truncated_file_raises_input_error(tmp_path: Path) -> None:
+    good = save(tmp_path / "good.safetensors", {"w": np.arange(100, dtype=np.float32)})
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(good.read_bytes()[:-10])
+    with pytest.raises(InputError, match=re.escape("cut.safetensors")):
+        diff_files(good, cut)
+    assert not is_safetensors(cut)
+    cut_bin = tmp_path / "cut.bin"  # a valid-looking header is safetensors whatever the name
+    cut_bin.write_bytes(cut.read_bytes())
+    with pytest.raises(InputError, match="truncated"):
+        diff_files(cut_bin, good)
+
+
+def test_garbage_header_raises_input_error(tmp_path: Path) -> None:
+    good = save(tmp_path / "good.safetensors", {"w": np.arange(4, dtype=np.float32)})
+    bad = tmp_path / "garbage.safetensors"
+    bad.write_bytes(struct.pack("<Q", 12) + b"{not json!!}" + b"\0" * 8)
+    with pytest.raises(InputError, match=re.escape("garbage.safetensors")):
+        diff_files(good, bad)
+    assert not is_safetensors(bad)
+
+
+def test_huge_declared_header_length_raises_input_error(tmp_path: Path) -> None:
+    good = save(tmp_path / "good.safetensors", {"w": np.arange(4, dtype=np.float32)})
+    bad = tmp_path / "huge.safetensors"
+    bad.write_bytes(struct.pack("<Q", 1 << 40) + b'{"w": {}}')
+    with pytest.raises(InputError, match=re.escape("huge.safetensors")):
+        diff_files(bad, good)
+
+
+def test_header_size_mismatch_raises_input_error(tmp_path: Path) -> None:
+    bad = write_st(tmp_path / "lies.safetensors", {"w": ("F32", [3], b"\0" * 8)})
+    with pytest.raises(InputError, match=re.escape("lies.safetensors")):
+        diff_files(bad, bad)
+
+
+def test_unusable_paths_raise_input_error(tmp_path: Path) -> None:
+    f = tmp_path / "f.bin"
+    f.write_bytes(b"x")
+    with pytest.raises(InputError, match=re.escape("missing.bin")):
+        diff_files(f, tmp_path / "missing.bin")
+    with pytest.raises(InputError, match="directory"):
+        diff_files(f, tmp_path)
+    with pytest.raises(InputError, match="directory"):
+        diff_paths(f, tmp_path)
+    with pytest.raises(InputError, match="nowhere"):
+        diff_paths(tmp_path / "nowhere", f)
+    with pytest.raises(InputError):
+        diff_files(f, f, atol=-1.0)
+
+
+# ------------------------------------------------------------------ non-safetensors files
+
+
+def test_bytes_first_difference_and_prefix(tmp_path: Path) -> None:
+    a, b, c = tmp_path / "a.txt", tmp_path / "b.txt", tmp_path / "c.txt"
+    a.write_bytes(b"hello world")
+    b.write_bytes(b"hello World")
+    c.write_bytes(b"hello world, again")
+    d = diff_files(a, b)
+    assert (d.kind, d.verdict, d.first_difference_offset) == ("bytes", Verdict.DIVERGED, 6)
+    assert d.tensors == [] and d.metadata_a is None
+    assert "offset 6" in render_text(d)
+    p = diff_files(a, c)
+    assert p.first_difference_offset == 11 and (p.size_a, p.size_b) == (11, 18)
+    assert "prefix" in render_text(p)
+    same = diff_files(a, a)
+    assert same.verdict is Verdict.IDENTICAL and same.first_difference_offset is None
+
+
+def test_first_difference_across_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tensordiff, "_BLOCK_BYTES", 4)
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(bytes(range(20)))
+    b.write_bytes(bytes(range(10)) + b"\xff" + bytes(range(11, 20)))
+    assert diff_files(a, b).first_difference_offset == 10
+
+
+def test_detection_is_by_content_not_name(tmp_path: Path) -> None:
+    st = save(tmp_path / "model.bin", {"w": np.arange(3, dtype=np.float32)})
+    st2 = save(tmp_path / "other.data", {"w": np.arange(3, dtype=np.float32)}, {"m": "x"})
+    text = tmp_path / "notes.txt"
+    text.write_text("not a model at all\n")
+    assert is_safetensors(st) and not is_safetensors(text)
+    assert not is_safetensors(tmp_path / "missing")
+    assert diff_files(st, st2).verdict is Verdict.CANONICALLY_IDENTICAL
+    mixed = diff_files(st, text)
+    assert mixed.kind == "bytes" and mixed.verdict is Verdict.DIVERGED
+
+
+# ------------------------------------------------------------------ directories
+
+
+def _tree(root: Path, files: dict[str, bytes]) -> Path:
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    return root
+
+
+def test_directory_diff(tmp_path: Path) -> None:
+    w = {"w": np.arange(4, dtype=np.float32)}
+    save(tmp_path / "m1.safetensors", w, {"run": "1"})
+    save(tmp_path / "m2.safetensors", w, {"run": "2"})
+    m1, m2 = (tmp_path / "m1.safetensors").read_bytes(), (tmp_path / "m2.safetensors").read_bytes()
+    a = _tree(
+        tmp_path / "a",
+        {"same.txt": b"s", "conf.json": b"{1}", "old.txt": b"o", "sub/m.safetensors": m1},
+    )
+    b = _tree(
+        tmp_path / "b",
+        {
+            "same.txt": b"s",
+            "conf.json": b"{2}",
+            "a.txt": b"",
+            "Z.txt": b"",
+            "sub/m.safetensors": m2,
+        },
+    )
+    (b / "sub" / "new").mkdir()
+    (b / "sub" / "new" / "x").write_bytes(b"x")
+    d = diff_paths(a, b)
+    assert isinstance(d, DirDiff)
+    assert d.verdict is Verdict.DIVERGED
+    assert d.added == ["Z.txt", "a.txt", "sub/new/x"]
+    assert d.removed == ["old.txt"]
+    assert d.unchanged == 1
+    assert [(Path(c.path_a).name, c.verdict) for c in d.changed] == [
+        ("conf.json", Verdict.DIVERGED),
+        ("m.safetensors", Verdict.CANONICALLY_IDENTICAL),
+    ]
+    text = render_text(d)
+    assert "MISSING: sub/new/x" in text and "MISSING: old.txt" in text
+    assert "first differing byte at offset 1" in text
+    json.dumps(d.to_dict(), allow_nan=False)
+
+
+def test_directory_verdict_is_worst_child(tmp_path: Path) -> None:
+    def st(values: list[float]) -> bytes:
+        path = tmp_path / "tmp.safetensors"
+        save(path, {"w": np.array(values)})
+        return path.read_bytes()
+
+    a = _tree(tmp_path / "a", {"x.safetensors": st([1.0, 2.0]), "same": b"1"})
+    b = _tree(tmp_path / "b", {"x.safetensors": st([1.0, 2.001]), "same": b"1"})
+    assert diff_paths(a, b).verdict is Verdict.DIVERGED
+    assert diff_paths(a, b, rtol=1e-2).verdict is Verdict.WITHIN_TOLERANCE
+    assert diff_paths(a, a).verdict is Verdict.IDENTICAL
+    empty_a, empty_b = tmp_path / "ea", tmp_path / "eb"
+    empty_a.mkdir()
+    empty_b.mkdir()
+    assert diff_paths(empty_a, empty_b).verdict is Verdict.IDENTICAL
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symlinks")
+def test_directory_refuses_symlinks(tmp_path: Path) -> None:
+    a = _tree(tmp_path / "a", {"f": b"1"})
+    b = _tree(tmp_path / "b", {"f": b"1"})
+    (b / "link").symlink_to(b / "f")
+    with pytest.raises(InputError, match="link"):
+        diff_paths(a, b)
+
+
+# ------------------------------------------------------------------ chunking
+
+
+def _reference(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """Independent numpy reference over the whole tensor at once."""
+    fa, fb = a.astype(np.float64), b.astype(np.float64)
+    ia, ib = a.view(np.int32).astype(np.int64), b.view(np.int32).astype(np.int64)
+    agree = (ia < 0) == (ib < 0)
+    return {
+        "bit_equal_fraction": float(np.mean(ia == ib)),
+        "max_abs_diff": float(np.max(np.abs(fa - fb))),
+        "mean_abs_diff": float(np.mean(np.abs(fa - fb))),
+        "rel_l2": float(np.linalg.norm(fa - fb) / np.linalg.norm(fb)),
+        "cosine": float(fa @ fb / (np.linalg.norm(fa) * np.linalg.norm(fb))),
+        "median_ulp": float(np.median(np.abs(ia - ib)[agree])),
+        "max_rel_diff": float(np.max(np.abs(fa - fb) / np.abs(fb))),
+    }
+
+
+def test_chunked_metrics_match_reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(37, 29)).astype(np.float32)
+    b = a.copy()
+    picks = rng.random(a.shape) < 0.6
+    b[picks] += rng.normal(scale=1e-3, size=int(picks.sum())).astype(np.float32)
+    b[0, 0] = -b[0, 0]  # one sign flip
+    pa, pb = save(tmp_path / "a.safetensors", {"t": a}), save(tmp_path / "b.safetensors", {"t": b})
+    whole = diff_files(pa, pb).tensors[0]
+    monkeypatch.setattr(tensordiff, "_CHUNK_ELEMENTS", 7)
+    chunked = diff_files(pa, pb).tensors[0]
+    ref = _reference(a.ravel(), b.ravel())
+    for key, expected in ref.items():
+        assert getattr(chunked, key) == pytest.approx(expected, rel=1e-9), key
+        assert getattr(chunked, key) == pytest.approx(getattr(whole, key), rel=1e-12), key
+
+
+def test_large_tensor_median_uses_strided_sample(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=1000).astype(np.float32)
+    b = (a.view(np.int32) + rng.integers(0, 50, size=1000).astype(np.int32)).view(np.float32)
+    monkeypatch.setattr(tensordiff, "_CHUNK_ELEMENTS", 64)
+    monkeypatch.setattr(tensordiff, "_EXACT_MEDIAN_LIMIT", 100)  # stride 10
+    pa, pb = save(tmp_path / "a.safetensors", {"t": a}), save(tmp_path / "b.safetensors", {"t": b})
+    t = diff_files(pa, pb).tensors[0]
+    ulps = np.abs(a.view(np.int32).astype(np.int64) - b.view(np.int32).astype(np.int64))
+    assert t.median_ulp == float(np.median(ulps[::10]))
+
+
+# ------------------------------------------------------------------ rendering and JSON
+
+
+def test_render_text_lists_changed_tensor_first(tmp_path: Path) -> None:
+    same = np.ones(3, np.float32)
+    a = save(tmp_path / "a.safetensors", {"aaa": same, "bbb": same, "zzz": np.zeros(3, np.float32)})
+    b = save(
+        tmp_path / "b.safetensors",
+        {"aaa": same, "bbb": same, "zzz": np.array([0, 0, 1], np.float32)},
+    )
+    d = diff_files(a, b)
+    text = render_text(d)
+    assert text.splitlines()[0].startswith("DIVERGED: ")
+    assert text.index("zzz") < text.index("aaa") < text.index("bbb")
+    assert "66.67%" in text and "median ULP" in text
+    short = render_text(d, limit=1)
+    assert "zzz" in short and "aaa" not in short and "2 more tensors not shown" in short
+
+
+def test_to_dict_is_json_ready(tmp_path: Path) -> None:
+    a = save(tmp_path / "a.safetensors", {"t": np.array([1.0, 1.0])}, {"k": "v"})
+    b = save(tmp_path / "b.safetensors", {"t": np.array([0.0, 1.0])})  # b == 0 -> inf rel
+    d = diff_files(a, b)
+    out = json.loads(json.dumps(d.to_dict(), allow_nan=False))
+    assert out["verdict"] == "DIVERGED" and out["kind"] == "safetensors"
+    assert out["metadata_a"] == {"k": "v"} and out["metadata_b"] is None
+    t = out["tensors"][0]
+    assert t["name"] == "t" and t["max_rel_diff"] is None and t["infinite"] == ["max_rel_diff"]
+    assert t["max_abs_diff"] == 1.0 and t["bit_equal_fraction"] == 0.5
+
+
+def test_tensor_order_worst_first(tmp_path: Path) -> None:
+    base = np.ones(4, np.float32)
+    small, big = base.copy(), base.copy()
+    small[0], big[0] = 1.001, 3.0
+    a = save(tmp_path / "a.safetensors", {"a_small": base, "b_big": base, "c_eq": base, "z": base})
+    b = save(
+        tmp_path / "b.safetensors",
+        {"a_small": small, "b_big": big, "c_eq": base, "z": np.ones(5, np.float32)},
+    )
+    d = diff_files(a, b, atol=0.01)
+    assert [t.name for t in d.tensors] == ["z", "b_big", "a_small", "c_eq"]
+    assert [t.passes_tolerance for t in d.tensors] == [False, False, True, True]
+    assert d.verdict == "DIVERGED" and Verdict.CANONICALLY_IDENTICAL == "CANONICALLY-IDENTICAL"

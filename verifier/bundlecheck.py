@@ -1,0 +1,44 @@
+"""verify-bundle: one bundle, one artifact, one trusted key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from verifier.digest import Hasher
+from verifier.envelope import INTOTO_PAYLOAD_TYPE, read_bundle
+from verifier.errors import InputError
+from verifier.signing import bundle_signed_by, load_public_key
+from verifier.statement import parse_statement
+
+
+@dataclass(frozen=True)
+class BundleCheck:
+    ok: bool
+    message: str
+    subject_name: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"verified": self.ok, "message": self.message, "subject": self.subject_name}
+
+
+def check_bundle(bundle_path: Path, artifact: Path, key_path: Path) -> BundleCheck:
+    """Signature under the given key, in-toto payload type, artifact digest among subjects."""
+    key = load_public_key(key_path)
+    bundle = read_bundle(bundle_path)
+    if bundle.is_keyless:
+        raise InputError(f"{bundle_path}: is a keyless (Sigstore) bundle; it has no key to check.")
+    if not bundle_signed_by(bundle, key):
+        return BundleCheck(False, f"{bundle_path}: the signature does not verify with {key_path}.")
+    if bundle.payload_type != INTOTO_PAYLOAD_TYPE:
+        return BundleCheck(False, f"{bundle_path}: payload type {bundle.payload_type!r} is not "
+                                  f"{INTOTO_PAYLOAD_TYPE}.")
+    statement = parse_statement(bundle.payload, str(bundle_path))
+    digest = Hasher().digest_paths([artifact])[0]
+    for subject in statement.subjects:
+        if subject["digest"].get(digest.algorithm) == digest.value:
+            return BundleCheck(True, f"{bundle_path}: verified; {artifact} is subject "
+                                     f"{subject['name']}.", subject["name"])
+    return BundleCheck(False, f"{bundle_path}: {artifact} ({digest.algorithm} "
+                              f"{digest.value[:16]}…) is not a subject of this attestation.")

@@ -1,0 +1,416 @@
+"""Command line: parses arguments, calls the library, prints. Nothing else lives here.
+
+Heavy modules (cryptography, numpy, sigstore, yaml) are imported inside the commands that need
+them so that `--help` and `digest` start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from verifier.errors import StepFailed, VerifierError
+
+EPILOG_MAIN = """Examples:
+
+  model-verifier keygen keys/builder
+
+  model-verifier record --step train --material build/data --product build/weights.npz
+  --key keys/builder.key --env OMP_NUM_THREADS -- python train.py
+
+  model-verifier rebuild attestations/*.intoto.json --key keys/rebuilder.key --out rebuilds
+
+  verify-model build/model/model.safetensors --policy model-policy.yaml
+"""
+
+app = typer.Typer(
+    name="model-verifier",
+    help="Record, rebuild and verify machine-learning model builds with signed attestations.",
+    epilog=EPILOG_MAIN,
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON object.")]
+QuietFlag = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+
+
+def _emit_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def _fail(error: VerifierError, as_json: bool) -> NoReturn:
+    if as_json:
+        _emit_json({"error": str(error), "exit_code": error.exit_code})
+    else:
+        sys.stderr.write(f"error: {error}\n")
+    raise typer.Exit(error.exit_code)
+
+
+def _guard(as_json: bool, action: Callable[[], int | None]) -> None:
+    """Run a command body: library errors become one sentence and an exit code."""
+    try:
+        code = action()
+    except VerifierError as error:
+        _fail(error, as_json)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted; nothing was written.\n")
+        raise typer.Exit(130) from None
+    raise typer.Exit(code or 0)
+
+
+class _Progress:
+    """A one-line progress bar on stderr, only on a terminal."""
+
+    def __init__(self, label: str, total: int, enabled: bool) -> None:
+        import threading
+        import time
+
+        self._label, self._total, self._done = label, max(total, 1), 0
+        self._enabled = enabled and sys.stderr.isatty() and total > 64 * 1024 * 1024
+        self._start = time.monotonic()
+        self._last = 0.0
+        self._lock = threading.Lock()
+        self._time = time.monotonic
+
+    def advance(self, count: int) -> None:
+        if not self._enabled:
+            return
+        with self._lock:
+            self._done += count
+            now = self._time()
+            if now - self._last < 0.2 and self._done < self._total:
+                return
+            self._last = now
+            elapsed = max(now - self._start, 1e-6)
+            rate = self._done / elapsed
+            left = (self._total - self._done) / rate if rate else 0
+            width = 30
+            filled = int(width * self._done / self._total)
+            sys.stderr.write(
+                f"\r{self._label} [{'#' * filled}{'.' * (width - filled)}] "
+                f"{self._done / 1e9:6.2f}/{self._total / 1e9:.2f} GB "
+                f"{rate / 1e9:5.2f} GB/s  {left:4.0f}s left "
+            )
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self._enabled:
+            sys.stderr.write("\r" + " " * 90 + "\r")
+            sys.stderr.flush()
+
+
+def _hasher_with_progress(paths: list[Path], quiet: bool, label: str) -> tuple[Any, _Progress]:
+    from verifier.digest import Hasher
+
+    probe = Hasher()
+    total = probe.total_bytes(paths) if (not quiet and sys.stderr.isatty()) else 0
+    progress = _Progress(label, total, not quiet)
+    return Hasher(progress=progress.advance), progress
+
+
+@app.command()
+def keygen(
+    prefix: Annotated[Path, typer.Argument(help="Writes PREFIX.key (0600) and PREFIX.pub.")],
+    algorithm: Annotated[str, typer.Option(help="ecdsa-p256 or ed25519.")] = "ecdsa-p256",
+    password: Annotated[str | None, typer.Option(
+        help="Encrypt the private key (or set MODEL_VERIFIER_KEY_PASSWORD).")] = None,
+    force: Annotated[bool, typer.Option(help="Replace existing key files.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Generate a signing key pair.
+
+    Example: model-verifier keygen keys/builder --algorithm ed25519
+    """
+    def action() -> None:
+        from verifier.signing import PASSWORD_VARIABLE, generate_keypair
+
+        secret = password if password is not None else os.environ.get(PASSWORD_VARIABLE)
+        private, public = generate_keypair(prefix, algorithm, secret, overwrite=force)
+        if as_json:
+            _emit_json({"private_key": str(private), "public_key": str(public),
+                        "algorithm": algorithm})
+        else:
+            print(f"wrote {private} (private, mode 0600) and {public} (public)")
+
+    _guard(as_json, action)
+
+
+@app.command()
+def digest(
+    paths: Annotated[list[Path], typer.Argument(help="Files and directories.")],
+    as_json: JsonFlag = False,
+    quiet: QuietFlag = False,
+) -> None:
+    """Print sha256 of files and in-toto dirHash of directories, like sha256sum.
+
+    Example: model-verifier digest build/model build/model/model.safetensors
+    """
+    def action() -> None:
+        hasher, progress = _hasher_with_progress(paths, quiet, "hashing")
+        try:
+            results = hasher.digest_paths(paths)
+        finally:
+            progress.close()
+        if as_json:
+            _emit_json([
+                {"path": str(r.path), "digest": {r.algorithm: r.value},
+                 **({"files": r.files} if r.is_dir else {})}
+                for r in results
+            ])
+        else:
+            for r in results:
+                label = "dirHash:" if r.is_dir else ""
+                print(f"{label}{r.value}  {r.path}")
+
+    _guard(as_json, action)
+
+
+@app.command(context_settings={"allow_interspersed_args": False})
+def record(
+    command: Annotated[list[str], typer.Argument(help="The command to run, after `--`.")],
+    step: Annotated[str, typer.Option(help="The step's name, e.g. train.")],
+    material: Annotated[list[Path] | None, typer.Option(
+        help="An input file or directory (repeatable).")] = None,
+    product: Annotated[list[Path] | None, typer.Option(
+        help="An output file or directory (repeatable).")] = None,
+    key: Annotated[Path | None, typer.Option(help="Private key to sign with.")] = None,
+    password: Annotated[str | None, typer.Option(help="The key's password.")] = None,
+    out: Annotated[Path, typer.Option(help="Directory for NAME.intoto.json.")] = Path(
+        "attestations"),
+    env: Annotated[list[str] | None, typer.Option(
+        help="Record and pass this variable (NAME or NAME=VALUE; repeatable).")] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing attestation.")] = False,
+    as_json: JsonFlag = False,
+    quiet: QuietFlag = False,
+) -> None:
+    """Run one build step and write its signed attestation.
+
+    Example: model-verifier record --step train --material build/data
+    --product build/weights.npz --key keys/builder.key --env OMP_NUM_THREADS=1
+    -- python train.py
+    """
+    def action() -> int:
+        from verifier.record import record_step
+
+        signer = _signer(key, password)
+        hasher, progress = _hasher_with_progress([], quiet, "hashing")
+        try:
+            result = record_step(
+                step=step, argv=command, materials=material or [], products=product or [],
+                signer=signer, out_dir=out, env_names=env or [], force=force, hasher=hasher,
+            )
+        except StepFailed as failure:
+            sys.stderr.write(f"error: {failure}\n")
+            return failure.exit_code
+        finally:
+            progress.close()
+        subjects = result.statement["subject"]
+        if as_json:
+            _emit_json({"attestation": str(result.attestation), "step": step,
+                        "signer": result.identity, "subjects": subjects})
+        else:
+            print(f"recorded step {step!r}: {len(subjects)} subject(s), signed by "
+                  f"{result.identity[:20]}…, wrote {result.attestation}")
+        return 0
+
+    _guard(as_json, action)
+
+
+def _signer(key: Path | None, password: str | None) -> Any:
+    from verifier.errors import InputError
+    from verifier.signing import KeySigner
+
+    if key is None:
+        raise InputError("no signing key given; pass --key FILE (see `model-verifier keygen`).")
+    return KeySigner(key, password)
+
+
+def _print_report(report: Any) -> None:
+    verdict = "PASS" if report.passed else "FAIL"
+    algorithm, value = next(iter(report.digest.items()))
+    print(f"{verdict}  {report.artifact}  ({algorithm} {value[:16]}…)")
+    print(f"  policy: {report.policy}")
+    for step in report.steps:
+        print(f"  step {step['step']:<14} signed by {', '.join(step['signed_by'])}"
+              f"  ({step['attestation']})")
+    pinned = sum(1 for s in report.sources if s["pinned"])
+    if report.sources:
+        print(f"  sources: {pinned} pinned, {len(report.sources) - pinned} unpinned")
+    for quorum in report.rebuilds:
+        print(f"  rebuilds of {quorum.step}: {len(quorum.matched)}/{quorum.quorum} "
+              f"matching ({', '.join(quorum.matched) or 'none'})")
+        for dissent in quorum.dissent:
+            for file in dissent["files"]:
+                tensors = file.get("tensors") or []
+                worst = (f", tensor {tensors[0]['name']} max abs diff "
+                         f"{tensors[0]['max_abs_diff']:.3g}" if tensors
+                         and tensors[0].get("max_abs_diff") is not None else "")
+                print(f"    signed dissent from {dissent['rebuilder']}: {file['name']} "
+                      f"{file['verdict']}{worst} ({dissent['attestation']})")
+    if report.problems:
+        print("  problems:")
+        for problem in report.problems:
+            print(f"   - {problem.message}")
+    for note in report.notes:
+        print(f"  note: {note}")
+
+
+def _verify(artifact: Path, attestations: list[Path] | None, policy: Path | None,
+            as_json: bool, quiet: bool) -> None:
+    def action() -> int:
+        from verifier.policy import DEFAULT_POLICY, load_policy
+        from verifier.verify import verify_artifact
+
+        loaded = load_policy(policy or DEFAULT_POLICY)
+        hasher, progress = _hasher_with_progress([artifact], quiet, "verifying")
+        try:
+            report = verify_artifact(artifact, loaded, attestations or [Path("attestations")],
+                                     hasher=hasher)
+        finally:
+            progress.close()
+        if as_json:
+            _emit_json(report.to_dict())
+        else:
+            _print_report(report)
+        return 0 if report.passed else 1
+
+    _guard(as_json, action)
+
+
+ArtifactArg = Annotated[Path, typer.Argument(help="The model file or directory to check.")]
+AttestationsOpt = Annotated[list[Path] | None, typer.Option(
+    help="Directory (or file) of attestations; repeatable. Default: attestations/.")]
+PolicyOpt = Annotated[Path | None, typer.Option(
+    help="Policy YAML. Default: model-policy.yaml in the current directory.")]
+
+
+@app.command()
+def verify(
+    artifact: ArtifactArg,
+    attestations: AttestationsOpt = None,
+    policy: PolicyOpt = None,
+    as_json: JsonFlag = False,
+    quiet: QuietFlag = False,
+) -> None:
+    """Verify an artifact's whole build chain against a policy (same as verify-model).
+
+    Example: verify-model build/model/model.safetensors --policy policies/tiny-model.yaml
+    """
+    _verify(artifact, attestations, policy, as_json, quiet)
+
+
+@app.command("verify-bundle")
+def verify_bundle(
+    bundle: Annotated[Path, typer.Argument(help="A Sigstore bundle (.intoto.json).")],
+    artifact: Annotated[Path, typer.Option(help="The file or directory it should attest.")],
+    key: Annotated[Path, typer.Option(help="The signer's public key (PEM).")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Check one bundle: signature, payload type, and that the artifact is a subject.
+
+    Example: model-verifier verify-bundle attestations/package.intoto.json
+    --artifact build/model/model.safetensors --key keys/builder.pub
+    """
+    def action() -> int:
+        from verifier.bundlecheck import check_bundle
+
+        result = check_bundle(bundle, artifact, key)
+        if as_json:
+            _emit_json(result.to_dict())
+        elif result.ok:
+            print(f"OK  {bundle}: signed by {key}, {artifact} is subject {result.subject_name}")
+        else:
+            print(f"FAIL  {result.message}")
+        return 0 if result.ok else 1
+
+    _guard(as_json, action)
+
+
+@app.command("diff")
+def diff_command(
+    a: Annotated[Path, typer.Argument(help="First file or directory (the one being checked).")],
+    b: Annotated[Path, typer.Argument(help="Second file or directory (the reference).")],
+    rtol: Annotated[float | None, typer.Option(help="Relative tolerance for tensors.")] = None,
+    atol: Annotated[float | None, typer.Option(help="Absolute tolerance for tensors.")] = None,
+    limit: Annotated[int, typer.Option(help="Rows of the tensor table.")] = 20,
+    as_json: JsonFlag = False,
+) -> None:
+    """Explain how two files or directories differ, tensor by tensor for safetensors.
+
+    Exit 0 when IDENTICAL or CANONICALLY-IDENTICAL (or WITHIN-TOLERANCE with a tolerance given),
+    1 otherwise.
+
+    Example: model-verifier diff rebuilt/model.safetensors build/model/model.safetensors
+    """
+    def action() -> int:
+        from verifier.tensordiff import Verdict, diff_paths, render_text
+
+        tolerant = rtol is not None or atol is not None
+        result = diff_paths(a, b, rtol=(rtol or 0.0) if tolerant else None,
+                            atol=(atol or 0.0) if tolerant else None)
+        if as_json:
+            _emit_json(result.to_dict())
+        else:
+            print(render_text(result, limit=limit), end="")
+        accepted = {Verdict.IDENTICAL, Verdict.CANONICALLY_IDENTICAL}
+        if tolerant:
+            accepted.add(Verdict.WITHIN_TOLERANCE)
+        return 0 if result.verdict in accepted else 1
+
+    _guard(as_json, action)
+
+
+verify_app = typer.Typer(
+    name="verify-model",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@verify_app.command()
+def verify_model(
+    artifact: ArtifactArg,
+    attestations: AttestationsOpt = None,
+    policy: PolicyOpt = None,
+    as_json: JsonFlag = False,
+    quiet: QuietFlag = False,
+) -> None:
+    """Gate a deployment: verify a model artifact's build chain against a policy.
+
+    Exit 0 when the policy holds, 1 when it does not, 2 when the input cannot be used.
+
+    Example: verify-model build/model/model.safetensors --policy model-policy.yaml
+    --attestations attestations --attestations rebuilds
+    """
+    _verify(artifact, attestations, policy, as_json, quiet)
+
+
+def _entry(application: typer.Typer) -> None:
+    try:
+        application()
+    except SystemExit:
+        raise
+    except Exception as error:  # a bug: still one sentence, never a traceback
+        sys.stderr.write(f"error: internal error ({type(error).__name__}: {error}); "
+                         "please report it.\n")
+        sys.exit(3)
+
+
+def main() -> None:
+    _entry(app)
+
+
+def verify_model_main() -> None:
+    _entry(verify_app)

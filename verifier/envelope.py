@@ -1,0 +1,212 @@
+"""DSSE envelopes inside Sigstore bundle v0.3 JSON files: reading, writing, PAE.
+
+A bundle signed with a local key carries `verificationMaterial.publicKey.hint` and no log entry,
+the shape OpenSSF Model Signing uses. A keyless bundle carries a certificate and log entries, as
+sigstore-python writes it. Nothing here trusts anything: the hint is only a hint, and signature
+checks live in `signing`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from verifier.errors import InputError
+
+BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
+ACCEPTED_MEDIA_TYPES = (
+    BUNDLE_MEDIA_TYPE,
+    "application/vnd.dev.sigstore.bundle+json;version=0.3",
+    "application/vnd.dev.sigstore.bundle+json;version=0.2",
+    "application/vnd.dev.sigstore.bundle.v0.2+json",
+)
+INTOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
+MAX_BUNDLE_BYTES = 64 * 1024 * 1024
+
+
+def pae(payload_type: str, payload: bytes) -> bytes:
+    """DSSE Pre-Authentication Encoding: the exact bytes a DSSE signature covers."""
+    kind = payload_type.encode()
+    return b"DSSEv1 %d %b %d %b" % (len(kind), kind, len(payload), payload)
+
+
+def b64decode(text: str) -> bytes:
+    """Decode standard or URL-safe base64, with or without padding (DSSE allows both)."""
+    if not isinstance(text, str):
+        raise ValueError("not a base64 string")
+    padded = text + "=" * (-len(text) % 4)
+    alphabet = b"-_" if ("-" in text or "_" in text) else None
+    try:
+        return base64.b64decode(padded, altchars=alphabet, validate=True)
+    except binascii.Error as error:
+        raise ValueError(str(error)) from None
+
+
+def b64encode(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+@dataclass(frozen=True)
+class DsseSignature:
+    sig: bytes
+    keyid: str
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """One Sigstore bundle holding a DSSE envelope, as read from disk."""
+
+    source: str  # the file (and line, for JSON lines) it came from, for messages
+    raw: dict[str, Any]
+    payload: bytes
+    payload_type: str
+    signatures: tuple[DsseSignature, ...]
+    public_key_hint: str | None
+    has_certificate: bool = field(default=False)
+
+    @property
+    def is_keyless(self) -> bool:
+        return self.has_certificate
+
+    def to_json(self) -> str:
+        return json.dumps(self.raw, indent=2, sort_keys=True) + "\n"
+
+
+def make_key_bundle(payload: bytes, payload_type: str, signature: bytes, hint: str) -> dict:
+    """A bundle v0.3 for a signature made with a local key (public key hint, no log entry)."""
+    return {
+        "mediaType": BUNDLE_MEDIA_TYPE,
+        "verificationMaterial": {"publicKey": {"hint": hint}, "tlogEntries": []},
+        "dsseEnvelope": {
+            "payload": b64encode(payload),
+            "payloadType": payload_type,
+            "signatures": [{"sig": b64encode(signature), "keyid": hint}],
+        },
+    }
+
+
+def parse_bundle(data: Any, source: str) -> Bundle:
+    """Check the shape of a decoded bundle and pull out its DSSE envelope."""
+    if not isinstance(data, dict):
+        raise InputError(f"{source}: is not a Sigstore bundle (expected a JSON object).")
+    media_type = data.get("mediaType")
+    if media_type not in ACCEPTED_MEDIA_TYPES:
+        raise InputError(
+            f"{source}: is not a Sigstore bundle v0.3 (mediaType is {media_type!r})."
+        )
+    material = data.get("verificationMaterial")
+    envelope = data.get("dsseEnvelope")
+    if not isinstance(material, dict):
+        raise InputError(f"{source}: bundle has no verificationMaterial.")
+    if not isinstance(envelope, dict):
+        raise InputError(f"{source}: bundle holds no DSSE envelope (dsseEnvelope is missing).")
+    payload_type = envelope.get("payloadType")
+    if not isinstance(payload_type, str):
+        raise InputError(f"{source}: DSSE envelope has no payloadType.")
+    try:
+        payload = b64decode(envelope.get("payload"))
+    except ValueError:
+        raise InputError(f"{source}: DSSE payload is not valid base64.") from None
+    raw_signatures = envelope.get("signatures")
+    if not isinstance(raw_signatures, list) or not raw_signatures:
+        raise InputError(f"{source}: DSSE envelope has no signatures.")
+    signatures = []
+    for entry in raw_signatures:
+        if not isinstance(entry, dict):
+            raise InputError(f"{source}: a DSSE signature entry is not an object.")
+        try:
+            sig = b64decode(entry.get("sig"))
+        except ValueError:
+            raise InputError(f"{source}: a DSSE signature is not valid base64.") from None
+        keyid = entry.get("keyid", "")
+        signatures.append(DsseSignature(sig, keyid if isinstance(keyid, str) else ""))
+    public_key = material.get("publicKey")
+    hint = public_key.get("hint") if isinstance(public_key, dict) else None
+    has_certificate = bool(material.get("certificate") or material.get("x509CertificateChain"))
+    return Bundle(
+        source=source,
+        raw=data,
+        payload=payload,
+        payload_type=payload_type,
+        signatures=tuple(signatures),
+        public_key_hint=hint if isinstance(hint, str) else None,
+        has_certificate=has_certificate,
+    )
+
+
+def _read_text(path: Path) -> str:
+    try:
+        size = path.stat().st_size
+        if size > MAX_BUNDLE_BYTES:
+            raise InputError(f"{path}: is {size} bytes, larger than any bundle should be.")
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file.") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, expected a bundle file.") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: is not UTF-8 text, so not a bundle.") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot be read ({error.strerror}).") from None
+
+
+def _decode_json(text: str, source: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InputError(
+            f"{source}: is not valid JSON "
+            f"({error.msg} at line {error.lineno} column {error.colno})."
+        ) from None
+    except RecursionError:
+        raise InputError(f"{source}: JSON is nested too deeply to be a bundle.") from None
+
+
+def read_bundle(path: Path) -> Bundle:
+    """Read one bundle file (a single JSON object)."""
+    return parse_bundle(_decode_json(_read_text(path), str(path)), str(path))
+
+
+def read_bundles(path: Path) -> Iterator[Bundle]:
+    """Read a bundle file, or a JSON-lines file with one bundle a line."""
+    text = _read_text(path)
+    if path.suffix != ".jsonl":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            if error.msg != "Extra data":
+                _decode_json(text, str(path))  # raises with the position of the error
+        except RecursionError:
+            raise InputError(f"{path}: JSON is nested too deeply to be a bundle.") from None
+        else:
+            yield parse_bundle(data, str(path))
+            return
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            source = f"{path}:{number}"
+            yield parse_bundle(_decode_json(line, source), source)
+
+
+def write_atomic(path: Path, text: str, *, overwrite: bool) -> None:
+    """Write via a temporary file in the same directory and rename; never half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not overwrite:
+        raise InputError(f"{path}: already exists; pass --force to replace it.")
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,242 @@
+"""The policy a deployable model must satisfy: loading, schema validation, the model of it.
+
+Paths inside a policy (keys, trusted roots) are relative to the policy file. Unknown fields are
+errors: a misspelt rule must never silently turn into no rule.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from verifier.errors import InputError
+
+DEFAULT_POLICY = Path("model-policy.yaml")
+
+
+@dataclass(frozen=True)
+class KeylessIdentity:
+    issuer: str
+    identity: str | None = None
+    identity_regex: str | None = None
+    repository: str | None = None
+    ref: str | None = None
+    workflow_sha: str | None = None
+    trigger: str | None = None
+
+
+@dataclass(frozen=True)
+class SignerSpec:
+    name: str
+    key_path: Path | None = None
+    keyless: KeylessIdentity | None = None
+
+
+@dataclass(frozen=True)
+class SourceRule:
+    name: str | None = None
+    sha256: str | None = None
+    pattern: str | None = None
+    unpinned: bool = False
+    git_commit: str | None = None
+
+    def describe(self) -> str:
+        if self.sha256:
+            return f"source {self.name} (sha256 {self.sha256[:12]}…)"
+        if self.git_commit:
+            return f"source pattern {self.pattern!r} at git commit {self.git_commit[:12]}"
+        return f"unpinned source pattern {self.pattern!r}"
+
+    def matches_name(self, name: str) -> bool:
+        if self.name is not None:
+            return name == self.name
+        return self.pattern is not None and _glob(name, self.pattern)
+
+
+def _glob(name: str, pattern: str) -> bool:
+    """Match a POSIX path: `*` and `?` stay within one component, `**` spans directories."""
+    regex, index = "", 0
+    while index < len(pattern):
+        if pattern.startswith("**/", index):
+            regex, index = regex + "(?:.*/)?", index + 3
+        elif pattern.startswith("**", index):
+            regex, index = regex + ".*", index + 2
+        elif pattern[index] == "*":
+            regex, index = regex + "[^/]*", index + 1
+        elif pattern[index] == "?":
+            regex, index = regex + "[^/]", index + 1
+        else:
+            regex, index = regex + re.escape(pattern[index]), index + 1
+    return re.fullmatch(regex, name, flags=re.DOTALL) is not None
+
+
+@dataclass(frozen=True)
+class StepRule:
+    name: str
+    signed_by: tuple[str, ...]
+    after: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    rtol: float
+    atol: float
+
+
+@dataclass(frozen=True)
+class RebuildRule:
+    quorum: int
+    rebuilders: tuple[str, ...]
+    steps: tuple[str, ...]
+    match: dict[str, Tolerance | None]  # per step; None = exact
+    max_dissent: int | None = None
+
+
+@dataclass(frozen=True)
+class Policy:
+    path: Path
+    name: str
+    expires: dt.date | None
+    signers: dict[str, SignerSpec]
+    sources: tuple[SourceRule, ...]
+    steps: tuple[StepRule, ...]
+    rebuild: RebuildRule | None = None
+    trusted_root: Path | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def step(self, name: str) -> StepRule | None:
+        return next((s for s in self.steps if s.name == name), None)
+
+    def final_steps(self) -> list[StepRule]:
+        """Steps no other step comes after: the ones that produce the deployable artifact."""
+        preceding = {name for s in self.steps for name in s.after}
+        return [s for s in self.steps if s.name not in preceding]
+
+    def is_expired(self, today: dt.date | None = None) -> bool:
+        return self.expires is not None and (today or dt.date.today()) > self.expires
+
+
+def _schema() -> dict[str, Any]:
+    text = resources.files("verifier").joinpath("schemas/policy.schema.json").read_text()
+    return json.loads(text)
+
+
+def _read_yaml(path: Path) -> Any:
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(
+            f"{path}: no such policy file; pass one with --policy FILE "
+            "(policies/ has examples)."
+        ) from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, expected a policy YAML file.") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: is not UTF-8 text.") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot be read ({error.strerror}).") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or "malformed YAML"
+        raise InputError(f"{path}: is not valid YAML ({problem}{where}).") from None
+
+
+def _validate(data: Any, path: Path) -> None:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(_schema())
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        error = jsonschema.exceptions.best_match(errors)
+        where = ".".join(str(p) for p in error.absolute_path) or "the top level"
+        raise InputError(f"{path}: {where}: {error.message}.")
+
+
+def load_policy(path: Path) -> Policy:
+    """Read and validate a policy file; InputError names the file and the field at fault."""
+    data = _read_yaml(path)
+    if isinstance(data, dict) and isinstance(data.get("expires"), dt.date):
+        data["expires"] = data["expires"].isoformat()
+    _validate(data, path)
+    base = path.parent
+    signers = {}
+    for name, spec in data["signers"].items():
+        if "key" in spec:
+            signers[name] = SignerSpec(name, key_path=base / spec["key"])
+        else:
+            signers[name] = SignerSpec(name, keyless=KeylessIdentity(**spec["sigstore"]))
+    steps = tuple(
+        StepRule(s["name"], tuple(s["signed_by"]), tuple(s.get("after", ())))
+        for s in data["steps"]
+    )
+    _check_references(path, signers, steps, data.get("rebuild"))
+    expires = dt.date.fromisoformat(data["expires"]) if "expires" in data else None
+    return Policy(
+        path=path,
+        name=data.get("name", path.stem),
+        expires=expires,
+        signers=signers,
+        sources=tuple(SourceRule(**s) for s in data.get("sources", [])),
+        steps=steps,
+        rebuild=_rebuild_rule(data.get("rebuild"), steps),
+        trusted_root=base / data["trusted_root"] if "trusted_root" in data else None,
+        raw=data,
+    )
+
+
+def _check_references(path: Path, signers: dict[str, SignerSpec], steps: tuple[StepRule, ...],
+                      rebuild: dict[str, Any] | None) -> None:
+    names = [s.name for s in steps]
+    if len(set(names)) != len(names):
+        raise InputError(f"{path}: steps: a step name appears twice.")
+    for step in steps:
+        for signer in step.signed_by:
+            if signer not in signers:
+                raise InputError(f"{path}: step {step.name!r} names an unknown signer {signer!r}.")
+        for earlier in step.after:
+            if earlier not in names:
+                raise InputError(f"{path}: step {step.name!r} comes after an unknown step "
+                                 f"{earlier!r}.")
+    if rebuild:
+        for rebuilder in rebuild["rebuilders"]:
+            if rebuilder not in signers:
+                raise InputError(f"{path}: rebuild.rebuilders names an unknown signer "
+                                 f"{rebuilder!r}.")
+        for step_name in rebuild["steps"]:
+            if step_name not in names:
+                raise InputError(f"{path}: rebuild.steps names an unknown step {step_name!r}.")
+
+
+def _rebuild_rule(data: dict[str, Any] | None, steps: tuple[StepRule, ...]) -> RebuildRule | None:
+    if not data:
+        return None
+    match = data.get("match", "exact")
+    per_step: dict[str, Tolerance | None] = {}
+    for step in data["steps"]:
+        if match == "exact":
+            per_step[step] = None
+        elif "rtol" in match and "atol" in match:
+            per_step[step] = Tolerance(float(match["rtol"]), float(match["atol"]))
+        else:
+            chosen = match.get(step, "exact")
+            per_step[step] = (
+                None if chosen == "exact" else Tolerance(float(chosen["rtol"]),
+                                                         float(chosen["atol"]))
+            )
+    return RebuildRule(
+        quorum=int(data["quorum"]),
+        rebuilders=tuple(data["rebuilders"]),
+        steps=tuple(data["steps"]),
+        match=per_step,
+        max_dissent=data.get("max_dissent"),
+    )

@@ -1,0 +1,238 @@
+"""Record one build step: hash materials, run the command, hash products, sign, write.
+
+The command runs with no timeout (training runs for days), its output streams through while
+being hashed, and its exit code is passed on. Only a step that succeeded, whose materials did
+not change under it and whose products all exist, gets an attestation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from verifier import environment
+from verifier.digest import Hasher, PathDigest
+from verifier.envelope import INTOTO_PAYLOAD_TYPE, write_atomic
+from verifier.errors import InputError, StepFailed
+from verifier.statement import canonical_json, descriptors, step_statement
+
+
+class Signer(Protocol):
+    """Anything that can sign a DSSE payload into a Sigstore bundle (a local key, Sigstore)."""
+
+    @property
+    def identity(self) -> str: ...
+
+    def sign_dsse(self, payload: bytes, payload_type: str) -> dict: ...
+
+
+@dataclass(frozen=True)
+class RunResult:
+    returncode: int
+    stdout_sha256: str
+    stderr_sha256: str
+    started_on: str
+    finished_on: str
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    attestation: Path
+    statement: dict[str, Any]
+    identity: str
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def relative_name(path: Path, base: Path) -> str:
+    """The POSIX name a path is recorded under: relative to the working directory, inside it."""
+    absolute = Path(os.path.abspath(base / path))
+    try:
+        relative = absolute.relative_to(Path(os.path.abspath(base)))
+    except ValueError:
+        raise InputError(
+            f"{path}: is outside the working directory {base}; materials and products must be "
+            "inside it so that a rebuilder can find them."
+        ) from None
+    return relative.as_posix() or "."
+
+
+def _pump(source: IO[bytes], sink: IO[bytes], hasher: Any) -> None:
+    for chunk in iter(lambda: source.read1(65536), b""):
+        hasher.update(chunk)
+        sink.write(chunk)
+        sink.flush()
+
+
+def run_streaming(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> RunResult:
+    """Run a command to completion, streaming and hashing its stdout and stderr."""
+    started = utc_now()
+    try:
+        process = subprocess.Popen(
+            list(argv), cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
+    except FileNotFoundError:
+        raise InputError(f"{argv[0]}: command not found.") from None
+    except PermissionError:
+        raise InputError(f"{argv[0]}: is not executable.") from None
+    hashes = (hashlib.sha256(), hashlib.sha256())
+    assert process.stdout is not None and process.stderr is not None
+    pumps = [
+        threading.Thread(target=_pump, args=(process.stdout, sys.stdout.buffer, hashes[0])),
+        threading.Thread(target=_pump, args=(process.stderr, sys.stderr.buffer, hashes[1])),
+    ]
+    for pump in pumps:
+        pump.daemon = True
+        pump.start()
+    try:
+        returncode = process.wait()
+    except KeyboardInterrupt:
+        process.wait()
+        raise
+    for pump in pumps:
+        pump.join()
+    return RunResult(returncode, hashes[0].hexdigest(), hashes[1].hexdigest(), started, utc_now())
+
+
+def resolve_declared_env(names: Sequence[str], source: dict[str, str]) -> dict[str, str]:
+    """Values of the variables the user declared with --env; a declared variable must be set."""
+    declared: dict[str, str] = {}
+    for name in names:
+        key, _, value = name.partition("=")
+        if not key:
+            raise InputError(f"--env {name!r}: expected NAME or NAME=VALUE.")
+        if "=" in name:
+            declared[key] = value
+        elif key in source:
+            declared[key] = source[key]
+        else:
+            raise InputError(f"--env {key}: the variable is not set, so it cannot be recorded.")
+    return dict(sorted(declared.items()))
+
+
+def record_step(
+    *,
+    step: str,
+    argv: Sequence[str],
+    materials: Sequence[Path],
+    products: Sequence[Path],
+    signer: Signer,
+    out_dir: Path,
+    env_names: Sequence[str] = (),
+    cwd: Path | None = None,
+    force: bool = False,
+    hasher: Hasher | None = None,
+) -> RecordResult:
+    """Run and attest one step. Raises StepFailed when the command fails (nothing written)."""
+    base = Path(cwd or Path.cwd())
+    if not argv:
+        raise InputError("record: no command given; put it after `--`.")
+    if not step or "/" in step or step.startswith("."):
+        raise InputError(f"--step {step!r}: a step name must be a plain name such as 'train'.")
+    attestation = out_dir / f"{step}.intoto.json"
+    if attestation.exists() and not force:
+        raise InputError(f"{attestation}: already exists; pass --force to replace it.")
+    hasher = hasher or Hasher()
+    material_names = [relative_name(p, base) for p in materials]
+    product_names = [relative_name(p, base) for p in products]
+    material_paths = [base / name for name in material_names]
+    material_digests = hasher.digest_paths(material_paths)
+    stamps = _stamps(hasher, material_digests)
+
+    declared = resolve_declared_env(env_names, dict(os.environ))
+    captured = environment.capture(base, declared)
+    run = run_streaming(argv, base, {**os.environ, **declared})
+    if run.returncode != 0:
+        raise StepFailed(
+            f"step {step!r}: the command exited with status {run.returncode}; "
+            "no attestation was written.",
+            run.returncode,
+        )
+    _check_materials_unchanged(hasher, material_digests, stamps, set(product_names),
+                               material_names)
+    product_paths = [base / name for name in product_names]
+    for name, path in zip(product_names, product_paths, strict=True):
+        if not path.exists():
+            raise InputError(
+                f"{name}: the step {step!r} did not produce this product; no attestation written."
+            )
+    product_digests = hasher.digest_paths(product_paths)
+    statement = step_statement(
+        step=step,
+        argv=list(argv),
+        working_directory=".",
+        declared_env=declared,
+        environment=captured,
+        materials=descriptors(material_digests, material_names),
+        products=descriptors(product_digests, product_names),
+        invocation_id=str(uuid.uuid4()),
+        started_on=run.started_on,
+        finished_on=run.finished_on,
+        byproducts=[
+            {"name": "exit-code", "content": "MA=="},  # base64 of "0"
+            {"name": "stderr", "digest": {"sha256": run.stderr_sha256}},
+            {"name": "stdout", "digest": {"sha256": run.stdout_sha256}},
+        ],
+    )
+    if not statement["subject"]:
+        raise InputError(f"step {step!r}: no products given (--product), so nothing to attest.")
+    bundle = signer.sign_dsse(canonical_json(statement), INTOTO_PAYLOAD_TYPE)
+    write_atomic(attestation, canonical_bundle_text(bundle), overwrite=force)
+    return RecordResult(attestation, statement, signer.identity)
+
+
+def canonical_bundle_text(bundle: dict) -> str:
+    import json
+
+    return json.dumps(bundle, indent=2, sort_keys=True) + "\n"
+
+
+def _stamps(hasher: Hasher, digests: list[PathDigest]) -> dict[Path, Any]:
+    stamps: dict[Path, Any] = {}
+    for digest in digests:
+        if digest.is_dir:
+            for name in digest.files:
+                stamps[digest.path / name] = hasher.stamp(digest.path / name)
+        else:
+            stamps[digest.path] = hasher.stamp(digest.path)
+    return stamps
+
+
+def _check_materials_unchanged(
+    hasher: Hasher,
+    digests: list[PathDigest],
+    stamps: dict[Path, Any],
+    product_names: set[str],
+    material_names: list[str],
+) -> None:
+    """A step may not change its own inputs (unless they are also declared products)."""
+    for digest, name in zip(digests, material_names, strict=True):
+        if name in product_names:
+            continue
+        paths = [digest.path / n for n in digest.files] if digest.is_dir else [digest.path]
+        if any(not p.exists() or hasher.stamp(p) != stamps.get(p) for p in paths) or (
+            digest.is_dir and not _same_listing(digest)
+        ):
+            again = hasher.digest_paths([digest.path])[0] if digest.path.exists() else None
+            if again is None or again.value != digest.value:
+                raise InputError(
+                    f"{name}: this material changed while the step ran; no attestation written."
+                )
+
+
+def _same_listing(digest: PathDigest) -> bool:
+    from verifier.digest import list_files
+
+    return list_files(digest.path) == sorted(digest.files)

@@ -1,0 +1,189 @@
+"""Local keys: generate, load, sign DSSE envelopes, verify them.
+
+ECDSA P-256 (SHA-256, DER signatures) by default, Ed25519 on request. Private keys are PKCS#8
+PEM (optionally encrypted), public keys SubjectPublicKeyInfo PEM. A verifier is given the keys
+it trusts; the keyid/hint in a bundle is never used to pick or trust a key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from verifier.envelope import Bundle, make_key_bundle, pae, write_atomic
+from verifier.errors import InputError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+Algorithm = Literal["ecdsa-p256", "ed25519"]
+ALGORITHMS: tuple[str, ...] = ("ecdsa-p256", "ed25519")
+PASSWORD_VARIABLE = "MODEL_VERIFIER_KEY_PASSWORD"
+
+
+def key_hint(public_pem: bytes) -> str:
+    """The publicKey hint written in bundles: sha256 of the public key PEM (a hint only)."""
+    return hashlib.sha256(public_pem).hexdigest()
+
+
+def generate_keypair(prefix: Path, algorithm: str = "ecdsa-p256", password: str | None = None,
+                     *, overwrite: bool = False) -> tuple[Path, Path]:
+    """Write PREFIX.key (PKCS#8 PEM, mode 0600) and PREFIX.pub (SubjectPublicKeyInfo PEM)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    private_path = prefix.with_name(prefix.name + ".key")
+    public_path = prefix.with_name(prefix.name + ".pub")
+    for path in (private_path, public_path):
+        if path.exists() and not overwrite:
+            raise InputError(f"{path}: already exists; pass --force to replace it.")
+    if algorithm == "ecdsa-p256":
+        key: EllipticCurvePrivateKey | Ed25519PrivateKey = ec.generate_private_key(ec.SECP256R1())
+    elif algorithm == "ed25519":
+        key = ed25519.Ed25519PrivateKey.generate()
+    else:
+        raise InputError(
+            f"unknown key algorithm {algorithm!r}; use one of {', '.join(ALGORITHMS)}."
+        )
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(password.encode())
+        if password
+        else serialization.NoEncryption()
+    )
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    )
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    private_path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = private_path.with_name(f".{private_path.name}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(descriptor, "wb") as stream:
+            stream.write(private_pem)
+        os.chmod(temporary, 0o600)
+        os.replace(temporary, private_path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    write_atomic(public_path, public_pem.decode(), overwrite=True)
+    return private_path, public_path
+
+
+def _read_key_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such key file.") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, expected a key file.") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot be read ({error.strerror}).") from None
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    """A trusted public key, with the file it came from (for messages)."""
+
+    source: str
+    key: object  # cryptography public key
+    pem: bytes
+
+    @property
+    def hint(self) -> str:
+        return key_hint(self.pem)
+
+    def verify(self, signature: bytes, data: bytes) -> bool:
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+        try:
+            if isinstance(self.key, ec.EllipticCurvePublicKey):
+                self.key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+            elif isinstance(self.key, ed25519.Ed25519PublicKey):
+                self.key.verify(signature, data)
+            else:
+                return False
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+
+def load_public_key(path: Path) -> PublicKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    data = _read_key_file(path)
+    try:
+        key = serialization.load_pem_public_key(data)
+    except ValueError:
+        raise InputError(f"{path}: is not a PEM public key.") from None
+    if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name != "secp256r1":
+        raise InputError(f"{path}: ECDSA keys must be on P-256, this one is on {key.curve.name}.")
+    if not isinstance(key, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
+        raise InputError(f"{path}: only ECDSA P-256 and Ed25519 public keys are supported.")
+    pem = key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return PublicKey(str(path), key, pem)
+
+
+class KeySigner:
+    """Signs DSSE envelopes with a local private key."""
+
+    def __init__(self, path: Path, password: str | None = None) -> None:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+        data = _read_key_file(path)
+        secret = password if password is not None else os.environ.get(PASSWORD_VARIABLE)
+        try:
+            key = serialization.load_pem_private_key(
+                data, password=secret.encode() if secret else None
+            )
+        except TypeError:
+            raise InputError(
+                f"{path}: the key is encrypted; give its password with --password or "
+                f"{PASSWORD_VARIABLE}."
+            ) from None
+        except ValueError:
+            raise InputError(
+                f"{path}: is not a PEM private key, or the password is wrong."
+            ) from None
+        if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
+            raise InputError(f"{path}: only ECDSA P-256 and Ed25519 private keys are supported.")
+        if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name != "secp256r1":
+            raise InputError(f"{path}: ECDSA keys must be on P-256.")
+        self._key = key
+        self.source = str(path)
+        self.public_pem = key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    @property
+    def identity(self) -> str:
+        return f"key:{key_hint(self.public_pem)}"
+
+    def sign_dsse(self, payload: bytes, payload_type: str) -> dict:
+        """Sign the payload's PAE; return the bundle v0.3 as a JSON-ready dict."""
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        message = pae(payload_type, payload)
+        if isinstance(self._key, ec.EllipticCurvePrivateKey):
+            signature = self._key.sign(message, ec.ECDSA(hashes.SHA256()))
+        else:
+            signature = self._key.sign(message)
+        return make_key_bundle(payload, payload_type, signature, key_hint(self.public_pem))
+
+
+def bundle_signed_by(bundle: Bundle, key: PublicKey) -> bool:
+    """True when any DSSE signature in the bundle verifies under key (hints ignored)."""
+    message = pae(bundle.payload_type, bundle.payload)
+    return any(key.verify(entry.sig, message) for entry in bundle.signatures)

@@ -1,0 +1,608 @@
+"""Compare two files or two directory trees and explain how they differ.
+
+Safetensors files (recognised by their header, not their name) are compared tensor by tensor;
+any other file is compared byte by byte.  Tensor data is read through a read-only memory map in
+chunks of ``_CHUNK_ELEMENTS`` elements, so files larger than RAM can be compared; sums are kept
+in float64.
+
+Metric semantics (``b`` is the second, reference argument):
+
+* An element pair is *bit-equal* when its raw bits are identical (two NaNs with the same bits
+  are bit-equal; ``0.0`` and ``-0.0`` are not).
+* The per-element difference is 0 when ``a == b`` or both are NaN, and ``|a - b|`` otherwise;
+  a NaN against a non-NaN, or an infinity against any other value, is an infinite difference.
+  ``max_abs_diff``, ``mean_abs_diff``, ``rel_l2`` and ``max_rel_diff`` use this difference, so
+  they become ``math.inf`` (serialised as ``None`` and listed under ``"infinite"``).
+* ``||b||2`` and ``cosine`` are taken over the elements where both sides are finite.
+* ``max_rel_diff`` is ``max |a-b|/|b|``; a difference against ``b == 0`` makes it infinite.
+* ``median_ulp`` is the median of ``|ia - ib|`` where ``ia``/``ib`` are the bit patterns read as
+  signed integers of the dtype's width (16 bits for BF16), over elements whose sign bits agree;
+  NaN and infinity patterns take part as plain bit patterns.  It is exact for tensors of up to
+  ``_EXACT_MEDIAN_LIMIT`` elements; larger tensors use the deterministic strided sample of
+  every ``ceil(n / _EXACT_MEDIAN_LIMIT)``-th element.
+* Integer and BOOL tensors are compared exactly; their metrics are computed in float64, with
+  any differing pair counted as a difference of at least 1 (I64/U64 magnitudes above 2**53 are
+  approximate).  F8 tensors are compared by bits only.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import os
+import stat
+import struct
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from verifier.errors import InputError
+
+_CHUNK_ELEMENTS = 1 << 22  # elements of one tensor processed at a time
+_EXACT_MEDIAN_LIMIT = 1 << 24  # tensors up to this many elements get an exact median ULP
+_BLOCK_BYTES = 1 << 20  # block size of the streaming byte comparison
+_MAX_HEADER_BYTES = 100 << 20  # the safetensors library's own limit
+
+# safetensors dtype -> (little-endian dtype of the raw bits, kind)
+_DTYPES: dict[str, tuple[str, str]] = {
+    "F64": ("<i8", "float"), "F32": ("<i4", "float"), "F16": ("<i2", "float"),
+    "BF16": ("<i2", "float"), "I8": ("i1", "int"), "U8": ("u1", "int"), "I16": ("<i2", "int"),
+    "U16": ("<u2", "int"), "I32": ("<i4", "int"), "U32": ("<u4", "int"), "I64": ("<i8", "int"),
+    "U64": ("<u8", "int"), "BOOL": ("u1", "int"), "F8_E4M3": ("u1", "raw"),
+    "F8_E5M2": ("u1", "raw"),
+}  # fmt: skip
+_FLOAT_VIEW = {"F64": "<f8", "F32": "<f4", "F16": "<f2"}
+
+
+class Verdict(enum.StrEnum):
+    IDENTICAL = "IDENTICAL"  # bytes equal
+    CANONICALLY_IDENTICAL = "CANONICALLY-IDENTICAL"  # same tensors; header/metadata/padding differ
+    WITHIN_TOLERANCE = "WITHIN-TOLERANCE"  # every tensor passes |a-b| <= atol + rtol*|b|
+    DIVERGED = "DIVERGED"
+    MISSING = "MISSING"  # present on one side only (directory diffs)
+
+
+_SEVERITY = {
+    Verdict.IDENTICAL: 0, Verdict.CANONICALLY_IDENTICAL: 1, Verdict.WITHIN_TOLERANCE: 2,
+    Verdict.DIVERGED: 3, Verdict.MISSING: 3,
+}  # fmt: skip
+
+
+def _json_float(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+@dataclass(frozen=True)
+class TensorDiff:
+    """One tensor.  ``status`` is "equal" (bit-equal), "changed", "only-in-a", "only-in-b",
+    "dtype-differs" or "shape-differs"; ``elements`` counts a's elements (b's if only in b).
+    ``passes_tolerance`` is None unless rtol/atol were given."""
+
+    name: str
+    status: str
+    dtype_a: str | None
+    dtype_b: str | None
+    shape_a: list[int] | None
+    shape_b: list[int] | None
+    elements: int
+    bit_equal_fraction: float | None
+    max_abs_diff: float | None
+    mean_abs_diff: float | None
+    rel_l2: float | None
+    cosine: float | None
+    median_ulp: float | None
+    max_rel_diff: float | None
+    passes_tolerance: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: infinite metrics become None and their names are listed in "infinite"."""
+        raw = asdict(self)
+        out = {k: _json_float(v) if isinstance(v, float) else v for k, v in raw.items()}
+        out["infinite"] = [k for k, v in raw.items() if isinstance(v, float) and math.isinf(v)]
+        return out
+
+
+@dataclass(frozen=True)
+class FileDiff:
+    path_a: str
+    path_b: str
+    kind: str  # "safetensors" | "bytes"
+    verdict: Verdict
+    size_a: int
+    size_b: int
+    first_difference_offset: int | None
+    tensors: list[TensorDiff]  # worst first
+    metadata_a: dict[str, str] | None
+    metadata_b: dict[str, str] | None
+
+    def changed_tensors(self) -> list[TensorDiff]:
+        return [t for t in self.tensors if t.status != "equal"]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "tensors"}
+        out["verdict"] = self.verdict.value
+        out["tensors"] = [t.to_dict() for t in self.tensors]
+        return out
+
+
+@dataclass(frozen=True)
+class DirDiff:
+    path_a: str
+    path_b: str
+    verdict: Verdict
+    added: list[str]  # only in b
+    removed: list[str]  # only in a
+    changed: list[FileDiff]  # common files that are not byte-identical
+    unchanged: int
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "changed"}
+        out["verdict"] = self.verdict.value
+        out["changed"] = [d.to_dict() for d in self.changed]
+        return out
+
+
+def within_tolerance(
+    max_abs_diff: float | None, max_rel_diff: float | None, rtol: float, atol: float
+) -> bool:
+    """Decide tolerance from recorded metrics alone; conservative (sound, not complete).
+
+    True when ``max_abs_diff <= atol`` or ``max_rel_diff <= rtol``: either implies
+    ``|a-b| <= atol + rtol*|b|`` for every element.  It may return False for tensors that pass
+    the elementwise check (one element needs atol, another rtol); a missing (None) metric never
+    counts as satisfied.
+    """
+    return (max_abs_diff is not None and max_abs_diff <= atol) or (
+        max_rel_diff is not None and max_rel_diff <= rtol
+    )
+
+
+# ---------------------------------------------------------------- safetensors header parsing
+
+
+class _NotSafetensors(InputError):
+    """The file is not framed as a safetensors file at all (length + JSON object of tensors)."""
+
+
+@dataclass(frozen=True)
+class _Entry:
+    dtype: str
+    shape: list[int]
+    begin: int  # absolute file offsets
+    end: int
+
+
+@dataclass(frozen=True)
+class _Header:
+    tensors: dict[str, _Entry]
+    metadata: dict[str, str] | None
+
+
+def _unreadable(path: Path, err: OSError) -> InputError:
+    return InputError(f"{err.filename or path} could not be read: {err.strerror or err}.")
+
+
+def _file_size(path: Path) -> int:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise InputError(f"{path} does not exist.") from None
+    except OSError as err:
+        raise _unreadable(path, err) from err
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"{path} is a directory, but a file was expected.")
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"{path} is not a regular file.")
+    return st.st_size
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _read_header(path: Path) -> _Header:
+    size = _file_size(path)
+    try:
+        with path.open("rb") as f:
+            head = f.read(9)
+            if len(head) < 9 or head[8:9] != b"{":
+                raise _NotSafetensors(f"{path} does not start with a safetensors header.")
+            (length,) = struct.unpack("<Q", head[:8])
+            if length > size - 8 or length > _MAX_HEADER_BYTES:
+                raise _NotSafetensors(
+                    f"{path} declares a safetensors header of {length} bytes, but only "
+                    f"{size - 8} bytes follow (and the limit is {_MAX_HEADER_BYTES})."
+                )
+            f.seek(8)
+            raw = f.read(length)
+    except OSError as err:
+        raise _unreadable(path, err) from err
+
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        if len({k for k, _ in pairs}) != len(pairs):
+            raise InputError(f"{path} has a safetensors header with duplicate keys.")
+        return dict(pairs)
+
+    try:
+        obj = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicates)
+    except (UnicodeDecodeError, ValueError) as err:
+        raise _NotSafetensors(f"{path} has a safetensors header that is not valid JSON.") from err
+    keys = {"dtype", "shape", "data_offsets"}
+    if not isinstance(obj, dict) or not all(
+        k == "__metadata__" or (isinstance(v, dict) and keys <= v.keys()) for k, v in obj.items()
+    ):
+        raise _NotSafetensors(f"{path} has a JSON header that does not describe tensors.")
+    meta = obj.pop("__metadata__", None)
+    if meta is not None and not (
+        isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())
+    ):
+        raise InputError(f"{path} has a __metadata__ entry that is not a map of strings.")
+    start, data_len = 8 + length, size - 8 - length
+    return _Header({n: _entry(path, n, s, start, data_len) for n, s in obj.items()}, meta)
+
+
+def _entry(path: Path, name: str, spec: dict[str, Any], start: int, data_len: int) -> _Entry:
+    dtype, shape, offsets = spec["dtype"], spec["shape"], spec["data_offsets"]
+    if not isinstance(dtype, str) or dtype not in _DTYPES:
+        raise InputError(f"Tensor {name!r} in {path} has unsupported dtype {dtype!r}.")
+    if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+        raise InputError(f"Tensor {name!r} in {path} has an invalid shape {shape!r}.")
+    if not (
+        isinstance(offsets, list) and len(offsets) == 2
+        and all(_is_count(o) for o in offsets) and offsets[0] <= offsets[1]
+    ):  # fmt: skip
+        raise InputError(f"Tensor {name!r} in {path} has invalid data_offsets {offsets!r}.")
+    begin, end = offsets
+    if end > data_len:
+        raise InputError(
+            f"{path} is truncated: tensor {name!r} ends at byte {end} of the data section, "
+            f"which holds only {data_len} bytes."
+        )
+    need = math.prod(shape) * np.dtype(_DTYPES[dtype][0]).itemsize
+    if end - begin != need:
+        raise InputError(
+            f"Tensor {name!r} in {path} has {end - begin} data bytes, but {dtype} {shape} "
+            f"needs {need}."
+        )
+    return _Entry(dtype, shape, start + begin, start + end)
+
+
+def _header_or_none(path: Path) -> _Header | None:
+    """The parsed header; None for a file that is not framed as safetensors (unless its name
+    says it is one); InputError for a safetensors file whose header or data is defective."""
+    try:
+        return _read_header(path)
+    except _NotSafetensors:
+        if path.suffix.lower() == ".safetensors":
+            raise
+        return None
+
+
+def is_safetensors(path: Path) -> bool:
+    """True when the file parses as a valid safetensors file (header and offsets checked)."""
+    try:
+        _read_header(Path(path))
+    except InputError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------- comparison
+
+
+def _first_difference(a: Path, b: Path) -> int | None:
+    """Offset of the first differing byte (the shorter length for a prefix); None if equal."""
+    offset = 0
+    try:
+        with a.open("rb") as fa, b.open("rb") as fb:
+            while True:
+                ba, bb = fa.read(_BLOCK_BYTES), fb.read(_BLOCK_BYTES)
+                if ba != bb:
+                    n = min(len(ba), len(bb))
+                    neq = np.frombuffer(ba, np.uint8, n) != np.frombuffer(bb, np.uint8, n)
+                    return offset + (int(neq.argmax()) if neq.any() else n)
+                if not ba:
+                    return None
+                offset += len(ba)
+    except OSError as err:
+        raise _unreadable(a, err) from err
+
+
+def _tolerance(rtol: float | None, atol: float | None) -> tuple[float, float] | None:
+    if rtol is None and atol is None:
+        return None
+    pair = (0.0 if rtol is None else float(rtol), 0.0 if atol is None else float(atol))
+    if not all(math.isfinite(v) and v >= 0 for v in pair):
+        raise InputError(
+            f"Tolerances must be finite and non-negative, got rtol={rtol}, atol={atol}."
+        )
+    return pair
+
+
+def _values(bits: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype == "BF16":
+        wide = bits.view(np.uint16).astype(np.uint32) << 16
+        return wide.view(np.float32).astype(np.float64)
+    if dtype in _FLOAT_VIEW:
+        return bits.view(_FLOAT_VIEW[dtype]).astype(np.float64)
+    return bits.astype(np.float64)
+
+
+def _ratio(num: float, den: float) -> float | None:
+    if den == 0:
+        return 0.0 if num == 0 else None
+    return num / den if math.isfinite(den) else None
+
+
+def _cosine(aa: float, bb: float, ab: float) -> float | None:
+    if aa == 0 or bb == 0 or not all(math.isfinite(v) for v in (aa, bb, ab)):
+        return None
+    return max(-1.0, min(1.0, ab / (math.sqrt(aa) * math.sqrt(bb))))
+
+
+def _compare(
+    name: str, ea: _Entry, eb: _Entry, mm_a: np.ndarray, mm_b: np.ndarray,
+    tol: tuple[float, float] | None,
+) -> TensorDiff:  # fmt: skip
+    bits_dtype, kind = _DTYPES[ea.dtype]
+    va = mm_a[ea.begin : ea.end].view(bits_dtype)
+    vb = mm_b[eb.begin : eb.end].view(bits_dtype)
+    n = va.size
+    step, stride = max(1, _CHUNK_ELEMENTS), max(1, -(-n // _EXACT_MEDIAN_LIMIT))
+    equal = 0
+    passes = True
+    max_abs = sum_abs = sum_sq = aa = bb = ab = max_rel = 0.0
+    ulps: list[np.ndarray] = []
+    for s in range(0, n, step):
+        ca, cb = va[s : s + step], vb[s : s + step]
+        same = ca == cb
+        equal += int(np.count_nonzero(same))
+        if kind == "raw":
+            continue
+        fa, fb = _values(ca, ea.dtype), _values(cb, ea.dtype)
+        with np.errstate(all="ignore"):
+            diff = np.abs(fa - fb)
+            if kind == "float":
+                diff[(fa == fb) | (np.isnan(fa) & np.isnan(fb))] = 0.0
+                diff[np.isnan(diff)] = np.inf
+            else:
+                diff = np.where(same, 0.0, np.maximum(diff, 1.0))
+            abs_b = np.abs(fb)
+            rel = diff / abs_b
+            rel[diff == 0] = 0.0
+            rel[np.isnan(rel)] = np.inf
+            if tol is not None and passes:
+                bound = tol[1] + tol[0] * abs_b
+                passes = bool(np.all((diff == 0) | ((diff <= bound) & np.isfinite(diff))))
+        finite = np.isfinite(fa) & np.isfinite(fb)
+        fa[~finite] = 0.0
+        fb[~finite] = 0.0
+        max_abs = max(max_abs, float(diff.max()))
+        max_rel = max(max_rel, float(rel.max()))
+        sum_abs += float(diff.sum())
+        sum_sq += float(diff @ diff)
+        aa, bb, ab = aa + float(fa @ fa), bb + float(fb @ fb), ab + float(fa @ fb)
+        if kind == "float":
+            ia = ca[(-s) % stride :: stride].astype(np.int64)
+            ib = cb[(-s) % stride :: stride].astype(np.int64)
+            agree = (ia < 0) == (ib < 0)
+            ulps.append(np.abs(ia[agree] - ib[agree]))
+    numeric = n > 0 and kind != "raw"
+    sample = np.concatenate(ulps) if ulps else np.empty(0, np.int64)
+    return TensorDiff(
+        name, "equal" if equal == n else "changed", ea.dtype, eb.dtype, ea.shape, eb.shape, n,
+        bit_equal_fraction=equal / n if n else None,
+        max_abs_diff=max_abs if numeric else None,
+        mean_abs_diff=sum_abs / n if numeric else None,
+        rel_l2=_ratio(math.sqrt(sum_sq), math.sqrt(bb)) if numeric else None,
+        cosine=_cosine(aa, bb, ab) if numeric else None,
+        median_ulp=float(np.median(sample)) if sample.size else None,
+        max_rel_diff=max_rel if numeric else None,
+        passes_tolerance=None if tol is None else (passes if kind != "raw" else equal == n),
+    )  # fmt: skip
+
+
+def _mismatch(
+    name: str, status: str, ea: _Entry | None, eb: _Entry | None, tol: tuple[float, float] | None
+) -> TensorDiff:
+    present = ea or eb
+    assert present is not None
+    return TensorDiff(
+        name, status, ea.dtype if ea else None, eb.dtype if eb else None,
+        ea.shape if ea else None, eb.shape if eb else None, math.prod(present.shape),
+        None, None, None, None, None, None, None, None if tol is None else False,
+    )  # fmt: skip
+
+
+def _sort_key(t: TensorDiff) -> tuple[int, float, str]:
+    if t.status == "equal":
+        return (3, 0.0, t.name)
+    if t.status != "changed":
+        return (0, 0.0, t.name)
+    severity = math.inf if t.rel_l2 is None else t.rel_l2
+    return (2 if t.passes_tolerance else 1, -severity, t.name)
+
+
+def _diff_tensors(
+    a: Path, b: Path, ha: _Header, hb: _Header, tol: tuple[float, float] | None
+) -> list[TensorDiff]:
+    try:
+        mm_a = np.memmap(a, dtype=np.uint8, mode="r")
+        mm_b = np.memmap(b, dtype=np.uint8, mode="r")
+    except OSError as err:
+        raise _unreadable(a, err) from err
+    out = []
+    for name in ha.tensors.keys() | hb.tensors.keys():
+        ea, eb = ha.tensors.get(name), hb.tensors.get(name)
+        if ea is None or eb is None:
+            out.append(_mismatch(name, "only-in-b" if ea is None else "only-in-a", ea, eb, tol))
+        elif ea.dtype != eb.dtype:
+            out.append(_mismatch(name, "dtype-differs", ea, eb, tol))
+        elif ea.shape != eb.shape:
+            out.append(_mismatch(name, "shape-differs", ea, eb, tol))
+        else:
+            out.append(_compare(name, ea, eb, mm_a, mm_b, tol))
+    return sorted(out, key=_sort_key)
+
+
+def diff_files(
+    a: Path, b: Path, *, rtol: float | None = None, atol: float | None = None
+) -> FileDiff:
+    """Compare two files; safetensors pairs tensor by tensor, anything else byte by byte."""
+    a, b = Path(a), Path(b)
+    tol = _tolerance(rtol, atol)
+    size_a, size_b = _file_size(a), _file_size(b)
+    ha, hb = _header_or_none(a), _header_or_none(b)
+    first = _first_difference(a, b)
+    if ha is None or hb is None:
+        verdict = Verdict.IDENTICAL if first is None else Verdict.DIVERGED
+        return FileDiff(str(a), str(b), "bytes", verdict, size_a, size_b, first, [], None, None)
+    tensors = _diff_tensors(a, b, ha, hb, tol)
+    if first is None:
+        verdict = Verdict.IDENTICAL
+    elif all(t.status == "equal" for t in tensors):
+        verdict = Verdict.CANONICALLY_IDENTICAL
+    elif tol is not None and all(t.passes_tolerance for t in tensors):
+        verdict = Verdict.WITHIN_TOLERANCE
+    else:
+        verdict = Verdict.DIVERGED
+    return FileDiff(
+        str(a), str(b), "safetensors", verdict, size_a, size_b, first, tensors,
+        ha.metadata, hb.metadata,
+    )  # fmt: skip
+
+
+def _list_files(root: Path) -> dict[str, Path]:
+    """Regular files under root keyed by relative POSIX path; links and special files refused."""
+    found: dict[str, Path] = {}
+    pending = [(root, "")]
+    while pending:
+        folder, prefix = pending.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError as err:
+            raise _unreadable(folder, err) from err
+        for entry in entries:
+            if entry.is_symlink():
+                raise InputError(f"{entry.path} is a symbolic link, which is not compared.")
+            if entry.is_dir(follow_symlinks=False):
+                pending.append((Path(entry.path), f"{prefix}{entry.name}/"))
+            elif entry.is_file(follow_symlinks=False):
+                found[prefix + entry.name] = Path(entry.path)
+            else:
+                raise InputError(f"{entry.path} is neither a regular file nor a directory.")
+    return found
+
+
+def diff_paths(
+    a: Path, b: Path, *, rtol: float | None = None, atol: float | None = None
+) -> FileDiff | DirDiff:
+    """Compare two files or two directories (recursively); anything else is an InputError."""
+    a, b = Path(a), Path(b)
+    _tolerance(rtol, atol)
+    for path in (a, b):
+        if not path.exists():
+            raise InputError(f"{path} does not exist.")
+    if not (a.is_dir() and b.is_dir()):
+        if a.is_dir() or b.is_dir():
+            raise InputError(f"{a} and {b} cannot be compared: only one is a directory.")
+        return diff_files(a, b, rtol=rtol, atol=atol)
+    files_a, files_b = _list_files(a), _list_files(b)
+    changed, unchanged = [], 0
+    for rel in sorted(files_a.keys() & files_b.keys()):
+        fd = diff_files(files_a[rel], files_b[rel], rtol=rtol, atol=atol)
+        if fd.verdict is Verdict.IDENTICAL:
+            unchanged += 1
+        else:
+            changed.append(fd)
+    added, removed = (
+        sorted(files_b.keys() - files_a.keys()),
+        sorted(files_a.keys() - files_b.keys()),
+    )
+    verdict = max(
+        (d.verdict for d in changed), key=_SEVERITY.__getitem__, default=Verdict.IDENTICAL
+    )
+    if added or removed:
+        verdict = Verdict.DIVERGED
+    return DirDiff(str(a), str(b), verdict, added, removed, changed, unchanged)
+
+
+# ---------------------------------------------------------------- text rendering
+
+
+def _num(value: float | None, spec: str = ".4g") -> str:
+    if value is None:
+        return "-"
+    return "inf" if math.isinf(value) else format(value, spec)
+
+
+def _pct(fraction: float | None) -> str:
+    if fraction is None:
+        return "-"
+    text = f"{100 * fraction:.2f}"
+    return ("99.99" if fraction < 1 and text == "100.00" else text) + "%"
+
+
+def _pair(x: Any, y: Any) -> str:
+    return str(x) if x == y else f"{x if x is not None else '-'}/{y if y is not None else '-'}"
+
+
+def _row(t: TensorDiff, with_tol: bool) -> list[str]:
+    shape_a = None if t.shape_a is None else "[" + ",".join(map(str, t.shape_a)) + "]"
+    shape_b = None if t.shape_b is None else "[" + ",".join(map(str, t.shape_b)) + "]"
+    row = [
+        t.name, t.status, _pair(t.dtype_a, t.dtype_b), _pair(shape_a, shape_b),
+        _pct(t.bit_equal_fraction), _num(t.max_abs_diff), _num(t.mean_abs_diff), _num(t.rel_l2),
+        _num(t.cosine, ".6f"), _num(t.median_ulp),
+    ]  # fmt: skip
+    return [*row, "ok" if t.passes_tolerance else "FAIL"] if with_tol else row
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+
+
+def _render_file(d: FileDiff, limit: int) -> list[str]:
+    lines = [
+        f"{d.verdict.value}: {d.path_a} vs {d.path_b} ({d.kind}, {d.size_a} vs {d.size_b} bytes)"
+    ]
+    if d.first_difference_offset is not None:
+        prefix = d.size_a != d.size_b and d.first_difference_offset == min(d.size_a, d.size_b)
+        note = " (the shorter file is a prefix of the longer)" if prefix else ""
+        lines.append(f"first differing byte at offset {d.first_difference_offset}{note}")
+    ma, mb = d.metadata_a or {}, d.metadata_b or {}
+    keys = sorted(k for k in ma.keys() | mb.keys() if ma.get(k) != mb.get(k))
+    if keys:
+        lines.append("__metadata__ differs in keys: " + ", ".join(keys))
+    if d.kind != "safetensors":
+        return lines
+    lines.append(f"{len(d.tensors)} tensors, {len(d.changed_tensors())} not bit-equal")
+    if not d.tensors:
+        return lines
+    with_tol = any(t.passes_tolerance is not None for t in d.tensors)
+    head = ["name", "status", "dtype", "shape", "bit-equal", "max abs", "mean abs", "rel L2",
+            "cosine", "median ULP"] + (["tol"] if with_tol else [])  # fmt: skip
+    lines += _table([head] + [_row(t, with_tol) for t in d.tensors[: max(0, limit)]])
+    if len(d.tensors) > limit:
+        lines.append(f"... {len(d.tensors) - max(0, limit)} more tensors not shown")
+    return lines
+
+
+def render_text(diff: FileDiff | DirDiff, *, limit: int = 20) -> str:
+    """A readable report: verdict header, then the worst ``limit`` tensors of each file."""
+    if isinstance(diff, FileDiff):
+        return "\n".join(_render_file(diff, limit)) + "\n"
+    lines = [
+        f"{diff.verdict.value}: {diff.path_a} vs {diff.path_b} ({len(diff.added)} added, "
+        f"{len(diff.removed)} removed, {len(diff.changed)} changed, {diff.unchanged} unchanged)"
+    ]
+    lines += [f"{Verdict.MISSING.value}: {p} (only in {diff.path_b})" for p in diff.added]
+    lines += [f"{Verdict.MISSING.value}: {p} (only in {diff.path_a})" for p in diff.removed]
+    for fd in diff.changed:
+        lines += [""] + ["  " + line for line in _render_file(fd, limit)]
+    return "\n".join(lines) + "\n"

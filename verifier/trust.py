@@ -1,0 +1,66 @@
+"""Who signed a bundle, in the policy's own names.
+
+A bundle is attributed to every policy signer whose key (or keyless identity) verifies it; the
+keyid hint inside the bundle is never consulted. Two names sharing one key are one identity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from verifier.envelope import Bundle
+from verifier.errors import InputError
+from verifier.policy import KeylessIdentity, Policy
+from verifier.signing import PublicKey, bundle_signed_by, load_public_key
+
+# Checks one keyless bundle against one identity; returns the signing identity or None.
+KeylessCheck = Callable[[Bundle, KeylessIdentity, Path | None], str | None]
+
+
+@dataclass(frozen=True)
+class Attribution:
+    names: tuple[str, ...]  # policy signer names that verify the bundle
+    identities: tuple[str, ...]  # the distinct underlying identities (key hint, cert identity)
+
+
+class TrustedSigners:
+    """The policy's signers, loaded once, able to say who signed a bundle."""
+
+    def __init__(self, policy: Policy, keyless_check: KeylessCheck | None = None) -> None:
+        self._keys: dict[str, PublicKey] = {}
+        self._keyless: dict[str, KeylessIdentity] = {}
+        self._keyless_check = keyless_check
+        self._trusted_root = policy.trusted_root
+        for name, spec in sorted(policy.signers.items()):
+            if spec.key_path is not None:
+                try:
+                    self._keys[name] = load_public_key(spec.key_path)
+                except InputError as error:
+                    raise InputError(f"{policy.path}: signer {name!r}: {error}") from None
+            elif spec.keyless is not None:
+                self._keyless[name] = spec.keyless
+
+    def attribute(self, bundle: Bundle) -> Attribution:
+        names: list[str] = []
+        identities: set[str] = set()
+        if bundle.is_keyless:
+            if self._keyless_check is not None:
+                for name, spec in self._keyless.items():
+                    identity = self._keyless_check(bundle, spec, self._trusted_root)
+                    if identity is not None:
+                        names.append(name)
+                        identities.add(f"sigstore:{spec.issuer}:{identity}")
+        else:
+            for name, key in self._keys.items():
+                if bundle_signed_by(bundle, key):
+                    names.append(name)
+                    identities.add(f"key:{key.hint}")
+        return Attribution(tuple(sorted(names)), tuple(sorted(identities)))
+
+    def identity_of(self, name: str) -> str:
+        if name in self._keys:
+            return f"key:{self._keys[name].hint}"
+        spec = self._keyless[name]
+        return f"sigstore:{spec.issuer}:{spec.identity or spec.identity_regex}"
