@@ -24,7 +24,7 @@ PRODUCTS = [
     "build/data/train.csv",
     "build/data/test.csv",
     "build/data/stats.json",
-    "build/weights.npz",
+    "build/weights.safetensors",
     "build/train-log.json",
     "build/model/model.safetensors",
     "build/model/config.json",

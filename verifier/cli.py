@@ -287,6 +287,83 @@ def _verify(artifact: Path, attestations: list[Path] | None, policy: Path | None
     _guard(as_json, action)
 
 
+@app.command("rebuild")
+def rebuild_command(
+    attestations: Annotated[list[Path], typer.Argument(
+        help="Step attestations (files or directories) to rebuild.")],
+    key: Annotated[Path | None, typer.Option(help="The rebuilder's private key.")] = None,
+    password: Annotated[str | None, typer.Option(help="The key's password.")] = None,
+    source: Annotated[Path, typer.Option(
+        help="Source tree to copy into each fresh workspace.")] = Path("."),
+    workspace: Annotated[Path | None, typer.Option(
+        help="Where workspaces are made (default: a temporary directory).")] = None,
+    step: Annotated[str | None, typer.Option(help="Rebuild this step alone.")] = None,
+    materials_from: Annotated[list[Path] | None, typer.Option(
+        help="Directory of central intermediates, found by digest (repeatable).")] = None,
+    env: Annotated[list[str] | None, typer.Option(
+        help="Override a declared variable, NAME=VALUE, to probe sensitivity (repeatable).")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Directory for rebuild attestations.")] = Path(
+        "rebuilds"),
+    keep_workspace: Annotated[bool, typer.Option(help="Keep workspaces for inspection.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace existing rebuild attestations.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Re-run recorded steps in fresh workspaces and attest whether they reproduced.
+
+    Exit 0 when every step reproduced bit for bit, 1 when any differed or could not run.
+
+    Example: model-verifier rebuild attestations/ --source . --key keys/rebuilder.key
+    --out rebuilds
+    """
+    def action() -> int:
+        from verifier.errors import InputError
+        from verifier.rebuild import RebuildOptions, load_steps, rebuild
+
+        overrides = {}
+        for item in env or []:
+            name, sep, value = item.partition("=")
+            if not sep or not name:
+                raise InputError(f"--env {item!r}: expected NAME=VALUE.")
+            overrides[name] = value
+        records = load_steps(attestations)
+        options = RebuildOptions(
+            source=source, out_dir=out, signer=_signer(key, password), workspace_root=workspace,
+            materials_from=materials_from or [], env_overrides=overrides,
+            keep_workspace=keep_workspace, force=force,
+        )
+        outcomes = rebuild(records, options, only_step=step,
+                           on_step=None if as_json else _print_outcome)
+        if as_json:
+            _emit_json([o.to_dict() for o in outcomes])
+        return 0 if all(o.status == "reproduced" for o in outcomes) else 1
+
+    _guard(as_json, action)
+
+
+def _print_outcome(outcome: Any) -> None:
+    label = {"reproduced": "REPRODUCED", "differs": "DIFFERS", "stopped": "NOT RUN"}
+    print(f"{label[outcome.status]:<11} step {outcome.step!r} ({outcome.attestation})")
+    if outcome.message:
+        print(f"  {outcome.message}")
+    for result in outcome.results:
+        if result["verdict"] != "IDENTICAL":
+            diff = result.get("diff") or {}
+            tensors = [t for t in diff.get("tensors", []) if t.get("status") != "equal"]
+            detail = (f"; {len(tensors)} tensor(s) differ, worst {tensors[0]['name']} "
+                      f"(max abs diff {tensors[0].get('max_abs_diff')})" if tensors else "")
+            print(f"  {result['name']}: {result['verdict']}{detail}")
+    for change in outcome.drift[:10]:
+        print(f"  environment drift: {change['field']}: recorded {change['recorded']!r}, "
+              f"now {change['current']!r}")
+    if len(outcome.drift) > 10:
+        print(f"  ... and {len(outcome.drift) - 10} more environment differences")
+    if outcome.rebuild_attestation:
+        print(f"  wrote {outcome.rebuild_attestation}")
+    if outcome.workspace:
+        print(f"  workspace kept at {outcome.workspace}")
+
+
 ArtifactArg = Annotated[Path, typer.Argument(help="The model file or directory to check.")]
 AttestationsOpt = Annotated[list[Path] | None, typer.Option(
     help="Directory (or file) of attestations; repeatable. Default: attestations/.")]

@@ -519,10 +519,8 @@ def diff_paths(
             unchanged += 1
         else:
             changed.append(fd)
-    added, removed = (
-        sorted(files_b.keys() - files_a.keys()),
-        sorted(files_a.keys() - files_b.keys()),
-    )
+    added = sorted(files_b.keys() - files_a.keys())
+    removed = sorted(files_a.keys() - files_b.keys())
     verdict = max(
         (d.verdict for d in changed), key=_SEVERITY.__getitem__, default=Verdict.IDENTICAL
     )

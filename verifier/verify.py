@@ -324,6 +324,9 @@ def verify_artifact(
         })
     _report_missing_steps(policy, {s.record.step for s in ordered}, report, artifact)
 
+    unpinned = sorted({s["name"] for s in report.sources if not s["pinned"]})
+    if unpinned:
+        report.notes.append(f"unpinned sources (allowed by the policy): {', '.join(unpinned)}.")
     if policy.rebuild is not None:
         for quorum in evaluate_quorum(policy, [(s.record, s.attribution) for s in ordered],
                                       chain.rebuilds, signers):
@@ -382,8 +385,6 @@ def _resolve_materials(policy: Policy, chain: _Chain, current: SignedStep,
                 "name": name, "digest": material["digest"], "step": record.step,
                 "pinned": not rule.unpinned, "rule": rule.describe(),
             })
-            if rule.unpinned:
-                report.notes.append(f"{name} (used by step {record.step!r}) is an unpinned source.")
             continue
         if "dirHash" in material["digest"]:
             continue  # its files are checked one by one

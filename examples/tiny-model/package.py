@@ -1,7 +1,7 @@
 """Step 3 of 3: package the trained weights as a safetensors model.
 
 Reads (materials):
-    build/weights.npz              w0, b0, w1, b1 from train.py
+    build/weights.safetensors      w0, b0, w1, b1 from train.py
     build/data/stats.json          normalisation stats and class names
 Writes (products):
     build/model/model.safetensors  layers.{0,1}.{weight,bias}, float32
@@ -21,22 +21,22 @@ import json
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import save_file
+from safetensors.numpy import load_file, save_file
 
-WEIGHTS = Path("build/weights.npz")
+WEIGHTS = Path("build/weights.safetensors")
 STATS = Path("build/data/stats.json")
 OUT_DIR = Path("build/model")
 
 
 def main() -> None:
     stats = json.loads(STATS.read_text())
-    with np.load(WEIGHTS) as w:
-        tensors = {
-            "layers.0.weight": np.ascontiguousarray(w["w0"].T, dtype=np.float32),
-            "layers.0.bias": np.ascontiguousarray(w["b0"], dtype=np.float32),
-            "layers.1.weight": np.ascontiguousarray(w["w1"].T, dtype=np.float32),
-            "layers.1.bias": np.ascontiguousarray(w["b1"], dtype=np.float32),
-        }
+    w = load_file(str(WEIGHTS))
+    tensors = {
+        "layers.0.weight": np.ascontiguousarray(w["w0"].T, dtype=np.float32),
+        "layers.0.bias": np.ascontiguousarray(w["b0"], dtype=np.float32),
+        "layers.1.weight": np.ascontiguousarray(w["w1"].T, dtype=np.float32),
+        "layers.1.bias": np.ascontiguousarray(w["b1"], dtype=np.float32),
+    }
     hidden, n_in = tensors["layers.0.weight"].shape
     n_out = tensors["layers.1.weight"].shape[0]
     config = {

@@ -3,7 +3,7 @@
 Reads (materials):
     build/data/train.csv       standardised features + class index
 Writes (products):
-    build/weights.npz          w0 (4x16), b0 (16), w1 (16x3), b1 (3), float32
+    build/weights.safetensors  w0 (4x16), b0 (16), w1 (16x3), b1 (3), float32
     build/train-log.json       epochs, worker count, final loss, accuracy
 
 Mini-batch gradient descent with a fixed seed, float32 throughout. Matrix
@@ -24,7 +24,7 @@ it with another value from 2 to 23 gets different weights. (From 24, the batch
 size, up, every shard holds one example and the sum order is N=1's again.)
 With the same N, two runs are bit-identical.
 
-numpy.savez is byte-stable here: zipfile stamps each member 1980-01-01.
+The checkpoint is safetensors without metadata, whose bytes are deterministic.
 Run from examples/tiny-model/: ``OMP_NUM_THREADS=1 python train.py``.
 """
 
@@ -35,9 +35,10 @@ import os
 from pathlib import Path
 
 import numpy as np
+from safetensors.numpy import save_file
 
 TRAIN = Path("build/data/train.csv")
-WEIGHTS = Path("build/weights.npz")
+WEIGHTS = Path("build/weights.safetensors")
 LOG = Path("build/train-log.json")
 F32 = np.float32
 SEED, EPOCHS, BATCH, LR, HIDDEN, CLASSES = 7, 300, 24, 0.05, 16, 3
@@ -96,7 +97,7 @@ def main() -> None:
     loss = float(-np.log(prob[np.arange(len(y)), y].astype(np.float64)).mean())
     accuracy = float((prob.argmax(axis=1) == y).mean())
     WEIGHTS.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(WEIGHTS, **p)
+    save_file({k: np.ascontiguousarray(v) for k, v in p.items()}, str(WEIGHTS))
     log = {
         "epochs": EPOCHS,
         "batch_size": BATCH,

@@ -1,0 +1,375 @@
+"""Rebuild recorded steps independently and attest whether they reproduced.
+
+Each step runs in a fresh workspace copied from the source tree without any recorded product;
+its materials are placed there by digest (from earlier rebuilt steps, or the central
+intermediates given with --materials-from) and checked before anything runs. The recorded
+command runs with the recorded values of its declared variables; its products are hashed and
+compared with the attested subjects, and a tensor diff explains any difference. The user's own
+files are never written: everything happens in the workspace, which is removed afterwards unless
+it should be kept.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from verifier import environment
+from verifier.digest import Hasher, list_files
+from verifier.envelope import INTOTO_PAYLOAD_TYPE, read_bundles, write_atomic
+from verifier.errors import InputError
+from verifier.record import Signer, canonical_bundle_text, run_streaming, utc_now
+from verifier.statement import (
+    REBUILD_PREDICATE_TYPE,
+    STATEMENT_TYPE,
+    StepRecord,
+    as_step,
+    canonical_json,
+    parse_statement,
+)
+
+ALWAYS_EXCLUDED = (".git", ".venv", "node_modules", "__pycache__")
+
+
+@dataclass
+class StepOutcome:
+    step: str
+    attestation: str
+    status: str  # "reproduced" | "differs" | "stopped"
+    message: str = ""
+    results: list[dict[str, Any]] = field(default_factory=list)
+    drift: list[dict[str, Any]] = field(default_factory=list)
+    rebuild_attestation: str | None = None
+    workspace: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step, "attestation": self.attestation, "status": self.status,
+            "message": self.message, "results": self.results, "drift": self.drift,
+            "rebuild_attestation": self.rebuild_attestation, "workspace": self.workspace,
+        }
+
+
+def load_steps(paths: Sequence[Path]) -> list[StepRecord]:
+    """The step records in the given bundle files (or directories of them)."""
+    records: list[StepRecord] = []
+    for path in paths:
+        files = [path] if path.is_file() else sorted(
+            p for p in path.rglob("*.json") if p.is_file()
+        ) if path.is_dir() else [path]
+        for file in files:
+            for bundle in read_bundles(file):
+                if bundle.payload_type != INTOTO_PAYLOAD_TYPE:
+                    raise InputError(f"{bundle.source}: payload type is not in-toto.")
+                statement = parse_statement(bundle.payload, bundle.source)
+                if statement.predicate_type == REBUILD_PREDICATE_TYPE:
+                    continue
+                records.append(as_step(statement))
+    if not records:
+        raise InputError("no step attestations found in " + ", ".join(map(str, paths)) + ".")
+    return records
+
+
+def order_steps(records: list[StepRecord]) -> list[StepRecord]:
+    """Topological order by material/product digests (a step after those it consumes)."""
+    produced_by: dict[tuple[str, str], int] = {}
+    for index, record in enumerate(records):
+        for product in record.products:
+            for algorithm, value in product["digest"].items():
+                produced_by[(algorithm, value)] = index
+    depends: dict[int, set[int]] = {i: set() for i in range(len(records))}
+    for index, record in enumerate(records):
+        for material in record.materials:
+            for algorithm, value in material["digest"].items():
+                producer = produced_by.get((algorithm, value))
+                if producer is not None and producer != index:
+                    depends[index].add(producer)
+    ordered: list[int] = []
+    state: dict[int, str] = {}
+
+    def visit(node: int) -> None:
+        if state.get(node) == "done":
+            return
+        if state.get(node) == "active":
+            raise InputError(f"{records[node].source}: the steps' materials and products form "
+                             "a cycle, so they have no build order.")
+        state[node] = "active"
+        for dependency in sorted(depends[node]):
+            visit(dependency)
+        state[node] = "done"
+        ordered.append(node)
+
+    for node in range(len(records)):
+        visit(node)
+    return [records[i] for i in ordered]
+
+
+def _safe_relative(name: str, source: str) -> PurePosixPath:
+    path = PurePosixPath(name)
+    if path.is_absolute() or ".." in path.parts:
+        raise InputError(f"{source}: the path {name!r} leaves the workspace; refusing to use it.")
+    return path
+
+
+class _DigestIndex:
+    """Files available as materials, found by sha256 (never by name alone)."""
+
+    def __init__(self, hasher: Hasher) -> None:
+        self._hasher = hasher
+        self._by_sha: dict[str, Path] = {}
+
+    def add_tree(self, root: Path) -> None:
+        if not root.is_dir():
+            raise InputError(f"{root}: no such directory of materials.")
+        names = list_files(root)
+        paths = [root / n for n in names]
+        for path, sha in zip(paths, self._hasher.hash_files(paths), strict=True):
+            self._by_sha.setdefault(sha, path)
+
+    def add(self, path: Path, sha: str) -> None:
+        self._by_sha.setdefault(sha, path)
+
+    def find(self, sha: str) -> Path | None:
+        return self._by_sha.get(sha)
+
+
+def _copy_source(source: Path, workspace: Path, excluded: set[str]) -> None:
+    """Copy the source tree into the workspace, leaving out recorded products."""
+
+    def ignore(directory: str, names: list[str]) -> list[str]:
+        relative = Path(directory).relative_to(source)
+        skipped = []
+        for name in names:
+            full = (relative / name).as_posix()
+            if name in ALWAYS_EXCLUDED or full in excluded:
+                skipped.append(name)
+        return skipped
+
+    shutil.copytree(source, workspace, ignore=ignore, symlinks=True, dirs_exist_ok=True)
+
+
+def _excluded_names(records: list[StepRecord], source: Path, extra: list[Path]) -> set[str]:
+    names = {p["name"] for r in records for p in r.products}
+    for path in extra:
+        absolute, base = Path(os.path.abspath(path)), Path(os.path.abspath(source))
+        if absolute.is_relative_to(base):
+            names.add(absolute.relative_to(base).as_posix())
+    return names
+
+
+@dataclass
+class RebuildOptions:
+    source: Path
+    out_dir: Path
+    signer: Signer
+    workspace_root: Path | None = None
+    materials_from: list[Path] = field(default_factory=list)
+    env_overrides: dict[str, str] = field(default_factory=dict)
+    keep_workspace: bool = False
+    force: bool = False
+
+
+def rebuild(
+    records: list[StepRecord],
+    options: RebuildOptions,
+    *,
+    only_step: str | None = None,
+    hasher: Hasher | None = None,
+    on_step: Callable[[StepOutcome], None] | None = None,
+) -> list[StepOutcome]:
+    """Rebuild the steps (or one of them) and write a rebuild attestation per completed step."""
+    hasher = hasher or Hasher()
+    source = options.source
+    if not source.is_dir():
+        raise InputError(f"{source}: no such source directory.")
+    ordered = order_steps(records)
+    if only_step is not None:
+        ordered = [r for r in ordered if r.step == only_step]
+        if not ordered:
+            raise InputError(f"--step {only_step}: no attestation of that step was given.")
+    index = _DigestIndex(hasher)
+    for directory in options.materials_from:
+        index.add_tree(directory)
+    extra = [options.out_dir] + ([options.workspace_root] if options.workspace_root else [])
+    excluded = _excluded_names(records, source, extra)
+    root = options.workspace_root or Path(tempfile.mkdtemp(prefix="mv-rebuild-"))
+    workspaces = [root / record.step for record in ordered]
+    for workspace in workspaces:
+        if workspace.exists():
+            raise InputError(f"{workspace}: already exists; a rebuild needs a fresh workspace, "
+                             "so remove it or choose another --workspace.")
+    outcomes: list[StepOutcome] = []
+    try:
+        for record, workspace in zip(ordered, workspaces, strict=True):
+            outcome = _rebuild_step(record, workspace, index, excluded, options, hasher)
+            if options.keep_workspace:
+                outcome.workspace = str(workspace)
+            outcomes.append(outcome)
+            if on_step is not None:
+                on_step(outcome)
+    finally:
+        if not options.keep_workspace:
+            for workspace in workspaces:
+                shutil.rmtree(workspace, ignore_errors=True)
+            if options.workspace_root is None:
+                shutil.rmtree(root, ignore_errors=True)
+    return outcomes
+
+
+def _place_materials(record: StepRecord, workspace: Path, index: _DigestIndex,
+                     hasher: Hasher) -> str | None:
+    """Put every material in place by digest; a sentence when one is missing or drifted."""
+    for material in record.materials:
+        sha = material["digest"].get("sha256")
+        if sha is None:
+            continue  # directories: their files are listed one by one
+        relative = _safe_relative(material["name"], record.source)
+        target = workspace / relative
+        if target.is_file():
+            actual = hasher.hash_files([target])[0]
+            if actual == sha:
+                continue
+            replacement = index.find(sha)
+            if replacement is None:
+                return (f"material {material['name']} has drifted: the record says sha256 "
+                        f"{sha[:16]}…, the source tree has {actual[:16]}…; step not run.")
+        else:
+            replacement = index.find(sha)
+            if replacement is None:
+                return (f"material {material['name']} (sha256 {sha[:16]}…) is not in the source "
+                        "tree, not produced by an earlier rebuilt step and not among the "
+                        "--materials-from files; step not run.")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)
+        shutil.copyfile(replacement, target)
+    for material in record.materials:
+        if "dirHash" in material["digest"]:
+            path = workspace / _safe_relative(material["name"], record.source)
+            actual = hasher.digest_paths([path])[0].dir_hash if path.is_dir() else None
+            if actual != material["digest"]["dirHash"]:
+                return (f"material directory {material['name']} does not match its recorded "
+                        f"dirHash (extra or missing files); step not run.")
+    return None
+
+
+def _compare(record: StepRecord, workspace: Path, options: RebuildOptions,
+             hasher: Hasher) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(per-subject results, descriptors of what was produced)."""
+    from verifier.tensordiff import diff_files
+
+    results: list[dict[str, Any]] = []
+    produced: list[dict[str, Any]] = []
+    for subject in sorted(record.products, key=lambda s: s["name"]):
+        name, expected = subject["name"], subject["digest"]
+        path = workspace / _safe_relative(name, record.source)
+        if not path.exists():
+            results.append({"name": name, "expected": expected, "actual": None,
+                            "verdict": "MISSING"})
+            continue
+        digest = hasher.digest_paths([path])[0]
+        actual = {digest.algorithm: digest.value}
+        produced.append({"name": name, "digest": actual})
+        result: dict[str, Any] = {"name": name, "expected": expected, "actual": actual}
+        if expected.get(digest.algorithm) == digest.value:
+            result["verdict"] = "IDENTICAL"
+        elif digest.is_dir:
+            result["verdict"] = "DIVERGED"
+        else:
+            reference = _central_copy(name, expected.get("sha256", ""), options, hasher)
+            if reference is None:
+                result["verdict"] = "DIVERGED"
+                result["note"] = "the centrally built file was not available for a diff"
+            else:
+                diff = diff_files(path, reference)
+                result["verdict"] = diff.verdict.value
+                result["diff"] = diff.to_dict()
+        results.append(result)
+    return results, produced
+
+
+def _central_copy(name: str, sha: str, options: RebuildOptions, hasher: Hasher) -> Path | None:
+    """The centrally built product, looked up by name and accepted only by digest."""
+    for base in [options.source, *options.materials_from]:
+        candidate = base / name
+        if candidate.is_file() and hasher.hash_files([candidate])[0] == sha:
+            return candidate
+    return None
+
+
+def _rebuild_step(record: StepRecord, workspace: Path, index: _DigestIndex, excluded: set[str],
+                  options: RebuildOptions, hasher: Hasher) -> StepOutcome:
+    outcome = StepOutcome(record.step, record.source, "stopped")
+    _copy_source(options.source, workspace, excluded)
+    problem = _place_materials(record, workspace, index, hasher)
+    if problem is not None:
+        outcome.message = f"{record.source}: {problem}"
+        return outcome
+    declared = {**record.declared_env, **options.env_overrides}
+    workdir = workspace / _safe_relative(record.working_directory, record.source)
+    current = environment.capture(workdir, declared)
+    outcome.drift = environment.drift(record.environment, current)
+    run = run_streaming(list(record.argv), workdir, {**os.environ, **declared})
+    if run.returncode != 0:
+        outcome.message = (f"{record.source}: the recorded command exited with status "
+                           f"{run.returncode}; no rebuild attestation written.")
+        return outcome
+    results, produced = _compare(record, workspace, options, hasher)
+    for descriptor in produced:
+        sha = descriptor["digest"].get("sha256")
+        if sha:
+            index.add(workspace / descriptor["name"], sha)
+    for descriptor in produced:  # files inside produced directories feed later steps too
+        if "dirHash" in descriptor["digest"]:
+            directory = workspace / descriptor["name"]
+            for relative in list_files(directory):
+                index.add(directory / relative, hasher.hash_files([directory / relative])[0])
+    outcome.results = results
+    reproduced = all(r["verdict"] == "IDENTICAL" for r in results)
+    outcome.status = "reproduced" if reproduced else "differs"
+    if not produced:
+        outcome.message = f"{record.source}: the command produced none of the recorded products."
+        return outcome
+    statement = _rebuild_statement(record, results, produced, current, outcome.drift,
+                                   declared, run)
+    bundle = options.signer.sign_dsse(canonical_json(statement), INTOTO_PAYLOAD_TYPE)
+    target = options.out_dir / f"{record.step}.rebuild.intoto.json"
+    write_atomic(target, canonical_bundle_text(bundle), overwrite=options.force)
+    outcome.rebuild_attestation = str(target)
+    return outcome
+
+
+def _rebuild_statement(record: StepRecord, results: list[dict[str, Any]],
+                       produced: list[dict[str, Any]], current: dict[str, Any],
+                       drift: list[dict[str, Any]], declared: dict[str, str],
+                       run: Any) -> dict[str, Any]:
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": sorted(produced, key=lambda d: d["name"]),
+        "predicateType": REBUILD_PREDICATE_TYPE,
+        "predicate": {
+            "step": record.step,
+            "rebuiltAttestation": {
+                "name": Path(record.source.split(":")[0]).name,
+                "digest": {"sha256": record.statement.payload_sha256},
+            },
+            "argv": list(record.argv),
+            "env": dict(sorted(declared.items())),
+            "reproduced": all(r["verdict"] == "IDENTICAL" for r in results),
+            "results": results,
+            "materials": sorted(record.materials, key=lambda m: m["name"]),
+            "environment": current,
+            "drift": drift,
+            "runDetails": {
+                "invocationId": str(uuid.uuid4()),
+                "startedOn": run.started_on,
+                "finishedOn": utc_now() if not run.finished_on else run.finished_on,
+                "exitCode": run.returncode,
+            },
+        },
+    }
