@@ -307,14 +307,20 @@ def rebuild_command(
         "rebuilds"),
     keep_workspace: Annotated[bool, typer.Option(help="Keep workspaces for inspection.")] = False,
     force: Annotated[bool, typer.Option(help="Replace existing rebuild attestations.")] = False,
+    trust_key: Annotated[list[Path] | None, typer.Option(
+        help="Run only steps whose attestation this public key signed (repeatable).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Re-run recorded steps in fresh workspaces and attest whether they reproduced.
 
+    A rebuild runs the commands the attestations name. With --trust-key, an attestation not
+    signed by one of those keys is refused before anything runs; without it, the attestations
+    are taken as your own request, as if you had typed their commands yourself.
+
     Exit 0 when every step reproduced bit for bit, 1 when any differed or could not run.
 
     Example: model-verifier rebuild attestations/ --source . --key keys/rebuilder.key
-    --out rebuilds
+    --trust-key keys/builder.pub --out rebuilds
     """
     def action() -> int:
         from verifier.errors import InputError
@@ -326,7 +332,10 @@ def rebuild_command(
             if not sep or not name:
                 raise InputError(f"--env {item!r}: expected NAME=VALUE.")
             overrides[name] = value
-        records = load_steps(attestations)
+        from verifier.signing import load_public_key
+
+        trusted = [load_public_key(path) for path in trust_key or []]
+        records = load_steps(attestations, trusted)
         options = RebuildOptions(
             source=source, out_dir=out, signer=_signer(key, password), workspace_root=workspace,
             materials_from=materials_from or [], env_overrides=overrides,
@@ -346,6 +355,8 @@ def _print_outcome(outcome: Any) -> None:
     print(f"{label[outcome.status]:<11} step {outcome.step!r} ({outcome.attestation})")
     if outcome.message:
         print(f"  {outcome.message}")
+    for name, value in outcome.env_overrides.items():
+        print(f"  environment override: {name}={value} (chosen by the rebuilder)")
     for result in outcome.results:
         if result["verdict"] != "IDENTICAL":
             diff = result.get("diff") or {}

@@ -7,6 +7,10 @@ command runs with the recorded values of its declared variables; its products ar
 compared with the attested subjects, and a tensor diff explains any difference. The user's own
 files are never written: everything happens in the workspace, which is removed afterwards unless
 it should be kept.
+
+Running a step means running the command its attestation names. Given trusted keys, only
+attestations signed by one of them are run; without any, the attestations are taken as the
+user's own request, as if the user had typed the commands.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ from typing import Any
 from verifier import environment
 from verifier.digest import Hasher, list_files
 from verifier.envelope import INTOTO_PAYLOAD_TYPE, read_bundles, write_atomic
-from verifier.errors import InputError
-from verifier.record import Signer, canonical_bundle_text, run_streaming, utc_now
+from verifier.errors import InputError, SignatureError
+from verifier.record import RunResult, Signer, canonical_bundle_text, run_streaming
+from verifier.signing import PublicKey, bundle_signed_by
 from verifier.statement import (
     REBUILD_PREDICATE_TYPE,
     STATEMENT_TYPE,
@@ -45,6 +50,7 @@ class StepOutcome:
     message: str = ""
     results: list[dict[str, Any]] = field(default_factory=list)
     drift: list[dict[str, Any]] = field(default_factory=list)
+    env_overrides: dict[str, str] = field(default_factory=dict)
     rebuild_attestation: str | None = None
     workspace: str | None = None
 
@@ -52,12 +58,18 @@ class StepOutcome:
         return {
             "step": self.step, "attestation": self.attestation, "status": self.status,
             "message": self.message, "results": self.results, "drift": self.drift,
+            "env_overrides": self.env_overrides,
             "rebuild_attestation": self.rebuild_attestation, "workspace": self.workspace,
         }
 
 
-def load_steps(paths: Sequence[Path]) -> list[StepRecord]:
-    """The step records in the given bundle files (or directories of them)."""
+def load_steps(paths: Sequence[Path], trusted_keys: Sequence[PublicKey] = ()
+               ) -> list[StepRecord]:
+    """The step records in the given bundle files (or directories of them).
+
+    With trusted keys, a step attestation that none of them signed is refused (SignatureError)
+    before anything runs; rebuild attestations in the same directories are skipped.
+    """
     records: list[StepRecord] = []
     for path in paths:
         files = [path] if path.is_file() else sorted(
@@ -70,6 +82,12 @@ def load_steps(paths: Sequence[Path]) -> list[StepRecord]:
                 statement = parse_statement(bundle.payload, bundle.source)
                 if statement.predicate_type == REBUILD_PREDICATE_TYPE:
                     continue
+                if trusted_keys and not any(bundle_signed_by(bundle, k) for k in trusted_keys):
+                    raise SignatureError(
+                        f"{bundle.source}: is not signed by any trusted key "
+                        f"({', '.join(k.source for k in trusted_keys)}), so its command is "
+                        "not run."
+                    )
                 records.append(as_step(statement))
     if not records:
         raise InputError("no step attestations found in " + ", ".join(map(str, paths)) + ".")
@@ -111,10 +129,23 @@ def order_steps(records: list[StepRecord]) -> list[StepRecord]:
 
 
 def _safe_relative(name: str, source: str) -> PurePosixPath:
+    """A recorded name as a path that cannot leave the workspace (attestations are input)."""
     path = PurePosixPath(name)
-    if path.is_absolute() or ".." in path.parts:
+    if "\x00" in name or path.is_absolute() or ".." in path.parts:
         raise InputError(f"{source}: the path {name!r} leaves the workspace; refusing to use it.")
     return path
+
+
+def _check_paths(record: StepRecord) -> None:
+    """Refuse, before anything runs, a step whose recorded names would reach outside."""
+    _safe_relative(record.working_directory, record.source)
+    for descriptor in (*record.materials, *record.products):
+        _safe_relative(descriptor["name"], record.source)
+
+
+def _inside(workspace: Path, path: Path) -> bool:
+    """True when path, with every link resolved, stays under the workspace."""
+    return Path(os.path.realpath(path)).is_relative_to(Path(os.path.realpath(workspace)))
 
 
 class _DigestIndex:
@@ -151,7 +182,7 @@ def _copy_source(source: Path, workspace: Path, excluded: set[str]) -> None:
                 skipped.append(name)
         return skipped
 
-    shutil.copytree(source, workspace, ignore=ignore, symlinks=True, dirs_exist_ok=True)
+    shutil.copytree(source, workspace, ignore=ignore, symlinks=True)
 
 
 def _excluded_names(records: list[StepRecord], source: Path, extra: list[Path]) -> set[str]:
@@ -175,6 +206,30 @@ class RebuildOptions:
     force: bool = False
 
 
+def _attestation_path(options: RebuildOptions, record: StepRecord) -> Path:
+    return options.out_dir / f"{record.step}.rebuild.intoto.json"
+
+
+def _check_before_running(ordered: list[StepRecord], options: RebuildOptions) -> None:
+    """Everything that can be refused is refused before a workspace exists or a command runs."""
+    if not options.source.is_dir():
+        raise InputError(f"{options.source}: no such source directory.")
+    seen: dict[str, str] = {}
+    for record in ordered:
+        if record.step in seen:
+            raise InputError(f"{record.source}: step {record.step!r} is also attested by "
+                             f"{seen[record.step]}; give one attestation per step.")
+        seen[record.step] = record.source
+        _check_paths(record)
+        target = _attestation_path(options, record)
+        if target.exists() and not options.force:
+            raise InputError(f"{target}: already exists; pass --force to replace it.")
+    root = options.workspace_root
+    if root is not None and (root.exists() or root.is_symlink()):
+        raise InputError(f"{root}: already exists; --workspace must name a directory that does "
+                         "not exist yet, so that every rebuild starts fresh.")
+
+
 def rebuild(
     records: list[StepRecord],
     options: RebuildOptions,
@@ -186,27 +241,26 @@ def rebuild(
     """Rebuild the steps (or one of them) and write a rebuild attestation per completed step."""
     hasher = hasher or Hasher()
     source = options.source
-    if not source.is_dir():
-        raise InputError(f"{source}: no such source directory.")
     ordered = order_steps(records)
     if only_step is not None:
         ordered = [r for r in ordered if r.step == only_step]
         if not ordered:
             raise InputError(f"--step {only_step}: no attestation of that step was given.")
+    _check_before_running(ordered, options)
     index = _DigestIndex(hasher)
     for directory in options.materials_from:
         index.add_tree(directory)
     extra = [options.out_dir] + ([options.workspace_root] if options.workspace_root else [])
     excluded = _excluded_names(records, source, extra)
-    root = options.workspace_root or Path(tempfile.mkdtemp(prefix="mv-rebuild-"))
-    workspaces = [root / record.step for record in ordered]
-    for workspace in workspaces:
-        if workspace.exists():
-            raise InputError(f"{workspace}: already exists; a rebuild needs a fresh workspace, "
-                             "so remove it or choose another --workspace.")
+    if options.workspace_root is not None:
+        root = options.workspace_root
+        root.mkdir(parents=True)
+    else:
+        root = Path(tempfile.mkdtemp(prefix="mv-rebuild-"))
     outcomes: list[StepOutcome] = []
     try:
-        for record, workspace in zip(ordered, workspaces, strict=True):
+        for record in ordered:
+            workspace = root / record.step
             outcome = _rebuild_step(record, workspace, index, excluded, options, hasher)
             if options.keep_workspace:
                 outcome.workspace = str(workspace)
@@ -215,10 +269,7 @@ def rebuild(
                 on_step(outcome)
     finally:
         if not options.keep_workspace:
-            for workspace in workspaces:
-                shutil.rmtree(workspace, ignore_errors=True)
-            if options.workspace_root is None:
-                shutil.rmtree(root, ignore_errors=True)
+            shutil.rmtree(root, ignore_errors=True)
     return outcomes
 
 
@@ -231,18 +282,21 @@ def _place_materials(record: StepRecord, workspace: Path, index: _DigestIndex,
             continue  # directories: their files are listed one by one
         relative = _safe_relative(material["name"], record.source)
         target = workspace / relative
-        if target.is_file():
+        if not _inside(workspace, target.parent):
+            return (f"material {material['name']} would be placed outside the workspace "
+                    "through a symbolic link in the source tree; step not run.")
+        if target.is_file() and not target.is_symlink():
             actual = hasher.hash_files([target])[0]
             if actual == sha:
                 continue
             replacement = index.find(sha)
             if replacement is None:
                 return (f"material {material['name']} has drifted: the record says sha256 "
-                        f"{sha[:16]}…, the source tree has {actual[:16]}…; step not run.")
+                        f"{sha}, the source tree has sha256 {actual}; step not run.")
         else:
             replacement = index.find(sha)
             if replacement is None:
-                return (f"material {material['name']} (sha256 {sha[:16]}…) is not in the source "
+                return (f"material {material['name']} (sha256 {sha}) is not in the source "
                         "tree, not produced by an earlier rebuilt step and not among the "
                         "--materials-from files; step not run.")
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -258,7 +312,7 @@ def _place_materials(record: StepRecord, workspace: Path, index: _DigestIndex,
     return None
 
 
-def _compare(record: StepRecord, workspace: Path, options: RebuildOptions,
+def _compare(record: StepRecord, workspace: Path, index: _DigestIndex, options: RebuildOptions,
              hasher: Hasher) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(per-subject results, descriptors of what was produced)."""
     from verifier.tensordiff import diff_files
@@ -281,7 +335,7 @@ def _compare(record: StepRecord, workspace: Path, options: RebuildOptions,
         elif digest.is_dir:
             result["verdict"] = "DIVERGED"
         else:
-            reference = _central_copy(name, expected.get("sha256", ""), options, hasher)
+            reference = _central_copy(name, expected.get("sha256", ""), index, options, hasher)
             if reference is None:
                 result["verdict"] = "DIVERGED"
                 result["note"] = "the centrally built file was not available for a diff"
@@ -293,13 +347,36 @@ def _compare(record: StepRecord, workspace: Path, options: RebuildOptions,
     return results, produced
 
 
-def _central_copy(name: str, sha: str, options: RebuildOptions, hasher: Hasher) -> Path | None:
-    """The centrally built product, looked up by name and accepted only by digest."""
-    for base in [options.source, *options.materials_from]:
-        candidate = base / name
-        if candidate.is_file() and hasher.hash_files([candidate])[0] == sha:
-            return candidate
+def _central_copy(name: str, sha: str, index: _DigestIndex, options: RebuildOptions,
+                  hasher: Hasher) -> Path | None:
+    """The centrally built product: any given file with its digest, or the source's copy."""
+    if not sha:
+        return None
+    found = index.find(sha)
+    if found is not None:
+        return found
+    candidate = options.source / name
+    if candidate.is_file() and not candidate.is_symlink() and (
+        hasher.hash_files([candidate])[0] == sha
+    ):
+        return candidate
     return None
+
+
+def _run_step(record: StepRecord, workdir: Path, declared: dict[str, str]
+              ) -> RunResult | str:
+    """Run the recorded command; a sentence instead when it cannot start or fails."""
+    if not workdir.is_dir():
+        return (f"{record.source}: the recorded working directory {record.working_directory} "
+                "is not in the workspace; step not run.")
+    try:
+        run = run_streaming(list(record.argv), workdir, {**os.environ, **declared})
+    except InputError as error:
+        return f"{record.source}: the recorded command could not start ({error}); step not run."
+    if run.returncode != 0:
+        return (f"{record.source}: the recorded command exited with status "
+                f"{run.returncode}; no rebuild attestation written.")
+    return run
 
 
 def _rebuild_step(record: StepRecord, workspace: Path, index: _DigestIndex, excluded: set[str],
@@ -310,44 +387,53 @@ def _rebuild_step(record: StepRecord, workspace: Path, index: _DigestIndex, excl
     if problem is not None:
         outcome.message = f"{record.source}: {problem}"
         return outcome
-    declared = {**record.declared_env, **options.env_overrides}
+    overrides = dict(sorted(options.env_overrides.items()))
+    declared = {**record.declared_env, **overrides}
+    outcome.env_overrides = overrides
     workdir = workspace / _safe_relative(record.working_directory, record.source)
     current = environment.capture(workdir, declared)
     outcome.drift = environment.drift(record.environment, current)
-    run = run_streaming(list(record.argv), workdir, {**os.environ, **declared})
-    if run.returncode != 0:
-        outcome.message = (f"{record.source}: the recorded command exited with status "
-                           f"{run.returncode}; no rebuild attestation written.")
+    run = _run_step(record, workdir, declared)
+    if isinstance(run, str):
+        outcome.message = run
         return outcome
-    results, produced = _compare(record, workspace, options, hasher)
-    for descriptor in produced:
-        sha = descriptor["digest"].get("sha256")
-        if sha:
-            index.add(workspace / descriptor["name"], sha)
-    for descriptor in produced:  # files inside produced directories feed later steps too
-        if "dirHash" in descriptor["digest"]:
-            directory = workspace / descriptor["name"]
-            for relative in list_files(directory):
-                index.add(directory / relative, hasher.hash_files([directory / relative])[0])
+    results, produced = _compare(record, workspace, index, options, hasher)
+    _index_products(produced, workspace, index, hasher)
     outcome.results = results
     reproduced = all(r["verdict"] == "IDENTICAL" for r in results)
     outcome.status = "reproduced" if reproduced else "differs"
     if not produced:
-        outcome.message = f"{record.source}: the command produced none of the recorded products."
+        outcome.message = (f"{record.source}: the command produced none of the recorded "
+                           "products; no rebuild attestation written.")
         return outcome
     statement = _rebuild_statement(record, results, produced, current, outcome.drift,
-                                   declared, run)
+                                   declared, overrides, run)
     bundle = options.signer.sign_dsse(canonical_json(statement), INTOTO_PAYLOAD_TYPE)
-    target = options.out_dir / f"{record.step}.rebuild.intoto.json"
+    target = _attestation_path(options, record)
     write_atomic(target, canonical_bundle_text(bundle), overwrite=options.force)
     outcome.rebuild_attestation = str(target)
     return outcome
 
 
+def _index_products(produced: list[dict[str, Any]], workspace: Path, index: _DigestIndex,
+                    hasher: Hasher) -> None:
+    """What a step rebuilt becomes available, by digest, to the steps after it."""
+    for descriptor in produced:
+        path = workspace / descriptor["name"]
+        sha = descriptor["digest"].get("sha256")
+        if sha:
+            index.add(path, sha)
+        elif "dirHash" in descriptor["digest"]:
+            names = list_files(path)
+            files = [path / name for name in names]
+            for file, file_sha in zip(files, hasher.hash_files(files), strict=True):
+                index.add(file, file_sha)
+
+
 def _rebuild_statement(record: StepRecord, results: list[dict[str, Any]],
                        produced: list[dict[str, Any]], current: dict[str, Any],
                        drift: list[dict[str, Any]], declared: dict[str, str],
-                       run: Any) -> dict[str, Any]:
+                       overrides: dict[str, str], run: RunResult) -> dict[str, Any]:
     return {
         "_type": STATEMENT_TYPE,
         "subject": sorted(produced, key=lambda d: d["name"]),
@@ -359,7 +445,10 @@ def _rebuild_statement(record: StepRecord, results: list[dict[str, Any]],
                 "digest": {"sha256": record.statement.payload_sha256},
             },
             "argv": list(record.argv),
+            # The values the command ran with; envOverrides names those the rebuilder chose
+            # instead of the recorded ones, so a reader never mistakes a probe for a rerun.
             "env": dict(sorted(declared.items())),
+            "envOverrides": dict(sorted(overrides.items())),
             "reproduced": all(r["verdict"] == "IDENTICAL" for r in results),
             "results": results,
             "materials": sorted(record.materials, key=lambda m: m["name"]),
@@ -368,7 +457,7 @@ def _rebuild_statement(record: StepRecord, results: list[dict[str, Any]],
             "runDetails": {
                 "invocationId": str(uuid.uuid4()),
                 "startedOn": run.started_on,
-                "finishedOn": utc_now() if not run.finished_on else run.finished_on,
+                "finishedOn": run.finished_on,
                 "exitCode": run.returncode,
             },
         },
