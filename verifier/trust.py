@@ -10,10 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from verifier.envelope import Bundle
+from verifier.envelope import Bundle, pae
 from verifier.errors import InputError
 from verifier.policy import KeylessIdentity, Policy
-from verifier.signing import PublicKey, bundle_signed_by, load_public_key
+from verifier.signing import PublicKey, load_public_key
 
 # Checks one keyless bundle against one identity; returns the signing identity or None.
 KeylessCheck = Callable[[Bundle, KeylessIdentity, Path | None], str | None]
@@ -30,6 +30,7 @@ class TrustedSigners:
 
     def __init__(self, policy: Policy, keyless_check: KeylessCheck | None = None) -> None:
         self._keys: dict[str, PublicKey] = {}
+        self._names_by_hint: dict[str, list[str]] = {}
         self._keyless: dict[str, KeylessIdentity] = {}
         self._keyless_check = keyless_check
         self._trusted_root = policy.trusted_root
@@ -39,6 +40,7 @@ class TrustedSigners:
                     self._keys[name] = load_public_key(spec.key_path)
                 except InputError as error:
                     raise InputError(f"{policy.path}: signer {name!r}: {error}") from None
+                self._names_by_hint.setdefault(self._keys[name].hint, []).append(name)
             elif spec.keyless is not None:
                 self._keyless[name] = spec.keyless
 
@@ -53,11 +55,27 @@ class TrustedSigners:
                         names.append(name)
                         identities.add(f"sigstore:{spec.issuer}:{identity}")
         else:
-            for name, key in self._keys.items():
-                if bundle_signed_by(bundle, key):
-                    names.append(name)
-                    identities.add(f"key:{key.hint}")
+            for hint in self._verifying_hints(bundle):
+                names.extend(self._names_by_hint[hint])
+                identities.add(f"key:{hint}")
         return Attribution(tuple(sorted(names)), tuple(sorted(identities)))
+
+    def _verifying_hints(self, bundle: Bundle) -> set[str]:
+        """The policy keys (by hint) under which some signature of the bundle verifies.
+
+        The key a signature's keyid (or the bundle's hint) names is tried first, so an honest
+        bundle costs one verification however many signers the policy has; only when it does
+        not verify are the other keys tried. The hint orders the work, it never decides trust.
+        """
+        message = pae(bundle.payload_type, bundle.payload)
+        found: set[str] = set()
+        for entry in bundle.signatures:
+            named = [h for h in (entry.keyid, bundle.public_key_hint) if h in self._names_by_hint]
+            for hint in dict.fromkeys(named + list(self._names_by_hint)):
+                if self._keys[self._names_by_hint[hint][0]].verify(entry.sig, message):
+                    found.add(hint)
+                    break
+        return found
 
     def identity_of(self, name: str) -> str:
         if name in self._keys:
