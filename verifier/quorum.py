@@ -95,10 +95,15 @@ def _same(a: dict[str, str] | None, b: dict[str, str] | None) -> bool:
     return bool(shared) and all(a[k] == b[k] for k in shared)
 
 
-def _within_tolerance(result: dict[str, Any], tolerance: Tolerance) -> bool:
+def _within_tolerance(name: str, result: dict[str, Any], tolerance: Tolerance) -> bool:
+    """A tolerance applies to tensor files alone: a product named *.safetensors that the
+    rebuilder's diff read as safetensors, every tensor present on both sides with its dtype and
+    shape, and every changed tensor's metrics inside the tolerance."""
     from verifier.tensordiff import within_tolerance
 
     diff = result.get("diff")
+    if not name.endswith(".safetensors"):
+        return False
     if not isinstance(diff, dict) or diff.get("kind") != "safetensors":
         return False
     tensors = diff.get("tensors")
@@ -137,7 +142,8 @@ def check_claim(record: StepRecord, claim: RebuildClaim, tolerance: Tolerance | 
             continue
         elif tolerance is not None and "dirHash" in expected:
             continue  # a directory's files are judged one by one
-        elif tolerance is not None and _within_tolerance(result, tolerance):
+        elif (tolerance is not None and _same(signed_subjects.get(name), actual)
+              and _within_tolerance(name, result, tolerance)):
             continue
         else:
             mismatches.append(_dissent_detail(name, result))
@@ -161,6 +167,22 @@ def _dissent_detail(name: str, result: dict[str, Any]) -> dict[str, Any]:
     return detail
 
 
+def _unrelated(claim: RebuildClaim, record: StepRecord) -> str | None:
+    """None when the claim rebuilt exactly this step attestation; otherwise why it counts for
+    nothing here ("" when it concerns another step altogether, reported under that step)."""
+    same_payload = claim.rebuilt_payload_sha256 == record.statement.payload_sha256
+    if claim.step == record.step and same_payload:
+        return None
+    if same_payload:
+        return (f"{claim.source}: names step {claim.step!r} but the attestation of step "
+                f"{record.step!r} ({record.source}); it counts for nothing.")
+    if claim.step == record.step:
+        return (f"{claim.source}: rebuilt another attestation of step {record.step!r} "
+                f"(payload sha256 {claim.rebuilt_payload_sha256[:16]}…), not {record.source}; "
+                "it counts for nothing.")
+    return ""
+
+
 def evaluate_quorum(
     policy: Policy,
     chain: list[tuple[StepRecord, Attribution]],
@@ -181,9 +203,10 @@ def evaluate_quorum(
         matched: dict[str, str] = {}
         dissenting: dict[str, str] = {}
         for claim in claims:
-            if claim.step != step_name or (
-                claim.rebuilt_payload_sha256 != record.statement.payload_sha256
-            ):
+            unrelated = _unrelated(claim, record)
+            if unrelated is not None:
+                if unrelated:
+                    outcome.ignored.append(unrelated)
                 continue
             names = [n for n in claim.attribution.names if n in rule.rebuilders]
             if not names:
