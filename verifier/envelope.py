@@ -174,8 +174,13 @@ def read_bundle(path: Path) -> Bundle:
     return parse_bundle(_decode_json(_read_text(path), str(path)), str(path))
 
 
-def read_bundles(path: Path) -> Iterator[Bundle]:
-    """Read a bundle file, or a JSON-lines file with one bundle a line."""
+def read_bundles(path: Path, bad_lines: list[InputError] | None = None) -> Iterator[Bundle]:
+    """Read a bundle file, or a JSON-lines file with one bundle a line.
+
+    With `bad_lines`, a JSON-lines line that is not a bundle is appended there and reading goes
+    on with the next line (one corrupt entry must not hide the rest of a store); without it,
+    the first bad line raises.
+    """
     text = _read_text(path)
     if path.suffix != ".jsonl":
         try:
@@ -191,7 +196,14 @@ def read_bundles(path: Path) -> Iterator[Bundle]:
     for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             source = f"{path}:{number}"
-            yield parse_bundle(_decode_json(line, source), source)
+            try:
+                bundle = parse_bundle(_decode_json(line, source), source)
+            except InputError as error:
+                if bad_lines is None:
+                    raise
+                bad_lines.append(error)
+                continue
+            yield bundle
 
 
 def write_atomic(path: Path, text: str, *, overwrite: bool) -> None:

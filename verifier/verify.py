@@ -93,10 +93,12 @@ def load_bundles(directories: Iterable[Path], notes: list[str]) -> list[Bundle]:
     """Read every bundle; a file that is not a bundle is noted and counts for nothing."""
     bundles: list[Bundle] = []
     for path in attestation_files(directories):
+        bad_lines: list[InputError] = []
         try:
-            bundles.extend(read_bundles(path))
+            bundles.extend(read_bundles(path, bad_lines))
         except InputError as error:
             notes.append(f"ignored {error}")
+        notes.extend(f"ignored {error}" for error in bad_lines)
     return bundles
 
 
@@ -110,6 +112,9 @@ class _Chain:
         self.steps: list[SignedStep] = []
         self.rebuilds: list[RebuildClaim] = []
         self.by_digest: dict[tuple[str, str], list[SignedStep]] = {}
+        # Subjects claimed by bundles no policy signer verifies: never trusted, only used to
+        # tell the user which file would have accounted for an input had it been signed.
+        self.unverified_claims: dict[tuple[str, str], list[str]] = {}
         for bundle in bundles:
             self._admit(bundle, signers)
 
@@ -124,6 +129,7 @@ class _Chain:
             self.report.notes.append(
                 f"ignored {bundle.source}: signed by no signer the policy names."
             )
+            self._remember_unverified(bundle)
             return
         try:
             statement = parse_statement(bundle.payload, bundle.source)
@@ -139,6 +145,25 @@ class _Chain:
         for subject in record.products:
             for algorithm, value in subject["digest"].items():
                 self.by_digest.setdefault((algorithm, value), []).append(signed)
+
+    def _remember_unverified(self, bundle: Bundle) -> None:
+        try:
+            statement = parse_statement(bundle.payload, bundle.source)
+        except InputError:
+            return
+        for subject in statement.subjects:
+            for algorithm, value in subject["digest"].items():
+                claimed = self.unverified_claims.setdefault((algorithm, value), [])
+                if bundle.source not in claimed:
+                    claimed.append(bundle.source)
+
+    def unverified_producers(self, digest: dict[str, str]) -> list[str]:
+        """Files of unverified bundles claiming this digest as a subject (for messages)."""
+        found: list[str] = []
+        for algorithm, value in sorted(digest.items()):
+            found.extend(s for s in self.unverified_claims.get((algorithm, value), [])
+                         if s not in found)
+        return found
 
     def producers(self, digest: dict[str, str]) -> list[SignedStep]:
         found: list[SignedStep] = []
@@ -185,6 +210,12 @@ def _artifact_mismatch(artifact: Path, digest: PathDigest, chain: _Chain,
                     f"({signed.record.source}) attested for {name}: "
                     f"{', '.join(changed[:10])} differ{'s' if len(changed) == 1 else ''}."
                 )
+    unverified = chain.unverified_producers({digest.algorithm: digest.value})
+    if unverified:
+        return (
+            f"{artifact}: is a subject only of {', '.join(unverified)}, whose signature verifies "
+            "under no key the policy names (an unknown signer, or altered after signing)."
+        )
     return (
         f"{artifact}: its {digest.algorithm} {digest.value[:16]}… is no subject of any "
         f"attestation of the final step ({', '.join(final_names)}) signed as the policy requires."
@@ -388,6 +419,13 @@ def _resolve_materials(policy: Policy, chain: _Chain, current: SignedStep,
             continue
         if "dirHash" in material["digest"]:
             continue  # its files are checked one by one
+        unverified = chain.unverified_producers(material["digest"])
+        if why_not is None and unverified:
+            why_not = (
+                f"material {name} of step {record.step!r} ({record.source}) is a product only "
+                f"of {', '.join(unverified)}, whose signature verifies under no key the policy "
+                "names (an unknown signer, or altered after signing)."
+            )
         report.problems.append(Problem(record.source, why_not or (
             f"material {name} of step {record.step!r} ({record.source}) is neither a product "
             f"of an attested earlier step nor a source in the policy."
