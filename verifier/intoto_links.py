@@ -1,0 +1,343 @@
+"""Classic in-toto links and layouts: export our step attestations, verify them against a layout.
+
+Export turns each step attestation (SLSA provenance with our buildType, in a DSSE bundle) into a
+classic in-toto link signed with securesystemslib, named `<step>.<keyid8>.link`, so that the
+`in-toto-verify` command accepts it. Only attestations whose signature verifies under a key the
+exporter names are re-signed: export never launders a signature it cannot check.
+
+Layout verification goes the other way for users whose policy is an existing layout. in-toto 3.1
+cannot read a DSSE envelope that holds a Statement v1, so each statement is converted to a link
+in memory; the DSSE signature itself is checked here against the functionary keys the layout
+names (never against a keyid hint), and in-toto's own rule functions judge the converted links.
+Inspections are refused: a deployment gate runs nothing a layout names.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from verifier.digest import Hasher, PathDigest
+from verifier.envelope import INTOTO_PAYLOAD_TYPE, Bundle, pae, read_bundles, write_atomic
+from verifier.errors import InputError, SignatureError
+from verifier.statement import (
+    REBUILD_PREDICATE_TYPE,
+    StepRecord,
+    as_step,
+    parse_statement,
+)
+
+if TYPE_CHECKING:
+    from verifier.signing import PublicKey
+    from verifier.verify import Report
+
+LINK_FORMAT = "in-toto-link"
+
+
+@dataclass(frozen=True)
+class ExportedLink:
+    step: str
+    link: Path
+    attestation: str
+    keyid: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"step": self.step, "link": str(self.link), "attestation": self.attestation,
+                "keyid": self.keyid}
+
+
+def _canonical_safe(value: Any) -> Any:
+    """What securesystemslib's canonical JSON accepts: no floats, string keys only."""
+    if isinstance(value, dict):
+        return {str(k): _canonical_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical_safe(v) for v in value]
+    if isinstance(value, float):
+        return repr(value)
+    return value
+
+
+def _sha256_only(descriptors: Iterable[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """Artifacts as in-toto links list them: files by sha256. Directory entries (dirHash) are
+    left out because every file under them is recorded as its own descriptor."""
+    return {d["name"]: {"sha256": d["digest"]["sha256"]}
+            for d in descriptors if "sha256" in d["digest"]}
+
+
+def _return_value(record: StepRecord) -> int:
+    for byproduct in record.statement.predicate.get("runDetails", {}).get("byproducts", []):
+        if isinstance(byproduct, dict) and byproduct.get("name") == "exit-code":
+            try:
+                return int(base64.b64decode(str(byproduct.get("content", ""))).decode())
+            except (binascii.Error, UnicodeDecodeError, ValueError):
+                break
+    return 0  # record attests only steps that exited 0
+
+
+def link_fields(record: StepRecord) -> dict[str, Any]:
+    """The classic link (its `signed` part) that says what the step attestation says."""
+    run_details = record.statement.predicate.get("runDetails", {})
+    byproducts: dict[str, Any] = {"return-value": _return_value(record)}
+    for byproduct in run_details.get("byproducts", []):
+        if isinstance(byproduct, dict) and byproduct.get("name") in ("stdout", "stderr"):
+            sha = (byproduct.get("digest") or {}).get("sha256")
+            if isinstance(sha, str):
+                byproducts[f"{byproduct['name']}-sha256"] = sha
+    environment = {
+        "workdir": record.working_directory,
+        "variables": dict(sorted(record.declared_env.items())),
+        "captured": record.environment,
+        "attestation": {
+            "payloadSha256": record.statement.payload_sha256,
+            "invocationId": (run_details.get("metadata") or {}).get("invocationId"),
+        },
+    }
+    return _canonical_safe({
+        "name": record.step,
+        "command": list(record.argv),
+        "materials": _sha256_only(record.materials),
+        "products": _sha256_only(record.products),
+        "byproducts": byproducts,
+        "environment": environment,
+    })
+
+
+def _step_records(paths: list[Path], trusted: list[PublicKey], notes: list[str]
+                  ) -> list[tuple[Bundle, StepRecord]]:
+    from verifier.signing import bundle_signed_by
+    from verifier.verify import attestation_files
+
+    found: list[tuple[Bundle, StepRecord]] = []
+    for path in attestation_files(paths):
+        for bundle in read_bundles(path):
+            if bundle.payload_type != INTOTO_PAYLOAD_TYPE:
+                raise InputError(f"{bundle.source}: payload type {bundle.payload_type!r} is not "
+                                 "in-toto, so it is no step attestation.")
+            if not any(bundle_signed_by(bundle, key) for key in trusted):
+                raise SignatureError(
+                    f"{bundle.source}: is not signed by the export key or any --attested-by key; "
+                    "export re-signs only attestations whose signature it can check."
+                )
+            statement = parse_statement(bundle.payload, bundle.source)
+            if statement.predicate_type == REBUILD_PREDICATE_TYPE:
+                notes.append(f"skipped {bundle.source}: a rebuild attestation is not a step.")
+                continue
+            found.append((bundle, as_step(statement)))
+    return found
+
+
+def export_links(attestations: list[Path], key_path: Path, out_dir: Path, *,
+                 password: str | None = None, attested_by: Iterable[Path] = (),
+                 force: bool = False, notes: list[str] | None = None) -> list[ExportedLink]:
+    """Write one signed classic link per step attestation; return what was written."""
+    from in_toto.models.link import FILENAME_FORMAT, Link
+    from in_toto.models.metadata import Metablock
+    from securesystemslib.signer import CryptoSigner
+
+    from verifier.oms import load_private_key
+    from verifier.signing import PublicKey, load_public_key
+
+    private_key, public_pem = load_private_key(key_path, password)
+    signer = CryptoSigner(private_key)
+    keyid = signer.public_key.keyid
+    trusted = [PublicKey(str(key_path), private_key.public_key(), public_pem)]
+    trusted += [load_public_key(path) for path in attested_by]
+    records = _step_records(attestations, trusted, notes if notes is not None else [])
+    if not records:
+        raise InputError("export: no step attestations given.")
+    seen: dict[str, str] = {}
+    for bundle, record in records:
+        if record.step in seen:
+            raise InputError(f"{bundle.source}: step {record.step!r} is also attested by "
+                             f"{seen[record.step]}; a layout takes one link per step and key.")
+        seen[record.step] = bundle.source
+    written: list[ExportedLink] = []
+    for bundle, record in records:
+        metablock = Metablock(signed=Link(**link_fields(record)))
+        metablock.create_signature(signer)
+        target = out_dir / FILENAME_FORMAT.format(step_name=record.step, keyid=keyid)
+        text = json.dumps(metablock.to_dict(), indent=1, sort_keys=True) + "\n"
+        write_atomic(target, text, overwrite=force)
+        written.append(ExportedLink(record.step, target, bundle.source, keyid))
+    return written
+
+
+# --- verification against a layout -------------------------------------------------------------
+
+
+def _layout_key(path: Path) -> tuple[str, dict[str, Any]]:
+    """A layout verification key as in-toto wants it: (keyid, legacy key dict)."""
+    from securesystemslib.signer import SSlibKey
+
+    from verifier.signing import load_public_key
+
+    public = load_public_key(path)
+    key = SSlibKey.from_crypto(public.key)  # type: ignore[arg-type]
+    as_dict = key.to_dict()
+    as_dict["keyid"] = key.keyid
+    return key.keyid, as_dict
+
+
+def load_layout(path: Path, key_paths: list[Path]) -> Any:
+    """Read a layout, check it is signed by every given key and not expired; return the Layout."""
+    from in_toto.exceptions import LayoutExpiredError, SignatureVerificationError
+    from in_toto.models.layout import Layout
+    from in_toto.models.metadata import Metadata
+    from in_toto.verifylib import verify_layout_expiration, verify_metadata_signatures
+
+    if not key_paths:
+        raise InputError(f"{path}: give the layout owner's public key with --layout-key PUB.")
+    keys = dict(_layout_key(key_path) for key_path in key_paths)
+    if not path.is_file():
+        raise InputError(f"{path}: no such layout file.")
+    try:
+        metadata = Metadata.load(str(path))
+        layout = metadata.get_payload()
+    except Exception as error:  # in-toto raises many types for one cause: not a layout
+        raise InputError(f"{path}: is not in-toto layout metadata "
+                         f"({type(error).__name__}).") from None
+    if not isinstance(layout, Layout):
+        raise InputError(f"{path}: holds a link, not a layout.")
+    try:
+        verify_metadata_signatures(metadata, keys)
+    except SignatureVerificationError:
+        names = ", ".join(str(p) for p in key_paths)
+        raise SignatureError(f"{path}: the layout is not signed by {names}.") from None
+    except Exception as error:
+        raise SignatureError(f"{path}: the layout signature cannot be checked "
+                             f"({type(error).__name__}).") from None
+    try:
+        verify_layout_expiration(layout)
+    except LayoutExpiredError:
+        raise SignatureError(f"{path}: the layout expired on {layout.expires}.") from None
+    if layout.inspect:
+        names = ", ".join(i.name for i in layout.inspect)
+        raise InputError(f"{path}: the layout has inspections ({names}); verify-model runs no "
+                         "command a layout names, so use in-toto-verify for this layout.")
+    return layout
+
+
+def _functionary_keys(layout: Any, step: Any) -> dict[str, Any]:
+    from securesystemslib.signer import Key
+
+    keys: dict[str, Any] = {}
+    for keyid in step.pubkeys:
+        key_dict = layout.keys.get(keyid)
+        if key_dict is None:
+            continue
+        try:
+            keys[keyid] = Key.from_dict(keyid, dict(key_dict))
+        except Exception:  # an unusable key verifies nothing; in-toto would ignore it too
+            continue
+    return keys
+
+
+def _verified_by(bundle: Bundle, keys: dict[str, Any]) -> list[str]:
+    """Keyids among `keys` whose key verifies one of the bundle's DSSE signatures."""
+    from securesystemslib.signer import Signature
+
+    message = pae(bundle.payload_type, bundle.payload)
+    found: list[str] = []
+    for keyid, key in keys.items():
+        for entry in bundle.signatures:
+            try:
+                key.verify_signature(Signature(keyid, entry.sig.hex()), message)
+            except Exception:  # UnverifiedSignatureError / VerificationError: not this key
+                continue
+            found.append(keyid)
+            break
+    return found
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[0].rstrip(".") if text else type(error).__name__
+
+
+def verify_with_layout(artifact: Path, layout_path: Path, key_paths: list[Path],
+                       attestation_dirs: list[Path], *, hasher: Hasher | None = None) -> Report:
+    """Verify our step attestations against an in-toto layout, and the artifact against them."""
+    from in_toto.exceptions import RuleVerificationError, ThresholdVerificationError
+    from in_toto.models.link import Link
+    from in_toto.verifylib import (
+        reduce_chain_links,
+        verify_all_item_rules,
+        verify_threshold_constraints,
+    )
+
+    from verifier.verify import Problem, Report, load_bundles
+
+    layout = load_layout(layout_path, key_paths)
+    if not artifact.exists():
+        raise InputError(f"{artifact}: no such file or directory to verify.")
+    digest = (hasher or Hasher()).digest_paths([artifact])[0]
+    report = Report(str(artifact), {digest.algorithm: digest.value}, str(layout_path))
+    by_step: dict[str, list[tuple[Bundle, StepRecord]]] = {}
+    for bundle in load_bundles(attestation_dirs, report.notes):
+        if bundle.payload_type != INTOTO_PAYLOAD_TYPE:
+            continue
+        try:
+            statement = parse_statement(bundle.payload, bundle.source)
+            if statement.predicate_type == REBUILD_PREDICATE_TYPE:
+                continue
+            record = as_step(statement)
+        except InputError as error:
+            report.notes.append(f"ignored {error}")
+            continue
+        by_step.setdefault(record.step, []).append((bundle, record))
+
+    chain: dict[str, dict[str, Any]] = {}
+    verified: list[StepRecord] = []
+    for step in layout.steps:
+        keys = _functionary_keys(layout, step)
+        links: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        for bundle, record in by_step.get(step.name, []):
+            for keyid in _verified_by(bundle, keys):
+                if keyid in links:
+                    report.problems.append(Problem(bundle.source, (
+                        f"{bundle.source}: step {step.name!r} is attested twice by key "
+                        f"{keyid[:8]} (also {sources[keyid]}); keep one attestation per key."
+                    )))
+                    continue
+                links[keyid] = Link(**link_fields(record))
+                sources[keyid] = bundle.source
+                verified.append(record)
+        if len(links) < step.threshold:
+            report.problems.append(Problem(str(layout_path), (
+                f"{layout_path}: step {step.name!r} needs {step.threshold} attestation(s) signed "
+                f"by its functionaries, found {len(links)} in "
+                f"{', '.join(str(d) for d in attestation_dirs)}."
+            )))
+        chain[step.name] = links
+        report.steps.append({
+            "step": step.name,
+            "attestation": ", ".join(sorted(set(sources.values()))) or "none",
+            "signed_by": [f"key {keyid[:8]}" for keyid in sorted(links)],
+        })
+    if report.problems:
+        return report
+    try:
+        verify_threshold_constraints(layout, chain)
+        verify_all_item_rules(layout.steps, reduce_chain_links(chain))
+    except (ThresholdVerificationError, RuleVerificationError) as error:
+        report.problems.append(Problem(str(layout_path), (
+            f"{layout_path}: the attested steps break the layout: {_first_line(error)}."
+        )))
+        return report
+    if not _is_product(digest, verified):
+        report.problems.append(Problem(str(artifact), (
+            f"{artifact}: its {digest.algorithm} {digest.value[:16]}… is no product of any step "
+            f"that passed the layout {layout_path}."
+        )))
+    return report
+
+
+def _is_product(digest: PathDigest, records: list[StepRecord]) -> bool:
+    return any(record.statement.has_subject_digest(digest.algorithm, digest.value)
+               for record in records)
