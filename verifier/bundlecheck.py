@@ -1,4 +1,4 @@
-"""verify-bundle: one bundle, one artifact, one trusted key."""
+"""verify-bundle: one bundle, one artifact, one trusted key (keyless bundles: `keyless`)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,11 @@ class BundleCheck:
     ok: bool
     message: str
     subject_name: str | None = None
+    signer: str | None = None  # the certificate identity, for keyless bundles
 
     def to_dict(self) -> dict[str, Any]:
-        return {"verified": self.ok, "message": self.message, "subject": self.subject_name}
+        return {"verified": self.ok, "message": self.message, "subject": self.subject_name,
+                "signer": self.signer}
 
 
 def check_bundle(bundle_path: Path, artifact: Path, key_path: Path) -> BundleCheck:
@@ -31,10 +33,16 @@ def check_bundle(bundle_path: Path, artifact: Path, key_path: Path) -> BundleChe
         raise InputError(f"{bundle_path}: is a keyless (Sigstore) bundle; it has no key to check.")
     if not bundle_signed_by(bundle, key):
         return BundleCheck(False, f"{bundle_path}: the signature does not verify with {key_path}.")
-    if bundle.payload_type != INTOTO_PAYLOAD_TYPE:
-        return BundleCheck(False, f"{bundle_path}: payload type {bundle.payload_type!r} is not "
+    return subject_check(bundle_path, bundle.payload_type, bundle.payload, artifact)
+
+
+def subject_check(bundle_path: Path, payload_type: str, payload: bytes,
+                  artifact: Path) -> BundleCheck:
+    """After the signature verified: in-toto payload type, and the artifact among subjects."""
+    if payload_type != INTOTO_PAYLOAD_TYPE:
+        return BundleCheck(False, f"{bundle_path}: payload type {payload_type!r} is not "
                                   f"{INTOTO_PAYLOAD_TYPE}.")
-    statement = parse_statement(bundle.payload, str(bundle_path))
+    statement = parse_statement(payload, str(bundle_path))
     digest = Hasher().digest_paths([artifact])[0]
     for subject in statement.subjects:
         if subject["digest"].get(digest.algorithm) == digest.value:

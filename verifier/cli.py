@@ -175,6 +175,16 @@ def digest(
     _guard(as_json, action)
 
 
+SigstoreFlag = Annotated[bool, typer.Option(
+    "--sigstore", help="Sign keylessly through Sigstore with an OIDC identity (CI's ambient "
+    "credential, --identity-token or SIGSTORE_ID_TOKEN).")]
+IdentityTokenOpt = Annotated[str | None, typer.Option(
+    help="OIDC identity token for --sigstore (default: SIGSTORE_ID_TOKEN or the CI's).")]
+TrustConfigOpt = Annotated[Path | None, typer.Option(
+    help="Sigstore ClientTrustConfig JSON for staging or a private instance "
+    "(default: public-good Sigstore).")]
+
+
 @app.command(context_settings={"allow_interspersed_args": False})
 def record(
     command: Annotated[list[str], typer.Argument(help="The command to run, after `--`.")],
@@ -190,6 +200,9 @@ def record(
     env: Annotated[list[str] | None, typer.Option(
         help="Record and pass this variable (NAME or NAME=VALUE; repeatable).")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing attestation.")] = False,
+    sigstore: SigstoreFlag = False,
+    identity_token: IdentityTokenOpt = None,
+    trust_config: TrustConfigOpt = None,
     as_json: JsonFlag = False,
     quiet: QuietFlag = False,
 ) -> None:
@@ -198,11 +211,14 @@ def record(
     Example: model-verifier record --step train --material build/data
     --product build/weights.npz --key keys/builder.key --env OMP_NUM_THREADS=1
     -- python train.py
+
+    Keyless, in CI: model-verifier record --step package --sigstore --product build/model
+    -- python package.py
     """
     def action() -> int:
         from verifier.record import record_step
 
-        signer = _signer(key, password)
+        signer = _signer(key, password, sigstore, identity_token, trust_config)
         hasher, progress = _hasher_with_progress([], quiet, "hashing")
         try:
             result = record_step(
@@ -219,19 +235,32 @@ def record(
             _emit_json({"attestation": str(result.attestation), "step": step,
                         "signer": result.identity, "subjects": subjects})
         else:
+            signer_name = (result.identity if result.identity.startswith("sigstore:")
+                           else f"{result.identity[:20]}…")
             print(f"recorded step {step!r}: {len(subjects)} subject(s), signed by "
-                  f"{result.identity[:20]}…, wrote {result.attestation}")
+                  f"{signer_name}, wrote {result.attestation}")
         return 0
 
     _guard(as_json, action)
 
 
-def _signer(key: Path | None, password: str | None) -> Any:
+def _signer(key: Path | None, password: str | None, sigstore: bool = False,
+            identity_token: str | None = None, trust_config: Path | None = None) -> Any:
     from verifier.errors import InputError
+
+    if sigstore:
+        if key is not None:
+            raise InputError("--key and --sigstore exclude each other; choose one way to sign.")
+        from verifier.keyless import SigstoreSigner
+
+        return SigstoreSigner(identity_token, trust_config)
+    if identity_token is not None or trust_config is not None:
+        raise InputError("--identity-token and --trust-config need --sigstore.")
     from verifier.signing import KeySigner
 
     if key is None:
-        raise InputError("no signing key given; pass --key FILE (see `model-verifier keygen`).")
+        raise InputError("no signing key given; pass --key FILE (see `model-verifier keygen`) "
+                         "or --sigstore.")
     return KeySigner(key, password)
 
 
@@ -266,12 +295,16 @@ def _print_report(report: Any) -> None:
 
 
 def _verify(artifact: Path, attestations: list[Path] | None, policy: Path | None,
-            as_json: bool, quiet: bool) -> None:
+            as_json: bool, quiet: bool, trusted_root: Path | None = None) -> None:
     def action() -> int:
+        import dataclasses
+
         from verifier.policy import DEFAULT_POLICY, load_policy
         from verifier.verify import verify_artifact
 
         loaded = load_policy(policy or DEFAULT_POLICY)
+        if trusted_root is not None:
+            loaded = dataclasses.replace(loaded, trusted_root=trusted_root)
         hasher, progress = _hasher_with_progress([artifact], quiet, "verifying")
         try:
             report = verify_artifact(artifact, loaded, attestations or [Path("attestations")],
@@ -309,6 +342,9 @@ def rebuild_command(
     force: Annotated[bool, typer.Option(help="Replace existing rebuild attestations.")] = False,
     trust_key: Annotated[list[Path] | None, typer.Option(
         help="Run only steps whose attestation this public key signed (repeatable).")] = None,
+    sigstore: SigstoreFlag = False,
+    identity_token: IdentityTokenOpt = None,
+    trust_config: TrustConfigOpt = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Re-run recorded steps in fresh workspaces and attest whether they reproduced.
@@ -337,7 +373,8 @@ def rebuild_command(
         trusted = [load_public_key(path) for path in trust_key or []]
         records = load_steps(attestations, trusted)
         options = RebuildOptions(
-            source=source, out_dir=out, signer=_signer(key, password), workspace_root=workspace,
+            source=source, out_dir=out, workspace_root=workspace,
+            signer=_signer(key, password, sigstore, identity_token, trust_config),
             materials_from=materials_from or [], env_overrides=overrides,
             keep_workspace=keep_workspace, force=force,
         )
@@ -380,6 +417,9 @@ AttestationsOpt = Annotated[list[Path] | None, typer.Option(
     help="Directory (or file) of attestations; repeatable. Default: attestations/.")]
 PolicyOpt = Annotated[Path | None, typer.Option(
     help="Policy YAML. Default: model-policy.yaml in the current directory.")]
+TrustedRootOpt = Annotated[Path | None, typer.Option(
+    help="Sigstore trusted root JSON for keyless signers (overrides the policy's trusted_root; "
+    "default: the public-good root shipped with model-verifier).")]
 
 
 @app.command()
@@ -387,6 +427,7 @@ def verify(
     artifact: ArtifactArg,
     attestations: AttestationsOpt = None,
     policy: PolicyOpt = None,
+    trusted_root: TrustedRootOpt = None,
     as_json: JsonFlag = False,
     quiet: QuietFlag = False,
 ) -> None:
@@ -394,29 +435,66 @@ def verify(
 
     Example: verify-model build/model/model.safetensors --policy policies/tiny-model.yaml
     """
-    _verify(artifact, attestations, policy, as_json, quiet)
+    _verify(artifact, attestations, policy, as_json, quiet, trusted_root)
 
 
 @app.command("verify-bundle")
 def verify_bundle(
     bundle: Annotated[Path, typer.Argument(help="A Sigstore bundle (.intoto.json).")],
     artifact: Annotated[Path, typer.Option(help="The file or directory it should attest.")],
-    key: Annotated[Path, typer.Option(help="The signer's public key (PEM).")],
+    key: Annotated[Path | None, typer.Option(
+        help="The signer's public key (PEM), for a key-signed bundle.")] = None,
+    identity: Annotated[str | None, typer.Option(
+        help="Keyless: the certificate identity (SAN) that must have signed.")] = None,
+    issuer: Annotated[str | None, typer.Option(
+        help="Keyless: the OIDC issuer of that identity.")] = None,
+    trusted_root: TrustedRootOpt = None,
+    staging: Annotated[bool, typer.Option(
+        help="Keyless: use the Sigstore staging trusted root shipped with model-verifier.")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Check one bundle: signature, payload type, and that the artifact is a subject.
 
+    Verification is offline. A keyless bundle is checked against a Sigstore trusted root and
+    the identity and issuer given; a message-signature bundle (from `sigstore sign`) against the
+    artifact's own digest.
+
     Example: model-verifier verify-bundle attestations/package.intoto.json
     --artifact build/model/model.safetensors --key keys/builder.pub
+
+    Keyless: model-verifier verify-bundle attestations/package.intoto.json
+    --artifact build/model --issuer https://token.actions.githubusercontent.com
+    --identity https://github.com/OWNER/REPO/.github/workflows/train.yml@refs/heads/main
     """
     def action() -> int:
         from verifier.bundlecheck import check_bundle
+        from verifier.errors import InputError
 
-        result = check_bundle(bundle, artifact, key)
+        if key is not None:
+            if identity or issuer or trusted_root or staging:
+                raise InputError("--key excludes --identity, --issuer, --trusted-root and "
+                                 "--staging; a bundle is either key-signed or keyless.")
+            result = check_bundle(bundle, artifact, key)
+            signer = str(key)
+        elif identity and issuer:
+            from verifier.keyless import check_keyless_bundle, shipped_trusted_root
+            from verifier.policy import KeylessIdentity
+
+            if staging and trusted_root is not None:
+                raise InputError("--staging and --trusted-root exclude each other.")
+            root = shipped_trusted_root(staging=True) if staging else trusted_root
+            result = check_keyless_bundle(
+                bundle, artifact, KeylessIdentity(issuer=issuer, identity=identity), root)
+            signer = f"{identity} ({issuer})"
+        else:
+            raise InputError("verify-bundle needs --key PUB for a key-signed bundle, or "
+                             "--identity ID and --issuer URL for a keyless one.")
         if as_json:
             _emit_json(result.to_dict())
         elif result.ok:
-            print(f"OK  {bundle}: signed by {key}, {artifact} is subject {result.subject_name}")
+            print(f"OK  {bundle}: signed by {signer}, {artifact} is subject "
+                  f"{result.subject_name}")
         else:
             print(f"FAIL  {result.message}")
         return 0 if result.ok else 1
@@ -472,6 +550,7 @@ def verify_model(
     artifact: ArtifactArg,
     attestations: AttestationsOpt = None,
     policy: PolicyOpt = None,
+    trusted_root: TrustedRootOpt = None,
     as_json: JsonFlag = False,
     quiet: QuietFlag = False,
 ) -> None:
@@ -482,7 +561,7 @@ def verify_model(
     Example: verify-model build/model/model.safetensors --policy model-policy.yaml
     --attestations attestations --attestations rebuilds
     """
-    _verify(artifact, attestations, policy, as_json, quiet)
+    _verify(artifact, attestations, policy, as_json, quiet, trusted_root)
 
 
 def _entry(application: typer.Typer) -> None:

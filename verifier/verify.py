@@ -299,6 +299,8 @@ def verify_artifact(
     if policy.is_expired(today):
         report.problems.append(Problem(str(policy.path),
                                        f"{policy.path}: the policy expired on {policy.expires}."))
+    if keyless_check is None:
+        from verifier.keyless import check_keyless as keyless_check
     signers = TrustedSigners(policy, keyless_check)
     bundles = load_bundles(attestation_dirs, report.notes)
     chain = _Chain(policy, signers, bundles, report)

@@ -1,0 +1,282 @@
+"""Keyless (Sigstore) verification against bundles signed by the real Sigstore instances.
+
+The bundles in tests/fixtures/sigstore/ were signed through GitHub Actions' OIDC identity by
+Sigstore's staging (Rekor v2, timestamp authority) and production instances; ORIGIN.md says
+where they come from. Everything here runs offline: the trusted roots are files (the ones
+embedded in the sigstore wheel, and the ones model-verifier ships). The end-to-end signing
+tests against a loopback Sigstore live in test_keyless_loopback.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from verifier.envelope import parse_bundle
+from verifier.errors import InputError, SignatureError
+from verifier.keyless import check_keyless, shipped_trusted_root, verify_keyless
+from verifier.policy import KeylessIdentity
+
+FIXTURES = Path(__file__).parent / "fixtures" / "sigstore"
+STAGING_BUNDLE = FIXTURES / "a.dsse.staging-rekor-v2.txt.sigstore.json"
+STAGING_SUBJECT = FIXTURES / "a.txt"  # the conformance suite's a.txt, the statement's subject
+WHEEL = FIXTURES / "bundle_v3_github.whl"
+WHEEL_BUNDLE = FIXTURES / "bundle_v3_github.whl.sigstore"
+GITHUB = "https://token.actions.githubusercontent.com"
+BEACON = ("https://github.com/sigstore-conformance/extremely-dangerous-public-oidc-beacon/"
+          ".github/workflows/extremely-dangerous-oidc-beacon.yml@refs/heads/main")
+BEACON_SPEC = KeylessIdentity(
+    issuer=GITHUB, identity=BEACON,
+    repository="sigstore-conformance/extremely-dangerous-public-oidc-beacon",
+    ref="refs/heads/main", trigger="workflow_dispatch",
+    workflow_sha="977e8d08554ca9bda279c96e91be2119fb67c730",
+)
+WHEEL_IDENTITY = ("https://github.com/trailofbits/rfc8785.py/.github/workflows/release.yml"
+                  "@refs/tags/v0.1.2")
+
+
+def _wheel_root(instance: str) -> Path:
+    """A trusted root embedded in the installed sigstore wheel (not the copy we ship)."""
+    import sigstore
+
+    return (Path(sigstore.__file__).parent / "_store" / f"https%3A%2F%2F{instance}"
+            / "trusted_root.json")
+
+
+STAGING_ROOT = _wheel_root("tuf-repo-cdn.sigstage.dev")
+PRODUCTION_ROOT = _wheel_root("tuf-repo-cdn.sigstore.dev")
+
+
+def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "verifier", *map(str, args)],
+                          capture_output=True, text=True, check=False)
+
+
+def verify_bundle(bundle: Path, artifact: Path, identity: str = BEACON, issuer: str = GITHUB,
+                  *extra: str | Path) -> subprocess.CompletedProcess[str]:
+    return cli("verify-bundle", bundle, "--artifact", artifact, "--identity", identity,
+               "--issuer", issuer, "--json", *extra)
+
+
+def staging_raw() -> dict[str, Any]:
+    return json.loads(STAGING_BUNDLE.read_text())
+
+
+# --- the fixtures are what ORIGIN.md says, checked without the product's code ---------------
+
+def test_staging_bundle_signature_checks_out_independently() -> None:
+    """DSSE PAE over the payload verifies under the leaf certificate's key; the subject is
+    a.txt by sha256; the certificate names the beacon workflow."""
+    raw = staging_raw()
+    envelope = raw["dsseEnvelope"]
+    payload = base64.b64decode(envelope["payload"])
+    kind = envelope["payloadType"].encode()
+    pae = b"DSSEv1 %d %b %d %b" % (len(kind), kind, len(payload), payload)
+    certificate = x509.load_der_x509_certificate(
+        base64.b64decode(raw["verificationMaterial"]["certificate"]["rawBytes"]))
+    public_key = certificate.public_key()
+    assert isinstance(public_key, ec.EllipticCurvePublicKey)
+    public_key.verify(base64.b64decode(envelope["signatures"][0]["sig"]), pae,
+                      ec.ECDSA(hashes.SHA256()))
+    statement = json.loads(payload)
+    assert statement["subject"][0]["digest"]["sha256"] == hashlib.sha256(
+        STAGING_SUBJECT.read_bytes()).hexdigest()
+    sans = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.UniformResourceIdentifier) == [BEACON]
+
+
+def test_shipped_roots_are_the_wheels() -> None:
+    """The roots shipped as package data are the ones sigstore-python embeds (see docs)."""
+    assert json.loads(shipped_trusted_root().read_text()) == json.loads(
+        PRODUCTION_ROOT.read_text())
+    assert json.loads(shipped_trusted_root(staging=True).read_text()) == json.loads(
+        STAGING_ROOT.read_text())
+
+
+# --- verify-bundle on the staging DSSE bundle --------------------------------------------
+
+def test_staging_bundle_verifies_with_the_staging_root() -> None:
+    result = verify_bundle(STAGING_BUNDLE, STAGING_SUBJECT, BEACON, GITHUB,
+                           "--trusted-root", STAGING_ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["verified"] is True
+    assert report["subject"] == "a.txt"
+    assert report["signer"] == BEACON
+
+
+def test_staging_flag_uses_the_shipped_staging_root() -> None:
+    result = verify_bundle(STAGING_BUNDLE, STAGING_SUBJECT, BEACON, GITHUB, "--staging")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_github_claims_in_the_certificate_are_checked() -> None:
+    signature = verify_keyless(staging_raw(), BEACON_SPEC, STAGING_ROOT, "bundle")
+    assert signature.identity == BEACON
+    assert signature.payload_type == "application/vnd.in-toto+json"
+    assert signature.payload == base64.b64decode(staging_raw()["dsseEnvelope"]["payload"])
+
+
+@pytest.mark.parametrize(("field", "value", "named"), [
+    ("identity", BEACON.replace("@refs/heads/main", "@refs/heads/dev"), "SANs"),
+    ("issuer", "https://accounts.google.com", "OIDC issuer"),
+    ("repository", "sigstore-conformance/another-repository", "repository"),
+    ("ref", "refs/heads/release", "ref"),
+    ("trigger", "push", "trigger"),
+    ("workflow_sha", "0" * 40, "workflow sha"),
+])
+def test_a_wrong_identity_or_claim_fails(field: str, value: str, named: str) -> None:
+    spec = KeylessIdentity(**{**BEACON_SPEC.__dict__, field: value})
+    with pytest.raises(SignatureError, match=named):
+        verify_keyless(staging_raw(), spec, STAGING_ROOT, "bundle")
+
+
+@pytest.mark.parametrize(("identity", "issuer"), [
+    (BEACON + "x", GITHUB),
+    (BEACON, "https://oauth2.sigstore.dev/auth"),
+])
+def test_verify_bundle_exits_1_for_another_signer(identity: str, issuer: str) -> None:
+    result = verify_bundle(STAGING_BUNDLE, STAGING_SUBJECT, identity, issuer, "--staging")
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["verified"] is False
+    assert "Traceback" not in result.stderr
+
+
+def test_the_production_root_rejects_a_staging_bundle() -> None:
+    for extra in (("--trusted-root", PRODUCTION_ROOT), ()):
+        result = verify_bundle(STAGING_BUNDLE, STAGING_SUBJECT, BEACON, GITHUB, *extra)
+        assert result.returncode == 1
+        message = json.loads(result.stdout)["message"]
+        assert "another" in message or "other than" in message
+
+
+def test_a_tampered_payload_fails() -> None:
+    raw = staging_raw()
+    statement = json.loads(base64.b64decode(raw["dsseEnvelope"]["payload"]))
+    statement["subject"][0]["digest"]["sha256"] = hashlib.sha256(b"evil").hexdigest()
+    raw["dsseEnvelope"]["payload"] = base64.b64encode(
+        json.dumps(statement, separators=(",", ":")).encode()).decode()
+    with pytest.raises(SignatureError, match="does not verify"):
+        verify_keyless(raw, BEACON_SPEC, STAGING_ROOT, "tampered")
+
+
+def test_a_tampered_payload_fails_on_the_command_line(tmp_path: Path) -> None:
+    raw = staging_raw()
+    payload = base64.b64decode(raw["dsseEnvelope"]["payload"]).replace(b"a.txt", b"b.txt")
+    raw["dsseEnvelope"]["payload"] = base64.b64encode(payload).decode()
+    tampered = tmp_path / "tampered.sigstore.json"
+    tampered.write_text(json.dumps(raw))
+    result = verify_bundle(tampered, STAGING_SUBJECT, BEACON, GITHUB, "--staging")
+    assert result.returncode == 1
+    assert "does not verify" in json.loads(result.stdout)["message"]
+
+
+def test_an_artifact_that_is_no_subject_fails() -> None:
+    # The signature and identity verify; the file is simply not what the statement names.
+    result = verify_bundle(STAGING_BUNDLE, FIXTURES / "a.dsse.staging-rekor-v2.txt", BEACON,
+                           GITHUB, "--staging")
+    assert result.returncode == 1
+    assert "is not a subject" in json.loads(result.stdout)["message"]
+
+
+def test_identity_regex_must_match_the_whole_san() -> None:
+    whole = KeylessIdentity(issuer=GITHUB,
+                            identity_regex=r"https://github\.com/sigstore-conformance/.+")
+    assert verify_keyless(staging_raw(), whole, STAGING_ROOT, "b").identity == BEACON
+    prefix = KeylessIdentity(issuer=GITHUB,
+                             identity_regex=r"https://github\.com/sigstore-conformance/")
+    with pytest.raises(SignatureError, match="issued to"):
+        verify_keyless(staging_raw(), prefix, STAGING_ROOT, "b")
+    wrong_issuer = KeylessIdentity(issuer="https://accounts.google.com", identity_regex=".*")
+    with pytest.raises(SignatureError, match="OIDC issuer"):
+        verify_keyless(staging_raw(), wrong_issuer, STAGING_ROOT, "b")
+    with pytest.raises(InputError, match="not a valid regular expression"):
+        verify_keyless(staging_raw(), KeylessIdentity(issuer=GITHUB, identity_regex="(["),
+                       STAGING_ROOT, "b")
+
+
+# --- the hook verify-model uses -------------------------------------------------------------
+
+def test_check_keyless_returns_the_identity_or_none() -> None:
+    bundle = parse_bundle(staging_raw(), "staging")
+    assert check_keyless(bundle, BEACON_SPEC, STAGING_ROOT) == BEACON
+    other = KeylessIdentity(**{**BEACON_SPEC.__dict__, "ref": "refs/heads/dev"})
+    assert check_keyless(bundle, other, STAGING_ROOT) is None
+    assert check_keyless(bundle, BEACON_SPEC, PRODUCTION_ROOT) is None
+
+
+def test_check_keyless_refuses_a_payload_other_than_the_verified_one() -> None:
+    """If our reading of a file ever differed from sigstore's, the bundle must not count."""
+    bundle = parse_bundle(staging_raw(), "staging")
+    forged = dataclasses.replace(bundle, payload=bundle.payload + b" ")
+    assert check_keyless(forged, BEACON_SPEC, STAGING_ROOT) is None
+
+
+# --- the production message-signature bundle -----------------------------------------------
+
+def test_production_message_signature_verifies_the_wheel() -> None:
+    result = verify_bundle(WHEEL_BUNDLE, WHEEL, WHEEL_IDENTITY, GITHUB)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["signer"] == WHEEL_IDENTITY
+    assert "message signature" in report["message"]
+
+
+def test_message_signature_over_another_file_fails() -> None:
+    result = verify_bundle(WHEEL_BUNDLE, STAGING_SUBJECT, WHEEL_IDENTITY, GITHUB)
+    assert result.returncode == 1
+    result = verify_bundle(WHEEL_BUNDLE, WHEEL, BEACON, GITHUB)
+    assert result.returncode == 1
+
+
+def test_production_bundle_fails_with_the_staging_root() -> None:
+    result = verify_bundle(WHEEL_BUNDLE, WHEEL, WHEEL_IDENTITY, GITHUB, "--staging")
+    assert result.returncode == 1
+
+
+# --- unusable input: exit 2, one sentence ----------------------------------------------------
+
+def test_unusable_inputs_exit_2(tmp_path: Path) -> None:
+    not_json = tmp_path / "bundle.json"
+    not_json.write_text("{")
+    not_a_root = tmp_path / "root.json"
+    not_a_root.write_text('{"mediaType": "nonsense"}')
+    key_bundle = tmp_path / "key.json"
+    raw = staging_raw()
+    raw["verificationMaterial"] = {"publicKey": {"hint": "ab"}, "tlogEntries": []}
+    key_bundle.write_text(json.dumps(raw))
+    cases = [
+        verify_bundle(not_json, STAGING_SUBJECT),
+        verify_bundle(STAGING_BUNDLE, STAGING_SUBJECT, BEACON, GITHUB, "--trusted-root",
+                      not_a_root),
+        verify_bundle(STAGING_BUNDLE, STAGING_SUBJECT, BEACON, GITHUB, "--trusted-root",
+                      tmp_path / "missing.json"),
+        verify_bundle(key_bundle, STAGING_SUBJECT, BEACON, GITHUB, "--staging"),
+        cli("verify-bundle", STAGING_BUNDLE, "--artifact", STAGING_SUBJECT, "--json"),
+        cli("verify-bundle", STAGING_BUNDLE, "--artifact", STAGING_SUBJECT, "--identity",
+            BEACON, "--issuer", GITHUB, "--staging", "--trusted-root", STAGING_ROOT),
+    ]
+    for result in cases:
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "Traceback" not in result.stderr
+        text = result.stdout + result.stderr
+        assert text.count("\n") <= 4  # one sentence (the JSON object spans 4 lines)
+
+
+def test_importing_keyless_does_not_import_sigstore() -> None:
+    probe = ("import sys, verifier.keyless, verifier.verify, verifier.cli; "
+             "print('sigstore' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "False"
