@@ -1,0 +1,917 @@
+"""audit: every attestation in a set of directories as one graph, with every gap and conflict.
+
+Nodes are step attestations, the artifacts they consume and produce (identified by digest, so a
+renamed file is the same artifact), sources (materials no step produced) and rebuild
+attestations, attached to the step attestation they name by the sha256 of its DSSE payload.
+Everything is indexed by digest in dictionaries, so building the graph is linear in the number
+of attestations and descriptors.
+
+Findings carry a severity: `error` (the chain cannot be trusted as it stands), `warning` (a
+reviewer should look) and `info`. With a policy, signatures are checked against its signers and
+its rules applied; without one, each signer is shown by the key hint or certificate identity the
+bundle claims (unverified) and the chain is reported as unchecked.
+
+Final artifacts are the products of the policy's final steps; without a policy, the products of
+every step none of whose products another step consumes. A product that is neither final nor
+consumed by any step (nor inside, or around, a directory that is) is dangling.
+
+Attestations are hostile input: nothing they name is opened, fetched or run, and every string
+taken from them is cleaned (`clean`) before it reaches a report.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import math
+import re
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from verifier.envelope import INTOTO_PAYLOAD_TYPE, Bundle, read_bundles
+from verifier.errors import InputError
+from verifier.statement import REBUILD_PREDICATE_TYPE, StepRecord, as_step, parse_statement
+from verifier.trust import Attribution
+from verifier.verify import attestation_files
+
+if TYPE_CHECKING:
+    from verifier.policy import Policy
+    from verifier.quorum import RebuildClaim
+    from verifier.trust import KeylessCheck, TrustedSigners
+
+SEVERITIES = ("error", "warning", "info")
+VSA_PREDICATE_TYPE = "https://slsa.dev/verification_summary/v1"
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+TENSORS_KEPT = 200  # per rebuilt file: enough for a report, bounded against hostile input
+
+# Control characters, lone surrogates (non-UTF-8 file names) and bidirectional overrides would
+# let an attestation rewrite a terminal or disguise a name; they are shown as \uXXXX instead.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def clean(text: str) -> str:
+    """A string safe to print or embed: unsafe characters spelt out as \\uXXXX."""
+    if not _UNSAFE.search(text):
+        return text
+    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def _cleaned(value: Any) -> Any:
+    """The report's own structure with every string cleaned and non-finite floats spelt out."""
+    if isinstance(value, str):
+        return clean(value)
+    if isinstance(value, dict):
+        return {clean(str(k)): _cleaned(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_cleaned(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def _scalar(value: Any) -> str | int | float | bool | None:
+    """A JSON scalar taken from an attestation; anything nested is summarised, never walked."""
+    if value is None or isinstance(value, str | bool):
+        return value
+    if isinstance(value, int):
+        return value if abs(value) < 10**18 else str(value)[:24]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, list):
+        return f"<list of {len(value)}>"
+    return "<object>"
+
+
+def _text(value: Any, limit: int = 500) -> str:
+    text = value if isinstance(value, str) else str(_scalar(value))
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: str  # error | warning | info
+    kind: str
+    message: str
+    files: tuple[str, ...] = ()
+    node: str | None = None  # the graph node it belongs to
+    details: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        found: dict[str, Any] = {"severity": self.severity, "kind": self.kind,
+                                 "message": self.message, "files": list(self.files),
+                                 "node": self.node}
+        if self.details:
+            found["details"] = self.details
+        return found
+
+
+@dataclass
+class Signer:
+    """Who signed a bundle: policy names when checked, else what the bundle claims."""
+
+    names: tuple[str, ...]
+    identities: tuple[str, ...]
+    claimed: str  # key hint or certificate identity as written in the bundle (unverified)
+    status: str  # verified | invalid-signature | unknown-signer | unverifiable | unchecked
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"names": list(self.names), "identities": list(self.identities),
+                "claimed": self.claimed, "status": self.status}
+
+
+@dataclass
+class StepNode:
+    id: str
+    record: StepRecord
+    signer: Signer
+    files: list[str]
+    layer: int = 0
+    status: str = "ok"
+    rebuilds: list[str] = field(default_factory=list)
+    quorum: dict[str, Any] | None = None
+
+    @property
+    def attribution(self) -> Attribution:
+        return Attribution(self.signer.names, self.signer.identities)
+
+    @property
+    def trusted(self) -> bool:
+        return self.signer.status in ("verified", "unchecked")
+
+    def to_dict(self, artifact_of: dict[tuple[str, str], str]) -> dict[str, Any]:
+        record = self.record
+        return {
+            "id": self.id, "step": record.step, "files": self.files,
+            "payload_sha256": record.statement.payload_sha256,
+            "argv": [_text(a) for a in record.argv[:200]],
+            "working_directory": _text(record.working_directory),
+            "declared_env": {_text(k, 100): _text(v) for k, v in
+                             list(record.declared_env.items())[:100]},
+            "environment": environment_summary(record.environment),
+            "materials": [_descriptor(m, artifact_of) for m in record.materials],
+            "products": [_descriptor(p, artifact_of) for p in record.products],
+            "signer": self.signer.to_dict(), "status": self.status, "layer": self.layer,
+            "rebuilds": self.rebuilds, "quorum": self.quorum,
+        }
+
+
+def _digest_key(digest: dict[str, str]) -> tuple[str, str]:
+    """The one (algorithm, value) an artifact node is keyed by: sha256 first, then dirHash."""
+    for algorithm in ("sha256", "dirHash"):
+        if algorithm in digest:
+            return algorithm, digest[algorithm]
+    algorithm = min(digest)
+    return algorithm, digest[algorithm]
+
+
+def _node_id(prefix: str, text: str) -> str:
+    return f"{prefix}-{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:24]}"
+
+
+def _descriptor(descriptor: dict[str, Any], artifact_of: dict[tuple[str, str], str]
+                ) -> dict[str, Any]:
+    digest = descriptor["digest"]
+    return {"name": descriptor["name"], "digest": dict(digest),
+            "artifact": artifact_of.get(_digest_key(digest))}
+
+
+@dataclass
+class ArtifactNode:
+    id: str
+    digest: dict[str, str]
+    names: set[str] = field(default_factory=set)
+    producers: list[str] = field(default_factory=list)
+    consumers: list[str] = field(default_factory=list)
+    final: bool = False
+    source: str | None = None  # pinned | unpinned | unaccounted, for materials nobody produced
+    layer: int = 0
+    status: str = "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "names": sorted(self.names), "digest": self.digest,
+            "kind": "source" if not self.producers else "artifact",
+            "producers": self.producers, "consumers": self.consumers, "final": self.final,
+            "source": self.source, "layer": self.layer, "status": self.status,
+        }
+
+
+@dataclass
+class RebuildNode:
+    id: str
+    claim: RebuildClaim
+    signer: Signer
+    files: list[str]
+    step_node: str | None = None
+    verdict: str = "unknown"  # matched | mismatched | unknown (the rebuilt step is absent)
+    mismatches: list[dict[str, Any]] = field(default_factory=list)
+    status: str = "ok"
+
+    @property
+    def trusted(self) -> bool:
+        return self.signer.status in ("verified", "unchecked")
+
+    def to_dict(self) -> dict[str, Any]:
+        claim = self.claim
+        return {
+            "id": self.id, "step": claim.step, "files": self.files,
+            "rebuilt_payload_sha256": claim.rebuilt_payload_sha256, "step_node": self.step_node,
+            "signer": self.signer.to_dict(), "verdict": self.verdict,
+            "mismatches": self.mismatches, "results": [_result(r) for r in claim.results],
+            "drift": [{k: _scalar(d.get(k)) for k in ("field", "recorded", "current")}
+                      for d in claim.drift[:50]],
+            "status": self.status,
+        }
+
+
+def _result(result: dict[str, Any]) -> dict[str, Any]:
+    """One rebuilt file's verdict with its per-tensor metrics (bounded, scalars only)."""
+    found: dict[str, Any] = {"name": result["name"], "verdict": result["verdict"],
+                             "expected": dict(result["expected"])}
+    actual = result.get("actual")
+    if isinstance(actual, dict):
+        found["actual"] = {str(k): _text(v, 200) for k, v in list(actual.items())[:4]}
+    diff = result.get("diff")
+    if isinstance(diff, dict):
+        tensors = diff.get("tensors")
+        found["diff_kind"] = _scalar(diff.get("kind"))
+        found["first_difference_offset"] = _scalar(diff.get("first_difference_offset"))
+        if isinstance(tensors, list):
+            found["tensors"] = [
+                {k: _scalar(t.get(k)) for k in ("name", "status", "max_abs_diff", "mean_abs_diff",
+                                                "rel_l2", "cosine", "bit_equal_fraction",
+                                                "median_ulp")}
+                for t in tensors[:TENSORS_KEPT] if isinstance(t, dict)
+            ]
+            found["tensor_count"] = len(tensors)
+    return found
+
+
+def environment_summary(environment: dict[str, Any]) -> dict[str, Any]:
+    """What a reviewer needs from a recorded environment, scalars only (hostile input)."""
+    def section(name: str) -> dict[str, Any]:
+        value = environment.get(name)
+        return value if isinstance(value, dict) else {}
+
+    gpus = environment.get("gpus")
+    packages = environment.get("packages")
+    torch = environment.get("torch")
+    return {
+        "python": _scalar(section("python").get("version")),
+        "platform": " ".join(str(_scalar(section("platform").get(k)) or "")
+                             for k in ("system", "machine", "libc")).strip(),
+        "cpu": _scalar(section("cpu").get("model")),
+        "cpu_count": _scalar(section("cpu").get("count")),
+        "gpus": [_text(g.get("name"), 100) for g in gpus[:16] if isinstance(g, dict)]
+        if isinstance(gpus, list) else [],
+        "torch": {k: _scalar(v) for k, v in list(torch.items())[:20]}
+        if isinstance(torch, dict) else None,
+        "variables": {_text(k, 100): _scalar(v) for k, v in
+                      list(section("variables").items())[:50]},
+        "git": {k: _scalar(section("git").get(k)) for k in ("commit", "dirty")}
+        if isinstance(environment.get("git"), dict) else None,
+        "packages": len(packages) if isinstance(packages, dict) else 0,
+    }
+
+
+def environment_risks(record: StepRecord) -> list[tuple[str, str]]:
+    """(severity, sentence) for each recorded condition known to break bitwise reproducibility."""
+    environment = record.environment
+    variables = environment.get("variables")
+    variables = variables if isinstance(variables, dict) else {}
+    variables = {**variables, **record.declared_env}
+    torch = environment.get("torch")
+    torch = torch if isinstance(torch, dict) else {}
+    gpus = environment.get("gpus")
+    risks: list[tuple[str, str]] = []
+    if (isinstance(gpus, list) and gpus) or torch.get("cuda_available") is True:
+        unsafe = []
+        if torch and torch.get("deterministic_algorithms") is not True:
+            unsafe.append("torch deterministic algorithms off")
+        if "CUBLAS_WORKSPACE_CONFIG" not in variables:
+            unsafe.append("CUBLAS_WORKSPACE_CONFIG unset")
+        if torch.get("cudnn_benchmark") is True:
+            unsafe.append("cuDNN benchmark mode on")
+        if torch.get("tf32_matmul") is True:
+            unsafe.append("TF32 matmul on")
+        if unsafe:
+            risks.append(("warning", "ran on a GPU without deterministic settings ("
+                          + ", ".join(unsafe) + "); a rebuild is unlikely to match bit for bit."))
+    if not any(name in variables for name in THREAD_VARIABLES):
+        risks.append(("warning", "recorded no thread count (" + ", ".join(THREAD_VARIABLES)
+                      + " unset); results can change with the number of threads."))
+    git = environment.get("git")
+    if isinstance(git, dict) and git.get("dirty") is True:
+        risks.append(("warning", f"ran from a dirty git tree (commit "
+                      f"{_text(git.get('commit'), 12)} plus uncommitted changes)."))
+    elif not isinstance(git, dict):
+        risks.append(("info", "recorded no git commit, so its code is pinned by digest only."))
+    packages = environment.get("packages")
+    if not isinstance(packages, dict) or not packages:
+        risks.append(("warning", "recorded no installed package versions; a rebuilder cannot "
+                      "reproduce its dependencies."))
+    if isinstance(torch.get("error"), str):
+        risks.append(("info", "torch was installed but its settings could not be recorded."))
+    return risks
+
+
+def _unsafe_name(name: str) -> bool:
+    path = PurePosixPath(name)
+    return path.is_absolute() or ".." in path.parts or "\\" in name or "\x00" in name
+
+
+def _claimed_signer(bundle: Bundle) -> str:
+    """What the bundle says about its signer: never trusted, shown to the reviewer."""
+    if bundle.is_keyless:
+        return f"certificate: {_certificate_identity(bundle)}"
+    hint = bundle.public_key_hint or next((s.keyid for s in bundle.signatures if s.keyid), "")
+    return f"key {_text(hint, 16)}" if hint else "no key hint"
+
+
+def _certificate_identity(bundle: Bundle) -> str:
+    """The subject alternative name of a keyless bundle's certificate, unverified."""
+    material = bundle.raw.get("verificationMaterial")
+    certificate = material.get("certificate") if isinstance(material, dict) else None
+    raw = certificate.get("rawBytes") if isinstance(certificate, dict) else None
+    if not isinstance(raw, str):
+        return "unreadable"
+    try:
+        from cryptography import x509
+
+        parsed = x509.load_der_x509_certificate(base64.b64decode(raw))
+        names = parsed.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        found = [str(v) for v in names.get_values_for_type(x509.UniformResourceIdentifier)]
+        found += [str(v) for v in names.get_values_for_type(x509.RFC822Name)]
+        return _text(found[0], 300) if found else "no identity"
+    except Exception:  # any malformed certificate is just unreadable here
+        return "unreadable"
+
+
+@dataclass
+class AuditReport:
+    directories: list[str]
+    policy: str | None
+    steps: list[StepNode] = field(default_factory=list)
+    artifacts: dict[tuple[str, str], ArtifactNode] = field(default_factory=dict)
+    rebuilds: list[RebuildNode] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    files: int = 0
+    bundles: int = 0
+
+    @property
+    def checked(self) -> bool:
+        return self.policy is not None
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(SEVERITIES, 0)
+        for finding in self.findings:
+            counts[finding.severity] += 1
+        return counts
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if any(f.severity == "error" for f in self.findings) else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        artifact_of = {key: node.id for key, node in self.artifacts.items()}
+        edges: list[dict[str, str]] = []
+        for node in self.artifacts.values():
+            edges.extend({"from": node.id, "to": c, "kind": "consumed-by"}
+                         for c in node.consumers)
+            edges.extend({"from": p, "to": node.id, "kind": "produces"} for p in node.producers)
+        edges.extend({"from": r.id, "to": r.step_node, "kind": "rebuilds"}
+                     for r in self.rebuilds if r.step_node)
+        return _cleaned({
+            "report": "model-verifier audit",
+            "version": 1,
+            "directories": self.directories,
+            "policy": self.policy,
+            "checked": self.checked,
+            "verdict": "FAIL" if self.exit_code else "PASS",
+            "summary": {**self.counts(), "files": self.files, "bundles": self.bundles,
+                        "steps": len(self.steps), "artifacts": len(self.artifacts),
+                        "rebuilds": len(self.rebuilds)},
+            "steps": [s.to_dict(artifact_of) for s in self.steps],
+            "artifacts": [a.to_dict() for a in self.artifacts.values()],
+            "rebuilds": [r.to_dict() for r in self.rebuilds],
+            "edges": edges,
+            "findings": [f.to_dict() for f in self.findings],
+        })
+
+
+class _Auditor:
+    """Builds one AuditReport; each method adds one kind of node or finding."""
+
+    def __init__(self, directories: list[Path], policy: Policy | None,
+                 keyless_check: KeylessCheck | None, today: dt.date | None) -> None:
+        from verifier.trust import TrustedSigners
+
+        self.policy = policy
+        self.today = today
+        self.signers: TrustedSigners | None = (
+            TrustedSigners(policy, keyless_check) if policy is not None else None
+        )
+        self.policy_identities: set[str] = set()
+        if policy is not None and self.signers is not None:
+            self.policy_identities = {self.signers.identity_of(n) for n in policy.signers}
+        self.report = AuditReport([str(d) for d in directories],
+                                  str(policy.path) if policy is not None else None)
+        self.step_by_payload: dict[str, StepNode] = {}
+        self.rebuild_by_payload: dict[str, RebuildNode] = {}
+        self.producers: dict[tuple[str, str], list[StepNode]] = {}
+        self.dangling: set[str] = set()
+
+    def add(self, severity: str, kind: str, message: str, files: Iterable[str] = (),
+            node: str | None = None, details: dict[str, Any] | None = None) -> None:
+        self.report.findings.append(
+            Finding(severity, kind, message, tuple(files), node, details)
+        )
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def load(self, directories: list[Path]) -> None:
+        files = attestation_files(directories)
+        if not files:
+            raise InputError(f"{', '.join(map(str, directories))}: no attestation files "
+                             "(*.json, *.jsonl) to audit.")
+        self.report.files = len(files)
+        for path in files:
+            bad_lines: list[InputError] = []
+            try:
+                for bundle in read_bundles(path, bad_lines):
+                    self.report.bundles += 1
+                    self.admit(bundle)
+            except (InputError, ValueError, RecursionError) as error:
+                # ValueError: e.g. an integer literal too long to convert; still just bad input.
+                self.add("error", "unreadable-bundle", _unreadable(path, error), [str(path)])
+            for error in bad_lines:
+                self.add("error", "unreadable-bundle", str(error), [str(path)])
+
+    def sign_status(self, bundle: Bundle) -> Signer:
+        claimed = _claimed_signer(bundle)
+        if self.signers is None:
+            return Signer((), (), claimed, "unchecked")
+        attribution = self.signers.attribute(bundle)
+        if attribution.names:
+            return Signer(attribution.names, attribution.identities, claimed, "verified")
+        if bundle.is_keyless:
+            return Signer((), (), claimed, "unverifiable")
+        hints = {f"key:{s.keyid}" for s in bundle.signatures}
+        hints.add(f"key:{bundle.public_key_hint}")
+        status = "invalid-signature" if hints & self.policy_identities else "unknown-signer"
+        return Signer((), (), claimed, status)
+
+    def admit(self, bundle: Bundle) -> None:
+        source = bundle.source
+        if bundle.payload_type != INTOTO_PAYLOAD_TYPE:
+            self.add("warning", "not-in-toto", f"{source}: payload type "
+                     f"{_text(bundle.payload_type, 100)!r} is not in-toto; not part of the graph.",
+                     [source])
+            return
+        try:
+            statement = parse_statement(bundle.payload, source)
+        except (InputError, ValueError, RecursionError) as error:
+            self.add("error", "malformed-statement", _unreadable(Path(source), error), [source])
+            return
+        signer = self.sign_status(bundle)
+        try:
+            if statement.predicate_type == REBUILD_PREDICATE_TYPE:
+                from verifier.quorum import as_rebuild
+
+                self.admit_rebuild(as_rebuild(statement, Attribution(signer.names,
+                                                                     signer.identities)), signer)
+            elif statement.predicate_type == VSA_PREDICATE_TYPE:
+                self.add("info", "other-attestation", f"{source}: a verification summary "
+                         "(VSA); not part of the build graph.", [source])
+            else:
+                self.admit_step(as_step(statement), signer)
+        except InputError as error:
+            self.add("error", "malformed-statement", str(error), [source])
+
+    def admit_step(self, record: StepRecord, signer: Signer) -> None:
+        payload = record.statement.payload_sha256
+        existing = self.step_by_payload.get(payload)
+        if existing is not None:
+            self._merge_duplicate(existing, record.source, signer, "step attestation")
+            return
+        node = StepNode(f"s-{payload[:24]}", record, signer, [record.source])
+        self.step_by_payload[payload] = node
+        self.report.steps.append(node)
+        self._check_signature(node.id, record.source, record.step, signer)
+        for descriptor in (*record.materials, *record.products):
+            if _unsafe_name(descriptor["name"]):
+                self.add("error", "unsafe-name", f"{record.source}: step {record.step!r} names "
+                         f"{descriptor['name']!r}, a path that leaves the workspace; a rebuild "
+                         "refuses it.", [record.source], node.id)
+        for product in record.products:
+            for pair in product["digest"].items():
+                self.producers.setdefault(pair, []).append(node)
+
+    def admit_rebuild(self, claim: RebuildClaim, signer: Signer) -> None:
+        payload = claim.statement.payload_sha256
+        existing = self.rebuild_by_payload.get(payload)
+        if existing is not None:
+            self._merge_duplicate(existing, claim.source, signer, "rebuild attestation")
+            return
+        node = RebuildNode(f"r-{payload[:24]}", claim, signer, [claim.source])
+        self.rebuild_by_payload[payload] = node
+        self.report.rebuilds.append(node)
+        self._check_signature(node.id, claim.source, f"rebuild of {claim.step}", signer)
+
+    def _merge_duplicate(self, existing: StepNode | RebuildNode, source: str, signer: Signer,
+                         what: str) -> None:
+        existing.files.append(source)
+        self.add("info", "duplicate", f"{source}: the same {what} as {existing.files[0]} "
+                 "(identical signed payload); counted once.", existing.files, existing.id)
+        if signer.status == "verified" and existing.signer.status != "verified":
+            existing.signer = signer  # one copy carries a valid signature: the payload is trusted
+        elif signer.status == "verified":
+            existing.signer = Signer(
+                tuple(sorted(set(existing.signer.names) | set(signer.names))),
+                tuple(sorted(set(existing.signer.identities) | set(signer.identities))),
+                existing.signer.claimed, "verified")
+
+    def _check_signature(self, node: str, source: str, what: str, signer: Signer) -> None:
+        messages = {
+            "invalid-signature": (f"{source}: the signature of {what!r} does not verify under "
+                                  "the policy key it names: altered after signing, or forged."),
+            "unknown-signer": (f"{source}: {what!r} is signed by a key the policy does not name "
+                               f"({signer.claimed})."),
+            "unverifiable": (f"{source}: {what!r} is a keyless bundle ({signer.claimed}) that "
+                             "no keyless identity in the policy verifies."),
+        }
+        if signer.status in messages:
+            kind = "signer-not-in-policy" if signer.status == "unknown-signer" else signer.status
+            self.add("error", kind, messages[signer.status], [source], node)
+
+    # -- the graph ---------------------------------------------------------------------------
+
+    def artifact(self, digest: dict[str, str], name: str) -> ArtifactNode:
+        key = _digest_key(digest)
+        node = self.report.artifacts.get(key)
+        if node is None:
+            node = ArtifactNode(_node_id("a", f"{key[0]}:{key[1]}"), dict(digest))
+            self.report.artifacts[key] = node
+        node.names.add(name)
+        return node
+
+    def link(self) -> dict[str, list[StepNode]]:
+        """Products and materials to artifact nodes; returns each step's producing parents."""
+        parents: dict[str, list[StepNode]] = {}
+        for step in self.report.steps:
+            for product in step.record.products:
+                node = self.artifact(product["digest"], product["name"])
+                if step.id not in node.producers:
+                    node.producers.append(step.id)
+        for step in self.report.steps:
+            found: dict[str, StepNode] = {}
+            for material in step.record.materials:
+                node = self.artifact(material["digest"], material["name"])
+                if step.id not in node.consumers:
+                    node.consumers.append(step.id)
+                for producer in self._producers_of(material["digest"]):
+                    if producer is not step:
+                        found[producer.id] = producer
+            parents[step.id] = list(found.values())
+        return parents
+
+    def _producers_of(self, digest: dict[str, str]) -> list[StepNode]:
+        found: dict[str, StepNode] = {}
+        for pair in digest.items():
+            for producer in self.producers.get(pair, ()):
+                found[producer.id] = producer
+        return list(found.values())
+
+    def order(self, parents: dict[str, list[StepNode]]) -> list[StepNode]:
+        """Steps in dependency order (Kahn), with each step's layer set to its longest path
+        from a source; steps on a cycle are reported and put last."""
+        children: dict[str, list[StepNode]] = {s.id: [] for s in self.report.steps}
+        waiting = {s.id: len(parents[s.id]) for s in self.report.steps}
+        for step in self.report.steps:
+            for parent in parents[step.id]:
+                children[parent.id].append(step)
+        ready = deque(s for s in self.report.steps if waiting[s.id] == 0)
+        ordered: list[StepNode] = []
+        while ready:
+            step = ready.popleft()
+            ordered.append(step)
+            for child in children[step.id]:
+                child.layer = max(child.layer, step.layer + 1)
+                waiting[child.id] -= 1
+                if waiting[child.id] == 0:
+                    ready.append(child)
+        if len(ordered) < len(self.report.steps):
+            placed = {s.id for s in ordered}
+            cycle = [s for s in self.report.steps if s.id not in placed]
+            self.add("error", "cycle", "steps " + ", ".join(repr(s.record.step) for s in cycle[:10])
+                     + " consume each other's products in a cycle, so they have no build order.",
+                     [s.record.source for s in cycle[:10]], cycle[0].id)
+            ordered.extend(cycle)
+        return ordered
+
+    # -- findings ------------------------------------------------------------------------------
+
+    def check_policy(self, ordered: list[StepNode], parents: dict[str, list[StepNode]]) -> None:
+        policy = self.policy
+        if policy is None:
+            self.add("warning", "chain-unchecked", "no policy given: signatures were not checked "
+                     "against known signers and every input without a producing step is "
+                     "unpinned; pass --policy FILE to check the chain.")
+            return
+        if policy.is_expired(self.today):
+            self.add("error", "expired-policy",
+                     f"{policy.path}: the policy expired on {policy.expires}.", [str(policy.path)])
+        present: set[str] = set()
+        wanted = {name for rule in policy.steps for name in rule.after}
+        ancestors: dict[str, set[str]] = {}
+        for step in ordered:
+            inherited: set[str] = set()
+            for parent in parents[step.id]:
+                inherited |= ancestors.get(parent.id, set())
+                if parent.record.step in wanted:
+                    inherited.add(parent.record.step)
+            ancestors[step.id] = inherited
+            self._check_step_rule(step, inherited, present)
+        for rule in policy.steps:
+            if rule.name not in present:
+                self.add("error", "missing-step", f"{policy.path}: required step {rule.name!r} "
+                         "has no attestation signed as the policy requires.", [str(policy.path)])
+
+    def _check_step_rule(self, step: StepNode, ancestors: set[str], present: set[str]) -> None:
+        assert self.policy is not None
+        record = step.record
+        rule = self.policy.step(record.step)
+        if rule is None:
+            self.add("warning", "step-not-in-policy", f"{record.source}: step {record.step!r} is "
+                     "not in the policy.", [record.source], step.id)
+            return
+        if not step.signer.names:
+            return  # its signature finding says why
+        if not set(rule.signed_by) & set(step.signer.names):
+            self.add("error", "wrong-signer", f"{record.source}: step {record.step!r} is "
+                     f"signed by {', '.join(step.signer.names)}, but the policy requires "
+                     f"{' or '.join(rule.signed_by)}.", [record.source], step.id)
+            return
+        present.add(record.step)
+        for earlier in rule.after:
+            if earlier not in ancestors:
+                self.add("error", "order", f"{record.source}: step {record.step!r} must come "
+                         f"after {earlier!r}, but none of its materials derives from an attested "
+                         f"{earlier!r} step.", [record.source], step.id)
+
+    def check_materials(self) -> None:
+        """Every material nobody produced is a source: pinned, allowed unpinned, or unaccounted;
+        one produced only by attestations whose signature failed is unaccounted too."""
+        from verifier.verify import _match_source  # the policy's own source rules, as verify has
+
+        unpinned: dict[str, list[StepNode]] = {}
+        for step in self.report.steps:
+            record = step.record
+            covered: list[str] = []
+            materials = sorted(record.materials,
+                               key=lambda m: ("dirHash" not in m["digest"], m["name"]))
+            for material in materials:
+                name, digest = material["name"], material["digest"]
+                is_dir = "dirHash" in digest
+                if any(name.startswith(f"{d}/") for d in covered):
+                    continue
+                node = self.report.artifacts[_digest_key(digest)]
+                producers = [p for p in self._producers_of(digest) if p is not step]
+                if any(p.trusted for p in producers):
+                    if is_dir:
+                        covered.append(name)
+                    continue
+                if self.policy is None:
+                    if not is_dir:
+                        node.source = "unpinned"
+                        unpinned.setdefault(node.id, []).append(step)
+                    continue
+                rule, why_not = _match_source(self.policy, record, material)
+                if rule is not None:
+                    if is_dir:
+                        covered.append(name)
+                    node.source = "unpinned" if rule.unpinned else "pinned"
+                    if rule.unpinned:
+                        unpinned.setdefault(node.id, []).append(step)
+                    continue
+                if is_dir:
+                    continue  # its files are judged one by one
+                node.source = "unaccounted"
+                if producers:
+                    why_not = (f"material {name} of step {record.step!r} ({record.source}) is a "
+                               "product only of " + ", ".join(p.record.source for p in producers)
+                               + ", whose signature the policy does not accept.")
+                self.add("error", "unaccounted-material", why_not or (
+                    f"material {name} of step {record.step!r} ({record.source}) is neither a "
+                    "product of an attested step nor a source in the policy."),
+                    [record.source], node.id)
+        by_id = {a.id: a for a in self.report.artifacts.values()}
+        for artifact_id, consumers in unpinned.items():
+            artifact = by_id[artifact_id]
+            users = sorted({s.record.step for s in consumers})
+            allowed = "allowed by the policy" if self.policy else "no policy pins it"
+            self.add("info", "unpinned-source", f"{', '.join(sorted(artifact.names))}: unpinned "
+                     f"source ({allowed}), used by step{'s' if len(users) > 1 else ''} "
+                     f"{', '.join(users)}.", sorted({s.record.source for s in consumers}),
+                     artifact_id)
+
+    def check_conflicts(self) -> None:
+        claims: dict[tuple[str, str], dict[tuple[str, str], list[StepNode]]] = {}
+        for step in self.report.steps:
+            for product in step.record.products:
+                by_digest = claims.setdefault((step.record.step, product["name"]), {})
+                by_digest.setdefault(_digest_key(product["digest"]), []).append(step)
+        for (step_name, product), by_digest in claims.items():
+            if len(by_digest) < 2:
+                continue
+            versions = [f"{alg} {value[:16]}… ({', '.join(s.record.source for s in steps)})"
+                        for (alg, value), steps in sorted(by_digest.items())]
+            involved = [s for steps in by_digest.values() for s in steps]
+            for step in involved:
+                step.status = "error"
+            self.add("error", "conflict", f"step {step_name!r} is attested with different "
+                     f"digests for {product}: " + "; ".join(versions) + ".",
+                     [s.record.source for s in involved], involved[0].id,
+                     {"step": step_name, "product": product})
+
+    def mark_final_and_dangling(self) -> None:
+        if self.policy is not None:
+            final_names = {s.name for s in self.policy.final_steps()}
+            finals = [s for s in self.report.steps if s.record.step in final_names]
+        else:
+            feeds_another: set[str] = set()
+            for artifact in self.report.artifacts.values():
+                if any(c not in artifact.producers for c in artifact.consumers):
+                    feeds_another.update(artifact.producers)
+            finals = [s for s in self.report.steps if s.id not in feeds_another]
+        for step in finals:
+            for product in step.record.products:
+                self.report.artifacts[_digest_key(product["digest"])].final = True
+        for step in self.report.steps:
+            self._dangling_products(step)
+
+    def _dangling_products(self, step: StepNode) -> None:
+        products = [(p["name"], self.report.artifacts[_digest_key(p["digest"])])
+                    for p in step.record.products]
+        live = {name for name, node in products
+                if node.final or any(c != step.id for c in node.consumers)}
+        live_ancestors = {str(parent) for name in live
+                          for parent in PurePosixPath(name).parents}
+        product_dirs = {name for name, node in products if "dirHash" in node.digest}
+        live_dirs = live & product_dirs
+        for name, node in products:
+            if name in live or name in live_ancestors:
+                continue
+            if any(str(parent) in live_dirs for parent in PurePosixPath(name).parents):
+                continue
+            self.dangling.add(node.id)
+            self.add("warning", "dangling-product", f"{step.record.source}: product {name} of "
+                     f"step {step.record.step!r} is consumed by no attested step and is not a "
+                     "final artifact.", [step.record.source], step.id, {"artifact": node.id})
+
+    def check_rebuilds(self) -> None:
+        from verifier.quorum import check_claim, evaluate_quorum
+
+        rule = self.policy.rebuild if self.policy is not None else None
+        for rebuild in self.report.rebuilds:
+            claim = rebuild.claim
+            step = self.step_by_payload.get(claim.rebuilt_payload_sha256)
+            if step is None:
+                self.add("warning", "orphan-rebuild", f"{claim.source}: rebuilds an attestation "
+                         f"of step {claim.step!r} (payload sha256 "
+                         f"{claim.rebuilt_payload_sha256[:16]}…) that is not among the audited "
+                         "ones.", [claim.source], rebuild.id)
+                continue
+            rebuild.step_node = step.id
+            step.rebuilds.append(rebuild.id)
+            tolerance = rule.match.get(step.record.step) if rule is not None else None
+            rebuild.mismatches = [_cleaned_mismatch(m)
+                                  for m in check_claim(step.record, claim, tolerance)]
+            rebuild.verdict = "mismatched" if rebuild.mismatches else "matched"
+            if rebuild.mismatches:
+                who = ", ".join(rebuild.signer.names) or rebuild.signer.claimed
+                self.add("warning", "rebuild-mismatch", f"{claim.source}: the rebuild of step "
+                         f"{claim.step!r} by {who} did not reproduce it: "
+                         + "; ".join(_mismatch_summary(m) for m in rebuild.mismatches[:5]) + ".",
+                         [claim.source, step.record.source], rebuild.id,
+                         {"files": rebuild.mismatches[:20],
+                          "drift": [{k: _scalar(d.get(k)) for k in ("field", "recorded",
+                                                                    "current")}
+                                    for d in claim.drift[:8]]})
+        if rule is None or self.signers is None or self.policy is None:
+            return
+        by_id = {r.id: r for r in self.report.rebuilds}
+        for step in self.report.steps:
+            if step.record.step not in rule.steps or not step.signer.names:
+                continue
+            trusted = [by_id[r].claim for r in step.rebuilds if by_id[r].signer.names]
+            outcome = evaluate_quorum(self.policy, [(step.record, step.attribution)], trusted,
+                                      self.signers)
+            for quorum in outcome:
+                step.quorum = quorum.to_dict()
+                for failure in quorum.failures:
+                    self.add("error", "quorum-shortfall", failure, [step.record.source], step.id)
+
+    def check_environments(self) -> None:
+        for step in self.report.steps:
+            for severity, sentence in environment_risks(step.record):
+                self.add(severity, "environment-risk", f"{step.record.source}: step "
+                         f"{step.record.step!r} {sentence}", [step.record.source], step.id)
+
+    def statuses(self) -> None:
+        """Each node takes the colour of its worst finding; unchecked steps stay grey."""
+        rank = {"ok": 0, "info": 0, "unchecked": 1, "warning": 2, "error": 3}
+        worst: dict[str, str] = {}
+        for finding in self.report.findings:
+            if finding.node is not None and rank[finding.severity] > rank.get(
+                    worst.get(finding.node, "ok"), 0):
+                worst[finding.node] = finding.severity
+        base = "ok" if self.policy is not None else "unchecked"
+        for step in self.report.steps:
+            status = worst.get(step.id, base)
+            step.status = "error" if step.status == "error" else (
+                status if status != "info" else base)
+        for artifact in self.report.artifacts.values():
+            status = worst.get(artifact.id, "ok")
+            artifact.status = status if status != "info" else "ok"
+            if artifact.id in self.dangling and artifact.status == "ok":
+                artifact.status = "warning"
+            if artifact.source == "unaccounted":
+                artifact.status = "error"
+        for rebuild in self.report.rebuilds:
+            status = worst.get(rebuild.id, base)
+            rebuild.status = status if status != "info" else base
+
+    def layers(self) -> None:
+        by_id = {s.id: s for s in self.report.steps}
+        for artifact in self.report.artifacts.values():
+            if artifact.producers:
+                artifact.layer = 2 * max(by_id[p].layer for p in artifact.producers) + 2
+        for step in self.report.steps:
+            step.layer = 2 * step.layer + 1
+
+    def run(self, directories: list[Path]) -> AuditReport:
+        self.load(directories)
+        parents = self.link()
+        ordered = self.order(parents)
+        self.check_policy(ordered, parents)
+        self.check_materials()
+        self.check_conflicts()
+        self.mark_final_and_dangling()
+        self.check_rebuilds()
+        self.check_environments()
+        self.layers()
+        self.report.steps = ordered
+        self.statuses()
+        order = {s: i for i, s in enumerate(SEVERITIES)}
+        self.report.findings.sort(key=lambda f: order[f.severity])
+        return self.report
+
+
+def _unreadable(path: Path, error: BaseException) -> str:
+    if isinstance(error, InputError):
+        return str(error)
+    if isinstance(error, RecursionError):
+        return f"{path}: JSON is nested too deeply to be an attestation."
+    return f"{path}: is not a usable attestation ({_text(str(error), 200)})."
+
+
+def _cleaned_mismatch(mismatch: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = {"name": _text(mismatch.get("name")),
+                             "verdict": _text(mismatch.get("verdict"), 40)}
+    for key in ("reason", "changed_tensors", "first_difference_offset"):
+        if key in mismatch:
+            found[key] = _scalar(mismatch[key])
+    tensors = mismatch.get("tensors")
+    if isinstance(tensors, list):
+        found["tensors"] = [{k: _scalar(t.get(k)) for k in ("name", "status", "max_abs_diff",
+                                                            "rel_l2")}
+                            for t in tensors[:5] if isinstance(t, dict)]
+    return found
+
+
+def _mismatch_summary(mismatch: dict[str, Any]) -> str:
+    text = f"{mismatch['name']} {mismatch['verdict']}"
+    tensors = [t for t in mismatch.get("tensors", []) if isinstance(t.get("max_abs_diff"),
+                                                                      int | float)]
+    if tensors:
+        worst = max(tensors, key=lambda t: t["max_abs_diff"])
+        count = mismatch.get("changed_tensors", len(tensors))
+        text += (f", {count} tensor{'s' if count != 1 else ''} changed, max abs diff "
+                 f"{worst['max_abs_diff']:.3g} ({worst['name']})")
+    elif mismatch.get("first_difference_offset") is not None:
+        text += f", first difference at byte {mismatch['first_difference_offset']}"
+    elif mismatch.get("reason"):
+        text += f" ({mismatch['reason']})"
+    return text
+
+
+def audit(directories: list[Path], policy: Policy | None = None, *,
+          keyless_check: KeylessCheck | None = None, today: dt.date | None = None
+          ) -> AuditReport:
+    """Audit every attestation under the directories (files and JSON-lines files too)."""
+    return _Auditor(directories, policy, keyless_check, today).run(directories)
