@@ -200,6 +200,9 @@ def record(
     env: Annotated[list[str] | None, typer.Option(
         help="Record and pass this variable (NAME or NAME=VALUE; repeatable).")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing attestation.")] = False,
+    oms: Annotated[bool, typer.Option(
+        "--oms", help="Also write an OMS model.sig into each product directory "
+        "(for a packaging step).")] = False,
     sigstore: SigstoreFlag = False,
     identity_token: IdentityTokenOpt = None,
     trust_config: TrustConfigOpt = None,
@@ -219,6 +222,10 @@ def record(
         from verifier.record import record_step
 
         signer = _signer(key, password, sigstore, identity_token, trust_config)
+        if oms:
+            from verifier.oms import refuse_stale_signatures
+
+            refuse_stale_signatures(product or [])
         hasher, progress = _hasher_with_progress([], quiet, "hashing")
         try:
             result = record_step(
@@ -230,15 +237,27 @@ def record(
             return failure.exit_code
         finally:
             progress.close()
+        signatures = []
+        if oms:
+            from verifier.oms import sign_directory
+
+            signatures = [
+                sign_directory(path, key=key, signer=signer if sigstore else None,
+                               password=password, hasher=hasher)
+                for path in product or [] if path.is_dir()
+            ]
         subjects = result.statement["subject"]
         if as_json:
             _emit_json({"attestation": str(result.attestation), "step": step,
-                        "signer": result.identity, "subjects": subjects})
+                        "signer": result.identity, "subjects": subjects,
+                        **({"oms": [s.to_dict() for s in signatures]} if oms else {})})
         else:
             signer_name = (result.identity if result.identity.startswith("sigstore:")
                            else f"{result.identity[:20]}…")
             print(f"recorded step {step!r}: {len(subjects)} subject(s), signed by "
                   f"{signer_name}, wrote {result.attestation}")
+            for written in signatures:
+                print(f"wrote {written.signature}: OMS v1.0 signature of {written.files} file(s)")
         return 0
 
     _guard(as_json, action)
@@ -286,6 +305,8 @@ def _print_report(report: Any) -> None:
                          and tensors[0].get("max_abs_diff") is not None else "")
                 print(f"    signed dissent from {dissent['rebuilder']}: {file['name']} "
                       f"{file['verdict']}{worst} ({dissent['attestation']})")
+    for evidence in getattr(report, "oms", []):
+        _print_oms(evidence)
     if report.problems:
         print("  problems:")
         for problem in report.problems:
@@ -294,14 +315,41 @@ def _print_report(report: Any) -> None:
         print(f"  note: {note}")
 
 
+def _print_oms(evidence: dict[str, Any]) -> None:
+    if evidence["verdict"] == "unreadable":
+        print(f"  OMS signature {evidence['signature']}: unreadable (see problems)")
+        return
+    who = ", ".join(evidence["signed_by"]) or "no signer the policy names"
+    state = {"verified": f"all {evidence['files']} signed files match",
+             "mismatch": "files differ from the signed manifest",
+             "unattributed": "not counted"}[evidence["verdict"]]
+    print(f"  OMS signature {evidence['signature']} signed by {who}: {state} "
+          f"(root sha256 {evidence['root_sha256'][:16]}…)")
+
+
 def _verify(artifact: Path, attestations: list[Path] | None, policy: Path | None,
-            as_json: bool, quiet: bool, trusted_root: Path | None = None) -> None:
+            as_json: bool, quiet: bool, trusted_root: Path | None = None,
+            layout: Path | None = None, layout_keys: list[Path] | None = None) -> None:
     def action() -> int:
         import dataclasses
 
+        from verifier.errors import InputError
         from verifier.policy import DEFAULT_POLICY, load_policy
         from verifier.verify import verify_artifact
 
+        if layout is not None or layout_keys:
+            if layout is None or policy is not None:
+                raise InputError("--layout-key needs --layout, and --layout replaces --policy; "
+                                 "give --layout FILE --layout-key PUB without --policy.")
+            from verifier.intoto_links import verify_with_layout
+
+            hasher, progress = _hasher_with_progress([artifact], quiet, "verifying")
+            try:
+                report = verify_with_layout(artifact, layout, layout_keys or [],
+                                            attestations or [Path("attestations")], hasher=hasher)
+            finally:
+                progress.close()
+            return _show_report(report, as_json)
         loaded = load_policy(policy or DEFAULT_POLICY)
         if trusted_root is not None:
             loaded = dataclasses.replace(loaded, trusted_root=trusted_root)
@@ -311,13 +359,17 @@ def _verify(artifact: Path, attestations: list[Path] | None, policy: Path | None
                                      hasher=hasher)
         finally:
             progress.close()
-        if as_json:
-            _emit_json(report.to_dict())
-        else:
-            _print_report(report)
-        return 0 if report.passed else 1
+        return _show_report(report, as_json)
 
     _guard(as_json, action)
+
+
+def _show_report(report: Any, as_json: bool) -> int:
+    if as_json:
+        _emit_json(report.to_dict())
+    else:
+        _print_report(report)
+    return 0 if report.passed else 1
 
 
 @app.command("rebuild")
@@ -417,6 +469,10 @@ AttestationsOpt = Annotated[list[Path] | None, typer.Option(
     help="Directory (or file) of attestations; repeatable. Default: attestations/.")]
 PolicyOpt = Annotated[Path | None, typer.Option(
     help="Policy YAML. Default: model-policy.yaml in the current directory.")]
+LayoutOpt = Annotated[Path | None, typer.Option(
+    help="Verify against this signed in-toto layout instead of a policy.")]
+LayoutKeyOpt = Annotated[list[Path] | None, typer.Option(
+    help="Public key (PEM) that must have signed the layout (repeatable).")]
 TrustedRootOpt = Annotated[Path | None, typer.Option(
     help="Sigstore trusted root JSON for keyless signers (overrides the policy's trusted_root; "
     "default: the public-good root shipped with model-verifier).")]
@@ -428,6 +484,8 @@ def verify(
     attestations: AttestationsOpt = None,
     policy: PolicyOpt = None,
     trusted_root: TrustedRootOpt = None,
+    layout: LayoutOpt = None,
+    layout_key: LayoutKeyOpt = None,
     as_json: JsonFlag = False,
     quiet: QuietFlag = False,
 ) -> None:
@@ -435,7 +493,7 @@ def verify(
 
     Example: verify-model build/model/model.safetensors --policy policies/tiny-model.yaml
     """
-    _verify(artifact, attestations, policy, as_json, quiet, trusted_root)
+    _verify(artifact, attestations, policy, as_json, quiet, trusted_root, layout, layout_key)
 
 
 @app.command("verify-bundle")
@@ -502,6 +560,87 @@ def verify_bundle(
     _guard(as_json, action)
 
 
+@app.command("export")
+def export_command(
+    attestations: Annotated[list[Path], typer.Argument(
+        help="Step attestations (files or directories) to export.")],
+    key: Annotated[Path, typer.Option(help="Private key (PEM) to sign the links with.")],
+    out: Annotated[Path, typer.Option(help="Directory for the links.")],
+    export_format: Annotated[str, typer.Option(
+        "--format", help="Output format; in-toto-link is the one there is.")] = "in-toto-link",
+    attested_by: Annotated[list[Path] | None, typer.Option(
+        help="Also accept attestations signed by this public key (repeatable); by default "
+        "only those signed by --key's own key are re-signed.")] = None,
+    password: Annotated[str | None, typer.Option(help="The key's password.")] = None,
+    force: Annotated[bool, typer.Option(help="Replace existing link files.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Write one signed classic in-toto link per step, for in-toto-verify and its layouts.
+
+    Example: model-verifier export attestations/*.intoto.json --format in-toto-link
+    --key keys/builder.key --out links && in-toto-verify --layout root.layout
+    --verification-keys keys/owner.pub --link-dir links
+    """
+    def action() -> None:
+        from verifier.errors import InputError
+        from verifier.intoto_links import LINK_FORMAT, export_links
+
+        if export_format != LINK_FORMAT:
+            raise InputError(f"--format {export_format!r}: the one export format is "
+                             f"{LINK_FORMAT}.")
+        notes: list[str] = []
+        written = export_links(attestations, key, out, password=password,
+                               attested_by=attested_by or [], force=force, notes=notes)
+        if as_json:
+            _emit_json({"links": [w.to_dict() for w in written], "notes": notes})
+            return
+        for link in written:
+            print(f"wrote {link.link}  (step {link.step!r}, from {link.attestation})")
+        for note in notes:
+            print(f"note: {note}")
+
+    _guard(as_json, action)
+
+
+@app.command("sign-model")
+def sign_model(
+    model: Annotated[Path, typer.Argument(help="The model directory to sign.")],
+    key: Annotated[Path | None, typer.Option(help="Private key (PEM) to sign with.")] = None,
+    password: Annotated[str | None, typer.Option(help="The key's password.")] = None,
+    signature: Annotated[Path | None, typer.Option(
+        help="Where to write the signature (default: MODEL/model.sig).")] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing signature.")] = False,
+    sigstore: SigstoreFlag = False,
+    identity_token: IdentityTokenOpt = None,
+    trust_config: TrustConfigOpt = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Write an OpenSSF Model Signing (OMS v1.0) model.sig for a model directory.
+
+    The signature verifies with `model_signing verify key MODEL --signature MODEL/model.sig
+    --public_key KEY.pub` (ECDSA P-256 keys; model_signing does not verify Ed25519).
+
+    Example: model-verifier sign-model build/model --key keys/builder.key
+    """
+    def action() -> None:
+        from verifier.oms import sign_directory
+
+        if sigstore and key is not None:
+            from verifier.errors import InputError
+
+            raise InputError("--key and --sigstore exclude each other; choose one way to sign.")
+        keyless = _signer(None, None, True, identity_token, trust_config) if sigstore else None
+        result = sign_directory(model, key=key, signer=keyless, password=password,
+                                out=signature, force=force)
+        if as_json:
+            _emit_json(result.to_dict())
+        else:
+            print(f"wrote {result.signature}: OMS v1.0, {result.files} file(s), root sha256 "
+                  f"{result.root_sha256[:16]}…, signed by {result.signer[:24]}…")
+
+    _guard(as_json, action)
+
+
 @app.command("diff")
 def diff_command(
     a: Annotated[Path, typer.Argument(help="First file or directory (the one being checked).")],
@@ -551,6 +690,8 @@ def verify_model(
     attestations: AttestationsOpt = None,
     policy: PolicyOpt = None,
     trusted_root: TrustedRootOpt = None,
+    layout: LayoutOpt = None,
+    layout_key: LayoutKeyOpt = None,
     as_json: JsonFlag = False,
     quiet: QuietFlag = False,
 ) -> None:
@@ -560,8 +701,11 @@ def verify_model(
 
     Example: verify-model build/model/model.safetensors --policy model-policy.yaml
     --attestations attestations --attestations rebuilds
+
+    With an in-toto layout: verify-model build/model --layout root.layout
+    --layout-key keys/owner.pub --attestations attestations
     """
-    _verify(artifact, attestations, policy, as_json, quiet, trusted_root)
+    _verify(artifact, attestations, policy, as_json, quiet, trusted_root, layout, layout_key)
 
 
 def _entry(application: typer.Typer) -> None:

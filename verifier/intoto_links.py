@@ -270,13 +270,21 @@ def verify_with_layout(artifact: Path, layout_path: Path, key_paths: list[Path],
         verify_threshold_constraints,
     )
 
-    from verifier.verify import Problem, Report, load_bundles
+    from verifier.verify import Problem, Report, add_oms_evidence, load_bundles
 
     layout = load_layout(layout_path, key_paths)
     if not artifact.exists():
         raise InputError(f"{artifact}: no such file or directory to verify.")
-    digest = (hasher or Hasher()).digest_paths([artifact])[0]
+    hasher = hasher or Hasher()
+    digest = hasher.digest_paths([artifact])[0]
     report = Report(str(artifact), {digest.algorithm: digest.value}, str(layout_path))
+    functionaries: dict[str, Any] = {}
+    for step in layout.steps:
+        functionaries.update(_functionary_keys(layout, step))
+    digest = add_oms_evidence(
+        artifact, digest,
+        lambda bundle: tuple(f"key {k[:8]}" for k in _verified_by(bundle, functionaries)),
+        report, hasher)
     by_step: dict[str, list[tuple[Bundle, StepRecord]]] = {}
     for bundle in load_bundles(attestation_dirs, report.notes):
         if bundle.payload_type != INTOTO_PAYLOAD_TYPE:

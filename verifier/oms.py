@@ -26,9 +26,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Protocol
 
-from verifier.digest import Hasher, list_files
+from verifier.digest import Hasher, PathDigest, dir_hash, list_files
 from verifier.envelope import INTOTO_PAYLOAD_TYPE, Bundle, pae, read_bundle, write_atomic
 from verifier.errors import InputError, VerificationFailure
 from verifier.statement import STATEMENT_TYPE, canonical_json
@@ -292,28 +292,39 @@ class SignResult:
     signature: Path
     files: int
     root_sha256: str
-    key_hint: str
-    algorithm: str
+    signer: str  # "key:<hint>" or the Sigstore identity
 
     def to_dict(self) -> dict[str, Any]:
         return {"signature": str(self.signature), "files": self.files,
-                "root_sha256": self.root_sha256, "key_hint": self.key_hint,
-                "algorithm": self.algorithm}
+                "root_sha256": self.root_sha256, "signer": self.signer}
 
 
-def sign_directory(model_dir: Path, key_path: Path, *, password: str | None = None,
-                   out: Path | None = None, force: bool = False,
+class DsseSigner(Protocol):
+    """A keyless signer (Sigstore) as record uses it: signs a payload into a bundle."""
+
+    @property
+    def identity(self) -> str: ...
+
+    def sign_dsse(self, payload: bytes, payload_type: str) -> dict: ...
+
+
+def sign_directory(model_dir: Path, *, key: Path | None = None, signer: DsseSigner | None = None,
+                   password: str | None = None, out: Path | None = None, force: bool = False,
                    hasher: Hasher | None = None) -> SignResult:
-    """Write an OMS v1.0 signature of the directory (default DIR/model.sig) with a local key."""
-    from cryptography.hazmat.primitives.asymmetric import ec
+    """Write an OMS v1.0 signature of the directory (default DIR/model.sig).
 
+    With a local key the bundle has the OMS key shape (publicKey hint, no log entry) and is
+    byte-stable; with a keyless signer it is whatever Sigstore returns for the same payload.
+    """
     from verifier.envelope import make_key_bundle
     from verifier.signing import key_hint
 
+    if (key is None) == (signer is None):
+        raise InputError("sign-model: give either --key FILE or --sigstore.")
     target = out or model_dir / SIGNATURE_NAME
     if target.exists() and not force:
         raise InputError(f"{target}: already exists; pass --force to replace it.")
-    private_key, public_pem = load_private_key(key_path, password)
+    private_key, public_pem = load_private_key(key, password) if key is not None else (None, b"")
     names = model_files(model_dir, signature=target)
     if not names:
         raise InputError(f"{model_dir}: holds no file to sign (an empty model cannot be signed).")
@@ -321,15 +332,77 @@ def sign_directory(model_dir: Path, key_path: Path, *, password: str | None = No
     files = dict(zip(names, digests, strict=True))
     relative = _inside(target, model_dir)
     ignored = list(DEFAULT_IGNORED) + ([relative] if relative else [])
-    model_name = Path(os.path.abspath(model_dir)).name
-    statement = oms_statement(model_name, files, ignored)
+    statement = oms_statement(Path(os.path.abspath(model_dir)).name, files, ignored)
     payload = canonical_json(statement)
-    signature = _sign_deterministic(private_key, pae(INTOTO_PAYLOAD_TYPE, payload))
-    hint = key_hint(public_pem)
-    bundle = make_key_bundle(payload, INTOTO_PAYLOAD_TYPE, signature, hint)
-    # model_signing writes an empty keyid; the hint in verificationMaterial names the key.
-    bundle["dsseEnvelope"]["signatures"][0]["keyid"] = ""
+    if signer is not None:
+        bundle = signer.sign_dsse(payload, INTOTO_PAYLOAD_TYPE)
+        identity = signer.identity
+    else:
+        signature = _sign_deterministic(private_key, pae(INTOTO_PAYLOAD_TYPE, payload))
+        hint = key_hint(public_pem)
+        bundle = make_key_bundle(payload, INTOTO_PAYLOAD_TYPE, signature, hint)
+        # model_signing writes an empty keyid: the hint in verificationMaterial names the key.
+        bundle["dsseEnvelope"]["signatures"][0]["keyid"] = ""
+        identity = f"key:{hint}"
     write_atomic(target, json.dumps(bundle, indent=2, sort_keys=True) + "\n", overwrite=force)
-    algorithm = "ecdsa-p256" if isinstance(private_key, ec.EllipticCurvePrivateKey) else "ed25519"
-    return SignResult(target, len(files), statement["subject"][0]["digest"]["sha256"], hint,
-                      algorithm)
+    return SignResult(target, len(files), statement["subject"][0]["digest"]["sha256"], identity)
+
+
+@dataclass
+class DirectoryEvidence:
+    """What an OMS `model.sig` inside a verified directory adds to a verification report."""
+
+    source: str
+    digest: PathDigest  # the directory's digest with model.sig left out (when it is OMS)
+    check: OmsCheck | None = None
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.check is None:
+            return {"signature": self.source, "verdict": "unreadable"}
+        verdict = ("unattributed" if not self.check.signed_by
+                   else "verified" if self.check.manifest_matches else "mismatch")
+        return {**self.check.to_dict(), "verdict": verdict}
+
+
+def directory_evidence(artifact: Path, digest: PathDigest, attribute: Attribute,
+                       hasher: Hasher | None = None) -> DirectoryEvidence | None:
+    """Check the OMS signature a model directory carries, if it carries one.
+
+    The signature is about the directory, never part of it: OMS signs the files without it, and
+    an attestation of the directory was made before it existed. So when `model.sig` is an OMS
+    signature, the directory's digest is taken without it; a `model.sig` that is not one stays
+    in the digest and is reported. Only a signer the caller names makes the evidence count.
+    """
+    if not digest.is_dir or SIGNATURE_NAME not in digest.files:
+        return None
+    path = artifact / SIGNATURE_NAME
+    try:
+        signature = read_oms(path)
+    except InputError as error:
+        return DirectoryEvidence(str(path), digest, problems=[str(error)])
+    files = {n: d for n, d in digest.files.items() if n != SIGNATURE_NAME}
+    without = PathDigest(digest.path, True, None, dir_hash(files), files)
+    evidence = DirectoryEvidence(str(path), without)
+    try:
+        evidence.check = check_directory(artifact, signature, path, attribute, hasher)
+    except InputError as error:
+        evidence.problems.append(str(error))
+        return evidence
+    if not evidence.check.signed_by:
+        evidence.notes.append(f"ignored {path}: the OMS signature is signed by no signer the "
+                              "policy names.")
+    elif not evidence.check.manifest_matches:
+        evidence.problems.append(evidence.check.mismatch_sentence(artifact))
+    return evidence
+
+
+def refuse_stale_signatures(products: list[Path]) -> None:
+    """Before `record --oms`: a model.sig left from an earlier run would be attested as a product
+    and then replaced, so the attestation would describe a file that no longer exists."""
+    for product in products:
+        stale = product / SIGNATURE_NAME
+        if product.is_dir() and stale.exists():
+            raise InputError(f"{stale}: exists from an earlier run; remove it before "
+                             "`record --oms`, or the attestation would cover the old signature.")

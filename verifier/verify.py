@@ -54,6 +54,7 @@ class Report:
     rebuilds: list[StepQuorum] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    oms: list[dict[str, Any]] = field(default_factory=list)  # OMS model.sig evidence
 
     @property
     def passed(self) -> bool:
@@ -70,6 +71,7 @@ class Report:
             "rebuilds": [q.to_dict() for q in self.rebuilds],
             "problems": [p.to_dict() for p in self.problems],
             "notes": self.notes,
+            "oms": self.oms,
         }
 
 
@@ -294,7 +296,8 @@ def verify_artifact(
     """Verify one artifact (file or directory) against the policy and the attestations."""
     if not artifact.exists():
         raise InputError(f"{artifact}: no such file or directory to verify.")
-    digest = (hasher or Hasher()).digest_paths([artifact])[0]
+    hasher = hasher or Hasher()
+    digest = hasher.digest_paths([artifact])[0]
     report = Report(str(artifact), {digest.algorithm: digest.value}, str(policy.path))
     if policy.is_expired(today):
         report.problems.append(Problem(str(policy.path),
@@ -302,6 +305,8 @@ def verify_artifact(
     if keyless_check is None:
         from verifier.keyless import check_keyless as keyless_check
     signers = TrustedSigners(policy, keyless_check)
+    digest = add_oms_evidence(artifact, digest, lambda b: signers.attribute(b).names, report,
+                              hasher)
     bundles = load_bundles(attestation_dirs, report.notes)
     chain = _Chain(policy, signers, bundles, report)
 
@@ -433,3 +438,19 @@ def _resolve_materials(policy: Policy, chain: _Chain, current: SignedStep,
             f"of an attested earlier step nor a source in the policy."
         )))
     return parents
+
+
+def add_oms_evidence(artifact: Path, digest: PathDigest, attribute: Any, report: Report,
+                     hasher: Hasher) -> PathDigest:
+    """Report the OMS model.sig a directory carries; return the digest to compare (without it,
+    since the signature is about the directory, not part of it: see verifier.oms)."""
+    from verifier.oms import directory_evidence
+
+    evidence = directory_evidence(artifact, digest, attribute, hasher)
+    if evidence is None:
+        return digest
+    report.digest = {evidence.digest.algorithm: evidence.digest.value}
+    report.oms.append(evidence.to_dict())
+    report.problems.extend(Problem(evidence.source, message) for message in evidence.problems)
+    report.notes.extend(evidence.notes)
+    return evidence.digest
