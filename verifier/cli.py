@@ -675,6 +675,55 @@ def diff_command(
     _guard(as_json, action)
 
 
+@app.command("audit")
+def audit_command(
+    directories: Annotated[list[Path], typer.Argument(
+        help="Directories (or files) of attestations: steps, rebuilds, JSON lines.")],
+    policy: Annotated[Path | None, typer.Option(
+        help="Policy YAML to check signers and rules against; without it the chain is "
+             "reported as unchecked.")] = None,
+    output_format: Annotated[str, typer.Option(
+        "--format", help="text, json, dot (Graphviz) or html (one self-contained file).")
+    ] = "text",
+    output: Annotated[Path | None, typer.Option(
+        help="Write the report to this file instead of standard output.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show every attestation as one graph, with every gap and conflict named.
+
+    Exit 0 when no finding is an error, 1 when one is, 2 when the input cannot be used.
+
+    Example: model-verifier audit attestations rebuilds --policy model-policy.yaml
+    --format html --output audit.html
+    """
+    def action() -> int:
+        from verifier.audit import audit
+        from verifier.audit_render import FORMATS, render, summary_line
+        from verifier.envelope import write_atomic
+        from verifier.errors import InputError
+        from verifier.policy import load_policy
+
+        if output_format not in FORMATS:
+            raise InputError(f"--format {output_format!r}: expected one of {', '.join(FORMATS)}.")
+        chosen = "json" if as_json else output_format
+        report = audit(directories, load_policy(policy) if policy is not None else None)
+        data = report.to_dict()
+        if output is None and chosen == "json":
+            _emit_json(data)
+        elif output is None:
+            sys.stdout.write(render(data, chosen))
+        else:
+            write_atomic(output, render(data, chosen), overwrite=True)
+            if as_json:
+                _emit_json({"report": str(output), "verdict": data["verdict"],
+                            "summary": data["summary"]})
+            else:
+                print(f"wrote {chosen} report {output}  ({summary_line(data)})")
+        return report.exit_code
+
+    _guard(as_json, action)
+
+
 verify_app = typer.Typer(
     name="verify-model",
     add_completion=False,
