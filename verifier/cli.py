@@ -329,7 +329,9 @@ def _print_oms(evidence: dict[str, Any]) -> None:
 
 def _verify(artifact: Path, attestations: list[Path] | None, policy: Path | None,
             as_json: bool, quiet: bool, trusted_root: Path | None = None,
-            layout: Path | None = None, layout_keys: list[Path] | None = None) -> None:
+            layout: Path | None = None, layout_keys: list[Path] | None = None,
+            vsa: Path | None = None, signing: tuple[Any, ...] = ()) -> None:
+    """`signing` = (key, password, sigstore, identity_token, trust_config) for the --vsa."""
     def action() -> int:
         import dataclasses
 
@@ -337,6 +339,15 @@ def _verify(artifact: Path, attestations: list[Path] | None, policy: Path | None
         from verifier.policy import DEFAULT_POLICY, load_policy
         from verifier.verify import verify_artifact
 
+        vsa_signer = None
+        if vsa is not None:
+            if layout is not None:
+                raise InputError("--vsa summarises a verification against a policy; it cannot "
+                                 "be combined with --layout.")
+            vsa_signer = _signer(*signing)
+        elif signing[0] is not None or signing[2]:
+            raise InputError("--key and --sigstore sign the verification summary; give --vsa "
+                             "FILE too.")
         if layout is not None or layout_keys:
             if layout is None or policy is not None:
                 raise InputError("--layout-key needs --layout, and --layout replaces --policy; "
@@ -359,16 +370,23 @@ def _verify(artifact: Path, attestations: list[Path] | None, policy: Path | None
                                      hasher=hasher)
         finally:
             progress.close()
-        return _show_report(report, as_json)
+        if vsa is not None:
+            from verifier.vsa import write_vsa
+
+            write_vsa(vsa, report, loaded, attestations or [Path("attestations")], vsa_signer)
+        return _show_report(report, as_json, vsa)
 
     _guard(as_json, action)
 
 
-def _show_report(report: Any, as_json: bool) -> int:
+def _show_report(report: Any, as_json: bool, vsa: Path | None = None) -> int:
     if as_json:
-        _emit_json(report.to_dict())
+        _emit_json({**report.to_dict(), **({"vsa": str(vsa)} if vsa is not None else {})})
     else:
         _print_report(report)
+        if vsa is not None:
+            print(f"wrote signed verification summary {vsa} "
+                  f"({'PASSED' if report.passed else 'FAILED'})")
     return 0 if report.passed else 1
 
 
@@ -476,6 +494,13 @@ LayoutKeyOpt = Annotated[list[Path] | None, typer.Option(
 TrustedRootOpt = Annotated[Path | None, typer.Option(
     help="Sigstore trusted root JSON for keyless signers (overrides the policy's trusted_root; "
     "default: the public-good root shipped with model-verifier).")]
+VsaOpt = Annotated[Path | None, typer.Option(
+    help="Also write the verdict as a signed SLSA verification summary (VSA) to this file; "
+    "sign it with --key or --sigstore.")]
+VsaKeyOpt = Annotated[Path | None, typer.Option(
+    "--key", help="Private key that signs the --vsa summary.")]
+VsaPasswordOpt = Annotated[str | None, typer.Option(
+    "--password", help="The --key's password.")]
 
 
 @app.command()
@@ -486,6 +511,12 @@ def verify(
     trusted_root: TrustedRootOpt = None,
     layout: LayoutOpt = None,
     layout_key: LayoutKeyOpt = None,
+    vsa: VsaOpt = None,
+    key: VsaKeyOpt = None,
+    password: VsaPasswordOpt = None,
+    sigstore: SigstoreFlag = False,
+    identity_token: IdentityTokenOpt = None,
+    trust_config: TrustConfigOpt = None,
     as_json: JsonFlag = False,
     quiet: QuietFlag = False,
 ) -> None:
@@ -493,7 +524,8 @@ def verify(
 
     Example: verify-model build/model/model.safetensors --policy policies/tiny-model.yaml
     """
-    _verify(artifact, attestations, policy, as_json, quiet, trusted_root, layout, layout_key)
+    _verify(artifact, attestations, policy, as_json, quiet, trusted_root, layout, layout_key,
+            vsa, (key, password, sigstore, identity_token, trust_config))
 
 
 @app.command("verify-bundle")
@@ -741,6 +773,12 @@ def verify_model(
     trusted_root: TrustedRootOpt = None,
     layout: LayoutOpt = None,
     layout_key: LayoutKeyOpt = None,
+    vsa: VsaOpt = None,
+    key: VsaKeyOpt = None,
+    password: VsaPasswordOpt = None,
+    sigstore: SigstoreFlag = False,
+    identity_token: IdentityTokenOpt = None,
+    trust_config: TrustConfigOpt = None,
     as_json: JsonFlag = False,
     quiet: QuietFlag = False,
 ) -> None:
@@ -753,8 +791,12 @@ def verify_model(
 
     With an in-toto layout: verify-model build/model --layout root.layout
     --layout-key keys/owner.pub --attestations attestations
+
+    A signed summary for a deployment system: verify-model build/model/model.safetensors
+    --policy model-policy.yaml --vsa model.vsa.intoto.json --key keys/verifier.key
     """
-    _verify(artifact, attestations, policy, as_json, quiet, trusted_root, layout, layout_key)
+    _verify(artifact, attestations, policy, as_json, quiet, trusted_root, layout, layout_key,
+            vsa, (key, password, sigstore, identity_token, trust_config))
 
 
 def _entry(application: typer.Typer) -> None:

@@ -1,0 +1,123 @@
+"""SLSA Verification Summary (VSA v1): one small signed verdict for a deployment system.
+
+`verify-model --vsa FILE` turns its report into an in-toto Statement whose subject is the
+artifact and whose predicate says which policy (by digest) and which attestations (by digest)
+gave which result, then signs it into a bundle exactly like every other attestation here.
+A FAILED verification is summarised too: a signed "no" is as useful to a gate as a signed "yes".
+
+verifiedLevels: SLSA_BUILD_LEVEL_1 when the chain verified (signed provenance of every step,
+checked against the policy's signers; higher build levels depend on the build platform, which a
+local verifier cannot vouch for), plus MODEL_VERIFIER_REBUILD_QUORUM_<k> when the policy
+demanded, and got, k independent matching rebuilds of its steps; FAILED otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from verifier.envelope import INTOTO_PAYLOAD_TYPE, write_atomic
+from verifier.errors import InputError
+from verifier.statement import (
+    REBUILD_PREDICATE_TYPE,
+    STATEMENT_TYPE,
+    canonical_json,
+    parse_statement,
+)
+
+if TYPE_CHECKING:
+    from verifier.policy import Policy
+    from verifier.record import Signer
+    from verifier.verify import Report
+
+VSA_PREDICATE_TYPE = "https://slsa.dev/verification_summary/v1"
+VERIFIER_ID = "https://model-verifier.dev/verifiers/verify-model/v1"
+
+
+def _file_sha256(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as error:
+        raise InputError(f"{path}: cannot be read for the summary ({error.strerror}).") from None
+
+
+def _file_of(source: str) -> Path:
+    """The file an attestation came from (a JSON-lines source reads `FILE:LINE`)."""
+    path = Path(source)
+    if path.is_file():
+        return path
+    head, _, line = source.rpartition(":")
+    return Path(head) if line.isdigit() and Path(head).is_file() else path
+
+
+def input_attestations(report: Report, policy: Policy, attestation_dirs: list[Path]
+                       ) -> list[dict[str, Any]]:
+    """Every attestation the verdict rests on: the chain's step attestations and the rebuild
+    attestations of those steps signed by a rebuilder the policy names. A JSON-lines file
+    counts as one attestation (its digest covers every line)."""
+    from verifier.trust import TrustedSigners
+    from verifier.verify import load_bundles
+
+    files = {_file_of(step["attestation"]) for step in report.steps}
+    chain_payloads = {step["payload_sha256"] for step in report.steps}
+    rebuilders = set(policy.rebuild.rebuilders) if policy.rebuild is not None else set()
+    if rebuilders and chain_payloads:
+        signers = TrustedSigners(policy)
+        for bundle in load_bundles(attestation_dirs, []):
+            try:
+                statement = parse_statement(bundle.payload, bundle.source)
+            except InputError:
+                continue
+            rebuilt = statement.predicate.get("rebuiltAttestation")
+            digest = rebuilt.get("digest") if isinstance(rebuilt, dict) else None
+            if (statement.predicate_type == REBUILD_PREDICATE_TYPE
+                    and isinstance(digest, dict) and digest.get("sha256") in chain_payloads
+                    and rebuilders & set(signers.attribute(bundle).names)):
+                files.add(_file_of(bundle.source))
+    return [{"uri": path.as_posix(), "digest": {"sha256": _file_sha256(path)}}
+            for path in sorted(files)]
+
+
+def verified_levels(report: Report, policy: Policy) -> list[str]:
+    if not report.passed:
+        return ["FAILED"]
+    levels = ["SLSA_BUILD_LEVEL_1"]
+    if policy.rebuild is not None and report.rebuilds:
+        levels.append(f"MODEL_VERIFIER_REBUILD_QUORUM_{policy.rebuild.quorum}")
+    return levels
+
+
+def vsa_statement(report: Report, policy: Policy, attestation_dirs: list[Path], *,
+                  time_verified: datetime | None = None) -> dict[str, Any]:
+    """The VSA statement (unsigned) for a verify-model report."""
+    moment = (time_verified or datetime.now(UTC)).astimezone(UTC)
+    artifact = Path(report.artifact)
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": artifact.name or artifact.as_posix(), "digest": report.digest}],
+        "predicateType": VSA_PREDICATE_TYPE,
+        "predicate": {
+            "verifier": {"id": VERIFIER_ID},
+            "timeVerified": moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "resourceUri": artifact.as_posix(),
+            "policy": {"uri": policy.path.as_posix(),
+                       "digest": {"sha256": _file_sha256(policy.path)}},
+            "inputAttestations": input_attestations(report, policy, attestation_dirs),
+            "verificationResult": "PASSED" if report.passed else "FAILED",
+            "verifiedLevels": verified_levels(report, policy),
+            "slsaVersion": "1.0",
+        },
+    }
+
+
+def write_vsa(path: Path, report: Report, policy: Policy, attestation_dirs: list[Path],
+              signer: Signer, *, time_verified: datetime | None = None) -> dict[str, Any]:
+    """Sign the VSA into a Sigstore bundle at `path` (replacing it); return the statement."""
+    from verifier.record import canonical_bundle_text
+
+    statement = vsa_statement(report, policy, attestation_dirs, time_verified=time_verified)
+    bundle = signer.sign_dsse(canonical_json(statement), INTOTO_PAYLOAD_TYPE)
+    write_atomic(path, canonical_bundle_text(bundle), overwrite=True)
+    return statement
