@@ -77,6 +77,15 @@ def dir_hash(files: dict[str, str]) -> str:
     return summary.hexdigest()
 
 
+def _is_utf8(name: str) -> bool:
+    """False for a name the OS gave us with undecodable bytes (surrogate escapes)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def list_files(root: Path, *, allow_symlinks: bool = False) -> list[str]:
     """Relative POSIX paths of every regular file under root, sorted by code point."""
     found: list[str] = []
@@ -91,6 +100,11 @@ def list_files(root: Path, *, allow_symlinks: bool = False) -> list[str]:
             relative = prefix / entry.name
             if "\n" in entry.name:
                 raise InputError(f"{Path(entry.path)}: file names with a newline are refused.")
+            if not _is_utf8(entry.name):
+                shown = os.fsencode(entry.path).decode("utf-8", "backslashreplace")
+                raise InputError(
+                    f"{shown}: the file name is not UTF-8; digests name files in UTF-8 only."
+                )
             if entry.is_symlink() and not allow_symlinks:
                 raise InputError(
                     f"{Path(entry.path)}: is a symbolic link; links are refused because the "

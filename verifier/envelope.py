@@ -206,12 +206,29 @@ def read_bundles(path: Path, bad_lines: list[InputError] | None = None) -> Itera
             yield bundle
 
 
+def make_parent(path: Path) -> None:
+    """Create the directory a file goes into; InputError when something else is in the way."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise InputError(
+            f"{path.parent}: is not a directory, so {path.name} cannot be written there."
+        ) from None
+    except OSError as error:
+        raise InputError(f"{path.parent}: cannot be created ({error.strerror}).") from None
+
+
 def write_atomic(path: Path, text: str, *, overwrite: bool) -> None:
     """Write via a temporary file in the same directory and rename; never half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(path)
     if path.exists() and not overwrite:
         raise InputError(f"{path}: already exists; pass --force to replace it.")
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, so it cannot be written as a file.")
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as error:
+        raise InputError(f"{path}: cannot be written ({error.strerror}).") from None
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)

@@ -143,18 +143,42 @@ def _read_yaml(path: Path) -> Any:
     except OSError as error:
         raise InputError(f"{path}: cannot be read ({error.strerror}).") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_strict_loader())  # a SafeLoader subclass: safe
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(error, "problem", None) or "malformed YAML"
         raise InputError(f"{path}: is not valid YAML ({problem}{where}).") from None
+    except RecursionError:
+        raise InputError(f"{path}: is nested too deeply to be a policy.") from None
+    except ValueError as error:  # e.g. a date that does not exist, such as 2024-02-30
+        raise InputError(f"{path}: is not a valid policy ({error}).") from None
+
+
+def _strict_loader() -> type:
+    """PyYAML's SafeLoader, except that a key given twice in one mapping is an error: with the
+    plain loader the second silently replaces the first, turning a rule into no rule."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if isinstance(key, str) and key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"the key {key!r} appears twice", key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return StrictLoader
 
 
 def _validate(data: Any, path: Path) -> None:
     import jsonschema
 
-    validator = jsonschema.Draft202012Validator(_schema())
+    validator = jsonschema.Draft202012Validator(
+        _schema(), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
     errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         error = jsonschema.exceptions.best_match(errors)

@@ -144,6 +144,11 @@ def record_step(
     attestation = out_dir / f"{step}.intoto.json"
     if attestation.exists() and not force:
         raise InputError(f"{attestation}: already exists; pass --force to replace it.")
+    # Found out before the step runs (it may run for days), not when writing its attestation.
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: is not a directory; --out must name a directory.")
+    if attestation.is_dir():
+        raise InputError(f"{attestation}: is a directory, so the attestation cannot go there.")
     hasher = hasher or Hasher()
     material_names = [relative_name(p, base) for p in materials]
     product_names = [relative_name(p, base) for p in products]

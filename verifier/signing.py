@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from verifier.envelope import Bundle, make_key_bundle, pae, write_atomic
+from verifier.envelope import Bundle, make_key_bundle, make_parent, pae, write_atomic
 from verifier.errors import InputError
 
 if TYPE_CHECKING:
@@ -60,9 +60,12 @@ def generate_keypair(prefix: Path, algorithm: str = "ecdsa-p256", password: str 
     public_pem = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    private_path.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(private_path)
     temporary = private_path.with_name(f".{private_path.name}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as error:
+        raise InputError(f"{private_path}: cannot be written ({error.strerror}).") from None
     try:
         with os.fdopen(descriptor, "wb") as stream:
             stream.write(private_pem)
