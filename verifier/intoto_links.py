@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from verifier.digest import Hasher, PathDigest
 from verifier.envelope import INTOTO_PAYLOAD_TYPE, Bundle, pae, read_bundles, write_atomic
-from verifier.errors import InputError, SignatureError
+from verifier.errors import InputError, SignatureError, VerificationFailure
 from verifier.statement import (
     REBUILD_PREDICATE_TYPE,
     StepRecord,
@@ -214,7 +214,7 @@ def load_layout(path: Path, key_paths: list[Path]) -> Any:
     try:
         verify_layout_expiration(layout)
     except LayoutExpiredError:
-        raise SignatureError(f"{path}: the layout expired on {layout.expires}.") from None
+        raise VerificationFailure(f"{path}: the layout expired on {layout.expires}.") from None
     if layout.inspect:
         names = ", ".join(i.name for i in layout.inspect)
         raise InputError(f"{path}: the layout has inspections ({names}); verify-model runs no "
@@ -262,13 +262,9 @@ def _first_line(error: Exception) -> str:
 def verify_with_layout(artifact: Path, layout_path: Path, key_paths: list[Path],
                        attestation_dirs: list[Path], *, hasher: Hasher | None = None) -> Report:
     """Verify our step attestations against an in-toto layout, and the artifact against them."""
-    from in_toto.exceptions import RuleVerificationError, ThresholdVerificationError
+    from in_toto.exceptions import ThresholdVerificationError
     from in_toto.models.link import Link
-    from in_toto.verifylib import (
-        reduce_chain_links,
-        verify_all_item_rules,
-        verify_threshold_constraints,
-    )
+    from in_toto.verifylib import reduce_chain_links, verify_threshold_constraints
 
     from verifier.verify import Problem, Report, add_oms_evidence, load_bundles
 
@@ -332,11 +328,14 @@ def verify_with_layout(artifact: Path, layout_path: Path, key_paths: list[Path],
         return report
     try:
         verify_threshold_constraints(layout, chain)
-        verify_all_item_rules(layout.steps, reduce_chain_links(chain))
-    except (ThresholdVerificationError, RuleVerificationError) as error:
+    except ThresholdVerificationError as error:
         report.problems.append(Problem(str(layout_path), (
-            f"{layout_path}: the attested steps break the layout: {_first_line(error)}."
+            f"{layout_path}: the functionaries of a step disagree: {_first_line(error)}."
         )))
+        return report
+    failure = _rule_failure(layout, reduce_chain_links(chain))
+    if failure is not None:
+        report.problems.append(Problem(str(layout_path), f"{layout_path}: {failure}."))
         return report
     if not _is_product(digest, verified):
         report.problems.append(Problem(str(artifact), (
@@ -344,6 +343,23 @@ def verify_with_layout(artifact: Path, layout_path: Path, key_paths: list[Path],
             f"that passed the layout {layout_path}."
         )))
     return report
+
+
+def _rule_failure(layout: Any, links: dict[str, Any]) -> str | None:
+    """in-toto's artifact rules, step by step (as verify_all_item_rules runs them), so that the
+    sentence can name the step and the side whose rule failed."""
+    from in_toto.exceptions import RuleVerificationError
+    from in_toto.verifylib import verify_item_rules
+
+    for step in layout.steps:
+        for side, rules in (("materials", step.expected_materials),
+                            ("products", step.expected_products)):
+            try:
+                verify_item_rules(step.name, side, rules, links)
+            except RuleVerificationError as error:
+                return (f"the {side} of step {step.name!r} break the layout's rules "
+                        f"({_first_line(error)})")
+    return None
 
 
 def _is_product(digest: PathDigest, records: list[StepRecord]) -> bool:
