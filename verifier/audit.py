@@ -412,6 +412,8 @@ class _Auditor:
 
         self.policy = policy
         self.today = today
+        if keyless_check is None and policy is not None:
+            from verifier.keyless import check_keyless as keyless_check
         self.signers: TrustedSigners | None = (
             TrustedSigners(policy, keyless_check) if policy is not None else None
         )
