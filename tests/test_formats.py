@@ -102,7 +102,9 @@ def python_dir_hash(directory: Path) -> str:
 def shell_dir_hash(directory: Path) -> str:
     """The command the in-toto DigestSet spec gives for dirHash, run inside the directory."""
     completed = subprocess.run(
-        "find . -type f | cut -c3- | LC_ALL=C sort | xargs -r -d '\\n' sha256sum | sha256sum",
+        # tr/xargs -0 only so that the name with a space survives xargs; the hashing is as given.
+        "find . -type f | cut -c3- | LC_ALL=C sort | tr '\\n' '\\0' | xargs -r -0 sha256sum"
+        " | sha256sum",
         shell=True, cwd=directory, capture_output=True, text=True, check=True,
     )
     return completed.stdout.split()[0]
