@@ -456,6 +456,14 @@ def test_declared_and_allowlisted_variables_are_recorded(pipeline: Pipeline) -> 
     assert set(variables) <= ALLOWLIST | set(definition["externalParameters"]["env"])
 
 
+def test_the_documented_allowlist_is_the_one_captured() -> None:
+    from verifier.environment import CAPTURED_VARIABLES
+
+    assert set(CAPTURED_VARIABLES) == ALLOWLIST
+    spec = (FORMATS / "step-buildtype.md").read_text(encoding="utf-8")
+    assert all(f"`{name}`" in spec for name in ALLOWLIST)
+
+
 # ------------------------------------------------------------------ rerun by hand
 
 
