@@ -189,6 +189,8 @@ def _validate(data: Any, path: Path) -> None:
 def load_policy(path: Path) -> Policy:
     """Read and validate a policy file; InputError names the file and the field at fault."""
     data = _read_yaml(path)
+    if data is None:
+        raise InputError(f"{path}: is empty; a policy needs at least version, signers and steps.")
     if isinstance(data, dict) and isinstance(data.get("expires"), dt.date):
         data["expires"] = data["expires"].isoformat()
     _validate(data, path)

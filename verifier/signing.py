@@ -39,6 +39,8 @@ def generate_keypair(prefix: Path, algorithm: str = "ecdsa-p256", password: str 
     private_path = prefix.with_name(prefix.name + ".key")
     public_path = prefix.with_name(prefix.name + ".pub")
     for path in (private_path, public_path):
+        if path.is_dir():
+            raise InputError(f"{path}: is a directory, so the key cannot be written there.")
         if path.exists() and not overwrite:
             raise InputError(f"{path}: already exists; pass --force to replace it.")
     if algorithm == "ecdsa-p256":
