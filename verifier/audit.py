@@ -131,6 +131,7 @@ class StepNode:
     files: list[str]
     layer: int = 0
     status: str = "ok"
+    final: bool = False
     rebuilds: list[str] = field(default_factory=list)
     quorum: dict[str, Any] | None = None
 
@@ -155,7 +156,7 @@ class StepNode:
             "materials": [_descriptor(m, artifact_of) for m in record.materials],
             "products": [_descriptor(p, artifact_of) for p in record.products],
             "signer": self.signer.to_dict(), "status": self.status, "layer": self.layer,
-            "rebuilds": self.rebuilds, "quorum": self.quorum,
+            "final": self.final, "rebuilds": self.rebuilds, "quorum": self.quorum,
         }
 
 
@@ -565,10 +566,12 @@ class _Auditor:
         """Products and materials to artifact nodes; returns each step's producing parents."""
         parents: dict[str, list[StepNode]] = {}
         for step in self.report.steps:
+            consumed = {pair for m in step.record.materials for pair in m["digest"].items()}
             for product in step.record.products:
                 node = self.artifact(product["digest"], product["name"])
-                if step.id not in node.producers:
-                    node.producers.append(step.id)
+                passed_through = any(pair in consumed for pair in product["digest"].items())
+                if step.id not in node.producers and not passed_through:
+                    node.producers.append(step.id)  # a copy of an input was not made here
         for step in self.report.steps:
             found: dict[str, StepNode] = {}
             for material in step.record.materials:
@@ -751,6 +754,7 @@ class _Auditor:
                     feeds_another.update(artifact.producers)
             finals = [s for s in self.report.steps if s.id not in feeds_another]
         for step in finals:
+            step.final = True
             for product in step.record.products:
                 self.report.artifacts[_digest_key(product["digest"])].final = True
         for step in self.report.steps:

@@ -46,9 +46,8 @@ def signer_label(signer: dict[str, Any]) -> str:
 
 
 def final_steps(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """Steps with a final artifact among their products, in build order."""
-    finals = {a["id"] for a in report["artifacts"] if a["final"]}
-    return [s for s in report["steps"] if any(p["artifact"] in finals for p in s["products"])]
+    """The steps whose products are the final artifacts, in build order."""
+    return [s for s in report["steps"] if s["final"]]
 
 
 def findings_by_step(report: dict[str, Any]) -> dict[str | None, list[dict[str, Any]]]:
