@@ -3,8 +3,12 @@
 The bundles in tests/fixtures/sigstore/ were signed through GitHub Actions' OIDC identity by
 Sigstore's staging (Rekor v2, timestamp authority) and production instances; ORIGIN.md says
 where they come from. Everything here runs offline: the trusted roots are files (the ones
-embedded in the sigstore wheel, and the ones model-verifier ships). The end-to-end signing
-tests against a loopback Sigstore live in test_keyless_loopback.py.
+embedded in the sigstore wheel, and the ones model-verifier ships).
+
+The second half signs for real, end to end, against a loopback Sigstore (tests/sigstore_mock:
+Fulcio, Rekor and a timestamp authority from the npm package @sigstore/mock, started on
+127.0.0.1 by a fixture): `record --sigstore`, then `verify-model` with a policy naming the
+identity. Those tests skip, saying why, where node or the npm packages are absent.
 """
 
 from __future__ import annotations
@@ -280,3 +284,247 @@ def test_importing_keyless_does_not_import_sigstore() -> None:
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "False"
+
+
+# =============================================================================================
+# End to end against the loopback Sigstore
+
+from sigstore_mock.loopback import (  # noqa: E402  (the loopback half of this file)
+    LoopbackSigstore,
+    github_token,
+    mint_token,
+    running,
+    skip_reason,
+    workflow_identity,
+)
+
+REPOSITORY = "acme/tiny-model"
+CI_IDENTITY = workflow_identity(REPOSITORY)
+needs_loopback = pytest.mark.skipif(skip_reason() is not None, reason=str(skip_reason()))
+
+
+@pytest.fixture(scope="module")
+def loopback(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    with running(tmp_path_factory.mktemp("loopback-sigstore")) as sigstore:
+        yield sigstore
+
+
+def make_step(workdir: Path) -> list[str]:
+    """A tiny step: reads data/in.txt, writes model/weights.txt and model/config.json."""
+    (workdir / "data").mkdir(parents=True)
+    (workdir / "data" / "in.txt").write_text("1 2 3\n")
+    script = ("import json, pathlib; m = pathlib.Path('model'); m.mkdir(exist_ok=True); "
+              "(m / 'weights.txt').write_text(pathlib.Path('data/in.txt').read_text()[::-1]); "
+              "(m / 'config.json').write_text(json.dumps({'layers': 1}))")
+    return [sys.executable, "-c", script]
+
+
+def record_keyless(workdir: Path, sigstore: LoopbackSigstore, token: str,
+                   *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "verifier", "record", "--step", "package",
+         "--material", "data/in.txt", "--product", "model", "--sigstore",
+         "--identity-token", token, "--trust-config", str(sigstore.trust_config),
+         "--json", *extra, "--", *make_step(workdir)],
+        cwd=workdir, capture_output=True, text=True, check=False,
+        env={k: v for k, v in __import__("os").environ.items()
+             if k not in ("GITHUB_ACTIONS", "SIGSTORE_ID_TOKEN")},
+    )
+
+
+def write_policy(path: Path, signer: dict[str, str], trusted_root: Path | None) -> Path:
+    import yaml
+
+    policy: dict[str, Any] = {
+        "version": 1,
+        "signers": {"ci": {"sigstore": {"issuer": GITHUB, **signer}}},
+        "sources": [{"pattern": "data/*", "unpinned": True}],
+        "steps": [{"name": "package", "signed_by": ["ci"]}],
+    }
+    if trusted_root is not None:
+        policy["trusted_root"] = str(trusted_root)
+    path.write_text(yaml.safe_dump(policy))
+    return path
+
+
+@pytest.fixture(scope="module")
+def recorded(loopback: LoopbackSigstore, tmp_path_factory: pytest.TempPathFactory
+             ) -> tuple[Path, dict[str, Any]]:
+    workdir = tmp_path_factory.mktemp("keyless-build")
+    result = record_keyless(workdir, loopback, github_token(REPOSITORY))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return workdir, json.loads(result.stdout)
+
+
+@needs_loopback
+def test_record_sigstore_writes_sigstores_own_bundle(
+        loopback: LoopbackSigstore, recorded: tuple[Path, dict[str, Any]]) -> None:
+    """Certificate chained to the loopback CA, log entry, RFC 3161 timestamp; the DSSE
+    signature covers our canonical statement bytes (checked here with `cryptography`)."""
+    workdir, output = recorded
+    assert output["signer"] == f"sigstore:{GITHUB}:{CI_IDENTITY}"
+    bundle = json.loads((workdir / "attestations" / "package.intoto.json").read_text())
+    assert bundle["mediaType"] == "application/vnd.dev.sigstore.bundle.v0.3+json"
+    material = bundle["verificationMaterial"]
+    assert material["tlogEntries"][0]["kindVersion"] == {"kind": "dsse", "version": "0.0.1"}
+    assert material["timestampVerificationData"]["rfc3161Timestamps"]
+    envelope = bundle["dsseEnvelope"]
+    payload = base64.b64decode(envelope["payload"])
+    statement = json.loads(payload)
+    assert payload == json.dumps(statement, sort_keys=True, separators=(",", ":"),
+                                 ensure_ascii=False).encode()
+    assert statement["_type"] == "https://in-toto.io/Statement/v1"
+    subjects = {s["name"]: s["digest"] for s in statement["subject"]}
+    assert subjects["model/weights.txt"] == {
+        "sha256": hashlib.sha256((workdir / "model" / "weights.txt").read_bytes()).hexdigest()}
+    assert "dirHash" in subjects["model"]  # a digest sigstore's own Statement model refuses
+    leaf = x509.load_der_x509_certificate(
+        base64.b64decode(material["certificate"]["rawBytes"]))
+    kind = envelope["payloadType"].encode()
+    pae = b"DSSEv1 %d %b %d %b" % (len(kind), kind, len(payload), payload)
+    public_key = leaf.public_key()
+    assert isinstance(public_key, ec.EllipticCurvePublicKey)
+    public_key.verify(base64.b64decode(envelope["signatures"][0]["sig"]), pae,
+                      ec.ECDSA(hashes.SHA256()))
+    root = json.loads(loopback.trusted_root.read_text())
+    ca = x509.load_der_x509_certificate(base64.b64decode(
+        root["certificateAuthorities"][0]["certChain"]["certificates"][0]["rawBytes"]))
+    leaf.verify_directly_issued_by(ca)
+    sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.UniformResourceIdentifier) == [CI_IDENTITY]
+
+
+@needs_loopback
+@pytest.mark.parametrize(("signer", "expected"), [
+    ({"identity": CI_IDENTITY, "repository": REPOSITORY, "ref": "refs/heads/main",
+      "trigger": "push", "workflow_sha": "a" * 40}, 0),
+    ({"identity_regex": r"https://github\.com/acme/[^/]+/\.github/workflows/.+@refs/heads/main"},
+     0),
+    ({"identity": workflow_identity("acme/other-model")}, 1),
+    ({"identity": CI_IDENTITY, "repository": "acme/other-model"}, 1),
+    ({"identity": CI_IDENTITY, "ref": "refs/heads/dev"}, 1),
+    ({"identity_regex": r"https://github\.com/acme/"}, 1),  # fullmatch, not a prefix
+])
+def test_verify_model_pins_the_identity(loopback: LoopbackSigstore,
+                                        recorded: tuple[Path, dict[str, Any]],
+                                        signer: dict[str, str], expected: int,
+                                        tmp_path: Path) -> None:
+    workdir, _ = recorded
+    policy = write_policy(tmp_path / "policy.yaml", signer, loopback.trusted_root)
+    result = cli("verify", workdir / "model", "--policy", policy,
+                 "--attestations", workdir / "attestations", "--json")
+    assert result.returncode == expected, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["verdict"] == ("PASS" if expected == 0 else "FAIL")
+    if expected == 0:
+        assert report["steps"][0]["signed_by"] == ["ci"]
+
+
+@needs_loopback
+def test_verify_model_console_script_and_trusted_root_flag(
+        loopback: LoopbackSigstore, recorded: tuple[Path, dict[str, Any]],
+        tmp_path: Path) -> None:
+    workdir, _ = recorded
+    policy = write_policy(tmp_path / "policy.yaml", {"identity": CI_IDENTITY}, None)
+    verify_model = Path(sys.executable).parent / "verify-model"
+    base = [str(verify_model), str(workdir / "model" / "weights.txt"), "--policy", str(policy),
+            "--attestations", str(workdir / "attestations")]
+    # The shipped public-good root does not know the loopback instance: nothing verifies.
+    assert subprocess.run(base, capture_output=True, check=False).returncode == 1
+    passed = subprocess.run([*base, "--trusted-root", str(loopback.trusted_root)],
+                            capture_output=True, text=True, check=False)
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert "PASS" in passed.stdout
+
+
+@needs_loopback
+def test_verify_bundle_with_the_loopback_root(loopback: LoopbackSigstore,
+                                              recorded: tuple[Path, dict[str, Any]]) -> None:
+    workdir, _ = recorded
+    bundle = workdir / "attestations" / "package.intoto.json"
+    good = verify_bundle(bundle, workdir / "model", CI_IDENTITY, GITHUB, "--trusted-root",
+                         loopback.trusted_root)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert json.loads(good.stdout)["subject"] == "model"
+    other = verify_bundle(bundle, workdir / "model", workflow_identity("acme/x"), GITHUB,
+                          "--trusted-root", loopback.trusted_root)
+    assert other.returncode == 1
+
+
+@needs_loopback
+def test_rebuild_sigstore_signs_the_rebuild(loopback: LoopbackSigstore,
+                                            recorded: tuple[Path, dict[str, Any]],
+                                            tmp_path: Path) -> None:
+    workdir, _ = recorded
+    rebuilder = workflow_identity("rebuilders/tiny-model", "rebuild.yml")
+    token = github_token("rebuilders/tiny-model", workflow="rebuild.yml")
+    result = subprocess.run(
+        [sys.executable, "-m", "verifier", "rebuild", str(workdir / "attestations"),
+         "--source", str(workdir), "--out", str(tmp_path / "rebuilds"), "--sigstore",
+         "--identity-token", token, "--trust-config", str(loopback.trust_config), "--json"],
+        capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    raw = json.loads((tmp_path / "rebuilds" / "package.rebuild.intoto.json").read_text())
+    signature = verify_keyless(raw, KeylessIdentity(issuer=GITHUB, identity=rebuilder),
+                               loopback.trusted_root, "rebuild")
+    assert json.loads(signature.payload or b"{}")["predicateType"] == (
+        "https://model-verifier.dev/attestations/rebuild/v1")
+
+
+# --- signing that cannot happen: exit 2, one sentence, no attestation ----------------------
+
+@needs_loopback
+@pytest.mark.parametrize(("token", "said"), [
+    ("not-a-jwt", "malformed"),
+    (mint_token(CI_IDENTITY, issued_at=1_600_000_000), "expired"),
+    (mint_token(CI_IDENTITY, aud="someone-else"), "audience"),
+])
+def test_unusable_token_fails_before_the_step_runs(loopback: LoopbackSigstore, token: str,
+                                                   said: str, tmp_path: Path) -> None:
+    result = record_keyless(tmp_path, loopback, token)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert said in json.loads(result.stdout)["error"]
+    assert not (tmp_path / "model").exists()  # the command never ran
+    assert not (tmp_path / "attestations").exists()
+
+
+@needs_loopback
+def test_unreachable_instance_writes_no_attestation(loopback: LoopbackSigstore,
+                                                    tmp_path: Path) -> None:
+    config = json.loads(loopback.trust_config.read_text())
+    for services in ("caUrls", "rekorTlogUrls", "tsaUrls"):
+        for service in config["signingConfig"][services]:
+            service["url"] = service["url"].replace(loopback.url, "http://127.0.0.1:9")
+    unreachable = tmp_path / "unreachable.json"
+    unreachable.write_text(json.dumps(config))
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "verifier", "record", "--step", "package", "--material",
+         "data/in.txt", "--product", "model", "--sigstore", "--identity-token",
+         github_token(), "--trust-config", str(unreachable), "--", *make_step(workdir)],
+        cwd=workdir, capture_output=True, text=True, check=False)
+    assert result.returncode == 2
+    assert "could not be reached" in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert not (workdir / "attestations").exists()
+
+
+def test_no_credential_says_how_to_get_one(tmp_path: Path) -> None:
+    import os
+
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("ACTIONS_ID_TOKEN", "GITHUB_", "SIGSTORE_"))}
+    base = [sys.executable, "-m", "verifier", "record", "--step", "s", "--product", "x",
+            "--sigstore", "--", "true"]
+    result = subprocess.run(base, cwd=tmp_path, capture_output=True, text=True, env=env,
+                            check=False)
+    assert result.returncode == 2
+    assert "--identity-token" in result.stderr and "SIGSTORE_ID_TOKEN" in result.stderr
+    in_actions = subprocess.run(base, cwd=tmp_path, capture_output=True, text=True,
+                                env={**env, "GITHUB_ACTIONS": "true"}, check=False)
+    assert in_actions.returncode == 2
+    assert "permissions: id-token: write" in in_actions.stderr
+    both = subprocess.run([*base[:-2], "--key", "k.key", "--", "true"], cwd=tmp_path,
+                          capture_output=True, text=True, env=env, check=False)
+    assert both.returncode == 2 and "exclude" in both.stderr

@@ -347,11 +347,9 @@ class SigstoreSigner:
         try:
             return IdentityToken(raw)
         except Exception as error:
-            reason = _one_line(error)
-            if "validity period" in reason:
-                reason = "it has expired or is not yet valid"
             raise InputError(
-                f"cannot sign with Sigstore: the OIDC identity token is unusable ({reason})."
+                "cannot sign with Sigstore: the OIDC identity token is unusable "
+                f"({_token_problem(error)})."
             ) from None
 
     def _signing_context(self) -> Any:
@@ -413,6 +411,24 @@ class SigstoreSigner:
         if identities:
             self._identity = f"sigstore:{token.federated_issuer}:{identities[0]}"
         return data
+
+
+def _token_problem(error: BaseException) -> str:
+    """What is wrong with a token sigstore refused, from the JWT library's own exception."""
+    import jwt
+
+    cause = error.__cause__
+    if isinstance(cause, jwt.ExpiredSignatureError) or "validity period" in str(error):
+        return "it has expired, or is not valid yet"
+    if isinstance(cause, jwt.ImmatureSignatureError):
+        return "it is not valid yet"
+    if isinstance(cause, jwt.InvalidAudienceError):
+        return "its audience is not 'sigstore'"
+    if isinstance(cause, jwt.MissingRequiredClaimError):
+        return f"it lacks the {cause.claim!r} claim"
+    if isinstance(cause, jwt.DecodeError):
+        return "it is malformed, not a JWT"
+    return _one_line(error)
 
 
 def _describe_signing_error(error: BaseException) -> str:
