@@ -299,3 +299,31 @@ def test_layout_flags_need_each_other(chain: Chain) -> None:
     result = run(["dist/model.bin", "--layout-key", chain.keys("owner").public],
                  cwd=chain.work, program="verify-model")
     assert_error(result, 2, "--layout")
+
+
+def test_ed25519_links_pass_the_real_in_toto_verify(tmp_path: Path) -> None:
+    from helpers import record_step
+
+    keys = make_keys(tmp_path / "keys", "builder", algorithm="ed25519")
+    owner = make_keys(tmp_path / "keys", "owner", algorithm="ed25519")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "raw.txt").write_text("iris\n", encoding="utf-8")
+    upper = ("import pathlib; pathlib.Path('data').mkdir(); pathlib.Path('data/clean.txt')"
+             ".write_text(pathlib.Path('raw.txt').read_text().upper())")
+    assert record_step(work, "prepare", keys.private, ["raw.txt"], ["data/clean.txt"],
+                       upper).code == 0
+    write_layout(tmp_path / "root.layout", keys.public, owner.private,
+                 rules={"prepare": ([["ALLOW", "raw.txt"], ["DISALLOW", "*"]],
+                                    [["CREATE", "data/clean.txt"], ["DISALLOW", "*"]])})
+    result = run(["export", work / "attestations", "--key", keys.private, "--out",
+                  tmp_path / "links"])
+    assert result.code == 0, result.output
+    verified = subprocess.run(
+        [str(IN_TOTO_VERIFY), "--layout", str(tmp_path / "root.layout"), "--verification-keys",
+         str(owner.public), "--link-dir", str(tmp_path / "links")],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    result = run(["data/clean.txt", "--layout", tmp_path / "root.layout", "--layout-key",
+                  owner.public], cwd=work, program="verify-model")
+    assert result.code == 0, result.output
