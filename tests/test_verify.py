@@ -407,3 +407,16 @@ def test_several_problems_are_all_listed(chain: Chain) -> None:
     text = verify(chain).stdout
     for message in found:
         assert message in text
+
+
+def test_attestation_file_names_are_not_trusted(chain: Chain) -> None:
+    # Swapped and meaningless names change nothing: steps are found by signed content alone.
+    renames = {"prepare": "package.intoto.json", "train": "x.json", "package": "prepare.json"}
+    for step, name in renames.items():
+        chain.attestation(step).rename(chain.attestations / f"tmp-{name}")
+    for name in renames.values():
+        (chain.attestations / f"tmp-{name}").rename(chain.attestations / name)
+    report = json.loads(verify(chain, "--json").stdout)
+    assert report["verdict"] == "PASS", report["problems"]
+    assert {s["step"]: s["attestation"] for s in report["steps"]} == {
+        step: f"attestations/{name}" for step, name in renames.items()}
