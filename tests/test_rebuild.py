@@ -531,3 +531,19 @@ def test_rebuild_errors_are_one_sentence(build: Build, tmp_path: Path) -> None:
     assert_error(result, 2, "--key")
     assert_no_traceback(build.rebuild("--source", tmp_path / "missing"))
     assert_error(build.rebuild("--source", tmp_path / "missing"), 2, "missing")
+
+
+def test_json_output_is_json_alone_while_the_step_prints(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    keys = make_keys(tmp_path / "keys", "builder")
+    code = "import pathlib; print('training, epoch 1'); pathlib.Path('out.txt').write_text('x')"
+    assert record_step(src, "chatty", keys.private, [], ["out.txt"], code).code == 0
+    completed = subprocess.run(
+        [str(BIN / "model-verifier"), "rebuild", "attestations", "--key", str(keys.private),
+         "--out", str(tmp_path / "out"), "--json"],
+        cwd=src, capture_output=True, text=True, timeout=300, check=False)
+    assert completed.returncode == 0, completed.stderr
+    [outcome] = json.loads(completed.stdout)
+    assert outcome["status"] == "reproduced"
+    assert "training, epoch 1" in completed.stderr

@@ -448,10 +448,15 @@ def rebuild_command(
             materials_from=materials_from or [], env_overrides=overrides,
             keep_workspace=keep_workspace, force=force,
         )
-        outcomes = rebuild(records, options, only_step=step,
-                           on_step=None if as_json else _print_outcome)
         if as_json:
+            import contextlib
+
+            # The steps' own output goes to stderr, so that stdout holds the JSON alone.
+            with contextlib.redirect_stdout(sys.stderr):
+                outcomes = rebuild(records, options, only_step=step)
             _emit_json([o.to_dict() for o in outcomes])
+        else:
+            outcomes = rebuild(records, options, only_step=step, on_step=_print_outcome)
         return 0 if all(o.status == "reproduced" for o in outcomes) else 1
 
     _guard(as_json, action)
