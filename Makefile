@@ -33,5 +33,12 @@ test: $(STAMP) $(MOCK_STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# Every bench/bench_*.py in turn; each prints its own figures (none of them is a test).
+bench: $(STAMP)
+	@set -e; for script in bench/bench_*.py; do \
+	  test -e "$$script" || { echo "no benchmarks in bench/"; break; }; \
+	  echo "== $$script"; $(BIN)/python "$$script"; \
+	done
+
 clean:
 	rm -rf $(VENV) $(MOCK)/node_modules examples/tiny-model/build examples/tiny-model/attestations examples/tiny-model/keys
