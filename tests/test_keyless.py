@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from verifier.envelope import parse_bundle
 from verifier.errors import InputError, SignatureError
-from verifier.keyless import check_keyless, shipped_trusted_root, verify_keyless
+from verifier.keyless import check_keyless, verify_keyless
 from verifier.policy import KeylessIdentity
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sigstore"
@@ -98,14 +98,6 @@ def test_staging_bundle_signature_checks_out_independently() -> None:
         STAGING_SUBJECT.read_bytes()).hexdigest()
     sans = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert sans.get_values_for_type(x509.UniformResourceIdentifier) == [BEACON]
-
-
-def test_shipped_roots_are_the_wheels() -> None:
-    """The roots shipped as package data are the ones sigstore-python embeds (see docs)."""
-    assert json.loads(shipped_trusted_root().read_text()) == json.loads(
-        PRODUCTION_ROOT.read_text())
-    assert json.loads(shipped_trusted_root(staging=True).read_text()) == json.loads(
-        STAGING_ROOT.read_text())
 
 
 # --- verify-bundle on the staging DSSE bundle --------------------------------------------
@@ -528,3 +520,14 @@ def test_no_credential_says_how_to_get_one(tmp_path: Path) -> None:
     both = subprocess.run([*base[:-2], "--key", "k.key", "--", "true"], cwd=tmp_path,
                           capture_output=True, text=True, env=env, check=False)
     assert both.returncode == 2 and "exclude" in both.stderr
+
+
+def test_check_keyless_ignores_an_unreadable_bundle_but_not_a_bad_root(tmp_path: Path) -> None:
+    raw = staging_raw()
+    raw["verificationMaterial"]["certificate"]["rawBytes"] = base64.b64encode(b"junk").decode()
+    broken = parse_bundle(raw, "broken")
+    assert check_keyless(broken, BEACON_SPEC, STAGING_ROOT) is None
+    bad_root = tmp_path / "root.json"
+    bad_root.write_text("[]")
+    with pytest.raises(InputError, match="not a usable Sigstore trusted root"):
+        check_keyless(parse_bundle(staging_raw(), "staging"), BEACON_SPEC, bad_root)

@@ -227,9 +227,14 @@ def check_keyless(bundle: Bundle, spec: KeylessIdentity, trusted_root: Path | No
     Besides the Sigstore checks, the payload sigstore verified must be the very payload we
     read from the same file, so that nothing downstream can act on other bytes.
     """
+    # A bad trusted root or regex is the policy's fault and stops verification (exit 2); a
+    # bundle sigstore cannot even read counts for nothing, like any other unreadable file.
+    _verifier(str(trusted_root or shipped_trusted_root()))
+    if spec.identity_regex is not None:
+        _compile(spec.identity_regex)
     try:
         signature = verify_keyless(bundle.raw, spec, trusted_root, bundle.source)
-    except SignatureError:
+    except (SignatureError, InputError):
         return None
     if signature.payload != bundle.payload or signature.payload_type != bundle.payload_type:
         return None
