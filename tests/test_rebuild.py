@@ -547,3 +547,16 @@ def test_json_output_is_json_alone_while_the_step_prints(tmp_path: Path) -> None
     [outcome] = json.loads(completed.stdout)
     assert outcome["status"] == "reproduced"
     assert "training, epoch 1" in completed.stderr
+
+
+def test_unusable_out_workspace_or_source_is_exit_2_before_anything_runs(
+    build: Build, tmp_path: Path
+) -> None:
+    (tmp_path / "a-file").write_text("not a directory\n", encoding="utf-8")
+    assert_error(build.rebuild(out=tmp_path / "a-file"), 2, "a-file", "not a directory")
+    assert_error(build.rebuild("--workspace", tmp_path / "a-file" / "ws"), 2, "a-file")
+    os.mkfifo(build.src / "a-pipe")
+    result = build.rebuild("--workspace", tmp_path / "ws")
+    assert_error(result, 2, str(build.src), "a-pipe")
+    assert not (tmp_path / "ws").exists()
+    assert files_under(build.root / "rebuilds") == []

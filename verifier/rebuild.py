@@ -72,8 +72,8 @@ def load_steps(paths: Sequence[Path], trusted_keys: Sequence[PublicKey] = ()
     """
     records: list[StepRecord] = []
     for path in paths:
-        files = [path] if path.is_file() else sorted(
-            p for p in path.rglob("*.json") if p.is_file()
+        files = sorted(
+            p for p in path.rglob("*") if p.is_file() and p.suffix in (".json", ".jsonl")
         ) if path.is_dir() else [path]
         for file in files:
             for bundle in read_bundles(file):
@@ -182,7 +182,19 @@ def _copy_source(source: Path, workspace: Path, excluded: set[str]) -> None:
                 skipped.append(name)
         return skipped
 
-    shutil.copytree(source, workspace, ignore=ignore, symlinks=True)
+    try:
+        shutil.copytree(source, workspace, ignore=ignore, symlinks=True)
+    except (OSError, shutil.Error) as error:
+        raise InputError(f"{source}: the source tree could not be copied into the workspace "
+                         f"{workspace} ({_first_reason(error)}).") from None
+
+
+def _first_reason(error: OSError | shutil.Error) -> str:
+    """One readable reason out of what copytree raises (it collects one per failed file)."""
+    if isinstance(error, shutil.Error) and error.args and isinstance(error.args[0], list):
+        source, _, why = error.args[0][0]
+        return f"{source}: {why}"
+    return error.strerror or str(error)
 
 
 def _excluded_names(records: list[StepRecord], source: Path, extra: list[Path]) -> set[str]:
@@ -224,6 +236,9 @@ def _check_before_running(ordered: list[StepRecord], options: RebuildOptions) ->
         target = _attestation_path(options, record)
         if target.exists() and not options.force:
             raise InputError(f"{target}: already exists; pass --force to replace it.")
+    if options.out_dir.exists() and not options.out_dir.is_dir():
+        raise InputError(f"{options.out_dir}: is not a directory, so rebuild attestations "
+                         "cannot be written there.")
     root = options.workspace_root
     if root is not None and (root.exists() or root.is_symlink()):
         raise InputError(f"{root}: already exists; --workspace must name a directory that does "
@@ -254,7 +269,10 @@ def rebuild(
     excluded = _excluded_names(records, source, extra)
     if options.workspace_root is not None:
         root = options.workspace_root
-        root.mkdir(parents=True)
+        try:
+            root.mkdir(parents=True)
+        except OSError as error:
+            raise InputError(f"{root}: the workspace cannot be made ({error.strerror}).") from None
     else:
         root = Path(tempfile.mkdtemp(prefix="mv-rebuild-"))
     outcomes: list[StepOutcome] = []
