@@ -24,12 +24,13 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import json
 import math
 import re
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from verifier.envelope import INTOTO_PAYLOAD_TYPE, Bundle, read_bundles
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 SEVERITIES = ("error", "warning", "info")
 VSA_PREDICATE_TYPE = "https://slsa.dev/verification_summary/v1"
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+FILES_KEPT = 20  # files named by one finding; the message gives the full count
 TENSORS_KEPT = 200  # per rebuilt file: enough for a report, bounded against hostile input
 
 # Control characters, lone surrogates (non-UTF-8 file names) and bidirectional overrides would
@@ -60,17 +62,26 @@ def clean(text: str) -> str:
     return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
+# In JSON text: the escape of a control character, after an even run of backslashes (so that an
+# escaped backslash followed by a letter is left alone).
+_JSON_CONTROL = re.compile(r"(?<!\\)((?:\\\\)*)\\(u00[01][0-9a-fA-F]|[bfnrt])")
+_RAW_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_SHORT_ESCAPES = {"b": "0008", "f": "000c", "n": "000a", "r": "000d", "t": "0009"}
+
+
 def _cleaned(value: Any) -> Any:
-    """The report's own structure with every string cleaned and non-finite floats spelt out."""
-    if isinstance(value, str):
-        return clean(value)
-    if isinstance(value, dict):
-        return {clean(str(k)): _cleaned(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_cleaned(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
+    """The report with every string (keys too) as `clean` makes it, and non-finite floats as
+    strings. Done on the JSON text in one pass: walking a report of 10,000 attestations in
+    Python costs seconds, the C encoder and decoder a fraction of that."""
+    text = json.dumps(value, ensure_ascii=False)
+    if ("\\" not in text and not _RAW_UNSAFE.search(text) and "NaN" not in text
+            and "Infinity" not in text):
+        return value  # the usual case: nothing to spell out, nothing to decode again
+    text = _JSON_CONTROL.sub(
+        lambda m: m.group(1) + "\\\\u" + _SHORT_ESCAPES.get(m.group(2), m.group(2)[1:]).lower(),
+        text)
+    text = _RAW_UNSAFE.sub(lambda m: f"\\\\u{ord(m.group()):04x}", text)
+    return json.loads(text, parse_constant=str)
 
 
 def _scalar(value: Any) -> str | int | float | bool | None:
@@ -185,8 +196,9 @@ class ArtifactNode:
     id: str
     digest: dict[str, str]
     names: set[str] = field(default_factory=set)
-    producers: list[str] = field(default_factory=list)
-    consumers: list[str] = field(default_factory=list)
+    # Step ids, as insertion-ordered sets: a shared source may feed thousands of steps.
+    producers: dict[str, None] = field(default_factory=dict)
+    consumers: dict[str, None] = field(default_factory=dict)
     final: bool = False
     source: str | None = None  # pinned | unpinned | unaccounted, for materials nobody produced
     layer: int = 0
@@ -196,7 +208,8 @@ class ArtifactNode:
         return {
             "id": self.id, "names": sorted(self.names), "digest": self.digest,
             "kind": "source" if not self.producers else "artifact",
-            "producers": self.producers, "consumers": self.consumers, "final": self.final,
+            "producers": list(self.producers), "consumers": list(self.consumers),
+            "final": self.final,
             "source": self.source, "layer": self.layer, "status": self.status,
         }
 
@@ -321,8 +334,18 @@ def environment_risks(record: StepRecord) -> list[tuple[str, str]]:
 
 
 def _unsafe_name(name: str) -> bool:
-    path = PurePosixPath(name)
-    return path.is_absolute() or ".." in path.parts or "\\" in name or "\x00" in name
+    return name.startswith("/") or ".." in name.split("/") or "\\" in name or "\x00" in name
+
+
+def _parents(name: str) -> list[str]:
+    """The directories above a POSIX name, nearest first, as PurePosixPath.parents has them."""
+    found: list[str] = []
+    end = name.rfind("/")
+    while end > 0:
+        found.append(name[:end])
+        end = name.rfind("/", 0, end)
+    found.append(".")
+    return found
 
 
 def _claimed_signer(bundle: Bundle) -> str:
@@ -529,7 +552,8 @@ class _Auditor:
                          what: str) -> None:
         existing.files.append(source)
         self.add("info", "duplicate", f"{source}: the same {what} as {existing.files[0]} "
-                 "(identical signed payload); counted once.", existing.files, existing.id)
+                 "(identical signed payload); counted once.", existing.files[:FILES_KEPT],
+                 existing.id)
         if signer.status == "verified" and existing.signer.status != "verified":
             existing.signer = signer  # one copy carries a valid signature: the payload is trusted
         elif signer.status == "verified":
@@ -570,14 +594,13 @@ class _Auditor:
             for product in step.record.products:
                 node = self.artifact(product["digest"], product["name"])
                 passed_through = any(pair in consumed for pair in product["digest"].items())
-                if step.id not in node.producers and not passed_through:
-                    node.producers.append(step.id)  # a copy of an input was not made here
+                if not passed_through:  # a copy of an input was not made here
+                    node.producers[step.id] = None
         for step in self.report.steps:
             found: dict[str, StepNode] = {}
             for material in step.record.materials:
                 node = self.artifact(material["digest"], material["name"])
-                if step.id not in node.consumers:
-                    node.consumers.append(step.id)
+                node.consumers[step.id] = None
                 for producer in self._producers_of(material["digest"]):
                     if producer is not step:
                         found[producer.id] = producer
@@ -674,6 +697,10 @@ class _Auditor:
         from verifier.verify import _match_source  # the policy's own source rules, as verify has
 
         unpinned: dict[str, list[StepNode]] = {}
+        # The rule accepting a material, per material and recorded git state: a script shared by
+        # thousands of steps is matched against the policy's patterns once. (A refusal is not
+        # kept: its sentence names the step's own file.)
+        rule_of: dict[tuple[Any, ...], Any] = {}
         for step in self.report.steps:
             record = step.record
             covered: list[str] = []
@@ -695,7 +722,14 @@ class _Auditor:
                         node.source = "unpinned"
                         unpinned.setdefault(node.id, []).append(step)
                     continue
-                rule, why_not = _match_source(self.policy, record, material)
+                git = record.environment.get("git")
+                key = (name, tuple(sorted(digest.items())),
+                       repr(git) if isinstance(git, dict) else None)
+                rule, why_not = rule_of.get(key), None
+                if rule is None:
+                    rule, why_not = _match_source(self.policy, record, material)
+                    if rule is not None:
+                        rule_of[key] = rule
                 if rule is not None:
                     if is_dir:
                         covered.append(name)
@@ -719,9 +753,10 @@ class _Auditor:
             artifact = by_id[artifact_id]
             users = sorted({s.record.step for s in consumers})
             allowed = "allowed by the policy" if self.policy else "no policy pins it"
+            files = sorted({s.record.source for s in consumers})
             self.add("info", "unpinned-source", f"{', '.join(sorted(artifact.names))}: unpinned "
-                     f"source ({allowed}), used by step{'s' if len(users) > 1 else ''} "
-                     f"{', '.join(users)}.", sorted({s.record.source for s in consumers}),
+                     f"source ({allowed}), used by {len(files)} attestation(s) of step"
+                     f"{'s' if len(users) > 1 else ''} {', '.join(users)}.", files[:FILES_KEPT],
                      artifact_id)
 
     def check_conflicts(self) -> None:
@@ -733,14 +768,14 @@ class _Auditor:
         for (step_name, product), by_digest in claims.items():
             if len(by_digest) < 2:
                 continue
-            versions = [f"{alg} {value[:16]}… ({', '.join(s.record.source for s in steps)})"
-                        for (alg, value), steps in sorted(by_digest.items())]
+            versions = [f"{alg} {value[:16]}… ({', '.join(s.record.source for s in steps[:3])})"
+                        for (alg, value), steps in sorted(by_digest.items())[:5]]
             involved = [s for steps in by_digest.values() for s in steps]
             for step in involved:
                 step.status = "error"
             self.add("error", "conflict", f"step {step_name!r} is attested with different "
                      f"digests for {product}: " + "; ".join(versions) + ".",
-                     [s.record.source for s in involved], involved[0].id,
+                     [s.record.source for s in involved][:FILES_KEPT], involved[0].id,
                      {"step": step_name, "product": product})
 
     def mark_final_and_dangling(self) -> None:
@@ -765,14 +800,13 @@ class _Auditor:
                     for p in step.record.products]
         live = {name for name, node in products
                 if node.final or any(c != step.id for c in node.consumers)}
-        live_ancestors = {str(parent) for name in live
-                          for parent in PurePosixPath(name).parents}
+        live_ancestors = {parent for name in live for parent in _parents(name)}
         product_dirs = {name for name, node in products if "dirHash" in node.digest}
         live_dirs = live & product_dirs
         for name, node in products:
             if name in live or name in live_ancestors:
                 continue
-            if any(str(parent) in live_dirs for parent in PurePosixPath(name).parents):
+            if any(parent in live_dirs for parent in _parents(name)):
                 continue
             self.dangling.add(node.id)
             self.add("warning", "dangling-product", f"{step.record.source}: product {name} of "

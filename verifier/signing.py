@@ -7,8 +7,10 @@ it trusts; the keyid/hint in a bundle is never used to pick or trust a key.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -103,19 +105,33 @@ class PublicKey:
     def hint(self) -> str:
         return key_hint(self.pem)
 
-    def verify(self, signature: bytes, data: bytes) -> bool:
+    @functools.cached_property
+    def _check(self) -> tuple[Callable[[bytes, bytes], object] | None, tuple[type, ...]]:
+        """The key's verify call and the errors that mean "does not verify", resolved once:
+        an audit checks thousands of bundles against the same few keys."""
         from cryptography.exceptions import InvalidSignature
         from cryptography.hazmat.primitives import hashes
         from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+        key, failures = self.key, (InvalidSignature, ValueError)
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            algorithm = ec.ECDSA(hashes.SHA256())
+
+            def ecdsa(signature: bytes, data: bytes) -> object:
+                return key.verify(signature, data, algorithm)
+
+            return ecdsa, failures
+        if isinstance(key, ed25519.Ed25519PublicKey):
+            return key.verify, failures
+        return None, failures
+
+    def verify(self, signature: bytes, data: bytes) -> bool:
+        check, failures = self._check
+        if check is None:
+            return False
         try:
-            if isinstance(self.key, ec.EllipticCurvePublicKey):
-                self.key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
-            elif isinstance(self.key, ed25519.Ed25519PublicKey):
-                self.key.verify(signature, data)
-            else:
-                return False
-        except (InvalidSignature, ValueError):
+            check(signature, data)
+        except failures:
             return False
         return True
 
