@@ -316,8 +316,8 @@ def environment_risks(record: StepRecord) -> list[tuple[str, str]]:
             risks.append(("warning", "ran on a GPU without deterministic settings ("
                           + ", ".join(unsafe) + "); a rebuild is unlikely to match bit for bit."))
     if not any(name in variables for name in THREAD_VARIABLES):
-        risks.append(("warning", "recorded no thread count (" + ", ".join(THREAD_VARIABLES)
-                      + " unset); results can change with the number of threads."))
+        risks.append(("warning", "pinned no thread count (no " + " or ".join(THREAD_VARIABLES)
+                      + "); its results can change with the number of threads."))
     git = environment.get("git")
     if isinstance(git, dict) and git.get("dirty") is True:
         risks.append(("warning", f"ran from a dirty git tree (commit "

@@ -63,3 +63,9 @@ model-verifier diff work/rebuilder-c/train/build/weights.safetensors build/weigh
 say "verify-model again: the quorum still holds, rebuilder-c is reported as signed dissent"
 verify-model build/model/model.safetensors --policy "$policies/tiny-model-rebuilt.yaml" \
   --attestations attestations --attestations rebuilds
+
+say "audit: the whole attestation graph, with every gap and risk named"
+model-verifier audit attestations rebuilds --policy "$policies/tiny-model-rebuilt.yaml"
+model-verifier audit attestations rebuilds --policy "$policies/tiny-model-rebuilt.yaml" \
+  --format html --output build/audit.html >/dev/null
+echo "HTML report (open it in a browser): $PWD/build/audit.html"
