@@ -531,3 +531,25 @@ def test_check_keyless_ignores_an_unreadable_bundle_but_not_a_bad_root(tmp_path:
     bad_root.write_text("[]")
     with pytest.raises(InputError, match="not a usable Sigstore trusted root"):
         check_keyless(parse_bundle(staging_raw(), "staging"), BEACON_SPEC, bad_root)
+
+
+@needs_loopback
+@pytest.mark.parametrize("part", ["canonicalizedBody", "inclusionPromise"])
+def test_a_log_entry_that_does_not_match_fails(loopback: LoopbackSigstore,
+                                               recorded: tuple[Path, dict[str, Any]],
+                                               part: str, tmp_path: Path) -> None:
+    workdir, _ = recorded
+    raw = json.loads((workdir / "attestations" / "package.intoto.json").read_text())
+    entry = raw["verificationMaterial"]["tlogEntries"][0]
+    if part == "canonicalizedBody":
+        body = json.loads(base64.b64decode(entry["canonicalizedBody"]))
+        body["spec"]["payloadHash"]["value"] = hashlib.sha256(b"another payload").hexdigest()
+        entry["canonicalizedBody"] = base64.b64encode(json.dumps(body).encode()).decode()
+    else:
+        entry["integratedTime"] = str(int(entry["integratedTime"]) + 3600)
+    changed = tmp_path / "changed.intoto.json"
+    changed.write_text(json.dumps(raw))
+    result = verify_bundle(changed, workdir / "model", CI_IDENTITY, GITHUB, "--trusted-root",
+                           loopback.trusted_root)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "does not verify" in json.loads(result.stdout)["message"]

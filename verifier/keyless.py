@@ -212,6 +212,8 @@ def verify_keyless(raw: dict[str, Any], spec: KeylessIdentity, trusted_root: Pat
             raise InputError(f"{source}: is a message signature, not a DSSE attestation.")
     except SigstoreError as error:
         reason = _one_line(error)
+        if len(reason) > 200:  # some sigstore messages carry whole checkpoints and hashes
+            reason = reason[:200].rstrip() + "…"
         if "verified time" in reason or "chain" in reason:
             root = trusted_root or "the public-good trusted root shipped with model-verifier"
             reason += f"; was it signed by a Sigstore instance other than the one in {root}?"
