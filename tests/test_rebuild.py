@@ -367,6 +367,8 @@ def crafted_step(build: Build, tmp_path: Path, **names: str) -> Path:
             names["material"])
     if "product" in names:
         statement["subject"][0]["name"] = names["product"]
+    if "step" in names:
+        statement["predicate"]["buildDefinition"]["externalParameters"]["step"] = names["step"]
     path = tmp_path / "crafted" / "alpha-train.intoto.json"
     path.parent.mkdir(exist_ok=True)
     payload = json.dumps(statement, sort_keys=True, separators=(",", ":")).encode()
@@ -381,6 +383,8 @@ def crafted_step(build: Build, tmp_path: Path, **names: str) -> Path:
     {"material": "../../outside.csv"},
     {"material": "/etc/hostname"},
     {"product": "/tmp/escaped.safetensors"},
+    {"step": "../../escaped"},
+    {"step": ".."},
 ])
 def test_names_leaving_the_workspace_are_refused_before_anything_runs(
     build: Build, tmp_path: Path, names: dict[str, str]
@@ -389,11 +393,12 @@ def test_names_leaving_the_workspace_are_refused_before_anything_runs(
     workspace = tmp_path / "ws"
     before = tree_digests(tmp_path)
     result = build.rebuild("--workspace", workspace, attestations=[crafted])
-    assert_error(result, 2, str(crafted), repr(next(iter(names.values()))),
-                 "leaves the workspace")
+    reason = "is not a plain name" if "step" in names else "leaves the workspace"
+    assert_error(result, 2, str(crafted), repr(next(iter(names.values()))), reason)
     assert not (tmp_path / "command-ran").exists()
     assert not workspace.exists()
     assert tree_digests(tmp_path) == before
+    assert not any(p.name.startswith("escaped") for p in tmp_path.parent.iterdir())
 
 
 def test_trust_key_runs_steps_signed_by_it(build: Build) -> None:

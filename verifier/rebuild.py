@@ -228,6 +228,10 @@ def _check_before_running(ordered: list[StepRecord], options: RebuildOptions) ->
         raise InputError(f"{options.source}: no such source directory.")
     seen: dict[str, str] = {}
     for record in ordered:
+        # The step names a workspace and an output file: it must be one plain path component.
+        if record.step in (".", "..") or any(c in record.step for c in "/\\\x00"):
+            raise InputError(f"{record.source}: the step name {record.step!r} is not a plain "
+                             "name; refusing to use it as a workspace or file name.")
         if record.step in seen:
             raise InputError(f"{record.source}: step {record.step!r} is also attested by "
                              f"{seen[record.step]}; give one attestation per step.")
