@@ -42,6 +42,9 @@ app = typer.Typer(
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON object.")]
 QuietFlag = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+DigestOpt = Annotated[str, typer.Option(
+    "--digest", help="sha256 (default), or blake3: BLAKE3 of each file alongside its sha256 "
+    "(a parallel digest for very large files; see docs/digests.md).")]
 
 
 def _emit_json(value: Any) -> None:
@@ -69,53 +72,87 @@ def _guard(as_json: bool, action: Callable[[], int | None]) -> None:
 
 
 class _Progress:
-    """A one-line progress bar on stderr, only on a terminal."""
+    """A one-line progress bar on stderr with bytes per second and time left, on a terminal only.
 
-    def __init__(self, label: str, total: int, enabled: bool) -> None:
+    Each batch the hasher announces (`expect`) gets its own bar, drawn once the batch is large
+    (64 MiB) or has taken half a second, and wiped when the batch is done, so that the output of
+    a recorded or rebuilt command never lands on a half-drawn bar.
+    """
+
+    LARGE = 64 * 1024 * 1024
+    DELAY_S = 0.5
+
+    def __init__(self, label: str, enabled: bool) -> None:
         import threading
         import time
 
-        self._label, self._total, self._done = label, max(total, 1), 0
-        self._enabled = enabled and sys.stderr.isatty() and total > 64 * 1024 * 1024
-        self._start = time.monotonic()
-        self._last = 0.0
+        self._label = label
+        self._enabled = enabled and sys.stderr.isatty()
         self._lock = threading.Lock()
         self._time = time.monotonic
+        self._total = self._done = 0
+        self._start = self._last = 0.0
+        self._shown = False
+
+    def expect(self, total: int) -> None:
+        with self._lock:
+            self._total, self._done = total, 0
+            self._start, self._last = self._time(), 0.0
 
     def advance(self, count: int) -> None:
-        if not self._enabled:
+        if not self._enabled or self._total <= 0:
             return
         with self._lock:
             self._done += count
             now = self._time()
-            if now - self._last < 0.2 and self._done < self._total:
+            if self._done >= self._total:
+                self._wipe()
+                return
+            elapsed = now - self._start
+            if not self._shown and self._total < self.LARGE and elapsed < self.DELAY_S:
+                return
+            if now - self._last < 0.2:
                 return
             self._last = now
-            elapsed = max(now - self._start, 1e-6)
-            rate = self._done / elapsed
-            left = (self._total - self._done) / rate if rate else 0
-            width = 30
+            rate = self._done / max(elapsed, 1e-6)
+            left = (self._total - self._done) / rate if rate else 0.0
+            width = 24
             filled = int(width * self._done / self._total)
             sys.stderr.write(
                 f"\r{self._label} [{'#' * filled}{'.' * (width - filled)}] "
-                f"{self._done / 1e9:6.2f}/{self._total / 1e9:.2f} GB "
-                f"{rate / 1e9:5.2f} GB/s  {left:4.0f}s left "
+                f"{self._done / 1e9:5.2f}/{self._total / 1e9:.2f} GB "
+                f"{rate / 1e9:5.2f} GB/s {left:4.0f}s left "
             )
             sys.stderr.flush()
+            self._shown = True
+
+    def _wipe(self) -> None:
+        if self._shown:
+            sys.stderr.write("\r" + " " * 79 + "\r")
+            sys.stderr.flush()
+            self._shown = False
 
     def close(self) -> None:
-        if self._enabled:
-            sys.stderr.write("\r" + " " * 90 + "\r")
-            sys.stderr.flush()
+        with self._lock:
+            self._wipe()
 
 
-def _hasher_with_progress(paths: list[Path], quiet: bool, label: str) -> tuple[Any, _Progress]:
+def _hasher_with_progress(quiet: bool, label: str, algorithms: tuple[str, ...] = ("sha256",)
+                          ) -> tuple[Any, _Progress]:
+    """A hasher whose batches draw a progress bar (unless --quiet or not on a terminal)."""
     from verifier.digest import Hasher
 
-    probe = Hasher()
-    total = probe.total_bytes(paths) if (not quiet and sys.stderr.isatty()) else 0
-    progress = _Progress(label, total, not quiet)
-    return Hasher(progress=progress.advance), progress
+    progress = _Progress(label, not quiet)
+    hasher = Hasher(progress=progress.advance, on_total=progress.expect, algorithms=algorithms)
+    return hasher, progress
+
+
+def _algorithms(choice: str) -> tuple[str, ...]:
+    from verifier.errors import InputError
+
+    if choice not in ("sha256", "blake3"):
+        raise InputError(f"--digest {choice}: unknown digest; choose sha256 or blake3.")
+    return ("sha256",) if choice == "sha256" else ("sha256", "blake3")
 
 
 @app.command()
@@ -148,6 +185,7 @@ def keygen(
 @app.command()
 def digest(
     paths: Annotated[list[Path], typer.Argument(help="Files and directories.")],
+    digest_algorithm: DigestOpt = "sha256",
     as_json: JsonFlag = False,
     quiet: QuietFlag = False,
 ) -> None:
@@ -156,21 +194,24 @@ def digest(
     Example: model-verifier digest build/model build/model/model.safetensors
     """
     def action() -> None:
-        hasher, progress = _hasher_with_progress(paths, quiet, "hashing")
+        hasher, progress = _hasher_with_progress(quiet, "hashing", _algorithms(digest_algorithm))
         try:
             results = hasher.digest_paths(paths)
         finally:
             progress.close()
         if as_json:
             _emit_json([
-                {"path": str(r.path), "digest": {r.algorithm: r.value},
-                 **({"files": r.files} if r.is_dir else {})}
+                {"path": str(r.path), "digest": r.digest_set(),
+                 **({"files": r.files} if r.is_dir else {}),
+                 **({"files_blake3": r.files_blake3} if r.files_blake3 else {})}
                 for r in results
             ])
         else:
             for r in results:
                 label = "dirHash:" if r.is_dir else ""
                 print(f"{label}{r.value}  {r.path}")
+                if r.blake3 is not None:
+                    print(f"blake3:{r.blake3}  {r.path}")
 
     _guard(as_json, action)
 
@@ -206,6 +247,7 @@ def record(
     sigstore: SigstoreFlag = False,
     identity_token: IdentityTokenOpt = None,
     trust_config: TrustConfigOpt = None,
+    digest_algorithm: DigestOpt = "sha256",
     as_json: JsonFlag = False,
     quiet: QuietFlag = False,
 ) -> None:
@@ -226,7 +268,7 @@ def record(
             from verifier.oms import refuse_stale_signatures
 
             refuse_stale_signatures(product or [])
-        hasher, progress = _hasher_with_progress([], quiet, "hashing")
+        hasher, progress = _hasher_with_progress(quiet, "hashing", _algorithms(digest_algorithm))
         try:
             result = record_step(
                 step=step, argv=command, materials=material or [], products=product or [],
@@ -354,7 +396,7 @@ def _verify(artifact: Path, attestations: list[Path] | None, policy: Path | None
                                  "give --layout FILE --layout-key PUB without --policy.")
             from verifier.intoto_links import verify_with_layout
 
-            hasher, progress = _hasher_with_progress([artifact], quiet, "verifying")
+            hasher, progress = _hasher_with_progress(quiet, "verifying")
             try:
                 report = verify_with_layout(artifact, layout, layout_keys or [],
                                             attestations or [Path("attestations")], hasher=hasher)
@@ -364,7 +406,7 @@ def _verify(artifact: Path, attestations: list[Path] | None, policy: Path | None
         loaded = load_policy(policy or DEFAULT_POLICY)
         if trusted_root is not None:
             loaded = dataclasses.replace(loaded, trusted_root=trusted_root)
-        hasher, progress = _hasher_with_progress([artifact], quiet, "verifying")
+        hasher, progress = _hasher_with_progress(quiet, "verifying")
         try:
             report = verify_artifact(artifact, loaded, attestations or [Path("attestations")],
                                      hasher=hasher)
@@ -416,6 +458,7 @@ def rebuild_command(
     identity_token: IdentityTokenOpt = None,
     trust_config: TrustConfigOpt = None,
     as_json: JsonFlag = False,
+    quiet: QuietFlag = False,
 ) -> None:
     """Re-run recorded steps in fresh workspaces and attest whether they reproduced.
 
@@ -448,15 +491,20 @@ def rebuild_command(
             materials_from=materials_from or [], env_overrides=overrides,
             keep_workspace=keep_workspace, force=force,
         )
-        if as_json:
-            import contextlib
+        hasher, progress = _hasher_with_progress(quiet, "hashing")
+        try:
+            if as_json:
+                import contextlib
 
-            # The steps' own output goes to stderr, so that stdout holds the JSON alone.
-            with contextlib.redirect_stdout(sys.stderr):
-                outcomes = rebuild(records, options, only_step=step)
-            _emit_json([o.to_dict() for o in outcomes])
-        else:
-            outcomes = rebuild(records, options, only_step=step, on_step=_print_outcome)
+                # The steps' own output goes to stderr, so that stdout holds the JSON alone.
+                with contextlib.redirect_stdout(sys.stderr):
+                    outcomes = rebuild(records, options, only_step=step, hasher=hasher)
+                _emit_json([o.to_dict() for o in outcomes])
+            else:
+                outcomes = rebuild(records, options, only_step=step, hasher=hasher,
+                                   on_step=_print_outcome)
+        finally:
+            progress.close()
         return 0 if all(o.status == "reproduced" for o in outcomes) else 1
 
     _guard(as_json, action)

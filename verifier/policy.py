@@ -108,6 +108,8 @@ class Policy:
     rebuild: RebuildRule | None = None
     trusted_root: Path | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    # Digests that may establish a match; blake3 only where the policy opts in (docs/digests.md).
+    accept_digests: tuple[str, ...] = ("sha256",)
 
     def step(self, name: str) -> StepRule | None:
         return next((s for s in self.steps if s.name == name), None)
@@ -217,6 +219,7 @@ def load_policy(path: Path) -> Policy:
         rebuild=_rebuild_rule(data.get("rebuild"), steps),
         trusted_root=base / data["trusted_root"] if "trusted_root" in data else None,
         raw=data,
+        accept_digests=tuple(data.get("digests", {}).get("accept", ["sha256"])),
     )
 
 

@@ -34,7 +34,8 @@ def payload_digest(payload: bytes) -> str:
 
 
 def descriptors(digests: list[PathDigest], names: list[str]) -> list[ResourceDescriptor]:
-    """Resource descriptors for files (sha256) and directories (dirHash + every file).
+    """Resource descriptors for files (sha256, plus blake3 when it was computed) and
+    directories (dirHash + every file).
 
     `names` are the POSIX relative names the user's paths are recorded under, one per digest.
     """
@@ -42,11 +43,11 @@ def descriptors(digests: list[PathDigest], names: list[str]) -> list[ResourceDes
     for digest, name in zip(digests, names, strict=True):
         if digest.is_dir:
             found[name] = {"name": name, "digest": {"dirHash": digest.dir_hash}}
-            for relative, sha in digest.files.items():
+            for relative in digest.files:
                 full = f"{name}/{relative}" if name != "." else relative
-                found[full] = {"name": full, "digest": {"sha256": sha}}
+                found[full] = {"name": full, "digest": digest.file_digest_set(relative)}
         else:
-            found[name] = {"name": name, "digest": {"sha256": digest.sha256}}
+            found[name] = {"name": name, "digest": digest.digest_set()}
     return [found[key] for key in sorted(found)]
 
 

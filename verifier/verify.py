@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from verifier.digest import Hasher, PathDigest
+from verifier.digest import OPT_IN_DIGESTS, Hasher, PathDigest
 from verifier.envelope import INTOTO_PAYLOAD_TYPE, Bundle, read_bundles
 from verifier.errors import InputError
 from verifier.policy import Policy, SourceRule
@@ -168,10 +168,18 @@ class _Chain:
         return found
 
     def producers(self, digest: dict[str, str]) -> list[SignedStep]:
+        """Attested steps with a subject matching this digest set: on a digest the policy
+        accepts (blake3 only where it opts in), and agreeing on every accepted one they share."""
+        usable = {a: v for a, v in digest.items()
+                  if a not in OPT_IN_DIGESTS or a in self.policy.accept_digests}
         found: list[SignedStep] = []
-        for algorithm, value in sorted(digest.items()):
+        for algorithm, value in sorted(usable.items()):
             for candidate in self.by_digest.get((algorithm, value), []):
-                if candidate not in found:
+                if candidate not in found and any(
+                    subject["digest"].get(algorithm) == value
+                    and all(subject["digest"].get(a, v) == v for a, v in usable.items())
+                    for subject in candidate.record.products
+                ):
                     found.append(candidate)
         return found
 
@@ -297,7 +305,10 @@ def verify_artifact(
     if not artifact.exists():
         raise InputError(f"{artifact}: no such file or directory to verify.")
     hasher = hasher or Hasher()
-    digest = hasher.digest_paths([artifact])[0]
+    # A policy accepting blake3 lets a large file be checked by its parallel BLAKE3 digest
+    # alone; sha256 is computed only if no attestation carries that BLAKE3 digest.
+    by_blake3 = "blake3" in policy.accept_digests and artifact.is_file()
+    digest = hasher.digest_paths([artifact], ("blake3",) if by_blake3 else None)[0]
     report = Report(str(artifact), {digest.algorithm: digest.value}, str(policy.path))
     if policy.is_expired(today):
         report.problems.append(Problem(str(policy.path),
@@ -315,6 +326,13 @@ def verify_artifact(
         s for s in chain.producers({digest.algorithm: digest.value})
         if s.record.step in final_names
     ])
+    if not finals and digest.algorithm == "blake3":
+        digest = hasher.digest_paths([artifact], ("sha256",))[0]
+        report.digest = {digest.algorithm: digest.value}
+        finals = _prefer_required(policy, [
+            s for s in chain.producers({digest.algorithm: digest.value})
+            if s.record.step in final_names
+        ])
     if not finals:
         report.problems.append(Problem(str(artifact),
                                        _artifact_mismatch(artifact, digest, chain, final_names)))
