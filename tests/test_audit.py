@@ -183,6 +183,32 @@ def test_missing_required_step_is_an_error(chain: Chain, tmp_path: Path) -> None
     assert "'evaluate'" in missing.message and report.exit_code == 1
 
 
+def test_a_step_whose_inputs_do_not_derive_from_the_step_it_must_follow(
+        chain: Chain, tmp_path: Path) -> None:
+    attestations, _ = copy_attestations(chain, tmp_path)
+    (attestations / "prepare-data.intoto.json").unlink()
+    report = audit([attestations], load_policy(chain.policy))
+    [order] = findings(report, "order")
+    assert "'train' must come after 'prepare-data'" in order.message
+    assert order.files == (str(attestations / "train.intoto.json"),)
+    assert {"missing-step", "unaccounted-material"} <= set(kinds(report, "error"))
+
+
+def test_attestations_of_other_tools_are_named_with_their_certificate_identity(
+        tmp_path: Path) -> None:
+    # A keyless bundle from sigstore-python's conformance assets: SLSA provenance of another
+    # build type, signed through Fulcio by a GitHub workflow.
+    fixture = Path(__file__).parent / "fixtures" / "sigstore"
+    shutil.copy(fixture / "a.dsse.staging-rekor-v2.txt.sigstore.json", tmp_path / "a.json")
+    report = audit([tmp_path])
+    [other] = findings(report, "other-attestation")
+    assert other.severity == "info" and "SLSA provenance of build type" in other.message
+    assert ("certificate of https://github.com/sigstore-conformance/extremely-dangerous-public-"
+            "oidc-beacon/.github/workflows/extremely-dangerous-oidc-beacon.yml@refs/heads/main"
+            in other.message)
+    assert report.steps == [] and report.exit_code == 0
+
+
 # -- signatures ---------------------------------------------------------------------------------
 
 

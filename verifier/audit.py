@@ -23,19 +23,36 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import hashlib
-import json
-import math
-import re
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from verifier.audit_model import (
+    FILES_KEPT,
+    SEVERITIES,
+    ArtifactNode,
+    AuditReport,
+    Finding,
+    RebuildNode,
+    Signer,
+    StepNode,
+    clean,
+    digest_key,
+    node_id,
+    scalar,
+    short_text,
+)
 from verifier.envelope import INTOTO_PAYLOAD_TYPE, Bundle, read_bundles
 from verifier.errors import InputError
-from verifier.statement import REBUILD_PREDICATE_TYPE, StepRecord, as_step, parse_statement
+from verifier.statement import (
+    PROVENANCE_TYPE,
+    REBUILD_PREDICATE_TYPE,
+    STEP_BUILD_TYPE,
+    StepRecord,
+    as_step,
+    parse_statement,
+)
 from verifier.trust import Attribution
 from verifier.verify import attestation_files
 
@@ -44,252 +61,9 @@ if TYPE_CHECKING:
     from verifier.quorum import RebuildClaim
     from verifier.trust import KeylessCheck, TrustedSigners
 
-SEVERITIES = ("error", "warning", "info")
+__all__ = ["AuditReport", "Finding", "audit", "clean", "environment_risks"]
 VSA_PREDICATE_TYPE = "https://slsa.dev/verification_summary/v1"
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-FILES_KEPT = 20  # files named by one finding; the message gives the full count
-TENSORS_KEPT = 200  # per rebuilt file: enough for a report, bounded against hostile input
-
-# Control characters, lone surrogates (non-UTF-8 file names) and bidirectional overrides would
-# let an attestation rewrite a terminal or disguise a name; they are shown as \uXXXX instead.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
-
-
-def clean(text: str) -> str:
-    """A string safe to print or embed: unsafe characters spelt out as \\uXXXX."""
-    if not _UNSAFE.search(text):
-        return text
-    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-
-
-# In JSON text: the escape of a control character, after an even run of backslashes (so that an
-# escaped backslash followed by a letter is left alone).
-_JSON_CONTROL = re.compile(r"(?<!\\)((?:\\\\)*)\\(u00[01][0-9a-fA-F]|[bfnrt])")
-_RAW_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
-_SHORT_ESCAPES = {"b": "0008", "f": "000c", "n": "000a", "r": "000d", "t": "0009"}
-
-
-def _cleaned(value: Any) -> Any:
-    """The report with every string (keys too) as `clean` makes it, and non-finite floats as
-    strings. Done on the JSON text in one pass: walking a report of 10,000 attestations in
-    Python costs seconds, the C encoder and decoder a fraction of that."""
-    text = json.dumps(value, ensure_ascii=False)
-    if ("\\" not in text and not _RAW_UNSAFE.search(text) and "NaN" not in text
-            and "Infinity" not in text):
-        return value  # the usual case: nothing to spell out, nothing to decode again
-    text = _JSON_CONTROL.sub(
-        lambda m: m.group(1) + "\\\\u" + _SHORT_ESCAPES.get(m.group(2), m.group(2)[1:]).lower(),
-        text)
-    text = _RAW_UNSAFE.sub(lambda m: f"\\\\u{ord(m.group()):04x}", text)
-    return json.loads(text, parse_constant=str)
-
-
-def _scalar(value: Any) -> str | int | float | bool | None:
-    """A JSON scalar taken from an attestation; anything nested is summarised, never walked."""
-    if value is None or isinstance(value, str | bool):
-        return value
-    if isinstance(value, int):
-        return value if abs(value) < 10**18 else str(value)[:24]
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, list):
-        return f"<list of {len(value)}>"
-    return "<object>"
-
-
-def _text(value: Any, limit: int = 500) -> str:
-    text = value if isinstance(value, str) else str(_scalar(value))
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-@dataclass(frozen=True)
-class Finding:
-    severity: str  # error | warning | info
-    kind: str
-    message: str
-    files: tuple[str, ...] = ()
-    node: str | None = None  # the graph node it belongs to
-    details: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        found: dict[str, Any] = {"severity": self.severity, "kind": self.kind,
-                                 "message": self.message, "files": list(self.files),
-                                 "node": self.node}
-        if self.details:
-            found["details"] = self.details
-        return found
-
-
-@dataclass
-class Signer:
-    """Who signed a bundle: policy names when checked, else what the bundle claims."""
-
-    names: tuple[str, ...]
-    identities: tuple[str, ...]
-    claimed: str  # key hint or certificate identity as written in the bundle (unverified)
-    status: str  # verified | invalid-signature | unknown-signer | unverifiable | unchecked
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"names": list(self.names), "identities": list(self.identities),
-                "claimed": self.claimed, "status": self.status}
-
-
-@dataclass
-class StepNode:
-    id: str
-    record: StepRecord
-    signer: Signer
-    files: list[str]
-    layer: int = 0
-    status: str = "ok"
-    final: bool = False
-    rebuilds: list[str] = field(default_factory=list)
-    quorum: dict[str, Any] | None = None
-
-    @property
-    def attribution(self) -> Attribution:
-        return Attribution(self.signer.names, self.signer.identities)
-
-    @property
-    def trusted(self) -> bool:
-        return self.signer.status in ("verified", "unchecked")
-
-    def to_dict(self, artifact_of: dict[tuple[str, str], str]) -> dict[str, Any]:
-        record = self.record
-        return {
-            "id": self.id, "step": record.step, "files": self.files,
-            "payload_sha256": record.statement.payload_sha256,
-            "argv": [_text(a) for a in record.argv[:200]],
-            "working_directory": _text(record.working_directory),
-            "declared_env": {_text(k, 100): _text(v) for k, v in
-                             list(record.declared_env.items())[:100]},
-            "environment": environment_summary(record.environment),
-            "materials": [_descriptor(m, artifact_of) for m in record.materials],
-            "products": [_descriptor(p, artifact_of) for p in record.products],
-            "signer": self.signer.to_dict(), "status": self.status, "layer": self.layer,
-            "final": self.final, "rebuilds": self.rebuilds, "quorum": self.quorum,
-        }
-
-
-def _digest_key(digest: dict[str, str]) -> tuple[str, str]:
-    """The one (algorithm, value) an artifact node is keyed by: sha256 first, then dirHash."""
-    for algorithm in ("sha256", "dirHash"):
-        if algorithm in digest:
-            return algorithm, digest[algorithm]
-    algorithm = min(digest)
-    return algorithm, digest[algorithm]
-
-
-def _node_id(prefix: str, text: str) -> str:
-    return f"{prefix}-{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:24]}"
-
-
-def _descriptor(descriptor: dict[str, Any], artifact_of: dict[tuple[str, str], str]
-                ) -> dict[str, Any]:
-    digest = descriptor["digest"]
-    return {"name": descriptor["name"], "digest": dict(digest),
-            "artifact": artifact_of.get(_digest_key(digest))}
-
-
-@dataclass
-class ArtifactNode:
-    id: str
-    digest: dict[str, str]
-    names: set[str] = field(default_factory=set)
-    # Step ids, as insertion-ordered sets: a shared source may feed thousands of steps.
-    producers: dict[str, None] = field(default_factory=dict)
-    consumers: dict[str, None] = field(default_factory=dict)
-    final: bool = False
-    source: str | None = None  # pinned | unpinned | unaccounted, for materials nobody produced
-    layer: int = 0
-    status: str = "ok"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id, "names": sorted(self.names), "digest": self.digest,
-            "kind": "source" if not self.producers else "artifact",
-            "producers": list(self.producers), "consumers": list(self.consumers),
-            "final": self.final,
-            "source": self.source, "layer": self.layer, "status": self.status,
-        }
-
-
-@dataclass
-class RebuildNode:
-    id: str
-    claim: RebuildClaim
-    signer: Signer
-    files: list[str]
-    step_node: str | None = None
-    verdict: str = "unknown"  # matched | mismatched | unknown (the rebuilt step is absent)
-    mismatches: list[dict[str, Any]] = field(default_factory=list)
-    status: str = "ok"
-
-    @property
-    def trusted(self) -> bool:
-        return self.signer.status in ("verified", "unchecked")
-
-    def to_dict(self) -> dict[str, Any]:
-        claim = self.claim
-        return {
-            "id": self.id, "step": claim.step, "files": self.files,
-            "rebuilt_payload_sha256": claim.rebuilt_payload_sha256, "step_node": self.step_node,
-            "signer": self.signer.to_dict(), "verdict": self.verdict,
-            "mismatches": self.mismatches, "results": [_result(r) for r in claim.results],
-            "drift": [{k: _scalar(d.get(k)) for k in ("field", "recorded", "current")}
-                      for d in claim.drift[:50]],
-            "status": self.status,
-        }
-
-
-def _result(result: dict[str, Any]) -> dict[str, Any]:
-    """One rebuilt file's verdict with its per-tensor metrics (bounded, scalars only)."""
-    found: dict[str, Any] = {"name": result["name"], "verdict": result["verdict"],
-                             "expected": dict(result["expected"])}
-    actual = result.get("actual")
-    if isinstance(actual, dict):
-        found["actual"] = {str(k): _text(v, 200) for k, v in list(actual.items())[:4]}
-    diff = result.get("diff")
-    if isinstance(diff, dict):
-        tensors = diff.get("tensors")
-        found["diff_kind"] = _scalar(diff.get("kind"))
-        found["first_difference_offset"] = _scalar(diff.get("first_difference_offset"))
-        if isinstance(tensors, list):
-            found["tensors"] = [
-                {k: _scalar(t.get(k)) for k in ("name", "status", "max_abs_diff", "mean_abs_diff",
-                                                "rel_l2", "cosine", "bit_equal_fraction",
-                                                "median_ulp")}
-                for t in tensors[:TENSORS_KEPT] if isinstance(t, dict)
-            ]
-            found["tensor_count"] = len(tensors)
-    return found
-
-
-def environment_summary(environment: dict[str, Any]) -> dict[str, Any]:
-    """What a reviewer needs from a recorded environment, scalars only (hostile input)."""
-    def section(name: str) -> dict[str, Any]:
-        value = environment.get(name)
-        return value if isinstance(value, dict) else {}
-
-    gpus = environment.get("gpus")
-    packages = environment.get("packages")
-    torch = environment.get("torch")
-    return {
-        "python": _scalar(section("python").get("version")),
-        "platform": " ".join(str(_scalar(section("platform").get(k)) or "")
-                             for k in ("system", "machine", "libc")).strip(),
-        "cpu": _scalar(section("cpu").get("model")),
-        "cpu_count": _scalar(section("cpu").get("count")),
-        "gpus": [_text(g.get("name"), 100) for g in gpus[:16] if isinstance(g, dict)]
-        if isinstance(gpus, list) else [],
-        "torch": {k: _scalar(v) for k, v in list(torch.items())[:20]}
-        if isinstance(torch, dict) else None,
-        "variables": {_text(k, 100): _scalar(v) for k, v in
-                      list(section("variables").items())[:50]},
-        "git": {k: _scalar(section("git").get(k)) for k in ("commit", "dirty")}
-        if isinstance(environment.get("git"), dict) else None,
-        "packages": len(packages) if isinstance(packages, dict) else 0,
-    }
 
 
 def environment_risks(record: StepRecord) -> list[tuple[str, str]]:
@@ -321,7 +95,7 @@ def environment_risks(record: StepRecord) -> list[tuple[str, str]]:
     git = environment.get("git")
     if isinstance(git, dict) and git.get("dirty") is True:
         risks.append(("warning", f"ran from a dirty git tree (commit "
-                      f"{_text(git.get('commit'), 12)} plus uncommitted changes)."))
+                      f"{short_text(git.get('commit'), 12)} plus uncommitted changes)."))
     elif not isinstance(git, dict):
         risks.append(("info", "recorded no git commit, so its code is pinned by digest only."))
     packages = environment.get("packages")
@@ -331,6 +105,21 @@ def environment_risks(record: StepRecord) -> list[tuple[str, str]]:
     if isinstance(torch.get("error"), str):
         risks.append(("info", "torch was installed but its settings could not be recorded."))
     return risks
+
+
+def _kind_of(predicate_type: str, predicate: dict[str, Any]) -> str:
+    """"step" or "rebuild" for this project's attestations, else what the statement is."""
+    if predicate_type == REBUILD_PREDICATE_TYPE:
+        return "rebuild"
+    if predicate_type == VSA_PREDICATE_TYPE:
+        return "a verification summary (VSA)"
+    if predicate_type != PROVENANCE_TYPE:
+        return f"an attestation of predicate type {short_text(predicate_type, 120)!r}"
+    definition = predicate.get("buildDefinition")
+    build_type = definition.get("buildType") if isinstance(definition, dict) else None
+    if build_type == STEP_BUILD_TYPE:
+        return "step"
+    return f"SLSA provenance of build type {short_text(build_type, 120)!r}"
 
 
 def _unsafe_name(name: str) -> bool:
@@ -351,9 +140,9 @@ def _parents(name: str) -> list[str]:
 def _claimed_signer(bundle: Bundle) -> str:
     """What the bundle says about its signer: never trusted, shown to the reviewer."""
     if bundle.is_keyless:
-        return f"certificate: {_certificate_identity(bundle)}"
+        return f"certificate of {_certificate_identity(bundle)}"
     hint = bundle.public_key_hint or next((s.keyid for s in bundle.signatures if s.keyid), "")
-    return f"key {_text(hint, 16)}" if hint else "no key hint"
+    return f"key {short_text(hint, 16)}" if hint else "no key hint"
 
 
 def _certificate_identity(bundle: Bundle) -> str:
@@ -370,61 +159,9 @@ def _certificate_identity(bundle: Bundle) -> str:
         names = parsed.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         found = [str(v) for v in names.get_values_for_type(x509.UniformResourceIdentifier)]
         found += [str(v) for v in names.get_values_for_type(x509.RFC822Name)]
-        return _text(found[0], 300) if found else "no identity"
+        return short_text(found[0], 300) if found else "no identity"
     except Exception:  # any malformed certificate is just unreadable here
         return "unreadable"
-
-
-@dataclass
-class AuditReport:
-    directories: list[str]
-    policy: str | None
-    steps: list[StepNode] = field(default_factory=list)
-    artifacts: dict[tuple[str, str], ArtifactNode] = field(default_factory=dict)
-    rebuilds: list[RebuildNode] = field(default_factory=list)
-    findings: list[Finding] = field(default_factory=list)
-    files: int = 0
-    bundles: int = 0
-
-    @property
-    def checked(self) -> bool:
-        return self.policy is not None
-
-    def counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(SEVERITIES, 0)
-        for finding in self.findings:
-            counts[finding.severity] += 1
-        return counts
-
-    @property
-    def exit_code(self) -> int:
-        return 1 if any(f.severity == "error" for f in self.findings) else 0
-
-    def to_dict(self) -> dict[str, Any]:
-        artifact_of = {key: node.id for key, node in self.artifacts.items()}
-        edges: list[dict[str, str]] = []
-        for node in self.artifacts.values():
-            edges.extend({"from": node.id, "to": c, "kind": "consumed-by"}
-                         for c in node.consumers)
-            edges.extend({"from": p, "to": node.id, "kind": "produces"} for p in node.producers)
-        edges.extend({"from": r.id, "to": r.step_node, "kind": "rebuilds"}
-                     for r in self.rebuilds if r.step_node)
-        return _cleaned({
-            "report": "model-verifier audit",
-            "version": 1,
-            "directories": self.directories,
-            "policy": self.policy,
-            "checked": self.checked,
-            "verdict": "FAIL" if self.exit_code else "PASS",
-            "summary": {**self.counts(), "files": self.files, "bundles": self.bundles,
-                        "steps": len(self.steps), "artifacts": len(self.artifacts),
-                        "rebuilds": len(self.rebuilds)},
-            "steps": [s.to_dict(artifact_of) for s in self.steps],
-            "artifacts": [a.to_dict() for a in self.artifacts.values()],
-            "rebuilds": [r.to_dict() for r in self.rebuilds],
-            "edges": edges,
-            "findings": [f.to_dict() for f in self.findings],
-        })
 
 
 class _Auditor:
@@ -495,24 +232,27 @@ class _Auditor:
         source = bundle.source
         if bundle.payload_type != INTOTO_PAYLOAD_TYPE:
             self.add("warning", "not-in-toto", f"{source}: payload type "
-                     f"{_text(bundle.payload_type, 100)!r} is not in-toto; not part of the graph.",
-                     [source])
+                     f"{short_text(bundle.payload_type, 100)!r} is not in-toto; not part of the "
+                     "graph.", [source])
             return
         try:
             statement = parse_statement(bundle.payload, source)
         except (InputError, ValueError, RecursionError) as error:
             self.add("error", "malformed-statement", _unreadable(Path(source), error), [source])
             return
+        kind = _kind_of(statement.predicate_type, statement.predicate)
+        if kind not in ("step", "rebuild"):
+            self.add("info", "other-attestation", f"{source}: {kind}, signed by "
+                     f"{_claimed_signer(bundle)} (not checked); not part of the build graph.",
+                     [source])
+            return
         signer = self.sign_status(bundle)
         try:
-            if statement.predicate_type == REBUILD_PREDICATE_TYPE:
+            if kind == "rebuild":
                 from verifier.quorum import as_rebuild
 
                 self.admit_rebuild(as_rebuild(statement, Attribution(signer.names,
                                                                      signer.identities)), signer)
-            elif statement.predicate_type == VSA_PREDICATE_TYPE:
-                self.add("info", "other-attestation", f"{source}: a verification summary "
-                         "(VSA); not part of the build graph.", [source])
             else:
                 self.admit_step(as_step(statement), signer)
         except InputError as error:
@@ -578,10 +318,10 @@ class _Auditor:
     # -- the graph ---------------------------------------------------------------------------
 
     def artifact(self, digest: dict[str, str], name: str) -> ArtifactNode:
-        key = _digest_key(digest)
+        key = digest_key(digest)
         node = self.report.artifacts.get(key)
         if node is None:
-            node = ArtifactNode(_node_id("a", f"{key[0]}:{key[1]}"), dict(digest))
+            node = ArtifactNode(node_id("a", f"{key[0]}:{key[1]}"), dict(digest))
             self.report.artifacts[key] = node
         node.names.add(name)
         return node
@@ -711,7 +451,7 @@ class _Auditor:
                 is_dir = "dirHash" in digest
                 if any(name.startswith(f"{d}/") for d in covered):
                     continue
-                node = self.report.artifacts[_digest_key(digest)]
+                node = self.report.artifacts[digest_key(digest)]
                 producers = [p for p in self._producers_of(digest) if p is not step]
                 if any(p.trusted for p in producers):
                     if is_dir:
@@ -764,7 +504,7 @@ class _Auditor:
         for step in self.report.steps:
             for product in step.record.products:
                 by_digest = claims.setdefault((step.record.step, product["name"]), {})
-                by_digest.setdefault(_digest_key(product["digest"]), []).append(step)
+                by_digest.setdefault(digest_key(product["digest"]), []).append(step)
         for (step_name, product), by_digest in claims.items():
             if len(by_digest) < 2:
                 continue
@@ -791,12 +531,12 @@ class _Auditor:
         for step in finals:
             step.final = True
             for product in step.record.products:
-                self.report.artifacts[_digest_key(product["digest"])].final = True
+                self.report.artifacts[digest_key(product["digest"])].final = True
         for step in self.report.steps:
             self._dangling_products(step)
 
     def _dangling_products(self, step: StepNode) -> None:
-        products = [(p["name"], self.report.artifacts[_digest_key(p["digest"])])
+        products = [(p["name"], self.report.artifacts[digest_key(p["digest"])])
                     for p in step.record.products]
         live = {name for name, node in products
                 if node.final or any(c != step.id for c in node.consumers)}
@@ -839,7 +579,7 @@ class _Auditor:
                          + "; ".join(_mismatch_summary(m) for m in rebuild.mismatches[:5]) + ".",
                          [claim.source, step.record.source], rebuild.id,
                          {"files": rebuild.mismatches[:20],
-                          "drift": [{k: _scalar(d.get(k)) for k in ("field", "recorded",
+                          "drift": [{k: scalar(d.get(k)) for k in ("field", "recorded",
                                                                     "current")}
                                     for d in claim.drift[:8]]})
         if rule is None or self.signers is None or self.policy is None:
@@ -917,18 +657,18 @@ def _unreadable(path: Path, error: BaseException) -> str:
         return str(error)
     if isinstance(error, RecursionError):
         return f"{path}: JSON is nested too deeply to be an attestation."
-    return f"{path}: is not a usable attestation ({_text(str(error), 200)})."
+    return f"{path}: is not a usable attestation ({short_text(str(error), 200)})."
 
 
 def _cleaned_mismatch(mismatch: dict[str, Any]) -> dict[str, Any]:
-    found: dict[str, Any] = {"name": _text(mismatch.get("name")),
-                             "verdict": _text(mismatch.get("verdict"), 40)}
+    found: dict[str, Any] = {"name": short_text(mismatch.get("name")),
+                             "verdict": short_text(mismatch.get("verdict"), 40)}
     for key in ("reason", "changed_tensors", "first_difference_offset"):
         if key in mismatch:
-            found[key] = _scalar(mismatch[key])
+            found[key] = scalar(mismatch[key])
     tensors = mismatch.get("tensors")
     if isinstance(tensors, list):
-        found["tensors"] = [{k: _scalar(t.get(k)) for k in ("name", "status", "max_abs_diff",
+        found["tensors"] = [{k: scalar(t.get(k)) for k in ("name", "status", "max_abs_diff",
                                                             "rel_l2")}
                             for t in tensors[:5] if isinstance(t, dict)]
     return found
