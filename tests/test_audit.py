@@ -461,6 +461,26 @@ def test_dot_output_is_a_digraph_with_every_node_coloured(chain: Chain) -> None:
         assert "<svg" in svg
 
 
+def test_html_report_is_self_contained_and_reduces_a_graph_too_large_to_draw(
+        chain: Chain, monkeypatch: pytest.MonkeyPatch) -> None:
+    import verifier.audit_html as audit_html
+
+    data = audit([chain.attestations, chain.rebuilds], load_policy(chain.policy)).to_dict()
+    page = render(data, "html")
+    assert "default-src 'none'" in page  # the CSP: no fetch, no script, even if one slipped in
+    assert "<script" not in page and "http://" not in page.replace(
+        'xmlns="http://www.w3.org/2000/svg"', "")
+    assert page.count('<g class="node ') == (len(data["steps"]) + len(data["artifacts"])
+                                              + len(data["rebuilds"]))
+    monkeypatch.setattr(audit_html, "MAX_DRAWN_NODES", 12)  # 3 steps + 7 rebuilds fit, not more
+    reduced = render(data, "html")
+    assert "too many to draw: steps and rebuilds only" in reduced
+    assert reduced.count('<g class="node artifact') == 0
+    assert reduced.count('<g class="node step') == 3
+    monkeypatch.setattr(audit_html, "MAX_DRAWN_NODES", 5)
+    assert "<svg" not in render(data, "html")
+
+
 def test_cli_exit_codes_and_output_file(chain: Chain, tmp_path: Path) -> None:
     ok = cli("audit", chain.attestations, chain.rebuilds, "--policy", chain.policy,
              cwd=tmp_path)
