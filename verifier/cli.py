@@ -6,6 +6,7 @@ them so that `--help` and `digest` start fast.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -270,10 +271,12 @@ def record(
             refuse_stale_signatures(product or [])
         hasher, progress = _hasher_with_progress(quiet, "hashing", _algorithms(digest_algorithm))
         try:
-            result = record_step(
-                step=step, argv=command, materials=material or [], products=product or [],
-                signer=signer, out_dir=out, env_names=env or [], force=force, hasher=hasher,
-            )
+            # With --json the step's own output goes to stderr, so stdout holds the JSON alone.
+            with contextlib.redirect_stdout(sys.stderr if as_json else sys.stdout):
+                result = record_step(
+                    step=step, argv=command, materials=material or [], products=product or [],
+                    signer=signer, out_dir=out, env_names=env or [], force=force, hasher=hasher,
+                )
         except StepFailed as failure:
             sys.stderr.write(f"error: {failure}\n")
             return failure.exit_code
@@ -347,6 +350,8 @@ def _print_report(report: Any) -> None:
                          and tensors[0].get("max_abs_diff") is not None else "")
                 print(f"    signed dissent from {dissent['rebuilder']}: {file['name']} "
                       f"{file['verdict']}{worst} ({dissent['attestation']})")
+        for ignored in quorum.ignored:
+            print(f"    counted for nothing: {ignored}")
     for evidence in getattr(report, "oms", []):
         _print_oms(evidence)
     if report.problems:
@@ -494,8 +499,6 @@ def rebuild_command(
         hasher, progress = _hasher_with_progress(quiet, "hashing")
         try:
             if as_json:
-                import contextlib
-
                 # The steps' own output goes to stderr, so that stdout holds the JSON alone.
                 with contextlib.redirect_stdout(sys.stderr):
                     outcomes = rebuild(records, options, only_step=step, hasher=hasher)

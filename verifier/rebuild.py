@@ -364,7 +364,9 @@ def _compare(record: StepRecord, workspace: Path, index: _DigestIndex, options: 
             else:
                 diff = diff_files(path, reference)
                 result["verdict"] = diff.verdict.value
-                result["diff"] = diff.to_dict()
+                # Paths on the rebuilder's machine mean nothing to anyone else and leak its
+                # layout: the signed diff names both sides by the subject name.
+                result["diff"] = {**diff.to_dict(), "path_a": name, "path_b": name}
         results.append(result)
     return results, produced
 
@@ -414,6 +416,7 @@ def _rebuild_step(record: StepRecord, workspace: Path, index: _DigestIndex, excl
     outcome.env_overrides = overrides
     workdir = workspace / _safe_relative(record.working_directory, record.source)
     current = environment.capture(workdir, declared)
+    current["git"] = None  # the workspace is a copy, not a checkout: any commit found is not it
     outcome.drift = environment.drift(record.environment, current)
     run = _run_step(record, workdir, declared)
     if isinstance(run, str):

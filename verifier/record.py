@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -99,6 +100,10 @@ def run_streaming(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> RunRes
     try:
         returncode = process.wait()
     except KeyboardInterrupt:
+        # Ctrl-C reaches the whole process group, but a SIGINT sent to us alone must not leave
+        # a training run going on for days: pass it on, then wait for the child to end.
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
         process.wait()
         raise
     for pump in pumps:
