@@ -345,9 +345,9 @@ def _print_report(report: Any) -> None:
         for dissent in quorum.dissent:
             for file in dissent["files"]:
                 tensors = file.get("tensors") or []
-                worst = (f", tensor {tensors[0]['name']} max abs diff "
-                         f"{tensors[0]['max_abs_diff']:.3g}" if tensors
-                         and tensors[0].get("max_abs_diff") is not None else "")
+                worst = (f", {file.get('changed_tensors', len(tensors))} tensor(s) differ, "
+                         f"worst {tensors[0]['name']} (relative L2 {tensors[0]['rel_l2']:.3g})"
+                         if tensors and tensors[0].get("rel_l2") is not None else "")
                 print(f"    signed dissent from {dissent['rebuilder']}: {file['name']} "
                       f"{file['verdict']}{worst} ({dissent['attestation']})")
         for ignored in quorum.ignored:

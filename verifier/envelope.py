@@ -167,6 +167,8 @@ def _decode_json(text: str, source: str) -> Any:
         ) from None
     except RecursionError:
         raise InputError(f"{source}: JSON is nested too deeply to be a bundle.") from None
+    except ValueError:  # e.g. an integer beyond Python's digit limit
+        raise InputError(f"{source}: holds a JSON value no bundle can hold.") from None
 
 
 def read_bundle(path: Path) -> Bundle:
@@ -190,6 +192,8 @@ def read_bundles(path: Path, bad_lines: list[InputError] | None = None) -> Itera
                 _decode_json(text, str(path))  # raises with the position of the error
         except RecursionError:
             raise InputError(f"{path}: JSON is nested too deeply to be a bundle.") from None
+        except ValueError:
+            raise InputError(f"{path}: holds a JSON value no bundle can hold.") from None
         else:
             yield parse_bundle(data, str(path))
             return

@@ -7,6 +7,7 @@ errors: a misspelt rule must never silently turn into no rule.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -60,6 +61,11 @@ class SourceRule:
 
 def _glob(name: str, pattern: str) -> bool:
     """Match a POSIX path: `*` and `?` stay within one component, `**` spans directories."""
+    return _glob_regex(pattern).fullmatch(name) is not None
+
+
+@functools.lru_cache(maxsize=256)
+def _glob_regex(pattern: str) -> re.Pattern[str]:
     regex, index = "", 0
     while index < len(pattern):
         if pattern.startswith("**/", index):
@@ -72,7 +78,7 @@ def _glob(name: str, pattern: str) -> bool:
             regex, index = regex + "[^/]", index + 1
         else:
             regex, index = regex + re.escape(pattern[index]), index + 1
-    return re.fullmatch(regex, name, flags=re.DOTALL) is not None
+    return re.compile(regex, flags=re.DOTALL)
 
 
 @dataclass(frozen=True)

@@ -115,7 +115,7 @@ def parse_statement(payload: bytes, source: str) -> Statement:
     """Parse and shape-check an in-toto Statement v1 payload."""
     try:
         data = json.loads(payload)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # bad JSON, bad UTF-8, huge integers
         raise InputError(f"{source}: the signed payload is not JSON.") from None
     if not isinstance(data, dict) or data.get("_type") != STATEMENT_TYPE:
         raise InputError(f"{source}: the signed payload is not an in-toto Statement v1.")

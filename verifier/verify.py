@@ -85,7 +85,7 @@ def attestation_files(directories: Iterable[Path]) -> list[Path]:
             found.append(directory)
             continue
         found.extend(
-            p for p in sorted(directory.rglob("*"))
+            p for p in sorted(directory.rglob("*"), key=str)
             if p.is_file() and p.suffix in (".json", ".jsonl")
         )
     return found
