@@ -265,6 +265,7 @@ class Hasher:
         self._allow_symlinks = allow_symlinks
         self._algorithms = _check_algorithms(algorithms)
         self._memo: dict[FileStamp, dict[str, str]] = {}
+        self._busy: dict[FileStamp, threading.Event] = {}  # files being hashed right now
         self._lock = threading.Lock()
 
     @property
@@ -295,24 +296,41 @@ class Hasher:
             if not stat.S_ISREG(st.st_mode):
                 raise InputError(f"{job.path}: is not a regular file.")
             stamp = FileStamp.of(st)
-            known = self._memo.get(stamp, {})  # entries are replaced, never changed in place
-            missing = [a for a in job.algorithms if a not in known]
-            if missing:
-                try:
-                    computed = _hash_descriptor(fd, st.st_size, missing, buffer, self._progress)
-                    after = FileStamp.of(os.fstat(fd))
-                except OSError as error:
-                    raise _open_error(job.path, error) from None
-                if after != stamp:
-                    raise InputError(f"{job.path}: changed while it was being hashed; hash it "
-                                     "again once nothing is writing to it.")
+            while True:
                 with self._lock:
-                    known = self._memo[stamp] = {**self._memo.get(stamp, {}), **computed}
-            elif self._progress is not None:
-                self._progress(st.st_size)  # already hashed: the batch's bar still advances
-            return {a: known[a] for a in job.algorithms}
+                    known = self._memo.get(stamp, {})  # replaced, never changed in place
+                    missing = [a for a in job.algorithms if a not in known]
+                    busy = self._busy.get(stamp) if missing else None
+                    if missing and busy is None:
+                        mine = self._busy[stamp] = threading.Event()
+                if not missing:
+                    if self._progress is not None:
+                        self._progress(st.st_size)  # hashed before: the bar still advances
+                    return {a: known[a] for a in job.algorithms}
+                if busy is not None:  # another thread is hashing this very file: wait for it
+                    busy.wait()
+                    continue
+                try:
+                    self._hash_into_memo(job, fd, stamp, missing, buffer)
+                finally:
+                    with self._lock:
+                        del self._busy[stamp]
+                    mine.set()
         finally:
             os.close(fd)
+
+    def _hash_into_memo(self, job: _Job, fd: int, stamp: FileStamp, missing: list[str],
+                        buffer: bytearray) -> None:
+        try:
+            computed = _hash_descriptor(fd, stamp.size, missing, buffer, self._progress)
+            after = FileStamp.of(os.fstat(fd))
+        except OSError as error:
+            raise _open_error(job.path, error) from None
+        if after != stamp:
+            raise InputError(f"{job.path}: changed while it was being hashed; hash it "
+                             "again once nothing is writing to it.")
+        with self._lock:
+            self._memo[stamp] = {**self._memo.get(stamp, {}), **computed}
 
     def _run(self, jobs: list[_Job]) -> list[dict[str, str]]:
         """Digest every job on up to `workers` threads, largest files first."""
