@@ -172,14 +172,24 @@ def test_a_changed_file_is_hashed_again(tmp_path: Path, monkeypatch: pytest.Monk
     assert len(counter.calls) == 2
 
 
-def test_largest_files_are_hashed_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    sizes = {"a": 10, "b": 3 * MIB, "c": 1000, "d": 2 * MIB}
+def test_largest_files_first_then_small_files_in_name_order(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sizes = {"a": 10, "b": 3 * MIB, "c": 1000, "d": 2 * MIB, "e": 100, "f": 5 * MIB}
     for name, size in sizes.items():
         (tmp_path / "m").mkdir(exist_ok=True)
         (tmp_path / "m" / name).write_bytes(b"\0" * size)
     counter = _Counting(monkeypatch)
     Hasher(1).digest_paths([tmp_path / "m"])
-    assert [size for size, _ in counter.calls] == sorted(sizes.values(), reverse=True)
+    assert [size for size, _ in counter.calls] == [5 * MIB, 3 * MIB, 2 * MIB, 10, 1000, 100]
+
+
+def test_many_small_files_with_threads_give_the_same_digests(tmp_path: Path) -> None:
+    files = {f"d{i % 7}/f{i:04d}": _pattern(i * 37 % 70000, i) for i in range(600)}
+    for name, data in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+    result = Hasher(4).digest_paths([tmp_path])[0]
+    assert result.files == {n: hashlib.sha256(d).hexdigest() for n, d in files.items()}
 
 
 def test_a_file_growing_while_hashed_is_refused(tmp_path: Path) -> None:

@@ -380,11 +380,20 @@ def _verify(artifact: Path, attestations: list[Path] | None, policy: Path | None
             vsa: Path | None = None, signing: tuple[Any, ...] = ()) -> None:
     """`signing` = (key, password, sigstore, identity_token, trust_config) for the --vsa."""
     def action() -> int:
+        hasher, progress = _hasher_with_progress(quiet, "verifying")
+        if artifact.is_dir():  # a dirHash is sha256 whatever the policy: hash while we import
+            hasher.prefetch([artifact])
+        try:
+            return checked(hasher)
+        finally:
+            progress.close()
+
+    def checked(hasher: Any) -> int:
         import dataclasses
 
         from verifier.errors import InputError
         from verifier.policy import DEFAULT_POLICY, load_policy
-        from verifier.verify import verify_artifact
+        from verifier.verify import artifact_algorithms, verify_artifact
 
         vsa_signer = None
         if vsa is not None:
@@ -401,22 +410,16 @@ def _verify(artifact: Path, attestations: list[Path] | None, policy: Path | None
                                  "give --layout FILE --layout-key PUB without --policy.")
             from verifier.intoto_links import verify_with_layout
 
-            hasher, progress = _hasher_with_progress(quiet, "verifying")
-            try:
-                report = verify_with_layout(artifact, layout, layout_keys or [],
-                                            attestations or [Path("attestations")], hasher=hasher)
-            finally:
-                progress.close()
+            report = verify_with_layout(artifact, layout, layout_keys or [],
+                                        attestations or [Path("attestations")], hasher=hasher)
             return _show_report(report, as_json)
         loaded = load_policy(policy or DEFAULT_POLICY)
         if trusted_root is not None:
             loaded = dataclasses.replace(loaded, trusted_root=trusted_root)
-        hasher, progress = _hasher_with_progress(quiet, "verifying")
-        try:
-            report = verify_artifact(artifact, loaded, attestations or [Path("attestations")],
-                                     hasher=hasher)
-        finally:
-            progress.close()
+        if artifact.is_file():  # the policy says which digest; hash while signatures are checked
+            hasher.prefetch([artifact], artifact_algorithms(loaded, artifact))
+        report = verify_artifact(artifact, loaded, attestations or [Path("attestations")],
+                                 hasher=hasher)
         if vsa is not None:
             from verifier.vsa import write_vsa
 

@@ -292,6 +292,14 @@ def _ancestors(start: SignedStep, parents: dict[int, list[SignedStep]]) -> set[s
     return names
 
 
+def artifact_algorithms(policy: Policy, artifact: Path) -> tuple[str, ...]:
+    """What the artifact is hashed with first. A policy accepting blake3 lets a large file be
+    checked by its parallel BLAKE3 digest alone (sha256 follows only if no attestation carries
+    that BLAKE3 digest); a directory's dirHash is made of sha256 whatever the policy."""
+    by_blake3 = "blake3" in policy.accept_digests and artifact.is_file()
+    return ("blake3",) if by_blake3 else ("sha256",)
+
+
 def verify_artifact(
     artifact: Path,
     policy: Policy,
@@ -305,10 +313,7 @@ def verify_artifact(
     if not artifact.exists():
         raise InputError(f"{artifact}: no such file or directory to verify.")
     hasher = hasher or Hasher()
-    # A policy accepting blake3 lets a large file be checked by its parallel BLAKE3 digest
-    # alone; sha256 is computed only if no attestation carries that BLAKE3 digest.
-    by_blake3 = "blake3" in policy.accept_digests and artifact.is_file()
-    digest = hasher.digest_paths([artifact], ("blake3",) if by_blake3 else None)[0]
+    digest = hasher.digest_paths([artifact], artifact_algorithms(policy, artifact))[0]
     report = Report(str(artifact), {digest.algorithm: digest.value}, str(policy.path))
     if policy.is_expired(today):
         report.problems.append(Problem(str(policy.path),
