@@ -95,6 +95,10 @@ class _Progress:
         self._start = self._last = 0.0
         self._shown = False
 
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
     def expect(self, total: int) -> None:
         with self._lock:
             self._total, self._done = total, 0
@@ -144,6 +148,8 @@ def _hasher_with_progress(quiet: bool, label: str, algorithms: tuple[str, ...] =
     from verifier.digest import Hasher
 
     progress = _Progress(label, not quiet)
+    if not progress.enabled:
+        return Hasher(algorithms=algorithms), progress
     hasher = Hasher(progress=progress.advance, on_total=progress.expect, algorithms=algorithms)
     return hasher, progress
 

@@ -398,8 +398,16 @@ class Hasher:
 
     def hash_files(self, paths: Iterable[Path]) -> list[str]:
         """sha256 of each path, in order, in parallel."""
-        jobs = [_Job(Path(p), 0, ("sha256",)) for p in paths]
+        jobs = [_Job(Path(p), self._size_or_zero(Path(p)), ("sha256",)) for p in paths]
         return [found["sha256"] for found in self._run(jobs)]
+
+    def _size_or_zero(self, path: Path) -> int:
+        """A file's size for scheduling; 0 (unknown) when it cannot be had, the error being
+        reported when the file is opened."""
+        try:
+            return (os.stat(path) if self._allow_symlinks else os.lstat(path)).st_size
+        except OSError:
+            return 0
 
     def total_bytes(self, paths: Iterable[Path]) -> int:
         """Bytes the given files and directories hold (for a progress bar)."""
