@@ -161,6 +161,24 @@ def test_each_file_is_hashed_once_per_hasher(tmp_path: Path,
     assert counter.calls[-1] == (len(files["config.json"]), ("blake3",))
 
 
+def test_prefetch_then_digest_reads_each_file_once(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    files = _tree(tmp_path / "model")
+    counter = _Counting(monkeypatch)
+    hasher = Hasher(2)
+    hasher.prefetch([tmp_path / "model"])
+    result = hasher.digest_paths([tmp_path / "model"])[0]  # waits for files in flight
+    assert result.files == {n: hashlib.sha256(d).hexdigest() for n, d in files.items()}
+    assert sorted(size for size, _ in counter.calls) == sorted(len(d) for d in files.values())
+
+
+def test_a_failed_prefetch_leaves_the_error_to_the_real_call(tmp_path: Path) -> None:
+    hasher = Hasher()
+    hasher.prefetch([tmp_path / "missing"])
+    with pytest.raises(InputError, match="no such file"):
+        hasher.digest_paths([tmp_path / "missing"])
+
+
 def test_a_changed_file_is_hashed_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "f"
     path.write_bytes(b"one")
