@@ -434,7 +434,7 @@ class _Auditor:
     def check_materials(self) -> None:
         """Every material nobody produced is a source: pinned, allowed unpinned, or unaccounted;
         one produced only by attestations whose signature failed is unaccounted too."""
-        from verifier.verify import _match_source  # the policy's own source rules, as verify has
+        from verifier.verify import match_source  # the policy's own source rules, as verify has
 
         unpinned: dict[str, list[StepNode]] = {}
         # The rule accepting a material, per material and recorded git state: a script shared by
@@ -467,7 +467,7 @@ class _Auditor:
                        repr(git) if isinstance(git, dict) else None)
                 rule, why_not = rule_of.get(key), None
                 if rule is None:
-                    rule, why_not = _match_source(self.policy, record, material)
+                    rule, why_not = match_source(self.policy, record, material)
                     if rule is not None:
                         rule_of[key] = rule
                 if rule is not None:

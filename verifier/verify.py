@@ -248,7 +248,7 @@ def _closest_directory(subjects: dict[str, dict[str, str]], files: dict[str, str
     return None if best is None else (best[1], best[2])
 
 
-def _match_source(policy: Policy, record: StepRecord, material: dict[str, Any]
+def match_source(policy: Policy, record: StepRecord, material: dict[str, Any]
                   ) -> tuple[SourceRule | None, str | None]:
     """The source rule that accounts for a material, or a sentence saying why none does."""
     name = material["name"]
@@ -438,7 +438,7 @@ def _resolve_materials(policy: Policy, chain: _Chain, current: SignedStep,
             if "dirHash" in material["digest"]:
                 covered_dirs.append(name)
             continue
-        rule, why_not = _match_source(policy, record, material)
+        rule, why_not = match_source(policy, record, material)
         if rule is not None:
             if "dirHash" in material["digest"]:
                 covered_dirs.append(name)
