@@ -164,7 +164,8 @@ def _algorithms(choice: str) -> tuple[str, ...]:
 
 @app.command()
 def keygen(
-    prefix: Annotated[Path, typer.Argument(help="Writes PREFIX.key (0600) and PREFIX.pub.")],
+    prefix: Annotated[Path, typer.Argument(metavar="PREFIX",
+        help="Writes PREFIX.key (0600) and PREFIX.pub.")],
     algorithm: Annotated[str, typer.Option(help="ecdsa-p256 or ed25519.")] = "ecdsa-p256",
     password: Annotated[str | None, typer.Option(
         help="Encrypt the private key (or set MODEL_VERIFIER_KEY_PASSWORD).")] = None,
@@ -191,7 +192,7 @@ def keygen(
 
 @app.command()
 def digest(
-    paths: Annotated[list[Path], typer.Argument(help="Files and directories.")],
+    paths: Annotated[list[Path], typer.Argument(metavar="PATHS", help="Files and directories.")],
     digest_algorithm: DigestOpt = "sha256",
     as_json: JsonFlag = False,
     quiet: QuietFlag = False,
@@ -235,7 +236,8 @@ TrustConfigOpt = Annotated[Path | None, typer.Option(
 
 @app.command(context_settings={"allow_interspersed_args": False})
 def record(
-    command: Annotated[list[str], typer.Argument(help="The command to run, after `--`.")],
+    command: Annotated[list[str], typer.Argument(metavar="COMMAND",
+        help="The command to run, after `--`.")],
     step: Annotated[str, typer.Option(help="The step's name, e.g. train.")],
     material: Annotated[list[Path] | None, typer.Option(
         help="An input file or directory (repeatable).")] = None,
@@ -448,7 +450,7 @@ def _show_report(report: Any, as_json: bool, vsa: Path | None = None) -> int:
 
 @app.command("rebuild")
 def rebuild_command(
-    attestations: Annotated[list[Path], typer.Argument(
+    attestations: Annotated[list[Path], typer.Argument(metavar="ATTESTATIONS",
         help="Step attestations (files or directories) to rebuild.")],
     key: Annotated[Path | None, typer.Option(help="The rebuilder's private key.")] = None,
     password: Annotated[str | None, typer.Option(help="The key's password.")] = None,
@@ -547,7 +549,8 @@ def _print_outcome(outcome: Any) -> None:
         print(f"  workspace kept at {outcome.workspace}")
 
 
-ArtifactArg = Annotated[Path, typer.Argument(help="The model file or directory to check.")]
+ArtifactArg = Annotated[Path, typer.Argument(metavar="ARTIFACT",
+    help="The model file or directory to check.")]
 AttestationsOpt = Annotated[list[Path] | None, typer.Option(
     help="Directory (or file) of attestations; repeatable. Default: attestations/.")]
 PolicyOpt = Annotated[Path | None, typer.Option(
@@ -568,34 +571,10 @@ VsaPasswordOpt = Annotated[str | None, typer.Option(
     "--password", help="The --key's password.")]
 
 
-@app.command()
-def verify(
-    artifact: ArtifactArg,
-    attestations: AttestationsOpt = None,
-    policy: PolicyOpt = None,
-    trusted_root: TrustedRootOpt = None,
-    layout: LayoutOpt = None,
-    layout_key: LayoutKeyOpt = None,
-    vsa: VsaOpt = None,
-    key: VsaKeyOpt = None,
-    password: VsaPasswordOpt = None,
-    sigstore: SigstoreFlag = False,
-    identity_token: IdentityTokenOpt = None,
-    trust_config: TrustConfigOpt = None,
-    as_json: JsonFlag = False,
-    quiet: QuietFlag = False,
-) -> None:
-    """Verify an artifact's whole build chain against a policy (same as verify-model).
-
-    Example: verify-model build/model/model.safetensors --policy policies/tiny-model.yaml
-    """
-    _verify(artifact, attestations, policy, as_json, quiet, trusted_root, layout, layout_key,
-            vsa, (key, password, sigstore, identity_token, trust_config))
-
-
 @app.command("verify-bundle")
 def verify_bundle(
-    bundle: Annotated[Path, typer.Argument(help="A Sigstore bundle (.intoto.json).")],
+    bundle: Annotated[Path, typer.Argument(metavar="BUNDLE",
+        help="A Sigstore bundle (.intoto.json).")],
     artifact: Annotated[Path, typer.Option(help="The file or directory it should attest.")],
     key: Annotated[Path | None, typer.Option(
         help="The signer's public key (PEM), for a key-signed bundle.")] = None,
@@ -659,7 +638,7 @@ def verify_bundle(
 
 @app.command("export")
 def export_command(
-    attestations: Annotated[list[Path], typer.Argument(
+    attestations: Annotated[list[Path], typer.Argument(metavar="ATTESTATIONS",
         help="Step attestations (files or directories) to export.")],
     key: Annotated[Path, typer.Option(help="Private key (PEM) to sign the links with.")],
     out: Annotated[Path, typer.Option(help="Directory for the links.")],
@@ -701,7 +680,7 @@ def export_command(
 
 @app.command("sign-model")
 def sign_model(
-    model: Annotated[Path, typer.Argument(help="The model directory to sign.")],
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="The model directory to sign.")],
     key: Annotated[Path | None, typer.Option(help="Private key (PEM) to sign with.")] = None,
     password: Annotated[str | None, typer.Option(help="The key's password.")] = None,
     signature: Annotated[Path | None, typer.Option(
@@ -740,8 +719,10 @@ def sign_model(
 
 @app.command("diff")
 def diff_command(
-    a: Annotated[Path, typer.Argument(help="First file or directory (the one being checked).")],
-    b: Annotated[Path, typer.Argument(help="Second file or directory (the reference).")],
+    a: Annotated[Path, typer.Argument(metavar="A",
+        help="First file or directory (the one being checked).")],
+    b: Annotated[Path, typer.Argument(metavar="B",
+        help="Second file or directory (the reference).")],
     rtol: Annotated[float | None, typer.Option(help="Relative tolerance for tensors.")] = None,
     atol: Annotated[float | None, typer.Option(help="Absolute tolerance for tensors.")] = None,
     limit: Annotated[int, typer.Option(help="Rows of the tensor table.")] = 20,
@@ -774,7 +755,7 @@ def diff_command(
 
 @app.command("audit")
 def audit_command(
-    directories: Annotated[list[Path], typer.Argument(
+    directories: Annotated[list[Path], typer.Argument(metavar="DIRECTORIES",
         help="Directories (or files) of attestations: steps, rebuilds, JSON lines.")],
     policy: Annotated[Path | None, typer.Option(
         help="Policy YAML to check signers and rules against; without it the chain is "
@@ -862,6 +843,10 @@ def verify_model(
     """
     _verify(artifact, attestations, policy, as_json, quiet, trusted_root, layout, layout_key,
             vsa, (key, password, sigstore, identity_token, trust_config))
+
+
+# `model-verifier verify` and `verify-model` are one command with one set of options.
+app.command("verify")(verify_model)
 
 
 def _entry(application: typer.Typer) -> None:
