@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from verifier import tensordiff
+from verifier import tensordiff, ulp_median
 from verifier.errors import InputError
 from verifier.tensordiff import (
     DirDiff,
@@ -487,18 +487,235 @@ def test_chunked_metrics_match_reference(tmp_path: Path, monkeypatch: pytest.Mon
         assert getattr(chunked, key) == pytest.approx(getattr(whole, key), rel=1e-12), key
 
 
-def test_large_tensor_median_uses_strided_sample(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    rng = np.random.default_rng(2)
-    a = rng.normal(size=1000).astype(np.float32)
-    b = (a.view(np.int32) + rng.integers(0, 50, size=1000).astype(np.int32)).view(np.float32)
+def test_large_tensor_median_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counted, then narrowed by reading again: exact however wide the distances spread."""
+    for name, value in {"EXACT_BITS": 4, "SUB_BITS": 2, "RAW_LIMIT": 8, "COLLECT_LIMIT": 16,
+                        "REFINE_BINS": 4}.items():  # fmt: skip
+        monkeypatch.setattr(ulp_median, name, value)
     monkeypatch.setattr(tensordiff, "_CHUNK_ELEMENTS", 64)
-    monkeypatch.setattr(tensordiff, "_EXACT_MEDIAN_LIMIT", 100)  # stride 10
+    monkeypatch.setattr(tensordiff, "_KEPT_ULPS_PER_CHUNK", 4)
+    rng = np.random.default_rng(2)
+    cases = {  # name -> (dtype, bits dtype, largest offset in ULPs)
+        "small": (np.float32, np.int32, 3), "wide": (np.float32, np.int32, 1 << 28),
+        "f64": (np.float64, np.int64, 1 << 58), "f16": (np.float16, np.int16, 1 << 9),
+    }  # fmt: skip
+    for size in (1000, 1001):
+        tensors_a, tensors_b = {}, {}
+        for name, (dtype, bits, top) in cases.items():
+            a = np.abs(rng.normal(size=size)).astype(dtype) + dtype(1)
+            offsets = (2.0 ** rng.uniform(0, math.log2(top), size)).astype(np.int64)
+            offsets[rng.random(size) < 0.3] = 0
+            b = (a.view(bits).astype(np.int64) - offsets).astype(bits).view(dtype)  # stays > 0
+            tensors_a[name], tensors_b[name] = a, b
+        pa = save(tmp_path / f"a{size}.safetensors", tensors_a)
+        pb = save(tmp_path / f"b{size}.safetensors", tensors_b)
+        got = by_name(diff_files(pa, pb))
+        for name, (_, bits, _) in cases.items():
+            ia = tensors_a[name].view(bits).astype(np.int64)
+            ib = tensors_b[name].view(bits).astype(np.int64)
+            ulps = sorted(int(u) for u in np.abs(ia - ib))  # exact integers, no float rounding
+            assert got[name].median_ulp == (ulps[(size - 1) // 2] + ulps[size // 2]) / 2, name
+
+
+def test_median_ulp_counts_match_sorting() -> None:
+    """The counting median against sorting, with tiny buckets so every path is taken."""
+    rng = np.random.default_rng(5)
+    settings = [(16, 8, 1 << 20, 1 << 21, 1 << 16), (4, 2, 5, 3, 4), (3, 1, 0, 0, 2)]
+    saved = [getattr(ulp_median, n) for n in _MEDIAN_SETTINGS]
+    try:
+        for values in settings:
+            for name, value in zip(_MEDIAN_SETTINGS, values, strict=True):
+                setattr(ulp_median, name, value)
+            for trial in range(100):
+                size = int(rng.integers(1, 200))
+                data = [
+                    rng.integers(0, 10, size), rng.integers(0, 1 << 62, size),
+                    (2.0 ** rng.uniform(0, 62.9, size)).astype(np.int64),
+                    np.full(size, int(rng.integers(0, 1 << 40))),
+                ][trial % 4].astype(np.int64)  # fmt: skip
+                groups = np.array_split(data, min(size, 5))
+                median = ulp_median.MedianUlp()
+                for i, group in enumerate(groups):
+                    if i % 2:
+                        median.add_counts(ulp_median.bucket_counts(group))
+                    else:
+                        median.add(group)
+                ordered = sorted(data.tolist())
+                expected = (ordered[(size - 1) // 2] + ordered[size // 2]) / 2
+                assert median.median(lambda g=groups: iter(g)) == expected
+    finally:
+        for name, value in zip(_MEDIAN_SETTINGS, saved, strict=True):
+            setattr(ulp_median, name, value)
+
+
+_MEDIAN_SETTINGS = ("EXACT_BITS", "SUB_BITS", "RAW_LIMIT", "COLLECT_LIMIT", "REFINE_BINS")
+
+
+def test_median_ulp_notices_a_changed_second_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ulp_median, "RAW_LIMIT", 0)
+    median = ulp_median.MedianUlp()
+    median.add(np.array([70000, 70001, 70002], np.int64))  # above the exact buckets
+    assert median.median(lambda: [np.array([70000, 70001, 70002])]) == 70001
+    with pytest.raises(ulp_median.Changed):
+        median.median(lambda: [np.array([70000, 70001])])
+    empty = ulp_median.MedianUlp()
+    assert empty.median(lambda: []) is None
+    empty.add_zeros(3)
+    assert empty.median(lambda: []) == 0.0
+
+
+# ------------------------------------------------------------------ every path against a reference
+
+
+def _decode(bits: np.ndarray, dtype: str) -> np.ndarray:
+    """Independent decoding of raw bits to float64 (bfloat16: the upper half of a float32)."""
+    if dtype == "BF16":
+        return (bits.view(np.uint16).astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+    if dtype in ("F16", "F32", "F64"):
+        return bits.view({"F16": "<f2", "F32": "<f4", "F64": "<f8"}[dtype]).astype(np.float64)
+    return bits.astype(np.float64)
+
+
+def _whole_tensor_reference(
+    a_bits: np.ndarray, b_bits: np.ndarray, dtype: str, tol: tuple[float, float] | None
+) -> dict[str, object]:
+    """The module docstring's semantics, over the whole tensor at once."""
+    fa, fb = _decode(a_bits, dtype), _decode(b_bits, dtype)
+    same = a_bits == b_bits
+    with np.errstate(all="ignore"):
+        if dtype.startswith(("F", "BF")):
+            diff = np.abs(fa - fb)
+            diff[(fa == fb) | (np.isnan(fa) & np.isnan(fb))] = 0.0
+            diff[np.isnan(diff)] = np.inf
+        else:
+            diff = np.where(same, 0.0, np.maximum(np.abs(fa - fb), 1.0))
+        rel = np.where(diff == 0, 0.0, diff / np.abs(fb))
+        rel[np.isnan(rel)] = np.inf
+        passes = None
+        if tol is not None:
+            bound = tol[1] + tol[0] * np.abs(fb)
+            passes = bool(np.all((diff == 0) | ((diff <= bound) & np.isfinite(diff))))
+        finite = np.isfinite(fa) & np.isfinite(fb)
+        xa, xb = np.where(finite, fa, 0.0), np.where(finite, fb, 0.0)
+        aa, bb, ab = float(np.sum(xa * xa)), float(np.sum(xb * xb)), float(np.sum(xa * xb))
+        sum_sq = float(np.sum(diff * diff))
+        norm_b, norm_diff = math.sqrt(bb), math.sqrt(sum_sq)
+    median = None
+    if dtype.startswith(("F", "BF")):
+        ia, ib = a_bits.astype(np.int64), b_bits.astype(np.int64)
+        agree = (ia < 0) == (ib < 0)
+        median = float(np.median(np.abs(ia - ib)[agree])) if agree.any() else None
+    return {
+        "bit_equal_fraction": float(same.mean()),
+        "max_abs_diff": float(diff.max()),
+        "mean_abs_diff": float(diff.mean()),
+        "rel_l2": (0.0 if norm_diff == 0 else None)
+        if norm_b == 0
+        else (norm_diff / norm_b if math.isfinite(norm_b) else None),
+        "cosine": max(-1.0, min(1.0, ab / (math.sqrt(aa) * math.sqrt(bb))))
+        if aa and bb and all(map(math.isfinite, (aa, bb, ab)))
+        else None,
+        "median_ulp": median,
+        "max_rel_diff": float(rel.max()),
+        "passes_tolerance": passes,
+    }
+
+
+def _mixed_pair(rng: np.random.Generator, dtype: str, size: int) -> dict[str, tuple]:
+    """Tensors of one dtype: some pairs all differ, some few, some with NaN and infinities in
+    differing and in bit-equal places, some bit-equal."""
+    bits = {"F64": np.int64, "F32": np.int32, "F16": np.int16, "BF16": np.int16,
+            "I32": np.int32}[dtype]  # fmt: skip
+    if dtype == "BF16":
+        base = (rng.normal(size=size).astype(np.float32).view(np.uint32) >> 16).astype(np.int16)
+    elif dtype == "I32":
+        base = rng.integers(-1000, 1000, size).astype(np.int32)
+    else:
+        floats = {"F64": np.float64, "F32": np.float32, "F16": np.float16}[dtype]
+        base = rng.normal(size=size).astype(floats).view(bits)
+    out = {}
+    for name, share in (("dense", 0.7), ("sparse", 0.02), ("specials", 0.05), ("equal", 0.0)):
+        a = base.copy()
+        if name == "specials" and dtype != "I32":
+            specials = _decode_specials(dtype)
+            spots = rng.choice(size, 12, replace=False)
+            a[spots] = rng.choice(specials, 12)
+        b = a.copy()
+        moved = rng.random(size) < share
+        b[moved] = (b[moved].astype(np.int64) + rng.integers(-3, 4, int(moved.sum()))).astype(bits)
+        if name == "specials" and dtype != "I32":
+            b[spots[:4]] = rng.choice(_decode_specials(dtype), 4)  # specials that differ too
+        out[name] = (a, b)
+    return out
+
+
+def _decode_specials(dtype: str) -> np.ndarray:
+    """Bit patterns of NaN, +-infinity, +-0 and the largest finite value."""
+    values = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1.0, -2.5])
+    if dtype == "F64":
+        return np.append(values, np.finfo(np.float64).max).view(np.int64)
+    if dtype == "F32":
+        return np.append(values.astype(np.float32), np.finfo(np.float32).max).view(np.int32)
+    if dtype == "F16":
+        return np.append(values.astype(np.float16), np.finfo(np.float16).max).view(np.int16)
+    as32 = values.astype(np.float32).view(np.uint32) >> 16
+    return as32.astype(np.uint16).view(np.int16)
+
+
+@pytest.mark.parametrize("dtype", ["F32", "F64", "F16", "BF16", "I32"])
+def test_every_path_matches_whole_tensor_reference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dtype: str
+) -> None:
+    """Chunked, dense or sparse chunks, one or several threads: the same metrics as the
+    whole-tensor reference; maxima and the median exactly, sums to rounding."""
+    rng = np.random.default_rng(len(dtype) * 31 + ord(dtype[-1]))
+    pairs = _mixed_pair(rng, dtype, 3001)
+    header = {"BF16": "BF16", "F16": "F16", "F32": "F32", "F64": "F64", "I32": "I32"}[dtype]
+    pa = write_st(
+        tmp_path / "a.safetensors",
+        {n: (header, [3001], a.tobytes()) for n, (a, _) in pairs.items()},
+    )
+    pb = write_st(tmp_path / "b.safetensors",
+                  {n: (header, [3001], b.tobytes()) for n, (_, b) in pairs.items()},
+                  data_order=list(reversed(pairs)))  # fmt: skip
+    tol = (1e-3, 1e-4)
+    expected = {n: _whole_tensor_reference(a, b, dtype, tol) for n, (a, b) in pairs.items()}
+    for chunk, reads, workers in ((7, 3, 1), (64, 2, 3), (1 << 16, 8, 2)):
+        monkeypatch.setattr(tensordiff, "_CHUNK_ELEMENTS", chunk)
+        monkeypatch.setattr(tensordiff, "_READ_CHUNKS", reads)
+        monkeypatch.setattr(tensordiff, "_WORKERS", workers)
+        got = by_name(diff_files(pa, pb, rtol=tol[0], atol=tol[1]))
+        for name, ref in expected.items():
+            t = got[name]
+            for key in ("bit_equal_fraction", "max_abs_diff", "max_rel_diff", "median_ulp",
+                        "passes_tolerance"):  # fmt: skip
+                assert getattr(t, key) == ref[key], (chunk, name, key)
+            for key in ("mean_abs_diff", "rel_l2", "cosine"):
+                if ref[key] is None or math.isinf(ref[key]):
+                    assert getattr(t, key) == ref[key], (chunk, name, key)
+                else:
+                    assert getattr(t, key) == pytest.approx(ref[key], rel=1e-12, abs=1e-300), (
+                        chunk,
+                        name,
+                        key,
+                    )
+        assert got["equal"].status == "equal" and got["dense"].status == "changed"
+
+
+def test_threads_do_not_change_the_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks are merged in order, so the report is the same to the last bit."""
+    rng = np.random.default_rng(9)
+    a = rng.normal(size=20000).astype(np.float32)
+    b = a.copy()
+    b[rng.random(a.size) < 0.5] *= np.float32(1.0001)
+    b[:5000][rng.random(5000) < 0.01] += 1  # a sparse stretch
     pa, pb = save(tmp_path / "a.safetensors", {"t": a}), save(tmp_path / "b.safetensors", {"t": b})
-    t = diff_files(pa, pb).tensors[0]
-    ulps = np.abs(a.view(np.int32).astype(np.int64) - b.view(np.int32).astype(np.int64))
-    assert t.median_ulp == float(np.median(ulps[::10]))
+    monkeypatch.setattr(tensordiff, "_CHUNK_ELEMENTS", 100)
+    reports = []
+    for workers in (1, 2, 4):
+        monkeypatch.setattr(tensordiff, "_WORKERS", workers)
+        reports.append(diff_files(pa, pb).to_dict())
+    assert reports[0] == reports[1] == reports[2]
 
 
 # ------------------------------------------------------------------ rendering and JSON
