@@ -7,6 +7,8 @@ import math
 import os
 import re
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -285,6 +287,14 @@ def test_integer_bool_and_empty_tensors(tmp_path: Path) -> None:
     assert t["e"].status == "equal" and t["e"].elements == 0 and t["e"].max_abs_diff is None
 
 
+def test_large_integers_that_round_to_one_float_still_differ(tmp_path: Path) -> None:
+    big = 1 << 60  # big and big + 1 are the same float64
+    a = save(tmp_path / "a.safetensors", {"i": np.array([big, 5], np.int64)})
+    b = save(tmp_path / "b.safetensors", {"i": np.array([big + 1, 5], np.int64)})
+    t = diff_files(a, b, atol=0.5).tensors[0]
+    assert (t.bit_equal_fraction, t.max_abs_diff, t.passes_tolerance) == (0.5, 1.0, False)
+
+
 # ------------------------------------------------------------------ errors
 
 
@@ -337,6 +347,84 @@ def test_unusable_paths_raise_input_error(tmp_path: Path) -> None:
         diff_paths(tmp_path / "nowhere", f)
     with pytest.raises(InputError):
         diff_files(f, f, atol=-1.0)
+
+
+def _first_differing_byte(a: bytes, b: bytes) -> int | None:
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y), None)
+
+
+def test_first_difference_of_same_headers_comes_from_one_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same header bytes: the offset is found while comparing tensors (and the padding around
+    them), and must equal a plain byte comparison's."""
+    monkeypatch.setattr(tensordiff, "_CHUNK_ELEMENTS", 5)
+    monkeypatch.setattr(tensordiff, "_READ_CHUNKS", 2)
+    y, x = np.arange(30, dtype=np.float32), np.arange(40, dtype=np.float32) + 0.5
+    header = {  # y first in the data, 8 bytes of padding, then x, then 4 trailing bytes
+        "x": {"dtype": "F32", "shape": [40], "data_offsets": [128, 288]},
+        "y": {"dtype": "F32", "shape": [30], "data_offsets": [0, 120]},
+    }
+    text = json.dumps(header).encode()
+    start = 8 + len(text)
+    original = struct.pack("<Q", len(text)) + text + y.tobytes() + bytes(8) + x.tobytes()
+    original += bytes(4)
+    cases = {  # name -> (data offsets to change, verdict)
+        "x element 23, third byte": ([128 + 23 * 4 + 2], Verdict.DIVERGED),
+        "x and an earlier y element": ([128 + 4, 29 * 4 + 3], Verdict.DIVERGED),
+        "x in two chunks": ([128 + 31 * 4, 128 + 3 * 4 + 1], Verdict.DIVERGED),
+        "padding before x": ([124, 128 + 4], Verdict.DIVERGED),
+        "trailing bytes only": ([290], Verdict.CANONICALLY_IDENTICAL),
+        "nothing": ([], Verdict.IDENTICAL),
+    }
+    a = tmp_path / "a.safetensors"
+    a.write_bytes(original)
+    for name, (offsets, verdict) in cases.items():
+        changed = bytearray(original)
+        for offset in offsets:
+            changed[start + offset] ^= 0x40
+        b = tmp_path / "b.safetensors"
+        b.write_bytes(bytes(changed))
+        d = diff_files(a, b)
+        assert d.first_difference_offset == _first_differing_byte(original, changed), name
+        assert d.verdict is verdict, name
+
+
+@pytest.mark.skipif(
+    not Path("/proc/self/status").exists(), reason="reads the peak memory from /proc (Linux)"
+)
+def test_large_files_are_compared_in_bounded_memory(tmp_path: Path) -> None:
+    """256 MiB a side (sparse files: no disk written) compared in a small fraction of that."""
+    size = 1 << 28
+    text = json.dumps(
+        {"w": {"dtype": "F32", "shape": [size // 4], "data_offsets": [0, size]}}
+    ).encode()
+    paths = [tmp_path / "a.safetensors", tmp_path / "b.safetensors"]
+    for path in paths:
+        with path.open("wb") as f:
+            f.write(struct.pack("<Q", len(text)) + text)
+            f.truncate(8 + len(text) + size)
+    last = 8 + len(text) + size - 4
+    with paths[1].open("r+b") as f:  # the last element is 1.5 (bytes 00 00 c0 3f)
+        f.seek(last)
+        f.write(np.float32(1.5).tobytes())
+    script = (
+        "import json, sys\n"
+        "from verifier.tensordiff import diff_files\n"
+        "d = diff_files(sys.argv[1], sys.argv[2])\n"
+        "peak = [line for line in open('/proc/self/status') if line.startswith('VmHWM')]\n"
+        "t = d.tensors[0]\n"
+        "print(json.dumps([d.verdict.value, d.first_difference_offset, t.bit_equal_fraction,"
+        " t.max_abs_diff, int(peak[0].split()[1])]))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script, *map(str, paths)], capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    verdict, first, fraction, max_abs, peak_kib = json.loads(run.stdout)
+    assert (verdict, first, max_abs) == ("DIVERGED", last + 2, 1.5)
+    assert fraction == 1 - 4 / size
+    assert peak_kib < 200 * 1024, f"peak RSS {peak_kib} KiB"
 
 
 # ------------------------------------------------------------------ non-safetensors files
@@ -633,6 +721,7 @@ def _mixed_pair(rng: np.random.Generator, dtype: str, size: int) -> dict[str, tu
     else:
         floats = {"F64": np.float64, "F32": np.float32, "F16": np.float16}[dtype]
         base = rng.normal(size=size).astype(floats).view(bits)
+    base[rng.choice(size, 40, replace=False)] = 0  # b == 0 in equal pairs: 0/0 is no ratio
     out = {}
     for name, share in (("dense", 0.7), ("sparse", 0.02), ("specials", 0.05), ("equal", 0.0)):
         a = base.copy()

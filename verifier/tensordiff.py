@@ -1,9 +1,16 @@
 """Compare two files or two directory trees and explain how they differ.
 
 Safetensors files (recognised by their header, not their name) are compared tensor by tensor;
-any other file is compared byte by byte.  Tensor data is read through a read-only memory map in
-chunks of ``_CHUNK_ELEMENTS`` elements, so files larger than RAM can be compared; sums are kept
-in float64.
+any other file is compared byte by byte.
+
+Tensor data is read with positional reads into reused buffers, ``_READ_CHUNKS`` chunks of
+``_CHUNK_ELEMENTS`` elements at a time, on up to ``_WORKERS`` threads, so memory stays bounded
+(a few MB per thread) whatever the file size, and files larger than RAM can be compared.  Each
+chunk is first compared as integers; where few pairs differ only those are worked on in float64
+(the bit-equal rest adds only ``b*b`` to the norms).  Chunks are merged in file order, so sums
+(float64) do not depend on the thread count.  Two files with the same header bytes are read
+once: the first differing byte is found during the tensor pass (and in any padding outside the
+tensors); otherwise the byte scan stops at the first difference, inside the headers.
 
 Metric semantics (``b`` is the second, reference argument):
 
@@ -17,9 +24,9 @@ Metric semantics (``b`` is the second, reference argument):
 * ``max_rel_diff`` is ``max |a-b|/|b|``; a difference against ``b == 0`` makes it infinite.
 * ``median_ulp`` is the median of ``|ia - ib|`` where ``ia``/``ib`` are the bit patterns read as
   signed integers of the dtype's width (16 bits for BF16), over elements whose sign bits agree;
-  NaN and infinity patterns take part as plain bit patterns.  It is exact for tensors of up to
-  ``_EXACT_MEDIAN_LIMIT`` elements; larger tensors use the deterministic strided sample of
-  every ``ceil(n / _EXACT_MEDIAN_LIMIT)``-th element.
+  NaN and infinity patterns take part as plain bit patterns.  It is exact for every tensor
+  size, in bounded memory: distances are counted (``verifier.ulp_median``), and a tensor whose
+  median is 65536 ULPs or more is read once or twice more to narrow it down.
 * Integer and BOOL tensors are compared exactly; their metrics are computed in float64, with
   any differing pair counted as a difference of at least 1 (I64/U64 magnitudes above 2**53 are
   approximate).  F8 tensors are compared by bits only.
