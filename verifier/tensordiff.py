@@ -451,10 +451,11 @@ class _Job:
         return raw_a, raw_b
 
     def ulp_distances(self) -> Iterator[np.ndarray]:
-        """Every chunk's ULP distances once more (for an exact median of a large tensor)."""
+        """Every chunk's ULP distances once more, for an exact median of a large tensor (-1
+        for pairs of different sign, which it leaves out)."""
         for start, count in self.spans():
             raw_a, raw_b = self.read(start, count)
-            yield _ulp_distances(raw_a.view(self.bits), raw_b.view(self.bits))
+            yield _ulp_distances(raw_a.view(self.bits), raw_b.view(self.bits), self.files)
 
 
 @dataclass
@@ -482,12 +483,18 @@ def _dot(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.einsum("i,i->", x, y))
 
 
-def _ulp_distances(ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
-    """|ia - ib| of the pairs whose sign bits agree: their difference cannot overflow (pairs of
-    different sign may wrap around; they are dropped)."""
-    distance = np.subtract(ia, ib)
+def _ulp_distances(ia: np.ndarray, ib: np.ndarray, files: _Files | None = None) -> np.ndarray:
+    """|ia - ib| of each pair, or -1 where the sign bits differ: the difference of such a pair
+    may wrap around, and no median counts it. (-1 rather than leaving them out: selecting
+    them branches on each pair, several times slower when the signs are mixed.) With
+    ``files``, in its buffers."""
+    count = ia.size
+    distance = np.subtract(ia, ib, out=files.buffer("ulps", count, ia.dtype) if files else None)
     np.abs(distance, out=distance)
-    return distance[np.bitwise_xor(ia, ib) >= 0]
+    signs = np.bitwise_xor(ia, ib, out=files.buffer("signs", count, ia.dtype) if files else None)
+    np.right_shift(signs, 8 * ia.itemsize - 1, out=signs)  # -1 where the signs differ, else 0
+    np.bitwise_or(distance, signs, out=distance)
+    return distance
 
 
 def _ulp_counts(ia: np.ndarray, ib: np.ndarray, files: _Files) -> np.ndarray:
@@ -499,7 +506,7 @@ def _ulp_counts(ia: np.ndarray, ib: np.ndarray, files: _Files) -> np.ndarray:
     signs = np.bitwise_xor(ia, ib, out=files.buffer("signs", count, ia.dtype))
     agree = np.greater_equal(signs, 0, out=files.buffer("agree", count, np.bool_))
     np.multiply(distance, agree, out=distance)
-    counts = ulp_median.bucket_counts(distance)
+    counts = ulp_median.bucket_counts(distance, files.buffer("ulp index", count, np.int64))
     counts[0] -= count - int(np.count_nonzero(agree))
     return counts
 
@@ -555,6 +562,7 @@ def _chunk_part(job: _Job, start: int, raw_a: np.ndarray, raw_b: np.ndarray) -> 
         if kind == "float":
             part.zero_ulps = part.equal
             distances = _ulp_distances(sa, sb)
+            distances = distances[distances >= 0]
             if distances.size <= _KEPT_ULPS_PER_CHUNK:
                 part.ulps = distances
             else:

@@ -36,28 +36,41 @@ def bucket_count() -> int:
     return (1 << EXACT_BITS) + (_TOP_BIT_LENGTH - EXACT_BITS << SUB_BITS)
 
 
-def bucket_counts(distances: np.ndarray) -> np.ndarray:
-    """Counts per bucket of non-negative integer distances (trailing empty buckets omitted)."""
+def bucket_counts(distances: np.ndarray, scratch: np.ndarray | None = None) -> np.ndarray:
+    """Counts per bucket of non-negative integer distances (trailing empty buckets omitted).
+    ``scratch``, an int64 array as long as ``distances``, saves allocating one: fresh memory
+    costs page faults, which in a virtual machine took longer than the counting itself."""
     exact = 1 << EXACT_BITS
     if distances.size == 0 or int(distances.max()) < exact:
         return np.bincount(distances)
-    counts = np.zeros(bucket_count(), np.int64)
-    low = np.bincount(distances[distances < exact])
-    counts[: low.size] += low
-    high = np.bincount(_high_bucket(distances[distances >= exact].astype(np.int64)))
-    counts[: high.size] += high
-    return counts
+    index = np.empty(distances.size, np.int64) if scratch is None else scratch
+    _high_bucket(distances, index)
+    # Small values keep their own index, by arithmetic alone: selecting the large values (or
+    # np.where) branches on each one and took several times longer on mixed data.
+    index += exact
+    index -= distances
+    index *= distances >= exact
+    index += distances
+    return np.bincount(index)
 
 
-def _high_bucket(values: np.ndarray) -> np.ndarray:
-    """Bucket index of values of at least 2**EXACT_BITS: the power of two, then SUB_BITS bits."""
+def _high_bucket(values: np.ndarray, out: np.ndarray) -> None:
+    """Bucket index, counted from the first bucket above the exact ones, of values of at least
+    2**EXACT_BITS (meaningless for smaller ones): the power of two, then the SUB_BITS bits
+    below the leading one."""
+    if int(values.max()) < 1 << 53:  # exact in float64, whose bits hold both
+        np.copyto(out.view(np.float64), values, casting="unsafe")
+        np.right_shift(out, 52 - SUB_BITS, out=out)
+        out -= (1023 + EXACT_BITS) << SUB_BITS
+        return
+    values = values.astype(np.int64)  # float64 distances: the exponent found the slow way
     _, exponent = np.frexp(values.astype(np.float64))
     length = exponent.astype(np.int64)
     # The conversion to float64 may round up to the next power of two: one bit too many then.
     length -= values.astype(np.uint64) < np.left_shift(np.uint64(1), (length - 1).astype(np.uint64))
-    shift = length - 1 - SUB_BITS
-    sub = np.right_shift(values, shift) & ((1 << SUB_BITS) - 1)
-    return (1 << EXACT_BITS) + ((length - EXACT_BITS - 1) << SUB_BITS) + sub
+    with np.errstate(all="ignore"):  # small values shift by negative amounts; they are unused
+        sub = np.right_shift(values, np.maximum(length - 1 - SUB_BITS, 0)) & ((1 << SUB_BITS) - 1)
+    out[...] = ((length - EXACT_BITS - 1) << SUB_BITS) + sub
 
 
 def bucket_range(index: int) -> tuple[int, int]:
@@ -105,7 +118,8 @@ class MedianUlp:
 
     def median(self, read_again: Callable[[], Iterable[np.ndarray]]) -> float | None:
         """The median (the mean of the two middle values for an even count); None when empty.
-        ``read_again`` yields all the distances once more, in any grouping, if they are needed.
+        ``read_again`` yields all the distances once more, in any grouping, if they are needed
+        (negative values among them are ignored).
         Raises ``Changed`` when that second reading disagrees with the first."""
         if self._counts is None:
             total = self.zeros + self._kept_size
@@ -162,10 +176,9 @@ def _narrow(
         else:
             counted[key] = np.zeros(REFINE_BINS, np.int64)
     for distances in read_again():
-        distances = distances.astype(np.int64, copy=False)
         for key in targets:
             low, width, _ = key
-            inside = distances[(distances >= low) & (distances < low + width)]
+            inside = distances[(distances >= low) & (distances < low + width)].astype(np.int64)
             if key in kept:
                 kept[key].append(inside)
             else:
