@@ -102,6 +102,12 @@ def _open_error(path: Path, error: OSError) -> InputError:
     return InputError(f"{path}: cannot be read ({error.strerror}).")
 
 
+def _read_ahead(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start reading a range we will hash next (not on every platform)."""
+    if hasattr(os, "posix_fadvise"):
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_WILLNEED)
+
+
 def _hash_descriptor(fd: int, size: int, algorithms: Sequence[str], buffer: bytearray,
                      progress: ProgressCallback | None) -> dict[str, str]:
     """Hash an open regular file of the given size with each algorithm, in one pass."""
@@ -117,12 +123,12 @@ def _hash_descriptor(fd: int, size: int, algorithms: Sequence[str], buffer: byte
             if progress is not None:
                 progress(count)
     else:
-        os.posix_fadvise(fd, 0, min(size, 2 * WINDOW_SIZE), os.POSIX_FADV_WILLNEED)
+        _read_ahead(fd, 0, min(size, 2 * WINDOW_SIZE))
         for offset in range(0, size, WINDOW_SIZE):
             length = min(WINDOW_SIZE, size - offset)
             ahead = offset + WINDOW_SIZE
             if ahead < size:
-                os.posix_fadvise(fd, ahead, WINDOW_SIZE, os.POSIX_FADV_WILLNEED)
+                _read_ahead(fd, ahead, WINDOW_SIZE)
             with mmap.mmap(fd, length, offset=offset, access=mmap.ACCESS_READ) as window:
                 for h in hashes:
                     h.update(window)
