@@ -33,6 +33,7 @@ from helpers import (
     sign_bundle,
     write_json,
 )
+from jsonschema import Draft202012Validator
 
 from verifier import digest as engine
 from verifier.digest import Hasher
@@ -327,12 +328,15 @@ def test_record_with_blake3_attests_both_digests(tmp_path: Path) -> None:
                          ["model/weights.bin"], ["dist"], PACKAGE,
                          extra=["--force", "--digest", "blake3"])
     assert result.code == 0, result.output
-    subjects = {s["name"]: s["digest"]
-                for s in payload_of(read_json(chain.attestation("package")))["subject"]}
+    statement = payload_of(read_json(chain.attestation("package")))
+    subjects = {s["name"]: s["digest"] for s in statement["subject"]}
     data = chain.artifact.read_bytes()
     assert subjects["dist/model.bin"] == {"sha256": hashlib.sha256(data).hexdigest(),
                                           "blake3": blake3.blake3(data).hexdigest()}
     assert set(subjects["dist"]) == {"dirHash"}
+    schema = json.loads((Path(__file__).parent.parent / "attestations" /
+                         "step-statement.schema.json").read_text(encoding="utf-8"))
+    assert list(Draft202012Validator(schema).iter_errors(statement)) == []
 
 
 def _accepting_blake3(chain_policy: Path) -> Path:
