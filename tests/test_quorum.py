@@ -322,7 +322,8 @@ def test_dissent_is_reported_with_file_and_tensor_and_does_not_fail_a_met_quorum
 
     code, text = verify(chain, path, *dirs, as_json=False)
     assert code == 0
-    assert "signed dissent from rc: weights.safetensors DIVERGED, tensor layers.0.weight" in text
+    assert ("signed dissent from rc: weights.safetensors DIVERGED, 1 tensor(s) differ, "
+            "worst layers.0.weight") in text
 
 
 def test_max_dissent_zero_makes_one_dissent_fail(chain: QuorumChain, tmp_path: Path) -> None:
