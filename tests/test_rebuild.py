@@ -489,7 +489,13 @@ def start_rebuild(src: Path, keys: KeyPair, attestation: Path, tmp_path: Path,
          "--key", str(keys.private), "--out", str(tmp_path / "out"),
          "--workspace", str(tmp_path / "ws"), "--env", f"SLEEP={sleep}"],
         cwd=src, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True)
+        start_new_session=True, preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    # A shell that starts the test run in the background without job control leaves SIGINT
+    # ignored, and an ignored signal stays ignored across exec: give the rebuild a normal one.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_until_started(process: subprocess.Popen[str], marker: Path) -> None:
