@@ -68,8 +68,8 @@ def _high_bucket(values: np.ndarray, out: np.ndarray) -> None:
     length = exponent.astype(np.int64)
     # The conversion to float64 may round up to the next power of two: one bit too many then.
     length -= values.astype(np.uint64) < np.left_shift(np.uint64(1), (length - 1).astype(np.uint64))
-    with np.errstate(all="ignore"):  # small values shift by negative amounts; they are unused
-        sub = np.right_shift(values, np.maximum(length - 1 - SUB_BITS, 0)) & ((1 << SUB_BITS) - 1)
+    shift = np.maximum(length - 1 - SUB_BITS, 0)  # below 0 only for small values (unused)
+    sub = np.right_shift(values, shift) & ((1 << SUB_BITS) - 1)
     out[...] = ((length - EXACT_BITS - 1) << SUB_BITS) + sub
 
 
