@@ -13,10 +13,10 @@ it, start-up included. The cases:
 
 Throughput counts the bytes of both files. Each figure is the median of --runs runs after one
 untimed run that also warms the page cache (in-memory figures, not disk figures); peak RSS is the
-largest of the runs. The data is written by a child process: a child started from a large
-process would count that process's memory in its own peak. --against TREE times the `verifier`
-package of another source tree (an older checkout, say) on the same data in the same run, for
-before/after figures.
+largest of the runs. The data is written by a child process, and this one does not import
+numpy: a child started from a large process counts that process's memory in its own peak.
+--against TREE times the `verifier` package of another source tree (an older checkout, say) on
+the same data in the same run, for before/after figures.
 
     python bench/bench_diff.py [--size-gib 1.0] [--runs 3] [--cases f32-dense,identical]
                                [--tmp DIR] [--against TREE]
@@ -36,8 +36,10 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported by the child that writes the data alone (see above)
+    import numpy as np
 
 GIB = 1 << 30
 TENSORS = 16
@@ -62,12 +64,16 @@ class Sample:
 
 def _bits(values: np.ndarray, dtype: str) -> np.ndarray:
     """The file's bit patterns: bfloat16 is float32's upper half (truncated)."""
+    import numpy as np
+
     if dtype == "BF16":
         return (values.astype(np.float32).view(np.uint32) >> 16).astype("<u2").view("<i2")
     return values.view({2: "<i2", 4: "<i4"}[values.itemsize])
 
 
 def _perturb(bits: np.ndarray, how: str, rng: np.random.Generator) -> np.ndarray:
+    import numpy as np
+
     if how == "unrelated":
         return rng.standard_normal(bits.size, dtype=np.float32).view(bits.dtype)
     if how == "sparse":
@@ -82,6 +88,8 @@ def _perturb(bits: np.ndarray, how: str, rng: np.random.Generator) -> np.ndarray
 
 def write_pair(left: Path, right: Path, dtype: str, how: str, size_bytes: int) -> None:
     """Two safetensors files of `size_bytes` each; the right one perturbed as `how` says."""
+    import numpy as np
+
     numpy_dtype = np.float16 if dtype == "F16" else np.float32
     width = 2 if dtype in ("BF16", "F16") else 4
     elements = max(size_bytes // TENSORS // width // 1024 * 1024, 1024)
