@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +15,6 @@ from helpers import (
     Chain,
     assert_error,
     assert_no_traceback,
-    build_chain,
     read_json,
     run,
     run_executable,
@@ -24,17 +22,6 @@ from helpers import (
     write_json,
     write_policy,
 )
-
-
-@pytest.fixture(scope="module")
-def recorded(tmp_path_factory: pytest.TempPathFactory) -> Chain:
-    return build_chain(tmp_path_factory.mktemp("recorded"))
-
-
-@pytest.fixture
-def chain(recorded: Chain, tmp_path: Path) -> Chain:
-    shutil.copytree(recorded.root, tmp_path / "chain", symlinks=True)
-    return Chain(tmp_path / "chain")
 
 
 # Each maker writes one kind of broken JSON file under `directory` (relative name `name`)

@@ -5,7 +5,6 @@ attestations against a layout. The layouts are written here with the in-toto lib
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -87,11 +86,6 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Chain:
                  chain.keys("owner").private)
     return chain
 
-
-@pytest.fixture
-def chain(recorded: Chain, tmp_path: Path) -> Chain:
-    shutil.copytree(recorded.root, tmp_path / "chain")
-    return Chain(tmp_path / "chain")
 
 
 def export(chain: Chain, out: Path, *extra: str) -> Any:

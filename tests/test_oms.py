@@ -8,7 +8,6 @@ import base64
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ from helpers import (
     Chain,
     assert_error,
     assert_no_traceback,
-    build_chain,
     dsse_verifies,
     make_keys,
     payload_of,
@@ -148,15 +146,6 @@ def test_an_added_file_fails_ours(keys: Path, tmp_path: Path) -> None:
 # --- verify-model reports a model.sig -----------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def recorded(tmp_path_factory: pytest.TempPathFactory) -> Chain:
-    return build_chain(tmp_path_factory.mktemp("oms-chain"))
-
-
-@pytest.fixture
-def chain(recorded: Chain, tmp_path: Path) -> Chain:
-    shutil.copytree(recorded.root, tmp_path / "chain")
-    return Chain(tmp_path / "chain")
 
 
 def verify_dist(chain: Chain) -> tuple[int, dict[str, Any]]:

@@ -14,7 +14,6 @@ from helpers import (
     Chain,
     assert_error,
     assert_no_traceback,
-    build_chain,
     dsse_verifies,
     payload_of,
     read_json,
@@ -24,18 +23,6 @@ from helpers import (
     write_json,
     write_policy,
 )
-
-
-@pytest.fixture(scope="module")
-def recorded(tmp_path_factory: pytest.TempPathFactory) -> Chain:
-    return build_chain(tmp_path_factory.mktemp("recorded"))
-
-
-@pytest.fixture
-def chain(recorded: Chain, tmp_path: Path) -> Chain:
-    """A private copy of the recorded chain that a test may change."""
-    shutil.copytree(recorded.root, tmp_path / "chain", symlinks=True)
-    return Chain(tmp_path / "chain")
 
 
 def verify(chain: Chain, *extra: str, program: str = "model-verifier"):

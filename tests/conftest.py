@@ -1,0 +1,25 @@
+"""Fixtures shared by the test modules that work on a recorded three-step chain.
+
+A module may override `recorded` (to add keys or a layout, say); `chain` then copies that.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from helpers import Chain, build_chain
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> Chain:
+    """One chain recorded per test module (recording is the slow part)."""
+    return build_chain(tmp_path_factory.mktemp("recorded"))
+
+
+@pytest.fixture
+def chain(recorded: Chain, tmp_path: Path) -> Chain:
+    """A private copy of the recorded chain that a test may change."""
+    shutil.copytree(recorded.root, tmp_path / "chain", symlinks=True)
+    return Chain(tmp_path / "chain")
