@@ -222,7 +222,8 @@ def test_json_report_shape_on_failure(chain: Chain) -> None:
     assert result.code == 1
     report = json.loads(result.stdout)
     assert report["verdict"] == "FAIL"
-    assert report["problems"] and all(set(p) == {"file", "message"} for p in report["problems"])
+    assert report["problems"]
+    assert all(set(p) == {"file", "message", "kind"} for p in report["problems"])
     assert isinstance(report["steps"], list)
 
 

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -347,8 +348,10 @@ def _print_report(report: Any) -> None:
     pinned = sum(1 for s in report.sources if s["pinned"])
     if report.sources:
         print(f"  sources: {pinned} pinned, {len(report.sources) - pinned} unpinned")
+    several = Counter(q.step for q in report.rebuilds)
     for quorum in report.rebuilds:
-        print(f"  rebuilds of {quorum.step}: {len(quorum.matched)}/{quorum.quorum} "
+        which = f" ({quorum.attestation})" if several[quorum.step] > 1 else ""
+        print(f"  rebuilds of {quorum.step}{which}: {len(quorum.counted)}/{quorum.quorum} "
               f"matching ({', '.join(quorum.matched) or 'none'})")
         for dissent in quorum.dissent:
             for file in dissent["files"]:
@@ -358,6 +361,13 @@ def _print_report(report: Any) -> None:
                          if tensors and tensors[0].get("rel_l2") is not None else "")
                 print(f"    signed dissent from {dissent['rebuilder']}: {file['name']} "
                       f"{file['verdict']}{worst} ({dissent['attestation']})")
+        for probe in quorum.probes:
+            overrides = " ".join(f"{k}={v}" for k, v in probe["overrides"].items())
+            outcome = ("reproduced every product" if not probe["files"] else
+                       "changed " + ", ".join(f"{f['name']} ({f['verdict']})"
+                                              for f in probe["files"][:5]))
+            print(f"    probe by {probe['rebuilder']} with {overrides}: {outcome}; not counted "
+                  f"({probe['attestation']})")
         for ignored in quorum.ignored:
             print(f"    counted for nothing: {ignored}")
     for evidence in getattr(report, "oms", []):

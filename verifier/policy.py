@@ -45,10 +45,13 @@ class SourceRule:
     pattern: str | None = None
     unpinned: bool = False
     git_commit: str | None = None
+    dir_hash: str | None = None  # a directory pinned as a whole
 
     def describe(self) -> str:
         if self.sha256:
             return f"source {self.name} (sha256 {self.sha256[:12]}…)"
+        if self.dir_hash:
+            return f"source directory {self.name} (dirHash {self.dir_hash[:12]}…)"
         if self.git_commit:
             return f"source pattern {self.pattern!r} at git commit {self.git_commit[:12]}"
         return f"unpinned source pattern {self.pattern!r}"
@@ -220,13 +223,18 @@ def load_policy(path: Path) -> Policy:
         name=data.get("name", path.stem),
         expires=expires,
         signers=signers,
-        sources=tuple(SourceRule(**s) for s in data.get("sources", [])),
+        sources=tuple(_source_rule(s) for s in data.get("sources", [])),
         steps=steps,
         rebuild=_rebuild_rule(data.get("rebuild"), steps),
         trusted_root=base / data["trusted_root"] if "trusted_root" in data else None,
         raw=data,
         accept_digests=tuple(data.get("digests", {}).get("accept", ["sha256"])),
     )
+
+
+def _source_rule(data: dict[str, Any]) -> SourceRule:
+    fields = {k: v for k, v in data.items() if k != "dirHash"}
+    return SourceRule(**fields, dir_hash=data.get("dirHash"))
 
 
 def _check_references(path: Path, signers: dict[str, SignerSpec], steps: tuple[StepRule, ...],

@@ -33,6 +33,13 @@ class RebuildClaim:
     rebuilt_payload_sha256: str
     results: tuple[dict[str, Any], ...]
     drift: tuple[dict[str, Any], ...]
+    # Variables the rebuilder set with --env instead of the recorded ones: a deliberate probe of
+    # sensitivity, never a rerun of the record (attestations/rebuild-predicate.md).
+    env_overrides: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def is_probe(self) -> bool:
+        return bool(self.env_overrides)
 
     @property
     def source(self) -> str:
@@ -58,6 +65,10 @@ def as_rebuild(statement: Statement, attribution: Attribution) -> RebuildClaim:
     ):
         raise InputError(f"{source}: rebuild predicate has malformed results.")
     drift = predicate.get("drift", [])
+    overrides = predicate.get("envOverrides", {})
+    if not isinstance(overrides, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in overrides.items()):
+        raise InputError(f"{source}: envOverrides is not a map of variable names to values.")
     return RebuildClaim(
         statement=statement,
         attribution=attribution,
@@ -65,24 +76,40 @@ def as_rebuild(statement: Statement, attribution: Attribution) -> RebuildClaim:
         rebuilt_payload_sha256=digest["sha256"],
         results=tuple(results),
         drift=tuple(d for d in drift if isinstance(d, dict)) if isinstance(drift, list) else (),
+        env_overrides=tuple(sorted(overrides.items())),
     )
 
 
 @dataclass
 class StepQuorum:
+    """The rebuilds of one step attestation, judged. `counted` is the one count: what is
+    printed and what is compared with the quorum are both its length."""
+
     step: str
     attestation: str
+    payload_sha256: str
     quorum: int
-    matched: list[str] = field(default_factory=list)
+    counted: list[dict[str, str]] = field(default_factory=list)  # rebuilder, identity, file
     missing: list[str] = field(default_factory=list)
     dissent: list[dict[str, Any]] = field(default_factory=list)
+    probes: list[dict[str, Any]] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
+    @property
+    def matched(self) -> list[str]:
+        return sorted(c["rebuilder"] for c in self.counted)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
     def to_dict(self) -> dict[str, Any]:
         return {
-            "step": self.step, "attestation": self.attestation, "quorum": self.quorum,
-            "matched": self.matched, "missing": self.missing, "dissent": self.dissent,
+            "step": self.step, "attestation": self.attestation,
+            "payload_sha256": self.payload_sha256, "quorum": self.quorum,
+            "matching": len(self.counted), "matched": self.matched, "counted": self.counted,
+            "missing": self.missing, "dissent": self.dissent, "probes": self.probes,
             "ignored": self.ignored, "failures": self.failures,
         }
 
@@ -167,88 +194,118 @@ def _dissent_detail(name: str, result: dict[str, Any]) -> dict[str, Any]:
     return detail
 
 
-def _unrelated(claim: RebuildClaim, record: StepRecord) -> str | None:
-    """None when the claim rebuilt exactly this step attestation; otherwise why it counts for
-    nothing here ("" when it concerns another step altogether, reported under that step)."""
-    same_payload = claim.rebuilt_payload_sha256 == record.statement.payload_sha256
-    if claim.step == record.step and same_payload:
-        return None
-    if same_payload:
-        return (f"{claim.source}: names step {claim.step!r} but the attestation of step "
-                f"{record.step!r} ({record.source}); it counts for nothing.")
-    if claim.step == record.step:
-        return (f"{claim.source}: rebuilt another attestation of step {record.step!r} "
-                f"(payload sha256 {claim.rebuilt_payload_sha256[:16]}…), not {record.source}; "
-                "it counts for nothing.")
-    return ""
+IGNORED_KEPT = 20  # "counted for nothing" sentences kept per step attestation
 
 
-def evaluate_quorum(
-    policy: Policy,
-    chain: list[tuple[StepRecord, Attribution]],
+def judge_rebuilds(
+    record: StepRecord,
+    step_attribution: Attribution,
     claims: list[RebuildClaim],
+    policy: Policy,
     signers: TrustedSigners,
-) -> list[StepQuorum]:
-    """One StepQuorum per step the policy's rebuild section lists."""
+) -> StepQuorum:
+    """Judge the rebuild claims naming this step attestation (by payload digest) against the
+    policy's rebuild rule; claims of the same step name that rebuilt another attestation are
+    only reported. Each claim counts for at most one rebuilder, each rebuilder identity
+    at most once, and only rebuilders the policy lists who did not sign the step themselves."""
     rule = policy.rebuild
-    if rule is None:
-        return []
-    outcomes: list[StepQuorum] = []
-    for step_name in rule.steps:
-        entry = next(((r, a) for r, a in chain if r.step == step_name), None)
-        if entry is None:
-            continue  # a missing step is already a problem of its own
-        record, step_attribution = entry
-        outcome = StepQuorum(step_name, record.source, rule.quorum)
-        matched: dict[str, str] = {}
-        dissenting: dict[str, str] = {}
-        for claim in claims:
-            unrelated = _unrelated(claim, record)
-            if unrelated is not None:
-                if unrelated:
-                    outcome.ignored.append(unrelated)
-                continue
-            names = [n for n in claim.attribution.names if n in rule.rebuilders]
-            if not names:
-                outcome.ignored.append(
-                    f"{claim.source}: signed by {', '.join(claim.attribution.names)}, "
-                    "not a rebuilder the policy names."
-                )
-                continue
-            if set(claim.attribution.identities) & set(step_attribution.identities):
-                outcome.ignored.append(
-                    f"{claim.source}: signed by the step's own signer, which never counts as "
-                    "an independent rebuild."
-                )
-                continue
-            identity = claim.attribution.identities[0]
-            mismatches = check_claim(record, claim, rule.match.get(step_name))
-            if not mismatches:
-                matched.setdefault(identity, names[0])
-            else:
-                dissenting.setdefault(identity, names[0])
-                outcome.dissent.append({
-                    "rebuilder": names[0], "attestation": claim.source, "files": mismatches,
-                    "drift": list(claim.drift[:8]),
-                })
-        outcome.matched = sorted(set(matched.values()))
-        step_identities = set(step_attribution.identities)
-        counted = {signers.identity_of(n) for n in outcome.matched}
-        outcome.missing = sorted(
-            n for n in rule.rebuilders
-            if signers.identity_of(n) not in counted | step_identities
+    assert rule is not None
+    outcome = StepQuorum(record.step, record.source, record.statement.payload_sha256,
+                         rule.quorum)
+    step_identities = set(step_attribution.identities)
+    eligible_by_claim: list[tuple[RebuildClaim, dict[str, str]]] = []
+    dissenting: set[str] = set()
+    heard_from: set[str] = set()
+    for claim in sorted(claims, key=lambda c: c.source):
+        if claim.rebuilt_payload_sha256 != record.statement.payload_sha256:
+            _ignore(outcome, f"{claim.source}: rebuilt another attestation of step "
+                             f"{record.step!r} (payload sha256 "
+                             f"{claim.rebuilt_payload_sha256[:16]}…), not {record.source}; it "
+                             "counts for nothing.")
+            continue
+        if claim.step != record.step:
+            _ignore(outcome, f"{claim.source}: names step {claim.step!r} but the attestation "
+                             f"of step {record.step!r} ({record.source}); it counts for nothing.")
+            continue
+        rebuilders = {signers.identity_of(n): n for n in sorted(claim.attribution.names)
+                      if n in rule.rebuilders}
+        heard_from.update(rebuilders)
+        if not rebuilders:
+            _ignore(outcome, f"{claim.source}: signed by {', '.join(claim.attribution.names)}, "
+                             "not a rebuilder the policy names.")
+            continue
+        eligible = {i: n for i, n in rebuilders.items() if i not in step_identities}
+        if not eligible:
+            _ignore(outcome, f"{claim.source}: signed by the step's own signer, which never "
+                             "counts as an independent rebuild.")
+            continue
+        who = ", ".join(sorted(eligible.values()))
+        if claim.is_probe:
+            outcome.probes.append({
+                "rebuilder": who, "attestation": claim.source,
+                "overrides": dict(claim.env_overrides),
+                "files": check_claim(record, claim, rule.match.get(record.step)),
+            })
+            continue
+        mismatches = check_claim(record, claim, rule.match.get(record.step))
+        if mismatches:
+            dissenting.update(eligible)
+            outcome.dissent.append({"rebuilder": who, "attestation": claim.source,
+                                    "files": mismatches, "drift": list(claim.drift[:8])})
+        else:
+            eligible_by_claim.append((claim, eligible))
+    for claim, identity in _assign(eligible_by_claim):
+        outcome.counted.append({"rebuilder": eligible_name(eligible_by_claim, claim, identity),
+                                "identity": identity, "attestation": claim.source})
+    outcome.counted.sort(key=lambda c: c["rebuilder"])
+    outcome.missing = sorted(
+        n for n in rule.rebuilders
+        if signers.identity_of(n) not in heard_from | step_identities
+    )
+    if len(outcome.counted) < rule.quorum:
+        outcome.failures.append(
+            f"{record.source}: step {record.step!r} has {len(outcome.counted)} of {rule.quorum} "
+            f"required independent matching rebuilds "
+            f"({', '.join(outcome.matched) or 'none'}); missing: "
+            f"{', '.join(outcome.missing) or 'no other rebuilder named in the policy'}."
         )
-        if len(matched) < rule.quorum:
-            outcome.failures.append(
-                f"{record.source}: step {step_name!r} has {len(matched)} of {rule.quorum} "
-                f"required independent matching rebuilds "
-                f"({', '.join(outcome.matched) or 'none'}); missing: "
-                f"{', '.join(outcome.missing) or 'no other rebuilder is named in the policy'}."
-            )
-        if rule.max_dissent is not None and len(dissenting) > rule.max_dissent:
-            outcome.failures.append(
-                f"{record.source}: step {step_name!r} has {len(dissenting)} dissenting "
-                f"rebuilds, more than max_dissent {rule.max_dissent}."
-            )
-        outcomes.append(outcome)
-    return outcomes
+    if rule.max_dissent is not None and len(dissenting) > rule.max_dissent:
+        outcome.failures.append(
+            f"{record.source}: step {record.step!r} has {len(dissenting)} dissenting "
+            f"rebuilders, more than max_dissent {rule.max_dissent}."
+        )
+    return outcome
+
+
+def _ignore(outcome: StepQuorum, sentence: str) -> None:
+    if len(outcome.ignored) < IGNORED_KEPT:
+        outcome.ignored.append(sentence)
+    elif len(outcome.ignored) == IGNORED_KEPT:
+        outcome.ignored.append("… and more rebuild attestations that count for nothing.")
+
+
+def eligible_name(pairs: list[tuple[RebuildClaim, dict[str, str]]], claim: RebuildClaim,
+                  identity: str) -> str:
+    return next(e[identity] for c, e in pairs if c is claim)
+
+
+def _assign(pairs: list[tuple[RebuildClaim, dict[str, str]]]) -> list[tuple[RebuildClaim, str]]:
+    """The largest set of (claim, identity) pairs in which no claim and no identity appears
+    twice: a maximum bipartite matching, found by augmenting paths (Kuhn's algorithm). One
+    bundle co-signed by two rebuilders is one rebuild; one rebuilder who sent two is one."""
+    owner: dict[str, int] = {}  # identity -> index of the claim it counts for
+
+    def augment(index: int, seen: set[str]) -> bool:
+        for identity in sorted(pairs[index][1]):
+            if identity in seen:
+                continue
+            seen.add(identity)
+            if identity not in owner or augment(owner[identity], seen):
+                owner[identity] = index
+                return True
+        return False
+
+    for index in range(len(pairs)):
+        augment(index, set())
+    return sorted(((pairs[i][0], identity) for identity, i in owner.items()),
+                  key=lambda p: p[0].source)

@@ -77,6 +77,11 @@ class TrustedSigners:
                     break
         return found
 
+    @property
+    def key_hints(self) -> set[str]:
+        """The hints (sha256 of the public key PEM) of the policy's keys."""
+        return set(self._names_by_hint)
+
     def identity_of(self, name: str) -> str:
         if name in self._keys:
             return f"key:{self._keys[name].hint}"

@@ -20,12 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from verifier.envelope import INTOTO_PAYLOAD_TYPE, write_atomic
 from verifier.errors import InputError
-from verifier.statement import (
-    REBUILD_PREDICATE_TYPE,
-    STATEMENT_TYPE,
-    canonical_json,
-    parse_statement,
-)
+from verifier.statement import STATEMENT_TYPE, canonical_json
 
 if TYPE_CHECKING:
     from verifier.policy import Policy
@@ -52,30 +47,11 @@ def _file_of(source: str) -> Path:
     return Path(head) if line.isdigit() and Path(head).is_file() else path
 
 
-def input_attestations(report: Report, policy: Policy, attestation_dirs: list[Path]
-                       ) -> list[dict[str, Any]]:
-    """Every attestation the verdict rests on: the chain's step attestations and the rebuild
-    attestations of those steps signed by a rebuilder the policy names. A JSON-lines file
-    counts as one attestation (its digest covers every line)."""
-    from verifier.trust import TrustedSigners
-    from verifier.verify import load_bundles
-
-    files = {_file_of(step["attestation"]) for step in report.steps}
-    chain_payloads = {step["payload_sha256"] for step in report.steps}
-    rebuilders = set(policy.rebuild.rebuilders) if policy.rebuild is not None else set()
-    if rebuilders and chain_payloads:
-        signers = TrustedSigners(policy)
-        for bundle in load_bundles(attestation_dirs, []):
-            try:
-                statement = parse_statement(bundle.payload, bundle.source)
-            except InputError:
-                continue
-            rebuilt = statement.predicate.get("rebuiltAttestation")
-            digest = rebuilt.get("digest") if isinstance(rebuilt, dict) else None
-            if (statement.predicate_type == REBUILD_PREDICATE_TYPE
-                    and isinstance(digest, dict) and digest.get("sha256") in chain_payloads
-                    and rebuilders & set(signers.attribute(bundle).names)):
-                files.add(_file_of(bundle.source))
+def input_attestations(report: Report) -> list[dict[str, Any]]:
+    """Every attestation file the verdict rests on, as the evaluation found them: the chain's
+    step attestations and the rebuild attestations counted towards its quorums. A JSON-lines
+    file counts as one attestation (its digest covers every line)."""
+    files = {_file_of(source) for source in report.evidence}
     return [{"uri": path.as_posix(), "digest": {"sha256": _file_sha256(path)}}
             for path in sorted(files)]
 
@@ -104,7 +80,7 @@ def vsa_statement(report: Report, policy: Policy, attestation_dirs: list[Path], 
             "resourceUri": artifact.as_posix(),
             "policy": {"uri": policy.path.as_posix(),
                        "digest": {"sha256": _file_sha256(policy.path)}},
-            "inputAttestations": input_attestations(report, policy, attestation_dirs),
+            "inputAttestations": input_attestations(report),
             "verificationResult": "PASSED" if report.passed else "FAILED",
             "verifiedLevels": verified_levels(report, policy),
             "slsaVersion": "1.0",
