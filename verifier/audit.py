@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
@@ -45,6 +46,9 @@ from verifier.audit_model import (
 )
 from verifier.envelope import INTOTO_PAYLOAD_TYPE, Bundle, read_bundles
 from verifier.errors import InputError
+from verifier.judgement import CONSEQUENCES, Evaluation, evaluate, unsafe_name
+from verifier.judgement import RebuildNode as JudgedRebuild
+from verifier.judgement import StepNode as JudgedStep
 from verifier.statement import (
     PROVENANCE_TYPE,
     REBUILD_PREDICATE_TYPE,
@@ -122,10 +126,6 @@ def _kind_of(predicate_type: str, predicate: dict[str, Any]) -> str:
     return f"SLSA provenance of build type {short_text(build_type, 120)!r}"
 
 
-def _unsafe_name(name: str) -> bool:
-    return name.startswith("/") or ".." in name.split("/") or "\\" in name or "\x00" in name
-
-
 def _parents(name: str) -> list[str]:
     """The directories above a POSIX name, nearest first, as PurePosixPath.parents has them."""
     found: list[str] = []
@@ -187,6 +187,8 @@ class _Auditor:
         self.rebuild_by_payload: dict[str, RebuildNode] = {}
         self.producers: dict[tuple[str, str], list[StepNode]] = {}
         self.dangling: set[str] = set()
+        self.evaluation: Evaluation | None = None
+        self.judged: dict[str, JudgedStep | JudgedRebuild] = {}
 
     def add(self, severity: str, kind: str, message: str, files: Iterable[str] = (),
             node: str | None = None, details: dict[str, Any] | None = None) -> None:
@@ -202,22 +204,34 @@ class _Auditor:
             raise InputError(f"{', '.join(map(str, directories))}: no attestation files "
                              "(*.json, *.jsonl) to audit.")
         self.report.files = len(files)
+        bundles: list[Bundle] = []
         for path in files:
             bad_lines: list[InputError] = []
             try:
-                for bundle in read_bundles(path, bad_lines):
-                    self.report.bundles += 1
-                    self.admit(bundle)
+                bundles.extend(read_bundles(path, bad_lines))
             except (InputError, ValueError, RecursionError) as error:
                 # ValueError: e.g. an integer literal too long to convert; still just bad input.
                 self.add("error", "unreadable-bundle", _unreadable(path, error), [str(path)])
             for error in bad_lines:
                 self.add("error", "unreadable-bundle", str(error), [str(path)])
+        if self.policy is not None and self.signers is not None:
+            # The verdicts are the evaluation's, the same one verify-model renders.
+            self.evaluation = evaluate(self.policy, bundles, self.signers, self.today)
+            self.judged = {n.payload_sha256: n for n in self.evaluation.steps}
+            self.judged.update({n.claim.statement.payload_sha256: n
+                                for n in self.evaluation.rebuilds})
+        for bundle in bundles:
+            self.report.bundles += 1
+            self.admit(bundle)
 
     def sign_status(self, bundle: Bundle) -> Signer:
         claimed = _claimed_signer(bundle)
         if self.signers is None:
             return Signer((), (), claimed, "unchecked")
+        judged = self.judged.get(hashlib.sha256(bundle.payload).hexdigest())
+        if judged is not None:
+            return Signer(judged.attribution.names, judged.attribution.identities, claimed,
+                          judged.status)
         attribution = self.signers.attribute(bundle)
         if attribution.names:
             return Signer(attribution.names, attribution.identities, claimed, "verified")
@@ -267,15 +281,20 @@ class _Auditor:
         node = StepNode(f"s-{payload[:24]}", record, signer, [record.source])
         self.step_by_payload[payload] = node
         self.report.steps.append(node)
-        self._check_signature(node.id, record.source, record.step, signer)
-        for descriptor in (*record.materials, *record.products):
-            if _unsafe_name(descriptor["name"]):
-                self.add("error", "unsafe-name", f"{record.source}: step {record.step!r} names "
-                         f"{descriptor['name']!r}, a path that leaves the workspace; a rebuild "
-                         "refuses it.", [record.source], node.id)
+        if self.evaluation is not None:
+            pass  # signatures and names are judged by the evaluation (check_policy)
+        else:
+            self._check_names(node, record)
         for product in record.products:
             for pair in product["digest"].items():
                 self.producers.setdefault(pair, []).append(node)
+
+    def _check_names(self, node: StepNode, record: StepRecord) -> None:
+        for descriptor in (*record.materials, *record.products):
+            if unsafe_name(descriptor["name"]):
+                self.add("error", "unsafe-name", f"{record.source}: step {record.step!r} names "
+                         f"{descriptor['name']!r}, a path that leaves the workspace; a rebuild "
+                         "refuses it.", [record.source], node.id)
 
     def admit_rebuild(self, claim: RebuildClaim, signer: Signer) -> None:
         payload = claim.statement.payload_sha256
@@ -286,7 +305,6 @@ class _Auditor:
         node = RebuildNode(f"r-{payload[:24]}", claim, signer, [claim.source])
         self.rebuild_by_payload[payload] = node
         self.report.rebuilds.append(node)
-        self._check_signature(node.id, claim.source, f"rebuild of {claim.step}", signer)
 
     def _merge_duplicate(self, existing: StepNode | RebuildNode, source: str, signer: Signer,
                          what: str) -> None:
@@ -390,9 +408,9 @@ class _Auditor:
                      "against known signers and every input without a producing step is "
                      "unpinned; pass --policy FILE to check the chain.")
             return
-        if policy.is_expired(self.today):
-            self.add("error", "expired-policy",
-                     f"{policy.path}: the policy expired on {policy.expires}.", [str(policy.path)])
+        if self.evaluation is not None:
+            self._render_judgement(self.evaluation)
+            return
         present: set[str] = set()
         wanted = {name for rule in policy.steps for name in rule.after}
         ancestors: dict[str, set[str]] = {}
@@ -408,6 +426,28 @@ class _Auditor:
             if rule.name not in present:
                 self.add("error", "missing-step", f"{policy.path}: required step {rule.name!r} "
                          "has no attestation signed as the policy requires.", [str(policy.path)])
+
+    def _render_judgement(self, evaluation: Evaluation) -> None:
+        """Every problem the evaluation found, as a finding on its node."""
+        if evaluation.expired is not None:
+            self.add("error", "expired-policy", evaluation.expired.message,
+                     [evaluation.expired.file])
+        node_of = {s.record.statement.payload_sha256: s.id for s in self.report.steps}
+        node_of.update({r.claim.statement.payload_sha256: r.id for r in self.report.rebuilds})
+        judged: list[JudgedStep | JudgedRebuild] = [*evaluation.steps, *evaluation.rebuilds]
+        for node in judged:
+            payload = (node.payload_sha256 if isinstance(node, JudgedStep)
+                       else node.claim.statement.payload_sha256)
+            for problem in node.problems:
+                if problem.kind in CONSEQUENCES:
+                    continue  # shown on the step that caused it
+                severity = "warning" if problem.kind == "step-not-in-policy" else "error"
+                self.add(severity, problem.kind, problem.message, [problem.file],
+                         node_of.get(payload))
+        for name in evaluation.missing_steps:
+            self.add("error", "missing-step", f"{evaluation.policy.path}: required step "
+                     f"{name!r} has no attestation signed as the policy requires.",
+                     [str(evaluation.policy.path)])
 
     def _check_step_rule(self, step: StepNode, ancestors: set[str], present: set[str]) -> None:
         assert self.policy is not None
@@ -432,62 +472,53 @@ class _Auditor:
                          f"{earlier!r} step.", [record.source], step.id)
 
     def check_materials(self) -> None:
-        """Every material nobody produced is a source: pinned, allowed unpinned, or unaccounted;
-        one produced only by attestations whose signature failed is unaccounted too."""
-        from verifier.verify import match_source  # the policy's own source rules, as verify has
-
+        """Every material nobody produced is a source. With a policy, the evaluation says which
+        are pinned, allowed unpinned or unaccounted; without one, every such file is unpinned."""
         unpinned: dict[str, list[StepNode]] = {}
-        # The rule accepting a material, per material and recorded git state: a script shared by
-        # thousands of steps is matched against the policy's patterns once. (A refusal is not
-        # kept: its sentence names the step's own file.)
-        rule_of: dict[tuple[Any, ...], Any] = {}
-        for step in self.report.steps:
-            record = step.record
-            covered: list[str] = []
-            materials = sorted(record.materials,
-                               key=lambda m: ("dirHash" not in m["digest"], m["name"]))
-            for material in materials:
-                name, digest = material["name"], material["digest"]
-                is_dir = "dirHash" in digest
-                if any(name.startswith(f"{d}/") for d in covered):
-                    continue
-                node = self.report.artifacts[digest_key(digest)]
-                producers = [p for p in self._producers_of(digest) if p is not step]
-                if any(p.trusted for p in producers):
-                    if is_dir:
-                        covered.append(name)
-                    continue
-                if self.policy is None:
-                    if not is_dir:
+        if self.evaluation is not None:
+            self._sources_from_judgement(self.evaluation, unpinned)
+        else:
+            for step in self.report.steps:
+                covered: set[str] = set()
+                materials = sorted(step.record.materials,
+                                   key=lambda m: ("dirHash" not in m["digest"], m["name"]))
+                for material in materials:
+                    name, digest = material["name"], material["digest"]
+                    if any(parent in covered for parent in _parents(name)):
+                        continue
+                    producers = [p for p in self._producers_of(digest) if p is not step]
+                    if any(p.trusted for p in producers):
+                        if "dirHash" in digest:
+                            covered.add(name)
+                        continue
+                    if "dirHash" not in digest:
+                        node = self.report.artifacts[digest_key(digest)]
                         node.source = "unpinned"
                         unpinned.setdefault(node.id, []).append(step)
+        self._report_unpinned(unpinned)
+
+    def _sources_from_judgement(self, evaluation: Evaluation,
+                                unpinned: dict[str, list[StepNode]]) -> None:
+        """Mark source artifacts as the evaluation accounted for them."""
+        by_payload = {s.record.statement.payload_sha256: s for s in self.report.steps}
+        for judged in evaluation.steps:
+            step = by_payload.get(judged.payload_sha256)
+            if step is None:
+                continue
+            for link in judged.links:
+                if link.source is None:
                     continue
-                git = record.environment.get("git")
-                key = (name, tuple(sorted(digest.items())),
-                       repr(git) if isinstance(git, dict) else None)
-                rule, why_not = rule_of.get(key), None
-                if rule is None:
-                    rule, why_not = match_source(self.policy, record, material)
-                    if rule is not None:
-                        rule_of[key] = rule
-                if rule is not None:
-                    if is_dir:
-                        covered.append(name)
-                    node.source = "unpinned" if rule.unpinned else "pinned"
-                    if rule.unpinned:
-                        unpinned.setdefault(node.id, []).append(step)
-                    continue
-                if is_dir:
-                    continue  # its files are judged one by one
-                node.source = "unaccounted"
-                if producers:
-                    why_not = (f"material {name} of step {record.step!r} ({record.source}) is a "
-                               "product only of " + ", ".join(p.record.source for p in producers)
-                               + ", whose signature the policy does not accept.")
-                self.add("error", "unaccounted-material", why_not or (
-                    f"material {name} of step {record.step!r} ({record.source}) is neither a "
-                    "product of an attested step nor a source in the policy."),
-                    [record.source], node.id)
+                node = self.report.artifacts[digest_key(link.digest)]
+                node.source = "unpinned" if link.source.rule.unpinned else "pinned"
+                if link.source.rule.unpinned:
+                    unpinned.setdefault(node.id, []).append(step)
+            for problem in judged.problems:
+                if problem.kind == "unaccounted-material" and problem.digest:
+                    node = self.report.artifacts.get(digest_key(dict(problem.digest)))
+                    if node is not None:
+                        node.source = "unaccounted"
+
+    def _report_unpinned(self, unpinned: dict[str, list[StepNode]]) -> None:
         by_id = {a.id: a for a in self.report.artifacts.values()}
         for artifact_id, consumers in unpinned.items():
             artifact = by_id[artifact_id]
@@ -531,7 +562,12 @@ class _Auditor:
         for step in finals:
             step.final = True
             for product in step.record.products:
-                self.report.artifacts[digest_key(product["digest"])].final = True
+                node = self.report.artifacts[digest_key(product["digest"])]
+                node.final = True
+                if self.evaluation is not None and node.verdict is None:
+                    verdict = self.evaluation.artifact(node.digest, product["name"])
+                    node.verdict = "PASS" if verdict.passed else "FAIL"
+                    node.problems = [p.message for p in verdict.problems]
         for step in self.report.steps:
             self._dangling_products(step)
 
@@ -554,7 +590,7 @@ class _Auditor:
                      "final artifact.", [step.record.source], step.id, {"artifact": node.id})
 
     def check_rebuilds(self) -> None:
-        from verifier.quorum import check_claim, evaluate_quorum
+        from verifier.quorum import check_claim
 
         rule = self.policy.rebuild if self.policy is not None else None
         for rebuild in self.report.rebuilds:
@@ -572,7 +608,17 @@ class _Auditor:
             rebuild.mismatches = [_cleaned_mismatch(m)
                                   for m in check_claim(step.record, claim, tolerance)]
             rebuild.verdict = "mismatched" if rebuild.mismatches else "matched"
-            if rebuild.mismatches:
+            if claim.is_probe:
+                rebuild.verdict = "probe"
+                who = ", ".join(rebuild.signer.names) or rebuild.signer.claimed
+                overrides = " ".join(f"{k}={v}" for k, v in claim.env_overrides)
+                outcome = ("; ".join(_mismatch_summary(m) for m in rebuild.mismatches[:5])
+                           or "every product reproduced")
+                self.add("info", "rebuild-probe", f"{claim.source}: a probe of step "
+                         f"{claim.step!r} by {who} with {overrides}, never counted as a match "
+                         f"or as dissent: {outcome}.", [claim.source, step.record.source],
+                         rebuild.id)
+            elif rebuild.mismatches:
                 who = ", ".join(rebuild.signer.names) or rebuild.signer.claimed
                 self.add("warning", "rebuild-mismatch", f"{claim.source}: the rebuild of step "
                          f"{claim.step!r} by {who} did not reproduce it: "
@@ -582,19 +628,14 @@ class _Auditor:
                           "drift": [{k: scalar(d.get(k)) for k in ("field", "recorded",
                                                                     "current")}
                                     for d in claim.drift[:8]]})
-        if rule is None or self.signers is None or self.policy is None:
+        if self.evaluation is None:
             return
-        by_id = {r.id: r for r in self.report.rebuilds}
+        quorum_of = {n.payload_sha256: n.quorum for n in self.evaluation.steps
+                     if n.quorum is not None}
         for step in self.report.steps:
-            if step.record.step not in rule.steps or not step.signer.names:
-                continue
-            trusted = [by_id[r].claim for r in step.rebuilds if by_id[r].signer.names]
-            outcome = evaluate_quorum(self.policy, [(step.record, step.attribution)], trusted,
-                                      self.signers)
-            for quorum in outcome:
+            quorum = quorum_of.get(step.record.statement.payload_sha256)
+            if quorum is not None:
                 step.quorum = quorum.to_dict()
-                for failure in quorum.failures:
-                    self.add("error", "quorum-shortfall", failure, [step.record.source], step.id)
 
     def check_environments(self) -> None:
         for step in self.report.steps:

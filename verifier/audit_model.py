@@ -178,6 +178,8 @@ class ArtifactNode:
     source: str | None = None  # pinned | unpinned | unaccounted, for materials nobody produced
     layer: int = 0
     status: str = "ok"
+    verdict: str | None = None  # PASS | FAIL for a final artifact judged against a policy
+    problems: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -186,6 +188,7 @@ class ArtifactNode:
             "producers": list(self.producers), "consumers": list(self.consumers),
             "final": self.final,
             "source": self.source, "layer": self.layer, "status": self.status,
+            "verdict": self.verdict, "problems": self.problems[:FILES_KEPT],
         }
 
 

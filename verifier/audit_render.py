@@ -91,7 +91,9 @@ def render_text(report: dict[str, Any]) -> str:
     findings = findings_by_step(report)
     shown: set[str] = set()
     for root in final_steps(report):
-        names = [p["name"] for p in root["products"] if artifacts[p["artifact"]]["final"]]
+        names = [p["name"] + (f" {artifacts[p['artifact']]['verdict']}"
+                              if artifacts[p["artifact"]].get("verdict") else "")
+                 for p in root["products"] if artifacts[p["artifact"]]["final"]]
         more = f" and {len(names) - 4} more" if len(names) > 4 else ""
         lines += ["", f"final artifact(s): {', '.join(names[:4])}{more}"]
         lines += _tree(root["id"], steps, artifacts, rebuilds, findings, shown)
@@ -123,7 +125,7 @@ def _rebuild_line(step: dict[str, Any], rebuilds: dict[str, dict[str, Any]]) -> 
     text += f" ({', '.join(matched)})" if matched else ""
     text += f", {len(other)} differing ({', '.join(other)})" if other else ""
     if quorum:
-        text += f"; quorum {len(quorum['matched'])}/{quorum['quorum']}"
+        text += f"; quorum {quorum.get('matching', len(quorum['matched']))}/{quorum['quorum']}"
     return text
 
 

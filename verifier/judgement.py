@@ -54,6 +54,7 @@ class Problem:
     file: str
     message: str
     kind: str = "problem"
+    digest: tuple[tuple[str, str], ...] = ()  # the material it is about, where there is one
 
     def to_dict(self) -> dict[str, str]:
         return {"file": self.file, "message": self.message, "kind": self.kind}
@@ -485,7 +486,7 @@ def _link_materials(evaluation: Evaluation, step: StepNode) -> None:
         step.problems.append(Problem(record.source, why_not or (
             f"material {name} of step {record.step!r} ({record.source}) is neither a product "
             f"of an attested earlier step nor a source in the policy."
-        ), "unaccounted-material"))
+        ), "unaccounted-material", tuple(sorted(digest.items()))))
 
 
 def _check_directory_files(step: StepNode, name: str, digest: dict[str, str],
