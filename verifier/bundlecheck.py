@@ -42,6 +42,11 @@ def subject_check(bundle_path: Path, payload_type: str, payload: bytes,
     if payload_type != INTOTO_PAYLOAD_TYPE:
         return BundleCheck(False, f"{bundle_path}: payload type {payload_type!r} is not "
                                   f"{INTOTO_PAYLOAD_TYPE}.")
+    from verifier.vsa_check import failed_result
+
+    refusal = failed_result(payload_type, payload, str(bundle_path))
+    if refusal is not None:  # a signed "no" must never read as OK
+        return BundleCheck(False, refusal)
     statement = parse_statement(payload, str(bundle_path))
     digest = Hasher().digest_paths([artifact])[0]
     for subject in statement.subjects:

@@ -646,6 +646,80 @@ def verify_bundle(
     _guard(as_json, action)
 
 
+@app.command("verify-vsa")
+def verify_vsa(
+    vsa: Annotated[Path, typer.Argument(metavar="VSA",
+        help="A signed verification summary (what verify-model --vsa writes).")],
+    artifact: Annotated[Path, typer.Option(help="The file or directory it must be about.")],
+    key: Annotated[Path | None, typer.Option(
+        help="The verifier's public key (PEM), for a key-signed summary.")] = None,
+    identity: Annotated[str | None, typer.Option(
+        help="Keyless: the certificate identity (SAN) of the verifier.")] = None,
+    issuer: Annotated[str | None, typer.Option(
+        help="Keyless: the OIDC issuer of that identity.")] = None,
+    trusted_root: TrustedRootOpt = None,
+    policy: Annotated[Path | None, typer.Option(
+        help="The policy the verification must have used (compared by sha256).")] = None,
+    max_age: Annotated[str | None, typer.Option(
+        help="Refuse a summary verified longer ago than this (30m, 24h, 7d).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Gate on a verification summary: exit 0 only for a PASSED VSA about this artifact.
+
+    Checked: the signature (--key, or --identity and --issuer), that it is a SLSA VSA, that a
+    subject has the artifact's digest, that verificationResult is PASSED, with --policy that
+    the policy's sha256 is the one recorded, with --max-age that it is recent enough. Every
+    failure is listed; a FAILED summary exits 1 even though its signature is good.
+
+    Example: model-verifier verify-vsa model.vsa.intoto.json
+    --artifact build/model/model.safetensors --key keys/verifier.pub
+    --policy model-policy.yaml --max-age 7d
+    """
+    def action() -> int:
+        from verifier.digest import Hasher
+        from verifier.envelope import read_bundle
+        from verifier.errors import InputError
+        from verifier.vsa_check import check_vsa, parse_duration
+
+        age = parse_duration(max_age) if max_age is not None else None
+        if not artifact.exists():
+            raise InputError(f"{artifact}: no such file or directory to check the summary "
+                             "against.")
+        bundle = read_bundle(vsa)
+        if key is not None:
+            if identity or issuer:
+                raise InputError("--key excludes --identity and --issuer.")
+            from verifier.signing import bundle_signed_by, load_public_key
+
+            verified = not bundle.is_keyless and bundle_signed_by(bundle, load_public_key(key))
+            signer = f"the key {key}"
+        elif identity and issuer:
+            from verifier.keyless import check_keyless
+            from verifier.policy import KeylessIdentity
+
+            spec = KeylessIdentity(issuer=issuer, identity=identity)
+            verified = bundle.is_keyless and check_keyless(bundle, spec, trusted_root) is not None
+            signer = f"{identity} ({issuer})"
+        else:
+            raise InputError("verify-vsa needs --key PUB, or --identity ID and --issuer URL, "
+                             "naming the verifier that must have signed it.")
+        digest = Hasher().digest_paths([artifact])[0]
+        result = check_vsa(bundle, verified, signer, {digest.algorithm: digest.value},
+                           str(artifact), policy=policy, max_age=age)
+        if as_json:
+            _emit_json(result.to_dict())
+        elif result.passed:
+            print(f"PASS  {vsa}: PASSED for {artifact}, signed by {signer}"
+                  f", verified {result.summary.get('timeVerified')}")
+        else:
+            print(f"FAIL  {vsa}")
+            for failure in result.failures:
+                print(f"   - {failure}")
+        return 0 if result.passed else 1
+
+    _guard(as_json, action)
+
+
 @app.command("export")
 def export_command(
     attestations: Annotated[list[Path], typer.Argument(metavar="ATTESTATIONS",

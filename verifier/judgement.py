@@ -17,6 +17,7 @@ rebuild only removes derivations, so it never turns FAIL into PASS.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 from collections import deque
@@ -256,6 +257,8 @@ def evaluate(policy: Policy, bundles: Iterable[Bundle], signers: TrustedSigners,
     claims: dict[str, list[RebuildClaim]] = {}
     by_step: dict[str, list[RebuildClaim]] = {}  # for telling who rebuilt another attestation
     for rebuild in rebuilds:
+        # Every copy's verified signers, not just the first file's.
+        rebuild.claim = dataclasses.replace(rebuild.claim, attribution=rebuild.attribution)
         if rebuild.trusted:
             claims.setdefault(rebuild.claim.rebuilt_payload_sha256, []).append(rebuild.claim)
             by_step.setdefault(rebuild.claim.step, []).append(rebuild.claim)
