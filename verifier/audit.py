@@ -506,15 +506,15 @@ class _Auditor:
             if step is None:
                 continue
             for link in judged.links:
-                if link.source is None:
+                if link.source is None or not link.via_source:
                     continue
                 node = self.report.artifacts[digest_key(link.digest)]
                 node.source = "unpinned" if link.source.rule.unpinned else "pinned"
                 if link.source.rule.unpinned:
                     unpinned.setdefault(node.id, []).append(step)
-            for problem in judged.problems:
-                if problem.kind == "unaccounted-material" and problem.digest:
-                    node = self.report.artifacts.get(digest_key(dict(problem.digest)))
+            for link in judged.links:
+                if link.unaccounted is not None:
+                    node = self.report.artifacts.get(digest_key(link.digest))
                     if node is not None:
                         node.source = "unaccounted"
 

@@ -83,6 +83,20 @@ class MaterialLink:
     digest: dict[str, str]
     producers: list[StepNode] = field(default_factory=list)
     source: SourceUse | None = None
+    by_files: bool = False  # a directory accounted for by its files, each a material of its own
+    # What relying on the source rule (or the files) would leave unproven; and, when nothing
+    # accounts for the material, the sentence saying so.
+    source_problems: list[Problem] = field(default_factory=list)
+    unaccounted: Problem | None = None
+
+    @property
+    def accepted_as_source(self) -> bool:
+        return (self.source is not None or self.by_files) and not self.source_problems
+
+    @property
+    def via_source(self) -> bool:
+        """Accounted for by the policy's sources, not by a valid attested producer."""
+        return self.accepted_as_source and not any(p.valid for p in self.producers)
 
 
 @dataclass(eq=False)  # nodes are compared and hashed by identity
@@ -438,46 +452,40 @@ def _parents_of(name: str) -> Iterable[str]:
 
 
 def _link_materials(evaluation: Evaluation, step: StepNode) -> None:
-    """Link each material to its trusted producers or a source rule; a problem otherwise."""
+    """Link each material to its trusted producers and to the source rule that accepts it;
+    which of them holds is decided with the producers' own validity (`_derive`)."""
     policy = evaluation.policy
     record = step.record
     by_name = {m["name"]: m for m in record.materials}
-    covered: set[str] = set()  # directories whose every file is proven as a whole
-    # Directories accepted without a pin on the whole: their files need no rule of their own,
-    # except a file the policy pins, which is judged by its pin (patterns never relax a pin).
-    loosely: set[str] = set()
+    # Directories proven as a whole (produced, or pinned by dirHash) cover their files, and
+    # directories accepted without a pin cover theirs too, except a file the policy pins:
+    # that one is always judged by its pin (patterns never relax a pin).
+    covered: set[str] = set()
     pinned_names = {r.name for r in policy.sources
                     if r.name is not None and (r.sha256 is not None or r.dir_hash is not None)}
     materials = sorted(record.materials, key=lambda m: ("dirHash" not in m["digest"], m["name"]))
     for material in materials:
         name, digest = material["name"], material["digest"]
         is_dir = "dirHash" in digest
-        parents = list(_parents_of(name))
-        if any(parent in covered for parent in parents):
-            continue
-        if name not in pinned_names and any(parent in loosely for parent in parents):
+        if name not in pinned_names and any(p in covered for p in _parents_of(name)):
             continue
         link = MaterialLink(name, digest)
+        step.links.append(link)
         link.producers = [p for p in evaluation.producers(digest) if p is not step]
-        if link.producers:
-            step.links.append(link)
-            if is_dir:
-                covered.add(name)
-            continue
         rule, why_not = match_source(policy, record, material)
         if rule is not None:
             link.source = SourceUse(name, digest, record.step, rule)
-            step.links.append(link)
-            if is_dir and rule.dir_hash is not None:
-                covered.add(name)
-            elif is_dir:
-                loosely.add(name)
-                _check_directory_files(step, name, digest, by_name, policy)
-            continue
-        if is_dir:
+            if is_dir and rule.dir_hash is None:
+                link.source_problems = _check_directory_files(step, name, digest, by_name,
+                                                              policy)
+        elif is_dir and not link.producers:
             # Neither produced nor a source as a whole: its files are judged one by one, which
             # proves the directory only if they are all there.
-            _check_directory_files(step, name, digest, by_name, policy)
+            link.by_files = True
+            link.source_problems = _check_directory_files(step, name, digest, by_name, policy)
+        if is_dir and (link.producers or link.accepted_as_source):
+            covered.add(name)
+        if link.producers or link.source is not None or link.by_files:
             continue
         unverified = evaluation.unverified_producers(digest)
         if why_not is None and unverified:
@@ -486,34 +494,37 @@ def _link_materials(evaluation: Evaluation, step: StepNode) -> None:
                 f"of {', '.join(unverified)}, whose signature verifies under no key the policy "
                 "names (an unknown signer, or altered after signing)."
             )
-        step.problems.append(Problem(record.source, why_not or (
+        link.unaccounted = Problem(record.source, why_not or (
             f"material {name} of step {record.step!r} ({record.source}) is neither a product "
             f"of an attested earlier step nor a source in the policy."
-        ), "unaccounted-material", tuple(sorted(digest.items()))))
+        ), "unaccounted-material", tuple(sorted(digest.items())))
 
 
 def _check_directory_files(step: StepNode, name: str, digest: dict[str, str],
-                           by_name: dict[str, dict[str, Any]], policy: Policy) -> None:
-    """A directory material accepted without a pin on the whole must list its files, and they
-    must add up to its dirHash; every pinned source inside it is then judged by its own pin
-    (as a material of its own). A pinned file it does not list cannot be checked: a problem."""
+                           by_name: dict[str, dict[str, Any]], policy: Policy) -> list[Problem]:
+    """What a directory material accepted without a pin on the whole leaves unproven: it must
+    list its files, and they must add up to its dirHash; every pinned source inside it is then
+    judged by its own pin (as a material of its own), and a pinned file it does not list cannot
+    be checked."""
     record = step.record
     prefix = f"{name}/"
+    problems: list[Problem] = []
     files = {n[len(prefix):]: m["digest"].get("sha256") for n, m in by_name.items()
              if n.startswith(prefix) and "dirHash" not in m["digest"]}
     for rule in policy.sources:
         if rule.name is not None and rule.name.startswith(prefix) and rule.name not in by_name:
-            step.problems.append(Problem(record.source, (
+            problems.append(Problem(record.source, (
                 f"material {name} of step {record.step!r} ({record.source}) is a directory "
                 f"holding the pinned source {rule.name}, but the attestation carries no digest "
                 "for that file, so its pin cannot be checked."
             ), "unproven-pin"))
     if (not all(isinstance(v, str) for v in files.values())
             or dir_hash({k: str(v) for k, v in files.items()}) != digest["dirHash"]):
-        step.problems.append(Problem(record.source, (
+        problems.append(Problem(record.source, (
             f"material {name} of step {record.step!r} ({record.source}) is a directory whose "
             "listed files do not add up to its dirHash, so its contents cannot be checked."
         ), "unproven-directory"))
+    return problems
 
 
 def match_source(policy: Policy, record: StepRecord, material: dict[str, Any]
@@ -625,24 +636,27 @@ def _derive(evaluation: Evaluation) -> list[StepNode]:
             frozenset(): ()}
         unresolved: list[MaterialLink] = []
         for index, link in enumerate(step.links):
-            if not link.producers:
-                continue
             options = [(names, producer) for producer in link.producers
                        for names in producer.derivations]
             if not options:
-                unresolved.append(link)
-                continue
+                if not link.accepted_as_source:
+                    unresolved.append(link)
+                continue  # a source adds no step to the derivation
             combos = _maximal({
                 names | option: (*choices, (index, producer, option))
                 for names, choices in combos.items() for option, producer in options
             })
         for link in unresolved:
-            step.problems.append(Problem(step.source, (
-                f"material {link.name} of step {step.record.step!r} ({step.source}) is a "
-                "product only of " + ", ".join(p.source for p in link.producers[:5])
-                + ", which the policy does not accept (see "
-                + ("its" if len(link.producers) == 1 else "their") + " problems)."
-            ), "unaccepted-producer"))
+            if link.unaccounted is not None:
+                step.problems.append(link.unaccounted)
+            step.problems.extend(link.source_problems)
+            if link.producers:
+                step.problems.append(Problem(step.source, (
+                    f"material {link.name} of step {step.record.step!r} ({step.source}) is a "
+                    "product only of " + ", ".join(p.source for p in link.producers[:5])
+                    + ", which the policy does not accept (see "
+                    + ("its" if len(link.producers) == 1 else "their") + " problems)."
+                ), "unaccepted-producer"))
         rule = policy.step(step.record.step)
         after = frozenset(rule.after) if rule is not None else frozenset()
         satisfied = {n: c for n, c in combos.items() if after <= n}
@@ -686,4 +700,5 @@ def _closure(finals: list[StepNode]) -> list[StepNode]:
 
 
 def _sources_of(chain: list[StepNode]) -> list[SourceUse]:
-    return [link.source for step in chain for link in step.links if link.source is not None]
+    return [link.source for step in chain for link in step.links
+            if link.source is not None and link.via_source]

@@ -1,0 +1,266 @@
+"""Properties of the one judgement, over random attestation graphs (hypothesis).
+
+Each example is a small build: step attestations (some twins of each other, some signed by the
+wrong signer or by a stranger, some co-signed), rebuilds (matching, differing, probes, co-signed),
+and a policy (pins right or wrong, unpinned patterns, a quorum or none). For every final artifact:
+
+- verify-model's verdict equals audit's verdict on that artifact (real entry points, files on
+  disk);
+- every printed quorum count is the judged one, and a quorum fails exactly when it is short;
+- removing any one bundle, or any source rule that accepted a material, never turns FAIL
+  into PASS;
+- adding an attestation signed by no policy signer changes no verdict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from graphs import World, sha
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from verifier.audit import audit
+from verifier.envelope import parse_bundle
+from verifier.judgement import evaluate
+from verifier.policy import load_policy
+from verifier.trust import TrustedSigners
+
+STEPS = ("prepare", "train", "package")
+SIGNERS = ("builder", "auditor", "ra", "rb", "stranger")  # stranger is in no policy
+SOURCES = ("raw.csv", "prepare.py", "train.py")
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Keys are made once; every example copies nothing, it points at them."""
+    root = tmp_path_factory.mktemp("keys")
+    World.create(root, list(SIGNERS))
+    return root
+
+
+@dataclass
+class Build:
+    """What one example drew: bundles by file name, the policy, the final artifacts."""
+
+    bundles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    policy: dict[str, Any] = field(default_factory=dict)
+    finals: dict[str, str] = field(default_factory=dict)  # file name -> content
+
+
+@st.composite
+def builds(draw: st.DrawFn, world: World) -> Build:
+    build = Build()
+    produced: dict[str, list[str]] = {s: [] for s in STEPS}  # step -> product digests
+    contents: dict[str, str] = {}
+    attestations = []
+    for depth, step in enumerate(STEPS):
+        for copy in range(draw(st.integers(1, 2))):  # a second one: a twin or another run
+            if depth == 0:
+                materials = {n: sha(n) for n in draw(st.sets(st.sampled_from(SOURCES),
+                                                              min_size=1))}
+            else:
+                earlier = produced[STEPS[depth - 1]]
+                chosen = draw(st.sets(st.sampled_from(earlier), min_size=1)) if earlier else set()
+                materials = {f"in-{d[:8]}": d for d in chosen}
+                if draw(st.booleans()):
+                    materials["train.py"] = sha("train.py")
+            twin = copy == 1 and draw(st.booleans()) and produced[step]
+            if twin:
+                products = {f"out-{step}-{produced[step][0][:8]}": produced[step][0]}
+            else:
+                content = f"{step}-{depth}-{copy}-{draw(st.integers(0, 3))}"
+                contents[sha(content)] = content
+                products = {f"out-{step}-{sha(content)[:8]}": sha(content)}
+            statement = world.step(step, materials, products,
+                                   argv=["python", f"{step}.py", str(copy)])
+            signers = draw(st.lists(st.sampled_from(SIGNERS), min_size=1, max_size=2,
+                                    unique=True).map(tuple))
+            if draw(st.integers(0, 3)):  # mostly the right signer
+                signers = ("builder", *[s for s in signers if s != "builder"])[:2]
+            attestations.append(statement)
+            build.bundles[f"{step}-{copy}.json"] = statement.signed(*signers)
+            for digest in products.values():
+                if digest not in produced[step]:
+                    produced[step].append(digest)
+    for index, statement in enumerate(attestations):
+        for who in draw(st.lists(st.sampled_from(("ra", "rb", "builder", "stranger")),
+                                 max_size=3)):
+            kind = draw(st.sampled_from(("match", "match", "differ", "probe", "cosign")))
+            signers = (who, "rb" if who != "rb" else "ra") if kind == "cosign" else (who,)
+            actual = ({n: {"sha256": sha("other")} for n in statement.products}
+                      if kind == "differ" else None)
+            overrides = {"OMP_NUM_THREADS": "2"} if kind == "probe" else None
+            build.bundles[f"rebuild-{index}-{who}-{kind}.json"] = world.rebuild(
+                statement, *signers, overrides=overrides, actual=actual,
+                run_id=f"{index}-{who}-{kind}")
+    sources: list[dict[str, Any]] = []
+    for name in SOURCES:
+        choice = draw(st.sampled_from(("pin", "wrong-pin", "none")))
+        if choice != "none":
+            sources.append({"name": name, "sha256": sha(name if choice == "pin" else "x")})
+    if draw(st.booleans()):
+        sources.append({"pattern": "*.py", "unpinned": True})
+    if draw(st.booleans()):
+        sources.append({"pattern": "in-*", "unpinned": True})  # a pattern that hides nothing
+    build.policy = {
+        "sources": sources,
+        "steps": [{"name": "prepare", "signed_by": ["builder"]},
+                  {"name": "train", "signed_by": ["builder"], "after": ["prepare"]},
+                  {"name": "package", "signed_by": ["builder"], "after": ["train"]}],
+        "signers": {n: {"key": world.public(n)} for n in SIGNERS if n != "stranger"},
+    }
+    quorum = draw(st.integers(0, 2))
+    if quorum:
+        build.policy["rebuild"] = {"quorum": quorum, "rebuilders": ["ra", "rb", "builder"],
+                                   "steps": draw(st.sets(st.sampled_from(STEPS), min_size=1)
+                                                 .map(sorted))}
+    build.finals = {f"final-{d[:8]}.bin": contents[d] for d in produced["package"]
+                    if d in contents}
+    return build
+
+
+def _world(keys: Path, root: Path) -> World:
+    world = World(root, {n: keys / "keys" / f"{n}.key" for n in SIGNERS})
+    (root / "keys").mkdir(parents=True, exist_ok=True)
+    for name in SIGNERS:
+        (root / "keys" / f"{name}.pub").write_bytes((keys / "keys" / f"{name}.pub").read_bytes())
+    return world
+
+
+def _assert_earned(report: Any, policy: dict[str, Any]) -> None:
+    """A PASS, checked against the policy by a few independent lines (an oracle)."""
+    assert not report.problems
+    assert {s["step"] for s in report.steps} >= set(STEPS)
+    assert all(s["signed_by"] and "builder" in s["signed_by"] for s in report.steps)
+    pins: dict[str, set[str]] = {}
+    for rule in policy["sources"]:
+        if "sha256" in rule:
+            pins.setdefault(rule["name"], set()).add(rule["sha256"])
+    for source in report.sources:
+        if source["name"] in pins:
+            assert source["digest"]["sha256"] in pins[source["name"]], source
+    rule = policy.get("rebuild")
+    if rule:
+        judged = {q.payload_sha256: q for q in report.rebuilds}
+        for step in report.steps:
+            if step["step"] in rule["steps"]:
+                quorum = judged[step["payload_sha256"]]
+                counted = {c["rebuilder"] for c in quorum.counted}
+                assert len(quorum.counted) >= rule["quorum"], quorum
+                assert counted <= set(rule["rebuilders"]) - {"builder"}, quorum
+
+
+def _verdicts(policy_path: Path, bundles: dict[str, dict[str, Any]],
+              finals: dict[str, str]) -> dict[str, bool]:
+    """The evaluation's verdict for each final artifact, from bundles in memory."""
+    policy = load_policy(policy_path)
+    signers = TrustedSigners(policy)
+    evaluation = evaluate(policy, [parse_bundle(b, n) for n, b in sorted(bundles.items())],
+                          signers)
+    return {name: evaluation.artifact({"sha256": sha(content)}, name).passed
+            for name, content in finals.items()}
+
+
+EXAMPLES = settings(max_examples=40, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                           HealthCheck.function_scoped_fixture])
+
+
+@EXAMPLES
+@given(data=st.data())
+def test_verify_and_audit_agree_and_counts_are_the_judged_ones(keys: Path,
+                                                               data: st.DataObject) -> None:
+    from verifier.cli import _print_report
+    from verifier.verify import verify_artifact
+
+    with tempfile.TemporaryDirectory() as directory:
+        root = Path(directory)
+        world = _world(keys, root)
+        build = data.draw(builds(world))
+        policy_path = world.policy(build.policy)
+        for name, bundle in build.bundles.items():
+            world.write(bundle, name)
+        for name, content in build.finals.items():
+            world.file(name, content)
+        policy = load_policy(policy_path)
+        audited = audit([root / "attestations"], policy).to_dict()
+        audit_verdicts = {digest: a["verdict"] for a in audited["artifacts"]
+                          for digest in [a["digest"].get("sha256")] if a["final"]}
+        for name, content in build.finals.items():
+            report = verify_artifact(root / name, policy, [root / "attestations"])
+            event(f"verdict {'PASS' if report.passed else 'FAIL'}")
+            assert audit_verdicts.get(sha(content)) == ("PASS" if report.passed else "FAIL"), (
+                name, report.to_dict(), audited["findings"])
+            text = io.StringIO()
+            with contextlib.redirect_stdout(text):
+                _print_report(report)
+            for quorum in report.rebuilds:
+                assert quorum.passed == (len(quorum.counted) >= quorum.quorum)
+                assert len({c["identity"] for c in quorum.counted}) == len(quorum.counted)
+                assert len({c["attestation"] for c in quorum.counted}) == len(quorum.counted)
+                assert f": {len(quorum.counted)}/{quorum.quorum} matching" in text.getvalue()
+            if report.passed:
+                _assert_earned(report, build.policy)
+            json.dumps(report.to_dict())
+
+
+@EXAMPLES
+@given(data=st.data())
+def test_removing_evidence_never_turns_fail_into_pass(keys: Path, data: st.DataObject) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        root = Path(directory)
+        world = _world(keys, root)
+        build = data.draw(builds(world))
+        policy_path = world.policy(build.policy)
+        before = _verdicts(policy_path, build.bundles, build.finals)
+        failing = [name for name, passed in before.items() if not passed]
+        event(f"{len(failing)} of {len(before)} final artifacts fail")
+        if not failing:
+            return
+        for removed in build.bundles:
+            rest = {n: b for n, b in build.bundles.items() if n != removed}
+            after = _verdicts(policy_path, rest, build.finals)
+            assert not any(after[name] for name in failing), (removed, build.policy)
+        for index, rule in enumerate(build.policy["sources"]):
+            if "sha256" not in rule:
+                continue
+            weaker = {**build.policy, "sources": [r for i, r in enumerate(
+                build.policy["sources"]) if i != index]}
+            if rule["sha256"] != sha(rule["name"]):
+                continue  # only a pin that matched is evidence; dropping a wrong pin relaxes
+            after = _verdicts(world.policy(weaker), build.bundles, build.finals)
+            assert not any(after[name] for name in failing), (rule, build.policy)
+
+
+@EXAMPLES
+@given(data=st.data())
+def test_an_attestation_signed_by_no_policy_signer_changes_nothing(
+        keys: Path, data: st.DataObject) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        root = Path(directory)
+        world = _world(keys, root)
+        build = data.draw(builds(world))
+        policy_path = world.policy(build.policy)
+        before = _verdicts(policy_path, build.bundles, build.finals)
+        # The stranger re-signs a copy of any attestation, or claims a final artifact itself.
+        name = data.draw(st.sampled_from(sorted(build.bundles)))
+        forged = dict(build.bundles)
+        payload = json.loads(__import__("base64").b64decode(
+            build.bundles[name]["dsseEnvelope"]["payload"]))
+        from graphs import canonical
+
+        payload["predicate"]["forged"] = True
+        forged["forged-copy.json"] = world.sign(canonical(payload), "stranger")
+        for final, content in build.finals.items():
+            claim = world.step("package", {"anything": sha("x")}, {final: sha(content)})
+            forged[f"forged-{final}.json"] = claim.signed("stranger")
+            forged[f"forged-rebuild-{final}.json"] = world.rebuild(claim, "stranger")
+        assert _verdicts(policy_path, forged, build.finals) == before
