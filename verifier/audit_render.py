@@ -120,10 +120,13 @@ def _rebuild_line(step: dict[str, Any], rebuilds: dict[str, dict[str, Any]]) -> 
     if not attached and not quorum:
         return None
     matched = [signer_label(r["signer"]) for r in attached if r["verdict"] == "matched"]
-    other = [signer_label(r["signer"]) for r in attached if r["verdict"] != "matched"]
+    other = [signer_label(r["signer"]) for r in attached
+             if r["verdict"] not in ("matched", "probe")]
+    probes = [signer_label(r["signer"]) for r in attached if r["verdict"] == "probe"]
     text = f"rebuilds: {len(matched)} matching"
     text += f" ({', '.join(matched)})" if matched else ""
     text += f", {len(other)} differing ({', '.join(other)})" if other else ""
+    text += f", {len(probes)} probe(s) ({', '.join(probes)})" if probes else ""
     if quorum:
         text += f"; quorum {quorum.get('matching', len(quorum['matched']))}/{quorum['quorum']}"
     return text

@@ -355,19 +355,15 @@ def _print_report(report: Any) -> None:
               f"matching ({', '.join(quorum.matched) or 'none'})")
         for dissent in quorum.dissent:
             for file in dissent["files"]:
-                tensors = file.get("tensors") or []
-                worst = (f", {file.get('changed_tensors', len(tensors))} tensor(s) differ, "
-                         f"worst {tensors[0]['name']} (relative L2 {tensors[0]['rel_l2']:.3g})"
-                         if tensors and tensors[0].get("rel_l2") is not None else "")
-                print(f"    signed dissent from {dissent['rebuilder']}: {file['name']} "
-                      f"{file['verdict']}{worst} ({dissent['attestation']})")
+                print(f"    signed dissent from {dissent['rebuilder']}: {_file_outcome(file)} "
+                      f"({dissent['attestation']})")
         for probe in quorum.probes:
             overrides = " ".join(f"{k}={v}" for k, v in probe["overrides"].items())
-            outcome = ("reproduced every product" if not probe["files"] else
-                       "changed " + ", ".join(f"{f['name']} ({f['verdict']})"
-                                              for f in probe["files"][:5]))
-            print(f"    probe by {probe['rebuilder']} with {overrides}: {outcome}; not counted "
+            outcome = "reproduced every product" if not probe["files"] else "changed"
+            print(f"    probe by {probe['rebuilder']} with {overrides}, not counted: {outcome} "
                   f"({probe['attestation']})")
+            for file in probe["files"]:
+                print(f"      {_file_outcome(file)}")
         for ignored in quorum.ignored:
             print(f"    counted for nothing: {ignored}")
     for evidence in getattr(report, "oms", []):
@@ -378,6 +374,15 @@ def _print_report(report: Any) -> None:
             print(f"   - {problem.message}")
     for note in report.notes:
         print(f"  note: {note}")
+
+
+def _file_outcome(file: dict[str, Any]) -> str:
+    """One rebuilt file that did not match: its verdict and, for tensors, the worst one."""
+    tensors = file.get("tensors") or []
+    worst = (f", {file.get('changed_tensors', len(tensors))} tensor(s) differ, "
+             f"worst {tensors[0]['name']} (relative L2 {tensors[0]['rel_l2']:.3g})"
+             if tensors and isinstance(tensors[0].get("rel_l2"), int | float) else "")
+    return f"{file['name']} {file['verdict']}{worst}"
 
 
 def _print_oms(evidence: dict[str, Any]) -> None:

@@ -62,7 +62,7 @@ say "diff: which tensors moved, and by how much"
 model-verifier diff work/rebuilder-c/train/build/weights.safetensors build/weights.safetensors \
   --limit 4 || true
 
-say "verify-model again: the quorum still holds, rebuilder-c is reported as signed dissent"
+say "verify-model again: the quorum still holds; rebuilder-c's --env run is reported as a probe, never as dissent"
 verify-model build/model/model.safetensors --policy "$policies/tiny-model-rebuilt.yaml" \
   --attestations attestations --attestations rebuilds
 
