@@ -374,7 +374,7 @@ def test_an_old_vsa_fails_max_age(world: World) -> None:
     report = verify_artifact(world.root / "dist" / "model.bin", loaded,
                              [world.root / "attestations"])
     old = dt.datetime.now(dt.UTC) - dt.timedelta(days=10)
-    write(world.root / "old.vsa.json", report, loaded, [], KeySigner(
+    write(world.root / "old.vsa.json", report, loaded, KeySigner(
         world.root / "keys" / "verifier.key"), time_verified=old)
     result = world.cli("verify-vsa", "old.vsa.json", "--artifact", str(world.root / "dist" /
                        "model.bin"), "--key", "keys/verifier.pub", "--max-age", "7d")

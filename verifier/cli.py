@@ -446,7 +446,7 @@ def _verify(artifact: Path, attestations: list[Path] | None, policy: Path | None
         if vsa is not None:
             from verifier.vsa import write_vsa
 
-            write_vsa(vsa, report, loaded, attestations or [Path("attestations")], vsa_signer)
+            write_vsa(vsa, report, loaded, vsa_signer)
         return _show_report(report, as_json, vsa)
 
     _guard(as_json, action)

@@ -65,7 +65,7 @@ def verified_levels(report: Report, policy: Policy) -> list[str]:
     return levels
 
 
-def vsa_statement(report: Report, policy: Policy, attestation_dirs: list[Path], *,
+def vsa_statement(report: Report, policy: Policy, *,
                   time_verified: datetime | None = None) -> dict[str, Any]:
     """The VSA statement (unsigned) for a verify-model report."""
     moment = (time_verified or datetime.now(UTC)).astimezone(UTC)
@@ -88,12 +88,12 @@ def vsa_statement(report: Report, policy: Policy, attestation_dirs: list[Path], 
     }
 
 
-def write_vsa(path: Path, report: Report, policy: Policy, attestation_dirs: list[Path],
-              signer: Signer, *, time_verified: datetime | None = None) -> dict[str, Any]:
+def write_vsa(path: Path, report: Report, policy: Policy, signer: Signer, *,
+              time_verified: datetime | None = None) -> dict[str, Any]:
     """Sign the VSA into a Sigstore bundle at `path` (replacing it); return the statement."""
     from verifier.record import canonical_bundle_text
 
-    statement = vsa_statement(report, policy, attestation_dirs, time_verified=time_verified)
+    statement = vsa_statement(report, policy, time_verified=time_verified)
     bundle = signer.sign_dsse(canonical_json(statement), INTOTO_PAYLOAD_TYPE)
     write_atomic(path, canonical_bundle_text(bundle), overwrite=True)
     return statement
