@@ -397,7 +397,7 @@ def _serve_forever_chunked(handler: BaseHTTPRequestHandler) -> None:
 
 
 @pytest.mark.parametrize("case", ["announced-huge", "endless", "not-json", "traversal",
-                                  "sha512-layer", "not-a-manifest"])
+                                  "sha512-layer", "not-a-manifest", "named-attestations"])
 def test_hostile_manifests_are_refused_in_one_sentence(case: str, cache: Path) -> None:
     repo = "/v2/acme/model/manifests/v1"
     answers: dict[str, Any] = {"/v2/": (200, {}, b"{}")}
@@ -411,11 +411,15 @@ def test_hostile_manifests_are_refused_in_one_sentence(case: str, cache: Path) -
             [{"mediaType": "x", "digest": "sha512:" + "a" * 128, "size": 1}])),
         "not-a-manifest": (200, {"Content-Type": MANIFEST}, json.dumps(
             {"schemaVersion": 2, "mediaType": INDEX, "manifests": []}).encode()),
+        "named-attestations": (200, {"Content-Type": MANIFEST}, _manifest_with(
+            [_layer(b"x", "evil.intoto.json")],
+            annotations={"org.opencontainers.image.title": "attestations"})),
     }[case]
     fragment = {"announced-huge": "more than the 4194304 allowed",
                 "endless": "more than 4194304 bytes", "not-json": "is not a JSON document",
                 "traversal": "not a safe relative file path", "sha512-layer": "sha512",
-                "not-a-manifest": "not an OCI image manifest"}[case]
+                "not-a-manifest": "not an OCI image manifest",
+                "named-attestations": "named 'attestations'"}[case]
     with Scripted(answers).serving() as server:
         result = cli("pull", f"oci://{server.host}/acme/model:v1", cache.parent / "out",
                      "--plain-http", cache=cache)

@@ -83,8 +83,9 @@ class BlobCache:
                     written += len(chunk)
                     if progress is not None:
                         progress(len(chunk))
-                stream.flush()
-                os.fsync(stream.fileno())
+            # No fsync: a blob is re-hashed before every use, so one that a crash left
+            # half-written on disk is caught and fetched again; durability would only cost
+            # a second or two a gigabyte.
             actual = f"sha256:{hasher.hexdigest()}"
             if actual != digest or written != size:
                 raise VerificationFailure(

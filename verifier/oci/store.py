@@ -324,6 +324,9 @@ def fetch(registry: Registry, reference: Reference, cache: BlobCache, target: Pa
             manifest.config.media_type != media.MODEL_CONFIG:
         raise InputError(f"{where}: is a {manifest.artifact_type!r} artifact, not a model.")
     name, kind, files = media.model_files(manifest, where)
+    if name == "attestations":
+        raise InputError(f"{where}: the model is named 'attestations', which is where its "
+                         "attestations go; refusing to mix the two.")
     model = target / name
     notes: list[str] = []
     total = sum(layer.size for _, layer in files)
