@@ -630,3 +630,30 @@ def test_no_password_on_the_command_line(cache: Path) -> None:
 
 
 
+
+
+def test_the_cache_lives_where_the_user_says(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from verifier.oci.cache import default_cache_dir
+
+    monkeypatch.delenv("MODEL_VERIFIER_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "model-verifier"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert default_cache_dir() == Path.home() / ".cache" / "model-verifier"
+    monkeypatch.setenv("MODEL_VERIFIER_CACHE", str(tmp_path / "chosen"))
+    assert default_cache_dir() == tmp_path / "chosen"
+
+
+@needs_registry
+def test_pull_with_a_cache_flag_fills_that_cache(chain: Chain, registry: RunningRegistry,
+                                                 cache: Path, tmp_path: Path) -> None:
+    pushed = push(chain, registry, cache)
+    chosen = tmp_path / "chosen-cache"
+    pulled = cli("pull", pushed["reference"], tmp_path / "out", "--plain-http", "--cache",
+                 chosen, cache=cache)
+    assert pulled.code == 0, pulled.output
+    digest = hashlib.sha256(chain.artifact.read_bytes()).hexdigest()
+    assert (chosen / "oci" / "blobs" / "sha256" / digest).read_bytes() == \
+        chain.artifact.read_bytes()
+    assert not (cache / "oci" / "blobs" / "sha256" / digest).exists()
