@@ -657,3 +657,52 @@ def test_pull_with_a_cache_flag_fills_that_cache(chain: Chain, registry: Running
     assert (chosen / "oci" / "blobs" / "sha256" / digest).read_bytes() == \
         chain.artifact.read_bytes()
     assert not (cache / "oci" / "blobs" / "sha256" / digest).exists()
+
+
+def test_attach_leaves_the_index_to_a_registry_with_the_referrers_api(cache: Path) -> None:
+    """A registry that indexes a referrer itself says so (OCI-Subject); no tag-schema index is
+    written there. One that does not gets the `sha256-HEX` index."""
+    from verifier.oci import media, store
+    from verifier.oci.client import Registry
+    from verifier.oci.reference import parse_reference
+
+    subject_manifest = _manifest_with([])
+    subject = media.sha256_digest(subject_manifest)
+    bundle = b'{"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json"}'
+    for with_api in (True, False):
+        answers: dict[str, Any] = {
+            f"/v2/acme/model/manifests/{subject}": (200, {}, subject_manifest),
+            "/v2/acme/model/blobs/uploads/": (202, {"Location": "/v2/acme/model/upload/1"}, b""),
+            "/v2/acme/model/upload/1": (201, {}, b""),
+        }
+        if with_api:
+            answers[f"/v2/acme/model/referrers/{subject}"] = (
+                200, {"Content-Type": INDEX}, media.index_document([]))
+
+        def stored(handler: BaseHTTPRequestHandler, api: bool = with_api) -> None:
+            handler.send_response(201)
+            if api:
+                handler.send_header("OCI-Subject", subject)
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+
+        referrer = media.bundle_manifest(media.Descriptor(MANIFEST, subject,
+                                                          len(subject_manifest)),
+                                         media.descriptor_of(media.BUNDLE, bundle), None)
+        answers[f"/v2/acme/model/manifests/{media.sha256_digest(referrer)}"] = stored
+        answers[f"/v2/acme/model/manifests/sha256-{subject[7:]}"] = (
+            lambda h: stored(h) if h.command == "PUT" else _not_found(h))
+        with Scripted(answers).serving() as server:
+            client = Registry(parse_reference(f"oci://{server.host}/acme/model"),
+                              plain_http=True)
+            (done,) = store.attach(client, subject, [("b.json", bundle)])
+        assert done.status == "attached"
+        tag_puts = [path for method, path, _ in server.seen
+                    if method == "PUT" and "sha256-" in path]
+        assert tag_puts == ([] if with_api else [f"/v2/acme/model/manifests/sha256-{subject[7:]}"])
+
+
+def _not_found(handler: BaseHTTPRequestHandler) -> None:
+    handler.send_response(404)
+    handler.send_header("Content-Length", "0")
+    handler.end_headers()

@@ -1,6 +1,6 @@
 """A content-addressed blob cache that is never believed: every use re-hashes the blob.
 
-Blobs live at `ROOT/blobs/sha256/HEX`. A download is written to `ROOT/tmp/`, hashed as it
+Blobs live at `ROOT/oci/blobs/sha256/HEX`. A download is written to `ROOT/oci/tmp/`, hashed as it
 streams, and renamed into place only when its digest and size are the ones asked for, so a
 failed or tampered download leaves nothing behind. A cached blob that no longer hashes to its
 name (disk corruption, someone editing it) is thrown away and fetched again.
