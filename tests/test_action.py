@@ -44,6 +44,7 @@ from sigstore_mock.loopback import (
 ROOT = Path(__file__).resolve().parents[1]
 ACTION_DIR = ROOT / ".github" / "actions" / "attest-model"
 ACTION = ACTION_DIR / "action.yml"
+VERIFY_ACTION_DIR = ROOT / ".github" / "actions" / "verify-model"
 EXAMPLE = ROOT / "examples" / "workflows" / "train-and-attest.yml"
 BIN = Path(sys.executable).parent
 REPOSITORY = "acme/tiny-model"
@@ -54,8 +55,8 @@ EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
 needs_loopback = pytest.mark.skipif(skip_reason() is not None, reason=str(skip_reason()))
 
 
-def load_action() -> dict[str, Any]:
-    return yaml.safe_load(ACTION.read_text())
+def load_action(directory: Path = ACTION_DIR) -> dict[str, Any]:
+    return yaml.safe_load((directory / "action.yml").read_text())
 
 
 # --- a runner, small -------------------------------------------------------------------------
@@ -71,10 +72,14 @@ class ActionRun:
 class CompositeRunner:
     """Runs a composite action's steps the way the Actions runner does."""
 
-    def __init__(self, workspace: Path, env: dict[str, str]) -> None:
+    def __init__(self, workspace: Path, env: dict[str, str], action_dir: Path = ACTION_DIR
+                 ) -> None:
         self.workspace = workspace
         self.env = env
+        self.action_dir = action_dir
         self.artifacts_dir = workspace.parent / "uploaded-artifacts"
+        self.summary = workspace.parent / "step-summary.md"
+        self.uploads: list[dict[str, str]] = []
 
     def evaluate(self, text: str, context: dict[str, Any]) -> str:
         def value(match: re.Match[str]) -> str:
@@ -83,7 +88,7 @@ class CompositeRunner:
             if scope == "inputs":
                 return str(context["inputs"][rest])
             if scope == "github" and rest == "action_path":
-                return str(ACTION_DIR)
+                return str(self.action_dir)
             if scope == "steps":
                 step_id, kind, name = rest.split(".")
                 assert kind == "outputs", expression
@@ -119,7 +124,8 @@ class CompositeRunner:
             script = self.workspace.parent / f"step-{number}.sh"
             script.write_text(step["run"])
             env = {**self.env, "GITHUB_OUTPUT": str(outputs_file),
-                   "GITHUB_ACTION_PATH": str(ACTION_DIR)}
+                   "GITHUB_ACTION_PATH": str(self.action_dir),
+                   "GITHUB_STEP_SUMMARY": str(self.summary)}
             env.update({k: self.evaluate(str(v), context)
                         for k, v in step.get("env", {}).items()})
             cwd = self.workspace / self.evaluate(step.get("working-directory", "."), context)
@@ -142,6 +148,7 @@ class CompositeRunner:
               artifacts: dict[str, list[Path]]) -> None:
         assert step["uses"].startswith("actions/upload-artifact@"), step["uses"]
         arguments = {k: self.evaluate(str(v), context) for k, v in step["with"].items()}
+        self.uploads.append(arguments)
         source = Path(arguments["path"])
         source = source if source.is_absolute() else self.workspace / source
         if not source.exists():
@@ -356,10 +363,11 @@ def test_action_refuses_an_unknown_signing_mode(tmp_path: Path) -> None:
 
 # --- the metadata and the workflows, checked --------------------------------------------------
 
-def test_action_metadata_is_well_formed() -> None:
+@pytest.mark.parametrize("directory", [ACTION_DIR, VERIFY_ACTION_DIR], ids=lambda d: d.name)
+def test_action_metadata_is_well_formed(directory: Path) -> None:
     """What actionlint does not check for an action.yml: the shape GitHub requires, and that
     every expression names something that exists."""
-    action = load_action()
+    action = load_action(directory)
     assert isinstance(action["name"], str) and isinstance(action["description"], str)
     assert action["runs"]["using"] == "composite"
     for name, spec in action["inputs"].items():
@@ -408,11 +416,42 @@ def test_example_workflow_uses_the_action_as_declared() -> None:
     for step in uses:
         assert set(step["with"]) <= set(declared), step["with"]
         assert required <= set(step["with"]), step["with"]
-    verify = workflow["jobs"]["rebuild-and-verify"]
-    assert verify["needs"] == "build"
-    commands = " ".join(s.get("run", "") for s in verify["steps"])
-    assert "model-verifier rebuild" in commands and "--sigstore" in commands
-    assert "verify-model" in commands
+    package = uses[-1]["with"]
+    assert package["push-to"].startswith("${{ steps.image.outputs.name }}")
+    assert build["permissions"]["packages"] == "write"
+    assert all(s["with"].get("retention-days") for s in uses)
+    assert build["outputs"]["model"] == "${{ steps.package.outputs.model-reference }}"
+
+    rebuild = workflow["jobs"]["rebuild"]
+    assert rebuild["needs"] == "build"
+    commands = " ".join(s.get("run", "") for s in rebuild["steps"])
+    for fragment in ("model-verifier pull", "model-verifier rebuild", "--sigstore",
+                     "--trust-identity", "--trust-issuer", "model-verifier attach"):
+        assert fragment in commands, fragment
+
+    deploy = workflow["jobs"]["deploy"]
+    assert set(deploy["needs"]) == {"build", "rebuild"}
+    (gate,) = [s for s in deploy["steps"] if s.get("uses") == "./.github/actions/verify-model"]
+    verify_inputs = load_action(VERIFY_ACTION_DIR)["inputs"]
+    assert set(gate["with"]) <= set(verify_inputs)
+    assert gate["with"]["artifact"] == "${{ needs.build.outputs.model }}"
+    later = deploy["steps"][deploy["steps"].index(gate) + 1:]
+    assert any("steps.gate.outputs.vsa" in str(s.get("env")) for s in later)
+
+
+def test_third_party_actions_are_pinned_by_commit() -> None:
+    """A tag can be moved to other code; a commit cannot. Local actions (./) are ours."""
+    files = [ACTION, VERIFY_ACTION_DIR / "action.yml", EXAMPLE,
+             *sorted((ROOT / ".github" / "workflows").glob("*.yml"))]
+    found = 0
+    for path in files:
+        for line in path.read_text().splitlines():
+            match = re.match(r"\s*(?:-\s+)?uses:\s*(\S+)", line)
+            if match is None or match.group(1).startswith("./"):
+                continue
+            found += 1
+            assert re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", match.group(1)), (path, line)
+    assert found >= 4
 
 
 def actionlint(*files: Path) -> subprocess.CompletedProcess[str]:
@@ -443,3 +482,186 @@ def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
     assert result.returncode == 1
     messages = " ".join(f["message"] for f in json.loads(result.stdout))
     assert "runs_on" in messages and "repo" in messages
+
+
+# --- publishing to a registry, and the verify-model gate --------------------------------------
+
+needs_registry = pytest.mark.skipif(shutil.which("docker-registry") is None,
+                                    reason="docker-registry is not installed; .ci/run installs it")
+
+
+@pytest.fixture
+def oci_registry(tmp_path: Path) -> Iterator[Any]:
+    from oci_servers import running_registry
+
+    with running_registry(tmp_path / "registry") as running:
+        yield running
+
+
+def key_policy(path: Path, public_key: Path) -> Path:
+    path.write_text(yaml.safe_dump({
+        "version": 1,
+        "signers": {"ci": {"key": str(public_key)}},
+        "sources": [{"pattern": "*.py", "unpinned": True},
+                    {"pattern": "data/*", "unpinned": True}],
+        "steps": [{"name": "package", "signed_by": ["ci"]}],
+    }))
+    return path
+
+
+def published(tmp_path: Path, registry: Any) -> tuple[Path, dict[str, Any], ActionRun,
+                                                       CompositeRunner]:
+    """The attest-model action run with push-to: the model pushed, its attestation attached."""
+    workspace = make_workspace(tmp_path)
+    keys = tmp_path / "keys"
+    subprocess.run([str(BIN / "model-verifier"), "keygen", str(keys / "ci")], check=True,
+                   capture_output=True)
+    env = runner_env(workspace, MODEL_VERIFIER_CACHE=str(tmp_path / "cache"),
+                     DOCKER_CONFIG=str(tmp_path / "no-docker"))
+    runner = CompositeRunner(workspace, env)
+    run = runner.run(load_action(), {
+        "step": "package", "working-directory": "model-src", "materials": "data/in.txt\nmake.py",
+        "products": "build/model", "command": f"{sys.executable} make.py",
+        "signing": "key", "key": str(keys / "ci.key"), "install": "skip",
+        "retention-days": "5", "push-to": f"oci://{registry.host}/acme/model:v1",
+        "registry-token": "", "registry-plain-http": "true"})
+    return keys, env, run, runner
+
+
+def referrers_of(registry: Any, digest: str) -> list[str]:
+    import requests
+
+    response = requests.get(registry.url(f"acme/model/manifests/sha256-{digest[7:]}"),
+                            headers={"Accept": "application/vnd.oci.image.index.v1+json"},
+                            timeout=10)
+    assert response.status_code == 200
+    return [m["digest"] for m in response.json()["manifests"]]
+
+
+@needs_registry
+def test_action_pushes_the_model_and_attaches_its_attestation(tmp_path: Path,
+                                                               oci_registry: Any) -> None:
+    import hashlib
+
+    import requests
+
+    keys, env, run, runner = published(tmp_path, oci_registry)
+    assert run.returncode == 0, run.log
+    digest = run.outputs["manifest-digest"]
+    assert run.outputs["model-reference"] == f"oci://{oci_registry.host}/acme/model@{digest}"
+    tagged = requests.get(oci_registry.url("acme/model/manifests/v1"), timeout=10, headers={
+        "Accept": "application/vnd.oci.image.manifest.v1+json"})
+    assert "sha256:" + hashlib.sha256(tagged.content).hexdigest() == digest
+    assert referrers_of(oci_registry, digest) == [run.outputs["attestation-digest"]]
+    assert runner.uploads[0]["retention-days"] == "5"
+
+    # A later step (a rebuilder, say) attaches its attestation to the same digest.
+    workspace = tmp_path / "workspace"
+    later = CompositeRunner(workspace, env).run(load_action(), {
+        "step": "review", "working-directory": "model-src", "products": "build/model",
+        "signing": "key", "key": str(keys / "ci.key"), "install": "skip", "upload": "false",
+        "out": "later", "attach-to": run.outputs["model-reference"], "registry-token": "",
+        "registry-plain-http": "true"})
+    assert later.returncode == 0, later.log
+    assert later.outputs["manifest-digest"] == digest
+    assert sorted(referrers_of(oci_registry, digest)) == sorted(
+        [run.outputs["attestation-digest"], later.outputs["attestation-digest"]])
+
+    both = CompositeRunner(workspace, env).run(load_action(), {
+        "step": "again", "working-directory": "model-src", "products": "build/model",
+        "signing": "key", "key": str(keys / "ci.key"), "install": "skip", "upload": "false",
+        "push-to": "oci://127.0.0.1:1/x", "attach-to": run.outputs["model-reference"]})
+    assert both.returncode == 1 and "exclude each other" in both.log
+
+
+@needs_registry
+def test_verify_model_action_gates_on_the_registry_copy(tmp_path: Path,
+                                                        oci_registry: Any) -> None:
+    from helpers import dsse_verifies, payload_of
+
+    keys, env, run, _ = published(tmp_path, oci_registry)
+    assert run.returncode == 0, run.log
+    workspace = tmp_path / "workspace"
+    policy = key_policy(workspace / "policy.yaml", keys / "ci.pub")
+    gate = CompositeRunner(workspace, env, VERIFY_ACTION_DIR)
+    verdict = gate.run(load_action(VERIFY_ACTION_DIR), {
+        "artifact": run.outputs["model-reference"], "policy": "policy.yaml", "signing": "key",
+        "key": str(keys / "ci.key"), "install": "skip", "registry-token": "",
+        "registry-plain-http": "true"})
+    assert verdict.returncode == 0, verdict.log
+    assert verdict.outputs["verdict"] == "PASS"
+    assert verdict.outputs["model-reference"] == run.outputs["model-reference"]
+    vsa = json.loads(Path(verdict.outputs["vsa"]).read_text())
+    assert dsse_verifies(vsa, (keys / "ci.pub").read_bytes())
+    statement = payload_of(vsa)
+    assert statement["predicate"]["verificationResult"] == "PASSED"
+    assert statement["predicate"]["resourceUri"] == run.outputs["model-reference"]
+    algorithm, value = verdict.outputs["digest"].split(":", 1)
+    assert statement["subject"][0]["digest"] == {algorithm: value}
+    assert all(a["uri"].startswith(f"oci://{oci_registry.host}/acme/model@sha256:")
+               for a in statement["predicate"]["inputAttestations"])
+    summary = gate.summary.read_text()
+    assert "## verify-model: ✅ PASS" in summary and "| package | ci |" in summary
+
+    # A policy naming another signer: the gate closes, and the summary says why.
+    other = tmp_path / "other-keys"
+    subprocess.run([str(BIN / "model-verifier"), "keygen", str(other / "ci")], check=True,
+                   capture_output=True)
+    key_policy(policy, other / "ci.pub")
+    closed = CompositeRunner(workspace, env, VERIFY_ACTION_DIR).run(
+        load_action(VERIFY_ACTION_DIR), {
+            "artifact": run.outputs["model-reference"], "policy": "policy.yaml",
+            "signing": "none", "install": "skip", "registry-token": "",
+            "registry-plain-http": "true"})
+    assert closed.returncode == 1
+    assert "does not satisfy policy.yaml" in closed.log
+    assert "## verify-model: ❌ FAIL" in gate.summary.read_text()
+    report_only = CompositeRunner(workspace, env, VERIFY_ACTION_DIR).run(
+        load_action(VERIFY_ACTION_DIR), {
+            "artifact": run.outputs["model-reference"], "policy": "policy.yaml",
+            "signing": "none", "install": "skip", "registry-token": "",
+            "registry-plain-http": "true", "fail-on-fail": "false"})
+    assert report_only.returncode == 0, report_only.log
+    assert report_only.outputs["verdict"] == "FAIL" and report_only.outputs["vsa"] == ""
+
+
+def test_verify_model_action_on_a_local_model(tmp_path: Path) -> None:
+    workspace = make_workspace(tmp_path)
+    keys = tmp_path / "keys"
+    subprocess.run([str(BIN / "model-verifier"), "keygen", str(keys / "ci")], check=True,
+                   capture_output=True)
+    recorded = CompositeRunner(workspace, runner_env(workspace)).run(load_action(), {
+        "step": "package", "working-directory": "model-src", "materials": "data/in.txt\nmake.py",
+        "products": "build/model", "command": f"{sys.executable} make.py", "signing": "key",
+        "key": str(keys / "ci.key"), "install": "skip", "upload": "false"})
+    assert recorded.returncode == 0, recorded.log
+    key_policy(workspace / "model-src" / "policy.yaml", keys / "ci.pub")
+    gate = CompositeRunner(workspace, runner_env(workspace), VERIFY_ACTION_DIR)
+    verdict = gate.run(load_action(VERIFY_ACTION_DIR), {
+        "artifact": "build/model", "policy": "policy.yaml", "attestations": "attestations\n",
+        "signing": "none", "install": "skip", "working-directory": "model-src"})
+    assert verdict.returncode == 0, verdict.log
+    assert verdict.outputs["verdict"] == "PASS" and verdict.outputs["model-reference"] == ""
+    missing = gate.run(load_action(VERIFY_ACTION_DIR), {
+        "artifact": "build/nothing", "policy": "policy.yaml", "signing": "none",
+        "install": "skip", "working-directory": "model-src"})
+    assert missing.returncode == 2 and "build/nothing" in missing.log
+
+
+def test_the_job_summary_escapes_what_attestations_say() -> None:
+    """Step names, signers and messages come from attestations and policies: none of it may
+    become a link, HTML or a table cell in the page a reviewer trusts."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("summary", VERIFY_ACTION_DIR / "summary.py")
+    assert spec is not None and spec.loader is not None
+    summary = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summary)
+    hostile = "<img src=x onerror=alert(1)>|[click](https://evil.example)\n| forged | row |"
+    text = summary.render({
+        "verdict": "PASS", "digest": {"sha256": "ab"}, "artifact": hostile, "policy": "p.yaml",
+        "steps": [{"step": hostile, "signed_by": [hostile], "attestation": hostile}],
+        "rebuilds": [], "problems": [{"message": hostile}], "notes": [hostile]})
+    assert "<img" not in text and "](" not in text and "| forged |" not in text
+    step_rows = [line for line in text.splitlines() if line.startswith("| ")]
+    assert all(line.count("|") == 4 for line in step_rows), step_rows

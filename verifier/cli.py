@@ -891,6 +891,272 @@ def audit_command(
     _guard(as_json, action)
 
 
+# --- OCI registries: push, attach, pull, and verify-model oci://… -----------------------------
+
+PlainHttpFlag = Annotated[bool, typer.Option(
+    "--plain-http", help="Speak plain HTTP to a registry on loopback (tests); refused for any "
+    "other host.")]
+UsernameOpt = Annotated[str | None, typer.Option(
+    help="Registry user name (default: the Docker config's credentials for the registry).")]
+PasswordStdinFlag = Annotated[bool, typer.Option(
+    "--password-stdin", help="Read the registry password or token from standard input.")]
+CacheOpt = Annotated[Path | None, typer.Option(
+    help="Blob cache directory (default: $MODEL_VERIFIER_CACHE, else "
+    "$XDG_CACHE_HOME/model-verifier). Cached blobs are re-hashed on every use.")]
+OciAttestationsOpt = Annotated[list[Path] | None, typer.Option(
+    help="Directory (or file) of attestation bundles to attach; repeatable.")]
+
+
+def _input_error(message: str) -> Any:
+    from verifier.errors import InputError
+
+    return InputError(message)
+
+
+def _open_registry(text: str, plain_http: bool, username: str | None, password_stdin: bool
+                   ) -> tuple[Any, Any]:
+    """(Reference, Registry) for an oci:// argument, with its credentials."""
+    from verifier.oci.auth import Credentials, docker_credentials
+    from verifier.oci.client import Registry
+    from verifier.oci.reference import parse_reference
+
+    reference = parse_reference(text)
+    if password_stdin and username is None:
+        raise _input_error("--password-stdin needs --username.")
+    if username is not None:
+        if not password_stdin:
+            raise _input_error("--username needs --password-stdin (a password is never "
+                               "taken on the command line).")
+        secret = sys.stdin.readline().rstrip("\r\n")
+        credentials = Credentials(username, secret)
+    else:
+        credentials = docker_credentials(reference.registry)
+    return reference, Registry(reference, credentials=credentials, plain_http=plain_http)
+
+
+def _blob_cache(directory: Path | None) -> Any:
+    from verifier.oci.cache import BlobCache, default_cache_dir
+
+    return BlobCache(directory or default_cache_dir())
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} B"
+
+
+def _print_attached(attached: list[Any]) -> None:
+    for item in attached:
+        verb = "attached" if item.status == "attached" else "already attached, skipped"
+        print(f"  {verb}: {item.source} (referrer {item.manifest_digest})")
+
+
+@app.command("push")
+def push_command(
+    model: Annotated[Path, typer.Argument(metavar="MODEL",
+        help="The model file or directory to upload.")],
+    target: Annotated[str, typer.Argument(metavar="REFERENCE",
+        help="oci://HOST[:PORT]/REPO[:TAG]; without a tag the model is stored by digest only.")],
+    attestations: OciAttestationsOpt = None,
+    plain_http: PlainHttpFlag = False,
+    username: UsernameOpt = None,
+    password_stdin: PasswordStdinFlag = False,
+    as_json: JsonFlag = False,
+    quiet: QuietFlag = False,
+) -> None:
+    """Upload a model as an OCI artifact and attach its attestations as referrers.
+
+    One layer per file (CNCF ModelPack, raw layers; each file's path in its
+    org.opencontainers.image.title annotation); every bundle under --attestations becomes a
+    referrer of the model's manifest. Prints the manifest digest, the name to deploy by.
+
+    Example: model-verifier push build/model oci://ghcr.io/acme/tiny-model:v1
+    --attestations attestations
+    """
+    def action() -> None:
+        from verifier.oci import store
+
+        bundles = store.bundle_files(attestations or [])
+        reference, registry = _open_registry(target, plain_http, username, password_stdin)
+        hasher, progress = _hasher_with_progress(quiet, "hashing")
+        upload = _Progress("uploading", not quiet)
+        try:
+            result = store.push_model(model, reference, registry, hasher=hasher,
+                                      progress=upload.advance, on_total=upload.expect)
+        finally:
+            progress.close()
+            upload.close()
+        result.attached = store.attach(registry, result.digest, bundles) if bundles else []
+        if as_json:
+            _emit_json(result.to_dict())
+            return
+        tag = f" (tag {result.tag})" if result.tag else ""
+        print(f"pushed {model} as {result.reference}{tag}")
+        print(f"  {result.files} file(s), {_size(result.bytes)}: "
+              f"{_size(result.uploaded_bytes)} uploaded, "
+              f"{_size(result.bytes - result.uploaded_bytes)} already in the registry")
+        _print_attached(result.attached)
+        print(result.digest)
+
+    _guard(as_json, action)
+
+
+@app.command("attach")
+def attach_command(
+    target: Annotated[str, typer.Argument(metavar="REFERENCE",
+        help="The model in the registry, by digest: oci://HOST/REPO@sha256:….")],
+    bundles: Annotated[list[Path], typer.Argument(metavar="BUNDLES",
+        help="Bundle files or directories of them (.json, .jsonl).")],
+    plain_http: PlainHttpFlag = False,
+    username: UsernameOpt = None,
+    password_stdin: PasswordStdinFlag = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Attach attestations (a rebuild, a later step's) to a model already in a registry.
+
+    A bundle already attached (the same bytes) is never attached twice. The model is named by
+    digest: a tag can move, and evidence must stay with the bytes it speaks of.
+
+    Example: model-verifier attach oci://ghcr.io/acme/tiny-model@sha256:4f1c…
+    rebuilds/rebuilder-a
+    """
+    def action() -> None:
+        from verifier.oci import store
+
+        found = store.bundle_files(bundles)
+        if not found:
+            raise _input_error(f"{', '.join(map(str, bundles))}: holds no bundle to attach.")
+        reference, registry = _open_registry(target, plain_http, username, password_stdin)
+        if reference.digest is None:
+            raise _input_error(f"{target}: attach needs the model's digest "
+                               "(oci://HOST/REPO@sha256:…); a tag can move.")
+        attached = store.attach(registry, reference.digest, found)
+        if as_json:
+            _emit_json({"reference": reference.pinned(),
+                        "attached": [a.to_dict() for a in attached]})
+            return
+        new = sum(1 for a in attached if a.status == "attached")
+        print(f"{reference.pinned()}: {new} attached, {len(attached) - new} already there")
+        _print_attached(attached)
+
+    _guard(as_json, action)
+
+
+@app.command("pull")
+def pull_command(
+    source: Annotated[str, typer.Argument(metavar="REFERENCE",
+        help="oci://HOST/REPO@sha256:… (or :TAG, resolved and printed).")],
+    out: Annotated[Path, typer.Argument(metavar="DIR",
+        help="Directory to create: DIR/NAME is the model, DIR/attestations its bundles.")],
+    force: Annotated[bool, typer.Option(help="Replace DIR if it exists.")] = False,
+    plain_http: PlainHttpFlag = False,
+    username: UsernameOpt = None,
+    password_stdin: PasswordStdinFlag = False,
+    cache: CacheOpt = None,
+    as_json: JsonFlag = False,
+    quiet: QuietFlag = False,
+) -> None:
+    """Fetch a model and every attestation attached to it, for offline verification.
+
+    Layers are checked against their digests as they stream; DIR appears whole or not at all.
+
+    Example: model-verifier pull oci://ghcr.io/acme/tiny-model@sha256:4f1c… tiny && verify-model
+    tiny/model --attestations tiny/attestations --policy model-policy.yaml
+    """
+    def action() -> None:
+        from verifier.oci import store
+
+        reference, registry = _open_registry(source, plain_http, username, password_stdin)
+        progress = _Progress("fetching", not quiet)
+        try:
+            fetched = store.pull(registry, reference, _blob_cache(cache), out, force=force,
+                                 progress=progress.advance, on_total=progress.expect)
+        finally:
+            progress.close()
+        if as_json:
+            _emit_json(fetched.to_dict())
+            return
+        _print_fetched(reference, fetched)
+        print(f"  wrote {fetched.model} and {len(fetched.referrers)} bundle(s) in "
+              f"{fetched.bundles_dir}")
+        print(f"  verify offline: verify-model {fetched.model} --attestations "
+              f"{fetched.bundles_dir} --policy POLICY")
+
+    _guard(as_json, action)
+
+
+def _print_fetched(reference: Any, fetched: Any) -> None:
+    if reference.digest is None:
+        print(f"resolved {reference} to {fetched.digest}")
+    cached = fetched.bytes - fetched.fetched_bytes
+    print(f"fetched {fetched.reference}: {fetched.files} file(s), {_size(fetched.bytes)}"
+          f"{f' ({_size(cached)} from the cache, re-checked)' if cached else ''}; "
+          f"{len(fetched.referrers)} attestation(s) via the {fetched.discovery}")
+    for note in fetched.notes:
+        print(f"  note: {note}")
+
+
+def _verify_oci(artifact: str, attestations: list[Path] | None, policy: Path | None,
+                as_json: bool, quiet: bool, trusted_root: Path | None, layout: Path | None,
+                vsa: Path | None, signing: tuple[Any, ...], remote: tuple[Any, ...]) -> None:
+    """verify-model oci://…: fetch the model and its referrers, then verify them exactly as
+    local files, with any --attestations added."""
+    plain_http, username, password_stdin, cache = remote
+
+    def action() -> int:
+        import dataclasses
+
+        from verifier.oci import store
+        from verifier.policy import DEFAULT_POLICY, load_policy
+        from verifier.verify import verify_artifact
+
+        if layout is not None:
+            raise _input_error("--layout verifies local files; pull the model first "
+                               "(model-verifier pull) and verify the copy.")
+        vsa_signer = None
+        if vsa is not None:
+            vsa_signer = _signer(*signing)
+        elif signing[0] is not None or signing[2]:
+            raise _input_error("--key and --sigstore sign the verification summary; give --vsa "
+                               "FILE too.")
+        loaded = load_policy(policy or DEFAULT_POLICY)
+        if trusted_root is not None:
+            loaded = dataclasses.replace(loaded, trusted_root=trusted_root)
+        reference, registry = _open_registry(artifact, plain_http, username, password_stdin)
+        fetching = _Progress("fetching", not quiet)
+        hasher, progress = _hasher_with_progress(quiet, "verifying")
+        try:
+            with store.checkout(registry, reference, _blob_cache(cache),
+                                progress=fetching.advance, on_total=fetching.expect) as fetched:
+                fetching.close()
+                dirs = [fetched.bundles_dir, *(attestations or [])]
+                report = verify_artifact(fetched.model, loaded, dirs, hasher=hasher)
+                report.notes[:0] = fetched.notes
+                labels = fetched.labels()
+                if vsa is not None:
+                    store.write_vsa(vsa, report, loaded, dirs, vsa_signer, labels)
+                report = store.relabel(report, labels)
+        finally:
+            fetching.close()
+            progress.close()
+        if as_json:
+            summary = {k: v for k, v in fetched.to_dict().items()
+                       if k not in ("model", "attestations", "notes")}
+            _emit_json({**report.to_dict(), "oci": summary,
+                        **({"vsa": str(vsa)} if vsa is not None else {})})
+            return 0 if report.passed else 1
+        _print_fetched(reference, fetched)
+        _print_report(report)
+        if vsa is not None:
+            print(f"wrote signed verification summary {vsa} "
+                  f"({'PASSED' if report.passed else 'FAILED'})")
+        return 0 if report.passed else 1
+
+    _guard(as_json, action)
+
+
 verify_app = typer.Typer(
     name="verify-model",
     add_completion=False,
@@ -902,7 +1168,9 @@ verify_app = typer.Typer(
 
 @verify_app.command()
 def verify_model(
-    artifact: ArtifactArg,
+    artifact: Annotated[str, typer.Argument(metavar="ARTIFACT",
+        help="The model file or directory to check, or oci://HOST/REPO@sha256:… (or :TAG) "
+        "in a registry, with every attestation attached to it.")],
     attestations: AttestationsOpt = None,
     policy: PolicyOpt = None,
     trusted_root: TrustedRootOpt = None,
@@ -914,6 +1182,10 @@ def verify_model(
     sigstore: SigstoreFlag = False,
     identity_token: IdentityTokenOpt = None,
     trust_config: TrustConfigOpt = None,
+    plain_http: PlainHttpFlag = False,
+    username: UsernameOpt = None,
+    password_stdin: PasswordStdinFlag = False,
+    cache: CacheOpt = None,
     as_json: JsonFlag = False,
     quiet: QuietFlag = False,
 ) -> None:
@@ -929,9 +1201,23 @@ def verify_model(
 
     A signed summary for a deployment system: verify-model build/model/model.safetensors
     --policy model-policy.yaml --vsa model.vsa.intoto.json --key keys/verifier.key
+
+    From a registry, by digest (every attestation attached to the model is fetched; a tag is
+    resolved and its digest printed): verify-model
+    oci://ghcr.io/acme/tiny-model@sha256:4f1c… --policy model-policy.yaml
     """
-    _verify(artifact, attestations, policy, as_json, quiet, trusted_root, layout, layout_key,
-            vsa, (key, password, sigstore, identity_token, trust_config))
+    signing = (key, password, sigstore, identity_token, trust_config)
+    from verifier.oci.reference import is_oci
+
+    if is_oci(artifact):
+        _verify_oci(artifact, attestations, policy, as_json, quiet, trusted_root, layout,
+                    vsa, signing, (plain_http, username, password_stdin, cache))
+        return
+    if plain_http or username or password_stdin or cache:
+        _fail(_input_error("--plain-http, --username, --password-stdin and --cache are for an "
+                           "oci:// artifact."), as_json)
+    _verify(Path(artifact), attestations, policy, as_json, quiet, trusted_root, layout,
+            layout_key, vsa, signing)
 
 
 # `model-verifier verify` and `verify-model` are one command with one set of options.
