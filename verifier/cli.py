@@ -1136,7 +1136,7 @@ def _verify_oci(artifact: str, attestations: list[Path] | None, policy: Path | N
                 report.notes[:0] = fetched.notes
                 labels = fetched.labels()
                 if vsa is not None:
-                    store.write_vsa(vsa, report, loaded, dirs, vsa_signer, labels)
+                    store.write_vsa(vsa, report, loaded, vsa_signer, labels)
                 report = store.relabel(report, labels)
         finally:
             fetching.close()

@@ -434,7 +434,7 @@ def checkout(registry: Registry, reference: Reference, cache: BlobCache, *,
                     progress=progress, on_total=on_total)
 
 
-def write_vsa(path: Path, report: Any, policy: Any, attestation_dirs: list[Path], signer: Any,
+def write_vsa(path: Path, report: Any, policy: Any, signer: Any,
               labels: dict[str, str]) -> dict[str, Any]:
     """The signed verification summary of a model verified from a registry: the same statement
     as for a local file, its resource and attestations named by their registry digests."""
@@ -443,7 +443,7 @@ def write_vsa(path: Path, report: Any, policy: Any, attestation_dirs: list[Path]
     from verifier.statement import canonical_json
     from verifier.vsa import vsa_statement
 
-    statement = relabel(vsa_statement(report, policy, attestation_dirs), labels)
+    statement = relabel(vsa_statement(report, policy), labels)
     bundle = signer.sign_dsse(canonical_json(statement), INTOTO_PAYLOAD_TYPE)
     write_atomic(path, canonical_bundle_text(bundle), overwrite=True)
     return statement
