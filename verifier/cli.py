@@ -166,7 +166,8 @@ def _algorithms(choice: str) -> tuple[str, ...]:
 def keygen(
     prefix: Annotated[Path, typer.Argument(metavar="PREFIX",
         help="Writes PREFIX.key (0600) and PREFIX.pub.")],
-    algorithm: Annotated[str, typer.Option(help="ecdsa-p256 or ed25519.")] = "ecdsa-p256",
+    algorithm: Annotated[str, typer.Option(
+        help="p256 (ECDSA P-256, the default), p384, p521 or ed25519.")] = "p256",
     password: Annotated[str | None, typer.Option(
         help="Encrypt the private key (or set MODEL_VERIFIER_KEY_PASSWORD).")] = None,
     force: Annotated[bool, typer.Option(help="Replace existing key files.")] = False,
@@ -177,13 +178,13 @@ def keygen(
     Example: model-verifier keygen keys/builder --algorithm ed25519
     """
     def action() -> None:
-        from verifier.signing import PASSWORD_VARIABLE, generate_keypair
+        from verifier.signing import PASSWORD_VARIABLE, canonical_algorithm, generate_keypair
 
         secret = password if password is not None else os.environ.get(PASSWORD_VARIABLE)
         private, public = generate_keypair(prefix, algorithm, secret, overwrite=force)
         if as_json:
             _emit_json({"private_key": str(private), "public_key": str(public),
-                        "algorithm": algorithm})
+                        "algorithm": canonical_algorithm(algorithm)})
         else:
             print(f"wrote {private} (private, mode 0600) and {public} (public)")
 
@@ -328,12 +329,12 @@ def _signer(key: Path | None, password: str | None, sigstore: bool = False,
         return SigstoreSigner(identity_token, trust_config)
     if identity_token is not None or trust_config is not None:
         raise InputError("--identity-token and --trust-config need --sigstore.")
-    from verifier.signing import KeySigner
+    from verifier.signing import open_signer
 
     if key is None:
         raise InputError("no signing key given; pass --key FILE (see `model-verifier keygen`) "
                          "or --sigstore.")
-    return KeySigner(key, password)
+    return open_signer(key, password)
 
 
 def _print_report(report: Any) -> None:
