@@ -575,42 +575,54 @@ VsaPasswordOpt = Annotated[str | None, typer.Option(
 @app.command("verify-bundle")
 def verify_bundle(
     bundle: Annotated[Path, typer.Argument(metavar="BUNDLE",
-        help="A Sigstore bundle (.intoto.json).")],
-    artifact: Annotated[Path, typer.Option(help="The file or directory it should attest.")],
+        help="A Sigstore bundle (.intoto.json, .sigstore.json).")],
+    artifact: Annotated[str, typer.Option(
+        help="The file or directory it should cover, or sha256:HEX to check by digest.")],
     key: Annotated[Path | None, typer.Option(
         help="The signer's public key (PEM), for a key-signed bundle.")] = None,
     identity: Annotated[str | None, typer.Option(
         help="Keyless: the certificate identity (SAN) that must have signed.")] = None,
     issuer: Annotated[str | None, typer.Option(
         help="Keyless: the OIDC issuer of that identity.")] = None,
-    trusted_root: TrustedRootOpt = None,
+    trusted_root: Annotated[Path | None, typer.Option(
+        help="Sigstore trusted root JSON. Keyless: the root the certificate, log entry and "
+        "timestamps must chain to (default: the public-good root shipped with "
+        "model-verifier). With --key: check the bundle's log entries and timestamps "
+        "against it (without it they are reported as unchecked).")] = None,
     staging: Annotated[bool, typer.Option(
         help="Keyless: use the Sigstore staging trusted root shipped with model-verifier.")
     ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Check one bundle: signature, payload type, and that the artifact is a subject.
+    """Check one bundle: signature, payload type, and that the artifact is covered.
 
-    Verification is offline. A keyless bundle is checked against a Sigstore trusted root and
-    the identity and issuer given; a message-signature bundle (from `sigstore sign`) against the
-    artifact's own digest.
+    Verification is offline. A DSSE bundle must name the artifact among its subjects; a
+    message-signature bundle (from `sigstore sign` or `cosign sign-blob`) must sign the
+    artifact's own digest. A keyless bundle is checked against a Sigstore trusted root and the
+    identity and issuer given; a key-signed one against the key, and its log entries and
+    timestamps against --trusted-root when given.
 
     Example: model-verifier verify-bundle attestations/package.intoto.json
     --artifact build/model/model.safetensors --key keys/builder.pub
+
+    By digest, with a managed key and its Sigstore instance: model-verifier verify-bundle
+    model.bin.sigstore.json --artifact sha256:a0cf...01bf --key cosign.pub
+    --trusted-root trusted_root.json
 
     Keyless: model-verifier verify-bundle attestations/package.intoto.json
     --artifact build/model --issuer https://token.actions.githubusercontent.com
     --identity https://github.com/OWNER/REPO/.github/workflows/train.yml@refs/heads/main
     """
     def action() -> int:
-        from verifier.bundlecheck import check_bundle
+        from verifier.bundlecheck import ArtifactRef, check_bundle
         from verifier.errors import InputError
 
+        target = ArtifactRef.parse(artifact)
         if key is not None:
-            if identity or issuer or trusted_root or staging:
-                raise InputError("--key excludes --identity, --issuer, --trusted-root and "
-                                 "--staging; a bundle is either key-signed or keyless.")
-            result = check_bundle(bundle, artifact, key)
+            if identity or issuer or staging:
+                raise InputError("--key excludes --identity, --issuer and --staging; a bundle "
+                                 "is either key-signed or keyless.")
+            result = check_bundle(bundle, target, key, trusted_root)
             signer = str(key)
         elif identity and issuer:
             from verifier.keyless import check_keyless_bundle, shipped_trusted_root
@@ -620,7 +632,7 @@ def verify_bundle(
                 raise InputError("--staging and --trusted-root exclude each other.")
             root = shipped_trusted_root(staging=True) if staging else trusted_root
             result = check_keyless_bundle(
-                bundle, artifact, KeylessIdentity(issuer=issuer, identity=identity), root)
+                bundle, target, KeylessIdentity(issuer=issuer, identity=identity), root)
             signer = f"{identity} ({issuer})"
         else:
             raise InputError("verify-bundle needs --key PUB for a key-signed bundle, or "
@@ -630,6 +642,8 @@ def verify_bundle(
         elif result.ok:
             print(f"OK  {bundle}: signed by {signer}, {artifact} is subject "
                   f"{result.subject_name}")
+            for note in result.notes:
+                print(f"  note: {note}")
         else:
             print(f"FAIL  {result.message}")
         return 0 if result.ok else 1
