@@ -131,21 +131,42 @@ def _step_records(paths: list[Path], trusted: list[PublicKey], notes: list[str]
     return found
 
 
-def export_links(attestations: list[Path], key_path: Path, out_dir: Path, *,
+def _sslib_signer(key_signer: Any) -> Any:
+    """A securesystemslib Signer over our KeySigner (file or PKCS#11 key alike). Its scheme is
+    the one securesystemslib assigns the key type, which is the scheme KeySigner signs in."""
+    from securesystemslib.signer import Signature, Signer, SSlibKey
+
+    public = SSlibKey.from_crypto(key_signer.public_key)
+
+    class _Adapter(Signer):
+        @property
+        def public_key(self) -> SSlibKey:
+            return public
+
+        def sign(self, payload: bytes) -> Signature:
+            return Signature(public.keyid, key_signer.sign(payload).hex())
+
+        @classmethod
+        def from_priv_key_uri(cls, priv_key_uri: str, public_key: Any,
+                              secrets_handler: Any = None) -> Signer:
+            raise NotImplementedError  # made from a KeySigner, never from a URI
+
+    return _Adapter()
+
+
+def export_links(attestations: list[Path], key_path: Path | str, out_dir: Path, *,
                  password: str | None = None, attested_by: Iterable[Path] = (),
                  force: bool = False, notes: list[str] | None = None) -> list[ExportedLink]:
     """Write one signed classic link per step attestation; return what was written."""
     from in_toto.models.link import FILENAME_FORMAT, Link
     from in_toto.models.metadata import Metablock
-    from securesystemslib.signer import CryptoSigner
 
-    from verifier.oms import load_private_key
-    from verifier.signing import PublicKey, load_public_key
+    from verifier.signing import PublicKey, load_public_key, open_signer
 
-    private_key, public_pem = load_private_key(key_path, password)
-    signer = CryptoSigner(private_key)
+    key_signer = open_signer(key_path, password)
+    signer = _sslib_signer(key_signer)
     keyid = signer.public_key.keyid
-    trusted = [PublicKey(str(key_path), private_key.public_key(), public_pem)]
+    trusted = [PublicKey(str(key_path), key_signer.public_key, key_signer.public_pem)]
     trusted += [load_public_key(path) for path in attested_by]
     records = _step_records(attestations, trusted, notes if notes is not None else [])
     if not records:
