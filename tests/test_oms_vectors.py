@@ -132,3 +132,35 @@ def test_the_certificate_vector_does_not_verify_with_a_key_signer_of_another_key
     signers = _policy(tmp_path, {"other": {"key": "other.pub"}})
     with pytest.raises(SignatureError):
         verify_directory(model, _attribute(signers))
+
+
+def test_our_key_hint_is_the_one_oms_defines() -> None:
+    """OMS (model_signing) names a key by sha256 of its SubjectPublicKeyInfo PEM."""
+    from verifier.signing import load_public_key
+
+    hint = read_json(VECTORS / "spec" / "key.bundle.json")["verificationMaterial"][
+        "publicKey"]["hint"]
+    assert load_public_key(VECTORS / "keys" / "signing-key-pub.pem").hint == hint
+
+
+@pytest.mark.parametrize("algorithm", ["p384", "p521"])
+def test_sign_model_with_larger_curves_verifies_with_the_real_tool(
+        tmp_path: Path, algorithm: str) -> None:
+    import subprocess
+    import sys
+
+    from helpers import make_keys, run
+
+    tool = Path(sys.executable).parent / "model_signing"
+    if not tool.exists():
+        pytest.skip("model_signing (dev extra) is not installed")
+    keys = make_keys(tmp_path, "k", algorithm)
+    model = tmp_path / "model"
+    shutil.copytree(VECTORS / "model", model)
+    result = run(["sign-model", model, "--key", keys.private])
+    assert result.code == 0, result.output
+    checked = subprocess.run(
+        [str(tool), "verify", "key", str(model), "--signature", str(model / "model.sig"),
+         "--public_key", str(keys.public)], capture_output=True, text=True, timeout=120,
+        check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
