@@ -72,11 +72,12 @@ class BundleCheck:
     signer: str | None = None  # the certificate identity, for keyless bundles
     notes: tuple[str, ...] = field(default=())
     verified_times: tuple[str, ...] = field(default=())
+    kind: str = "attestation"  # or "message-signature": a signature over the artifact itself
 
     def to_dict(self) -> dict[str, Any]:
         return {"verified": self.ok, "message": self.message, "subject": self.subject_name,
                 "signer": self.signer, "notes": list(self.notes),
-                "verified_times": list(self.verified_times)}
+                "verified_times": list(self.verified_times), "kind": self.kind}
 
 
 def _as_ref(artifact: Path | ArtifactRef) -> ArtifactRef:
@@ -187,7 +188,8 @@ def _message_signature(bundle_path: Path, raw: dict[str, Any], ref: ArtifactRef,
     name = ref.path.name if ref.path is not None else ref.text
     return BundleCheck(True, f"{source}: verified; it is a message signature over {ref.text}, "
                              "not an in-toto attestation.", name,
-                       notes=_unchecked(raw, trusted_root), verified_times=tuple(times))
+                       notes=_unchecked(raw, trusted_root), verified_times=tuple(times),
+                       kind="message-signature")
 
 
 def _verifies_over_digest(key: PublicKey, signature: bytes, digest: bytes,

@@ -244,7 +244,8 @@ def record(
         help="An input file or directory (repeatable).")] = None,
     product: Annotated[list[Path] | None, typer.Option(
         help="An output file or directory (repeatable).")] = None,
-    key: Annotated[Path | None, typer.Option(help="Private key to sign with.")] = None,
+    key: Annotated[Path | None, typer.Option(
+        help="Private key to sign with (PEM file or pkcs11: URI).")] = None,
     password: Annotated[str | None, typer.Option(help="The key's password.")] = None,
     out: Annotated[Path, typer.Option(help="Directory for NAME.intoto.json.")] = Path(
         "attestations"),
@@ -453,7 +454,8 @@ def _show_report(report: Any, as_json: bool, vsa: Path | None = None) -> int:
 def rebuild_command(
     attestations: Annotated[list[Path], typer.Argument(metavar="ATTESTATIONS",
         help="Step attestations (files or directories) to rebuild.")],
-    key: Annotated[Path | None, typer.Option(help="The rebuilder's private key.")] = None,
+    key: Annotated[Path | None, typer.Option(
+        help="The rebuilder's private key (PEM file or pkcs11: URI).")] = None,
     password: Annotated[str | None, typer.Option(help="The key's password.")] = None,
     source: Annotated[Path, typer.Option(
         help="Source tree to copy into each fresh workspace.")] = Path("."),
@@ -567,7 +569,7 @@ VsaOpt = Annotated[Path | None, typer.Option(
     help="Also write the verdict as a signed SLSA verification summary (VSA) to this file; "
     "sign it with --key or --sigstore.")]
 VsaKeyOpt = Annotated[Path | None, typer.Option(
-    "--key", help="Private key that signs the --vsa summary.")]
+    "--key", help="Private key (PEM file or pkcs11: URI) that signs the --vsa summary.")]
 VsaPasswordOpt = Annotated[str | None, typer.Option(
     "--password", help="The --key's password.")]
 
@@ -640,8 +642,13 @@ def verify_bundle(
         if as_json:
             _emit_json(result.to_dict())
         elif result.ok:
-            print(f"OK  {bundle}: signed by {signer}, {artifact} is subject "
-                  f"{result.subject_name}")
+            covered = (f"a message signature over {artifact}"
+                       if result.kind == "message-signature"
+                       else f"{artifact} is subject {result.subject_name}")
+            print(f"OK  {bundle}: signed by {signer}, {covered}")
+            if result.verified_times:
+                print(f"  log entries and timestamps verified against {trusted_root}; "
+                      f"verified signing time(s): {', '.join(result.verified_times)}")
             for note in result.notes:
                 print(f"  note: {note}")
         else:
@@ -655,7 +662,9 @@ def verify_bundle(
 def export_command(
     attestations: Annotated[list[Path], typer.Argument(metavar="ATTESTATIONS",
         help="Step attestations (files or directories) to export.")],
-    key: Annotated[Path, typer.Option(help="Private key (PEM) to sign the links with.")],
+    key: Annotated[Path, typer.Option(
+        help="Private key to sign the links with: a PEM file, or a pkcs11: URI for a key on a "
+        "hardware token.")],
     out: Annotated[Path, typer.Option(help="Directory for the links.")],
     export_format: Annotated[str, typer.Option(
         "--format", help="Output format; in-toto-link is the one there is.")] = "in-toto-link",
@@ -696,7 +705,9 @@ def export_command(
 @app.command("sign-model")
 def sign_model(
     model: Annotated[Path, typer.Argument(metavar="MODEL", help="The model directory to sign.")],
-    key: Annotated[Path | None, typer.Option(help="Private key (PEM) to sign with.")] = None,
+    key: Annotated[Path | None, typer.Option(
+        help="Private key to sign with: a PEM file, or a pkcs11: URI "
+        "(pkcs11:token=T;object=K?module-path=LIB&pin-source=FILE).")] = None,
     password: Annotated[str | None, typer.Option(help="The key's password.")] = None,
     signature: Annotated[Path | None, typer.Option(
         help="Where to write the signature (default: MODEL/model.sig).")] = None,

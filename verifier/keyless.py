@@ -295,7 +295,7 @@ def check_keyless_bundle(bundle_path: Path, artifact: Any, spec: KeylessIdentity
         name = ref.path.name if ref.path is not None else ref.text
         return BundleCheck(True, f"{bundle_path}: verified; it is a message signature over "
                                  f"{ref.text}, not an in-toto attestation.", name,
-                           signer=signature.identity)
+                           signer=signature.identity, kind="message-signature")
     parse_bundle(raw, str(bundle_path))  # the same shape checks as every other bundle
     try:
         signature = verify_keyless(raw, spec, trusted_root, str(bundle_path))
