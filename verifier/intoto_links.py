@@ -172,7 +172,7 @@ def export_links(attestations: list[Path], key_path: Path | str, out_dir: Path, 
     key_signer = open_signer(key_path, password)
     signer = _sslib_signer(key_signer)
     keyid = signer.public_key.keyid
-    trusted = [PublicKey(str(key_path), key_signer.public_key, key_signer.public_pem)]
+    trusted = [PublicKey(key_signer.source, key_signer.public_key, key_signer.public_pem)]
     trusted += [load_public_key(path) for path in attested_by]
     records = _step_records(attestations, trusted, notes if notes is not None else [])
     if not records:

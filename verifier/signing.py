@@ -243,7 +243,8 @@ def open_signer(key: str | Path, password: str | None = None) -> KeySigner:
     if text.startswith("pkcs11:"):
         from verifier.pkcs11 import Pkcs11Key
 
-        return KeySigner.from_key(Pkcs11Key.open(text), text)
+        token_key = Pkcs11Key.open(text)
+        return KeySigner.from_key(token_key, token_key.uri.safe_text)  # never the PIN
     return KeySigner(Path(key), password)
 
 
