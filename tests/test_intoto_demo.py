@@ -76,6 +76,20 @@ def test_the_demo_verifies(demo: Path) -> None:
     assert steps["package"]["signed_by"] == ["key 2f89b927"]  # carl
 
 
+def _tamper(link: Path, side: str, name: str) -> None:
+    """Change one recorded digest inside a link, classic or DSSE, keeping its signature."""
+    import base64
+
+    data = json.loads(link.read_text())
+    if "signed" in data:
+        data["signed"][side][name]["sha256"] = "0" * 64
+    else:
+        payload = json.loads(base64.b64decode(data["payload"]))
+        payload[side][name]["sha256"] = "0" * 64
+        data["payload"] = base64.b64encode(json.dumps(payload).encode()).decode()
+    link.write_text(json.dumps(data))
+
+
 def test_a_changed_product_fails(demo: Path) -> None:
     (demo / "foo.tar.gz").write_bytes(b"not the package")
     code, report = _verify(demo)
@@ -84,17 +98,7 @@ def test_a_changed_product_fails(demo: Path) -> None:
 
 
 def test_a_changed_link_counts_for_nothing_and_the_chain_fails(demo: Path) -> None:
-    link = demo / "links" / "package.2f89b927.link"
-    data = json.loads(link.read_text())
-    if "signed" in data:
-        data["signed"]["products"]["foo.tar.gz"]["sha256"] = "0" * 64
-    else:
-        import base64
-
-        payload = json.loads(base64.b64decode(data["payload"]))
-        payload["products"]["foo.tar.gz"]["sha256"] = "0" * 64
-        data["payload"] = base64.b64encode(json.dumps(payload).encode()).decode()
-    link.write_text(json.dumps(data))
+    _tamper(demo / "links" / "package.2f89b927.link", "products", "foo.tar.gz")
     code, report = _verify(demo)
     assert code == 1
     assert "'package' needs 1" in json.dumps(report["problems"])
@@ -125,3 +129,38 @@ def test_a_layout_signed_by_another_key_is_refused(demo: Path) -> None:
                  cwd=demo, program="verify-model")
     assert result.code == 1, result.output
     assert "not signed by" in result.stderr
+
+
+# --- audit places in-toto's links in its graph -------------------------------------------------
+
+
+def _audit_policy(work: Path) -> Path:
+    from helpers import write_policy
+
+    for name in ("bob.pub", "carl.pub"):
+        shutil.copy(DEMO / name, work / name)
+    return write_policy(work / "policy.yaml", {
+        "version": 1, "signers": {"bob": {"key": "bob.pub"}, "carl": {"key": "carl.pub"}},
+        "steps": [{"name": "write-code", "signed_by": ["bob"]},
+                  {"name": "package", "signed_by": ["carl"], "after": ["write-code"]}]})
+
+
+def test_audit_reads_the_demo_links_and_checks_their_rsa_signatures(demo: Path) -> None:
+    _audit_policy(demo)
+    result = run(["audit", "links", "--policy", "policy.yaml", "--json"], cwd=demo)
+    assert result.code == 0, result.output
+    report = json.loads(result.stdout)
+    signers = {s["step"]: s["signer"] for s in report["steps"]}
+    assert signers["write-code"]["names"] == ["bob"]
+    assert signers["package"]["names"] == ["carl"]
+    assert all(s["status"] == "verified" for s in signers.values())
+
+
+def test_audit_flags_a_changed_link(demo: Path) -> None:
+    _audit_policy(demo)
+    _tamper(demo / "links" / "write-code.776a00e2.link", "products", "foo.py")
+    result = run(["audit", "links", "--policy", "policy.yaml", "--json"], cwd=demo)
+    assert result.code == 1, result.output
+    report = json.loads(result.stdout)
+    signers = {s["step"]: s["signer"] for s in report["steps"]}
+    assert signers["write-code"]["names"] == []

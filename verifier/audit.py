@@ -197,11 +197,15 @@ class _Auditor:
     # -- loading ---------------------------------------------------------------------------
 
     def load(self, directories: list[Path]) -> None:
+        from verifier.intoto_links import link_files
+
         files = attestation_files(directories)
-        if not files:
+        links = link_files(directories)  # in-toto's own links count too (issue #13)
+        if not files and not links:
             raise InputError(f"{', '.join(map(str, directories))}: no attestation files "
-                             "(*.json, *.jsonl) to audit.")
-        self.report.files = len(files)
+                             "(*.json, *.jsonl, *.link) to audit.")
+        self.report.files = len(files) + len(links)
+        self.load_links(links)
         for path in files:
             bad_lines: list[InputError] = []
             try:
@@ -213,6 +217,27 @@ class _Auditor:
                 self.add("error", "unreadable-bundle", _unreadable(path, error), [str(path)])
             for error in bad_lines:
                 self.add("error", "unreadable-bundle", str(error), [str(path)])
+
+    def load_links(self, paths: list[Path]) -> None:
+        """in-toto links (Metablock or DSSE) as step nodes, attributed to the policy's keys."""
+        from verifier.intoto_links import link_as_step, read_link
+
+        for path in paths:
+            try:
+                link = read_link(path)
+                record = link_as_step(link)
+            except InputError as error:
+                self.add("error", "unreadable-bundle", str(error), [str(path)])
+                continue
+            claimed = f"in-toto key {short_text(link.signatures[0][0], 16)}"
+            if self.signers is None:
+                signer = Signer((), (), claimed, "unchecked")
+            else:
+                found = self.signers.attribute_message(link.message,
+                                                       [sig for _, sig in link.signatures])
+                signer = (Signer(found.names, found.identities, claimed, "verified")
+                          if found.names else Signer((), (), claimed, "unknown-signer"))
+            self.admit_step(record, signer)
 
     def sign_status(self, bundle: Bundle) -> Signer:
         claimed = _claimed_signer(bundle)

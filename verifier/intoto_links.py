@@ -371,6 +371,45 @@ def read_link(path: Path) -> ClassicLink:
     return ClassicLink(str(path), fields, message, tuple(signatures))
 
 
+LINK_PREDICATE_TYPE = "https://in-toto.io/attestation/link/v0.3"
+
+
+def link_as_step(link: ClassicLink) -> StepRecord:
+    """The step view of an in-toto link, so that audit can place it in the graph: products
+    become subjects, materials materials (files by sha256), the command the argv. The payload
+    digest is that of the signed bytes. Raises InputError when the link is malformed."""
+    import hashlib
+
+    from verifier.statement import Statement
+
+    fields = link.fields
+    try:
+        _link_object(fields)  # in-toto's own shape check
+    except Exception:  # FormatError and friends
+        raise InputError(f"{link.source}: is not a well-formed in-toto link.") from None
+
+    def descriptors(side: str) -> tuple[dict[str, Any], ...]:
+        found = []
+        for name, digests in sorted((fields.get(side) or {}).items()):
+            if not isinstance(digests, dict) or not digests or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in digests.items()):
+                raise InputError(f"{link.source}: {side} {name!r} has no valid digest.")
+            found.append({"name": str(name), "digest": dict(digests)})
+        return tuple(found)
+
+    command = fields.get("command") or []
+    environment = fields.get("environment") or {}
+    statement = Statement(link.source, descriptors("products"), LINK_PREDICATE_TYPE,
+                          {k: v for k, v in fields.items() if k != "_type"},
+                          hashlib.sha256(link.message).hexdigest())
+    return StepRecord(
+        statement=statement, step=link.name, argv=tuple(str(a) for a in command),
+        working_directory=str(environment.get("workdir", ".")) if isinstance(
+            environment, dict) else ".",
+        declared_env={}, environment=environment if isinstance(environment, dict) else {},
+        materials=descriptors("materials"))
+
+
 def _link_object(fields: dict[str, Any]) -> Any:
     from in_toto.models.link import Link
 

@@ -7,7 +7,7 @@ key are one identity.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +71,19 @@ class TrustedSigners:
         else:
             for hint in self._verifying_hints(bundle):
                 names.extend(self._names_by_hint[hint])
+                identities.add(f"key:{hint}")
+        return Attribution(tuple(sorted(names)), tuple(sorted(identities)))
+
+    def attribute_message(self, message: bytes, signatures: Iterable[bytes]) -> Attribution:
+        """The key signers under whose key one of the signatures over `message` verifies:
+        for evidence that is not a DSSE bundle (in-toto's classic links sign canonical JSON).
+        Keyless and certificate signers need a bundle, so they never match here."""
+        names: list[str] = []
+        identities: set[str] = set()
+        candidates = list(signatures)
+        for hint, owners in self._names_by_hint.items():
+            if any(self._keys[owners[0]].verify(sig, message) for sig in candidates):
+                names.extend(owners)
                 identities.add(f"key:{hint}")
         return Attribution(tuple(sorted(names)), tuple(sorted(identities)))
 
