@@ -164,3 +164,13 @@ def test_sign_model_with_larger_curves_verifies_with_the_real_tool(
          "--public_key", str(keys.public)], capture_output=True, text=True, timeout=120,
         check=False)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_verify_bundle_with_a_key_on_the_certificate_vector_says_what_to_do(
+        tmp_path: Path) -> None:
+    from helpers import assert_error, run
+
+    model = _model(tmp_path, "certificate")
+    result = run(["verify-bundle", model / "model.sig", "--artifact", model / "signme-1",
+                  "--key", VECTORS / "keys" / "signing-key-pub.pem"])
+    assert_error(result, 2, "model.sig", "certificate signer")

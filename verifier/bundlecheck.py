@@ -97,8 +97,9 @@ def check_bundle(bundle_path: Path, artifact: Path | ArtifactRef, key_path: Path
     material = raw.get("verificationMaterial")
     if isinstance(material, dict) and (material.get("certificate")
                                        or material.get("x509CertificateChain")):
-        raise InputError(f"{bundle_path}: is a keyless (Sigstore) bundle; it has no key to "
-                         "check.")
+        raise InputError(f"{bundle_path}: is signed under a certificate, not a bare key; "
+                         "verify a Sigstore bundle with --identity and --issuer, or one "
+                         "chained to your own CA through a policy's certificate signer.")
     if "messageSignature" in raw and "dsseEnvelope" not in raw:
         return _message_signature(bundle_path, raw, ref, key, trusted_root)
     bundle = parse_bundle(raw, str(bundle_path))
