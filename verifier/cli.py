@@ -579,6 +579,7 @@ def verify_bundle(
     bundle: Annotated[Path, typer.Argument(metavar="BUNDLE",
         help="A Sigstore bundle (.intoto.json, .sigstore.json).")],
     artifact: Annotated[str, typer.Option(
+        metavar="PATH|sha256:HEX",
         help="The file or directory it should cover, or sha256:HEX to check by digest.")],
     key: Annotated[Path | None, typer.Option(
         help="The signer's public key (PEM), for a key-signed bundle.")] = None,
