@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from helpers import assert_error, make_keys, pae, read_json, record_step, run, write_policy
 
 pkcs11 = pytest.importorskip("pkcs11", reason="python-pkcs11 is not installed")
@@ -41,6 +41,7 @@ class Token:
     pin_file: Path
     ec_public: Path  # PEM exported from the token
     rsa_public: Path
+    ed_public: Path
 
     def uri(self, label: str, pin: str | None = None) -> str:
         secret = f"pin-value={pin}" if pin is not None else f"pin-source={self.pin_file}"
@@ -52,7 +53,7 @@ def token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Token]:
     module = _softhsm_module()
     if module is None or shutil.which("softhsm2-util") is None:
         pytest.skip("SoftHSM2 (Debian softhsm2) is not installed")
-    from pkcs11 import Attribute, KeyType
+    from pkcs11 import Attribute, KeyType, Mechanism
     from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
     from pkcs11.util.rsa import encode_rsa_public_key
 
@@ -75,14 +76,21 @@ def token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Token]:
                                                  label="release-rsa")
         ec_pem = serialization.load_der_public_key(encode_ec_public_key(ec_public))
         rsa_der = encode_rsa_public_key(rsa_public)
+        edwards = session.create_domain_parameters(
+            KeyType.EC_EDWARDS, {Attribute.EC_PARAMS: encode_named_curve_parameters(
+                "1.3.101.112")}, local=True)  # id-Ed25519
+        ed_public, _ = edwards.generate_keypair(
+            store=True, label="release-ed", mechanism=Mechanism.EC_EDWARDS_KEY_PAIR_GEN)
+        point = bytes(ed_public[Attribute.EC_POINT])
+        ed_key = ed25519.Ed25519PublicKey.from_public_bytes(point[-32:])
     rsa_key = serialization.load_der_public_key(rsa_der)
     paths = []
-    for name, key in (("ec.pub", ec_pem), ("rsa.pub", rsa_key)):
+    for name, key in (("ec.pub", ec_pem), ("rsa.pub", rsa_key), ("ed.pub", ed_key)):
         (root / name).write_bytes(key.public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
         paths.append(root / name)
     (root / "pin").write_text(PIN + "\n")
-    yield Token(module, root / "pin", paths[0], paths[1])
+    yield Token(module, root / "pin", paths[0], paths[1], paths[2])
     if previous is None:
         os.environ.pop("SOFTHSM2_CONF", None)
     else:
@@ -98,6 +106,8 @@ def _check_dsse(bundle: dict, public_pem: Path) -> dict:
     signature = base64.b64decode(envelope["signatures"][0]["sig"])
     if isinstance(key, ec.EllipticCurvePublicKey):
         key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+    elif isinstance(key, ed25519.Ed25519PublicKey):
+        key.verify(signature, message)
     else:
         assert isinstance(key, rsa.RSAPublicKey)
         key.verify(signature, message, padding.PSS(mgf=padding.MGF1(hashes.SHA256()),
@@ -112,9 +122,10 @@ def _record(work: Path, key: str, step: str = "copy") -> object:
                        "import shutil; shutil.copy('in.txt', 'out.txt')")
 
 
-@pytest.mark.parametrize("label", ["release-ec", "release-rsa"])
+@pytest.mark.parametrize("label", ["release-ec", "release-rsa", "release-ed"])
 def test_record_signs_on_the_token(token: Token, tmp_path: Path, label: str) -> None:
-    public = token.ec_public if label == "release-ec" else token.rsa_public
+    public = {"release-ec": token.ec_public, "release-rsa": token.rsa_public,
+              "release-ed": token.ed_public}[label]
     result = _record(tmp_path, token.uri(label))
     assert result.code == 0, result.output  # type: ignore[attr-defined]
     bundle = read_json(tmp_path / "attestations" / "copy.intoto.json")

@@ -4,8 +4,8 @@ The URI is RFC 7512's, with the attributes cosign accepts: in the path `token` (
 `object` (key label), `id` (percent-encoded CKA_ID), `slot-id`, `serial`; in the query
 `module-path` (the PKCS#11 library, required), `pin-source` (a file holding the user PIN;
 `file:` prefix optional) or `pin-value`. The private key never leaves the token: the token
-signs, in the same schemes as file keys (ECDSA with the curve's hash, DER-encoded; RSA-PSS
-over SHA-256), so that whatever verifies a file key's signature verifies the token's.
+signs, in the same schemes as file keys (ECDSA with the curve's hash, DER-encoded; Ed25519;
+RSA-PSS over SHA-256), so that whatever verifies a file key's signature verifies the token's.
 
 The PIN is read when the signer is opened and is never written anywhere. `python-pkcs11` is
 imported only here, only when a pkcs11: key is given.
@@ -200,19 +200,31 @@ class Pkcs11Key:
         from pkcs11.util.rsa import encode_rsa_public_key
 
         key_type = public.key_type
+        if key_type == KeyType.EC_EDWARDS:
+            from cryptography.hazmat.primitives.asymmetric import ed25519
+            from pkcs11 import Attribute
+
+            point = bytes(public[Attribute.EC_POINT])
+            if len(point) == 34 and point[:2] == b"\x04\x20":  # DER OCTET STRING, as 2.40 says
+                point = point[2:]
+            try:
+                return ed25519.Ed25519PublicKey.from_public_bytes(point)
+            except ValueError:
+                raise InputError(f"{self.uri.safe_text}: the token's Edwards key is not an "
+                                 "Ed25519 key.") from None
         if key_type == KeyType.EC:
             return serialization.load_der_public_key(encode_ec_public_key(public))
         if key_type == KeyType.RSA:
             return serialization.load_der_public_key(_rsa_spki(encode_rsa_public_key(public)))
         raise InputError(f"{self.uri.safe_text}: the token key is {key_type.name}; "
-                         "model-verifier signs with EC and RSA token keys.")
+                         "model-verifier signs with EC, Ed25519 and RSA token keys.")
 
     def public_key(self) -> Any:
         return self._public_key
 
     def sign_message(self, message: bytes) -> bytes:
         """Sign on the token, in the scheme a file key of the same type uses."""
-        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.asymmetric import ec, ed25519
         from pkcs11 import MGF, Mechanism
         from pkcs11.exceptions import PKCS11Error
         from pkcs11.util.ec import encode_ecdsa_signature
@@ -221,6 +233,8 @@ class Pkcs11Key:
         try:
             with self._session() as session:
                 private, _ = self._keys(session)
+                if isinstance(public, ed25519.Ed25519PublicKey):
+                    return bytes(private.sign(message, mechanism=Mechanism.EDDSA))
                 if isinstance(public, ec.EllipticCurvePublicKey):
                     name = {"secp256r1": "sha256", "secp384r1": "sha384",
                             "secp521r1": "sha512"}[public.curve.name]
