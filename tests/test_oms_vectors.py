@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from helpers import pae, read_json, write_policy
 
-from verifier.errors import SignatureError, VerificationFailure
+from verifier.errors import InputError, SignatureError, VerificationFailure
 from verifier.oms import verify_directory
 from verifier.policy import load_policy
 from verifier.trust import TrustedSigners
@@ -174,3 +174,33 @@ def test_verify_bundle_with_a_key_on_the_certificate_vector_says_what_to_do(
     result = run(["verify-bundle", model / "model.sig", "--artifact", model / "signme-1",
                   "--key", VECTORS / "keys" / "signing-key-pub.pem"])
     assert_error(result, 2, "model.sig", "certificate signer")
+
+
+def test_the_sigstore_vector_verifies_keylessly_offline(tmp_path: Path) -> None:
+    """Signed by a real Sigstore (public-good Rekor, IBM's OIDC issuer); the shipped trusted
+    root suffices. Its files are model-transparency's v1.1.0-sigstore ones."""
+    from verifier.keyless import check_keyless
+
+    model = tmp_path / "model"
+    shutil.copytree(VECTORS / "model-sigstore", model)
+    shutil.copy(VECTORS / "spec" / "sigstore.bundle.json", model / "model.sig")
+    issuer = "https://sigstore.verify.ibm.com/oauth2"
+    for identity, expected in (("stefanb@us.ibm.com", ("release",)),
+                               ("mallory@example.com", ())):
+        path = write_policy(tmp_path / "policy.yaml", {
+            "version": 1, "signers": {"release": {"sigstore": {"issuer": issuer,
+                                                               "identity": identity}}},
+            "steps": [{"name": "package", "signed_by": ["release"]}]})
+        signers = TrustedSigners(load_policy(path), check_keyless)
+        if expected:
+            assert verify_directory(model, _attribute(signers)).signed_by == expected
+        else:
+            with pytest.raises(SignatureError):
+                verify_directory(model, _attribute(signers))
+
+
+def test_the_spec_s_wrong_predicate_vector_is_refused() -> None:
+    from verifier.oms import read_oms
+
+    with pytest.raises(InputError, match="not an OMS signature"):
+        read_oms(VECTORS / "spec" / "wrong-predicate.bundle.json")
