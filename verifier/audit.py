@@ -61,6 +61,7 @@ from verifier.trust import Attribution
 from verifier.verify import attestation_files
 
 if TYPE_CHECKING:
+    from verifier.intoto_links import ClassicLink
     from verifier.policy import Policy
     from verifier.quorum import RebuildClaim
     from verifier.trust import KeylessCheck, TrustedSigners
@@ -199,11 +200,14 @@ class _Auditor:
     # -- loading ---------------------------------------------------------------------------
 
     def load(self, directories: list[Path]) -> None:
+        from verifier.intoto_links import link_files
+
         files = attestation_files(directories)
-        if not files:
+        links = link_files(directories)  # in-toto's own links count too (issue #13)
+        if not files and not links:
             raise InputError(f"{', '.join(map(str, directories))}: no attestation files "
-                             "(*.json, *.jsonl) to audit.")
-        self.report.files = len(files)
+                             "(*.json, *.jsonl, *.link) to audit.")
+        self.report.files = len(files) + len(links)
         bundles: list[Bundle] = []
         for path in files:
             bad_lines: list[InputError] = []
@@ -214,15 +218,51 @@ class _Auditor:
                 self.add("error", "unreadable-bundle", _unreadable(path, error), [str(path)])
             for error in bad_lines:
                 self.add("error", "unreadable-bundle", str(error), [str(path)])
+        read_links = self.read_links(links)
         if self.policy is not None and self.signers is not None:
             # The verdicts are the evaluation's, the same one verify-model renders.
-            self.evaluation = evaluate(self.policy, bundles, self.signers, self.today)
+            self.evaluation = evaluate(self.policy, bundles, self.signers, self.today,
+                                       read_links)
             self.judged = {n.payload_sha256: n for n in self.evaluation.steps}
             self.judged.update({n.claim.statement.payload_sha256: n
                                 for n in self.evaluation.rebuilds})
         for bundle in bundles:
             self.report.bundles += 1
             self.admit(bundle)
+        for link in read_links:
+            self.admit_link(link)
+
+    def read_links(self, paths: list[Path]) -> list[ClassicLink]:
+        """in-toto's own links (Metablock or DSSE); an unreadable one is a finding."""
+        from verifier.intoto_links import read_link
+
+        found = []
+        for path in paths:
+            try:
+                found.append(read_link(path))
+            except InputError as error:
+                self.add("error", "unreadable-bundle", str(error), [str(path)])
+        return found
+
+    def admit_link(self, link: ClassicLink) -> None:
+        """A link as a step node, signed as the evaluation attributed it."""
+        from verifier.intoto_links import link_as_step
+
+        try:
+            record = link_as_step(link)
+        except InputError as error:
+            self.add("error", "malformed-statement", str(error), [link.source])
+            return
+        claimed = f"in-toto key {short_text(link.signatures[0][0], 16)}"
+        judged = self.judged.get(record.statement.payload_sha256)
+        if self.signers is None:
+            signer = Signer((), (), claimed, "unchecked")
+        elif judged is not None:
+            signer = Signer(judged.attribution.names, judged.attribution.identities, claimed,
+                            judged.status)
+        else:
+            signer = Signer((), (), claimed, "unknown-signer")
+        self.admit_step(record, signer)
 
     def sign_status(self, bundle: Bundle) -> Signer:
         claimed = _claimed_signer(bundle)

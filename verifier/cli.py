@@ -167,7 +167,8 @@ def _algorithms(choice: str) -> tuple[str, ...]:
 def keygen(
     prefix: Annotated[Path, typer.Argument(metavar="PREFIX",
         help="Writes PREFIX.key (0600) and PREFIX.pub.")],
-    algorithm: Annotated[str, typer.Option(help="ecdsa-p256 or ed25519.")] = "ecdsa-p256",
+    algorithm: Annotated[str, typer.Option(
+        help="p256 (ECDSA P-256, the default), p384, p521 or ed25519.")] = "p256",
     password: Annotated[str | None, typer.Option(
         help="Encrypt the private key (or set MODEL_VERIFIER_KEY_PASSWORD).")] = None,
     force: Annotated[bool, typer.Option(help="Replace existing key files.")] = False,
@@ -178,13 +179,13 @@ def keygen(
     Example: model-verifier keygen keys/builder --algorithm ed25519
     """
     def action() -> None:
-        from verifier.signing import PASSWORD_VARIABLE, generate_keypair
+        from verifier.signing import PASSWORD_VARIABLE, canonical_algorithm, generate_keypair
 
         secret = password if password is not None else os.environ.get(PASSWORD_VARIABLE)
         private, public = generate_keypair(prefix, algorithm, secret, overwrite=force)
         if as_json:
             _emit_json({"private_key": str(private), "public_key": str(public),
-                        "algorithm": algorithm})
+                        "algorithm": canonical_algorithm(algorithm)})
         else:
             print(f"wrote {private} (private, mode 0600) and {public} (public)")
 
@@ -244,7 +245,8 @@ def record(
         help="An input file or directory (repeatable).")] = None,
     product: Annotated[list[Path] | None, typer.Option(
         help="An output file or directory (repeatable).")] = None,
-    key: Annotated[Path | None, typer.Option(help="Private key to sign with.")] = None,
+    key: Annotated[Path | None, typer.Option(
+        help="Private key to sign with (PEM file or pkcs11: URI).")] = None,
     password: Annotated[str | None, typer.Option(help="The key's password.")] = None,
     out: Annotated[Path, typer.Option(help="Directory for NAME.intoto.json.")] = Path(
         "attestations"),
@@ -329,12 +331,12 @@ def _signer(key: Path | None, password: str | None, sigstore: bool = False,
         return SigstoreSigner(identity_token, trust_config)
     if identity_token is not None or trust_config is not None:
         raise InputError("--identity-token and --trust-config need --sigstore.")
-    from verifier.signing import KeySigner
+    from verifier.signing import open_signer
 
     if key is None:
         raise InputError("no signing key given; pass --key FILE (see `model-verifier keygen`) "
                          "or --sigstore.")
-    return KeySigner(key, password)
+    return open_signer(key, password)
 
 
 def _print_report(report: Any) -> None:
@@ -467,7 +469,8 @@ def _show_report(report: Any, as_json: bool, vsa: Path | None = None) -> int:
 def rebuild_command(
     attestations: Annotated[list[Path], typer.Argument(metavar="ATTESTATIONS",
         help="Step attestations (files or directories) to rebuild.")],
-    key: Annotated[Path | None, typer.Option(help="The rebuilder's private key.")] = None,
+    key: Annotated[Path | None, typer.Option(
+        help="The rebuilder's private key (PEM file or pkcs11: URI).")] = None,
     password: Annotated[str | None, typer.Option(help="The key's password.")] = None,
     source: Annotated[Path, typer.Option(
         help="Source tree to copy into each fresh workspace.")] = Path("."),
@@ -581,7 +584,7 @@ VsaOpt = Annotated[Path | None, typer.Option(
     help="Also write the verdict as a signed SLSA verification summary (VSA) to this file; "
     "sign it with --key or --sigstore.")]
 VsaKeyOpt = Annotated[Path | None, typer.Option(
-    "--key", help="Private key that signs the --vsa summary.")]
+    "--key", help="Private key (PEM file or pkcs11: URI) that signs the --vsa summary.")]
 VsaPasswordOpt = Annotated[str | None, typer.Option(
     "--password", help="The --key's password.")]
 
@@ -589,42 +592,55 @@ VsaPasswordOpt = Annotated[str | None, typer.Option(
 @app.command("verify-bundle")
 def verify_bundle(
     bundle: Annotated[Path, typer.Argument(metavar="BUNDLE",
-        help="A Sigstore bundle (.intoto.json).")],
-    artifact: Annotated[Path, typer.Option(help="The file or directory it should attest.")],
+        help="A Sigstore bundle (.intoto.json, .sigstore.json).")],
+    artifact: Annotated[str, typer.Option(
+        metavar="PATH|sha256:HEX",
+        help="The file or directory it should cover, or sha256:HEX to check by digest.")],
     key: Annotated[Path | None, typer.Option(
         help="The signer's public key (PEM), for a key-signed bundle.")] = None,
     identity: Annotated[str | None, typer.Option(
         help="Keyless: the certificate identity (SAN) that must have signed.")] = None,
     issuer: Annotated[str | None, typer.Option(
         help="Keyless: the OIDC issuer of that identity.")] = None,
-    trusted_root: TrustedRootOpt = None,
+    trusted_root: Annotated[Path | None, typer.Option(
+        help="Sigstore trusted root JSON. Keyless: the root the certificate, log entry and "
+        "timestamps must chain to (default: the public-good root shipped with "
+        "model-verifier). With --key: check the bundle's log entries and timestamps "
+        "against it (without it they are reported as unchecked).")] = None,
     staging: Annotated[bool, typer.Option(
         help="Keyless: use the Sigstore staging trusted root shipped with model-verifier.")
     ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Check one bundle: signature, payload type, and that the artifact is a subject.
+    """Check one bundle: signature, payload type, and that the artifact is covered.
 
-    Verification is offline. A keyless bundle is checked against a Sigstore trusted root and
-    the identity and issuer given; a message-signature bundle (from `sigstore sign`) against the
-    artifact's own digest.
+    Verification is offline. A DSSE bundle must name the artifact among its subjects; a
+    message-signature bundle (from `sigstore sign` or `cosign sign-blob`) must sign the
+    artifact's own digest. A keyless bundle is checked against a Sigstore trusted root and the
+    identity and issuer given; a key-signed one against the key, and its log entries and
+    timestamps against --trusted-root when given.
 
     Example: model-verifier verify-bundle attestations/package.intoto.json
     --artifact build/model/model.safetensors --key keys/builder.pub
+
+    By digest, with a managed key and its Sigstore instance: model-verifier verify-bundle
+    model.bin.sigstore.json --artifact sha256:a0cf...01bf --key cosign.pub
+    --trusted-root trusted_root.json
 
     Keyless: model-verifier verify-bundle attestations/package.intoto.json
     --artifact build/model --issuer https://token.actions.githubusercontent.com
     --identity https://github.com/OWNER/REPO/.github/workflows/train.yml@refs/heads/main
     """
     def action() -> int:
-        from verifier.bundlecheck import check_bundle
+        from verifier.bundlecheck import ArtifactRef, check_bundle
         from verifier.errors import InputError
 
+        target = ArtifactRef.parse(artifact)
         if key is not None:
-            if identity or issuer or trusted_root or staging:
-                raise InputError("--key excludes --identity, --issuer, --trusted-root and "
-                                 "--staging; a bundle is either key-signed or keyless.")
-            result = check_bundle(bundle, artifact, key)
+            if identity or issuer or staging:
+                raise InputError("--key excludes --identity, --issuer and --staging; a bundle "
+                                 "is either key-signed or keyless.")
+            result = check_bundle(bundle, target, key, trusted_root)
             signer = str(key)
         elif identity and issuer:
             from verifier.keyless import check_keyless_bundle, shipped_trusted_root
@@ -634,7 +650,7 @@ def verify_bundle(
                 raise InputError("--staging and --trusted-root exclude each other.")
             root = shipped_trusted_root(staging=True) if staging else trusted_root
             result = check_keyless_bundle(
-                bundle, artifact, KeylessIdentity(issuer=issuer, identity=identity), root)
+                bundle, target, KeylessIdentity(issuer=issuer, identity=identity), root)
             signer = f"{identity} ({issuer})"
         else:
             raise InputError("verify-bundle needs --key PUB for a key-signed bundle, or "
@@ -642,8 +658,15 @@ def verify_bundle(
         if as_json:
             _emit_json(result.to_dict())
         elif result.ok:
-            print(f"OK  {bundle}: signed by {signer}, {artifact} is subject "
-                  f"{result.subject_name}")
+            covered = (f"a message signature over {artifact}"
+                       if result.kind == "message-signature"
+                       else f"{artifact} is subject {result.subject_name}")
+            print(f"OK  {bundle}: signed by {signer}, {covered}")
+            if result.verified_times:
+                print(f"  log entries and timestamps verified against {trusted_root}; "
+                      f"verified signing time(s): {', '.join(result.verified_times)}")
+            for note in result.notes:
+                print(f"  note: {note}")
         else:
             print(f"FAIL  {result.message}")
         return 0 if result.ok else 1
@@ -729,7 +752,9 @@ def verify_vsa(
 def export_command(
     attestations: Annotated[list[Path], typer.Argument(metavar="ATTESTATIONS",
         help="Step attestations (files or directories) to export.")],
-    key: Annotated[Path, typer.Option(help="Private key (PEM) to sign the links with.")],
+    key: Annotated[Path, typer.Option(
+        help="Private key to sign the links with: a PEM file, or a pkcs11: URI for a key on a "
+        "hardware token.")],
     out: Annotated[Path, typer.Option(help="Directory for the links.")],
     export_format: Annotated[str, typer.Option(
         "--format", help="Output format; in-toto-link is the one there is.")] = "in-toto-link",
@@ -770,7 +795,9 @@ def export_command(
 @app.command("sign-model")
 def sign_model(
     model: Annotated[Path, typer.Argument(metavar="MODEL", help="The model directory to sign.")],
-    key: Annotated[Path | None, typer.Option(help="Private key (PEM) to sign with.")] = None,
+    key: Annotated[Path | None, typer.Option(
+        help="Private key to sign with: a PEM file, or a pkcs11: URI "
+        "(pkcs11:token=T;object=K?module-path=LIB&pin-source=FILE).")] = None,
     password: Annotated[str | None, typer.Option(help="The key's password.")] = None,
     signature: Annotated[Path | None, typer.Option(
         help="Where to write the signature (default: MODEL/model.sig).")] = None,

@@ -10,6 +10,12 @@ cannot read a DSSE envelope that holds a Statement v1, so each statement is conv
 in memory; the DSSE signature itself is checked here against the functionary keys the layout
 names (never against a keyid hint), and in-toto's own rule functions judge the converted links.
 Inspections are refused: a deployment gate runs nothing a layout names.
+
+in-toto's own links count as evidence next to our bundles: classic `.link` files (a Metablock,
+`{"signed": {"_type": "link", ...}, "signatures": [...]}`, signed over canonical JSON) and
+DSSE envelopes whose payload is a link (`in-toto-run --use-dsse`). Their signatures are checked
+against the functionary keys the layout names, by in-toto's own key ids, never by the keyid a
+signature claims.
 """
 
 from __future__ import annotations
@@ -131,21 +137,42 @@ def _step_records(paths: list[Path], trusted: list[PublicKey], notes: list[str]
     return found
 
 
-def export_links(attestations: list[Path], key_path: Path, out_dir: Path, *,
+def _sslib_signer(key_signer: Any) -> Any:
+    """A securesystemslib Signer over our KeySigner (file or PKCS#11 key alike). Its scheme is
+    the one securesystemslib assigns the key type, which is the scheme KeySigner signs in."""
+    from securesystemslib.signer import Signature, Signer, SSlibKey
+
+    public = SSlibKey.from_crypto(key_signer.public_key)
+
+    class _Adapter(Signer):
+        @property
+        def public_key(self) -> SSlibKey:
+            return public
+
+        def sign(self, payload: bytes) -> Signature:
+            return Signature(public.keyid, key_signer.sign(payload).hex())
+
+        @classmethod
+        def from_priv_key_uri(cls, priv_key_uri: str, public_key: Any,
+                              secrets_handler: Any = None) -> Signer:
+            raise NotImplementedError  # made from a KeySigner, never from a URI
+
+    return _Adapter()
+
+
+def export_links(attestations: list[Path], key_path: Path | str, out_dir: Path, *,
                  password: str | None = None, attested_by: Iterable[Path] = (),
                  force: bool = False, notes: list[str] | None = None) -> list[ExportedLink]:
     """Write one signed classic link per step attestation; return what was written."""
     from in_toto.models.link import FILENAME_FORMAT, Link
     from in_toto.models.metadata import Metablock
-    from securesystemslib.signer import CryptoSigner
 
-    from verifier.oms import load_private_key
-    from verifier.signing import PublicKey, load_public_key
+    from verifier.signing import PublicKey, load_public_key, open_signer
 
-    private_key, public_pem = load_private_key(key_path, password)
-    signer = CryptoSigner(private_key)
+    key_signer = open_signer(key_path, password)
+    signer = _sslib_signer(key_signer)
     keyid = signer.public_key.keyid
-    trusted = [PublicKey(str(key_path), private_key.public_key(), public_pem)]
+    trusted = [PublicKey(key_signer.source, key_signer.public_key, key_signer.public_pem)]
     trusted += [load_public_key(path) for path in attested_by]
     records = _step_records(attestations, trusted, notes if notes is not None else [])
     if not records:
@@ -254,6 +281,141 @@ def _verified_by(bundle: Bundle, keys: dict[str, Any]) -> list[str]:
     return found
 
 
+@dataclass(frozen=True)
+class ClassicLink:
+    """An in-toto link as in-toto writes it, read from a `.link` file (nothing trusted yet)."""
+
+    source: str
+    fields: dict[str, Any]  # the link's `signed` part
+    message: bytes  # the bytes its signatures cover
+    signatures: tuple[tuple[str, bytes], ...]  # (claimed keyid, signature)
+
+    @property
+    def name(self) -> str:
+        return str(self.fields.get("name", ""))
+
+    def verified_by(self, keys: dict[str, Any]) -> list[str]:
+        """Keyids among `keys` whose key verifies one of the link's signatures."""
+        from securesystemslib.signer import Signature
+
+        found = []
+        for keyid, key in keys.items():
+            for claimed, sig in self.signatures:
+                try:
+                    key.verify_signature(Signature(claimed or keyid, sig.hex()), self.message)
+                except Exception:  # UnverifiedSignatureError / VerificationError: not this key
+                    continue
+                found.append(keyid)
+                break
+        return found
+
+    def product_digests(self) -> set[str]:
+        products = self.fields.get("products") or {}
+        return {d["sha256"] for d in products.values()
+                if isinstance(d, dict) and isinstance(d.get("sha256"), str)}
+
+
+def link_files(paths: list[Path]) -> list[Path]:
+    """Every `*.link` file under the attestation directories (or given directly)."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_file():
+            if path.suffix == ".link":
+                found.append(path)
+        elif path.is_dir():
+            found.extend(p for p in sorted(path.rglob("*.link"), key=str) if p.is_file())
+    return found
+
+
+def read_link(path: Path) -> ClassicLink:
+    """Read one classic link (Metablock or DSSE); InputError (one sentence) when it is not."""
+    from securesystemslib.formats import encode_canonical
+
+    from verifier.envelope import b64decode
+
+    try:
+        if path.stat().st_size > 16 * 1024 * 1024:
+            raise InputError(f"{path}: is larger than any link should be.")
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError):
+        raise InputError(f"{path}: is not a readable in-toto link (JSON).") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: is not an in-toto link.")
+    signatures: list[tuple[str, bytes]] = []
+    if "signed" in data:  # Metablock: hex signatures over canonical JSON of `signed`
+        fields = data.get("signed")
+        if not isinstance(fields, dict) or fields.get("_type") != "link":
+            raise InputError(f"{path}: is in-toto metadata but not a link.")
+        try:
+            message = encode_canonical(fields).encode("utf-8")  # type: ignore[union-attr]
+            for entry in data.get("signatures") or []:
+                signatures.append((str(entry.get("keyid", "")), bytes.fromhex(entry["sig"])))
+        except Exception:  # FormatError, KeyError, ValueError: malformed
+            raise InputError(f"{path}: the link's signatures or fields are malformed.") \
+                from None
+    elif "payload" in data and "payloadType" in data:  # DSSE envelope holding a link
+        try:
+            payload = b64decode(data["payload"])
+            fields = json.loads(payload)
+            for entry in data.get("signatures") or []:
+                signatures.append((str(entry.get("keyid", "")), b64decode(entry["sig"])))
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            raise InputError(f"{path}: the DSSE link envelope is malformed.") from None
+        if not isinstance(fields, dict) or fields.get("_type") != "link":
+            raise InputError(f"{path}: the DSSE envelope holds no in-toto link.")
+        message = pae(str(data["payloadType"]), payload)
+    else:
+        raise InputError(f"{path}: is neither an in-toto Metablock nor a DSSE envelope.")
+    if not signatures:
+        raise InputError(f"{path}: the link carries no signature.")
+    return ClassicLink(str(path), fields, message, tuple(signatures))
+
+
+LINK_PREDICATE_TYPE = "https://in-toto.io/attestation/link/v0.3"
+
+
+def link_as_step(link: ClassicLink) -> StepRecord:
+    """The step view of an in-toto link, so that audit can place it in the graph: products
+    become subjects, materials materials (files by sha256), the command the argv. The payload
+    digest is that of the signed bytes. Raises InputError when the link is malformed."""
+    import hashlib
+
+    from verifier.statement import Statement
+
+    fields = link.fields
+    try:
+        _link_object(fields)  # in-toto's own shape check
+    except Exception:  # FormatError and friends
+        raise InputError(f"{link.source}: is not a well-formed in-toto link.") from None
+
+    def descriptors(side: str) -> tuple[dict[str, Any], ...]:
+        found = []
+        for name, digests in sorted((fields.get(side) or {}).items()):
+            if not isinstance(digests, dict) or not digests or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in digests.items()):
+                raise InputError(f"{link.source}: {side} {name!r} has no valid digest.")
+            found.append({"name": str(name), "digest": dict(digests)})
+        return tuple(found)
+
+    command = fields.get("command") or []
+    environment = fields.get("environment") or {}
+    statement = Statement(link.source, descriptors("products"), LINK_PREDICATE_TYPE,
+                          {k: v for k, v in fields.items() if k != "_type"},
+                          hashlib.sha256(link.message).hexdigest())
+    return StepRecord(
+        statement=statement, step=link.name, argv=tuple(str(a) for a in command),
+        working_directory=str(environment.get("workdir", ".")) if isinstance(
+            environment, dict) else ".",
+        declared_env={}, environment=environment if isinstance(environment, dict) else {},
+        materials=descriptors("materials"))
+
+
+def _link_object(fields: dict[str, Any]) -> Any:
+    from in_toto.models.link import Link
+
+    return Link.read({k: v for k, v in fields.items() if k != "_type"})
+
+
 def _first_line(error: Exception) -> str:
     text = str(error).strip().splitlines()
     return text[0].rstrip(".") if text else type(error).__name__
@@ -295,12 +457,37 @@ def verify_with_layout(artifact: Path, layout_path: Path, key_paths: list[Path],
             continue
         by_step.setdefault(record.step, []).append((bundle, record))
 
+    classic: dict[str, list[ClassicLink]] = {}
+    for path in link_files(attestation_dirs):
+        try:
+            link = read_link(path)
+            _link_object(link.fields)  # in-toto's own shape check
+        except InputError as error:
+            report.notes.append(f"ignored {error}")
+            continue
+        except Exception:  # in-toto's FormatError and friends
+            report.notes.append(f"ignored {path}: is not a well-formed in-toto link.")
+            continue
+        classic.setdefault(link.name, []).append(link)
+
     chain: dict[str, dict[str, Any]] = {}
     verified: list[StepRecord] = []
+    verified_links: list[ClassicLink] = []
     for step in layout.steps:
         keys = _functionary_keys(layout, step)
         links: dict[str, Any] = {}
         sources: dict[str, str] = {}
+        for link in classic.get(step.name, []):
+            for keyid in link.verified_by(keys):
+                if keyid in links:
+                    report.problems.append(Problem(link.source, (
+                        f"{link.source}: step {step.name!r} is attested twice by key "
+                        f"{keyid[:8]} (also {sources[keyid]}); keep one link per key."
+                    )))
+                    continue
+                links[keyid] = _link_object(link.fields)
+                sources[keyid] = link.source
+                verified_links.append(link)
         for bundle, record in by_step.get(step.name, []):
             for keyid in _verified_by(bundle, keys):
                 if keyid in links:
@@ -337,7 +524,9 @@ def verify_with_layout(artifact: Path, layout_path: Path, key_paths: list[Path],
     if failure is not None:
         report.problems.append(Problem(str(layout_path), f"{layout_path}: {failure}."))
         return report
-    if not _is_product(digest, verified):
+    if not _is_product(digest, verified) and not (
+            digest.algorithm == "sha256"
+            and any(digest.value in link.product_digests() for link in verified_links)):
         report.problems.append(Problem(str(artifact), (
             f"{artifact}: its {digest.algorithm} {digest.value[:16]}… is no product of any step "
             f"that passed the layout {layout_path}."

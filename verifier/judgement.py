@@ -23,7 +23,7 @@ import hashlib
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from verifier.digest import OPT_IN_DIGESTS, dir_hash
 from verifier.envelope import INTOTO_PAYLOAD_TYPE, Bundle
@@ -38,6 +38,9 @@ from verifier.statement import (
     parse_statement,
 )
 from verifier.trust import Attribution, TrustedSigners
+
+if TYPE_CHECKING:
+    from verifier.intoto_links import ClassicLink
 
 # The ancestor-name sets kept per step attestation. Each is a set of policy step names that one
 # derivation of the attestation goes through; only maximal ones are kept. A policy of k steps
@@ -243,11 +246,14 @@ class Evaluation:
 
 
 def evaluate(policy: Policy, bundles: Iterable[Bundle], signers: TrustedSigners,
-             today: dt.date | None = None) -> Evaluation:
-    """Judge every attestation among the bundles against the policy."""
+             today: dt.date | None = None, links: Iterable[ClassicLink] = ()) -> Evaluation:
+    """Judge every attestation among the bundles (and in-toto's own links) against the
+    policy."""
     admitted = _Admission(signers)
     for bundle in bundles:
         admitted.admit(bundle)
+    for link in links:
+        admitted.admit_link(link)
     steps = [s for s in admitted.steps.values()]
     rebuilds = list(admitted.rebuilds.values())
     producers: dict[tuple[str, str], list[StepNode]] = {}
@@ -337,6 +343,29 @@ class _Admission:
             self.notes.append(f"ignored {error}")
             node = None
         self._seen[copy] = node
+
+    def admit_link(self, link: ClassicLink) -> None:
+        """An in-toto link (Metablock or DSSE) is a step attestation signed over its own bytes;
+        only key signers can have signed it."""
+        from verifier.intoto_links import link_as_step
+
+        try:
+            record = link_as_step(link)
+        except InputError as error:
+            self.notes.append(f"ignored {error}")
+            return
+        attribution = self.signers.attribute_message(link.message,
+                                                     [sig for _, sig in link.signatures])
+        if not attribution.names:
+            self.notes.append(f"ignored {link.source}: signed by no signer the policy names.")
+        key = record.statement.payload_sha256
+        existing = self.steps.get(key)
+        if existing is not None:
+            existing.files.append(link.source)
+            _merge(existing, attribution, "unknown-signer")
+            return
+        self.steps[key] = StepNode(record, attribution, [link.source],
+                                   "verified" if attribution.names else "unknown-signer")
 
     def _node(self, statement: Statement, attribution: Attribution, bundle: Bundle
               ) -> StepNode | RebuildNode | None:

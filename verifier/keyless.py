@@ -243,60 +243,66 @@ def check_keyless(bundle: Bundle, spec: KeylessIdentity, trusted_root: Path | No
     return signature.identity
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_bundle_json(path: Path) -> dict[str, Any]:
+    """One bundle file as a JSON object; InputError with a sentence otherwise."""
+    from verifier.envelope import MAX_BUNDLE_BYTES
+
     try:
+        if path.stat().st_size > MAX_BUNDLE_BYTES:
+            raise InputError(f"{path}: is larger than any bundle should be.")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InputError(f"{path}: no such file.") from None
     except IsADirectoryError:
         raise InputError(f"{path}: is a directory, expected a bundle file.") from None
-    except (UnicodeDecodeError, OSError) as error:
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: is not UTF-8 text, so not a bundle.") from None
+    except OSError as error:
         raise InputError(f"{path}: cannot be read as a bundle ({_one_line(error)}).") from None
     try:
         data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
-        raise InputError(f"{path}: is not valid JSON, so not a Sigstore bundle.") from None
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}: is not valid JSON ({error.msg} at line {error.lineno} "
+                         f"column {error.colno}), so not a Sigstore bundle.") from None
+    except RecursionError:
+        raise InputError(f"{path}: JSON is nested too deeply to be a bundle.") from None
+    except ValueError:  # e.g. an integer beyond Python's digit limit
+        raise InputError(f"{path}: holds a JSON value no bundle can hold.") from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: is not a Sigstore bundle (expected a JSON object).")
     return data
 
 
-def _file_sha256(path: Path) -> str:
-    from verifier.digest import Hasher
-
-    if not path.exists():
-        raise InputError(f"{path}: no such artifact.")
-    if path.is_dir():
-        raise InputError(f"{path}: a message signature covers one file, not a directory.")
-    return Hasher().digest_paths([path])[0].value
-
-
-def check_keyless_bundle(bundle_path: Path, artifact: Path, spec: KeylessIdentity,
+def check_keyless_bundle(bundle_path: Path, artifact: Any, spec: KeylessIdentity,
                          trusted_root: Path | None = None) -> Any:
     """verify-bundle for a keyless bundle: Sigstore checks, identity, payload type, subject.
 
-    Returns a `bundlecheck.BundleCheck`; a message-signature bundle (what `sigstore sign`
-    writes for a plain file) is verified against the artifact's sha256 directly.
+    `artifact` is a path or a `bundlecheck.ArtifactRef` (a path or `sha256:HEX`). Returns a
+    `bundlecheck.BundleCheck`; a message-signature bundle (what `sigstore sign` writes for a
+    plain file) is verified against the artifact's sha256 directly.
     """
-    from verifier.bundlecheck import BundleCheck, subject_check
+    from verifier.bundlecheck import ArtifactRef, BundleCheck, subject_check
 
-    raw = _read_json(bundle_path)
+    ref = artifact if isinstance(artifact, ArtifactRef) else ArtifactRef(str(artifact),
+                                                                         path=artifact)
+    raw = read_bundle_json(bundle_path)
     if "messageSignature" in raw:
         try:
             signature = verify_keyless(raw, spec, trusted_root, str(bundle_path),
-                                       artifact_sha256=_file_sha256(artifact))
+                                       artifact_sha256=ref.file_sha256())
         except SignatureError as error:
             return BundleCheck(False, str(error))
+        name = ref.path.name if ref.path is not None else ref.text
         return BundleCheck(True, f"{bundle_path}: verified; it is a message signature over "
-                                 f"{artifact}, not an in-toto attestation.", artifact.name,
-                           signer=signature.identity)
+                                 f"{ref.text}, not an in-toto attestation.", name,
+                           signer=signature.identity, kind="message-signature")
     parse_bundle(raw, str(bundle_path))  # the same shape checks as every other bundle
     try:
         signature = verify_keyless(raw, spec, trusted_root, str(bundle_path))
     except SignatureError as error:
         return BundleCheck(False, str(error))
     assert signature.payload is not None and signature.payload_type is not None
-    result = subject_check(bundle_path, signature.payload_type, signature.payload, artifact)
+    result = subject_check(bundle_path, signature.payload_type, signature.payload, ref)
     return BundleCheck(result.ok, result.message, result.subject_name,
                        signer=signature.identity)
 

@@ -12,9 +12,10 @@ colon can be read both ways). Symbolic links are refused. `model.sig` itself and
 OMS ignores by default (.git, .gitattributes, .github, .gitignore at the top level) are outside
 the signed set, as OMS prescribes.
 
-Signing is byte-stable: the payload is canonical JSON, ECDSA signatures are deterministic
-(RFC 6979) and Ed25519 signatures are deterministic by design, so the same directory and key
-give the same file.
+Signing is byte-stable for file keys: the payload is canonical JSON, ECDSA signatures are
+deterministic (RFC 6979) and Ed25519 signatures are deterministic by design, so the same
+directory and key give the same file (a hardware token signs with its own randomness; RSA-PSS
+is randomised by design).
 """
 
 from __future__ import annotations
@@ -43,17 +44,15 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 Attribute = Callable[[Bundle], tuple[str, ...]]
 
 
-def load_private_key(path: Path, password: str | None = None) -> tuple[Any, bytes]:
-    """A signing key from our keygen's PEM: (cryptography private key, public key PEM)."""
-    from cryptography.hazmat.primitives import serialization
+def load_private_key(path: Path | str, password: str | None = None) -> tuple[Any, bytes]:
+    """A signing key from --key (PEM file or PKCS#11 URI): (private key, public key PEM).
 
-    from verifier.signing import PASSWORD_VARIABLE, KeySigner
+    The private key is a cryptography key, or for a token a key object with the same `sign`
+    and `public_key` calls that signs on the token."""
+    from verifier.signing import open_signer
 
-    checked = KeySigner(path, password)  # gives the user's sentence for any unusable key file
-    secret = password if password is not None else os.environ.get(PASSWORD_VARIABLE)
-    key = serialization.load_pem_private_key(path.read_bytes(),
-                                             secret.encode() if secret else None)
-    return key, checked.public_pem
+    signer = open_signer(path, password)  # gives the user's sentence for any unusable key
+    return signer.private_key, signer.public_pem
 
 
 def root_digest(digests: list[str]) -> str:
@@ -279,12 +278,9 @@ def oms_statement(model_name: str, files: dict[str, str], ignore_paths: list[str
 
 
 def _sign_deterministic(private_key: Any, message: bytes) -> bytes:
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
+    from verifier.signing import KeySigner
 
-    if isinstance(private_key, ec.EllipticCurvePrivateKey):
-        return private_key.sign(message, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
-    return private_key.sign(message)  # Ed25519 is deterministic
+    return KeySigner.from_key(private_key, "").sign(message, deterministic=True)
 
 
 @dataclass(frozen=True)
@@ -308,8 +304,9 @@ class DsseSigner(Protocol):
     def sign_dsse(self, payload: bytes, payload_type: str) -> dict: ...
 
 
-def sign_directory(model_dir: Path, *, key: Path | None = None, signer: DsseSigner | None = None,
-                   password: str | None = None, out: Path | None = None, force: bool = False,
+def sign_directory(model_dir: Path, *, key: Path | str | None = None,
+                   signer: DsseSigner | None = None, password: str | None = None,
+                   out: Path | None = None, force: bool = False,
                    hasher: Hasher | None = None) -> SignResult:
     """Write an OMS v1.0 signature of the directory (default DIR/model.sig).
 

@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from verifier.certsigner import CertificateIdentity
 from verifier.errors import InputError
 
 DEFAULT_POLICY = Path("model-policy.yaml")
@@ -36,6 +37,7 @@ class SignerSpec:
     name: str
     key_path: Path | None = None
     keyless: KeylessIdentity | None = None
+    certificate: CertificateIdentity | None = None
 
 
 @dataclass(frozen=True)
@@ -210,6 +212,10 @@ def load_policy(path: Path) -> Policy:
     for name, spec in data["signers"].items():
         if "key" in spec:
             signers[name] = SignerSpec(name, key_path=base / spec["key"])
+        elif "certificate" in spec:
+            certificate = spec["certificate"]
+            signers[name] = SignerSpec(name, certificate=CertificateIdentity(
+                base / certificate["roots"], certificate.get("subject"), certificate.get("san")))
         else:
             signers[name] = SignerSpec(name, keyless=KeylessIdentity(**spec["sigstore"]))
     steps = tuple(

@@ -1,15 +1,17 @@
 """Who signed a bundle, in the policy's own names.
 
-A bundle is attributed to every policy signer whose key (or keyless identity) verifies it; the
-keyid hint inside the bundle is never consulted. Two names sharing one key are one identity.
+A bundle is attributed to every policy signer whose key (or keyless identity, or certificate
+chain) verifies it; the keyid hint inside the bundle is never consulted. Two names sharing one
+key are one identity.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from verifier.certsigner import CertificateIdentity, check_certificate_signer, roots_fingerprint
 from verifier.envelope import Bundle, pae
 from verifier.errors import InputError
 from verifier.policy import KeylessIdentity, Policy
@@ -32,6 +34,7 @@ class TrustedSigners:
         self._keys: dict[str, PublicKey] = {}
         self._names_by_hint: dict[str, list[str]] = {}
         self._keyless: dict[str, KeylessIdentity] = {}
+        self._certificates: dict[str, tuple[CertificateIdentity, str]] = {}
         self._keyless_check = keyless_check
         self._trusted_root = policy.trusted_root
         for name, spec in sorted(policy.signers.items()):
@@ -43,6 +46,12 @@ class TrustedSigners:
                 self._names_by_hint.setdefault(self._keys[name].hint, []).append(name)
             elif spec.keyless is not None:
                 self._keyless[name] = spec.keyless
+            elif spec.certificate is not None:
+                try:
+                    roots = roots_fingerprint(spec.certificate.roots)
+                except InputError as error:
+                    raise InputError(f"{policy.path}: signer {name!r}: {error}") from None
+                self._certificates[name] = (spec.certificate, roots)
 
     def attribute(self, bundle: Bundle) -> Attribution:
         names: list[str] = []
@@ -54,9 +63,27 @@ class TrustedSigners:
                     if identity is not None:
                         names.append(name)
                         identities.add(f"sigstore:{spec.issuer}:{identity}")
+            for name, (certificate, roots) in self._certificates.items():
+                matched = check_certificate_signer(bundle, certificate)
+                if matched is not None:
+                    names.append(name)
+                    identities.add(f"x509:{roots}:{matched}")
         else:
             for hint in self._verifying_hints(bundle):
                 names.extend(self._names_by_hint[hint])
+                identities.add(f"key:{hint}")
+        return Attribution(tuple(sorted(names)), tuple(sorted(identities)))
+
+    def attribute_message(self, message: bytes, signatures: Iterable[bytes]) -> Attribution:
+        """The key signers under whose key one of the signatures over `message` verifies:
+        for evidence that is not a DSSE bundle (in-toto's classic links sign canonical JSON).
+        Keyless and certificate signers need a bundle, so they never match here."""
+        names: list[str] = []
+        identities: set[str] = set()
+        candidates = list(signatures)
+        for hint, owners in self._names_by_hint.items():
+            if any(self._keys[owners[0]].verify(sig, message) for sig in candidates):
+                names.extend(owners)
                 identities.add(f"key:{hint}")
         return Attribution(tuple(sorted(names)), tuple(sorted(identities)))
 
@@ -85,5 +112,8 @@ class TrustedSigners:
     def identity_of(self, name: str) -> str:
         if name in self._keys:
             return f"key:{self._keys[name].hint}"
+        if name in self._certificates:
+            certificate, roots = self._certificates[name]
+            return f"x509:{roots}:{certificate.subject or certificate.san}"
         spec = self._keyless[name]
         return f"sigstore:{spec.issuer}:{spec.identity or spec.identity_regex}"

@@ -171,7 +171,8 @@ def verify_artifact(
     digest = add_oms_evidence(artifact, digest, lambda b: signers.attribute(b).names, report,
                               hasher)
     bundles = load_bundles(attestation_dirs, report.notes)
-    evaluation = evaluate(policy, bundles, signers, today)
+    evaluation = evaluate(policy, bundles, signers, today,
+                          _read_links(attestation_dirs, report.notes))
     report.notes.extend(evaluation.notes)
     verdict = evaluation.artifact({digest.algorithm: digest.value}, str(artifact))
     if not verdict.finals and digest.algorithm == "blake3":
@@ -214,6 +215,20 @@ def verify_artifact(
             "rebuild section, so they were not counted."
         )
     return report
+
+
+def _read_links(attestation_dirs: list[Path], notes: list[str]) -> list[Any]:
+    """in-toto's own links among the attestations: evidence like any bundle (audit reads
+    them too, into the same evaluation)."""
+    from verifier.intoto_links import link_files, read_link
+
+    found = []
+    for path in link_files(attestation_dirs):
+        try:
+            found.append(read_link(path))
+        except InputError as error:
+            notes.append(f"ignored {error}")
+    return found
 
 
 def add_oms_evidence(artifact: Path, digest: PathDigest, attribute: Any, report: Report,
