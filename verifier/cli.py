@@ -66,9 +66,9 @@ def _guard(as_json: bool, action: Callable[[], int | None]) -> None:
         code = action()
     except VerifierError as error:
         _fail(error, as_json)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interruption:
         sys.stderr.write("interrupted; nothing was written.\n")
-        raise typer.Exit(130) from None
+        raise typer.Exit(128 + getattr(interruption, "signal_number", 2)) from None
     raise typer.Exit(code or 0)
 
 
@@ -234,6 +234,26 @@ TrustConfigOpt = Annotated[Path | None, typer.Option(
     "(default: public-good Sigstore).")]
 
 
+SandboxOpt = Annotated[str, typer.Option(
+    "--sandbox", help="auto (bubblewrap when installed, else none with a warning), bwrap, or "
+    "none. Inside bubblewrap: read-only system, no network, private /tmp, no home directory; "
+    "the workspace is the only writable place.")]
+NetworkFlag = Annotated[bool, typer.Option(
+    "--network", help="Let the sandboxed step reach the network (recorded).")]
+DeviceOpt = Annotated[list[str] | None, typer.Option(
+    "--device", help="Pass this device node into the sandbox, e.g. /dev/nvidia0 (repeatable; "
+    "recorded).")]
+
+
+def _sandbox(choice: str, network: bool, devices: list[str] | None) -> Any:
+    from verifier.sandbox import resolve
+
+    sandbox = resolve(choice, network=network, devices=devices or [])
+    if sandbox.warning:
+        sys.stderr.write(f"warning: {sandbox.warning}\n")
+    return sandbox
+
+
 @app.command(context_settings={"allow_interspersed_args": False})
 def record(
     command: Annotated[list[str], typer.Argument(metavar="COMMAND",
@@ -257,6 +277,14 @@ def record(
     identity_token: IdentityTokenOpt = None,
     trust_config: TrustConfigOpt = None,
     digest_algorithm: DigestOpt = "sha256",
+    sandbox: SandboxOpt = "auto",
+    network: NetworkFlag = False,
+    device: DeviceOpt = None,
+    trace: Annotated[bool | None, typer.Option(
+        "--trace/--no-trace", help="Follow the command with strace and list the files it read "
+        "that are not declared materials (default: on where strace is installed).")] = None,
+    strict: Annotated[bool, typer.Option(
+        help="Refuse the step when it read a file that is not a declared material.")] = False,
     as_json: JsonFlag = False,
     quiet: QuietFlag = False,
 ) -> None:
@@ -270,9 +298,16 @@ def record(
     -- python package.py
     """
     def action() -> int:
-        from verifier.record import record_step
+        from verifier import trace as tracing
+        from verifier.errors import InputError
+        from verifier.record import record_step, termination_as_interrupt
 
         signer = _signer(key, password, sigstore, identity_token, trust_config)
+        tracer = tracing.available() if trace is not False else None
+        if trace and tracer is None:
+            raise InputError("--trace: strace is not installed (Debian/Ubuntu: apt-get install "
+                             "strace); pass --no-trace to record without it.")
+        chosen = _sandbox(sandbox, network, device)
         if oms:
             from verifier.oms import refuse_stale_signatures
 
@@ -280,10 +315,12 @@ def record(
         hasher, progress = _hasher_with_progress(quiet, "hashing", _algorithms(digest_algorithm))
         try:
             # With --json the step's own output goes to stderr, so stdout holds the JSON alone.
-            with contextlib.redirect_stdout(sys.stderr if as_json else sys.stdout):
+            with contextlib.redirect_stdout(sys.stderr if as_json else sys.stdout), \
+                    termination_as_interrupt():
                 result = record_step(
                     step=step, argv=command, materials=material or [], products=product or [],
                     signer=signer, out_dir=out, env_names=env or [], force=force, hasher=hasher,
+                    sandbox=chosen, tracer=tracer, strict=strict,
                 )
         except StepFailed as failure:
             sys.stderr.write(f"error: {failure}\n")
@@ -300,9 +337,13 @@ def record(
                 for path in product or [] if path.is_dir()
             ]
         subjects = result.statement["subject"]
+        for warning in result.warnings:
+            sys.stderr.write(f"warning: {warning}\n")
         if as_json:
             _emit_json({"attestation": str(result.attestation), "step": step,
                         "signer": result.identity, "subjects": subjects,
+                        "sandbox": chosen.describe(), "warnings": result.warnings,
+                        "undeclared_inputs": result.undeclared_inputs,
                         **({"oms": [s.to_dict() for s in signatures]} if oms else {})})
         else:
             signer_name = (result.identity if result.identity.startswith("sigstore:")
