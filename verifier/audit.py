@@ -597,10 +597,15 @@ class _Auditor:
                     self.add("error", "quorum-shortfall", failure, [step.record.source], step.id)
 
     def check_environments(self) -> None:
+        from verifier.hermetic import step_findings
+
         for step in self.report.steps:
             for severity, sentence in environment_risks(step.record):
                 self.add(severity, "environment-risk", f"{step.record.source}: step "
                          f"{step.record.step!r} {sentence}", [step.record.source], step.id)
+            rule = self.policy.step(step.record.step) if self.policy is not None else None
+            for severity, sentence in step_findings(rule, step.record):  # issue #12
+                self.add(severity, "hermetic", sentence, [step.record.source], step.id)
 
     def statuses(self) -> None:
         """Each node takes the colour of its worst finding; unchecked steps stay grey."""

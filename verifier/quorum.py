@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from verifier.errors import InputError
+from verifier.hermetic import rebuild_isolation_problem
 from verifier.statement import Statement, StepRecord
 
 if TYPE_CHECKING:
@@ -220,6 +221,10 @@ def evaluate_quorum(
                     f"{claim.source}: signed by the step's own signer, which never counts as "
                     "an independent rebuild."
                 )
+                continue
+            isolation = rule.require_sandbox and rebuild_isolation_problem(claim)  # issue #12
+            if isolation:
+                outcome.ignored.append(f"{claim.source}: {isolation}")
                 continue
             identity = claim.attribution.identities[0]
             mismatches = check_claim(record, claim, rule.match.get(step_name))

@@ -18,6 +18,7 @@ from typing import Any
 from verifier.digest import OPT_IN_DIGESTS, Hasher, PathDigest
 from verifier.envelope import INTOTO_PAYLOAD_TYPE, Bundle, read_bundles
 from verifier.errors import InputError
+from verifier.hermetic import step_findings
 from verifier.policy import Policy, SourceRule
 from verifier.quorum import RebuildClaim, StepQuorum, as_rebuild, evaluate_quorum
 from verifier.statement import (
@@ -376,6 +377,9 @@ def verify_artifact(
                         f"{record.source}: step {record.step!r} must come after {earlier!r}, "
                         f"but none of its materials derives from an attested {earlier!r} step."
                     )))
+        for severity, sentence in step_findings(rule, record):  # issue #12
+            (report.problems.append(Problem(record.source, sentence)) if severity == "error"
+             else report.notes.append(sentence))
         report.steps.append({
             "step": record.step,
             "attestation": record.source,
