@@ -80,11 +80,13 @@ class Build:
         return self.src / "attestations" / f"{step}.intoto.json"
 
     def rebuild(self, *args: Any, attestations: list[Path] | None = None,
-                key: KeyPair | None = None, out: Path | None = None) -> Any:
+                key: KeyPair | None = None, out: Path | None = None,
+                trust: tuple[Any, ...] | None = None) -> Any:
         paths = attestations or [self.src / "attestations"]
+        trusted = ("--trust-key", self.builder.public) if trust is None else trust
         return run(["rebuild", *paths, "--source", self.src,
                     "--key", (key or self.rebuilder).private,
-                    "--out", out or self.root / "rebuilds", *args], cwd=self.src)
+                    "--out", out or self.root / "rebuilds", *trusted, *args], cwd=self.src)
 
 
 @pytest.fixture

@@ -496,7 +496,8 @@ def rebuild_command(
     key: Annotated[Path | None, typer.Option(help="The rebuilder's private key.")] = None,
     password: Annotated[str | None, typer.Option(help="The key's password.")] = None,
     source: Annotated[Path, typer.Option(
-        help="Source tree to copy into each fresh workspace.")] = Path("."),
+        help="The git repository (or tree) the recorded source is taken from: the recorded "
+        "commit, or the tracked files, or the declared materials.")] = Path("."),
     workspace: Annotated[Path | None, typer.Option(
         help="Where workspaces are made (default: a temporary directory).")] = None,
     step: Annotated[str | None, typer.Option(help="Rebuild this step alone.")] = None,
@@ -511,26 +512,52 @@ def rebuild_command(
     force: Annotated[bool, typer.Option(help="Replace existing rebuild attestations.")] = False,
     trust_key: Annotated[list[Path] | None, typer.Option(
         help="Run only steps whose attestation this public key signed (repeatable).")] = None,
+    trust_identity: Annotated[list[str] | None, typer.Option(
+        help="Run only steps signed keylessly by this identity (with --trust-issuer; "
+        "repeatable).")] = None,
+    trust_issuer: Annotated[str | None, typer.Option(
+        help="The OIDC issuer of --trust-identity, e.g. "
+        "https://token.actions.githubusercontent.com.")] = None,
+    trusted_root: Annotated[Path | None, typer.Option(
+        help="Sigstore trusted root JSON for --trust-identity (default: public-good).")] = None,
+    policy: Annotated[Path | None, typer.Option(
+        help="Run only steps signed by the signers this policy names for each step.")] = None,
+    allow_env: Annotated[list[str] | None, typer.Option(
+        help="Let a step set this variable although it changes what runs (PATH, LD_*, "
+        "PYTHONPATH, ...; repeatable).")] = None,
+    sandbox: SandboxOpt = "auto",
+    network: NetworkFlag = False,
+    device: DeviceOpt = None,
     sigstore: SigstoreFlag = False,
     identity_token: IdentityTokenOpt = None,
     trust_config: TrustConfigOpt = None,
     as_json: JsonFlag = False,
     quiet: QuietFlag = False,
 ) -> None:
-    """Re-run recorded steps in fresh workspaces and attest whether they reproduced.
+    """Re-run recorded steps in fresh sandboxed workspaces and attest whether they reproduced.
 
-    A rebuild runs the commands the attestations name. With --trust-key, an attestation not
-    signed by one of those keys is refused before anything runs; without it, the attestations
-    are taken as your own request, as if you had typed their commands yourself.
+    A rebuild runs the commands the attestations name, so it runs nothing unless each one is
+    signed by a signer you trust: --trust-key, --trust-identity with --trust-issuer (keyless),
+    or --policy (the signers it names for each step). It shows the plan (each step's command,
+    working directory and variables) before anything runs. Each workspace is made from the
+    recorded git commit (or the declared materials), never from your working tree.
 
-    Exit 0 when every step reproduced bit for bit, 1 when any differed or could not run.
+    Exit 0 when every step reproduced bit for bit, 1 when any differed or could not run, 2 when
+    nothing ran (untrusted attestation, a refused variable, a sandbox that cannot start).
 
     Example: model-verifier rebuild attestations/ --source . --key keys/rebuilder.key
     --trust-key keys/builder.pub --out rebuilds
+
+    Keyless: model-verifier rebuild attestations --sigstore --trust-issuer
+    https://token.actions.githubusercontent.com --trust-identity
+    https://github.com/OWNER/REPO/.github/workflows/train.yml@refs/heads/main
     """
     def action() -> int:
         from verifier.errors import InputError
-        from verifier.rebuild import RebuildOptions, load_steps, rebuild
+        from verifier.policy import KeylessIdentity, load_policy
+        from verifier.rebuild import RebuildOptions, Trust, load_steps, rebuild
+        from verifier.record import termination_as_interrupt
+        from verifier.signing import load_public_key
 
         overrides = {}
         for item in env or []:
@@ -538,26 +565,36 @@ def rebuild_command(
             if not sep or not name:
                 raise InputError(f"--env {item!r}: expected NAME=VALUE.")
             overrides[name] = value
-        from verifier.signing import load_public_key
-
-        trusted = [load_public_key(path) for path in trust_key or []]
-        records = load_steps(attestations, trusted)
+        if bool(trust_identity) != (trust_issuer is not None):
+            raise InputError("--trust-identity and --trust-issuer go together: the identity "
+                             "alone names no one.")
+        trust = Trust(
+            keys=[load_public_key(path) for path in trust_key or []],
+            identities=[KeylessIdentity(issuer=trust_issuer or "", identity=identity)
+                        for identity in trust_identity or []],
+            policy=load_policy(policy) if policy is not None else None,
+            trusted_root=trusted_root,
+        )
+        records = load_steps(attestations, trust)
         options = RebuildOptions(
             source=source, out_dir=out, workspace_root=workspace,
             signer=_signer(key, password, sigstore, identity_token, trust_config),
             materials_from=materials_from or [], env_overrides=overrides,
             keep_workspace=keep_workspace, force=force,
+            sandbox=_sandbox(sandbox, network, device), allowed_env=frozenset(allow_env or []),
         )
         hasher, progress = _hasher_with_progress(quiet, "hashing")
         try:
-            if as_json:
-                # The steps' own output goes to stderr, so that stdout holds the JSON alone.
-                with contextlib.redirect_stdout(sys.stderr):
-                    outcomes = rebuild(records, options, only_step=step, hasher=hasher)
-                _emit_json([o.to_dict() for o in outcomes])
-            else:
-                outcomes = rebuild(records, options, only_step=step, hasher=hasher,
-                                   on_step=_print_outcome)
+            with termination_as_interrupt():
+                if as_json:
+                    # The steps' own output goes to stderr, so that stdout holds the JSON alone.
+                    with contextlib.redirect_stdout(sys.stderr):
+                        outcomes = rebuild(records, options, only_step=step, hasher=hasher,
+                                           on_plan=_print_plan)
+                    _emit_json([o.to_dict() for o in outcomes])
+                else:
+                    outcomes = rebuild(records, options, only_step=step, hasher=hasher,
+                                       on_step=_print_outcome, on_plan=_print_plan)
         finally:
             progress.close()
         return 0 if all(o.status == "reproduced" for o in outcomes) else 1
@@ -565,11 +602,28 @@ def rebuild_command(
     _guard(as_json, action)
 
 
+def _print_plan(entries: list[dict[str, Any]]) -> None:
+    print(f"plan: {len(entries)} step(s), each in a fresh workspace")
+    for entry in entries:
+        sandbox = entry["sandbox"]
+        where = ("no sandbox" if sandbox["kind"] == "none" else
+                 f"{sandbox['kind']} sandbox, network {sandbox['network']}"
+                 + (f", devices {' '.join(sandbox['devices'])}" if sandbox["devices"] else ""))
+        print(f"  {entry['step']} ({entry['attestation']}; {where})")
+        print(f"    command: {entry['command']}")
+        print(f"    in:      {entry['working_directory']}")
+        for name, value in entry["env"].items():
+            print(f"    sets:    {name}={value}")
+    sys.stdout.flush()
+
+
 def _print_outcome(outcome: Any) -> None:
     label = {"reproduced": "REPRODUCED", "differs": "DIFFERS", "stopped": "NOT RUN"}
     print(f"{label[outcome.status]:<11} step {outcome.step!r} ({outcome.attestation})")
     if outcome.message:
         print(f"  {outcome.message}")
+    for note in outcome.notes:
+        print(f"  {note}")
     for name, value in outcome.env_overrides.items():
         print(f"  environment override: {name}={value} (chosen by the rebuilder)")
     for result in outcome.results:

@@ -80,6 +80,7 @@ class RunResult:
     stderr_sha256: str
     started_on: str
     finished_on: str
+    stderr_tail: bytes = b""  # the last few KiB, to say why a command failed
 
 
 @dataclass(frozen=True)
@@ -108,11 +109,16 @@ def relative_name(path: Path, base: Path) -> str:
     return relative.as_posix() or "."
 
 
-def _pump(source: IO[bytes], sink: IO[bytes], hasher: Any) -> None:
+_TAIL = 4096
+
+
+def _pump(source: IO[bytes], sink: IO[bytes], hasher: Any, tail: bytearray) -> None:
     for chunk in iter(lambda: source.read1(65536), b""):
         hasher.update(chunk)
         sink.write(chunk)
         sink.flush()
+        tail.extend(chunk)
+        del tail[:-_TAIL]
 
 
 def run_streaming(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> RunResult:
@@ -132,10 +138,13 @@ def run_streaming(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> RunRes
     except PermissionError:
         raise InputError(f"{argv[0]}: is not executable.") from None
     hashes = (hashlib.sha256(), hashlib.sha256())
+    tails = (bytearray(), bytearray())
     assert process.stdout is not None and process.stderr is not None
     pumps = [
-        threading.Thread(target=_pump, args=(process.stdout, sys.stdout.buffer, hashes[0])),
-        threading.Thread(target=_pump, args=(process.stderr, sys.stderr.buffer, hashes[1])),
+        threading.Thread(target=_pump,
+                         args=(process.stdout, sys.stdout.buffer, hashes[0], tails[0])),
+        threading.Thread(target=_pump,
+                         args=(process.stderr, sys.stderr.buffer, hashes[1], tails[1])),
     ]
     for pump in pumps:
         pump.daemon = True
@@ -160,7 +169,8 @@ def run_streaming(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> RunRes
         raise
     for pump in pumps:
         pump.join()
-    return RunResult(returncode, hashes[0].hexdigest(), hashes[1].hexdigest(), started, utc_now())
+    return RunResult(returncode, hashes[0].hexdigest(), hashes[1].hexdigest(), started,
+                     utc_now(), bytes(tails[1]))
 
 
 def resolve_declared_env(names: Sequence[str], source: dict[str, str]) -> dict[str, str]:
