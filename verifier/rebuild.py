@@ -359,8 +359,12 @@ def _source_file(source: Path, relative: PurePosixPath) -> Path | None:
 
 
 def _place_materials(record: StepRecord, workspace: Path, index: _DigestIndex,
-                     source: Path, hasher: Hasher) -> str | None:
-    """Put every material in place by digest; a sentence when one is missing or drifted."""
+                     source: Path, excluded: set[str], hasher: Hasher) -> str | None:
+    """Put every material in place by digest; a sentence when one is missing or drifted.
+
+    A material another given step produces comes from that step's rebuild (or the central
+    intermediates), never from an earlier output lying in the source tree.
+    """
     for material in record.materials:
         sha = material["digest"].get("sha256")
         if sha is None:
@@ -377,7 +381,7 @@ def _place_materials(record: StepRecord, workspace: Path, index: _DigestIndex,
                 continue
             drifted = actual
         replacement = index.find(sha)
-        if replacement is None:
+        if replacement is None and material["name"] not in excluded:
             found = _source_file(source, relative)
             if found is not None:
                 actual = hasher.hash_files([found])[0]
@@ -515,7 +519,7 @@ def _rebuild_step(record: StepRecord, step_root: Path, index: _DigestIndex, excl
         outcome.notes.append(f"the step was recorded at {source['recorded']['commit'][:12]}, "
                              f"--source is at {source['rebuilder']['commit'][:12]}; the "
                              "workspace is the recorded commit.")
-    problem = _place_materials(record, step_root, index, options.source, hasher)
+    problem = _place_materials(record, step_root, index, options.source, excluded, hasher)
     if problem is not None:
         outcome.message = f"{record.source}: {problem}"
         return outcome

@@ -240,7 +240,10 @@ def record_step(
     captured["sandbox"] = sandbox.describe()
     roots = interpreter_roots(argv[0], env.get("PATH"), base)
     with tempfile.TemporaryDirectory(prefix="mv-trace-") as log_dir:
-        command = sandbox.wrap(argv, base, base, env)
+        real_base = Path(os.path.realpath(base))
+        linked_out = [p for p in material_paths
+                      if not Path(os.path.realpath(p)).is_relative_to(real_base)]
+        command = sandbox.wrap(argv, base, base, env, readable=linked_out)
         if tracer is not None:
             command = trace.traced_argv(tracer, command, Path(log_dir))
         run = run_streaming(command, base, env)
@@ -252,7 +255,7 @@ def record_step(
             )
         undeclared = None if tracer is None else trace.undeclared_inputs(
             trace.parse_logs(Path(log_dir)).read, workspace=base,
-            declared=material_names, ignored_roots=roots, private_tmp=sandbox.isolated)
+            declared=material_paths, ignored_roots=roots, private_tmp=sandbox.isolated)
     _check_materials_unchanged(hasher, material_digests, stamps, set(product_names),
                                material_names)
     product_paths = [base / name for name in product_names]

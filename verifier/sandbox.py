@@ -54,8 +54,12 @@ class Sandbox:
         }
 
     def wrap(self, argv: Sequence[str], workspace: Path, workdir: Path,
-             env: Mapping[str, str]) -> list[str]:
-        """The command line that runs argv in this sandbox (argv itself when there is none)."""
+             env: Mapping[str, str], readable: Sequence[Path] = ()) -> list[str]:
+        """The command line that runs argv in this sandbox (argv itself when there is none).
+
+        `readable`: declared materials that a link in the workspace leads to outside it,
+        mounted read-only where the link points.
+        """
         if not self.isolated:
             return list(argv)
         assert self.executable is not None
@@ -75,6 +79,8 @@ class Sandbox:
         args += ["--bind", str(workspace), str(workspace)]
         for root in inside:
             args += ["--ro-bind", str(root), str(root)]
+        for path in sorted({Path(os.path.realpath(p)) for p in readable}):
+            args += ["--ro-bind", str(path), str(path)]
         for device in self.devices:
             args += ["--dev-bind", device, device]
         # The private /tmp holds nothing the host's TMPDIR may name.

@@ -69,12 +69,14 @@ def parse_logs(log_dir: Path) -> Accesses:
     return accesses
 
 
-def undeclared_inputs(read: Iterable[str], *, workspace: Path, declared: Sequence[str],
+def undeclared_inputs(read: Iterable[str], *, workspace: Path, declared: Sequence[Path],
                       ignored_roots: Sequence[Path], private_tmp: bool) -> list[str]:
-    """The files read that no declared material accounts for, sorted: names relative to the
-    workspace inside it, absolute paths outside. System directories, the interpreter's own
-    prefix and bytecode caches are no inputs of the step."""
-    base = Path(os.path.abspath(workspace))
+    """The files read that no declared material (a file, or a directory and all under it)
+    accounts for, sorted: names relative to the workspace inside it, absolute paths outside.
+    System directories, the interpreter's own prefix and bytecode caches are no inputs of the
+    step. Paths are compared as the kernel resolved them (links followed)."""
+    base = Path(os.path.realpath(workspace))
+    materials = [Path(os.path.realpath(path)) for path in declared]
     found: set[str] = set()
     for text in read:
         if not text.startswith("/") or is_system_path(text) or "/__pycache__/" in text:
@@ -82,17 +84,12 @@ def undeclared_inputs(read: Iterable[str], *, workspace: Path, declared: Sequenc
         path = Path(text)
         if any(path.is_relative_to(root) for root in ignored_roots):
             continue
+        if any(path.is_relative_to(material) for material in materials):
+            continue
         inside = path.is_relative_to(base)
         if private_tmp and not inside and (text == "/tmp" or text.startswith("/tmp/")):
             continue  # the sandbox's own /tmp: only what the step itself wrote there
         if not path.is_file():
             continue
-        if inside:
-            name = path.relative_to(base).as_posix()
-            if any(name == d or name.startswith(d.rstrip("/") + "/") or d == "."
-                   for d in declared):
-                continue
-            found.add(name)
-        else:
-            found.add(text)
+        found.add(path.relative_to(base).as_posix() if inside else text)
     return sorted(found)
