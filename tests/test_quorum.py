@@ -109,11 +109,13 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> QuorumChain:
         assert result.code == 0, result.output
     for name, (key, options) in REBUILDS.items():
         result = run(["rebuild", chain.work / "attestations", "--source", chain.work,
+                      "--trust-key", chain.key("builder").public,
                       "--key", chain.key(key).private, "--out", chain.rebuilds(name),
                       *options], cwd=chain.work)
         assert_no_traceback(result)
         assert result.code == (0 if not options else 1), (name, result.output)
     result = run(["rebuild", chain.work / "attestations-old" / "train.intoto.json",
+                  "--trust-key", chain.key("builder").public,
                   "--step", "train", "--materials-from", chain.work, "--source", chain.work,
                   "--key", chain.key("rb").private, "--out", chain.rebuilds("rb-old")],
                  cwd=chain.work)

@@ -26,7 +26,14 @@ from verifier import environment, plan, workspace
 from verifier.digest import Hasher, list_files
 from verifier.envelope import INTOTO_PAYLOAD_TYPE, Bundle, read_bundles, write_atomic
 from verifier.errors import InputError
-from verifier.record import NO_SANDBOX, RunResult, Signer, canonical_bundle_text, run_streaming
+from verifier.record import (
+    NO_SANDBOX,
+    RunResult,
+    Signer,
+    canonical_bundle_text,
+    check_command,
+    run_streaming,
+)
 from verifier.sandbox import Sandbox
 from verifier.signing import PublicKey, bundle_signed_by
 from verifier.statement import (
@@ -473,6 +480,7 @@ def _run_step(record: StepRecord, step_root: Path, workdir: Path, declared: dict
                 "is not in the workspace; step not run.")
     env = {**os.environ, **declared}
     try:
+        check_command(record.argv, workdir, env)
         run = run_streaming(sandbox.wrap(record.argv, step_root, workdir, env), workdir, env)
     except InputError as error:
         return f"{record.source}: the recorded command could not start ({error}); step not run."

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -173,6 +174,20 @@ def run_streaming(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> RunRes
                      utc_now(), bytes(tails[1]))
 
 
+def check_command(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> None:
+    """Refuse a command that cannot start, before it is wrapped in a sandbox or a tracer (whose
+    own failure would hide the reason)."""
+    program = argv[0]
+    if "/" in program:
+        path = cwd / program
+        if not path.is_file():
+            raise InputError(f"{program}: command not found.")
+        if not os.access(path, os.X_OK):
+            raise InputError(f"{program}: is not executable.")
+    elif shutil.which(program, path=env.get("PATH", os.defpath)) is None:
+        raise InputError(f"{program}: command not found.")
+
+
 def resolve_declared_env(names: Sequence[str], source: dict[str, str]) -> dict[str, str]:
     """Values of the variables the user declared with --env; a declared variable must be set."""
     declared: dict[str, str] = {}
@@ -238,6 +253,7 @@ def record_step(
     env = {**os.environ, **declared}
     captured = environment.capture(base, declared)
     captured["sandbox"] = sandbox.describe()
+    check_command(argv, base, env)
     roots = interpreter_roots(argv[0], env.get("PATH"), base)
     with tempfile.TemporaryDirectory(prefix="mv-trace-") as log_dir:
         real_base = Path(os.path.realpath(base))
