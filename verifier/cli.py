@@ -285,6 +285,10 @@ def record(
         "that are not declared materials (default: on where strace is installed).")] = None,
     strict: Annotated[bool, typer.Option(
         help="Refuse the step when it read a file that is not a declared material.")] = False,
+    attest_existing: Annotated[bool, typer.Option(
+        help="Attest products that existed before the command ran (made by an earlier, "
+        "unrecorded process); signed as existingProducts. Without it such a product is "
+        "refused.")] = False,
     as_json: JsonFlag = False,
     quiet: QuietFlag = False,
 ) -> None:
@@ -321,6 +325,7 @@ def record(
                     step=step, argv=command, materials=material or [], products=product or [],
                     signer=signer, out_dir=out, env_names=env or [], force=force, hasher=hasher,
                     sandbox=chosen, tracer=tracer, strict=strict,
+                    attest_existing=attest_existing,
                 )
         except StepFailed as failure:
             sys.stderr.write(f"error: {failure}\n")

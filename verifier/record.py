@@ -219,11 +219,14 @@ def record_step(
     sandbox: Sandbox = NO_SANDBOX,
     tracer: str | None = None,
     strict: bool = False,
+    attest_existing: bool = False,
 ) -> RecordResult:
     """Run and attest one step. Raises StepFailed when the command fails (nothing written).
 
     `tracer` is the strace executable to follow the command with (None: not traced); with
-    `strict`, any undeclared input refuses the step.
+    `strict`, any undeclared input refuses the step. A product that existed before the command
+    ran and that it did not write is refused, unless `attest_existing` says that attesting
+    products an earlier, unrecorded process made is the point (signed as existingProducts).
     """
     base = Path(cwd or Path.cwd())
     if not argv:
@@ -280,7 +283,8 @@ def record_step(
             raise InputError(
                 f"{name}: the step {step!r} did not produce this product; no attestation written."
             )
-        if before[name] is not None and before[name] == _product_stamp(hasher, path):
+        if (not attest_existing and before[name] is not None
+                and before[name] == _product_stamp(hasher, path)):
             raise InputError(
                 f"{name}: this product existed before the step {step!r} ran and the step did "
                 "not write it; no attestation written (remove it first, or declare it a "
@@ -320,6 +324,8 @@ def record_step(
         # Present only when the step was traced: absent means nobody looked.
         statement["predicate"]["buildDefinition"]["internalParameters"]["undeclaredInputs"] = (
             undeclared)
+    if attest_existing:
+        statement["predicate"]["buildDefinition"]["internalParameters"]["existingProducts"] = True
     if not statement["subject"]:
         raise InputError(f"step {step!r}: no products given (--product), so nothing to attest.")
     bundle = signer.sign_dsse(canonical_json(statement), INTOTO_PAYLOAD_TYPE)

@@ -115,20 +115,34 @@ def _prefix_of(executable: Path) -> tuple[Path, bool]:
     return (directory.parent if directory.name == "bin" else directory), False
 
 
+def _environment_prefix(directory: Path) -> Path | None:
+    """The venv or conda prefix a bin/ directory belongs to, if it is one."""
+    prefix = directory.parent
+    if (prefix / "pyvenv.cfg").is_file() or (prefix / "conda-meta").is_dir():
+        return prefix
+    return None
+
+
 def interpreter_roots(program: str, path: str | None, workdir: Path) -> list[Path]:
     """The non-system directories the step's program needs to run, read-only: its venv or
-    conda prefix, and the base installation a venv points at."""
-    found = shutil.which(program, path=path) if "/" not in program else str(workdir / program)
-    if not found:
-        return []
+    conda prefix (or the installation its executable lives in), the base installation a venv
+    points at, and every venv or conda prefix on PATH (a `sh -c "python ..."` step runs the
+    PATH's python)."""
     workspace = Path(os.path.abspath(workdir))
-    candidates = [Path(os.path.abspath(found)), Path(os.path.realpath(found))]
     roots: list[Path] = []
-    for executable in candidates:
-        prefix, is_environment = _prefix_of(executable)
-        if prefix.is_relative_to(workspace) and not is_environment:
-            continue  # a script or binary of the workspace itself stays writable
-        roots.append(prefix)
+    found = shutil.which(program, path=path) if "/" not in program else str(workdir / program)
+    if found:
+        for executable in (Path(os.path.abspath(found)), Path(os.path.realpath(found))):
+            prefix, is_environment = _prefix_of(executable)
+            if prefix.is_relative_to(workspace) and not is_environment:
+                continue  # a script or binary of the workspace itself stays writable
+            roots.append(prefix)
+    for entry in (path or "").split(os.pathsep):
+        if entry and os.path.isabs(entry) and not is_system_path(entry):
+            prefix = _environment_prefix(Path(entry))
+            if prefix is not None:
+                roots.append(prefix)
+    for prefix in list(roots):
         config = prefix / "pyvenv.cfg"
         if config.is_file():
             for line in config.read_text(encoding="utf-8", errors="replace").splitlines():
