@@ -99,11 +99,14 @@ def populate(source: Path, workspace: Path, revision: tuple[str, str] | None) ->
     if revision is not None:
         commit, prefix = revision
         tree = f"{commit}:{prefix}" if prefix else commit
-        if _git(source, "rev-parse", "--verify", "-q", f"{tree}^{{tree}}").returncode != 0:
+        kind = _git(source, "cat-file", "-t", tree)
+        if kind.returncode != 0 or kind.stdout.strip() != "tree":
             return Origin(GIT_ARCHIVE, commit, f"the recorded commit {commit[:12]} has no "
                           f"directory {prefix!r}; the workspace holds the declared materials "
                           "alone.")
-        _extract(source, tree, workspace)
+        top = _git(source, "rev-parse", "--show-toplevel")
+        # git archive works on the whole repository only when run from its top.
+        _extract(Path(top.stdout.strip()) if top.returncode == 0 else source, tree, workspace)
         return Origin(GIT_ARCHIVE, commit, f"workspace from the recorded git commit "
                       f"{commit[:12]}" + (f" ({prefix}/)" if prefix else "") + ".")
     if git_state(source) is not None:
@@ -127,9 +130,10 @@ def _extract(source: Path, tree: str, workspace: Path) -> None:
             archive.extractall(workspace, filter="data")
     except (tarfile.TarError, OSError) as error:
         process.kill()
-        process.wait()
+        _, stderr = process.communicate()
+        said = (stderr.decode(errors="replace").strip().splitlines() or [str(error)])[-1]
         raise InputError(f"{source}: git archive of {tree} could not be unpacked into the "
-                         f"workspace ({error}).") from None
+                         f"workspace ({said}).") from None
     _, stderr = process.communicate()
     if process.returncode != 0:
         reason = (stderr.decode(errors="replace").strip().splitlines() or ["failed"])[-1]
