@@ -409,7 +409,8 @@ def test_names_leaving_the_workspace_are_refused_before_anything_runs(
     crafted = crafted_step(build, tmp_path, **names)
     workspace = tmp_path / "ws"
     before = tree_digests(tmp_path)
-    result = build.rebuild("--workspace", workspace, attestations=[crafted])
+    result = build.rebuild("--workspace", workspace, "--sandbox", "none",
+                           attestations=[crafted])
     reason = "is not a plain name" if "step" in names else "leaves the workspace"
     assert_error(result, 2, str(crafted), repr(next(iter(names.values()))), reason)
     assert not (tmp_path / "command-ran").exists()
@@ -426,7 +427,8 @@ def test_trust_key_runs_steps_signed_by_it(build: Build) -> None:
 
 def test_trust_key_refuses_a_step_signed_by_another_key(build: Build, tmp_path: Path) -> None:
     crafted = crafted_step(build, tmp_path)  # signed by the builder
-    result = build.rebuild(attestations=[crafted], trust=("--trust-key", build.rebuilder.public))
+    result = build.rebuild("--sandbox", "none", attestations=[crafted],
+                           trust=("--trust-key", build.rebuilder.public))
     assert_error(result, 2, str(crafted), "not signed by any trusted signer",
                  str(build.rebuilder.public), "nothing was run")
     assert not (tmp_path / "command-ran").exists()
@@ -443,7 +445,7 @@ def test_trust_key_refuses_a_step_whose_payload_was_altered(build: Build, tmp_pa
         json.dumps(statement).encode()).decode()
     altered = tmp_path / "altered.intoto.json"
     altered.write_text(json.dumps(bundle), encoding="utf-8")
-    result = build.rebuild(attestations=[altered])
+    result = build.rebuild("--sandbox", "none", attestations=[altered])
     assert_error(result, 2, str(altered), "not signed by any trusted signer")
     assert not (tmp_path / "command-ran").exists()
 
@@ -468,8 +470,8 @@ def test_an_unsigned_or_untrusted_attestation_runs_nothing(build: Build, tmp_pat
     workspace = tmp_path / "ws"
     for trust, attestation in (((), crafted), ((), unsigned),
                                (("--trust-key", build.builder.public), unsigned)):
-        result = build.rebuild("--workspace", workspace, attestations=[attestation],
-                               trust=trust)
+        result = build.rebuild("--workspace", workspace, "--sandbox", "none",
+                               attestations=[attestation], trust=trust)
         line = assert_error(result, 2)
         assert ("whom to trust" in line) if not trust else (
             "not signed" in line or "no signatures" in line), line
