@@ -32,7 +32,7 @@ def available() -> str | None:
 
 
 def traced_argv(strace: str, argv: Sequence[str], log_dir: Path) -> list[str]:
-    return [strace, "-f", "-ff", "-z", "-qq", "-y", "-xx", "-ttt", "-e",
+    return [strace, "-f", "-ff", "--seccomp-bpf", "-z", "-qq", "-y", "-xx", "-ttt", "-e",
             f"trace={TRACED_CALLS}", "-o", str(log_dir / "trace"), "--", *argv]
 
 
