@@ -412,6 +412,9 @@ def test_example_workflow_uses_the_action_as_declared() -> None:
     assert verify["needs"] == "build"
     commands = " ".join(s.get("run", "") for s in verify["steps"])
     assert "model-verifier rebuild" in commands and "--sigstore" in commands
+    # A rebuild runs nothing unless the build job's workflow identity signed it.
+    assert "--trust-issuer https://token.actions.githubusercontent.com" in commands
+    assert '--trust-identity "$BUILDER"' in commands
     assert "verify-model" in commands
 
 
