@@ -307,10 +307,11 @@ def record(
         from verifier.record import record_step, termination_as_interrupt
 
         signer = _signer(key, password, sigstore, identity_token, trust_config)
-        tracer = tracing.available() if trace is not False else None
+        tracer, why_not = tracing.usable() if trace is not False else (None, None)
         if trace and tracer is None:
-            raise InputError("--trace: strace is not installed (Debian/Ubuntu: apt-get install "
-                             "strace); pass --no-trace to record without it.")
+            raise InputError(f"--trace: {why_not}; pass --no-trace to record without it.")
+        if trace is None and tracer is None and tracing.available() is not None:
+            sys.stderr.write(f"warning: {why_not}; the step is recorded untraced.\n")
         chosen = _sandbox(sandbox, network, device)
         if oms:
             from verifier.oms import refuse_stale_signatures

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,25 @@ _SKIP_FLAGS = ("O_PATH", "O_DIRECTORY")
 
 def available() -> str | None:
     return shutil.which("strace")
+
+
+def usable() -> tuple[str | None, str | None]:
+    """(strace, None) when it can follow a command here, else (None, why not): ptrace may be
+    forbidden (a container without CAP_SYS_PTRACE, Yama ptrace_scope 3)."""
+    strace = available()
+    if strace is None:
+        return None, "strace is not installed (Debian/Ubuntu: apt-get install strace)"
+    true = shutil.which("true") or "/bin/true"
+    try:
+        probe = subprocess.run([strace, "-f", "--seccomp-bpf", "-qq", "-o", os.devnull, "--",
+                                true], capture_output=True, text=True, timeout=60,
+                               check=False, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError) as error:
+        return None, f"strace cannot start ({error})"
+    if probe.returncode != 0:
+        reason = (probe.stderr.strip().splitlines() or ["no reason given"])[-1]
+        return None, f"strace cannot trace here ({reason})"
+    return strace, None
 
 
 def traced_argv(strace: str, argv: Sequence[str], log_dir: Path) -> list[str]:
