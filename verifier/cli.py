@@ -25,7 +25,8 @@ EPILOG_MAIN = """Examples:
   model-verifier record --step train --material build/data --product build/weights.npz
   --key keys/builder.key --env OMP_NUM_THREADS -- python train.py
 
-  model-verifier rebuild attestations/*.intoto.json --key keys/rebuilder.key --out rebuilds
+  model-verifier rebuild attestations/*.intoto.json --trust-key keys/builder.pub
+  --key keys/rebuilder.key --out rebuilds
 
   verify-model build/model/model.safetensors --policy model-policy.yaml
 """
@@ -300,6 +301,12 @@ def record(
 
     Keyless, in CI: model-verifier record --step package --sigstore --product build/model
     -- python package.py
+
+    The step runs in the bubblewrap sandbox when it is installed (--sandbox; --network and
+    --device to let the network or a GPU in, both recorded) and is traced with strace when that
+    is installed: files it read that are not declared materials are signed into the
+    attestation as undeclaredInputs, and --strict refuses the step instead. A product that
+    existed before the command and that it did not write is refused. See docs/rebuild.md.
     """
     def action() -> int:
         from verifier import trace as tracing
