@@ -768,3 +768,17 @@ def test_strace_follows_children_and_hex_names(tmp_path: Path) -> None:
     assert str(odd) in accesses.read
     assert str(tmp_path / "made") in accesses.written
     assert str(tmp_path / "made") not in accesses.read
+
+
+@needs_bwrap
+def test_the_signing_key_in_the_workspace_reads_empty_inside_the_sandbox(
+    tmp_path: Path
+) -> None:
+    work = tmp_path / "work"
+    keys = make_keys(work / "keys", "builder")  # the demo's layout: keys beside the code
+    code = "open('out.txt', 'w').write(repr(open('keys/builder.key').read()))"
+    result = record_step(work, "s", keys.private, [], ["out.txt"], code,
+                         extra=["--sandbox", "bwrap"])
+    assert result.code == 0, result.output
+    assert (work / "out.txt").read_text(encoding="utf-8") == "''"
+    assert "PRIVATE KEY" in keys.private.read_text(encoding="utf-8")  # untouched outside

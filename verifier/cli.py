@@ -334,6 +334,7 @@ def record(
                     signer=signer, out_dir=out, env_names=env or [], force=force, hasher=hasher,
                     sandbox=chosen, tracer=tracer, strict=strict,
                     attest_existing=attest_existing,
+                    hidden=[key] if key is not None else [],
                 )
         except StepFailed as failure:
             sys.stderr.write(f"error: {failure}\n")

@@ -220,6 +220,7 @@ def record_step(
     tracer: str | None = None,
     strict: bool = False,
     attest_existing: bool = False,
+    hidden: Sequence[Path] = (),
 ) -> RecordResult:
     """Run and attest one step. Raises StepFailed when the command fails (nothing written).
 
@@ -227,6 +228,7 @@ def record_step(
     `strict`, any undeclared input refuses the step. A product that existed before the command
     ran and that it did not write is refused, unless `attest_existing` says that attesting
     products an earlier, unrecorded process made is the point (signed as existingProducts).
+    `hidden` files (the signing key) read as empty inside the sandbox.
     """
     base = Path(cwd or Path.cwd())
     if not argv:
@@ -258,11 +260,14 @@ def record_step(
     captured["sandbox"] = sandbox.describe()
     check_command(argv, base, env)
     roots = interpreter_roots(argv[0], env.get("PATH"), base)
-    with tempfile.TemporaryDirectory(prefix="mv-trace-") as log_dir:
+    with tempfile.TemporaryDirectory(prefix="mv-record-") as log_dir:
         real_base = Path(os.path.realpath(base))
         linked_out = [p for p in material_paths
                       if not Path(os.path.realpath(p)).is_relative_to(real_base)]
-        command = sandbox.wrap(argv, base, base, env, readable=linked_out)
+        blank = Path(log_dir) / "blank"
+        blank.touch()
+        command = sandbox.wrap(argv, base, base, env, readable=linked_out,
+                               hidden=[base / p for p in hidden], blank=blank)
         if tracer is not None:
             command = trace.traced_argv(tracer, command, Path(log_dir))
         run = run_streaming(command, base, env)

@@ -54,11 +54,13 @@ class Sandbox:
         }
 
     def wrap(self, argv: Sequence[str], workspace: Path, workdir: Path,
-             env: Mapping[str, str], readable: Sequence[Path] = ()) -> list[str]:
+             env: Mapping[str, str], readable: Sequence[Path] = (),
+             hidden: Sequence[Path] = (), blank: Path | None = None) -> list[str]:
         """The command line that runs argv in this sandbox (argv itself when there is none).
 
         `readable`: declared materials that a link in the workspace leads to outside it,
-        mounted read-only where the link points.
+        mounted read-only where the link points. `hidden`: files inside the workspace the step
+        must not read (the signing key), replaced by `blank`, an empty file.
         """
         if not self.isolated:
             return list(argv)
@@ -81,6 +83,9 @@ class Sandbox:
             args += ["--ro-bind", str(root), str(root)]
         for path in sorted({Path(os.path.realpath(p)) for p in readable}):
             args += ["--ro-bind", str(path), str(path)]
+        for path in sorted({Path(os.path.abspath(p)) for p in hidden} if blank else ()):
+            if path.is_relative_to(workspace) and path.is_file():
+                args += ["--ro-bind", str(blank), str(path)]
         for device in self.devices:
             args += ["--dev-bind", device, device]
         # The private /tmp holds nothing the host's TMPDIR may name.
