@@ -249,10 +249,13 @@ def test_a_sandbox_that_cannot_start_is_one_sentence_and_nothing_runs(
     result = run_executable(args, cwd=work, env=env)
     assert_error(result, 2, "sandbox cannot start", "Permission denied")
     assert not marker.exists() and not (work / "attestations").exists()
-    # auto with a bwrap that cannot start refuses too, rather than silently running unsandboxed.
+    # auto says so in one warning and runs unsandboxed, recorded as such for policies to see.
     result = run_executable([a if a != "bwrap" else "auto" for a in args], cwd=work, env=env)
-    assert_error(result, 2, "sandbox cannot start")
-    assert not marker.exists()
+    assert result.code == 0, result.output
+    assert "warning: the bubblewrap sandbox cannot start" in result.stderr
+    assert marker.exists()
+    sandbox = internal(work / "attestations" / "s.intoto.json")["environment"]["sandbox"]
+    assert sandbox == {"kind": "none", "network": "host", "devices": []}
 
 
 def test_auto_without_bubblewrap_warns_and_records_no_sandbox(

@@ -236,7 +236,8 @@ TrustConfigOpt = Annotated[Path | None, typer.Option(
 
 
 SandboxOpt = Annotated[str, typer.Option(
-    "--sandbox", help="auto (bubblewrap when installed, else none with a warning), bwrap, or "
+    "--sandbox", help="auto (bubblewrap when installed and usable, else none with a warning), "
+    "bwrap, or "
     "none. Inside bubblewrap: read-only system, no network, private /tmp, no home directory; "
     "the workspace is the only writable place.")]
 NetworkFlag = Annotated[bool, typer.Option(

@@ -180,8 +180,9 @@ def _check_device(device: str) -> str:
 def resolve(choice: str, *, network: bool = False, devices: Sequence[str] = ()) -> Sandbox:
     """The sandbox to use; InputError (before anything runs) when it cannot be had.
 
-    auto: bubblewrap when installed, otherwise none (with a warning to show); bwrap: bubblewrap
-    or an error; none: no isolation at all (network and devices are then the host's).
+    auto: bubblewrap when it is installed and can start here, otherwise none (with a warning to
+    show); bwrap: bubblewrap or an error; none: no isolation at all (network and devices are
+    then the host's).
     """
     if choice not in CHOICES:
         raise InputError(f"--sandbox {choice}: expected one of {', '.join(CHOICES)}.")
@@ -199,7 +200,14 @@ def resolve(choice: str, *, network: bool = False, devices: Sequence[str] = ()) 
         raise InputError("--sandbox bwrap: bubblewrap (bwrap) is not installed; install it "
                          "(Debian/Ubuntu: apt-get install bubblewrap) or pass --sandbox none.")
     sandbox = Sandbox("bwrap", network, checked, None, executable)
-    _probe(sandbox)
+    try:
+        _probe(sandbox)
+    except InputError as error:
+        # A property of this machine, not of any attestation: auto says so and goes on
+        # unsandboxed (recorded as such, so a policy can refuse it); bwrap stops here.
+        if choice == "bwrap" or checked:
+            raise
+        return Sandbox("none", True, (), f"{error} Running without a sandbox instead.")
     return sandbox
 
 
@@ -218,4 +226,4 @@ def _probe(sandbox: Sandbox) -> None:
     if completed.returncode != 0:
         reason = (completed.stderr.strip().splitlines() or ["no reason given"])[-1]
         raise InputError(f"the bubblewrap sandbox cannot start ({reason}; user namespaces may "
-                         "be disabled); nothing was run. Pass --sandbox none to run without.")
+                         "be disabled); nothing was run.")
