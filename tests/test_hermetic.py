@@ -785,3 +785,40 @@ def test_the_signing_key_in_the_workspace_reads_empty_inside_the_sandbox(
     assert result.code == 0, result.output
     assert (work / "out.txt").read_text(encoding="utf-8") == "''"
     assert "PRIVATE KEY" in keys.private.read_text(encoding="utf-8")  # untouched outside
+
+
+SEGMENTS = st.lists(st.sampled_from(["..", ".", "a", "b c", "data", "x.csv"]), min_size=1,
+                    max_size=8)
+
+
+@given(SEGMENTS)
+def test_a_relative_path_escapes_exactly_when_it_climbs_above_the_workspace(
+    segments: list[str]
+) -> None:
+    from verifier.plan import _escapes
+
+    depth, climbs = 0, False
+    for segment in segments:
+        if segment == "..":
+            depth -= 1
+            climbs = climbs or depth < 0
+        elif segment != ".":
+            depth += 1
+    text = "/".join(segments)
+    assert _escapes(text) == climbs
+    assert _escapes(f"--input={text}") == climbs
+    assert _escapes("/" + text) == (" " not in text)  # absolute, outside the system dirs
+
+
+@given(st.lists(st.text(max_size=80), max_size=20))
+def test_the_trace_parser_takes_any_log_without_failing(lines: list[str]) -> None:
+    import tempfile
+
+    from verifier.trace import parse_logs
+
+    with tempfile.TemporaryDirectory() as directory:
+        Path(directory, "trace.1").write_text(
+            "\n".join([*lines, '1.5 openat(AT_FDCWD, "x", O_RDONLY) = 3<\\x2f\\x65>']),
+            encoding="utf-8", errors="surrogateescape")
+        accesses = parse_logs(Path(directory))
+    assert "/e" in accesses.read | accesses.written
