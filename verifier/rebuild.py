@@ -322,10 +322,10 @@ def rebuild(
             raise InputError(f"{root}: the workspace cannot be made ({error.strerror}).") from None
     else:
         root = Path(tempfile.mkdtemp(prefix="mv-rebuild-"))
-    if on_plan is not None:
-        on_plan([_plan_entry(record, root / record.step, options) for record in ordered])
     outcomes: list[StepOutcome] = []
     try:
+        if on_plan is not None:
+            on_plan([_plan_entry(record, root / record.step, options) for record in ordered])
         for record in ordered:
             step_root = root / record.step
             outcome = _rebuild_step(record, step_root, index, excluded, options, hasher)
@@ -523,6 +523,9 @@ def _rebuild_step(record: StepRecord, step_root: Path, index: _DigestIndex, excl
     origin, source = _prepare_workspace(record, step_root, excluded, options)
     outcome.source = source
     outcome.notes.append(origin.note)
+    if origin.method == workspace.GIT_ARCHIVE and (source["recorded"] or {}).get("dirty"):
+        outcome.notes.append("the step was recorded on a dirty tree: its declared materials are "
+                             "placed by digest, but any other file it changed is the commit's.")
     if source["sameRevision"] is False:
         outcome.notes.append(f"the step was recorded at {source['recorded']['commit'][:12]}, "
                              f"--source is at {source['rebuilder']['commit'][:12]}; the "
