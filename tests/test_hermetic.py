@@ -195,6 +195,8 @@ def test_inside_the_sandbox_home_and_host_files_are_absent_and_system_is_read_on
             f"'host_tmp': os.path.exists({str(host_tmp)!r}), "
             "'usr_writable': can_write('/usr/mv-probe'), "
             "'etc_writable': can_write('/etc/mv-probe'), "
+            "'root_writable': can_write('/mv-probe'), "
+            "'home_creatable': can_write(os.path.expanduser('~/.mv-probe')), "
             f"'tmp_writable': can_write('/tmp/mv-probe-{os.getpid()}'), "
             "'interpreter': os.path.exists(sys.executable)}\n"
             "pathlib.Path('seen.json').write_text(json.dumps(seen, sort_keys=True))\n"
@@ -204,7 +206,8 @@ def test_inside_the_sandbox_home_and_host_files_are_absent_and_system_is_read_on
         assert result.code == 0, result.output
         seen = json.loads((work / "seen.json").read_text(encoding="utf-8"))
         assert seen == {"home": False, "host_tmp": False, "usr_writable": False,
-                        "etc_writable": False, "tmp_writable": True, "interpreter": True}
+                        "etc_writable": False, "root_writable": False,
+                        "home_creatable": False, "tmp_writable": True, "interpreter": True}
         assert not Path(f"/tmp/mv-probe-{os.getpid()}").exists()  # it was the sandbox's /tmp
         sandbox = internal(work / "attestations" / "probe.intoto.json")["environment"][
             "sandbox"]

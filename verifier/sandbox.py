@@ -88,8 +88,11 @@ class Sandbox:
                 args += ["--ro-bind", str(blank), str(path)]
         for device in self.devices:
             args += ["--dev-bind", device, device]
-        # The private /tmp holds nothing the host's TMPDIR may name.
-        args += ["--setenv", "TMPDIR", "/tmp", "--chdir", str(os.path.abspath(workdir)), "--"]
+        # The sandbox's own root (where HOME would be created) is read-only too: the workspace
+        # and the private /tmp are the only writable places. The private /tmp holds nothing
+        # the host's TMPDIR may name.
+        args += ["--remount-ro", "/", "--setenv", "TMPDIR", "/tmp",
+                 "--chdir", str(os.path.abspath(workdir)), "--"]
         return args + list(argv)
 
 
