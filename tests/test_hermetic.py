@@ -300,6 +300,10 @@ def test_an_untracked_secret_in_the_source_tree_is_invisible_to_a_rebuilt_step(
     (work / "notes.md").write_text("tracked, undeclared\n", encoding="utf-8")
     (repo / ".gitignore").write_text("model/attestations/\nmodel/listing.txt\n",
                                      encoding="utf-8")
+    # git archive would drop this file; the workspace is the commit as committed.
+    (repo / ".gitattributes").write_text("model/notes.md export-ignore\n", encoding="utf-8")
+    (work / "run.sh").write_text("#!/bin/sh\n", encoding="utf-8")
+    (work / "run.sh").chmod(0o755)
     git(repo, "init", "-q")
     git(repo, "add", ".")
     git(repo, "commit", "-q", "-m", "source")
@@ -325,6 +329,7 @@ def test_an_untracked_secret_in_the_source_tree_is_invisible_to_a_rebuilt_step(
     assert (rebuilt / "listing.txt").read_text(encoding="utf-8") == listing
     assert "secret.env" not in listing and not (rebuilt / "secret.env").exists()
     assert (rebuilt / "notes.md").read_text(encoding="utf-8") == "tracked, undeclared\n"
+    assert os.access(rebuilt / "run.sh", os.X_OK)
     source = statement_of(tmp_path / "rebuilds" / "walk.rebuild.intoto.json")["predicate"][
         "source"]
     assert source["workspace"] == {"method": "git-archive", "commit": recorded_commit}

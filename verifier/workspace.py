@@ -1,7 +1,7 @@
 """The files a rebuilt step starts from: the recorded source, and nothing else.
 
 When the step recorded a git commit, its workspace is that commit's tree (the directory the step
-ran in), taken from the git repository of --source with `git archive`: never the rebuilder's
+ran in), taken blob by blob from the git repository of --source: never the rebuilder's
 working tree, so no untracked or ignored file (keys, attestations, earlier outputs, a stray
 secret) can reach the step. Without a recorded commit it is the files git tracks in --source,
 or, outside git, nothing at all; the declared materials are then placed by digest.
@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 import subprocess
-import tarfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -105,7 +105,7 @@ def populate(source: Path, workspace: Path, revision: tuple[str, str] | None) ->
                           f"directory {prefix!r}; the workspace holds the declared materials "
                           "alone.")
         top = _git(source, "rev-parse", "--show-toplevel")
-        # git archive works on the whole repository only when run from its top.
+        # From a subdirectory git would read the tree's paths relative to it: work from the top.
         _extract(Path(top.stdout.strip()) if top.returncode == 0 else source, tree, workspace)
         return Origin(GIT_ARCHIVE, commit, f"workspace from the recorded git commit "
                       f"{commit[:12]}" + (f" ({prefix}/)" if prefix else "") + ".")
@@ -120,24 +120,74 @@ def populate(source: Path, workspace: Path, revision: tuple[str, str] | None) ->
 
 
 def _extract(source: Path, tree: str, workspace: Path) -> None:
-    process = subprocess.Popen([*_GIT, "-C", str(source), "archive", "--format=tar", tree],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               stdin=subprocess.DEVNULL)
-    assert process.stdout is not None
+    """Write the tree's files into the workspace exactly as committed: blobs through
+    `git cat-file`, so that no .gitattributes rule (export-ignore, export-subst, a filter)
+    changes or drops a file on the way, as `git archive` would let it."""
+    listing = _git(source, "ls-tree", "-r", "-z", tree, binary=True)
+    if listing.returncode != 0:
+        reason = (listing.stderr.decode(errors="replace").strip().splitlines() or ["failed"])[-1]
+        raise InputError(f"{source}: git ls-tree {tree} failed ({reason}).")
+    entries: list[tuple[str, str, PurePosixPath]] = []
+    for raw in listing.stdout.split(b"\0"):
+        if not raw:
+            continue
+        meta, _, name = raw.partition(b"\t")
+        mode, kind, sha = meta.decode("ascii", "replace").split(" ")
+        path = PurePosixPath(os.fsdecode(name))
+        if path.is_absolute() or ".." in path.parts or not path.parts:
+            raise InputError(f"{source}: the commit holds a path {str(path)!r} that leaves the "
+                             "workspace; refusing to use it.")
+        if kind == "blob":  # a submodule ("commit") is not part of this repository's source
+            entries.append((mode, sha, path))
+    process = subprocess.Popen([*_GIT, "-C", str(source), "cat-file", "--batch"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL)
+    assert process.stdin is not None and process.stdout is not None
+    feeder = threading.Thread(target=_feed, args=(process.stdin, [e[1] for e in entries]),
+                              daemon=True)
+    feeder.start()
     try:
-        with tarfile.open(fileobj=process.stdout, mode="r|") as archive:
-            # The "data" filter refuses absolute names, links leaving the tree and devices.
-            archive.extractall(workspace, filter="data")
-    except (tarfile.TarError, OSError) as error:
+        for mode, sha, path in entries:
+            header = process.stdout.readline().split()
+            if len(header) != 3 or header[0].decode() != sha:
+                raise InputError(f"{source}: git cat-file did not give blob {sha}.")
+            size = int(header[2])
+            target = workspace / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if mode == "120000":
+                target.symlink_to(os.fsdecode(process.stdout.read(size)))
+            else:
+                with open(target, "wb") as handle:
+                    _copy_exactly(process.stdout, handle, size)
+                if mode == "100755":
+                    target.chmod(0o755)
+            process.stdout.read(1)  # the newline after each blob
+    except (OSError, ValueError) as error:
+        raise InputError(f"{source}: the recorded commit's files could not be written into "
+                         f"the workspace ({error}).") from None
+    finally:
         process.kill()
-        _, stderr = process.communicate()
-        said = (stderr.decode(errors="replace").strip().splitlines() or [str(error)])[-1]
-        raise InputError(f"{source}: git archive of {tree} could not be unpacked into the "
-                         f"workspace ({said}).") from None
-    _, stderr = process.communicate()
-    if process.returncode != 0:
-        reason = (stderr.decode(errors="replace").strip().splitlines() or ["failed"])[-1]
-        raise InputError(f"{source}: git archive {tree} failed ({reason}).")
+        process.wait()
+        feeder.join()
+
+
+def _feed(stdin: Any, shas: list[str]) -> None:
+    try:
+        for sha in shas:
+            stdin.write(sha.encode() + b"\n")
+        stdin.close()
+    except OSError:
+        pass  # the reader gave up; it says why
+
+
+def _copy_exactly(source: Any, sink: Any, size: int) -> None:
+    left = size
+    while left:
+        chunk = source.read(min(left, 1 << 20))
+        if not chunk:
+            raise ValueError("the blob ended early")
+        sink.write(chunk)
+        left -= len(chunk)
 
 
 def _copy_tracked(source: Path, workspace: Path, names: list[bytes]) -> None:
