@@ -332,7 +332,7 @@ def test_an_untracked_secret_in_the_source_tree_is_invisible_to_a_rebuilt_step(
     assert os.access(rebuilt / "run.sh", os.X_OK)
     source = statement_of(tmp_path / "rebuilds" / "walk.rebuild.intoto.json")["predicate"][
         "source"]
-    assert source["workspace"] == {"method": "git-archive", "commit": recorded_commit}
+    assert source["workspace"] == {"method": "git-commit", "commit": recorded_commit}
     assert source["recorded"] == {"commit": recorded_commit, "dirty": False}
     assert source["rebuilder"]["commit"] != recorded_commit
     assert source["sameRevision"] is False

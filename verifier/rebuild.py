@@ -523,7 +523,7 @@ def _rebuild_step(record: StepRecord, step_root: Path, index: _DigestIndex, excl
     origin, source = _prepare_workspace(record, step_root, excluded, options)
     outcome.source = source
     outcome.notes.append(origin.note)
-    if origin.method == workspace.GIT_ARCHIVE and (source["recorded"] or {}).get("dirty"):
+    if origin.method == workspace.GIT_COMMIT and (source["recorded"] or {}).get("dirty"):
         outcome.notes.append("the step was recorded on a dirty tree: its declared materials are "
                              "placed by digest, but any other file it changed is the commit's.")
     if source["sameRevision"] is False:

@@ -24,7 +24,7 @@ _COMMIT = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
 # Never let the repository's own configuration run a program (fsmonitor, a pager).
 _GIT = ("git", "-c", "core.fsmonitor=false", "-c", "core.pager=cat")
 
-GIT_ARCHIVE = "git-archive"
+GIT_COMMIT = "git-commit"
 GIT_TRACKED = "git-tracked"
 MATERIALS_ONLY = "declared-materials"
 
@@ -101,13 +101,13 @@ def populate(source: Path, workspace: Path, revision: tuple[str, str] | None) ->
         tree = f"{commit}:{prefix}" if prefix else commit
         kind = _git(source, "cat-file", "-t", tree)
         if kind.returncode != 0 or kind.stdout.strip() != "tree":
-            return Origin(GIT_ARCHIVE, commit, f"the recorded commit {commit[:12]} has no "
+            return Origin(GIT_COMMIT, commit, f"the recorded commit {commit[:12]} has no "
                           f"directory {prefix!r}; the workspace holds the declared materials "
                           "alone.")
         top = _git(source, "rev-parse", "--show-toplevel")
         # From a subdirectory git would read the tree's paths relative to it: work from the top.
         _extract(Path(top.stdout.strip()) if top.returncode == 0 else source, tree, workspace)
-        return Origin(GIT_ARCHIVE, commit, f"workspace from the recorded git commit "
+        return Origin(GIT_COMMIT, commit, f"workspace from the recorded git commit "
                       f"{commit[:12]}" + (f" ({prefix}/)" if prefix else "") + ".")
     if git_state(source) is not None:
         listed = _git(source, "ls-files", "-z", "--cached", "--", ".", binary=True)
