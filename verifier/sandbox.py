@@ -120,6 +120,8 @@ def _prefix_of(executable: Path) -> tuple[Path, bool]:
         if (parent / "pyvenv.cfg").is_file() or (parent / "conda-meta").is_dir():
             return parent, True
     directory = executable.parent
+    if directory.name == "shims" and (directory.parent / "libexec").is_dir():
+        return directory.parent, False  # pyenv (or rbenv): the shim runs the manager's tree
     return (directory.parent if directory.name == "bin" else directory), False
 
 
