@@ -237,9 +237,8 @@ TrustConfigOpt = Annotated[Path | None, typer.Option(
 
 SandboxOpt = Annotated[str, typer.Option(
     "--sandbox", help="auto (bubblewrap when installed and usable, else none with a warning), "
-    "bwrap, or "
-    "none. Inside bubblewrap: read-only system, no network, private /tmp, no home directory; "
-    "the workspace is the only writable place.")]
+    "bwrap, or none. Inside bubblewrap: read-only system, no network, private /tmp, no home "
+    "directory; the workspace is the only writable place.")]
 NetworkFlag = Annotated[bool, typer.Option(
     "--network", help="Let the sandboxed step reach the network (recorded).")]
 DeviceOpt = Annotated[list[str] | None, typer.Option(
