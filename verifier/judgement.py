@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from verifier.digest import OPT_IN_DIGESTS, dir_hash
 from verifier.envelope import INTOTO_PAYLOAD_TYPE, Bundle
 from verifier.errors import InputError
+from verifier.hermetic import step_findings
 from verifier.policy import Policy, SourceRule
 from verifier.quorum import RebuildClaim, StepQuorum, as_rebuild, judge_rebuilds
 from verifier.statement import (
@@ -113,6 +114,7 @@ class StepNode:
     problems: list[Problem] = field(default_factory=list)
     links: list[MaterialLink] = field(default_factory=list)
     quorum: StepQuorum | None = None
+    warnings: list[Problem] = field(default_factory=list)  # reported, never a verdict
     on_cycle: bool = False
     # Maximal sets of step names a valid derivation of this attestation goes through (itself
     # included), each with the producer chosen per material; empty when it has none.
@@ -466,6 +468,9 @@ def _judge_locally(evaluation: Evaluation, step: StepNode, claims: list[RebuildC
                 f"{record.source}: step {record.step!r} names {descriptor['name']!r}, a path "
                 "that leaves the workspace; it cannot be checked or rebuilt."
             ), "unsafe-name"))
+    for severity, sentence in step_findings(rule, record):
+        (step.problems if severity == "error" else step.warnings).append(
+            Problem(record.source, sentence, "hermetic"))
     _link_materials(evaluation, step)
     if policy.rebuild is not None and record.step in policy.rebuild.steps:
         step.quorum = judge_rebuilds(record, step.attribution, claims, policy, signers)

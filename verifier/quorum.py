@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from verifier.errors import InputError
+from verifier.hermetic import rebuild_isolation_problem
 from verifier.statement import Statement, StepRecord
 
 if TYPE_CHECKING:
@@ -238,6 +239,10 @@ def judge_rebuilds(
         if not eligible:
             _ignore(outcome, f"{claim.source}: signed by the step's own signer, which never "
                              "counts as an independent rebuild.")
+            continue
+        isolation = rule.require_sandbox and rebuild_isolation_problem(claim)
+        if isolation:
+            _ignore(outcome, f"{claim.source}: {isolation}")
             continue
         who = ", ".join(sorted(eligible.values()))
         if claim.is_probe:
