@@ -230,15 +230,14 @@ class Evaluation:
         # causes are enough, unless there is nothing else to say.
         causes = [p for p in found if p.kind not in CONSEQUENCES]
         problems.extend(causes or found)
-        best = max((names for f in finals for names in f.derivations), key=len, default=None)
-        if best is None:
-            best = frozenset(s.record.step for s in considered)
-        if best is not None:
-            for name in sorted(wanted - best, key=[r.name for r in self.policy.steps].index):
-                problems.append(Problem(label, (
-                    f"{label}: required step {name!r} is missing from its chain (no "
-                    "attestation of it, signed as the policy requires, produced these inputs)."
-                ), "missing-step"))
+        # The steps the best derivation goes through; with none, every step on the way.
+        best = max((names for f in finals for names in f.derivations), key=len,
+                   default=frozenset(s.record.step for s in considered))
+        for name in sorted(wanted - best, key=[r.name for r in self.policy.steps].index):
+            problems.append(Problem(label, (
+                f"{label}: required step {name!r} is missing from its chain (no "
+                "attestation of it, signed as the policy requires, produced these inputs)."
+            ), "missing-step"))
         if not problems:  # no derivation, and every node on the way says nothing: say why
             problems.append(Problem(label, f"{label}: no chain of valid attestations leads to "
                                            "it.", "no-derivation"))
@@ -256,7 +255,7 @@ def evaluate(policy: Policy, bundles: Iterable[Bundle], signers: TrustedSigners,
         admitted.admit(bundle)
     for link in links:
         admitted.admit_link(link)
-    steps = [s for s in admitted.steps.values()]
+    steps = list(admitted.steps.values())
     rebuilds = list(admitted.rebuilds.values())
     producers: dict[tuple[str, str], list[StepNode]] = {}
     subjects: dict[tuple[str, str], list[StepNode]] = {}
