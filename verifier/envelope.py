@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from verifier import readers
 from verifier.errors import InputError
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
@@ -28,7 +29,10 @@ ACCEPTED_MEDIA_TYPES = (
     "application/vnd.dev.sigstore.bundle.v0.2+json",
 )
 INTOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
-MAX_BUNDLE_BYTES = 64 * 1024 * 1024
+MAX_BUNDLE_BYTES = readers.MAX_BUNDLE_BYTES
+# DSSE allows several signatures, but an honest envelope carries one or two. Every signature is
+# checked against the trusted keys, so their count bounds the work an envelope can cause.
+MAX_SIGNATURES = 16
 
 
 def pae(payload_type: str, payload: bytes) -> bytes:
@@ -98,9 +102,8 @@ def parse_bundle(data: Any, source: str) -> Bundle:
         raise InputError(f"{source}: is not a Sigstore bundle (expected a JSON object).")
     media_type = data.get("mediaType")
     if media_type not in ACCEPTED_MEDIA_TYPES:
-        raise InputError(
-            f"{source}: is not a Sigstore bundle v0.3 (mediaType is {media_type!r})."
-        )
+        raise InputError(f"{source}: is not a Sigstore bundle v0.3 "
+                         f"(mediaType is {readers.brief(media_type)}).")
     material = data.get("verificationMaterial")
     envelope = data.get("dsseEnvelope")
     if not isinstance(material, dict):
@@ -117,6 +120,9 @@ def parse_bundle(data: Any, source: str) -> Bundle:
     raw_signatures = envelope.get("signatures")
     if not isinstance(raw_signatures, list) or not raw_signatures:
         raise InputError(f"{source}: DSSE envelope has no signatures.")
+    if len(raw_signatures) > MAX_SIGNATURES:
+        raise InputError(f"{source}: DSSE envelope carries {len(raw_signatures)} signatures; "
+                         f"more than {MAX_SIGNATURES} are refused.")
     signatures = []
     for entry in raw_signatures:
         if not isinstance(entry, dict):
@@ -142,19 +148,7 @@ def parse_bundle(data: Any, source: str) -> Bundle:
 
 
 def _read_text(path: Path) -> str:
-    try:
-        size = path.stat().st_size
-        if size > MAX_BUNDLE_BYTES:
-            raise InputError(f"{path}: is {size} bytes, larger than any bundle should be.")
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file.") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, expected a bundle file.") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: is not UTF-8 text, so not a bundle.") from None
-    except OSError as error:
-        raise InputError(f"{path}: cannot be read ({error.strerror}).") from None
+    return readers.read_text(path, "bundle file", MAX_BUNDLE_BYTES)
 
 
 def _decode_json(text: str, source: str) -> Any:
