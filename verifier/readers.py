@@ -23,7 +23,7 @@ KIB = 1024
 MIB = 1024 * KIB
 
 MAX_POLICY_BYTES = 1 * MIB  # a policy is a page or two of YAML
-MAX_KEY_BYTES = 64 * KIB  # a PEM key (even an encrypted PKCS#8 one) is a few KiB
+MAX_KEY_BYTES = 256 * KIB  # a PEM key is a few KiB; room left for a certificate chain
 MAX_BUNDLE_BYTES = 64 * MIB  # one bundle file, or a JSON-lines store of many
 MAX_JSON_BYTES = 16 * MIB  # other JSON inputs: trusted roots, trust configs
 MAX_SAFETENSORS_HEADER_BYTES = 100 * MIB  # the limit the safetensors format sets itself
@@ -47,9 +47,9 @@ def kind_of(mode: int) -> str:
 
 def _size_words(count: int) -> str:
     if count >= MIB:
-        return f"{count / MIB:g} MiB"
+        return f"{count / MIB:.1f} MiB".replace(".0 ", " ")
     if count >= KIB:
-        return f"{count / KIB:g} KiB"
+        return f"{count / KIB:.1f} KiB".replace(".0 ", " ")
     return f"{count} bytes"
 
 
@@ -61,11 +61,14 @@ def open_regular(path: Path, what: str, missing: str | None = None) -> int:
     `missing` replaces the sentence for a file that does not exist.
     """
     try:
-        fd = os.open(path, _OPEN_FLAGS)
+        # stat before open: opening some devices has effects of its own (a watchdog, a tape)
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise InputError(f"{path}: is {kind_of(mode)}, expected a {what}; only regular "
+                             "files are read.")
+        fd = os.open(path, _OPEN_FLAGS)  # fstat below: it may have been swapped since
     except FileNotFoundError:
         raise InputError(missing or f"{path}: no such file (expected a {what}).") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, expected a {what}.") from None
     except OSError as error:
         if error.errno == errno.ENXIO:  # a socket (or a FIFO with no writer on some systems)
             try:
