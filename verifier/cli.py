@@ -336,6 +336,15 @@ def _signer(key: Path | None, password: str | None, sigstore: bool = False,
     return KeySigner(key, password)
 
 
+def _refuse_existing(path: Path, force: bool) -> None:
+    """Before any work: an output file that exists (a link included) is replaced only with
+    --force; the writer checks again when it writes."""
+    from verifier.errors import InputError
+
+    if os.path.lexists(path) and not force:
+        raise InputError(f"{path}: already exists; pass --force to replace it.")
+
+
 def _print_report(report: Any) -> None:
     verdict = "PASS" if report.passed else "FAIL"
     algorithm, value = next(iter(report.digest.items()))
@@ -385,7 +394,8 @@ def _print_oms(evidence: dict[str, Any]) -> None:
 def _verify(artifact: Path, attestations: list[Path] | None, policy: Path | None,
             as_json: bool, quiet: bool, trusted_root: Path | None = None,
             layout: Path | None = None, layout_keys: list[Path] | None = None,
-            vsa: Path | None = None, signing: tuple[Any, ...] = ()) -> None:
+            vsa: Path | None = None, signing: tuple[Any, ...] = (),
+            force: bool = False) -> None:
     """`signing` = (key, password, sigstore, identity_token, trust_config) for the --vsa."""
     def action() -> int:
         hasher, progress = _hasher_with_progress(quiet, "verifying")
@@ -408,6 +418,7 @@ def _verify(artifact: Path, attestations: list[Path] | None, policy: Path | None
             if layout is not None:
                 raise InputError("--vsa summarises a verification against a policy; it cannot "
                                  "be combined with --layout.")
+            _refuse_existing(vsa, force)
             vsa_signer = _signer(*signing)
         elif signing[0] is not None or signing[2]:
             raise InputError("--key and --sigstore sign the verification summary; give --vsa "
@@ -431,7 +442,8 @@ def _verify(artifact: Path, attestations: list[Path] | None, policy: Path | None
         if vsa is not None:
             from verifier.vsa import write_vsa
 
-            write_vsa(vsa, report, loaded, attestations or [Path("attestations")], vsa_signer)
+            write_vsa(vsa, report, loaded, attestations or [Path("attestations")], vsa_signer,
+                      overwrite=force)
         return _show_report(report, as_json, vsa)
 
     _guard(as_json, action)
@@ -765,6 +777,7 @@ def audit_command(
     ] = "text",
     output: Annotated[Path | None, typer.Option(
         help="Write the report to this file instead of standard output.")] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing --output file.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Show every attestation as one graph, with every gap and conflict named.
@@ -784,6 +797,8 @@ def audit_command(
         if output_format not in FORMATS:
             raise InputError(f"--format {output_format!r}: expected one of {', '.join(FORMATS)}.")
         chosen = "json" if as_json else output_format
+        if output is not None:
+            _refuse_existing(output, force)
         report = audit(directories, load_policy(policy) if policy is not None else None)
         data = report.to_dict()
         if output is None and chosen == "json":
@@ -791,7 +806,7 @@ def audit_command(
         elif output is None:
             sys.stdout.write(render(data, chosen))
         else:
-            write_atomic(output, render(data, chosen), overwrite=True)
+            write_atomic(output, render(data, chosen), overwrite=force)
             if as_json:
                 _emit_json({"report": str(output), "verdict": data["verdict"],
                             "summary": data["summary"]})
@@ -825,6 +840,7 @@ def verify_model(
     sigstore: SigstoreFlag = False,
     identity_token: IdentityTokenOpt = None,
     trust_config: TrustConfigOpt = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing --vsa file.")] = False,
     as_json: JsonFlag = False,
     quiet: QuietFlag = False,
 ) -> None:
@@ -842,7 +858,7 @@ def verify_model(
     --policy model-policy.yaml --vsa model.vsa.intoto.json --key keys/verifier.key
     """
     _verify(artifact, attestations, policy, as_json, quiet, trusted_root, layout, layout_key,
-            vsa, (key, password, sigstore, identity_token, trust_config))
+            vsa, (key, password, sigstore, identity_token, trust_config), force)
 
 
 # `model-verifier verify` and `verify-model` are one command with one set of options.

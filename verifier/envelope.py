@@ -219,7 +219,7 @@ def make_parent(path: Path) -> None:
 def write_atomic(path: Path, text: str, *, overwrite: bool) -> None:
     """Write via a temporary file in the same directory and rename; never half a file."""
     make_parent(path)
-    if path.exists() and not overwrite:
+    if os.path.lexists(path) and not overwrite:  # a link planted there counts as a file
         raise InputError(f"{path}: already exists; pass --force to replace it.")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, so it cannot be written as a file.")
