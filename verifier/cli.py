@@ -52,11 +52,22 @@ def _emit_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
+def _say(line: str) -> None:
+    """Print one line of output. File names, step names and every other string an input put
+    in it are escaped (verifier.terminal), so no input can move the cursor, forge a line or
+    fail to encode on a strict UTF-8 stream; --json output is escaped by the JSON encoder."""
+    from verifier.terminal import clean
+
+    print(clean(line))
+
+
 def _fail(error: VerifierError, as_json: bool) -> NoReturn:
+    from verifier.terminal import clean
+
     if as_json:
         _emit_json({"error": str(error), "exit_code": error.exit_code})
     else:
-        sys.stderr.write(f"error: {error}\n")
+        sys.stderr.write(f"error: {clean(str(error))}\n")
     raise typer.Exit(error.exit_code)
 
 
@@ -185,7 +196,7 @@ def keygen(
             _emit_json({"private_key": str(private), "public_key": str(public),
                         "algorithm": algorithm})
         else:
-            print(f"wrote {private} (private, mode 0600) and {public} (public)")
+            _say(f"wrote {private} (private, mode 0600) and {public} (public)")
 
     _guard(as_json, action)
 
@@ -217,9 +228,9 @@ def digest(
         else:
             for r in results:
                 label = "dirHash:" if r.is_dir else ""
-                print(f"{label}{r.value}  {r.path}")
+                _say(f"{label}{r.value}  {r.path}")
                 if r.blake3 is not None:
-                    print(f"blake3:{r.blake3}  {r.path}")
+                    _say(f"blake3:{r.blake3}  {r.path}")
 
     _guard(as_json, action)
 
@@ -286,7 +297,9 @@ def record(
                     signer=signer, out_dir=out, env_names=env or [], force=force, hasher=hasher,
                 )
         except StepFailed as failure:
-            sys.stderr.write(f"error: {failure}\n")
+            from verifier.terminal import clean
+
+            sys.stderr.write(f"error: {clean(str(failure))}\n")
             return failure.exit_code
         finally:
             progress.close()
@@ -307,10 +320,10 @@ def record(
         else:
             signer_name = (result.identity if result.identity.startswith("sigstore:")
                            else f"{result.identity[:20]}…")
-            print(f"recorded step {step!r}: {len(subjects)} subject(s), signed by "
+            _say(f"recorded step {step!r}: {len(subjects)} subject(s), signed by "
                   f"{signer_name}, wrote {result.attestation}")
             for written in signatures:
-                print(f"wrote {written.signature}: OMS v1.0 signature of {written.files} file(s)")
+                _say(f"wrote {written.signature}: OMS v1.0 signature of {written.files} file(s)")
         return 0
 
     _guard(as_json, action)
@@ -348,16 +361,16 @@ def _refuse_existing(path: Path, force: bool) -> None:
 def _print_report(report: Any) -> None:
     verdict = "PASS" if report.passed else "FAIL"
     algorithm, value = next(iter(report.digest.items()))
-    print(f"{verdict}  {report.artifact}  ({algorithm} {value[:16]}…)")
-    print(f"  policy: {report.policy}")
+    _say(f"{verdict}  {report.artifact}  ({algorithm} {value[:16]}…)")
+    _say(f"  policy: {report.policy}")
     for step in report.steps:
-        print(f"  step {step['step']:<14} signed by {', '.join(step['signed_by'])}"
+        _say(f"  step {step['step']:<14} signed by {', '.join(step['signed_by'])}"
               f"  ({step['attestation']})")
     pinned = sum(1 for s in report.sources if s["pinned"])
     if report.sources:
-        print(f"  sources: {pinned} pinned, {len(report.sources) - pinned} unpinned")
+        _say(f"  sources: {pinned} pinned, {len(report.sources) - pinned} unpinned")
     for quorum in report.rebuilds:
-        print(f"  rebuilds of {quorum.step}: {len(quorum.matched)}/{quorum.quorum} "
+        _say(f"  rebuilds of {quorum.step}: {len(quorum.matched)}/{quorum.quorum} "
               f"matching ({', '.join(quorum.matched) or 'none'})")
         for dissent in quorum.dissent:
             for file in dissent["files"]:
@@ -365,29 +378,29 @@ def _print_report(report: Any) -> None:
                 worst = (f", {file.get('changed_tensors', len(tensors))} tensor(s) differ, "
                          f"worst {tensors[0]['name']} (relative L2 {tensors[0]['rel_l2']:.3g})"
                          if tensors and tensors[0].get("rel_l2") is not None else "")
-                print(f"    signed dissent from {dissent['rebuilder']}: {file['name']} "
+                _say(f"    signed dissent from {dissent['rebuilder']}: {file['name']} "
                       f"{file['verdict']}{worst} ({dissent['attestation']})")
         for ignored in quorum.ignored:
-            print(f"    counted for nothing: {ignored}")
+            _say(f"    counted for nothing: {ignored}")
     for evidence in getattr(report, "oms", []):
         _print_oms(evidence)
     if report.problems:
-        print("  problems:")
+        _say("  problems:")
         for problem in report.problems:
-            print(f"   - {problem.message}")
+            _say(f"   - {problem.message}")
     for note in report.notes:
-        print(f"  note: {note}")
+        _say(f"  note: {note}")
 
 
 def _print_oms(evidence: dict[str, Any]) -> None:
     if evidence["verdict"] == "unreadable":
-        print(f"  OMS signature {evidence['signature']}: unreadable (see problems)")
+        _say(f"  OMS signature {evidence['signature']}: unreadable (see problems)")
         return
     who = ", ".join(evidence["signed_by"]) or "no signer the policy names"
     state = {"verified": f"all {evidence['files']} signed files match",
              "mismatch": "files differ from the signed manifest",
              "unattributed": "not counted"}[evidence["verdict"]]
-    print(f"  OMS signature {evidence['signature']} signed by {who}: {state} "
+    _say(f"  OMS signature {evidence['signature']} signed by {who}: {state} "
           f"(root sha256 {evidence['root_sha256'][:16]}…)")
 
 
@@ -455,7 +468,7 @@ def _show_report(report: Any, as_json: bool, vsa: Path | None = None) -> int:
     else:
         _print_report(report)
         if vsa is not None:
-            print(f"wrote signed verification summary {vsa} "
+            _say(f"wrote signed verification summary {vsa} "
                   f"({'PASSED' if report.passed else 'FAILED'})")
     return 0 if report.passed else 1
 
@@ -538,27 +551,27 @@ def rebuild_command(
 
 def _print_outcome(outcome: Any) -> None:
     label = {"reproduced": "REPRODUCED", "differs": "DIFFERS", "stopped": "NOT RUN"}
-    print(f"{label[outcome.status]:<11} step {outcome.step!r} ({outcome.attestation})")
+    _say(f"{label[outcome.status]:<11} step {outcome.step!r} ({outcome.attestation})")
     if outcome.message:
-        print(f"  {outcome.message}")
+        _say(f"  {outcome.message}")
     for name, value in outcome.env_overrides.items():
-        print(f"  environment override: {name}={value} (chosen by the rebuilder)")
+        _say(f"  environment override: {name}={value} (chosen by the rebuilder)")
     for result in outcome.results:
         if result["verdict"] != "IDENTICAL":
             diff = result.get("diff") or {}
             tensors = [t for t in diff.get("tensors", []) if t.get("status") != "equal"]
             detail = (f"; {len(tensors)} tensor(s) differ, worst {tensors[0]['name']} "
                       f"(max abs diff {tensors[0].get('max_abs_diff')})" if tensors else "")
-            print(f"  {result['name']}: {result['verdict']}{detail}")
+            _say(f"  {result['name']}: {result['verdict']}{detail}")
     for change in outcome.drift[:10]:
-        print(f"  environment drift: {change['field']}: recorded {change['recorded']!r}, "
+        _say(f"  environment drift: {change['field']}: recorded {change['recorded']!r}, "
               f"now {change['current']!r}")
     if len(outcome.drift) > 10:
-        print(f"  ... and {len(outcome.drift) - 10} more environment differences")
+        _say(f"  ... and {len(outcome.drift) - 10} more environment differences")
     if outcome.rebuild_attestation:
-        print(f"  wrote {outcome.rebuild_attestation}")
+        _say(f"  wrote {outcome.rebuild_attestation}")
     if outcome.workspace:
-        print(f"  workspace kept at {outcome.workspace}")
+        _say(f"  workspace kept at {outcome.workspace}")
 
 
 ArtifactArg = Annotated[Path, typer.Argument(metavar="ARTIFACT",
@@ -639,10 +652,10 @@ def verify_bundle(
         if as_json:
             _emit_json(result.to_dict())
         elif result.ok:
-            print(f"OK  {bundle}: signed by {signer}, {artifact} is subject "
+            _say(f"OK  {bundle}: signed by {signer}, {artifact} is subject "
                   f"{result.subject_name}")
         else:
-            print(f"FAIL  {result.message}")
+            _say(f"FAIL  {result.message}")
         return 0 if result.ok else 1
 
     _guard(as_json, action)
@@ -683,9 +696,9 @@ def export_command(
             _emit_json({"links": [w.to_dict() for w in written], "notes": notes})
             return
         for link in written:
-            print(f"wrote {link.link}  (step {link.step!r}, from {link.attestation})")
+            _say(f"wrote {link.link}  (step {link.step!r}, from {link.attestation})")
         for note in notes:
-            print(f"note: {note}")
+            _say(f"note: {note}")
 
     _guard(as_json, action)
 
@@ -723,7 +736,7 @@ def sign_model(
         if as_json:
             _emit_json(result.to_dict())
         else:
-            print(f"wrote {result.signature}: OMS v1.0, {result.files} file(s), root sha256 "
+            _say(f"wrote {result.signature}: OMS v1.0, {result.files} file(s), root sha256 "
                   f"{result.root_sha256[:16]}…, signed by {result.signer[:24]}…")
 
     _guard(as_json, action)
@@ -811,7 +824,7 @@ def audit_command(
                 _emit_json({"report": str(output), "verdict": data["verdict"],
                             "summary": data["summary"]})
             else:
-                print(f"wrote {chosen} report {output}  ({summary_line(data)})")
+                _say(f"wrote {chosen} report {output}  ({summary_line(data)})")
         return report.exit_code
 
     _guard(as_json, action)
@@ -871,8 +884,10 @@ def _entry(application: typer.Typer) -> None:
     except SystemExit:
         raise
     except Exception as error:  # a bug: still one sentence, never a traceback
-        sys.stderr.write(f"error: internal error ({type(error).__name__}: {error}); "
-                         "please report it.\n")
+        from verifier.terminal import clean
+
+        sys.stderr.write(f"error: internal error ({type(error).__name__}: "
+                         f"{clean(str(error))[:300]}); please report it.\n")
         sys.exit(3)
 
 

@@ -54,6 +54,7 @@ import numpy as np
 from verifier import ulp_median
 from verifier.errors import InputError
 from verifier.readers import MAX_SAFETENSORS_HEADER_BYTES, brief
+from verifier.terminal import clean
 
 _CHUNK_ELEMENTS = 1 << 16  # elements of one tensor compared at a time
 _READ_CHUNKS = 8  # chunks read at a time
@@ -931,7 +932,7 @@ def _row(t: TensorDiff, with_tol: bool) -> list[str]:
     shape_a = None if t.shape_a is None else "[" + ",".join(map(str, t.shape_a)) + "]"
     shape_b = None if t.shape_b is None else "[" + ",".join(map(str, t.shape_b)) + "]"
     row = [
-        t.name, t.status, _pair(t.dtype_a, t.dtype_b), _pair(shape_a, shape_b),
+        clean(t.name), t.status, _pair(t.dtype_a, t.dtype_b), _pair(shape_a, shape_b),
         _pct(t.bit_equal_fraction), _num(t.max_abs_diff), _num(t.mean_abs_diff), _num(t.rel_l2),
         _num(t.cosine, ".6f"), _num(t.median_ulp),
     ]  # fmt: skip
@@ -945,7 +946,8 @@ def _table(rows: list[list[str]]) -> list[str]:
 
 def _render_file(d: FileDiff, limit: int) -> list[str]:
     lines = [
-        f"{d.verdict.value}: {d.path_a} vs {d.path_b} ({d.kind}, {d.size_a} vs {d.size_b} bytes)"
+        f"{d.verdict.value}: {clean(d.path_a)} vs {clean(d.path_b)} ({d.kind}, {d.size_a} vs "
+        f"{d.size_b} bytes)"
     ]
     if d.first_difference_offset is not None:
         prefix = d.size_a != d.size_b and d.first_difference_offset == min(d.size_a, d.size_b)
@@ -954,7 +956,7 @@ def _render_file(d: FileDiff, limit: int) -> list[str]:
     ma, mb = d.metadata_a or {}, d.metadata_b or {}
     keys = sorted(k for k in ma.keys() | mb.keys() if ma.get(k) != mb.get(k))
     if keys:
-        lines.append("__metadata__ differs in keys: " + ", ".join(keys))
+        lines.append("__metadata__ differs in keys: " + ", ".join(map(clean, keys)))
     if d.kind != "safetensors":
         return lines
     lines.append(f"{len(d.tensors)} tensors, {len(d.changed_tensors())} not bit-equal")
@@ -970,15 +972,19 @@ def _render_file(d: FileDiff, limit: int) -> list[str]:
 
 
 def render_text(diff: FileDiff | DirDiff, *, limit: int = 20) -> str:
-    """A readable report: verdict header, then the worst ``limit`` tensors of each file."""
+    """A readable report: verdict header, then the worst ``limit`` tensors of each file. Names
+    from the files (tensor and metadata names, file names) are escaped for a terminal."""
     if isinstance(diff, FileDiff):
         return "\n".join(_render_file(diff, limit)) + "\n"
     lines = [
-        f"{diff.verdict.value}: {diff.path_a} vs {diff.path_b} ({len(diff.added)} added, "
+        f"{diff.verdict.value}: {clean(diff.path_a)} vs {clean(diff.path_b)} "
+        f"({len(diff.added)} added, "
         f"{len(diff.removed)} removed, {len(diff.changed)} changed, {diff.unchanged} unchanged)"
     ]
-    lines += [f"{Verdict.MISSING.value}: {p} (only in {diff.path_b})" for p in diff.added]
-    lines += [f"{Verdict.MISSING.value}: {p} (only in {diff.path_a})" for p in diff.removed]
+    lines += [f"{Verdict.MISSING.value}: {clean(p)} (only in {clean(diff.path_b)})"
+              for p in diff.added]
+    lines += [f"{Verdict.MISSING.value}: {clean(p)} (only in {clean(diff.path_a)})"
+              for p in diff.removed]
     for fd in diff.changed:
         lines += [""] + ["  " + line for line in _render_file(fd, limit)]
     return "\n".join(lines) + "\n"
