@@ -46,6 +46,8 @@ def kind_of(mode: int) -> str:
 
 
 def _size_words(count: int) -> str:
+    if count >= 1024 * MIB:
+        return f"{count / (1024 * MIB):.1f} GiB".replace(".0 ", " ")
     if count >= MIB:
         return f"{count / MIB:.1f} MiB".replace(".0 ", " ")
     if count >= KIB:
