@@ -70,7 +70,7 @@ def _walk(root: Path) -> list[Path]:
     return found
 
 
-def _envelope_key(bundle: Bundle) -> bytes:
+def envelope_key(bundle: Bundle) -> bytes:
     """What makes two bundles the same evidence: payload type, payload and signatures."""
     digest = hashlib.sha256()
     for part in (bundle.payload_type.encode(), bundle.payload,
@@ -91,7 +91,7 @@ def load_bundles(directories: Iterable[Path], notes: list[str]) -> list[Bundle]:
         bad_lines: list[InputError] = []
         try:
             for bundle in read_bundles(path, bad_lines):
-                key = _envelope_key(bundle)
+                key = envelope_key(bundle)
                 index = first.get(key)
                 if index is None:
                     first[key] = len(bundles)
