@@ -244,17 +244,12 @@ def check_keyless(bundle: Bundle, spec: KeylessIdentity, trusted_root: Path | No
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file.") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, expected a bundle file.") from None
-    except (UnicodeDecodeError, OSError) as error:
-        raise InputError(f"{path}: cannot be read as a bundle ({_one_line(error)}).") from None
+    from verifier import readers
+
+    text = readers.read_text(path, "bundle file", readers.MAX_BUNDLE_BYTES)
     try:
         data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):
         raise InputError(f"{path}: is not valid JSON, so not a Sigstore bundle.") from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: is not a Sigstore bundle (expected a JSON object).")
