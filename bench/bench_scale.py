@@ -188,12 +188,14 @@ def main() -> None:
         f"| workload | command | wall (CPU) | peak RSS | result | baseline | ratio | "
         f"< {TARGET_S:.0f} s |",
         "|---|---|---:|---:|---|---:|---:|---|", *rows, "",
-        "- Replayed bundles: identical envelopes are read once and judged once "
-        "(verifier/evidence.py); each copy is one line of a note.",
+        "- Replayed bundles: `verify-model` loads identical envelopes once "
+        "(verifier/evidence.py) and names the copies in one note; `audit` checks each copy's "
+        "signature before it merges duplicates.",
         "- Junk signatures: an envelope with more than 16 signatures is refused before any "
         "is decoded or checked (verifier/envelope.py, docs/threat-model.md).",
-        "- Directory materials: every material is looked up by digest; a baseline of 2,000 "
-        "shows whether the cost grows linearly (10x) or worse.", ""])
+        "- Directory materials: producers are looked up by digest; the ratio to the "
+        "baseline of 2,000 shows whether the rest of the walk grows linearly (10x) or worse.",
+        ""])
     print("\n" + section)
     if args.only is None and str(args.output) != "-":
         _replace_section(args.output, section)
