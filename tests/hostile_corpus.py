@@ -88,6 +88,12 @@ def bundle_runs(path: Path, ctx: Context, verify_codes: tuple[int, ...] = (1,),
                   (1, 2)),
         "rebuild": (["rebuild", str(path), "--trust-key", str(chain.keys("builder").public),
                      "--out", str(ctx.root / "never")], "model-verifier", (1, 2)),
+        "verify-bundle-keyless": (["verify-bundle", str(path), "--artifact", "dist/model.bin",
+                                   "--identity", "someone@example.com", "--issuer",
+                                   "https://issuer.example.com"], "model-verifier", (1, 2)),
+        "export": (["export", str(path), "--key", str(chain.keys("builder").private),
+                    "--out", str(ctx.root / "links" / path.stem)], "model-verifier",
+                   ANY_VERDICT),
     }
 
 

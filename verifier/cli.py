@@ -321,7 +321,7 @@ def record(
             signer_name = (result.identity if result.identity.startswith("sigstore:")
                            else f"{result.identity[:20]}…")
             _say(f"recorded step {step!r}: {len(subjects)} subject(s), signed by "
-                  f"{signer_name}, wrote {result.attestation}")
+                 f"{signer_name}, wrote {result.attestation}")
             for written in signatures:
                 _say(f"wrote {written.signature}: OMS v1.0 signature of {written.files} file(s)")
         return 0
@@ -365,13 +365,13 @@ def _print_report(report: Any) -> None:
     _say(f"  policy: {report.policy}")
     for step in report.steps:
         _say(f"  step {step['step']:<14} signed by {', '.join(step['signed_by'])}"
-              f"  ({step['attestation']})")
+             f"  ({step['attestation']})")
     pinned = sum(1 for s in report.sources if s["pinned"])
     if report.sources:
         _say(f"  sources: {pinned} pinned, {len(report.sources) - pinned} unpinned")
     for quorum in report.rebuilds:
         _say(f"  rebuilds of {quorum.step}: {len(quorum.matched)}/{quorum.quorum} "
-              f"matching ({', '.join(quorum.matched) or 'none'})")
+             f"matching ({', '.join(quorum.matched) or 'none'})")
         for dissent in quorum.dissent:
             for file in dissent["files"]:
                 tensors = file.get("tensors") or []
@@ -379,7 +379,7 @@ def _print_report(report: Any) -> None:
                          f"worst {tensors[0]['name']} (relative L2 {tensors[0]['rel_l2']:.3g})"
                          if tensors and tensors[0].get("rel_l2") is not None else "")
                 _say(f"    signed dissent from {dissent['rebuilder']}: {file['name']} "
-                      f"{file['verdict']}{worst} ({dissent['attestation']})")
+                     f"{file['verdict']}{worst} ({dissent['attestation']})")
         for ignored in quorum.ignored:
             _say(f"    counted for nothing: {ignored}")
     for evidence in getattr(report, "oms", []):
@@ -401,7 +401,7 @@ def _print_oms(evidence: dict[str, Any]) -> None:
              "mismatch": "files differ from the signed manifest",
              "unattributed": "not counted"}[evidence["verdict"]]
     _say(f"  OMS signature {evidence['signature']} signed by {who}: {state} "
-          f"(root sha256 {evidence['root_sha256'][:16]}…)")
+         f"(root sha256 {evidence['root_sha256'][:16]}…)")
 
 
 def _verify(artifact: Path, attestations: list[Path] | None, policy: Path | None,
@@ -469,7 +469,7 @@ def _show_report(report: Any, as_json: bool, vsa: Path | None = None) -> int:
         _print_report(report)
         if vsa is not None:
             _say(f"wrote signed verification summary {vsa} "
-                  f"({'PASSED' if report.passed else 'FAILED'})")
+                 f"({'PASSED' if report.passed else 'FAILED'})")
     return 0 if report.passed else 1
 
 
@@ -565,7 +565,7 @@ def _print_outcome(outcome: Any) -> None:
             _say(f"  {result['name']}: {result['verdict']}{detail}")
     for change in outcome.drift[:10]:
         _say(f"  environment drift: {change['field']}: recorded {change['recorded']!r}, "
-              f"now {change['current']!r}")
+             f"now {change['current']!r}")
     if len(outcome.drift) > 10:
         _say(f"  ... and {len(outcome.drift) - 10} more environment differences")
     if outcome.rebuild_attestation:
@@ -653,7 +653,7 @@ def verify_bundle(
             _emit_json(result.to_dict())
         elif result.ok:
             _say(f"OK  {bundle}: signed by {signer}, {artifact} is subject "
-                  f"{result.subject_name}")
+                 f"{result.subject_name}")
         else:
             _say(f"FAIL  {result.message}")
         return 0 if result.ok else 1
@@ -737,7 +737,7 @@ def sign_model(
             _emit_json(result.to_dict())
         else:
             _say(f"wrote {result.signature}: OMS v1.0, {result.files} file(s), root sha256 "
-                  f"{result.root_sha256[:16]}…, signed by {result.signer[:24]}…")
+                 f"{result.root_sha256[:16]}…, signed by {result.signer[:24]}…")
 
     _guard(as_json, action)
 

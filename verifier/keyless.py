@@ -249,7 +249,9 @@ def _read_json(path: Path) -> dict[str, Any]:
     text = readers.read_text(path, "bundle file", readers.MAX_BUNDLE_BYTES)
     try:
         data = json.loads(text)
-    except (ValueError, RecursionError):
+    except RecursionError:
+        raise InputError(f"{path}: JSON is nested too deeply to be a bundle.") from None
+    except ValueError:
         raise InputError(f"{path}: is not valid JSON, so not a Sigstore bundle.") from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: is not a Sigstore bundle (expected a JSON object).")
