@@ -535,6 +535,12 @@ def _policy_cases(ctx: Context) -> list[Case]:
     variant("quorum-huge", lambda d: d.update(
         rebuild={"quorum": 10**300, "rebuilders": ["auditor"], "steps": ["package"]}),
         codes=(1,))
+    variant("key-path-nul", lambda d: d["signers"].__setitem__("builder", {"key": "a\0.pub"}),
+            "NUL")
+    variant("key-path-fifo", lambda d: d["signers"].__setitem__(
+        "builder", {"key": str(ctx.root / "special" / "fifo.json")}), "named pipe")
+    variant("trusted-root-nul", lambda d: d.__setitem__("trusted_root", "r\0.json"),
+            codes=ANY_VERDICT)  # read only for keyless signers, which this policy has none of
     variant("signers-list", lambda d: d.__setitem__("signers", ["builder"]), "signers")
     variant("steps-object", lambda d: d.__setitem__("steps", {"a": 1}), "steps")
     variant("version-string", lambda d: d.__setitem__("version", "1"), "version")

@@ -70,6 +70,8 @@ def open_regular(path: Path, what: str, missing: str | None = None) -> int:
         fd = os.open(path, _OPEN_FLAGS)  # fstat below: it may have been swapped since
     except FileNotFoundError:
         raise InputError(missing or f"{path}: no such file (expected a {what}).") from None
+    except ValueError:  # a NUL byte: no file can have that name
+        raise InputError(f"{str(path)!r}: is no file name (it holds a NUL byte).") from None
     except OSError as error:
         if error.errno == errno.ENXIO:  # a socket (or a FIFO with no writer on some systems)
             try:
