@@ -118,16 +118,26 @@ def generate(root: Path) -> dict[str, Path]:
     return dirs
 
 
+# Started from a fresh interpreter without site packages, so that the peak RSS the kernel
+# reports for the command is its own: a child forked from this process (which holds the
+# generated workloads and the signing libraries) would start from this process's size.
+_LAUNCHER = """
+import os, sys, time
+quiet = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_WRONLY, 0) for fd in (1, 2)]
+began = time.perf_counter()
+pid = os.posix_spawn(sys.argv[1], sys.argv[1:], os.environ, file_actions=quiet)
+_, status, usage = os.wait4(pid, 0)
+print(time.perf_counter() - began, usage.ru_utime + usage.ru_stime, usage.ru_maxrss,
+      os.waitstatus_to_exitcode(status))
+"""
+
+
 def measure(argv: list[str], cwd: Path) -> Measured:
     """Run one command to its end; its own wall time, CPU time and peak RSS."""
-    began = time.perf_counter()
-    process = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - began
-    process.returncode = os.waitstatus_to_exitcode(status)
-    return Measured(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024,
-                    process.returncode)
+    result = subprocess.run([sys.executable, "-S", "-c", _LAUNCHER, *argv], cwd=cwd,
+                            capture_output=True, text=True, check=True)
+    wall, cpu, peak_kib, code = result.stdout.split()
+    return Measured(float(wall), float(cpu), int(peak_kib) * 1024, int(code))
 
 
 def _commands(directory: Path) -> dict[str, list[str]]:
