@@ -201,8 +201,9 @@ def main() -> None:
         "- Replayed bundles: `verify-model` loads identical envelopes once "
         "(verifier/evidence.py) and names the copies in one note; `audit` checks each copy's "
         "signature before it merges duplicates.",
-        "- Junk signatures: an envelope with more than 16 signatures is refused before any "
-        "is decoded or checked (verifier/envelope.py, docs/threat-model.md).",
+        "- Junk signatures: a bundle of more than 10,000 JSON objects is refused while it is "
+        "decoded, an envelope of more than 16 signatures before any is checked "
+        "(verifier/envelope.py, docs/threat-model.md).",
         "- Directory materials: producers are looked up by digest; the ratio to the "
         "baseline of 2,000 shows whether the rest of the walk grows linearly (10x) or worse.",
         ""])

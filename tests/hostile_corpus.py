@@ -263,7 +263,9 @@ def _bundle_cases(ctx: Context) -> list[Case]:
         "signatures")
     mutated("junk-signatures-150k", lambda b: envelope(b).__setitem__(
         "signatures", [{"sig": "AAAA", "keyid": b["verificationMaterial"]["publicKey"]["hint"]}]
-        * 150_000), "150000 signatures", heavy=True)
+        * 150_000), "10000 JSON objects", heavy=True)
+    mutated("junk-signatures-5000", lambda b: envelope(b).__setitem__(
+        "signatures", [{"sig": "AAAA", "keyid": ""}] * 5_000), "5000 signatures")
     lines = "\n".join([json.dumps(genuine), "{broken", "[1]", json.dumps({"mediaType": 1}),
                        "", "\x1b[2J"]) + "\n"
     path = folder / "store.jsonl"

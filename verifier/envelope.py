@@ -151,9 +151,41 @@ def _read_text(path: Path) -> str:
     return readers.read_text(path, "bundle file", MAX_BUNDLE_BYTES)
 
 
-def _decode_json(text: str, source: str) -> Any:
+# A bundle holds a few dozen JSON objects (its statement is a base64 string, parsed on its own).
+# Objects are what costs memory when JSON is decoded, a few hundred bytes each: without a
+# count, a bundle file under the size cap could still hold millions of them.
+MAX_JSON_OBJECTS = 10_000
+
+
+class _TooManyObjects(Exception):
+    pass
+
+
+def _loads(text: str) -> Any:
+    """json.loads, stopping as soon as the text has built more objects than a bundle has."""
+    count = 0
+
+    def counted(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal count
+        count += 1
+        if count > MAX_JSON_OBJECTS:
+            raise _TooManyObjects
+        return dict(pairs)
+
+    return json.loads(text, object_pairs_hook=counted)
+
+
+def _too_many(source: object) -> InputError:
+    return InputError(f"{source}: holds more than {MAX_JSON_OBJECTS} JSON objects, more than "
+                      "any bundle has; it is refused.")
+
+
+def decode_json(text: str, source: str) -> Any:
+    """Decode the JSON of one bundle; InputError (naming `source`) for anything else."""
     try:
-        return json.loads(text)
+        return _loads(text)
+    except _TooManyObjects:
+        raise _too_many(source) from None
     except json.JSONDecodeError as error:
         raise InputError(
             f"{source}: is not valid JSON "
@@ -167,7 +199,7 @@ def _decode_json(text: str, source: str) -> Any:
 
 def read_bundle(path: Path) -> Bundle:
     """Read one bundle file (a single JSON object)."""
-    return parse_bundle(_decode_json(_read_text(path), str(path)), str(path))
+    return parse_bundle(decode_json(_read_text(path), str(path)), str(path))
 
 
 def read_bundles(path: Path, bad_lines: list[InputError] | None = None) -> Iterator[Bundle]:
@@ -180,10 +212,12 @@ def read_bundles(path: Path, bad_lines: list[InputError] | None = None) -> Itera
     text = _read_text(path)
     if path.suffix != ".jsonl":
         try:
-            data = json.loads(text)
+            data = _loads(text)
+        except _TooManyObjects:
+            raise _too_many(path) from None
         except json.JSONDecodeError as error:
             if error.msg != "Extra data":
-                _decode_json(text, str(path))  # raises with the position of the error
+                decode_json(text, str(path))  # raises with the position of the error
         except RecursionError:
             raise InputError(f"{path}: JSON is nested too deeply to be a bundle.") from None
         except ValueError:
@@ -195,7 +229,7 @@ def read_bundles(path: Path, bad_lines: list[InputError] | None = None) -> Itera
         if line.strip():
             source = f"{path}:{number}"
             try:
-                bundle = parse_bundle(_decode_json(line, source), source)
+                bundle = parse_bundle(decode_json(line, source), source)
             except InputError as error:
                 if bad_lines is None:
                     raise

@@ -20,7 +20,13 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from verifier.envelope import INTOTO_PAYLOAD_TYPE, Bundle, b64decode, parse_bundle
+from verifier.envelope import (
+    INTOTO_PAYLOAD_TYPE,
+    Bundle,
+    b64decode,
+    decode_json,
+    parse_bundle,
+)
 from verifier.errors import InputError, SignatureError
 from verifier.policy import KeylessIdentity
 
@@ -247,12 +253,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     from verifier import readers
 
     text = readers.read_text(path, "bundle file", readers.MAX_BUNDLE_BYTES)
-    try:
-        data = json.loads(text)
-    except RecursionError:
-        raise InputError(f"{path}: JSON is nested too deeply to be a bundle.") from None
-    except ValueError:
-        raise InputError(f"{path}: is not valid JSON, so not a Sigstore bundle.") from None
+    data = decode_json(text, str(path))
     if not isinstance(data, dict):
         raise InputError(f"{path}: is not a Sigstore bundle (expected a JSON object).")
     return data
