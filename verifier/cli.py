@@ -344,6 +344,11 @@ def _print_report(report: Any) -> None:
     algorithm, value = next(iter(report.digest.items()))
     print(f"{verdict}  {report.artifact}  ({algorithm} {value[:16]}…)")
     print(f"  policy: {report.policy}")
+    left_out = getattr(report, "ignored", [])
+    if left_out:
+        print(f"  ignored (left out of the digest): {len(left_out)} file(s)")
+        for item in left_out:
+            print(f"    {item['file']}  (pattern {item['pattern']!r}, {item['by']})")
     for step in report.steps:
         print(f"  step {step['step']:<14} signed by {', '.join(step['signed_by'])}"
               f"  ({step['attestation']})")
@@ -402,12 +407,13 @@ def _print_oms(evidence: dict[str, Any]) -> None:
 def _verify(artifact: Path, attestations: list[Path] | None, policy: Path | None,
             as_json: bool, quiet: bool, trusted_root: Path | None = None,
             layout: Path | None = None, layout_keys: list[Path] | None = None,
-            vsa: Path | None = None, signing: tuple[Any, ...] = ()) -> None:
+            vsa: Path | None = None, signing: tuple[Any, ...] = (),
+            ignore: list[str] | None = None) -> None:
     """`signing` = (key, password, sigstore, identity_token, trust_config) for the --vsa."""
     def action() -> int:
         hasher, progress = _hasher_with_progress(quiet, "verifying")
-        if artifact.is_dir():  # a dirHash is sha256 whatever the policy: hash while we import
-            hasher.prefetch([artifact])
+        if artifact.is_dir() and not ignore:  # a dirHash is sha256 whatever the policy: hash
+            hasher.prefetch([artifact])  # while we import (its ignore list is not known yet)
         try:
             return checked(hasher)
         finally:
@@ -430,6 +436,9 @@ def _verify(artifact: Path, attestations: list[Path] | None, policy: Path | None
             raise InputError("--key and --sigstore sign the verification summary; give --vsa "
                              "FILE too.")
         if layout is not None or layout_keys:
+            if ignore:
+                raise InputError("--ignore adds to a policy's ignore list; it cannot be "
+                                 "combined with --layout.")
             if layout is None or policy is not None:
                 raise InputError("--layout-key needs --layout, and --layout replaces --policy; "
                                  "give --layout FILE --layout-key PUB without --policy.")
@@ -444,7 +453,7 @@ def _verify(artifact: Path, attestations: list[Path] | None, policy: Path | None
         if artifact.is_file():  # the policy says which digest; hash while signatures are checked
             hasher.prefetch([artifact], artifact_algorithms(loaded, artifact))
         report = verify_artifact(artifact, loaded, attestations or [Path("attestations")],
-                                 hasher=hasher)
+                                 hasher=hasher, ignore=ignore or ())
         if vsa is not None:
             from verifier.vsa import write_vsa
 
@@ -580,6 +589,11 @@ LayoutKeyOpt = Annotated[list[Path] | None, typer.Option(
 TrustedRootOpt = Annotated[Path | None, typer.Option(
     help="Sigstore trusted root JSON for keyless signers (overrides the policy's trusted_root; "
     "default: the public-good root shipped with model-verifier).")]
+IgnoreOpt = Annotated[list[str] | None, typer.Option(
+    "--ignore", metavar="PATTERN",
+    help="For a directory artifact: leave files matching this glob out of its digest (added to "
+    "the policy's ignore list; * within a name, ** across folders; a folder pattern covers its "
+    "files); repeatable. Every file left out is listed in the report.")]
 VsaOpt = Annotated[Path | None, typer.Option(
     help="Also write the verdict as a signed SLSA verification summary (VSA) to this file; "
     "sign it with --key or --sigstore.")]
@@ -1127,7 +1141,8 @@ def _print_fetched(reference: Any, fetched: Any) -> None:
 
 def _verify_oci(artifact: str, attestations: list[Path] | None, policy: Path | None,
                 as_json: bool, quiet: bool, trusted_root: Path | None, layout: Path | None,
-                vsa: Path | None, signing: tuple[Any, ...], remote: tuple[Any, ...]) -> None:
+                vsa: Path | None, signing: tuple[Any, ...], remote: tuple[Any, ...],
+                ignore: list[str] | None = None) -> None:
     """verify-model oci://…: fetch the model and its referrers, then verify them exactly as
     local files, with any --attestations added."""
     plain_http, username, password_stdin, cache = remote
@@ -1159,7 +1174,8 @@ def _verify_oci(artifact: str, attestations: list[Path] | None, policy: Path | N
                                 progress=fetching.advance, on_total=fetching.expect) as fetched:
                 fetching.close()
                 dirs = [fetched.bundles_dir, *(attestations or [])]
-                report = verify_artifact(fetched.model, loaded, dirs, hasher=hasher)
+                report = verify_artifact(fetched.model, loaded, dirs, hasher=hasher,
+                                         ignore=ignore or ())
                 report.notes[:0] = fetched.notes
                 labels = fetched.labels()
                 if vsa is not None:
@@ -1213,6 +1229,7 @@ def verify_model(
     username: UsernameOpt = None,
     password_stdin: PasswordStdinFlag = False,
     cache: CacheOpt = None,
+    ignore: IgnoreOpt = None,
     as_json: JsonFlag = False,
     quiet: QuietFlag = False,
 ) -> None:
@@ -1226,6 +1243,10 @@ def verify_model(
     With an in-toto layout: verify-model build/model --layout root.layout
     --layout-key keys/owner.pub --attestations attestations
 
+    A downloaded model directory, without what the download added: verify-model
+    ./tiny-gpt --policy model-policy.yaml --ignore '.cache/huggingface/**'
+    --ignore .gitattributes
+
     A signed summary for a deployment system: verify-model build/model/model.safetensors
     --policy model-policy.yaml --vsa model.vsa.intoto.json --key keys/verifier.key
 
@@ -1238,13 +1259,13 @@ def verify_model(
 
     if is_oci(artifact):
         _verify_oci(artifact, attestations, policy, as_json, quiet, trusted_root, layout,
-                    vsa, signing, (plain_http, username, password_stdin, cache))
+                    vsa, signing, (plain_http, username, password_stdin, cache), ignore)
         return
     if plain_http or username or password_stdin or cache:
         _fail(_input_error("--plain-http, --username, --password-stdin and --cache are for an "
                            "oci:// artifact."), as_json)
     _verify(Path(artifact), attestations, policy, as_json, quiet, trusted_root, layout,
-            layout_key, vsa, signing)
+            layout_key, vsa, signing, ignore)
 
 
 # `model-verifier verify` and `verify-model` are one command with one set of options.

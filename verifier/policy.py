@@ -69,6 +69,30 @@ def _glob(name: str, pattern: str) -> bool:
     return _glob_regex(pattern).fullmatch(name) is not None
 
 
+def ignore_pattern_for(name: str, patterns: tuple[str, ...]) -> str | None:
+    """The first ignore pattern that leaves the file `name` (relative to a directory artifact)
+    out: one matching its path or the path of a directory holding it, so `.git` leaves out all
+    of `.git/` and `.cache/huggingface/**` everything below that folder."""
+    if not patterns:
+        return None
+    candidates = [name, *_parents(name)]
+    return next((p for p in patterns if any(_glob(c, p) for c in candidates)), None)
+
+
+def _parents(name: str) -> list[str]:
+    parts = name.split("/")
+    return ["/".join(parts[:depth]) for depth in range(1, len(parts))]
+
+
+def check_ignore_pattern(pattern: str) -> str | None:
+    """Why an ignore pattern is unusable, or None: it is matched against paths relative to the
+    directory artifact, so it can neither be absolute nor climb out of it."""
+    if not pattern or pattern.startswith("/") or ".." in pattern.split("/") or "\\" in pattern:
+        return (f"ignore pattern {pattern!r} must be a relative path pattern inside the "
+                "directory (no leading '/', no '..', no backslash)")
+    return None
+
+
 @functools.lru_cache(maxsize=256)
 def _glob_regex(pattern: str) -> re.Pattern[str]:
     regex, index = "", 0
@@ -121,6 +145,8 @@ class Policy:
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     # Digests that may establish a match; blake3 only where the policy opts in (docs/digests.md).
     accept_digests: tuple[str, ...] = ("sha256",)
+    # Glob patterns of files left out when a directory artifact is hashed for verification.
+    ignore: tuple[str, ...] = ()
 
     def step(self, name: str) -> StepRule | None:
         return next((s for s in self.steps if s.name == name), None)
@@ -223,6 +249,9 @@ def load_policy(path: Path) -> Policy:
         for s in data["steps"]
     )
     _check_references(path, signers, steps, data.get("rebuild"))
+    for pattern in data.get("ignore", []):
+        if (why := check_ignore_pattern(pattern)) is not None:
+            raise InputError(f"{path}: ignore: {why}.")
     expires = dt.date.fromisoformat(data["expires"]) if "expires" in data else None
     return Policy(
         path=path,
@@ -235,6 +264,7 @@ def load_policy(path: Path) -> Policy:
         trusted_root=base / data["trusted_root"] if "trusted_root" in data else None,
         raw=data,
         accept_digests=tuple(data.get("digests", {}).get("accept", ["sha256"])),
+        ignore=tuple(data.get("ignore", [])),
     )
 
 

@@ -11,7 +11,7 @@ reproduced by enough independent rebuilders. Every problem is collected; none st
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from verifier.digest import Hasher, PathDigest
 from verifier.envelope import Bundle, read_bundles
 from verifier.errors import InputError
 from verifier.judgement import Evaluation, Problem, evaluate, match_source
-from verifier.policy import Policy
+from verifier.policy import Policy, check_ignore_pattern, ignore_pattern_for
 from verifier.quorum import StepQuorum
 from verifier.trust import TrustedSigners
 
@@ -40,6 +40,8 @@ class Report:
     oms: list[dict[str, Any]] = field(default_factory=list)  # OMS model.sig evidence
     # The attestation files the verdict rests on: the chain's steps and the rebuilds counted.
     evidence: list[str] = field(default_factory=list)
+    # Files of a directory artifact left out of its digest: {file, pattern, by}.
+    ignored: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -57,6 +59,7 @@ class Report:
             "problems": [p.to_dict() for p in self.problems],
             "notes": self.notes,
             "oms": self.oms,
+            "ignored": self.ignored,
         }
 
 
@@ -90,7 +93,7 @@ def load_bundles(directories: Iterable[Path], notes: list[str]) -> list[Bundle]:
 
 
 def _artifact_mismatch(artifact: Path, digest: PathDigest, chain: Evaluation,
-                       final_names: list[str]) -> str:
+                       final_names: list[str], ignored: tuple[str, ...] = ()) -> str:
     """Explain, file by file, how the artifact differs from what the final step attested."""
     finals = [s for s in chain.steps if s.trusted and s.record.step in final_names]
     for signed in finals:
@@ -98,21 +101,34 @@ def _artifact_mismatch(artifact: Path, digest: PathDigest, chain: Evaluation,
         if not digest.is_dir:
             for name, recorded in subjects.items():
                 if Path(name).name == artifact.name and "sha256" in recorded:
+                    holder = _holding_directory(subjects, name)
+                    whole = (f"; {name} is one file of the directory {holder} that the step "
+                             "attested as a whole, so verify that directory, the artifact"
+                             if holder else "")
                     return (
                         f"{artifact}: no longer matches: step {signed.record.step!r} "
                         f"({signed.record.source}) attested {name} with sha256 "
-                        f"{recorded['sha256'][:16]}…, the file has {digest.sha256[:16]}…."
+                        f"{recorded['sha256'][:16]}…, the file has {digest.sha256[:16]}…"
+                        f"{whole}."
                     )
         else:
             best = _closest_directory(subjects, digest.files)
             if best is not None:
                 name, expected = best
+                left_out = sorted(set(expected) & set(digest.ignored))
                 changed = sorted(n for n in set(expected) | set(digest.files)
-                                 if expected.get(n) != digest.files.get(n))
+                                 if expected.get(n) != digest.files.get(n)
+                                 and n not in left_out)
+                because = (
+                    f"; the attested directory holds {', '.join(left_out[:10])}, which "
+                    f"the ignore pattern{'s' if len(left_out) > 1 else ''} "
+                    f"({', '.join(ignored)}) leave{'' if len(left_out) > 1 else 's'} out of "
+                    "the digest" if left_out else "")
+                differ = (f"{', '.join(changed[:10])} differ{'s' if len(changed) == 1 else ''}"
+                          if changed else "no file differs")
                 return (
                     f"{artifact}: no longer matches what step {signed.record.step!r} "
-                    f"({signed.record.source}) attested for {name}: "
-                    f"{', '.join(changed[:10])} differ{'s' if len(changed) == 1 else ''}."
+                    f"({signed.record.source}) attested for {name}: {differ}{because}."
                 )
     unverified = chain.unverified_producers({digest.algorithm: digest.value})
     if unverified:
@@ -124,6 +140,31 @@ def _artifact_mismatch(artifact: Path, digest: PathDigest, chain: Evaluation,
         f"{artifact}: its {digest.algorithm} {digest.value[:16]}… is no subject of any "
         f"attestation of the final step ({', '.join(final_names)}) signed as the policy requires."
     )
+
+
+def _holding_directory(subjects: dict[str, dict[str, str]], name: str) -> str | None:
+    """The attested directory subject holding the file subject `name`, if any (outermost)."""
+    directories = sorted(n for n, d in subjects.items() if "dirHash" in d)
+    return next((d for d in directories if name.startswith(f"{d}/")), None)
+
+
+def _shard_note(artifact: Path, digest: PathDigest, finals: list[Any]) -> str | None:
+    """A file that passed as one file of an attested directory: say that the directory is the
+    artifact, since a sharded model is its shards, index and config together."""
+    if digest.is_dir:
+        return None
+    for final in finals:
+        subjects = final.record.statement.subject_digests()
+        for name, recorded in sorted(subjects.items()):
+            if digest.value not in recorded.values():
+                continue
+            holder = _holding_directory(subjects, name)
+            if holder is not None:
+                return (f"{artifact} is {name}, one file of the directory {holder} that step "
+                        f"{final.record.step!r} attested as a whole; this checked that file "
+                        f"alone: verify {holder} to check the model (every shard, the index, "
+                        "the config).")
+    return None
 
 
 def _closest_directory(subjects: dict[str, dict[str, str]], files: dict[str, str]
@@ -142,6 +183,31 @@ def _closest_directory(subjects: dict[str, dict[str, str]], files: dict[str, str
     return None if best is None else (best[1], best[2])
 
 
+def ignore_rule(patterns: tuple[str, ...]) -> Callable[[str], bool] | None:
+    """What `Hasher.digest_paths` leaves out of a directory artifact, or None to keep all."""
+    if not patterns:
+        return None
+    return lambda name: ignore_pattern_for(name, patterns) is not None
+
+
+def ignore_patterns(policy: Policy, extra: Iterable[str] = ()) -> tuple[str, ...]:
+    """The policy's ignore patterns, then those given for this run (--ignore), each once."""
+    for pattern in extra:
+        if (why := check_ignore_pattern(pattern)) is not None:
+            raise InputError(f"--ignore: {why}.")
+    return tuple(dict.fromkeys((*policy.ignore, *extra)))
+
+
+def _ignored_files(digest: PathDigest, policy: Policy, patterns: tuple[str, ...]
+                   ) -> list[dict[str, str]]:
+    listed = []
+    for name in digest.ignored:
+        pattern = ignore_pattern_for(name, patterns) or ""
+        by = "policy" if pattern in policy.ignore else "--ignore"
+        listed.append({"file": name, "pattern": pattern, "by": by})
+    return listed
+
+
 def artifact_algorithms(policy: Policy, artifact: Path) -> tuple[str, ...]:
     """What the artifact is hashed with first. A policy accepting blake3 lets a large file be
     checked by its parallel BLAKE3 digest alone (sha256 follows only if no attestation carries
@@ -158,13 +224,20 @@ def verify_artifact(
     keyless_check: Any = None,
     today: dt.date | None = None,
     hasher: Hasher | None = None,
+    ignore: Iterable[str] = (),
 ) -> Report:
-    """Verify one artifact (file or directory) against the policy and the attestations."""
+    """Verify one artifact (file or directory) against the policy and the attestations.
+
+    A directory is hashed without the files the policy's `ignore` patterns and `ignore` (the
+    command line's) match; the report lists each one left out."""
     if not artifact.exists():
         raise InputError(f"{artifact}: no such file or directory to verify.")
     hasher = hasher or Hasher()
-    digest = hasher.digest_paths([artifact], artifact_algorithms(policy, artifact))[0]
+    patterns = ignore_patterns(policy, ignore)
+    rule = ignore_rule(patterns)
+    digest = hasher.digest_paths([artifact], artifact_algorithms(policy, artifact), rule)[0]
     report = Report(str(artifact), {digest.algorithm: digest.value}, str(policy.path))
+    report.ignored = _ignored_files(digest, policy, patterns)
     if keyless_check is None:
         from verifier.keyless import check_keyless as keyless_check
     signers = TrustedSigners(policy, keyless_check)
@@ -176,7 +249,7 @@ def verify_artifact(
     report.notes.extend(evaluation.notes)
     verdict = evaluation.artifact({digest.algorithm: digest.value}, str(artifact))
     if not verdict.finals and digest.algorithm == "blake3":
-        digest = hasher.digest_paths([artifact], ("sha256",))[0]
+        digest = hasher.digest_paths([artifact], ("sha256",), rule)[0]
         report.digest = {digest.algorithm: digest.value}
         verdict = evaluation.artifact({digest.algorithm: digest.value}, str(artifact))
     if not verdict.finals:
@@ -184,7 +257,7 @@ def verify_artifact(
             report.problems.append(evaluation.expired)
         final_names = [s.name for s in policy.final_steps()]
         report.problems.append(Problem(str(artifact), _artifact_mismatch(
-            artifact, digest, evaluation, final_names), "artifact-mismatch"))
+            artifact, digest, evaluation, final_names, patterns), "artifact-mismatch"))
         return report
 
     names = [s.name for s in policy.steps]
@@ -206,6 +279,9 @@ def verify_artifact(
         report.evidence.extend(c["attestation"] for c in quorum.counted)
         report.evidence.extend(d["attestation"] for d in quorum.dissent)
     report.problems.extend(verdict.problems)
+    shard = _shard_note(artifact, digest, verdict.finals)
+    if shard is not None:
+        report.notes.append(shard)
     unpinned = sorted({s["name"] for s in report.sources if not s["pinned"]})
     if unpinned:
         report.notes.append(f"unpinned sources (allowed by the policy): {', '.join(unpinned)}.")
