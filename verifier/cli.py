@@ -371,6 +371,10 @@ def _print_report(report: Any) -> None:
                   f"({probe['attestation']})")
             for file in probe["files"]:
                 print(f"      {_file_outcome(file)}")
+        for informational in getattr(quorum, "informational", []):
+            for file in informational["files"]:
+                print(f"    informational from {informational['rebuilder']}: "
+                      f"{_file_outcome(file)} (not judged)")
         for ignored in quorum.ignored:
             print(f"    counted for nothing: {ignored}")
     for evidence in getattr(report, "oms", []):

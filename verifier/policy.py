@@ -123,12 +123,54 @@ class Tolerance:
     atol: float
 
 
+PRODUCT_RULES = ("exact", "tensors", "json", "informational")
+
+
+@dataclass(frozen=True)
+class ProductRule:
+    """How a rebuilt product matching `pattern` is judged: bit for bit (exact), tensor by tensor
+    within a tolerance (tensors), as JSON with numbers within a tolerance (json), or compared
+    and reported only (informational: never a match nor dissent)."""
+
+    pattern: str
+    kind: str  # one of PRODUCT_RULES
+    tolerance: Tolerance | None = None
+
+
+@dataclass(frozen=True)
+class StepMatch:
+    """A step's match rule: `default` for products no pattern names (None: exact; a tolerance:
+    tensor files within it), and per-product rules by glob."""
+
+    default: Tolerance | None = None
+    products: tuple[ProductRule, ...] = ()
+    where: str = "rebuild.match"  # the policy field, for messages
+
+    @property
+    def all_exact(self) -> bool:
+        return self.default is None and all(r.kind == "exact" for r in self.products)
+
+    def rule_for(self, name: str) -> ProductRule:
+        """The rule for one product; InputError when patterns with different rules match it."""
+        found = [r for r in self.products if _glob(name, r.pattern)]
+        if len({(r.kind, r.tolerance) for r in found}) > 1:
+            raise InputError(
+                f"{self.where}: product {name} matches the patterns "
+                f"{' and '.join(repr(r.pattern) for r in found)} with different rules; "
+                "the policy must say one rule per product.")
+        if found:
+            return found[0]
+        if self.default is None:
+            return ProductRule("**", "exact")
+        return ProductRule("**", "tensors", self.default)
+
+
 @dataclass(frozen=True)
 class RebuildRule:
     quorum: int
     rebuilders: tuple[str, ...]
     steps: tuple[str, ...]
-    match: dict[str, Tolerance | None]  # per step; None = exact
+    match: dict[str, StepMatch]  # per step
     max_dissent: int | None = None
 
 
@@ -260,7 +302,7 @@ def load_policy(path: Path) -> Policy:
         signers=signers,
         sources=tuple(_source_rule(s) for s in data.get("sources", [])),
         steps=steps,
-        rebuild=_rebuild_rule(data.get("rebuild"), steps),
+        rebuild=_rebuild_rule(path, data.get("rebuild")),
         trusted_root=base / data["trusted_root"] if "trusted_root" in data else None,
         raw=data,
         accept_digests=tuple(data.get("digests", {}).get("accept", ["sha256"])),
@@ -273,6 +315,14 @@ def _source_rule(data: dict[str, Any]) -> SourceRule:
     return SourceRule(**fields, dir_hash=data.get("dirHash"))
 
 
+def did_you_mean(name: str, known: Any) -> str:
+    """' (did you mean 'x'?)' for the closest known name, or ''."""
+    import difflib
+
+    close = difflib.get_close_matches(name, [str(k) for k in known], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def _check_references(path: Path, signers: dict[str, SignerSpec], steps: tuple[StepRule, ...],
                       rebuild: dict[str, Any] | None) -> None:
     names = [s.name for s in steps]
@@ -281,37 +331,83 @@ def _check_references(path: Path, signers: dict[str, SignerSpec], steps: tuple[S
     for step in steps:
         for signer in step.signed_by:
             if signer not in signers:
-                raise InputError(f"{path}: step {step.name!r} names an unknown signer {signer!r}.")
+                raise InputError(f"{path}: step {step.name!r} names an unknown signer {signer!r}"
+                                 f"{did_you_mean(signer, signers)}.")
         for earlier in step.after:
             if earlier not in names:
                 raise InputError(f"{path}: step {step.name!r} comes after an unknown step "
-                                 f"{earlier!r}.")
+                                 f"{earlier!r}{did_you_mean(earlier, names)}.")
     if rebuild:
         for rebuilder in rebuild["rebuilders"]:
             if rebuilder not in signers:
                 raise InputError(f"{path}: rebuild.rebuilders names an unknown signer "
-                                 f"{rebuilder!r}.")
+                                 f"{rebuilder!r}{did_you_mean(rebuilder, signers)}.")
         for step_name in rebuild["steps"]:
             if step_name not in names:
-                raise InputError(f"{path}: rebuild.steps names an unknown step {step_name!r}.")
+                raise InputError(f"{path}: rebuild.steps names an unknown step {step_name!r}"
+                                 f"{did_you_mean(step_name, names)}.")
+        match = rebuild.get("match")
+        if isinstance(match, dict) and "rtol" not in match:
+            for step_name in match:
+                if step_name not in rebuild["steps"]:
+                    raise InputError(
+                        f"{path}: rebuild.match.{step_name}: names no step of rebuild.steps"
+                        f"{did_you_mean(step_name, rebuild['steps'])}; a rule for a step that "
+                        "is not rebuilt would be no rule.")
 
 
-def _rebuild_rule(data: dict[str, Any] | None, steps: tuple[StepRule, ...]) -> RebuildRule | None:
+def _tolerance_of(data: dict[str, Any]) -> Tolerance:
+    return Tolerance(float(data["rtol"]), float(data["atol"]))
+
+
+def _whole_step(value: Any) -> Tolerance | None:
+    return None if value == "exact" else _tolerance_of(value)
+
+
+def _product_rule(pattern: str, value: Any) -> ProductRule:
+    if value in ("exact", "informational"):
+        return ProductRule(pattern, value)
+    if "json" in value:
+        return ProductRule(pattern, "json", _tolerance_of(value["json"]))
+    return ProductRule(pattern, "tensors", _tolerance_of(value.get("tensors", value)))
+
+
+def _step_match(path: Path, step: str, value: Any) -> StepMatch:
+    where = f"{path}: rebuild.match.{step}"
+    if not isinstance(value, dict) or "products" not in value:
+        return StepMatch(_whole_step(value), where=where)
+    rules = tuple(_product_rule(p, v) for p, v in value["products"].items())
+    for rule in rules:
+        if (why := check_ignore_pattern(rule.pattern)) is not None:
+            raise InputError(f"{where}.products: {why.replace('ignore pattern', 'pattern')}.")
+    # Two patterns where one names a file the other matches, with different rules: ambiguous
+    # whatever the step produces (other overlaps are refused when a product meets them).
+    for first in rules:
+        for second in rules:
+            if (first is not second and not _has_wildcard(first.pattern)
+                    and _glob(first.pattern, second.pattern)
+                    and (first.kind, first.tolerance) != (second.kind, second.tolerance)):
+                raise InputError(f"{where}.products: {first.pattern} matches both "
+                                 f"{first.pattern!r} and {second.pattern!r}, with different "
+                                 "rules; give each product one rule.")
+    return StepMatch(_whole_step(value.get("default", "exact")), rules, where)
+
+
+def _has_wildcard(pattern: str) -> bool:
+    return any(c in pattern for c in "*?")
+
+
+def _rebuild_rule(path: Path, data: dict[str, Any] | None) -> RebuildRule | None:
     if not data:
         return None
     match = data.get("match", "exact")
-    per_step: dict[str, Tolerance | None] = {}
+    per_step: dict[str, StepMatch] = {}
+    whole = match == "exact" or (isinstance(match, dict) and "rtol" in match)
     for step in data["steps"]:
-        if match == "exact":
-            per_step[step] = None
-        elif "rtol" in match and "atol" in match:
-            per_step[step] = Tolerance(float(match["rtol"]), float(match["atol"]))
+        if whole:
+            per_step[step] = StepMatch(_whole_step(match), where=f"{path}: rebuild.match")
         else:
-            chosen = match.get(step, "exact")
-            per_step[step] = (
-                None if chosen == "exact" else Tolerance(float(chosen["rtol"]),
-                                                         float(chosen["atol"]))
-            )
+            per_step[step] = _step_match(path, step, match.get(step, "exact"))
     return RebuildRule(
         quorum=int(data["quorum"]),
         rebuilders=tuple(data["rebuilders"]),
