@@ -262,9 +262,10 @@ def _validate(data: Any, path: Path) -> None:
         _schema(), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
     errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
+        from verifier.policy_check import explain_schema_error
+
         error = jsonschema.exceptions.best_match(errors)
-        where = ".".join(str(p) for p in error.absolute_path) or "the top level"
-        raise InputError(f"{path}: {where}: {error.message}.")
+        raise InputError(f"{path}: {explain_schema_error(error)}.")
 
 
 def load_policy(path: Path) -> Policy:
