@@ -151,6 +151,10 @@ def test_json_beyond_the_tolerance_or_a_changed_string_is_dissent(chain: Path,
     loose = {"train": {"products": {**RULES["products"], "*.safetensors": {"rtol": 1, "atol": 1},
                                     "metrics.json": {"json": {"rtol": 1e-3, "atol": 0}}}}}
     result = verify(chain, policy(chain, tmp_path, loose), "ra", "rc-far")
+    assert result.code == 1
+    # rc sent a rebuild (dissent): `missing` names only rebuilders who sent nothing.
+    assert train_quorum(result)["missing"] == []
+    assert "missing: no other rebuilder" in json.loads(result.stdout)["problems"][0]["message"]
     [dissent] = train_quorum(result)["dissent"]
     [metrics] = [f for f in dissent["files"] if f["name"] == "metrics.json"]
     assert metrics["json"]["first_number_difference"] == "/loss/0"

@@ -569,7 +569,9 @@ def _print_outcome(outcome: Any) -> None:
             detail = (f"; {len(tensors)} tensor(s) differ, worst {tensors[0]['name']} "
                       f"(max abs diff {tensors[0].get('max_abs_diff')})" if tensors else "")
             print(f"  {result['name']}: {result['verdict']}{detail}")
-    for change in outcome.drift[:10]:
+    from verifier.drift import order_drift
+
+    for change in order_drift(outcome.drift)[:10]:
         print(f"  environment drift: {change['field']}: recorded {change['recorded']!r}, "
               f"now {change['current']!r}")
     if len(outcome.drift) > 10:

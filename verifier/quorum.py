@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from verifier.drift import order_drift
 from verifier.errors import InputError
 from verifier.statement import Statement, StepRecord
 
@@ -316,7 +317,8 @@ def judge_rebuilds(
         if mismatches:
             dissenting.update(eligible)
             outcome.dissent.append({"rebuilder": who, "attestation": claim.source,
-                                    "files": mismatches, "drift": list(claim.drift[:8])})
+                                    "files": mismatches,
+                                    "drift": order_drift(claim.drift)[:8]})
         else:
             eligible_by_claim.append((claim, eligible))
     for claim, identity in _assign(eligible_by_claim):

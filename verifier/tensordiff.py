@@ -157,8 +157,9 @@ class DirDiff:
     path_a: str
     path_b: str
     verdict: Verdict
-    added: list[str]  # only in b
-    removed: list[str]  # only in a
+    # A is the side being checked (the rebuilt or new one), B the reference:
+    added: list[str]  # only in a: extra, the reference has no such file
+    removed: list[str]  # only in b: missing from a
     changed: list[FileDiff]  # common files that are not byte-identical
     unchanged: int
 
@@ -908,8 +909,8 @@ def diff_paths(
             unchanged += 1
         else:
             changed.append(fd)
-    added = sorted(files_b.keys() - files_a.keys())
-    removed = sorted(files_a.keys() - files_b.keys())
+    added = sorted(files_a.keys() - files_b.keys())
+    removed = sorted(files_b.keys() - files_a.keys())
     verdict = max(
         (d.verdict for d in changed), key=_SEVERITY.__getitem__, default=Verdict.IDENTICAL
     )
@@ -1005,10 +1006,12 @@ def render_text(diff: FileDiff | DirDiff, *, limit: int = 20) -> str:
         return "\n".join(_render_file(diff, limit)) + "\n"
     lines = [
         f"{diff.verdict.value}: {diff.path_a} vs {diff.path_b} ({len(diff.added)} added, "
-        f"{len(diff.removed)} removed, {len(diff.changed)} changed, {diff.unchanged} unchanged)"
+        f"{len(diff.removed)} missing, {len(diff.changed)} changed, {diff.unchanged} unchanged)"
     ]
-    lines += [f"{Verdict.MISSING.value}: {p} (only in {diff.path_b})" for p in diff.added]
-    lines += [f"{Verdict.MISSING.value}: {p} (only in {diff.path_a})" for p in diff.removed]
+    lines += [f"ADDED: {p} (only in {diff.path_a}; the reference {diff.path_b} has no such "
+              "file)" for p in diff.added]
+    lines += [f"{Verdict.MISSING.value}: {p} (only in the reference {diff.path_b}; missing from "
+              f"{diff.path_a})" for p in diff.removed]
     for fd in diff.changed:
         lines += [""] + ["  " + line for line in _render_file(fd, limit)]
     return "\n".join(lines) + "\n"

@@ -160,7 +160,8 @@ def _shard_note(artifact: Path, digest: PathDigest, finals: list[Any]) -> str | 
                 continue
             holder = _holding_directory(subjects, name)
             if holder is not None:
-                return (f"{artifact} is {name}, one file of the directory {holder} that step "
+                which = "" if str(artifact) == name else f" ({name})"
+                return (f"{artifact} is one file{which} of the directory {holder} that step "
                         f"{final.record.step!r} attested as a whole; this checked that file "
                         f"alone: verify {holder} to check the model (every shard, the index, "
                         "the config).")
