@@ -119,6 +119,14 @@ def test_the_rebuilder_signs_a_structural_json_diff(chain: Path) -> None:
     assert summary["numbers"] == 3 and summary["numbers_differing"] == 2
     assert summary["first_number_difference"] == "/loss/0"
     assert 5e-7 < summary["max_rel_diff"] < 2e-6
+    # The documented format: the statement validates against the published schema.
+    import jsonschema
+
+    schema = json.loads((Path(__file__).resolve().parents[1] / "attestations" /
+                         "rebuild-statement.schema.json").read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator(schema).validate(statement)
+    metrics["diff"]["json"]["surprise"] = 1
+    assert not jsonschema.Draft202012Validator(schema).is_valid(statement)
 
 
 def test_per_product_rules_accept_tensors_and_json_within_tolerance(chain: Path,

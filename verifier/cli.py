@@ -864,7 +864,11 @@ def diff_command(
     limit: Annotated[int, typer.Option(help="Rows of the tensor table.")] = 20,
     as_json: JsonFlag = False,
 ) -> None:
-    """Explain how two files or directories differ, tensor by tensor for safetensors.
+    """Explain how two files or directories differ, tensor by tensor for safetensors,
+    structurally for JSON (numbers by value, the first differing path).
+
+    A is the side being checked (a rebuilt or downloaded copy), B the reference: in two
+    directories a file only in A is ADDED, a file only in B is MISSING (from A).
 
     Exit 0 when IDENTICAL or CANONICALLY-IDENTICAL (or WITHIN-TOLERANCE with a tolerance given),
     1 otherwise.

@@ -116,19 +116,27 @@ def _artifact_mismatch(artifact: Path, digest: PathDigest, chain: Evaluation,
             if best is not None:
                 name, expected = best
                 left_out = sorted(set(expected) & set(digest.ignored))
-                changed = sorted(n for n in set(expected) | set(digest.files)
-                                 if expected.get(n) != digest.files.get(n)
-                                 and n not in left_out)
-                because = (
-                    f"; the attested directory holds {', '.join(left_out[:10])}, which "
-                    f"the ignore pattern{'s' if len(left_out) > 1 else ''} "
-                    f"({', '.join(ignored)}) leave{'' if len(left_out) > 1 else 's'} out of "
-                    "the digest" if left_out else "")
-                differ = (f"{', '.join(changed[:10])} differ{'s' if len(changed) == 1 else ''}"
-                          if changed else "no file differs")
+                changed = sorted(n for n in set(expected) & set(digest.files)
+                                 if expected[n] != digest.files[n])
+                extra = sorted(set(digest.files) - set(expected))
+                missing = sorted(set(expected) - set(digest.files) - set(left_out))
+                parts = [
+                    f"{', '.join(changed[:10])} differ{'s' if len(changed) == 1 else ''}"
+                    if changed else "",
+                    f"{', '.join(extra[:10])} {'is' if len(extra) == 1 else 'are'} not in it "
+                    "(files a download adds can be left out with the policy's ignore list or "
+                    "--ignore)" if extra else "",
+                    f"{', '.join(missing[:10])} {'is' if len(missing) == 1 else 'are'} missing"
+                    if missing else "",
+                    f"it holds {', '.join(left_out[:10])}, which the ignore pattern"
+                    f"{'s' if len(ignored) > 1 else ''} ({', '.join(ignored)}) "
+                    f"leave{'' if len(ignored) > 1 else 's'} out of the digest"
+                    if left_out else "",
+                ]
                 return (
                     f"{artifact}: no longer matches what step {signed.record.step!r} "
-                    f"({signed.record.source}) attested for {name}: {differ}{because}."
+                    f"({signed.record.source}) attested for {name}: "
+                    f"{'; '.join(p for p in parts if p) or 'no file differs'}."
                 )
     unverified = chain.unverified_producers({digest.algorithm: digest.value})
     if unverified:
