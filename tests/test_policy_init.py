@@ -218,3 +218,21 @@ def test_loading_a_policy_suggests_the_field_too(tmp_path: Path) -> None:
     path = tmp_path / "policy.yaml"
     path.write_text(VALID.replace("signers:", "sigers:"), encoding="utf-8")
     assert_error(run(["verify", "x", "--policy", path]), 2, "did you mean 'signers'?")
+
+
+@pytest.mark.parametrize(("match", "expected"), [
+    ("{train: {products: {'*.json': {jsn: {rtol: 1, atol: 0}}}}}",
+     "rebuild.match.train.products.*.json.jsn: unknown field 'jsn' (did you mean 'json'?)"),
+    ("{train: {product: {'*.json': informational}}}",
+     "rebuild.match.train.product: unknown field 'product' (did you mean 'products'?)"),
+    ("exactly", "rebuild.match: 'exactly' fits none of the forms this field takes (did you "
+     "mean 'exact'?)"),
+])
+def test_check_finds_a_typo_inside_a_rule_with_several_forms(tmp_path: Path, match: str,
+                                                              expected: str) -> None:
+    make_keys(tmp_path, "builder")
+    result = check(tmp_path, VALID.replace("match: {train: exact}", f"match: {match}"),
+                   "--json")
+    assert result.code == 1
+    [error] = json.loads(result.stdout)["errors"]
+    assert error.startswith(expected), error

@@ -36,13 +36,46 @@ def _explain(error: Any) -> list[str]:
                     for k in unknown]
         return [f"{where}: {error.message}"]
     if error.validator in ("oneOf", "anyOf") and error.context:
-        # The alternative the value came closest to: the one whose errors lie deepest.
+        # A misspelt field inside one of the forms says most; else the alternative the value
+        # came closest to (the one whose errors lie deepest).
+        typo = _misspelt_field(error)
+        if typo is not None:
+            return _explain(typo)
         best = jsonschema.exceptions.best_match(error.context)
-        if best is not None and best.validator not in ("const", "type", "required", "not"):
+        if best is not None and best.validator not in ("const", "type", "required", "not",
+                                                       "oneOf", "anyOf"):
             return _explain(best)
+        if best is not None and best.validator in ("oneOf", "anyOf") and best.context:
+            return _explain(best)
+        consts = [str(e.schema["const"]) for e in _descendants(error)
+                  if e.validator == "const" and isinstance(e.schema.get("const"), str)]
+        close = did_you_mean(error.instance, consts) if isinstance(error.instance, str) else ""
         return [f"{where}: {_short(error.instance)} fits none of the forms this field takes"
-                f"{_forms(where)}"]
+                f"{close}{_forms(where)}"]
     return [f"{where}: {error.message}"]
+
+
+def _descendants(error: Any) -> list[Any]:
+    found, pending = [], list(error.context or ())
+    while pending:
+        sub = pending.pop()
+        found.append(sub)
+        pending.extend(sub.context or ())
+    return found
+
+
+def _misspelt_field(error: Any) -> Any:
+    """The deepest 'unknown field' error under a oneOf whose name is close to an allowed one."""
+    found, pending = [], list(error.context)
+    while pending:
+        sub = pending.pop()
+        pending.extend(sub.context or ())
+        if sub.validator == "additionalProperties" and isinstance(sub.instance, dict):
+            allowed = list(sub.schema.get("properties", {}))
+            if allowed and any(did_you_mean(k, allowed) for k in sub.instance
+                               if k not in allowed):
+                found.append(sub)
+    return max(found, key=lambda e: len(e.absolute_path), default=None)
 
 
 def explain_schema_error(error: Any) -> str:
@@ -120,6 +153,9 @@ def check_policy(path: Path) -> list[str]:
     found: list[str] = []
     for error in errors:
         found.extend(m for m in _explain(error) if m not in found)
+    # A field explained by an unknown name inside it needs no second, vaguer sentence.
+    found = [m for m in found if not (" fits none of the forms" in m and any(
+        other.startswith(m.split(": ", 1)[0] + ".") for other in found))]
     if not isinstance(data, dict):
         return found
     found.extend(m for m in _name_errors(data) if m not in found)
