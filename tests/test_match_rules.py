@@ -292,3 +292,22 @@ def test_json_files_are_diffed_structurally_and_anything_else_by_bytes(tmp_path:
     for text in ('{"a": NaN}', '{"a": 1, "a": 2}', "42", "not json"):
         (tmp_path / "d.json").write_text(text)
         assert diff_files(tmp_path / "d.json", tmp_path / "b.json").kind == "bytes", text
+
+
+def test_deep_or_hostile_json_never_crashes_the_diff(tmp_path: Path) -> None:
+    deep = "[" * 100_000 + "]" * 100_000  # beyond the parser: compared as bytes
+    nested = "[" * 900 + "1" + "]" * 900  # within it: compared iteratively
+    (tmp_path / "a").write_text(deep)
+    (tmp_path / "b").write_text(deep.replace("[]", "[0]", 1))
+    assert diff_files(tmp_path / "a", tmp_path / "b").kind == "bytes"
+    (tmp_path / "a").write_text(nested)
+    (tmp_path / "b").write_text(nested.replace("1", "2"))
+    diff = diff_files(tmp_path / "a", tmp_path / "b")
+    assert diff.kind == "json" and diff.json is not None
+    assert diff.json.first_number_difference == "/0" * 900
+    assert diff.json.max_abs_diff == 1.0
+    huge = '{"a": 1e400, "b": 10000000000000000000000000000000000000000000000000000000000000}'
+    (tmp_path / "a").write_text(huge)
+    (tmp_path / "b").write_text(huge.replace("1e400", "1").replace('"b": 1', '"b": 2'))
+    result = diff_files(tmp_path / "a", tmp_path / "b")
+    assert result.kind in ("json", "bytes")  # whatever it is, a sentence, never a crash

@@ -8,8 +8,10 @@ verifier can apply a policy's JSON tolerance from signed data alone
 
 Semantics (`b` is the second, reference side, as for tensors):
 * Only a document whose top level is an object or an array is compared as JSON; NaN and
-  Infinity (not JSON), a key given twice in one object, nesting past `MAX_DEPTH` or a file over
-  `MAX_BYTES` make it "not JSON" (the caller falls back to bytes).
+  Infinity (not JSON), a key given twice in one object, nesting too deep for the parser (about
+  a thousand levels) or a file over `MAX_BYTES` make it "not JSON" (the caller falls back to
+  bytes). The comparison itself is iterative, so no depth the parser accepts can exhaust the
+  stack.
 * Objects are compared by key (order does not matter), arrays by position. A key or an item on
   one side only, or two values of different JSON types, is a structural difference.
 * Numbers (integers and floats alike, never booleans) are compared by value:
@@ -27,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any
 
 MAX_BYTES = 64 << 20  # larger files are compared byte by byte
-MAX_DEPTH = 256
 
 
 class _NotJson(Exception):
@@ -78,22 +79,7 @@ def parse_container(data: bytes) -> dict[str, Any] | list[Any] | None:
                            object_pairs_hook=_no_duplicates)
     except (_NotJson, UnicodeDecodeError, ValueError, RecursionError):
         return None
-    if not isinstance(value, dict | list) or _depth(value) > MAX_DEPTH:
-        return None
-    return value
-
-
-def _depth(value: Any) -> int:
-    deepest, pending = 0, [(value, 1)]
-    while pending:
-        node, depth = pending.pop()
-        deepest = max(deepest, depth)
-        if deepest > MAX_DEPTH:
-            return deepest
-        children = node.values() if isinstance(node, dict) else node if isinstance(
-            node, list) else ()
-        pending.extend((child, depth + 1) for child in children)
-    return deepest
+    return value if isinstance(value, dict | list) else None
 
 
 def _pointer(parent: str, key: str | int) -> str:
