@@ -140,8 +140,10 @@ def _build(root: Path) -> Chain:
         "--", sys.executable, "package.py", cwd=root)
     for who in ("rebuilder-a", "rebuilder-b"):
         cli("rebuild", "attestations", "--source", ".", "--key", f"keys/{who}.key",
+            "--trust-key", "keys/builder.pub",
             "--out", f"rebuilds/{who}", cwd=root)
     drifted = cli("rebuild", "attestations/train.intoto.json", "--step", "train",
+                  "--trust-key", "keys/builder.pub",
                   "--materials-from", "build", "--env", "NOISE=0.001", "--key",
                   "keys/rebuilder-c.key", "--out", "rebuilds/rebuilder-c", cwd=root, check=False)
     assert drifted.returncode == 1, drifted.stdout + drifted.stderr

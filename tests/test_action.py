@@ -428,6 +428,10 @@ def test_example_workflow_uses_the_action_as_declared() -> None:
     for fragment in ("model-verifier pull", "model-verifier rebuild", "--sigstore",
                      "--trust-identity", "--trust-issuer", "model-verifier attach"):
         assert fragment in commands, fragment
+    # A rebuild runs nothing unless the build job's workflow identity signed it.
+    assert "--trust-issuer https://token.actions.githubusercontent.com" in commands
+    assert '--trust-identity "$BUILDER"' in commands
+    assert "apt-get install -y -qq bubblewrap strace" in commands
 
     deploy = workflow["jobs"]["deploy"]
     assert set(deploy["needs"]) == {"build", "rebuild"}

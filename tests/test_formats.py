@@ -208,6 +208,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
         steps[algorithm] = Bundle.read(work / out / "make.intoto.json")
     # The rebuilder has the same secrets in its environment: they must not leak either.
     done = cli(["rebuild", work / "attestations-ecdsa-p256" / "make.intoto.json",
+                "--trust-key", keys / "ecdsa-p256.pub",
                 "--source", work, "--workspace", root / "rebuild-workspace",
                 "--key", keys / "rebuilder.key", "--out", root / "rebuilds"],
                root, {**env, **SECRETS})

@@ -453,7 +453,9 @@ def test_rebuild_sigstore_signs_the_rebuild(loopback: LoopbackSigstore,
     result = subprocess.run(
         [sys.executable, "-m", "verifier", "rebuild", str(workdir / "attestations"),
          "--source", str(workdir), "--out", str(tmp_path / "rebuilds"), "--sigstore",
-         "--identity-token", token, "--trust-config", str(loopback.trust_config), "--json"],
+         "--identity-token", token, "--trust-config", str(loopback.trust_config), "--json",
+         "--trust-identity", CI_IDENTITY, "--trust-issuer", GITHUB,
+         "--trusted-root", str(loopback.trusted_root)],
         capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     raw = json.loads((tmp_path / "rebuilds" / "package.rebuild.intoto.json").read_text())

@@ -114,6 +114,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> QuorumChain:
         assert result.code == 0, result.output
     for name, (key, options) in REBUILDS.items():
         result = run(["rebuild", chain.work / "attestations", "--source", chain.work,
+                      "--trust-key", chain.key("builder").public,
                       "--key", chain.key(key).private, "--out", chain.rebuilds(name),
                       *options], cwd=chain.work)
         assert_no_traceback(result)
@@ -124,6 +125,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> QuorumChain:
                 statement["predicate"]["envOverrides"] = {}
                 sign_rebuild(chain, key, statement, path.parent, path.name)
     result = run(["rebuild", chain.work / "attestations-old" / "train.intoto.json",
+                  "--trust-key", chain.key("builder").public,
                   "--step", "train", "--materials-from", chain.work, "--source", chain.work,
                   "--key", chain.key("rb").private, "--out", chain.rebuilds("rb-old")],
                  cwd=chain.work)

@@ -678,10 +678,21 @@ class _Auditor:
                 step.quorum = quorum.to_dict()
 
     def check_environments(self) -> None:
+        from verifier.hermetic import step_findings
+
         for step in self.report.steps:
             for severity, sentence in environment_risks(step.record):
                 self.add(severity, "environment-risk", f"{step.record.source}: step "
                          f"{step.record.step!r} {sentence}", [step.record.source], step.id)
+            if self.evaluation is None:  # no policy: what the step recorded, reported
+                for severity, sentence in step_findings(None, step.record):
+                    self.add(severity, "hermetic", sentence, [step.record.source], step.id)
+        if self.evaluation is not None:
+            node_of = {s.record.statement.payload_sha256: s.id for s in self.report.steps}
+            for judged in self.evaluation.steps:
+                for warning in judged.warnings:
+                    self.add("warning", warning.kind, warning.message, [warning.file],
+                             node_of.get(judged.payload_sha256))
 
     def statuses(self) -> None:
         """Each node takes the colour of its worst finding; unchecked steps stay grey."""

@@ -26,7 +26,8 @@ EPILOG_MAIN = """Examples:
   model-verifier record --step train --material build/data --product build/weights.npz
   --key keys/builder.key --env OMP_NUM_THREADS -- python train.py
 
-  model-verifier rebuild attestations/*.intoto.json --key keys/rebuilder.key --out rebuilds
+  model-verifier rebuild attestations/*.intoto.json --trust-key keys/builder.pub
+  --key keys/rebuilder.key --out rebuilds
 
   verify-model build/model/model.safetensors --policy model-policy.yaml
 """
@@ -67,9 +68,9 @@ def _guard(as_json: bool, action: Callable[[], int | None]) -> None:
         code = action()
     except VerifierError as error:
         _fail(error, as_json)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interruption:
         sys.stderr.write("interrupted; nothing was written.\n")
-        raise typer.Exit(130) from None
+        raise typer.Exit(128 + getattr(interruption, "signal_number", 2)) from None
     raise typer.Exit(code or 0)
 
 
@@ -236,6 +237,26 @@ TrustConfigOpt = Annotated[Path | None, typer.Option(
     "(default: public-good Sigstore).")]
 
 
+SandboxOpt = Annotated[str, typer.Option(
+    "--sandbox", help="auto (bubblewrap when installed and usable, else none with a warning), "
+    "bwrap, or none. Inside bubblewrap: read-only system, no network, private /tmp, no home "
+    "directory; the workspace is the only writable place.")]
+NetworkFlag = Annotated[bool, typer.Option(
+    "--network", help="Let the sandboxed step reach the network (recorded).")]
+DeviceOpt = Annotated[list[str] | None, typer.Option(
+    "--device", help="Pass this device node into the sandbox, e.g. /dev/nvidia0 (repeatable; "
+    "recorded).")]
+
+
+def _sandbox(choice: str, network: bool, devices: list[str] | None) -> Any:
+    from verifier.sandbox import resolve
+
+    sandbox = resolve(choice, network=network, devices=devices or [])
+    if sandbox.warning:
+        sys.stderr.write(f"warning: {sandbox.warning}\n")
+    return sandbox
+
+
 @app.command(context_settings={"allow_interspersed_args": False})
 def record(
     command: Annotated[list[str], typer.Argument(metavar="COMMAND",
@@ -260,6 +281,18 @@ def record(
     identity_token: IdentityTokenOpt = None,
     trust_config: TrustConfigOpt = None,
     digest_algorithm: DigestOpt = "sha256",
+    sandbox: SandboxOpt = "auto",
+    network: NetworkFlag = False,
+    device: DeviceOpt = None,
+    trace: Annotated[bool | None, typer.Option(
+        "--trace/--no-trace", help="Follow the command with strace and list the files it read "
+        "that are not declared materials (default: on where strace is installed).")] = None,
+    strict: Annotated[bool, typer.Option(
+        help="Refuse the step when it read a file that is not a declared material.")] = False,
+    attest_existing: Annotated[bool, typer.Option(
+        help="Attest products that existed before the command ran (made by an earlier, "
+        "unrecorded process); signed as existingProducts. Without it such a product is "
+        "refused.")] = False,
     as_json: JsonFlag = False,
     quiet: QuietFlag = False,
 ) -> None:
@@ -271,11 +304,25 @@ def record(
 
     Keyless, in CI: model-verifier record --step package --sigstore --product build/model
     -- python package.py
+
+    The step runs in the bubblewrap sandbox when it is installed (--sandbox; --network and
+    --device to let the network or a GPU in, both recorded) and is traced with strace when that
+    is installed: files it read that are not declared materials are signed into the
+    attestation as undeclaredInputs, and --strict refuses the step instead. A product that
+    existed before the command and that it did not write is refused. See docs/rebuild.md.
     """
     def action() -> int:
-        from verifier.record import record_step
+        from verifier import trace as tracing
+        from verifier.errors import InputError
+        from verifier.record import record_step, termination_as_interrupt
 
         signer = _signer(key, password, sigstore, identity_token, trust_config)
+        tracer, why_not = tracing.usable() if trace is not False else (None, None)
+        if trace and tracer is None:
+            raise InputError(f"--trace: {why_not}; pass --no-trace to record without it.")
+        if trace is None and tracer is None and tracing.available() is not None:
+            sys.stderr.write(f"warning: {why_not}; the step is recorded untraced.\n")
+        chosen = _sandbox(sandbox, network, device)
         if oms:
             from verifier.oms import refuse_stale_signatures
 
@@ -283,10 +330,14 @@ def record(
         hasher, progress = _hasher_with_progress(quiet, "hashing", _algorithms(digest_algorithm))
         try:
             # With --json the step's own output goes to stderr, so stdout holds the JSON alone.
-            with contextlib.redirect_stdout(sys.stderr if as_json else sys.stdout):
+            with contextlib.redirect_stdout(sys.stderr if as_json else sys.stdout), \
+                    termination_as_interrupt():
                 result = record_step(
                     step=step, argv=command, materials=material or [], products=product or [],
                     signer=signer, out_dir=out, env_names=env or [], force=force, hasher=hasher,
+                    sandbox=chosen, tracer=tracer, strict=strict,
+                    attest_existing=attest_existing,
+                    hidden=[key] if key is not None else [],
                 )
         except StepFailed as failure:
             sys.stderr.write(f"error: {failure}\n")
@@ -303,9 +354,13 @@ def record(
                 for path in product or [] if path.is_dir()
             ]
         subjects = result.statement["subject"]
+        for warning in result.warnings:
+            sys.stderr.write(f"warning: {warning}\n")
         if as_json:
             _emit_json({"attestation": str(result.attestation), "step": step,
                         "signer": result.identity, "subjects": subjects,
+                        "sandbox": chosen.describe(), "warnings": result.warnings,
+                        "undeclared_inputs": result.undeclared_inputs,
                         **({"oms": [s.to_dict() for s in signatures]} if oms else {})})
         else:
             signer_name = (result.identity if result.identity.startswith("sigstore:")
@@ -486,7 +541,8 @@ def rebuild_command(
         help="The rebuilder's private key (PEM file or pkcs11: URI).")] = None,
     password: Annotated[str | None, typer.Option(help="The key's password.")] = None,
     source: Annotated[Path, typer.Option(
-        help="Source tree to copy into each fresh workspace.")] = Path("."),
+        help="The git repository (or tree) the recorded source is taken from: the recorded "
+        "commit, or the tracked files, or the declared materials.")] = Path("."),
     workspace: Annotated[Path | None, typer.Option(
         help="Where workspaces are made (default: a temporary directory).")] = None,
     step: Annotated[str | None, typer.Option(help="Rebuild this step alone.")] = None,
@@ -501,26 +557,52 @@ def rebuild_command(
     force: Annotated[bool, typer.Option(help="Replace existing rebuild attestations.")] = False,
     trust_key: Annotated[list[Path] | None, typer.Option(
         help="Run only steps whose attestation this public key signed (repeatable).")] = None,
+    trust_identity: Annotated[list[str] | None, typer.Option(
+        help="Run only steps signed keylessly by this identity (with --trust-issuer; "
+        "repeatable).")] = None,
+    trust_issuer: Annotated[str | None, typer.Option(
+        help="The OIDC issuer of --trust-identity, e.g. "
+        "https://token.actions.githubusercontent.com.")] = None,
+    trusted_root: Annotated[Path | None, typer.Option(
+        help="Sigstore trusted root JSON for --trust-identity (default: public-good).")] = None,
+    policy: Annotated[Path | None, typer.Option(
+        help="Run only steps signed by the signers this policy names for each step.")] = None,
+    allow_env: Annotated[list[str] | None, typer.Option(
+        help="Let a step set this variable although it changes what runs (PATH, LD_*, "
+        "PYTHONPATH, ...; repeatable).")] = None,
+    sandbox: SandboxOpt = "auto",
+    network: NetworkFlag = False,
+    device: DeviceOpt = None,
     sigstore: SigstoreFlag = False,
     identity_token: IdentityTokenOpt = None,
     trust_config: TrustConfigOpt = None,
     as_json: JsonFlag = False,
     quiet: QuietFlag = False,
 ) -> None:
-    """Re-run recorded steps in fresh workspaces and attest whether they reproduced.
+    """Re-run recorded steps in fresh sandboxed workspaces and attest whether they reproduced.
 
-    A rebuild runs the commands the attestations name. With --trust-key, an attestation not
-    signed by one of those keys is refused before anything runs; without it, the attestations
-    are taken as your own request, as if you had typed their commands yourself.
+    A rebuild runs the commands the attestations name, so it runs nothing unless each one is
+    signed by a signer you trust: --trust-key, --trust-identity with --trust-issuer (keyless),
+    or --policy (the signers it names for each step). It shows the plan (each step's command,
+    working directory and variables) before anything runs. Each workspace is made from the
+    recorded git commit (or the declared materials), never from your working tree.
 
-    Exit 0 when every step reproduced bit for bit, 1 when any differed or could not run.
+    Exit 0 when every step reproduced bit for bit, 1 when any differed or could not run, 2 when
+    nothing ran (untrusted attestation, a refused variable, a sandbox that cannot start).
 
     Example: model-verifier rebuild attestations/ --source . --key keys/rebuilder.key
     --trust-key keys/builder.pub --out rebuilds
+
+    Keyless: model-verifier rebuild attestations --sigstore --trust-issuer
+    https://token.actions.githubusercontent.com --trust-identity
+    https://github.com/OWNER/REPO/.github/workflows/train.yml@refs/heads/main
     """
     def action() -> int:
         from verifier.errors import InputError
-        from verifier.rebuild import RebuildOptions, load_steps, rebuild
+        from verifier.policy import KeylessIdentity, load_policy
+        from verifier.rebuild import RebuildOptions, Trust, load_steps, rebuild
+        from verifier.record import termination_as_interrupt
+        from verifier.signing import load_public_key
 
         overrides = {}
         for item in env or []:
@@ -528,26 +610,36 @@ def rebuild_command(
             if not sep or not name:
                 raise InputError(f"--env {item!r}: expected NAME=VALUE.")
             overrides[name] = value
-        from verifier.signing import load_public_key
-
-        trusted = [load_public_key(path) for path in trust_key or []]
-        records = load_steps(attestations, trusted)
+        if bool(trust_identity) != (trust_issuer is not None):
+            raise InputError("--trust-identity and --trust-issuer go together: the identity "
+                             "alone names no one.")
+        trust = Trust(
+            keys=[load_public_key(path) for path in trust_key or []],
+            identities=[KeylessIdentity(issuer=trust_issuer or "", identity=identity)
+                        for identity in trust_identity or []],
+            policy=load_policy(policy) if policy is not None else None,
+            trusted_root=trusted_root,
+        )
+        records = load_steps(attestations, trust)
         options = RebuildOptions(
             source=source, out_dir=out, workspace_root=workspace,
             signer=_signer(key, password, sigstore, identity_token, trust_config),
             materials_from=materials_from or [], env_overrides=overrides,
             keep_workspace=keep_workspace, force=force,
+            sandbox=_sandbox(sandbox, network, device), allowed_env=frozenset(allow_env or []),
         )
         hasher, progress = _hasher_with_progress(quiet, "hashing")
         try:
-            if as_json:
-                # The steps' own output goes to stderr, so that stdout holds the JSON alone.
-                with contextlib.redirect_stdout(sys.stderr):
-                    outcomes = rebuild(records, options, only_step=step, hasher=hasher)
-                _emit_json([o.to_dict() for o in outcomes])
-            else:
-                outcomes = rebuild(records, options, only_step=step, hasher=hasher,
-                                   on_step=_print_outcome)
+            with termination_as_interrupt():
+                if as_json:
+                    # The steps' own output goes to stderr, so that stdout holds the JSON alone.
+                    with contextlib.redirect_stdout(sys.stderr):
+                        outcomes = rebuild(records, options, only_step=step, hasher=hasher,
+                                           on_plan=_print_plan)
+                    _emit_json([o.to_dict() for o in outcomes])
+                else:
+                    outcomes = rebuild(records, options, only_step=step, hasher=hasher,
+                                       on_step=_print_outcome, on_plan=_print_plan)
         finally:
             progress.close()
         return 0 if all(o.status == "reproduced" for o in outcomes) else 1
@@ -555,11 +647,28 @@ def rebuild_command(
     _guard(as_json, action)
 
 
+def _print_plan(entries: list[dict[str, Any]]) -> None:
+    print(f"plan: {len(entries)} step(s), each in a fresh workspace")
+    for entry in entries:
+        sandbox = entry["sandbox"]
+        where = ("no sandbox" if sandbox["kind"] == "none" else
+                 f"{sandbox['kind']} sandbox, network {sandbox['network']}"
+                 + (f", devices {' '.join(sandbox['devices'])}" if sandbox["devices"] else ""))
+        print(f"  {entry['step']} ({entry['attestation']}; {where})")
+        print(f"    command: {entry['command']}")
+        print(f"    in:      {entry['working_directory']}")
+        for name, value in entry["env"].items():
+            print(f"    sets:    {name}={value}")
+    sys.stdout.flush()
+
+
 def _print_outcome(outcome: Any) -> None:
     label = {"reproduced": "REPRODUCED", "differs": "DIFFERS", "stopped": "NOT RUN"}
     print(f"{label[outcome.status]:<11} step {outcome.step!r} ({outcome.attestation})")
     if outcome.message:
         print(f"  {outcome.message}")
+    for note in outcome.notes:
+        print(f"  {note}")
     for name, value in outcome.env_overrides.items():
         print(f"  environment override: {name}={value} (chosen by the rebuilder)")
     for result in outcome.results:

@@ -115,9 +115,14 @@ def _git(directory: Path) -> dict[str, Any] | None:
             [git, "status", "--porcelain", "--untracked-files=no"], cwd=directory,
             capture_output=True, text=True, timeout=60, check=True,
         ).stdout
+        # Where in the repository the step ran: a rebuild takes that directory of the commit.
+        prefix = subprocess.run(
+            [git, "rev-parse", "--show-prefix"], cwd=directory, capture_output=True, text=True,
+            timeout=30, check=True,
+        ).stdout.strip().rstrip("/")
     except (OSError, subprocess.SubprocessError):
         return None
-    return {"commit": commit, "dirty": bool(status.strip())}
+    return {"commit": commit, "dirty": bool(status.strip()), "path": prefix}
 
 
 def capture(directory: Path, declared: dict[str, str] | None = None) -> dict[str, Any]:

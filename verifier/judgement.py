@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from verifier.digest import OPT_IN_DIGESTS, dir_hash
 from verifier.envelope import INTOTO_PAYLOAD_TYPE, Bundle
 from verifier.errors import InputError
+from verifier.hermetic import step_findings
 from verifier.policy import Policy, SourceRule
 from verifier.quorum import RebuildClaim, StepQuorum, as_rebuild, judge_rebuilds
 from verifier.statement import (
@@ -133,6 +134,7 @@ class StepNode:
     problems: list[Problem] = field(default_factory=list)
     links: list[MaterialLink] = field(default_factory=list)
     quorum: StepQuorum | None = None
+    warnings: list[Problem] = field(default_factory=list)  # reported, never a verdict
     on_cycle: bool = False
     # Maximal sets of step names a valid derivation of this attestation goes through (itself
     # included), each with the producer chosen per material; empty when it has none.
@@ -248,15 +250,14 @@ class Evaluation:
         # causes are enough, unless there is nothing else to say.
         causes = [p for p in found if p.kind not in CONSEQUENCES]
         problems.extend(causes or found)
-        best = max((names for f in finals for names in f.derivations), key=len, default=None)
-        if best is None:
-            best = frozenset(s.record.step for s in considered)
-        if best is not None:
-            for name in sorted(wanted - best, key=[r.name for r in self.policy.steps].index):
-                problems.append(Problem(label, (
-                    f"{label}: required step {name!r} is missing from its chain (no "
-                    "attestation of it, signed as the policy requires, produced these inputs)."
-                ), "missing-step"))
+        # The steps the best derivation goes through; with none, every step on the way.
+        best = max((names for f in finals for names in f.derivations), key=len,
+                   default=frozenset(s.record.step for s in considered))
+        for name in sorted(wanted - best, key=[r.name for r in self.policy.steps].index):
+            problems.append(Problem(label, (
+                f"{label}: required step {name!r} is missing from its chain (no "
+                "attestation of it, signed as the policy requires, produced these inputs)."
+            ), "missing-step"))
         if not problems:  # no derivation, and every node on the way says nothing: say why
             problems.append(Problem(label, f"{label}: no chain of valid attestations leads to "
                                            "it.", "no-derivation"))
@@ -274,7 +275,7 @@ def evaluate(policy: Policy, bundles: Iterable[Bundle], signers: TrustedSigners,
         admitted.admit(bundle)
     for link in links:
         admitted.admit_link(link)
-    steps = [s for s in admitted.steps.values()]
+    steps = list(admitted.steps.values())
     rebuilds = list(admitted.rebuilds.values())
     producers: dict[tuple[str, str], list[StepNode]] = {}
     subjects: dict[tuple[str, str], list[StepNode]] = {}
@@ -501,6 +502,9 @@ def _judge_locally(evaluation: Evaluation, step: StepNode, claims: list[RebuildC
                 f"{record.source}: step {record.step!r} names {descriptor['name']!r}, a path "
                 "that leaves the workspace; it cannot be checked or rebuilt."
             ), "unsafe-name"))
+    for severity, sentence in step_findings(rule, record):
+        (step.problems if severity == "error" else step.warnings).append(
+            Problem(record.source, sentence, "hermetic"))
     _link_materials(evaluation, step)
     if policy.rebuild is not None and record.step in policy.rebuild.steps:
         step.quorum = judge_rebuilds(record, step.attribution, claims, policy, signers)
@@ -521,6 +525,7 @@ def _link_materials(evaluation: Evaluation, step: StepNode) -> None:
     policy = evaluation.policy
     record = step.record
     by_name = {m["name"]: m for m in record.materials}
+    inside = _DirectoryIndex(record.materials)
     # Directories proven as a whole (produced, or pinned by dirHash) cover their files, and
     # directories accepted without a pin cover theirs too, except a file the policy pins:
     # that one is always judged by its pin (patterns never relax a pin).
@@ -541,12 +546,13 @@ def _link_materials(evaluation: Evaluation, step: StepNode) -> None:
             link.source = SourceUse(name, digest, record.step, rule)
             if is_dir and rule.dir_hash is None:
                 link.source_problems = _check_directory_files(step, name, digest, by_name,
-                                                              policy)
+                                                              inside, policy)
         elif is_dir and not link.producers:
             # Neither produced nor a source as a whole: its files are judged one by one, which
             # proves the directory only if they are all there.
             link.by_files = True
-            link.source_problems = _check_directory_files(step, name, digest, by_name, policy)
+            link.source_problems = _check_directory_files(step, name, digest, by_name, inside,
+                                                          policy)
         if is_dir and (link.producers or link.accepted_as_source):
             covered.add(name)
         if link.producers or link.source is not None or link.by_files:
@@ -565,8 +571,31 @@ def _link_materials(evaluation: Evaluation, step: StepNode) -> None:
             "signer-not-in-policy" if unverified else None)
 
 
+class _DirectoryIndex:
+    """The file materials under each directory, built once per step on first use, so that a
+    step with many directory materials costs time linear in its materials, not quadratic."""
+
+    def __init__(self, materials: Iterable[dict[str, Any]]) -> None:
+        self._materials = materials
+        self._files: dict[str, dict[str, Any]] | None = None
+
+    def files(self, directory: str) -> dict[str, Any]:
+        """{path relative to the directory: its sha256 (None when it has none)}."""
+        if self._files is None:
+            self._files = {}
+            for material in self._materials:
+                if "dirHash" in material["digest"]:
+                    continue
+                name = material["name"]
+                for parent in _parents_of(name):
+                    self._files.setdefault(parent, {})[name[len(parent) + 1:]] = (
+                        material["digest"].get("sha256"))
+        return self._files.get(directory, {})
+
+
 def _check_directory_files(step: StepNode, name: str, digest: dict[str, str],
-                           by_name: dict[str, dict[str, Any]], policy: Policy) -> list[Problem]:
+                           by_name: dict[str, dict[str, Any]], inside: _DirectoryIndex,
+                           policy: Policy) -> list[Problem]:
     """What a directory material accepted without a pin on the whole leaves unproven: it must
     list its files, and they must add up to its dirHash; every pinned source inside it is then
     judged by its own pin (as a material of its own), and a pinned file it does not list cannot
@@ -574,8 +603,7 @@ def _check_directory_files(step: StepNode, name: str, digest: dict[str, str],
     record = step.record
     prefix = f"{name}/"
     problems: list[Problem] = []
-    files = {n[len(prefix):]: m["digest"].get("sha256") for n, m in by_name.items()
-             if n.startswith(prefix) and "dirHash" not in m["digest"]}
+    files = inside.files(name)
     for rule in policy.sources:
         if rule.name is not None and rule.name.startswith(prefix) and rule.name not in by_name:
             problems.append(Problem(record.source, (

@@ -115,6 +115,8 @@ class StepRule:
     name: str
     signed_by: tuple[str, ...]
     after: tuple[str, ...] = ()
+    hermetic: bool = False  # recorded sandboxed without network (verifier.hermetic)
+    undeclared_inputs: str = "allow"  # or "forbid": traced, and no undeclared input
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,7 @@ class RebuildRule:
     steps: tuple[str, ...]
     match: dict[str, StepMatch]  # per step
     max_dissent: int | None = None
+    require_sandbox: bool = False  # count only sandboxed, offline rebuilds (verifier.hermetic)
 
 
 @dataclass(frozen=True)
@@ -288,7 +291,9 @@ def load_policy(path: Path) -> Policy:
         else:
             signers[name] = SignerSpec(name, keyless=KeylessIdentity(**spec["sigstore"]))
     steps = tuple(
-        StepRule(s["name"], tuple(s["signed_by"]), tuple(s.get("after", ())))
+        StepRule(s["name"], tuple(s["signed_by"]), tuple(s.get("after", ())),
+                 hermetic=s.get("hermetic", False),
+                 undeclared_inputs=s.get("undeclared_inputs", "allow"))
         for s in data["steps"]
     )
     _check_references(path, signers, steps, data.get("rebuild"))
@@ -415,4 +420,5 @@ def _rebuild_rule(path: Path, data: dict[str, Any] | None) -> RebuildRule | None
         steps=tuple(data["steps"]),
         match=per_step,
         max_dissent=data.get("max_dissent"),
+        require_sandbox=data.get("require_sandbox", False),
     )

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from verifier.drift import order_drift
 from verifier.errors import InputError
+from verifier.hermetic import rebuild_isolation_problem
 from verifier.statement import Statement, StepRecord
 
 if TYPE_CHECKING:
@@ -301,6 +302,10 @@ def judge_rebuilds(
         if not eligible:
             _ignore(outcome, f"{claim.source}: signed by the step's own signer, which never "
                              "counts as an independent rebuild.")
+            continue
+        isolation = rule.require_sandbox and rebuild_isolation_problem(claim)
+        if isolation:
+            _ignore(outcome, f"{claim.source}: {isolation}")
             continue
         who = ", ".join(sorted(eligible.values()))
         judged = judge_claim(record, claim, rule.match.get(record.step))

@@ -1,16 +1,14 @@
 """Rebuild recorded steps independently and attest whether they reproduced.
 
-Each step runs in a fresh workspace copied from the source tree without any recorded product;
-its materials are placed there by digest (from earlier rebuilt steps, or the central
-intermediates given with --materials-from) and checked before anything runs. The recorded
-command runs with the recorded values of its declared variables; its products are hashed and
-compared with the attested subjects, and a tensor diff explains any difference. The user's own
-files are never written: everything happens in the workspace, which is removed afterwards unless
-it should be kept.
-
-Running a step means running the command its attestation names. Given trusted keys, only
-attestations signed by one of them are run; without any, the attestations are taken as the
-user's own request, as if the user had typed the commands.
+Nothing runs unless a signer the rebuilder trusts signed the step (a key, a keyless identity,
+or the policy's signers of that step), and nothing runs before the whole plan is checked and
+shown. Each step runs in a fresh workspace made from the recorded source (verifier.workspace:
+the recorded git commit, never the rebuilder's working tree) with its materials placed by
+digest (from the source, earlier rebuilt steps, or the central intermediates given with
+--materials-from) and checked; it runs in the sandbox (verifier.sandbox) with the recorded
+values of its declared variables. Its products are hashed and compared with the attested
+subjects, and a tensor diff explains any difference. The user's own files are never written:
+everything happens in the workspace, which is removed afterwards unless it should be kept.
 """
 
 from __future__ import annotations
@@ -20,15 +18,23 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from verifier import environment
+from verifier import environment, plan, workspace
 from verifier.digest import Hasher, list_files
-from verifier.envelope import INTOTO_PAYLOAD_TYPE, read_bundles, write_atomic
-from verifier.errors import InputError, SignatureError
-from verifier.record import RunResult, Signer, canonical_bundle_text, run_streaming
+from verifier.envelope import INTOTO_PAYLOAD_TYPE, Bundle, read_bundles, write_atomic
+from verifier.errors import InputError
+from verifier.record import (
+    NO_SANDBOX,
+    RunResult,
+    Signer,
+    canonical_bundle_text,
+    check_command,
+    run_streaming,
+)
+from verifier.sandbox import Sandbox
 from verifier.signing import PublicKey, bundle_signed_by
 from verifier.statement import (
     REBUILD_PREDICATE_TYPE,
@@ -39,7 +45,8 @@ from verifier.statement import (
     parse_statement,
 )
 
-ALWAYS_EXCLUDED = (".git", ".venv", "node_modules", "__pycache__")
+if TYPE_CHECKING:
+    from verifier.policy import KeylessIdentity, Policy
 
 
 @dataclass
@@ -53,6 +60,8 @@ class StepOutcome:
     env_overrides: dict[str, str] = field(default_factory=dict)
     rebuild_attestation: str | None = None
     workspace: str | None = None
+    source: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,16 +69,66 @@ class StepOutcome:
             "message": self.message, "results": self.results, "drift": self.drift,
             "env_overrides": self.env_overrides,
             "rebuild_attestation": self.rebuild_attestation, "workspace": self.workspace,
+            "source": self.source, "notes": self.notes,
         }
 
 
-def load_steps(paths: Sequence[Path], trusted_keys: Sequence[PublicKey] = ()
-               ) -> list[StepRecord]:
+@dataclass
+class Trust:
+    """Whose step attestations a rebuild runs: keys, keyless identities, a policy's signers."""
+
+    keys: list[PublicKey] = field(default_factory=list)
+    identities: list[KeylessIdentity] = field(default_factory=list)
+    policy: Policy | None = None
+    trusted_root: Path | None = None
+
+    def __post_init__(self) -> None:
+        self._signers: Any = None
+
+    @property
+    def empty(self) -> bool:
+        return not (self.keys or self.identities or self.policy)
+
+    def describe(self) -> str:
+        names = [k.source for k in self.keys]
+        names += [f"{i.identity} ({i.issuer})" for i in self.identities]
+        if self.policy is not None:
+            names.append(f"the signers {self.policy.path} names for each step")
+        return ", ".join(names)
+
+    def admits(self, bundle: Bundle, step: str) -> bool:
+        if any(bundle_signed_by(bundle, key) for key in self.keys):
+            return True
+        if self.identities and bundle.is_keyless:
+            from verifier.keyless import check_keyless
+
+            if any(check_keyless(bundle, spec, self.trusted_root) is not None
+                   for spec in self.identities):
+                return True
+        if self.policy is not None:
+            rule = self.policy.step(step)
+            if rule is None:
+                return False
+            if self._signers is None:
+                from verifier.keyless import check_keyless
+                from verifier.trust import TrustedSigners
+
+                self._signers = TrustedSigners(self.policy, check_keyless)
+            return bool(set(self._signers.attribute(bundle).names) & set(rule.signed_by))
+        return False
+
+
+def load_steps(paths: Sequence[Path], trust: Trust) -> list[StepRecord]:
     """The step records in the given bundle files (or directories of them).
 
-    With trusted keys, a step attestation that none of them signed is refused (SignatureError)
-    before anything runs; rebuild attestations in the same directories are skipped.
+    A step attestation that no trusted signer signed is refused (InputError) before anything
+    runs; so is a rebuild with nobody to trust. Rebuild attestations in the same directories
+    are skipped.
     """
+    if trust.empty:
+        raise InputError("rebuild runs the commands the attestations name, so it needs to know "
+                         "whom to trust: pass --trust-key FILE, --trust-identity ID with "
+                         "--trust-issuer URL, or --policy FILE.")
     records: list[StepRecord] = []
     for path in paths:
         files = sorted(
@@ -82,13 +141,13 @@ def load_steps(paths: Sequence[Path], trusted_keys: Sequence[PublicKey] = ()
                 statement = parse_statement(bundle.payload, bundle.source)
                 if statement.predicate_type == REBUILD_PREDICATE_TYPE:
                     continue
-                if trusted_keys and not any(bundle_signed_by(bundle, k) for k in trusted_keys):
-                    raise SignatureError(
-                        f"{bundle.source}: is not signed by any trusted key "
-                        f"({', '.join(k.source for k in trusted_keys)}), so its command is "
-                        "not run."
+                record = as_step(statement)
+                if not trust.admits(bundle, record.step):
+                    raise InputError(
+                        f"{bundle.source}: is not signed by any trusted signer "
+                        f"({trust.describe()}), so its command is not run; nothing was run."
                     )
-                records.append(as_step(statement))
+                records.append(record)
     if not records:
         raise InputError("no step attestations found in " + ", ".join(map(str, paths)) + ".")
     return records
@@ -170,33 +229,6 @@ class _DigestIndex:
         return self._by_sha.get(sha)
 
 
-def _copy_source(source: Path, workspace: Path, excluded: set[str]) -> None:
-    """Copy the source tree into the workspace, leaving out recorded products."""
-
-    def ignore(directory: str, names: list[str]) -> list[str]:
-        relative = Path(directory).relative_to(source)
-        skipped = []
-        for name in names:
-            full = (relative / name).as_posix()
-            if name in ALWAYS_EXCLUDED or full in excluded:
-                skipped.append(name)
-        return skipped
-
-    try:
-        shutil.copytree(source, workspace, ignore=ignore, symlinks=True)
-    except (OSError, shutil.Error) as error:
-        raise InputError(f"{source}: the source tree could not be copied into the workspace "
-                         f"{workspace} ({_first_reason(error)}).") from None
-
-
-def _first_reason(error: OSError | shutil.Error) -> str:
-    """One readable reason out of what copytree raises (it collects one per failed file)."""
-    if isinstance(error, shutil.Error) and error.args and isinstance(error.args[0], list):
-        source, _, why = error.args[0][0]
-        return f"{source}: {why}"
-    return error.strerror or str(error)
-
-
 def _excluded_names(records: list[StepRecord], source: Path, extra: list[Path]) -> set[str]:
     names = {p["name"] for r in records for p in r.products}
     for path in extra:
@@ -216,6 +248,8 @@ class RebuildOptions:
     env_overrides: dict[str, str] = field(default_factory=dict)
     keep_workspace: bool = False
     force: bool = False
+    sandbox: Sandbox = NO_SANDBOX
+    allowed_env: frozenset[str] = frozenset()
 
 
 def _attestation_path(options: RebuildOptions, record: StepRecord) -> Path:
@@ -237,6 +271,10 @@ def _check_before_running(ordered: list[StepRecord], options: RebuildOptions) ->
                              f"{seen[record.step]}; give one attestation per step.")
         seen[record.step] = record.source
         _check_paths(record)
+        plan.check_step(record, options.allowed_env)
+        workspace.check_available(
+            options.source, workspace.recorded_revision(record.environment, record.source),
+            record.source)
         target = _attestation_path(options, record)
         if target.exists() and not options.force:
             raise InputError(f"{target}: already exists; pass --force to replace it.")
@@ -256,8 +294,13 @@ def rebuild(
     only_step: str | None = None,
     hasher: Hasher | None = None,
     on_step: Callable[[StepOutcome], None] | None = None,
+    on_plan: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> list[StepOutcome]:
-    """Rebuild the steps (or one of them) and write a rebuild attestation per completed step."""
+    """Rebuild the steps (or one of them) and write a rebuild attestation per completed step.
+
+    Everything that can be refused is refused first; then `on_plan` gets what will run, step by
+    step, before any of it does.
+    """
     hasher = hasher or Hasher()
     source = options.source
     ordered = order_steps(records)
@@ -281,11 +324,13 @@ def rebuild(
         root = Path(tempfile.mkdtemp(prefix="mv-rebuild-"))
     outcomes: list[StepOutcome] = []
     try:
+        if on_plan is not None:
+            on_plan([_plan_entry(record, root / record.step, options) for record in ordered])
         for record in ordered:
-            workspace = root / record.step
-            outcome = _rebuild_step(record, workspace, index, excluded, options, hasher)
+            step_root = root / record.step
+            outcome = _rebuild_step(record, step_root, index, excluded, options, hasher)
             if options.keep_workspace:
-                outcome.workspace = str(workspace)
+                outcome.workspace = str(step_root)
             outcomes.append(outcome)
             if on_step is not None:
                 on_step(outcome)
@@ -295,9 +340,38 @@ def rebuild(
     return outcomes
 
 
+def _step_sandbox(record: StepRecord, options: RebuildOptions) -> Sandbox:
+    """The rebuild's sandbox for this step: network only when the rebuilder allows it and the
+    step was recorded with it."""
+    recorded = record.environment.get("sandbox")
+    recorded_network = recorded.get("network") if isinstance(recorded, dict) else "host"
+    network = options.sandbox.network and recorded_network != "none"
+    return replace(options.sandbox, network=network)
+
+
+def _plan_entry(record: StepRecord, step_root: Path, options: RebuildOptions) -> dict[str, Any]:
+    overrides = dict(sorted(options.env_overrides.items()))
+    workdir = step_root / _safe_relative(record.working_directory, record.source)
+    return plan.describe(record, str(workdir), {**record.declared_env, **overrides},
+                         _step_sandbox(record, options).describe(), str(step_root))
+
+
+def _source_file(source: Path, relative: PurePosixPath) -> Path | None:
+    """The source tree's file of that name, when it is a regular file reached without leaving
+    the source tree through a link."""
+    candidate = source / relative
+    if candidate.is_symlink() or not candidate.is_file() or not _inside(source, candidate):
+        return None
+    return candidate
+
+
 def _place_materials(record: StepRecord, workspace: Path, index: _DigestIndex,
-                     hasher: Hasher) -> str | None:
-    """Put every material in place by digest; a sentence when one is missing or drifted."""
+                     source: Path, excluded: set[str], hasher: Hasher) -> str | None:
+    """Put every material in place by digest; a sentence when one is missing or drifted.
+
+    A material another given step produces comes from that step's rebuild (or the central
+    intermediates), never from an earlier output lying in the source tree.
+    """
     for material in record.materials:
         sha = material["digest"].get("sha256")
         if sha is None:
@@ -307,20 +381,31 @@ def _place_materials(record: StepRecord, workspace: Path, index: _DigestIndex,
         if not _inside(workspace, target.parent):
             return (f"material {material['name']} would be placed outside the workspace "
                     "through a symbolic link in the source tree; step not run.")
+        drifted: str | None = None
         if target.is_file() and not target.is_symlink():
             actual = hasher.hash_files([target])[0]
             if actual == sha:
                 continue
-            replacement = index.find(sha)
-            if replacement is None:
+            drifted = actual
+        replacement = index.find(sha)
+        if replacement is None and material["name"] not in excluded:
+            found = _source_file(source, relative)
+            if found is not None:
+                actual = hasher.hash_files([found])[0]
+                if actual == sha:
+                    replacement = found
+                else:
+                    drifted = actual
+            elif (source / relative).exists() or (source / relative).is_symlink():
+                return (f"material {material['name']} is reached through a symbolic link "
+                        "leading out of the source tree, so it is not used; step not run.")
+        if replacement is None:
+            if drifted is not None:
                 return (f"material {material['name']} has drifted: the record says sha256 "
-                        f"{sha}, the source tree has sha256 {actual}; step not run.")
-        else:
-            replacement = index.find(sha)
-            if replacement is None:
-                return (f"material {material['name']} (sha256 {sha}) is not in the source "
-                        "tree, not produced by an earlier rebuilt step and not among the "
-                        "--materials-from files; step not run.")
+                        f"{sha}, the source tree has sha256 {drifted}; step not run.")
+            return (f"material {material['name']} (sha256 {sha}) is not in the source "
+                    "tree, not produced by an earlier rebuilt step and not among the "
+                    "--materials-from files; step not run.")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.unlink(missing_ok=True)
         shutil.copyfile(replacement, target)
@@ -387,43 +472,83 @@ def _central_copy(name: str, sha: str, index: _DigestIndex, options: RebuildOpti
     return None
 
 
-def _run_step(record: StepRecord, workdir: Path, declared: dict[str, str]
-              ) -> RunResult | str:
+def _run_step(record: StepRecord, step_root: Path, workdir: Path, declared: dict[str, str],
+              sandbox: Sandbox) -> RunResult | str:
     """Run the recorded command; a sentence instead when it cannot start or fails."""
     if not workdir.is_dir():
         return (f"{record.source}: the recorded working directory {record.working_directory} "
                 "is not in the workspace; step not run.")
+    env = {**os.environ, **declared}
     try:
-        run = run_streaming(list(record.argv), workdir, {**os.environ, **declared})
+        check_command(record.argv, workdir, env)
+        run = run_streaming(sandbox.wrap(record.argv, step_root, workdir, env), workdir, env)
     except InputError as error:
         return f"{record.source}: the recorded command could not start ({error}); step not run."
     if run.returncode != 0:
+        why = ""
+        if sandbox.isolated and not sandbox.network:
+            why = (" It ran in the sandbox without network: a step that needs the network was "
+                   "recorded with --network and is rebuilt with --network.")
+        last = run.stderr_tail.decode("utf-8", "replace").strip().splitlines()
+        said = f" Its last error line: {last[-1].strip()[:300]!r}." if last else ""
         return (f"{record.source}: the recorded command exited with status "
-                f"{run.returncode}; no rebuild attestation written.")
+                f"{run.returncode}; no rebuild attestation written.{why}{said}")
     return run
 
 
-def _rebuild_step(record: StepRecord, workspace: Path, index: _DigestIndex, excluded: set[str],
+def _prepare_workspace(record: StepRecord, step_root: Path, excluded: set[str],
+                       options: RebuildOptions) -> tuple[workspace.Origin, dict[str, Any]]:
+    """The recorded source in the step's workspace, and what the predicate says of it."""
+    revision = workspace.recorded_revision(record.environment, record.source)
+    origin = workspace.populate(options.source, step_root, revision)
+    for name in excluded:
+        path = step_root / name
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.is_dir():
+            shutil.rmtree(path)
+    recorded_git = record.environment.get("git")
+    recorded = ({k: recorded_git.get(k) for k in ("commit", "dirty")}
+                if isinstance(recorded_git, dict) else None)
+    rebuilder = workspace.git_state(options.source)
+    same = (None if not recorded or not rebuilder
+            else recorded.get("commit") == rebuilder.get("commit"))
+    return origin, {"workspace": origin.to_dict(), "recorded": recorded,
+                    "rebuilder": rebuilder, "sameRevision": same}
+
+
+def _rebuild_step(record: StepRecord, step_root: Path, index: _DigestIndex, excluded: set[str],
                   options: RebuildOptions, hasher: Hasher) -> StepOutcome:
     outcome = StepOutcome(record.step, record.source, "stopped")
-    _copy_source(options.source, workspace, excluded)
-    problem = _place_materials(record, workspace, index, hasher)
+    origin, source = _prepare_workspace(record, step_root, excluded, options)
+    outcome.source = source
+    outcome.notes.append(origin.note)
+    if origin.method == workspace.GIT_COMMIT and (source["recorded"] or {}).get("dirty"):
+        outcome.notes.append("the step was recorded on a dirty tree: its declared materials are "
+                             "placed by digest, but any other file it changed is the commit's.")
+    if source["sameRevision"] is False:
+        outcome.notes.append(f"the step was recorded at {source['recorded']['commit'][:12]}, "
+                             f"--source is at {source['rebuilder']['commit'][:12]}; the "
+                             "workspace is the recorded commit.")
+    problem = _place_materials(record, step_root, index, options.source, excluded, hasher)
     if problem is not None:
         outcome.message = f"{record.source}: {problem}"
         return outcome
     overrides = dict(sorted(options.env_overrides.items()))
     declared = {**record.declared_env, **overrides}
     outcome.env_overrides = overrides
-    workdir = workspace / _safe_relative(record.working_directory, record.source)
+    workdir = step_root / _safe_relative(record.working_directory, record.source)
+    sandbox = _step_sandbox(record, options)
     current = environment.capture(workdir, declared)
     current["git"] = None  # the workspace is a copy, not a checkout: any commit found is not it
+    current["sandbox"] = sandbox.describe()
     outcome.drift = environment.drift(record.environment, current)
-    run = _run_step(record, workdir, declared)
+    run = _run_step(record, step_root, workdir, declared, sandbox)
     if isinstance(run, str):
         outcome.message = run
         return outcome
-    results, produced = _compare(record, workspace, index, options, hasher)
-    _index_products(produced, workspace, index, hasher)
+    results, produced = _compare(record, step_root, index, options, hasher)
+    _index_products(produced, step_root, index, hasher)
     outcome.results = results
     reproduced = all(r["verdict"] == "IDENTICAL" for r in results)
     outcome.status = "reproduced" if reproduced else "differs"
@@ -432,7 +557,7 @@ def _rebuild_step(record: StepRecord, workspace: Path, index: _DigestIndex, excl
                            "products; no rebuild attestation written.")
         return outcome
     statement = _rebuild_statement(record, results, produced, current, outcome.drift,
-                                   declared, overrides, run)
+                                   declared, overrides, run, source)
     bundle = options.signer.sign_dsse(canonical_json(statement), INTOTO_PAYLOAD_TYPE)
     target = _attestation_path(options, record)
     write_atomic(target, canonical_bundle_text(bundle), overwrite=options.force)
@@ -458,7 +583,8 @@ def _index_products(produced: list[dict[str, Any]], workspace: Path, index: _Dig
 def _rebuild_statement(record: StepRecord, results: list[dict[str, Any]],
                        produced: list[dict[str, Any]], current: dict[str, Any],
                        drift: list[dict[str, Any]], declared: dict[str, str],
-                       overrides: dict[str, str], run: RunResult) -> dict[str, Any]:
+                       overrides: dict[str, str], run: RunResult,
+                       source: dict[str, Any]) -> dict[str, Any]:
     return {
         "_type": STATEMENT_TYPE,
         "subject": sorted(produced, key=lambda d: d["name"]),
@@ -479,6 +605,9 @@ def _rebuild_statement(record: StepRecord, results: list[dict[str, Any]],
             "materials": sorted(record.materials, key=lambda m: m["name"]),
             "environment": current,
             "drift": drift,
+            # Where the workspace came from, and the rebuilder's own checkout beside the
+            # recorded one: a rebuild from another revision is no rebuild of this step.
+            "source": source,
             "runDetails": {
                 "invocationId": str(uuid.uuid4()),
                 "startedOn": run.started_on,

@@ -2,29 +2,67 @@
 
 The command runs with no timeout (training runs for days), its output streams through while
 being hashed, and its exit code is passed on. Only a step that succeeded, whose materials did
-not change under it and whose products all exist, gets an attestation.
+not change under it and whose products all exist and were written by it, gets an attestation.
+
+The command runs in a sandbox (verifier.sandbox) when one is given, and is followed with strace
+(verifier.trace) when tracing is on: the files it read that are not declared materials are
+listed in the signed predicate (`undeclaredInputs`), or refuse the step when strict.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from verifier import environment
+from verifier import environment, trace
 from verifier.digest import Hasher, PathDigest
 from verifier.envelope import INTOTO_PAYLOAD_TYPE, write_atomic
 from verifier.errors import InputError, StepFailed
+from verifier.sandbox import Sandbox, interpreter_roots, is_system_path
 from verifier.statement import canonical_json, descriptors, step_statement
+
+NO_SANDBOX = Sandbox("none", True)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (or SIGHUP) arrived: handled as an interruption, with the signal it was."""
+
+    def __init__(self, signal_number: int) -> None:
+        super().__init__(signal_number)
+        self.signal_number = signal_number
+
+
+@contextlib.contextmanager
+def termination_as_interrupt() -> Iterator[None]:
+    """While recording or rebuilding, SIGTERM and SIGHUP interrupt like Ctrl-C: the step's
+    process group gets the same signal, nothing is written and temporary files are removed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(number: int, _frame: Any) -> None:
+        raise Terminated(number)
+
+    previous = {number: signal.signal(number, interrupt)
+                for number in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 class Signer(Protocol):
@@ -43,6 +81,7 @@ class RunResult:
     stderr_sha256: str
     started_on: str
     finished_on: str
+    stderr_tail: bytes = b""  # the last few KiB, to say why a command failed
 
 
 @dataclass(frozen=True)
@@ -50,6 +89,8 @@ class RecordResult:
     attestation: Path
     statement: dict[str, Any]
     identity: str
+    warnings: list[str] = field(default_factory=list)
+    undeclared_inputs: list[str] | None = None  # None: not traced
 
 
 def utc_now() -> str:
@@ -69,46 +110,82 @@ def relative_name(path: Path, base: Path) -> str:
     return relative.as_posix() or "."
 
 
-def _pump(source: IO[bytes], sink: IO[bytes], hasher: Any) -> None:
+_TAIL = 4096
+
+
+def _pump(source: IO[bytes], sink: IO[bytes], hasher: Any, tail: bytearray) -> None:
     for chunk in iter(lambda: source.read1(65536), b""):
         hasher.update(chunk)
         sink.write(chunk)
         sink.flush()
+        tail.extend(chunk)
+        del tail[:-_TAIL]
 
 
 def run_streaming(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> RunResult:
-    """Run a command to completion, streaming and hashing its stdout and stderr."""
+    """Run a command to completion, streaming and hashing its stdout and stderr.
+
+    The command gets a session and process group of its own (no controlling terminal to
+    reach through); an interruption of ours is passed on to that whole group.
+    """
     started = utc_now()
     try:
         process = subprocess.Popen(
             list(argv), cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL, start_new_session=True,
         )
     except FileNotFoundError:
         raise InputError(f"{argv[0]}: command not found.") from None
     except PermissionError:
         raise InputError(f"{argv[0]}: is not executable.") from None
     hashes = (hashlib.sha256(), hashlib.sha256())
+    tails = (bytearray(), bytearray())
     assert process.stdout is not None and process.stderr is not None
     pumps = [
-        threading.Thread(target=_pump, args=(process.stdout, sys.stdout.buffer, hashes[0])),
-        threading.Thread(target=_pump, args=(process.stderr, sys.stderr.buffer, hashes[1])),
+        threading.Thread(target=_pump,
+                         args=(process.stdout, sys.stdout.buffer, hashes[0], tails[0])),
+        threading.Thread(target=_pump,
+                         args=(process.stderr, sys.stderr.buffer, hashes[1], tails[1])),
     ]
     for pump in pumps:
         pump.daemon = True
         pump.start()
     try:
         returncode = process.wait()
-    except KeyboardInterrupt:
-        # Ctrl-C reaches the whole process group, but a SIGINT sent to us alone must not leave
-        # a training run going on for days: pass it on, then wait for the child to end.
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-        process.wait()
+    except KeyboardInterrupt as interruption:
+        # The step runs in its own process group, so neither Ctrl-C nor a SIGTERM sent to us
+        # reaches it: pass the same signal on to the whole group (a training run must not go
+        # on for days), then wait for the child to end.
+        number = getattr(interruption, "signal_number", signal.SIGINT)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, number)
+        while True:
+            try:
+                process.wait()
+                break
+            except KeyboardInterrupt:
+                # A second interruption while we wait: the user means it.
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(process.pid, signal.SIGKILL)
         raise
     for pump in pumps:
         pump.join()
-    return RunResult(returncode, hashes[0].hexdigest(), hashes[1].hexdigest(), started, utc_now())
+    return RunResult(returncode, hashes[0].hexdigest(), hashes[1].hexdigest(), started,
+                     utc_now(), bytes(tails[1]))
+
+
+def check_command(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> None:
+    """Refuse a command that cannot start, before it is wrapped in a sandbox or a tracer (whose
+    own failure would hide the reason)."""
+    program = argv[0]
+    if "/" in program:
+        path = cwd / program
+        if not path.is_file():
+            raise InputError(f"{program}: command not found.")
+        if not os.access(path, os.X_OK):
+            raise InputError(f"{program}: is not executable.")
+    elif shutil.which(program, path=env.get("PATH", os.defpath)) is None:
+        raise InputError(f"{program}: command not found.")
 
 
 def resolve_declared_env(names: Sequence[str], source: dict[str, str]) -> dict[str, str]:
@@ -139,13 +216,28 @@ def record_step(
     cwd: Path | None = None,
     force: bool = False,
     hasher: Hasher | None = None,
+    sandbox: Sandbox = NO_SANDBOX,
+    tracer: str | None = None,
+    strict: bool = False,
+    attest_existing: bool = False,
+    hidden: Sequence[Path] = (),
 ) -> RecordResult:
-    """Run and attest one step. Raises StepFailed when the command fails (nothing written)."""
+    """Run and attest one step. Raises StepFailed when the command fails (nothing written).
+
+    `tracer` is the strace executable to follow the command with (None: not traced); with
+    `strict`, any undeclared input refuses the step. A product that existed before the command
+    ran and that it did not write is refused, unless `attest_existing` says that attesting
+    products an earlier, unrecorded process made is the point (signed as existingProducts).
+    `hidden` files (the signing key) read as empty inside the sandbox.
+    """
     base = Path(cwd or Path.cwd())
     if not argv:
         raise InputError("record: no command given; put it after `--`.")
     if not step or "/" in step or step.startswith("."):
         raise InputError(f"--step {step!r}: a step name must be a plain name such as 'train'.")
+    if strict and tracer is None:
+        raise InputError("--strict needs tracing to know what the step read; install strace "
+                         "or leave out --no-trace.")
     attestation = out_dir / f"{step}.intoto.json"
     if attestation.exists() and not force:
         raise InputError(f"{attestation}: already exists; pass --force to replace it.")
@@ -160,16 +252,34 @@ def record_step(
     material_paths = [base / name for name in material_names]
     material_digests = hasher.digest_paths(material_paths)
     stamps = _stamps(hasher, material_digests)
+    before = {name: _product_stamp(hasher, base / name) for name in product_names}
 
     declared = resolve_declared_env(env_names, dict(os.environ))
+    env = {**os.environ, **declared}
     captured = environment.capture(base, declared)
-    run = run_streaming(argv, base, {**os.environ, **declared})
-    if run.returncode != 0:
-        raise StepFailed(
-            f"step {step!r}: the command exited with status {run.returncode}; "
-            "no attestation was written.",
-            run.returncode,
-        )
+    captured["sandbox"] = sandbox.describe()
+    check_command(argv, base, env)
+    roots = interpreter_roots(argv[0], env.get("PATH"), base)
+    with tempfile.TemporaryDirectory(prefix="mv-record-") as log_dir:
+        real_base = Path(os.path.realpath(base))
+        linked_out = [p for p in material_paths
+                      if not Path(os.path.realpath(p)).is_relative_to(real_base)]
+        blank = Path(log_dir) / "blank"
+        blank.touch()
+        command = sandbox.wrap(argv, base, base, env, readable=linked_out,
+                               hidden=[base / p for p in hidden], blank=blank)
+        if tracer is not None:
+            command = trace.traced_argv(tracer, command, Path(log_dir))
+        run = run_streaming(command, base, env)
+        if run.returncode != 0:
+            raise StepFailed(
+                f"step {step!r}: the command exited with status {run.returncode}; "
+                "no attestation was written.",
+                run.returncode,
+            )
+        undeclared = None if tracer is None else trace.undeclared_inputs(
+            trace.parse_logs(Path(log_dir)).read, workspace=base,
+            declared=material_paths, ignored_roots=roots, private_tmp=sandbox.isolated)
     _check_materials_unchanged(hasher, material_digests, stamps, set(product_names),
                                material_names)
     product_paths = [base / name for name in product_names]
@@ -178,6 +288,25 @@ def record_step(
             raise InputError(
                 f"{name}: the step {step!r} did not produce this product; no attestation written."
             )
+        if (not attest_existing and before[name] is not None
+                and before[name] == _product_stamp(hasher, path)):
+            raise InputError(
+                f"{name}: this product existed before the step {step!r} ran and the step did "
+                "not write it; no attestation written (remove it first, or declare it a "
+                "material if the step only reads it)."
+            )
+    warnings: list[str] = []
+    if undeclared:
+        listed = ", ".join(undeclared[:10]) + (" …" if len(undeclared) > 10 else "")
+        if strict:
+            raise InputError(
+                f"step {step!r} read {len(undeclared)} file(s) that are not declared materials "
+                f"({listed}); --strict refuses it, no attestation written.")
+        warnings.append(f"step {step!r} read {len(undeclared)} file(s) that are not declared "
+                        f"materials: {listed} (listed in the attestation as undeclaredInputs; "
+                        "declare them with --material).")
+    if tracer is None:
+        warnings.extend(argv_inputs_warnings(argv, base, material_names, roots))
     product_digests = hasher.digest_paths(product_paths)
     statement = step_statement(
         step=step,
@@ -196,11 +325,57 @@ def record_step(
             {"name": "stdout", "digest": {"sha256": run.stdout_sha256}},
         ],
     )
+    if undeclared is not None:
+        # Present only when the step was traced: absent means nobody looked.
+        statement["predicate"]["buildDefinition"]["internalParameters"]["undeclaredInputs"] = (
+            undeclared)
+    if attest_existing:
+        statement["predicate"]["buildDefinition"]["internalParameters"]["existingProducts"] = True
     if not statement["subject"]:
         raise InputError(f"step {step!r}: no products given (--product), so nothing to attest.")
     bundle = signer.sign_dsse(canonical_json(statement), INTOTO_PAYLOAD_TYPE)
     write_atomic(attestation, canonical_bundle_text(bundle), overwrite=force)
-    return RecordResult(attestation, statement, signer.identity)
+    return RecordResult(attestation, statement, signer.identity, warnings, undeclared)
+
+
+def argv_inputs_warnings(argv: Sequence[str], base: Path, declared: Sequence[str],
+                         roots: Sequence[Path]) -> list[str]:
+    """Without a trace, the files the command line itself names that are not declared."""
+    warnings: list[str] = []
+    seen: set[str] = set()
+    for argument in argv[1:]:
+        candidate = argument.partition("=")[2] if argument.startswith("-") else argument
+        if not candidate or "\x00" in candidate:
+            continue
+        path = Path(os.path.abspath(base / candidate))
+        try:
+            if not path.is_file():
+                continue
+        except (OSError, ValueError):
+            continue
+        if is_system_path(str(path)) or any(path.is_relative_to(r) for r in roots):
+            continue
+        name = (path.relative_to(Path(os.path.abspath(base))).as_posix()
+                if path.is_relative_to(Path(os.path.abspath(base))) else str(path))
+        if name in declared or any(name.startswith(d.rstrip("/") + "/") for d in declared):
+            continue
+        if name not in seen:
+            seen.add(name)
+            warnings.append(f"the command names {name}, which is not a declared material; "
+                            "declare it with --material so that a rebuild has it.")
+    return warnings
+
+
+def _product_stamp(hasher: Hasher, path: Path) -> Any:
+    """What tells whether a product was written: every file's (inode, size, times)."""
+    from verifier.digest import list_files
+
+    try:
+        if path.is_dir():
+            return tuple((name, hasher.stamp(path / name)) for name in list_files(path))
+        return hasher.stamp(path) if path.exists() else None
+    except InputError:
+        return None  # unreadable or a link: the product checks after the run say why
 
 
 def canonical_bundle_text(bundle: dict) -> str:

@@ -282,6 +282,7 @@ def verify_artifact(
             "valid": node.valid,
         })
         report.evidence.extend(node.files[:1])
+        report.notes.extend(w.message for w in node.warnings)
     report.sources = [s.to_dict() for s in verdict.sources]
     report.rebuilds = list(verdict.quorums)
     for quorum in report.rebuilds:

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The tiny-model demo: record a three-step model build, verify it, catch a tampered copy,
-# rebuild it independently twice, require a quorum of two rebuilders, and show what a
-# rebuild under a drifted environment looks like. Only the public CLI is used.
+# The tiny-model demo: record a three-step model build, verify it, catch a tampered copy and a
+# step that reads a file it did not declare, rebuild it independently twice, require a quorum
+# of two rebuilders, and show what a rebuild under a drifted environment looks like. Steps run
+# in the bubblewrap sandbox (no network, read-only system, workspace the only writable place)
+# and are traced with strace when those are installed. Only the public CLI is used.
 set -euo pipefail
 cd "$(dirname "$0")"
 policies=../../policies
@@ -14,7 +16,8 @@ for who in builder rebuilder-a rebuilder-b rebuilder-c; do
 done
 ls keys
 
-say "Record the three build steps (signed by the builder)"
+if command -v bwrap >/dev/null 2>&1; then sandbox=bwrap; else sandbox=none; fi
+say "Record the three build steps (signed by the builder; sandbox: $sandbox)"
 model-verifier record --step prepare-data --material data/iris.csv --material prepare.py \
   --product build/data --key keys/builder.key -- python prepare.py
 model-verifier record --step train --material build/data/train.csv --material train.py \
@@ -26,6 +29,19 @@ model-verifier record --step package --material build/weights.safetensors \
 
 say "verify-model: the signed chain of build/model/model.safetensors"
 verify-model build/model/model.safetensors --policy "$policies/tiny-model.yaml"
+
+say "A step that reads a file it did not declare is caught"
+# evaluate declares the model and predict.py, but predict.py also reads the test split.
+if command -v strace >/dev/null 2>&1; then
+  if model-verifier record --step evaluate --strict --material predict.py \
+      --material build/model --product build/accuracy.txt --key keys/builder.key \
+      --out build/refused -- sh -c 'python predict.py > build/accuracy.txt'; then
+    echo "demo: the undeclared input was not caught" >&2; exit 1
+  fi
+  echo "(exit 2: refused with --strict; without it, the list is signed into the attestation)"
+else
+  echo "(strace is not installed: skipped; record then only warns about files named in argv)"
+fi
 
 say "A copy of the model with one weight changed must fail"
 mkdir -p tampered && cp build/model/* tampered/
@@ -40,7 +56,7 @@ if verify-model tampered/model.safetensors --policy "$policies/tiny-model.yaml";
 fi
 echo "(exit 1: rejected, as it must be)"
 
-say "Two independent rebuilders re-run every step in fresh workspaces"
+say "Two independent rebuilders re-run every step, sandboxed, in workspaces from the recorded commit"
 for who in rebuilder-a rebuilder-b; do
   model-verifier rebuild attestations --trust-key keys/builder.pub --source . \
     --key "keys/$who.key" --out "rebuilds/$who"

@@ -1,0 +1,234 @@
+"""The sandbox a recorded or rebuilt step runs in: bubblewrap, or none.
+
+Inside bubblewrap the host's system directories are read-only, there is no network (a new
+network namespace holds only its own loopback) unless it is asked for, /tmp is private, the
+user's home and every other directory are absent, and the workspace is the only writable place.
+The interpreter the step runs (a virtualenv, a conda prefix, a pyenv build, wherever it lives)
+is mounted read-only at its own path, so the step runs exactly as it would outside. Device nodes
+(GPUs: /dev/nvidia*) are absent unless passed through by name.
+
+What ran where is recorded in the step's environment (`sandbox`: kind, network, devices), so a
+policy can require it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from verifier.errors import InputError
+
+# Read-only inside the sandbox; also the directories whose files are never undeclared inputs.
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+# Kernel interfaces, never build inputs.
+PSEUDO_DIRS = ("/proc", "/sys", "/dev")
+CHOICES = ("auto", "bwrap", "none")
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """How a step runs: `kind` bwrap or none; `network` True when the step may reach it."""
+
+    kind: str
+    network: bool
+    devices: tuple[str, ...] = ()
+    warning: str | None = None
+    executable: str | None = None
+
+    @property
+    def isolated(self) -> bool:
+        return self.kind == "bwrap"
+
+    def describe(self) -> dict[str, Any]:
+        """The record of it that goes into the signed environment."""
+        return {
+            "kind": self.kind,
+            "network": "host" if self.network or not self.isolated else "none",
+            "devices": sorted(self.devices),
+        }
+
+    def wrap(self, argv: Sequence[str], workspace: Path, workdir: Path,
+             env: Mapping[str, str], readable: Sequence[Path] = (),
+             hidden: Sequence[Path] = (), blank: Path | None = None) -> list[str]:
+        """The command line that runs argv in this sandbox (argv itself when there is none).
+
+        `readable`: declared materials that a link in the workspace leads to outside it,
+        mounted read-only where the link points. `hidden`: files inside the workspace the step
+        must not read (the signing key), replaced by `blank`, an empty file.
+        """
+        if not self.isolated:
+            return list(argv)
+        assert self.executable is not None
+        workspace = Path(os.path.abspath(workspace))
+        roots = interpreter_roots(argv[0], env.get("PATH"), workdir)
+        args = [self.executable, "--die-with-parent", "--unshare-all"]
+        if self.network:
+            args.append("--share-net")
+        args += _system_mounts()
+        args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+        # Mounts are applied in order: the interpreter's prefix read-only after the workspace,
+        # so that a virtualenv inside the workspace cannot be changed by the step either.
+        outside = [r for r in roots if not r.is_relative_to(workspace)]
+        inside = [r for r in roots if r.is_relative_to(workspace)]
+        for root in outside:
+            args += ["--ro-bind", str(root), str(root)]
+        args += ["--bind", str(workspace), str(workspace)]
+        for root in inside:
+            args += ["--ro-bind", str(root), str(root)]
+        for path in sorted({Path(os.path.realpath(p)) for p in readable}):
+            args += ["--ro-bind", str(path), str(path)]
+        for path in sorted({Path(os.path.abspath(p)) for p in hidden} if blank else ()):
+            if path.is_relative_to(workspace) and path.is_file():
+                args += ["--ro-bind", str(blank), str(path)]
+        for device in self.devices:
+            args += ["--dev-bind", device, device]
+        # The sandbox's own root (where HOME would be created) is read-only too: the workspace
+        # and the private /tmp are the only writable places. The private /tmp holds nothing
+        # the host's TMPDIR may name.
+        args += ["--remount-ro", "/", "--setenv", "TMPDIR", "/tmp",
+                 "--chdir", str(os.path.abspath(workdir)), "--"]
+        return args + list(argv)
+
+
+def _system_mounts() -> list[str]:
+    args: list[str] = []
+    for directory in SYSTEM_DIRS:
+        if os.path.islink(directory):
+            args += ["--symlink", os.readlink(directory), directory]
+        elif os.path.isdir(directory):
+            args += ["--ro-bind", directory, directory]
+    if os.path.isdir("/sys"):
+        # Read by BLAS and CUDA libraries for the CPU and device topology; read-only.
+        args += ["--ro-bind", "/sys", "/sys"]
+    return args
+
+
+def is_system_path(path: str) -> bool:
+    return any(path == d or path.startswith(d + "/") for d in SYSTEM_DIRS + PSEUDO_DIRS)
+
+
+def _prefix_of(executable: Path) -> tuple[Path, bool]:
+    """The environment an executable belongs to and whether it is a venv or conda prefix
+    (otherwise: the directory holding its bin/, as for a pyenv or /opt build)."""
+    for parent in executable.parents:
+        if (parent / "pyvenv.cfg").is_file() or (parent / "conda-meta").is_dir():
+            return parent, True
+    directory = executable.parent
+    if directory.name == "shims" and (directory.parent / "libexec").is_dir():
+        return directory.parent, False  # pyenv (or rbenv): the shim runs the manager's tree
+    return (directory.parent if directory.name == "bin" else directory), False
+
+
+def _environment_prefix(directory: Path) -> Path | None:
+    """The venv or conda prefix a bin/ directory belongs to, if it is one."""
+    prefix = directory.parent
+    if (prefix / "pyvenv.cfg").is_file() or (prefix / "conda-meta").is_dir():
+        return prefix
+    return None
+
+
+def interpreter_roots(program: str, path: str | None, workdir: Path) -> list[Path]:
+    """The non-system directories the step's program needs to run, read-only: its venv or
+    conda prefix (or the installation its executable lives in), the base installation a venv
+    points at, and every venv or conda prefix on PATH (a `sh -c "python ..."` step runs the
+    PATH's python)."""
+    workspace = Path(os.path.abspath(workdir))
+    roots: list[Path] = []
+    found = shutil.which(program, path=path) if "/" not in program else str(workdir / program)
+    if found:
+        for executable in (Path(os.path.abspath(found)), Path(os.path.realpath(found))):
+            prefix, is_environment = _prefix_of(executable)
+            if prefix.is_relative_to(workspace) and not is_environment:
+                continue  # a script or binary of the workspace itself stays writable
+            roots.append(prefix)
+    for entry in (path or "").split(os.pathsep):
+        if entry and os.path.isabs(entry) and not is_system_path(entry):
+            prefix = _environment_prefix(Path(entry))
+            if prefix is not None:
+                roots.append(prefix)
+    for prefix in list(roots):
+        config = prefix / "pyvenv.cfg"
+        if config.is_file():
+            for line in config.read_text(encoding="utf-8", errors="replace").splitlines():
+                key, _, value = line.partition("=")
+                if key.strip() == "home" and value.strip():
+                    home = Path(os.path.realpath(value.strip()))
+                    roots.append(home.parent if home.name == "bin" else home)
+    unique: list[Path] = []
+    for root in roots:
+        if is_system_path(str(root)) or str(root) == "/" or root in unique:
+            continue
+        unique.append(root)
+    # A root inside another is covered by it.
+    return sorted(r for r in unique if not any(r != o and r.is_relative_to(o) for o in unique))
+
+
+def _check_device(device: str) -> str:
+    path = Path(device)
+    if not path.is_absolute() or not device.startswith("/dev/"):
+        raise InputError(f"--device {device}: name a device node under /dev, e.g. /dev/nvidia0.")
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        raise InputError(f"--device {device}: no such device node.") from None
+    if not (stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISDIR(mode)):
+        raise InputError(f"--device {device}: is not a device node.")
+    return os.path.abspath(device)
+
+
+def resolve(choice: str, *, network: bool = False, devices: Sequence[str] = ()) -> Sandbox:
+    """The sandbox to use; InputError (before anything runs) when it cannot be had.
+
+    auto: bubblewrap when it is installed and can start here, otherwise none (with a warning to
+    show); bwrap: bubblewrap or an error; none: no isolation at all (network and devices are
+    then the host's).
+    """
+    if choice not in CHOICES:
+        raise InputError(f"--sandbox {choice}: expected one of {', '.join(CHOICES)}.")
+    checked = tuple(sorted({_check_device(d) for d in devices}))
+    executable = shutil.which("bwrap")
+    if choice == "none" or (choice == "auto" and executable is None):
+        if checked:
+            raise InputError("--device passes devices into a sandbox; without one (--sandbox "
+                             "none) the step sees every device anyway.")
+        warning = None if choice == "none" else (
+            "bubblewrap (bwrap) is not installed, so the step runs without a sandbox: with "
+            "network, the whole filesystem and your home directory.")
+        return Sandbox("none", True, (), warning)
+    if executable is None:
+        raise InputError("--sandbox bwrap: bubblewrap (bwrap) is not installed; install it "
+                         "(Debian/Ubuntu: apt-get install bubblewrap) or pass --sandbox none.")
+    sandbox = Sandbox("bwrap", network, checked, None, executable)
+    try:
+        _probe(sandbox)
+    except InputError as error:
+        # A property of this machine, not of any attestation: auto says so and goes on
+        # unsandboxed (recorded as such, so a policy can refuse it); bwrap stops here.
+        if choice == "bwrap" or checked:
+            raise
+        return Sandbox("none", True, (), f"{error} Running without a sandbox instead.")
+    return sandbox
+
+
+def _probe(sandbox: Sandbox) -> None:
+    """Start the sandbox once with `true`: a sandbox that cannot start is refused up front."""
+    true = shutil.which("true") or "/bin/true"
+    argv = [sandbox.executable or "bwrap", "--die-with-parent", "--unshare-all",
+            *_system_mounts(), "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--",
+            true]
+    try:
+        completed = subprocess.run(argv, capture_output=True, text=True, timeout=60,
+                                   check=False, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError) as error:
+        raise InputError(f"the bubblewrap sandbox cannot start ({error}); nothing was run."
+                         ) from None
+    if completed.returncode != 0:
+        reason = (completed.stderr.strip().splitlines() or ["no reason given"])[-1]
+        raise InputError(f"the bubblewrap sandbox cannot start ({reason}; user namespaces may "
+                         "be disabled); nothing was run.")
