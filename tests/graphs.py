@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-from helpers import CliResult, run, sign_bundle
+from helpers import CliResult, run, sign_bundle, write_policy
 
 from verifier.signing import generate_keypair
 
@@ -173,8 +172,7 @@ class World:
         path = self.root / "model-policy.yaml"
         body = {"version": 1, "name": "attack", **data}
         body.setdefault("signers", {n: {"key": self.public(n)} for n in self.keys})
-        path.write_text(yaml.safe_dump(body, sort_keys=False), encoding="utf-8")
-        return path
+        return write_policy(path, body)
 
     def verify(self, artifact: str, *extra: str) -> tuple[int, dict[str, Any], str]:
         """verify-model ARTIFACT --json, and the same in text; (exit code, report, text)."""

@@ -141,8 +141,16 @@ def record_step(workdir: Path, step: str, key: Path, materials: Sequence[str],
     return run(args, cwd=workdir)
 
 
+class _PlainDumper(yaml.SafeDumper):
+    """Writes a value used twice out twice: policies refuse YAML aliases."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def write_policy(path: Path, data: Mapping[str, Any]) -> Path:
-    path.write_text(yaml.safe_dump(dict(data), sort_keys=False), encoding="utf-8")
+    path.write_text(yaml.dump(dict(data), Dumper=_PlainDumper, sort_keys=False),
+                    encoding="utf-8")
     return path
 
 

@@ -527,7 +527,7 @@ def _policy_cases(ctx: Context) -> list[Case]:
                  "match": {"package": "exact", "rtol": 0.1}}), "mixes")
     variant("match-options-as-steps", lambda d: d.update(
         rebuild={"quorum": 1, "rebuilders": ["auditor"], "steps": ["package"],
-                 "match": {"rtol": "exact", "atol": "exact"}}), "finite number")
+                 "match": {"rtol": "exact", "atol": "exact"}}), "rebuild.match.atol")
     variant("tolerance-huge-integer", lambda d: d.update(
         rebuild={"quorum": 1, "rebuilders": ["auditor"], "steps": ["package"],
                  "match": {"rtol": 10**400, "atol": 0}}), "finite number")

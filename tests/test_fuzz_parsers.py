@@ -178,7 +178,7 @@ def test_statements(payload: bytes) -> None:
 @given(mutated(REBUILD).map(_payload))
 def test_rebuild_claims_survive_the_quorum_check(payload: bytes) -> None:
     """A rebuild claim that parses is safe for the quorum's checks and the dissent report."""
-    from verifier.policy import Tolerance
+    from verifier.policy import ProductRule, StepMatch, Tolerance
     from verifier.quorum import check_claim
     from verifier.statement import StepRecord
 
@@ -189,8 +189,11 @@ def test_rebuild_claims_survive_the_quorum_check(payload: bytes) -> None:
     except InputError:
         return
     assert isinstance(step, StepRecord)
-    for tolerance in (None, Tolerance(0.1, 0.1)):
-        for mismatch in check_claim(step, claim, tolerance):
+    rules = (None, StepMatch(Tolerance(0.1, 0.1)),
+             StepMatch(None, (ProductRule("**", "json", Tolerance(0.1, 0.1)),)),
+             StepMatch(None, (ProductRule("*.bin", "informational"),)))
+    for match in rules:
+        for mismatch in check_claim(step, claim, match):
             assert isinstance(mismatch["name"], str)
 
 

@@ -500,15 +500,18 @@ def test_directory_diff(tmp_path: Path) -> None:
     d = diff_paths(a, b)
     assert isinstance(d, DirDiff)
     assert d.verdict is Verdict.DIVERGED
-    assert d.added == ["Z.txt", "a.txt", "sub/new/x"]
-    assert d.removed == ["old.txt"]
+    # a is the side checked, b the reference: what only b has is missing from a.
+    assert d.removed == ["Z.txt", "a.txt", "sub/new/x"]
+    assert d.added == ["old.txt"]
     assert d.unchanged == 1
     assert [(Path(c.path_a).name, c.verdict) for c in d.changed] == [
         ("conf.json", Verdict.DIVERGED),
         ("m.safetensors", Verdict.CANONICALLY_IDENTICAL),
     ]
     text = render_text(d)
-    assert "MISSING: sub/new/x" in text and "MISSING: old.txt" in text
+    assert f"MISSING: sub/new/x (only in the reference {b}; missing from {a})" in text
+    assert f"ADDED: old.txt (only in {a}; the reference {b} has no such file)" in text
+    assert "(1 added, 3 missing, 2 changed, 1 unchanged)" in text
     assert "first differing byte at offset 1" in text
     json.dumps(d.to_dict(), allow_nan=False)
 

@@ -421,6 +421,11 @@ def _print_report(report: Any) -> None:
     algorithm, value = next(iter(report.digest.items()))
     _say(f"{verdict}  {report.artifact}  ({algorithm} {value[:16]}…)")
     _say(f"  policy: {report.policy}")
+    left_out = getattr(report, "ignored", [])
+    if left_out:
+        _say(f"  ignored (left out of the digest): {len(left_out)} file(s)")
+        for item in left_out:
+            _say(f"    {item['file']}  (pattern {item['pattern']!r}, {item['by']})")
     for step in report.steps:
         _say(f"  step {step['step']:<14} signed by {', '.join(step['signed_by'])}"
              f"  ({step['attestation']})")
@@ -443,6 +448,10 @@ def _print_report(report: Any) -> None:
                   f"({probe['attestation']})")
             for file in probe["files"]:
                 _say(f"      {_file_outcome(file)}")
+        for informational in getattr(quorum, "informational", []):
+            for file in informational["files"]:
+                _say(f"    informational from {informational['rebuilder']}: "
+                      f"{_file_outcome(file)} (not judged)")
         for ignored in quorum.ignored:
             _say(f"    counted for nothing: {ignored}")
     for evidence in getattr(report, "oms", []):
@@ -480,12 +489,12 @@ def _verify(artifact: Path, attestations: list[Path] | None, policy: Path | None
             as_json: bool, quiet: bool, trusted_root: Path | None = None,
             layout: Path | None = None, layout_keys: list[Path] | None = None,
             vsa: Path | None = None, signing: tuple[Any, ...] = (),
-            force: bool = False) -> None:
+            force: bool = False, ignore: list[str] | None = None) -> None:
     """`signing` = (key, password, sigstore, identity_token, trust_config) for the --vsa."""
     def action() -> int:
         hasher, progress = _hasher_with_progress(quiet, "verifying")
-        if artifact.is_dir():  # a dirHash is sha256 whatever the policy: hash while we import
-            hasher.prefetch([artifact])
+        if artifact.is_dir() and not ignore:  # a dirHash is sha256 whatever the policy: hash
+            hasher.prefetch([artifact])  # while we import (its ignore list is not known yet)
         try:
             return checked(hasher)
         finally:
@@ -509,6 +518,9 @@ def _verify(artifact: Path, attestations: list[Path] | None, policy: Path | None
             raise InputError("--key and --sigstore sign the verification summary; give --vsa "
                              "FILE too.")
         if layout is not None or layout_keys:
+            if ignore:
+                raise InputError("--ignore adds to a policy's ignore list; it cannot be "
+                                 "combined with --layout.")
             if layout is None or policy is not None:
                 raise InputError("--layout-key needs --layout, and --layout replaces --policy; "
                                  "give --layout FILE --layout-key PUB without --policy.")
@@ -523,7 +535,7 @@ def _verify(artifact: Path, attestations: list[Path] | None, policy: Path | None
         if artifact.is_file():  # the policy says which digest; hash while signatures are checked
             hasher.prefetch([artifact], artifact_algorithms(loaded, artifact))
         report = verify_artifact(artifact, loaded, attestations or [Path("attestations")],
-                                 hasher=hasher)
+                                 hasher=hasher, ignore=ignore or ())
         if vsa is not None:
             from verifier.vsa import write_vsa
 
@@ -689,7 +701,9 @@ def _print_outcome(outcome: Any) -> None:
             detail = (f"; {len(tensors)} tensor(s) differ, worst {tensors[0]['name']} "
                       f"(max abs diff {tensors[0].get('max_abs_diff')})" if tensors else "")
             _say(f"  {result['name']}: {result['verdict']}{detail}")
-    for change in outcome.drift[:10]:
+    from verifier.drift import order_drift
+
+    for change in order_drift(outcome.drift)[:10]:
         _say(f"  environment drift: {change['field']}: recorded {change['recorded']!r}, "
              f"now {change['current']!r}")
     if len(outcome.drift) > 10:
@@ -713,6 +727,11 @@ LayoutKeyOpt = Annotated[list[Path] | None, typer.Option(
 TrustedRootOpt = Annotated[Path | None, typer.Option(
     help="Sigstore trusted root JSON for keyless signers (overrides the policy's trusted_root; "
     "default: the public-good root shipped with model-verifier).")]
+IgnoreOpt = Annotated[list[str] | None, typer.Option(
+    "--ignore", metavar="PATTERN",
+    help="For a directory artifact: leave files matching this glob out of its digest (added to "
+    "the policy's ignore list; * within a name, ** across folders; a folder pattern covers its "
+    "files); repeatable. Every file left out is listed in the report.")]
 VsaOpt = Annotated[Path | None, typer.Option(
     help="Also write the verdict as a signed SLSA verification summary (VSA) to this file; "
     "sign it with --key or --sigstore.")]
@@ -977,7 +996,11 @@ def diff_command(
     limit: Annotated[int, typer.Option(help="Rows of the tensor table.")] = 20,
     as_json: JsonFlag = False,
 ) -> None:
-    """Explain how two files or directories differ, tensor by tensor for safetensors.
+    """Explain how two files or directories differ, tensor by tensor for safetensors,
+    structurally for JSON (numbers by value, the first differing path).
+
+    A is the side being checked (a rebuilt or downloaded copy), B the reference: in two
+    directories a file only in A is ADDED, a file only in B is MISSING (from A).
 
     Exit 0 when IDENTICAL or CANONICALLY-IDENTICAL (or WITHIN-TOLERANCE with a tolerance given),
     1 otherwise.
@@ -1263,7 +1286,8 @@ def _print_fetched(reference: Any, fetched: Any) -> None:
 
 def _verify_oci(artifact: str, attestations: list[Path] | None, policy: Path | None,
                 as_json: bool, quiet: bool, trusted_root: Path | None, layout: Path | None,
-                vsa: Path | None, signing: tuple[Any, ...], remote: tuple[Any, ...]) -> None:
+                vsa: Path | None, signing: tuple[Any, ...], remote: tuple[Any, ...],
+                ignore: list[str] | None = None) -> None:
     """verify-model oci://…: fetch the model and its referrers, then verify them exactly as
     local files, with any --attestations added."""
     plain_http, username, password_stdin, cache = remote
@@ -1295,7 +1319,8 @@ def _verify_oci(artifact: str, attestations: list[Path] | None, policy: Path | N
                                 progress=fetching.advance, on_total=fetching.expect) as fetched:
                 fetching.close()
                 dirs = [fetched.bundles_dir, *(attestations or [])]
-                report = verify_artifact(fetched.model, loaded, dirs, hasher=hasher)
+                report = verify_artifact(fetched.model, loaded, dirs, hasher=hasher,
+                                         ignore=ignore or ())
                 report.notes[:0] = fetched.notes
                 labels = fetched.labels()
                 if vsa is not None:
@@ -1316,6 +1341,95 @@ def _verify_oci(artifact: str, attestations: list[Path] | None, policy: Path | N
             _say(f"wrote signed verification summary {vsa} "
                   f"({'PASSED' if report.passed else 'FAILED'})")
         return 0 if report.passed else 1
+
+    _guard(as_json, action)
+
+
+policy_app = typer.Typer(
+    name="policy", help="Write a policy from a recorded chain, or check one.",
+    no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(policy_app, name="policy")
+
+
+@policy_app.command("init")
+def policy_init(
+    attestations: Annotated[list[Path], typer.Argument(metavar="ATTESTATION_DIR...",
+        help="Directories (or files) of the chain's attestations, and of its rebuilds.")],
+    signer: Annotated[list[str], typer.Option("--signer", metavar="NAME=KEYFILE",
+        help="A policy signer and its public key; the steps it signed are required; "
+        "repeatable.")],
+    out: Annotated[Path, typer.Option("--out", help="The policy file to write.")],
+    rebuilder: Annotated[list[str] | None, typer.Option("--rebuilder", metavar="NAME=KEYFILE",
+        help="An independent rebuilder and its public key; adds a rebuild section; "
+        "repeatable.")] = None,
+    quorum: Annotated[int | None, typer.Option(
+        help="Matching rebuilds each step needs (default: every --rebuilder).")] = None,
+    pin_code: Annotated[bool, typer.Option("--pin-code",
+        help="Pin code files (*.py, *.sh, ...) by digest too, instead of unpinned patterns.")
+        ] = False,
+    name: Annotated[str | None, typer.Option(
+        help="The policy's name (default: the file name without .yaml).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing FILE.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Write a commented policy that the recorded chain satisfies, and check that it does.
+
+    Signers, every root input pinned by digest (code as unpinned patterns unless --pin-code),
+    the steps in order with their signers and `after`, ignores for Hub downloads, and with
+    --rebuilder a rebuild quorum. Exit 0 when the policy verifies every final artifact of the
+    chain, 1 when it was written but does not (the reason is printed), 2 on bad input.
+
+    Example: model-verifier policy init attestations rebuilds --signer
+    builder=keys/builder.pub --rebuilder rebuilder-a=keys/rebuilder-a.pub --rebuilder
+    rebuilder-b=keys/rebuilder-b.pub --out model-policy.yaml
+    """
+    def action() -> int:
+        from verifier.policy_init import init_policy, parse_named_keys
+
+        result = init_policy(
+            attestations, parse_named_keys(signer, "--signer"),
+            parse_named_keys(rebuilder or [], "--rebuilder"), out, quorum=quorum,
+            pin_code=pin_code, name=name, force=force)
+        if as_json:
+            _emit_json(result.to_dict())
+        else:
+            _say(f"wrote {result.path}: {len(result.steps)} step(s) "
+                  f"({', '.join(result.steps)}), {result.pinned} pinned source(s)"
+                  + (f", unpinned code {', '.join(result.unpinned_patterns)}"
+                     if result.unpinned_patterns else "")
+                  + (f", rebuilds of {', '.join(result.rebuild_steps)}"
+                     if result.rebuild_steps else ""))
+            for artifact, passed, problem in result.artifacts:
+                _say(f"  {'PASS' if passed else 'FAIL'}  {artifact}"
+                      + (f": {problem}" if problem else ""))
+        return 0 if result.verifies else 1
+
+    _guard(as_json, action)
+
+
+@policy_app.command("check")
+def policy_check(
+    policy: Annotated[Path, typer.Argument(metavar="FILE", help="The policy YAML to check.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Check a policy: every error, with the field's path and a "did you mean" for unknown
+    names (fields, signers, steps). Exit 0 when valid, 1 when not, 2 when unreadable.
+
+    Example: model-verifier policy check model-policy.yaml
+    """
+    def action() -> int:
+        from verifier.policy_check import check_policy
+
+        errors = check_policy(policy)
+        if as_json:
+            _emit_json({"policy": str(policy), "valid": not errors, "errors": errors})
+        elif errors:
+            _say(f"{policy}: {len(errors)} error(s)")
+            for error in errors:
+                _say(f"  {error}")
+        else:
+            _say(f"{policy}: valid")
+        return 1 if errors else 0
 
     _guard(as_json, action)
 
@@ -1350,6 +1464,7 @@ def verify_model(
     password_stdin: PasswordStdinFlag = False,
     cache: CacheOpt = None,
     force: Annotated[bool, typer.Option(help="Replace an existing --vsa file.")] = False,
+    ignore: IgnoreOpt = None,
     as_json: JsonFlag = False,
     quiet: QuietFlag = False,
 ) -> None:
@@ -1362,6 +1477,10 @@ def verify_model(
 
     With an in-toto layout: verify-model build/model --layout root.layout
     --layout-key keys/owner.pub --attestations attestations
+
+    A downloaded model directory, without what the download added: verify-model
+    ./tiny-gpt --policy model-policy.yaml --ignore '.cache/huggingface/**'
+    --ignore .gitattributes
 
     A signed summary for a deployment system: verify-model build/model/model.safetensors
     --policy model-policy.yaml --vsa model.vsa.intoto.json --key keys/verifier.key
@@ -1377,13 +1496,13 @@ def verify_model(
         if vsa is not None and os.path.lexists(vsa) and not force:
             _fail(_input_error(f"{vsa}: already exists; pass --force to replace it."), as_json)
         _verify_oci(artifact, attestations, policy, as_json, quiet, trusted_root, layout,
-                    vsa, signing, (plain_http, username, password_stdin, cache))
+                    vsa, signing, (plain_http, username, password_stdin, cache), ignore)
         return
     if plain_http or username or password_stdin or cache:
         _fail(_input_error("--plain-http, --username, --password-stdin and --cache are for an "
                            "oci:// artifact."), as_json)
     _verify(Path(artifact), attestations, policy, as_json, quiet, trusted_root, layout,
-            layout_key, vsa, signing, force)
+            layout_key, vsa, signing, force, ignore)
 
 
 # `model-verifier verify` and `verify-model` are one command with one set of options.

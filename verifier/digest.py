@@ -159,8 +159,16 @@ def _is_utf8(name: str) -> bool:
     return True
 
 
-def _scan(root: Path, allow_symlinks: bool) -> list[tuple[str, int]]:
+IgnoreRule = Callable[[str], bool]  # relative POSIX path -> left out of the digest
+
+
+def _scan(root: Path, allow_symlinks: bool, ignore: IgnoreRule | None = None,
+          ignored: list[str] | None = None) -> list[tuple[str, int]]:
     """(relative POSIX path, size) of every regular file under root, sorted by path.
+
+    An entry `ignore` accepts (a file, link or anything but a directory) is neither opened nor
+    refused: its name goes to `ignored` and it is left out. Directories are always entered, so
+    every ignored file is named, not only the directory holding it.
 
     Names are built as strings, not Path objects: on a tree of many small files the
     per-file cost of pathlib was a large share of the whole.
@@ -182,6 +190,10 @@ def _scan(root: Path, allow_symlinks: bool) -> list[tuple[str, int]]:
                 raise InputError(
                     f"{shown}: the file name is not UTF-8; digests name files in UTF-8 only."
                 )
+            if (ignore is not None and ignored is not None
+                    and not entry.is_dir(follow_symlinks=False) and ignore(prefix + name)):
+                ignored.append(prefix + name)
+                continue
             if not allow_symlinks and entry.is_symlink():
                 raise InputError(
                     f"{entry.path}: is a symbolic link; links are refused because the "
@@ -217,6 +229,8 @@ class PathDigest:
     files: dict[str, str]  # directories: {relative posix path: sha256}
     blake3: str | None = None  # files, when blake3 was asked for
     files_blake3: dict[str, str] = field(default_factory=dict)  # directories, likewise
+    # Directories: files present but left out of `files` and the dirHash by an ignore rule.
+    ignored: tuple[str, ...] = ()
 
     @property
     def algorithm(self) -> str:
@@ -426,32 +440,35 @@ class Hasher:
                 total += st.st_size
         return total
 
-    def digest_paths(self, paths: Iterable[Path],
-                     algorithms: Iterable[str] | None = None) -> list[PathDigest]:
+    def digest_paths(self, paths: Iterable[Path], algorithms: Iterable[str] | None = None,
+                     ignore: IgnoreRule | None = None) -> list[PathDigest]:
         """Digest files and directories; every file of every directory goes into one pool.
 
         `algorithms` overrides, for this call, what files given directly are hashed with.
+        `ignore` leaves files inside directories out of their digest (never a path given
+        directly); each PathDigest names the ones it left out.
         """
         chosen = self._algorithms if algorithms is None else _check_algorithms(algorithms)
         in_directories = ("sha256", *(a for a in chosen if a != "sha256"))
-        plan: list[tuple[Path, list[str] | None]] = []
+        plan: list[tuple[Path, list[str] | None, tuple[str, ...]]] = []
         jobs: list[_Job] = []
         for path in paths:
             st = self._stat_file(path)
             if stat.S_ISDIR(st.st_mode):
-                entries = _scan(path, self._allow_symlinks)
-                plan.append((path, [name for name, _ in entries]))
+                left_out: list[str] = []
+                entries = _scan(path, self._allow_symlinks, ignore, left_out)
+                plan.append((path, [name for name, _ in entries], tuple(sorted(left_out))))
                 root = os.fspath(path)
                 jobs.extend(_Job(f"{root}/{name}", size, in_directories)
                             for name, size in entries)
             elif stat.S_ISREG(st.st_mode):
-                plan.append((path, None))
+                plan.append((path, None, ()))
                 jobs.append(_Job(path, st.st_size, chosen))
             else:
                 raise InputError(f"{path}: is not a regular file or directory.")
         digests = iter(self._run(jobs))
         results: list[PathDigest] = []
-        for path, names in plan:
+        for path, names, left_out in plan:
             if names is None:
                 found = next(digests)
                 results.append(PathDigest(path, False, found.get("sha256"), None, {},
@@ -462,10 +479,11 @@ class Hasher:
             files_blake3 = {name: found["blake3"] for name, found in members.items()
                             if "blake3" in found}
             results.append(PathDigest(path, True, None, dir_hash(files), files,
-                                      files_blake3=files_blake3))
+                                      files_blake3=files_blake3, ignored=left_out))
         return results
 
-    def prefetch(self, paths: Iterable[Path], algorithms: Iterable[str] | None = None) -> None:
+    def prefetch(self, paths: Iterable[Path], algorithms: Iterable[str] | None = None,
+                 ignore: IgnoreRule | None = None) -> None:
         """Start digesting in the background and return at once.
 
         A later `digest_paths` of the same files takes the results from the memo, or waits for
@@ -476,7 +494,7 @@ class Hasher:
 
         def work() -> None:
             try:
-                self.digest_paths(requested, algorithms)
+                self.digest_paths(requested, algorithms, ignore)
             except Exception:  # the caller's own digest_paths meets it again and reports it
                 return
 

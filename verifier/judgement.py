@@ -52,6 +52,23 @@ MAX_DERIVATIONS = 64
 QUORUM_NOTES = 50
 # Problems that only repeat, one step down, a problem of the step that made an input.
 CONSEQUENCES = frozenset({"unaccepted-producer"})
+# Kinds of problem that are causes, in the order a reader should meet them: what invalidates
+# everything, who signed, what is missing, what changed. Other problems follow, consequences
+# last (`order_by_cause`).
+CAUSES = ("expired-policy", "signer-not-in-policy", "invalid-signature", "unverifiable",
+          "wrong-signer", "missing-step", "artifact-mismatch")
+
+
+def order_by_cause(problems: list[Problem]) -> list[Problem]:
+    """Causes first (in CAUSES order), then the rest as found, then pure consequences; stable,
+    so problems of one kind keep the order of the steps they are about."""
+    def rank(problem: Problem) -> int:
+        kind = problem.ordered_as or problem.kind
+        if kind in CAUSES:
+            return CAUSES.index(kind)
+        return len(CAUSES) + (1 if problem.kind in CONSEQUENCES else 0)
+
+    return sorted(problems, key=rank)
 
 
 @dataclass(frozen=True)
@@ -60,6 +77,9 @@ class Problem:
     message: str
     kind: str = "problem"
     digest: tuple[tuple[str, str], ...] = ()  # the material it is about, where there is one
+    # The cause it is ordered as, when that is not its kind: a material made only by an
+    # attestation no policy signer signed is an untrusted signer, first of all.
+    ordered_as: str | None = None
 
     def to_dict(self) -> dict[str, str]:
         return {"file": self.file, "message": self.message, "kind": self.kind}
@@ -243,7 +263,7 @@ class Evaluation:
                                            "it.", "no-derivation"))
         chain = considered
         return ArtifactVerdict(digest, finals, chain, _sources_of(chain),
-                               self._quorums(chain), problems, considered)
+                               self._quorums(chain), order_by_cause(problems), considered)
 
 
 def evaluate(policy: Policy, bundles: Iterable[Bundle], signers: TrustedSigners,
@@ -336,8 +356,11 @@ class _Admission:
             self._seen[copy] = None
             return
         if not attribution.names:
-            self.notes.append(f"ignored {bundle.source}: signed by no signer the policy names.")
-            self._remember_unverified(statement, bundle.source)
+            claimed = claimed_signer(bundle)
+            self.notes.append(f"ignored {bundle.source}: signed by no signer the policy names"
+                              f"{f' ({claimed})' if claimed else ''}.")
+            self._remember_unverified(
+                statement, f"{bundle.source} ({claimed})" if claimed else bundle.source)
         try:
             node = self._node(statement, attribution, bundle)
         except InputError as error:
@@ -397,6 +420,18 @@ class _Admission:
                 claimed = self.unverified_claims.setdefault(pair, [])
                 if source not in claimed and len(claimed) < 20:
                     claimed.append(source)
+
+
+def claimed_signer(bundle: Bundle) -> str:
+    """What a bundle no policy signer verifies says about who signed it, marked unverified: the
+    key id it names (so a reader can find the key), never a reason to trust it."""
+    if bundle.is_keyless:
+        return ""
+    hints = sorted({h for h in (bundle.public_key_hint, *(s.keyid for s in bundle.signatures))
+                    if isinstance(h, str) and h})
+    if not hints:
+        return "it names no key id"
+    return f"it names key id {', '.join(h[:64] for h in hints[:3])}, unverified"
 
 
 def _merge(node: StepNode | RebuildNode, attribution: Attribution, status: str) -> None:
@@ -532,7 +567,8 @@ def _link_materials(evaluation: Evaluation, step: StepNode) -> None:
         link.unaccounted = Problem(record.source, why_not or (
             f"material {name} of step {record.step!r} ({record.source}) is neither a product "
             f"of an attested earlier step nor a source in the policy."
-        ), "unaccounted-material", tuple(sorted(digest.items())))
+        ), "unaccounted-material", tuple(sorted(digest.items())),
+            "signer-not-in-policy" if unverified else None)
 
 
 class _DirectoryIndex:

@@ -71,6 +71,30 @@ def _glob(name: str, pattern: str) -> bool:
     return _glob_regex(pattern).fullmatch(name) is not None
 
 
+def ignore_pattern_for(name: str, patterns: tuple[str, ...]) -> str | None:
+    """The first ignore pattern that leaves the file `name` (relative to a directory artifact)
+    out: one matching its path or the path of a directory holding it, so `.git` leaves out all
+    of `.git/` and `.cache/huggingface/**` everything below that folder."""
+    if not patterns:
+        return None
+    candidates = [name, *_parents(name)]
+    return next((p for p in patterns if any(_glob(c, p) for c in candidates)), None)
+
+
+def _parents(name: str) -> list[str]:
+    parts = name.split("/")
+    return ["/".join(parts[:depth]) for depth in range(1, len(parts))]
+
+
+def check_ignore_pattern(pattern: str) -> str | None:
+    """Why an ignore pattern is unusable, or None: it is matched against paths relative to the
+    directory artifact, so it can neither be absolute nor climb out of it."""
+    if not pattern or pattern.startswith("/") or ".." in pattern.split("/") or "\\" in pattern:
+        return (f"ignore pattern {pattern!r} must be a relative path pattern inside the "
+                "directory (no leading '/', no '..', no backslash)")
+    return None
+
+
 @functools.lru_cache(maxsize=256)
 def _glob_regex(pattern: str) -> re.Pattern[str]:
     regex, index = "", 0
@@ -103,12 +127,54 @@ class Tolerance:
     atol: float
 
 
+PRODUCT_RULES = ("exact", "tensors", "json", "informational")
+
+
+@dataclass(frozen=True)
+class ProductRule:
+    """How a rebuilt product matching `pattern` is judged: bit for bit (exact), tensor by tensor
+    within a tolerance (tensors), as JSON with numbers within a tolerance (json), or compared
+    and reported only (informational: never a match nor dissent)."""
+
+    pattern: str
+    kind: str  # one of PRODUCT_RULES
+    tolerance: Tolerance | None = None
+
+
+@dataclass(frozen=True)
+class StepMatch:
+    """A step's match rule: `default` for products no pattern names (None: exact; a tolerance:
+    tensor files within it), and per-product rules by glob."""
+
+    default: Tolerance | None = None
+    products: tuple[ProductRule, ...] = ()
+    where: str = "rebuild.match"  # the policy field, for messages
+
+    @property
+    def all_exact(self) -> bool:
+        return self.default is None and all(r.kind == "exact" for r in self.products)
+
+    def rule_for(self, name: str) -> ProductRule:
+        """The rule for one product; InputError when patterns with different rules match it."""
+        found = [r for r in self.products if _glob(name, r.pattern)]
+        if len({(r.kind, r.tolerance) for r in found}) > 1:
+            raise InputError(
+                f"{self.where}: product {name} matches the patterns "
+                f"{' and '.join(repr(r.pattern) for r in found)} with different rules; "
+                "the policy must say one rule per product.")
+        if found:
+            return found[0]
+        if self.default is None:
+            return ProductRule("**", "exact")
+        return ProductRule("**", "tensors", self.default)
+
+
 @dataclass(frozen=True)
 class RebuildRule:
     quorum: int
     rebuilders: tuple[str, ...]
     steps: tuple[str, ...]
-    match: dict[str, Tolerance | None]  # per step; None = exact
+    match: dict[str, StepMatch]  # per step
     max_dissent: int | None = None
     require_sandbox: bool = False  # count only sandboxed, offline rebuilds (verifier.hermetic)
 
@@ -126,6 +192,8 @@ class Policy:
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     # Digests that may establish a match; blake3 only where the policy opts in (docs/digests.md).
     accept_digests: tuple[str, ...] = ("sha256",)
+    # Glob patterns of files left out when a directory artifact is hashed for verification.
+    ignore: tuple[str, ...] = ()
 
     def step(self, name: str) -> StepRule | None:
         return next((s for s in self.steps if s.name == name), None)
@@ -223,22 +291,13 @@ def _validate(data: Any, path: Path) -> None:
         _schema(), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
     errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
+        from verifier.policy_check import explain_schema_error
+
         error = jsonschema.exceptions.best_match(errors)
-        where = ".".join(readers.brief(p, 40).strip("'") if not isinstance(p, int) else str(p)
-                         for p in error.absolute_path) or "the top level"
-        raise InputError(f"{path}: {where}: {_schema_message(error)}.")
-
-
-def _schema_message(error: Any) -> str:
-    """jsonschema's message, except that it quotes the offending value whole: a long or nested
-    value is named by its kind instead, so that no message grows with the input."""
-    message = str(error.message)
-    quoted = repr(error.instance) if not isinstance(error.instance, int | float) else ""
-    if len(message) <= 200:
-        return message
-    if quoted and quoted in message:
-        return message.replace(quoted, readers.brief(error.instance))[:200]
-    return message[:199] + "…"
+        # The explanation names the field; a value is quoted only briefly, so that no
+        # message grows with the input (a policy may be a stranger's).
+        message = explain_schema_error(error)
+        raise InputError(f"{path}: {message if len(message) <= 300 else message[:299] + '…'}.")
 
 
 def load_policy(path: Path) -> Policy:
@@ -268,6 +327,9 @@ def load_policy(path: Path) -> Policy:
         for s in data["steps"]
     )
     _check_references(path, signers, steps, data.get("rebuild"))
+    for pattern in data.get("ignore", []):
+        if (why := check_ignore_pattern(pattern)) is not None:
+            raise InputError(f"{path}: ignore: {why}.")
     expires = dt.date.fromisoformat(data["expires"]) if "expires" in data else None
     return Policy(
         path=path,
@@ -276,16 +338,25 @@ def load_policy(path: Path) -> Policy:
         signers=signers,
         sources=tuple(_source_rule(s) for s in data.get("sources", [])),
         steps=steps,
-        rebuild=_rebuild_rule(data.get("rebuild"), steps, path),
+        rebuild=_rebuild_rule(path, data.get("rebuild")),
         trusted_root=base / data["trusted_root"] if "trusted_root" in data else None,
         raw=data,
         accept_digests=tuple(data.get("digests", {}).get("accept", ["sha256"])),
+        ignore=tuple(data.get("ignore", [])),
     )
 
 
 def _source_rule(data: dict[str, Any]) -> SourceRule:
     fields = {k: v for k, v in data.items() if k != "dirHash"}
     return SourceRule(**fields, dir_hash=data.get("dirHash"))
+
+
+def did_you_mean(name: str, known: Any) -> str:
+    """' (did you mean 'x'?)' for the closest known name, or ''."""
+    import difflib
+
+    close = difflib.get_close_matches(name, [str(k) for k in known], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _check_references(path: Path, signers: dict[str, SignerSpec], steps: tuple[StepRule, ...],
@@ -296,19 +367,29 @@ def _check_references(path: Path, signers: dict[str, SignerSpec], steps: tuple[S
     for step in steps:
         for signer in step.signed_by:
             if signer not in signers:
-                raise InputError(f"{path}: step {step.name!r} names an unknown signer {signer!r}.")
+                raise InputError(f"{path}: step {step.name!r} names an unknown signer {signer!r}"
+                                 f"{did_you_mean(signer, signers)}.")
         for earlier in step.after:
             if earlier not in names:
                 raise InputError(f"{path}: step {step.name!r} comes after an unknown step "
-                                 f"{earlier!r}.")
+                                 f"{earlier!r}{did_you_mean(earlier, names)}.")
     if rebuild:
         for rebuilder in rebuild["rebuilders"]:
             if rebuilder not in signers:
                 raise InputError(f"{path}: rebuild.rebuilders names an unknown signer "
-                                 f"{rebuilder!r}.")
+                                 f"{rebuilder!r}{did_you_mean(rebuilder, signers)}.")
         for step_name in rebuild["steps"]:
             if step_name not in names:
-                raise InputError(f"{path}: rebuild.steps names an unknown step {step_name!r}.")
+                raise InputError(f"{path}: rebuild.steps names an unknown step {step_name!r}"
+                                 f"{did_you_mean(step_name, names)}.")
+        match = rebuild.get("match")
+        if isinstance(match, dict) and "rtol" not in match:
+            for step_name in match:
+                if step_name not in rebuild["steps"]:
+                    raise InputError(
+                        f"{path}: rebuild.match.{step_name}: names no step of rebuild.steps"
+                        f"{did_you_mean(step_name, rebuild['steps'])}; a rule for a step that "
+                        "is not rebuilt would be no rule.")
 
 
 TOLERANCE_OPTIONS = ("rtol", "atol")
@@ -337,36 +418,71 @@ def _check_match_options(data: Any, path: Path) -> None:
                 "or one entry per step.")
 
 
-def _number(value: Any, path: Path, where: str) -> float:
+def _number(value: Any, where: str) -> float:
     try:
         number = float(value)
     except (OverflowError, TypeError, ValueError):
         number = math.nan
     if not math.isfinite(number):
-        raise InputError(f"{path}: {where} must be a finite number.")
+        raise InputError(f"{where} must be a finite number.")
     return number
 
 
-def _tolerance(spec: dict[str, Any], path: Path, where: str) -> Tolerance:
-    return Tolerance(_number(spec["rtol"], path, f"{where}.rtol"),
-                     _number(spec["atol"], path, f"{where}.atol"))
+def _tolerance_of(data: dict[str, Any], where: str) -> Tolerance:
+    return Tolerance(_number(data["rtol"], f"{where}.rtol"), _number(data["atol"], f"{where}.atol"))
 
 
-def _rebuild_rule(data: dict[str, Any] | None, steps: tuple[StepRule, ...],
-                  path: Path = Path("policy")) -> RebuildRule | None:
+def _whole_step(value: Any, where: str) -> Tolerance | None:
+    return None if value == "exact" else _tolerance_of(value, where)
+
+
+def _product_rule(pattern: str, value: Any, where: str) -> ProductRule:
+    if value in ("exact", "informational"):
+        return ProductRule(pattern, value)
+    if "json" in value:
+        return ProductRule(pattern, "json", _tolerance_of(value["json"], f"{where}.json"))
+    return ProductRule(pattern, "tensors", _tolerance_of(value.get("tensors", value), where))
+
+
+def _step_match(path: Path, step: str, value: Any) -> StepMatch:
+    where = f"{path}: rebuild.match.{step}"
+    if not isinstance(value, dict) or "products" not in value:
+        return StepMatch(_whole_step(value, where), where=where)
+    rules = tuple(_product_rule(p, v, f"{where}.products.{p}")
+                  for p, v in value["products"].items())
+    for rule in rules:
+        if (why := check_ignore_pattern(rule.pattern)) is not None:
+            raise InputError(f"{where}.products: {why.replace('ignore pattern', 'pattern')}.")
+    # Two patterns where one names a file the other matches, with different rules: ambiguous
+    # whatever the step produces (other overlaps are refused when a product meets them).
+    for first in rules:
+        for second in rules:
+            if (first is not second and not _has_wildcard(first.pattern)
+                    and _glob(first.pattern, second.pattern)
+                    and (first.kind, first.tolerance) != (second.kind, second.tolerance)):
+                raise InputError(f"{where}.products: {first.pattern} matches both "
+                                 f"{first.pattern!r} and {second.pattern!r}, with different "
+                                 "rules; give each product one rule.")
+    return StepMatch(_whole_step(value.get("default", "exact"), f"{where}.default"), rules,
+                     where)
+
+
+def _has_wildcard(pattern: str) -> bool:
+    return any(c in pattern for c in "*?")
+
+
+def _rebuild_rule(path: Path, data: dict[str, Any] | None) -> RebuildRule | None:
     if not data:
         return None
     match = data.get("match", "exact")
-    per_step: dict[str, Tolerance | None] = {}
+    per_step: dict[str, StepMatch] = {}
+    whole = match == "exact" or (isinstance(match, dict) and "rtol" in match)
     for step in data["steps"]:
-        if match == "exact":
-            per_step[step] = None
-        elif set(match) == set(TOLERANCE_OPTIONS):
-            per_step[step] = _tolerance(match, path, "rebuild.match")
+        if whole:
+            per_step[step] = StepMatch(_whole_step(match, f"{path}: rebuild.match"),
+                                       where=f"{path}: rebuild.match")
         else:
-            chosen = match.get(step, "exact")
-            per_step[step] = (None if chosen == "exact"
-                              else _tolerance(chosen, path, f"rebuild.match.{step}"))
+            per_step[step] = _step_match(path, step, match.get(step, "exact"))
     return RebuildRule(
         quorum=int(data["quorum"]),
         rebuilders=tuple(data["rebuilders"]),

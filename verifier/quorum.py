@@ -13,12 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from verifier.drift import order_drift
 from verifier.errors import InputError
 from verifier.hermetic import rebuild_isolation_problem
 from verifier.statement import Statement, StepRecord, is_digest_set
 
 if TYPE_CHECKING:
-    from verifier.policy import Policy, Tolerance
+    from verifier.policy import Policy, ProductRule, StepMatch, Tolerance
     from verifier.trust import Attribution, TrustedSigners
 
 VERDICTS = ("IDENTICAL", "CANONICALLY-IDENTICAL", "WITHIN-TOLERANCE", "DIVERGED", "MISSING")
@@ -126,6 +127,9 @@ class StepQuorum:
     probes: list[dict[str, Any]] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    # Products the policy calls informational that a counted or dissenting rebuild did not
+    # reproduce bit for bit: reported, never a match or dissent.
+    informational: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def matched(self) -> list[str]:
@@ -142,6 +146,7 @@ class StepQuorum:
             "matching": len(self.counted), "matched": self.matched, "counted": self.counted,
             "missing": self.missing, "dissent": self.dissent, "probes": self.probes,
             "ignored": self.ignored, "failures": self.failures,
+            "informational": self.informational,
         }
 
 
@@ -180,32 +185,84 @@ def _within_tolerance(name: str, result: dict[str, Any], tolerance: Tolerance) -
     return True
 
 
-def check_claim(record: StepRecord, claim: RebuildClaim, tolerance: Tolerance | None
-                ) -> list[dict[str, Any]]:
-    """The products the claim did not reproduce (empty when it matches), with why."""
+def _within_json_tolerance(result: dict[str, Any], tolerance: Tolerance) -> bool:
+    """A JSON tolerance, judged from the rebuilder's signed diff alone: both sides read as JSON,
+    the same structure, every non-numeric value equal, and the numbers within the tolerance
+    (by the same sound bound as tensors: max abs <= atol or max rel <= rtol)."""
+    from verifier.tensordiff import within_tolerance
+
+    diff = result.get("diff")
+    if not isinstance(diff, dict) or diff.get("kind") != "json":
+        return False
+    summary = diff.get("json")
+    if not isinstance(summary, dict) or summary.get("structure_equal") is not True:
+        return False
+    if summary.get("other_differences") != 0:
+        return False
+    if summary.get("numbers_differing") == 0:
+        return True
+    return within_tolerance(_number(summary.get("max_abs_diff")),
+                            _number(summary.get("max_rel_diff")), tolerance.rtol, tolerance.atol)
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) \
+        else None
+
+
+@dataclass
+class ClaimOutcome:
+    mismatches: list[dict[str, Any]] = field(default_factory=list)
+    informational: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _rule_for(match: StepMatch | None, name: str) -> ProductRule | None:
+    return None if match is None else match.rule_for(name)
+
+
+def judge_claim(record: StepRecord, claim: RebuildClaim, match: StepMatch | None
+                ) -> ClaimOutcome:
+    """Each product of the step attestation judged by its rule: the ones the claim did not
+    reproduce, with why, and the informational ones that differ (reported only)."""
     results = {r["name"]: r for r in claim.results}
     signed_subjects = claim.statement.subject_digests()
-    mismatches: list[dict[str, Any]] = []
+    outcome = ClaimOutcome()
+    tolerant = match is not None and not match.all_exact
     for product in record.products:
         name, expected = product["name"], product["digest"]
+        rule = _rule_for(match, name)
+        kind = rule.kind if rule is not None else "exact"
         result = results.get(name)
         if result is None:
-            mismatches.append({"name": name, "verdict": "MISSING"})
+            missing = {"name": name, "verdict": "MISSING"}
+            (outcome.informational if kind == "informational" else outcome.mismatches).append(
+                missing)
             continue
         actual = result.get("actual")
         if not _same(result.get("expected"), expected):
-            mismatches.append({"name": name, "verdict": "DIVERGED",
-                               "reason": "the rebuild compared against another digest"})
+            outcome.mismatches.append({"name": name, "verdict": "DIVERGED",
+                                       "reason": "the rebuild compared against another digest"})
         elif _same(actual, expected) and _same(signed_subjects.get(name), expected):
             continue
-        elif tolerance is not None and "dirHash" in expected:
+        elif tolerant and "dirHash" in expected:
             continue  # a directory's files are judged one by one
-        elif (tolerance is not None and _same(signed_subjects.get(name), actual)
-              and _within_tolerance(name, result, tolerance)):
+        elif kind == "informational":
+            outcome.informational.append(_dissent_detail(name, result))
+        elif (rule is not None and rule.tolerance is not None
+              and _same(signed_subjects.get(name), actual)
+              and (_within_tolerance(name, result, rule.tolerance) if kind == "tensors"
+                   else _within_json_tolerance(result, rule.tolerance))):
             continue
         else:
-            mismatches.append(_dissent_detail(name, result))
-    return mismatches
+            outcome.mismatches.append(_dissent_detail(name, result))
+    return outcome
+
+
+def check_claim(record: StepRecord, claim: RebuildClaim, match: StepMatch | None
+                ) -> list[dict[str, Any]]:
+    """The products the claim did not reproduce (empty when it matches), with why;
+    informational products are never among them."""
+    return judge_claim(record, claim, match).mismatches
 
 
 def _dissent_detail(name: str, result: dict[str, Any]) -> dict[str, Any]:
@@ -222,6 +279,12 @@ def _dissent_detail(name: str, result: dict[str, Any]) -> dict[str, Any]:
             detail["changed_tensors"] = len(tensors)
         if diff.get("first_difference_offset") is not None:
             detail["first_difference_offset"] = diff["first_difference_offset"]
+        summary = diff.get("json")
+        if diff.get("kind") == "json" and isinstance(summary, dict):
+            detail["json"] = {k: summary.get(k) for k in (
+                "structure_equal", "first_structural_difference", "numbers_differing",
+                "max_abs_diff", "max_rel_diff", "first_number_difference",
+                "other_differences", "first_other_difference")}
     return detail
 
 
@@ -275,18 +338,22 @@ def judge_rebuilds(
             _ignore(outcome, f"{claim.source}: {isolation}")
             continue
         who = ", ".join(sorted(eligible.values()))
+        judged = judge_claim(record, claim, rule.match.get(record.step))
         if claim.is_probe:
             outcome.probes.append({
                 "rebuilder": who, "attestation": claim.source,
-                "overrides": dict(claim.env_overrides),
-                "files": check_claim(record, claim, rule.match.get(record.step)),
+                "overrides": dict(claim.env_overrides), "files": judged.mismatches,
             })
             continue
-        mismatches = check_claim(record, claim, rule.match.get(record.step))
+        mismatches = judged.mismatches
+        if judged.informational:
+            outcome.informational.append({"rebuilder": who, "attestation": claim.source,
+                                          "files": judged.informational})
         if mismatches:
             dissenting.update(eligible)
             outcome.dissent.append({"rebuilder": who, "attestation": claim.source,
-                                    "files": mismatches, "drift": list(claim.drift[:8])})
+                                    "files": mismatches,
+                                    "drift": order_drift(claim.drift)[:8]})
         else:
             eligible_by_claim.append((claim, eligible))
     for claim, identity in _assign(eligible_by_claim):

@@ -1,7 +1,8 @@
 """Compare two files or two directory trees and explain how they differ.
 
 Safetensors files (recognised by their header, not their name) are compared tensor by tensor;
-any other file is compared byte by byte.
+two JSON objects or arrays structurally, numbers by value (``verifier.jsondiff``); any other
+file byte by byte.
 
 Tensor data is read with positional reads into reused buffers, ``_READ_CHUNKS`` chunks of
 ``_CHUNK_ELEMENTS`` elements at a time, on up to ``_WORKERS`` threads, so memory stays bounded
@@ -53,6 +54,8 @@ import numpy as np
 
 from verifier import ulp_median
 from verifier.errors import InputError
+from verifier.jsondiff import MAX_BYTES as _MAX_JSON_BYTES
+from verifier.jsondiff import JsonDiff, compare_json, parse_container
 from verifier.readers import MAX_SAFETENSORS_HEADER_BYTES, brief
 from verifier.terminal import clean
 
@@ -129,7 +132,7 @@ class TensorDiff:
 class FileDiff:
     path_a: str
     path_b: str
-    kind: str  # "safetensors" | "bytes"
+    kind: str  # "safetensors" | "json" | "bytes"
     verdict: Verdict
     size_a: int
     size_b: int
@@ -137,14 +140,17 @@ class FileDiff:
     tensors: list[TensorDiff]  # worst first
     metadata_a: dict[str, str] | None
     metadata_b: dict[str, str] | None
+    json: JsonDiff | None = None  # kind "json": the structural comparison
 
     def changed_tensors(self) -> list[TensorDiff]:
         return [t for t in self.tensors if t.status != "equal"]
 
     def to_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.__dict__.items() if k != "tensors"}
+        out = {k: v for k, v in self.__dict__.items() if k not in ("tensors", "json")}
         out["verdict"] = self.verdict.value
         out["tensors"] = [t.to_dict() for t in self.tensors]
+        if self.json is not None:
+            out["json"] = self.json.to_dict()
         return out
 
 
@@ -153,8 +159,9 @@ class DirDiff:
     path_a: str
     path_b: str
     verdict: Verdict
-    added: list[str]  # only in b
-    removed: list[str]  # only in a
+    # A is the side being checked (the rebuilt or new one), B the reference:
+    added: list[str]  # only in a: extra, the reference has no such file
+    removed: list[str]  # only in b: missing from a
     changed: list[FileDiff]  # common files that are not byte-identical
     unchanged: int
 
@@ -823,7 +830,8 @@ def _first_difference_outside_tensors(a: Path, b: Path, header: _Header, size: i
 def diff_files(
     a: Path, b: Path, *, rtol: float | None = None, atol: float | None = None
 ) -> FileDiff:
-    """Compare two files; safetensors pairs tensor by tensor, anything else byte by byte."""
+    """Compare two files; safetensors pairs tensor by tensor, two JSON documents structurally,
+    anything else byte by byte."""
     a, b = Path(a), Path(b)
     tol = _tolerance(rtol, atol)
     size_a, size_b = _file_size(a), _file_size(b)
@@ -831,6 +839,14 @@ def diff_files(
     if ha is None or hb is None:
         first = _first_difference(a, b)
         verdict = Verdict.IDENTICAL if first is None else Verdict.DIVERGED
+        structural = _json_diff(a, b, size_a, size_b, tol) if first is not None else None
+        if structural is not None:
+            if structural.equal:
+                verdict = Verdict.CANONICALLY_IDENTICAL
+            elif structural.passes_tolerance:
+                verdict = Verdict.WITHIN_TOLERANCE
+            return FileDiff(str(a), str(b), "json", verdict, size_a, size_b, first, [], None,
+                            None, structural)
         return FileDiff(str(a), str(b), "bytes", verdict, size_a, size_b, first, [], None, None)
     tensors, first_in_tensors = _diff_tensors(a, b, ha, hb, tol)
     if size_a == size_b and ha.prefix == hb.prefix:
@@ -852,6 +868,22 @@ def diff_files(
         str(a), str(b), "safetensors", verdict, size_a, size_b, first, tensors,
         ha.metadata, hb.metadata,
     )  # fmt: skip
+
+
+def _json_diff(a: Path, b: Path, size_a: int, size_b: int,
+               tol: tuple[float, float] | None) -> JsonDiff | None:
+    """The structural comparison when both files are JSON objects or arrays, else None."""
+    if max(size_a, size_b) > _MAX_JSON_BYTES:
+        return None
+    try:
+        doc_a = parse_container(a.read_bytes())
+        doc_b = parse_container(b.read_bytes()) if doc_a is not None else None
+    except OSError as err:
+        raise _unreadable(a, err) from err
+    if doc_a is None or doc_b is None:
+        return None
+    rtol, atol = tol if tol is not None else (None, None)
+    return compare_json(doc_a, doc_b, rtol, atol)
 
 
 def _list_files(root: Path) -> dict[str, Path]:
@@ -898,8 +930,8 @@ def diff_paths(
             unchanged += 1
         else:
             changed.append(fd)
-    added = sorted(files_b.keys() - files_a.keys())
-    removed = sorted(files_a.keys() - files_b.keys())
+    added = sorted(files_a.keys() - files_b.keys())
+    removed = sorted(files_b.keys() - files_a.keys())
     verdict = max(
         (d.verdict for d in changed), key=_SEVERITY.__getitem__, default=Verdict.IDENTICAL
     )
@@ -957,6 +989,8 @@ def _render_file(d: FileDiff, limit: int) -> list[str]:
     keys = sorted(k for k in ma.keys() | mb.keys() if ma.get(k) != mb.get(k))
     if keys:
         lines.append("__metadata__ differs in keys: " + ", ".join(map(clean, keys)))
+    if d.kind == "json" and d.json is not None:
+        return lines + _render_json(d.json)
     if d.kind != "safetensors":
         return lines
     lines.append(f"{len(d.tensors)} tensors, {len(d.changed_tensors())} not bit-equal")
@@ -971,6 +1005,23 @@ def _render_file(d: FileDiff, limit: int) -> list[str]:
     return lines
 
 
+def _render_json(j: JsonDiff) -> list[str]:
+    lines = [f"JSON: {j.values} values, {j.numbers} numbers, {j.numbers_differing} numbers "
+             f"differ, {j.other_differences} other values differ"]
+    if not j.structure_equal:
+        lines.append(f"structure differs first at {clean(str(j.first_structural_difference))}")
+    if j.numbers_differing:
+        worst_abs = math.inf if j.max_abs_diff is None else j.max_abs_diff
+        worst_rel = math.inf if j.max_rel_diff is None else j.max_rel_diff
+        lines.append(f"numbers: max abs {_num(worst_abs)}, max rel {_num(worst_rel)}; first at "
+                     f"{clean(str(j.first_number_difference))}")
+    if j.other_differences:
+        lines.append(f"first other difference at {clean(str(j.first_other_difference))}")
+    if j.passes_tolerance is not None:
+        lines.append("within the tolerance" if j.passes_tolerance else "outside the tolerance")
+    return lines
+
+
 def render_text(diff: FileDiff | DirDiff, *, limit: int = 20) -> str:
     """A readable report: verdict header, then the worst ``limit`` tensors of each file. Names
     from the files (tensor and metadata names, file names) are escaped for a terminal."""
@@ -979,12 +1030,12 @@ def render_text(diff: FileDiff | DirDiff, *, limit: int = 20) -> str:
     lines = [
         f"{diff.verdict.value}: {clean(diff.path_a)} vs {clean(diff.path_b)} "
         f"({len(diff.added)} added, "
-        f"{len(diff.removed)} removed, {len(diff.changed)} changed, {diff.unchanged} unchanged)"
+        f"{len(diff.removed)} missing, {len(diff.changed)} changed, {diff.unchanged} unchanged)"
     ]
-    lines += [f"{Verdict.MISSING.value}: {clean(p)} (only in {clean(diff.path_b)})"
-              for p in diff.added]
-    lines += [f"{Verdict.MISSING.value}: {clean(p)} (only in {clean(diff.path_a)})"
-              for p in diff.removed]
+    lines += [f"ADDED: {clean(p)} (only in {clean(diff.path_a)}; the reference "
+              f"{clean(diff.path_b)} has no such file)" for p in diff.added]
+    lines += [f"{Verdict.MISSING.value}: {clean(p)} (only in the reference {clean(diff.path_b)}; "
+              f"missing from {clean(diff.path_a)})" for p in diff.removed]
     for fd in diff.changed:
         lines += [""] + ["  " + line for line in _render_file(fd, limit)]
     return "\n".join(lines) + "\n"

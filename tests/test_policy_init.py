@@ -1,0 +1,238 @@
+"""`policy init` writes the policy a recorded chain satisfies (checked against the demo's golden
+file), and `policy check` explains every error of a policy with its field and a suggestion."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import assert_error, assert_no_traceback, make_keys, run, run_executable
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "tiny-model"
+PY = sys.executable
+GOLDEN = Path(__file__).parent / "golden" / "tiny-model-policy.yaml"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo's chain, recorded as examples/tiny-model/demo.sh records it, and rebuilt by
+    two rebuilders."""
+    work = tmp_path_factory.mktemp("demo")
+    shutil.copytree(EXAMPLE / "data", work / "data")
+    for script in EXAMPLE.glob("*.py"):
+        shutil.copy2(script, work / script.name)
+    for who in ("builder", "rebuilder-a", "rebuilder-b", "outsider"):
+        make_keys(work / "keys", who)
+    key = ["--key", "keys/builder.key", "--"]
+    for args in (
+        ["--step", "prepare-data", "--material", "data/iris.csv", "--material", "prepare.py",
+         "--product", "build/data", *key, PY, "prepare.py"],
+        ["--step", "train", "--material", "build/data/train.csv", "--material", "train.py",
+         "--product", "build/weights.safetensors", "--product", "build/train-log.json",
+         "--env", "OMP_NUM_THREADS=1", *key, PY, "train.py"],
+        ["--step", "package", "--material", "build/weights.safetensors", "--material",
+         "build/data/stats.json", "--material", "package.py", "--product", "build/model",
+         *key, PY, "package.py"],
+    ):
+        result = run_executable(["record", *args], cwd=work)
+        assert result.code == 0, result.output
+    for who in ("rebuilder-a", "rebuilder-b"):
+        result = run(["rebuild", "attestations", "--trust-key", "keys/builder.pub", "--source",
+                      ".", "--key", f"keys/{who}.key", "--out", f"rebuilds/{who}"], cwd=work)
+        assert result.code == 0, result.output
+    return work
+
+
+REBUILDERS = ["--rebuilder", "rebuilder-a=keys/rebuilder-a.pub",
+              "--rebuilder", "rebuilder-b=keys/rebuilder-b.pub"]
+
+
+def init(demo: Path, out: str, *extra: str):
+    result = run(["policy", "init", "attestations", "rebuilds", "--signer",
+                  "builder=keys/builder.pub", "--out", out, *extra], cwd=demo)
+    assert_no_traceback(result)
+    return result
+
+
+def test_the_demo_chain_gives_the_golden_policy_and_it_verifies_the_chain(demo: Path) -> None:
+    result = init(demo, "tiny-model.yaml", *REBUILDERS)
+    assert result.code == 0, result.output
+    assert "  PASS  build/model" in result.stdout
+    written = (demo / "tiny-model.yaml").read_text(encoding="utf-8")
+    assert written == GOLDEN.read_text(encoding="utf-8"), (
+        "policy init output changed; if on purpose, regenerate tests/golden/"
+        "tiny-model-policy.yaml")
+    for artifact in ("build/model", "build/model/model.safetensors"):
+        verified = run([artifact, "--policy", "tiny-model.yaml", "--attestations",
+                        "attestations", "--attestations", "rebuilds", "--json"], cwd=demo,
+                       program="verify-model")
+        report = json.loads(verified.stdout)
+        assert report["verdict"] == "PASS", report["problems"]
+        assert {q["step"]: q["matching"] for q in report["rebuilds"]} == {
+            "prepare-data": 2, "train": 2, "package": 2}
+    assert run(["policy", "check", "tiny-model.yaml"], cwd=demo).code == 0
+
+
+def test_the_pins_are_the_root_inputs_digests(demo: Path) -> None:
+    assert init(demo, "p.yaml").code == 0
+    data = yaml.safe_load((demo / "p.yaml").read_text(encoding="utf-8"))
+    iris = hashlib.sha256((demo / "data" / "iris.csv").read_bytes()).hexdigest()
+    assert data["sources"] == [{"name": "data/iris.csv", "sha256": iris},
+                               {"pattern": "*.py", "unpinned": True}]
+    assert [(s["name"], s.get("after")) for s in data["steps"]] == [
+        ("prepare-data", None), ("train", ["prepare-data"]), ("package", ["train"])]
+    assert "rebuild" not in data
+    assert data["ignore"] == [".gitattributes", ".cache/huggingface/**", "README.md"]
+
+
+def test_pin_code_pins_every_script(demo: Path) -> None:
+    assert init(demo, "pinned.yaml", "--pin-code").code == 0
+    data = yaml.safe_load((demo / "pinned.yaml").read_text(encoding="utf-8"))
+    pinned = {s["name"]: s["sha256"] for s in data["sources"]}
+    for script in ("prepare.py", "train.py", "package.py"):
+        assert pinned[script] == hashlib.sha256((demo / script).read_bytes()).hexdigest()
+    assert not any("pattern" in s for s in data["sources"])
+    # The pin is real: a chain recorded with another script no longer verifies.
+    report = json.loads(run(["build/model", "--policy", "pinned.yaml", "--json"], cwd=demo,
+                            program="verify-model").stdout)
+    assert report["verdict"] == "PASS"
+    changed = dict(data, sources=[dict(s, sha256="0" * 64) if s["name"] == "train.py" else s
+                                  for s in data["sources"]])
+    (demo / "changed.yaml").write_text(yaml.safe_dump(changed), encoding="utf-8")
+    report = json.loads(run(["build/model", "--policy", "changed.yaml", "--json"], cwd=demo,
+                            program="verify-model").stdout)
+    assert report["verdict"] == "FAIL"
+    assert any("train.py" in p["message"] for p in report["problems"])
+
+
+def test_the_same_chain_gives_the_same_bytes(demo: Path) -> None:
+    assert init(demo, "one.yaml", *REBUILDERS).code == 0
+    assert init(demo, "two.yaml", *REBUILDERS, "--name", "one").code == 0
+    assert (demo / "one.yaml").read_bytes() == (demo / "two.yaml").read_bytes()
+
+
+def test_an_existing_file_is_kept_without_force(demo: Path) -> None:
+    (demo / "mine.yaml").write_text("# my policy\n", encoding="utf-8")
+    assert_error(init(demo, "mine.yaml"), 2, "mine.yaml", "already exists", "--force")
+    assert (demo / "mine.yaml").read_text(encoding="utf-8") == "# my policy\n"
+    assert init(demo, "mine.yaml", "--force").code == 0
+    assert "version: 1" in (demo / "mine.yaml").read_text(encoding="utf-8")
+    assert not [p for p in demo.iterdir() if p.name.startswith(".mine.yaml")]
+
+
+def test_a_key_that_signed_nothing_is_refused(demo: Path) -> None:
+    result = run(["policy", "init", "attestations", "--signer", "x=keys/outsider.pub",
+                  "--out", "x.yaml"], cwd=demo)
+    assert_error(result, 2, "no step attestation is signed by x")
+    assert not (demo / "x.yaml").exists()
+    assert_error(run(["policy", "init", "attestations", "--signer", "builder",
+                      "--out", "x.yaml"], cwd=demo), 2, "NAME=KEYFILE")
+
+
+def test_a_policy_the_chain_does_not_meet_is_written_and_says_why(demo: Path) -> None:
+    """A rebuilder who rebuilt nothing: the quorum cannot be met, and init says so (exit 1)."""
+    result = init(demo, "short.yaml", "--rebuilder", "rebuilder-a=keys/rebuilder-a.pub",
+                  "--rebuilder", "nobody=keys/outsider.pub", "--json")
+    assert result.code == 1, result.output
+    report = json.loads(result.stdout)
+    assert report["verifies"] is False
+    [artifact] = report["artifacts"]
+    assert artifact["verdict"] == "FAIL" and "missing: nobody" in artifact["problem"]
+
+
+# ---------------------------------------------------------------- policy check
+
+
+def check(tmp_path: Path, text: str, *extra: str):
+    path = tmp_path / "policy.yaml"
+    path.write_text(text, encoding="utf-8")
+    result = run(["policy", "check", path, *extra])
+    assert_no_traceback(result)
+    return result
+
+
+VALID = """\
+version: 1
+signers:
+  builder: {key: builder.pub}
+  rebuilder-a: {key: builder.pub}
+steps:
+  - {name: prepare, signed_by: [builder]}
+  - {name: train, signed_by: [builder], after: [prepare]}
+rebuild: {quorum: 1, rebuilders: [rebuilder-a], steps: [train], match: {train: exact}}
+"""
+
+
+def test_check_accepts_a_valid_policy(tmp_path: Path) -> None:
+    make_keys(tmp_path, "builder")
+    result = check(tmp_path, VALID)
+    assert result.code == 0, result.output
+    assert result.stdout.endswith("policy.yaml: valid\n")
+
+
+def test_check_lists_every_error_with_its_field_and_a_suggestion(tmp_path: Path) -> None:
+    make_keys(tmp_path, "builder")
+    broken = (VALID.replace("  - {name: prepare, signed_by: [builder]}",
+                            "  - {name: prepare, signed_by: [buidler], afterr: []}")
+              .replace("after: [prepare]", "after: [prepar]")
+              .replace("match: {train: exact}", "match: {trian: exact}")
+              .replace("rebuilders: [rebuilder-a]", "rebuilders: [rebuilder-b]"))
+    result = check(tmp_path, broken + "sources:\n  - {name: a.csv, sha265: abc}\n", "--json")
+    assert result.code == 1, result.output
+    errors = json.loads(result.stdout)["errors"]
+    assert any(e.startswith("steps.0.afterr: unknown field 'afterr' (did you mean 'after'?)")
+               for e in errors), errors
+    assert any(e.startswith("sources.0.sha265: unknown field 'sha265' (did you mean 'sha256'?)")
+               for e in errors), errors
+    # The names are checked once the shape is right.
+    fixed = broken.replace(", afterr: []", "")
+    errors = json.loads(check(tmp_path, fixed, "--json").stdout)["errors"]
+    assert errors == [
+        "steps.0.signed_by.0: unknown signer 'buidler' (did you mean 'builder'?)",
+        "steps.1.after.0: unknown step 'prepar' (did you mean 'prepare'?)",
+        "rebuild.rebuilders.0: unknown signer 'rebuilder-b' (did you mean 'rebuilder-a'?)",
+        "rebuild.match.trian: names no step of rebuild.steps (did you mean 'train'?)",
+    ]
+
+
+def test_check_explains_a_top_level_typo_and_a_bad_key_file(tmp_path: Path) -> None:
+    result = check(tmp_path, VALID.replace("signers:", "sigers:"))
+    assert result.code == 1
+    assert "unknown field 'sigers' (did you mean 'signers'?)" in result.stdout
+    result = check(tmp_path, VALID)  # builder.pub does not exist here
+    assert result.code == 1
+    assert "builder.pub" in result.stdout
+
+
+def test_check_of_a_missing_file_is_unusable_input(tmp_path: Path) -> None:
+    assert_error(run(["policy", "check", tmp_path / "none.yaml"]), 2, "none.yaml")
+
+
+def test_loading_a_policy_suggests_the_field_too(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(VALID.replace("signers:", "sigers:"), encoding="utf-8")
+    assert_error(run(["verify", "x", "--policy", path]), 2, "did you mean 'signers'?")
+
+
+@pytest.mark.parametrize(("match", "expected"), [
+    ("{train: {products: {'*.json': {jsn: {rtol: 1, atol: 0}}}}}",
+     "rebuild.match.train.products.*.json.jsn: unknown field 'jsn' (did you mean 'json'?)"),
+    ("{train: {product: {'*.json': informational}}}",
+     "rebuild.match.train.product: unknown field 'product' (did you mean 'products'?)"),
+    ("exactly", "rebuild.match: 'exactly' fits none of the forms this field takes (did you "
+     "mean 'exact'?)"),
+])
+def test_check_finds_a_typo_inside_a_rule_with_several_forms(tmp_path: Path, match: str,
+                                                              expected: str) -> None:
+    make_keys(tmp_path, "builder")
+    result = check(tmp_path, VALID.replace("match: {train: exact}", f"match: {match}"),
+                   "--json")
+    assert result.code == 1
+    [error] = json.loads(result.stdout)["errors"]
+    assert error.startswith(expected), error
