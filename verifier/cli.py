@@ -293,6 +293,11 @@ def record(
         help="Attest products that existed before the command ran (made by an earlier, "
         "unrecorded process); signed as existingProducts. Without it such a product is "
         "refused.")] = False,
+    python: Annotated[Path | None, typer.Option(
+        "--python", metavar="PATH", help="The Python interpreter the step runs, when argv does "
+        "not say (e.g. `-- sh -c 'venv/bin/python train.py'`): its version and packages are "
+        "recorded. Default: argv[0] when it is a Python, a script's #! line, else the PATH's "
+        "python3.")] = None,
     as_json: JsonFlag = False,
     quiet: QuietFlag = False,
 ) -> None:
@@ -337,7 +342,7 @@ def record(
                     signer=signer, out_dir=out, env_names=env or [], force=force, hasher=hasher,
                     sandbox=chosen, tracer=tracer, strict=strict,
                     attest_existing=attest_existing,
-                    hidden=[key] if key is not None else [],
+                    hidden=[key] if key is not None else [], python=python,
                 )
         except StepFailed as failure:
             sys.stderr.write(f"error: {failure}\n")
