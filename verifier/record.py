@@ -266,6 +266,11 @@ def record_step(
         wrap=lambda probe: sandbox.wrap(probe, base, base, env))
     captured["sandbox"] = sandbox.describe()
     roots = interpreter_roots(argv[0], env.get("PATH"), base)
+    # The interpreter found by --python, a #! line or the PATH is mounted read-only like argv[0]'s
+    # own: the step runs it.
+    named_roots = ([] if interpreter is None
+                   else interpreter_roots(str(interpreter.path), None, base))
+    roots = sorted({*roots, *named_roots})
     with tempfile.TemporaryDirectory(prefix="mv-record-") as log_dir, \
             environment.report_file() as report_path:
         # The step may write its own settings there (environment.read_report).
@@ -275,7 +280,7 @@ def record_step(
                       if not Path(os.path.realpath(p)).is_relative_to(real_base)]
         blank = Path(log_dir) / "blank"
         blank.touch()
-        command = sandbox.wrap(argv, base, base, env, readable=linked_out,
+        command = sandbox.wrap(argv, base, base, env, readable=[*linked_out, *named_roots],
                                hidden=[base / p for p in hidden], blank=blank,
                                writable=[report_path.parent])
         if tracer is not None:
