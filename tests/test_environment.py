@@ -24,6 +24,8 @@ from helpers import (
     read_json,
     run,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from verifier import environment
 from verifier.errors import InputError
@@ -245,3 +247,38 @@ def test_the_recorder_never_imports_torch_to_capture() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     assert done.stdout.strip() == "False"
+
+
+@settings(max_examples=200, deadline=None)
+@given(report=st.recursive(
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(
+        st.sampled_from(["torch", "threads", "seed", "devices", "cudnn", "tf32_matmul",
+                         "float32_matmul_precision", "x"]), inner, max_size=5),
+    max_leaves=20))
+def test_fuzz_the_report_parser_only_input_error_escapes(report: Any,
+                                                          tmp_path_factory: Any) -> None:
+    path = tmp_path_factory.mktemp("report") / "report.json"
+    path.write_text(json.dumps(report))
+    try:
+        checked = environment.read_report(path)
+    except InputError as error:
+        assert "MODEL_VERIFIER_REPORT" in str(error) and "\n" not in str(error)
+        return
+    assert checked is not None and set(checked) <= {"torch"}
+
+
+def test_a_statement_with_reported_settings_validates_against_the_schema(
+        work: Path, keys: KeyPair, step_venv: Path) -> None:
+    import jsonschema
+
+    (work / "report.json").write_text(json.dumps({"torch": {
+        "deterministic_algorithms": True, "float32_matmul_precision": "high",
+        "devices": ["NVIDIA H100"], "cudnn": 90100, "cuda_available": True}}))
+    result = record(work, keys, [str(step_venv / "bin" / "python"), "step.py"],
+                    "--material", "report.json")
+    assert result.code == 0, result.output
+    statement = payload_of(read_json(work / "attestations" / "s.intoto.json"))
+    schema = json.loads((Path(__file__).resolve().parents[1] / "attestations" /
+                         "step-statement.schema.json").read_text(encoding="utf-8"))
+    jsonschema.validate(statement, schema)

@@ -958,12 +958,15 @@ def diff_command(
     limit: Annotated[int, typer.Option(help="Rows of the tensor table.")] = 20,
     as_json: JsonFlag = False,
 ) -> None:
-    """Explain how two files or directories differ, tensor by tensor for safetensors.
+    """Explain how two files or directories differ, tensor by tensor for safetensors and GGUF.
 
     Exit 0 when IDENTICAL or CANONICALLY-IDENTICAL (or WITHIN-TOLERANCE with a tolerance given),
-    1 otherwise.
+    1 otherwise. GGUF: quantized tensors are compared byte by byte, metadata key by key (a
+    metadata difference is DIVERGED).
 
     Example: model-verifier diff rebuilt/model.safetensors build/model/model.safetensors
+
+    Example: model-verifier diff model-q8_0.gguf rebuilt/model-q8_0.gguf
     """
     def action() -> int:
         from verifier.tensordiff import Verdict, diff_paths, render_text
