@@ -191,12 +191,38 @@ def _read_value(reader: _Reader, code: int, key: str, depth: int = 0) -> tuple[s
             raise reader.fail(f"key {key!r} has a BOOL that is neither 0 nor 1")
         shown = list(struct.unpack(f"<{min(length, _SHOWN_ITEMS)}{item_fmt[1]}",
                                    raw[:min(length, _SHOWN_ITEMS) * least]))
+    elif item == _STRING:
+        shown = _string_array(reader, key, length)
     else:
         for index in range(length):
             item_name, value = _read_value(reader, item, key, depth + 1)
             if index < _SHOWN_ITEMS:
                 shown.append(value)
     return f"ARRAY[{item_name}]", (shown, length)
+
+
+def _string_array(reader: _Reader, key: str, length: int) -> list[str]:
+    """The first few of `length` strings (vocabularies hold 10**5): one tight loop over the
+    buffer, with the same checks as _read_value's, and the message made only on failure."""
+    shown: list[str] = []
+    buffer, position = reader.buffer, reader.position
+    for index in range(length):
+        if position + 8 > len(buffer):
+            reader.position = position
+            reader.need(8, f"element {index} of the array {key!r}")
+        size = int.from_bytes(buffer[position:position + 8], "little")
+        position += 8
+        if size > MAX_STRING:
+            raise reader.fail(f"element {index} of the array {key!r} is {size} bytes long, "
+                              f"more than the limit of {MAX_STRING}")
+        if position + size > len(buffer):
+            reader.position = position
+            reader.need(size, f"element {index} of the array {key!r}")
+        if index < _SHOWN_ITEMS:
+            shown.append(bytes(buffer[position:position + size]).decode("utf-8", "replace"))
+        position += size
+    reader.position = position
+    return shown
 
 
 def _render(kind: str, value: Any, raw: bytes) -> str:
