@@ -282,3 +282,23 @@ def test_a_statement_with_reported_settings_validates_against_the_schema(
     schema = json.loads((Path(__file__).resolve().parents[1] / "attestations" /
                          "step-statement.schema.json").read_text(encoding="utf-8"))
     jsonschema.validate(statement, schema)
+
+
+def test_a_rebuild_asks_the_same_interpreter_and_reads_the_same_report(
+        work: Path, keys: KeyPair, step_venv: Path, tmp_path: Path) -> None:
+    """No drift in python, packages or torch when the rebuilder runs the same step: its side
+    is the step's interpreter and report too, not the rebuilder's own process."""
+    (work / "report.json").write_text(json.dumps({"torch": {"deterministic_algorithms": True}}))
+    result = record(work, keys, [str(step_venv / "bin" / "python"), "step.py"],
+                    "--material", "report.json")
+    assert result.code == 0, result.output
+    rebuilder = make_keys(tmp_path / "keys", "rebuilder")
+    result = run(["rebuild", work / "attestations", "--trust-key", keys.public, "--source", work,
+                  "--key", rebuilder.private, "--out", tmp_path / "rebuilds"], cwd=work)
+    assert result.code == 0, result.output
+    rebuilt = payload_of(read_json(tmp_path / "rebuilds" / "s.rebuild.intoto.json"))
+    current = rebuilt["predicate"]["environment"]
+    assert current["packages"] == {"torch": "2.13.0"}
+    assert current["torch"]["deterministic_algorithms"] is True
+    drifted = [d["field"] for d in rebuilt["predicate"]["drift"]]
+    assert not [f for f in drifted if f.split(".")[0] in ("python", "packages", "torch")], drifted
