@@ -198,6 +198,12 @@ def test_the_probe_is_bounded_in_time_and_output(tmp_path: Path,
     monkeypatch.setattr(environment, "_PROBE_TIMEOUT", 0.5)
     with pytest.raises(InputError, match="stopped after"):
         environment.probe(environment.Interpreter(slow, "--python"), tmp_path, os.environ)
+    # A process that left the session behind but holds the pipe open: still bounded.
+    detached = tmp_path / "python-detached"
+    detached.write_text("#!/bin/sh\nsetsid sleep 3 &\nexit 0\n")
+    detached.chmod(0o755)
+    with pytest.raises(InputError, match="stopped after"):
+        environment.probe(environment.Interpreter(detached, "--python"), tmp_path, os.environ)
     loud = tmp_path / "python-loud"
     loud.write_text("#!/bin/sh\nexec yes\n")
     loud.chmod(0o755)

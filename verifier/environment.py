@@ -22,12 +22,13 @@ import json
 import os
 import platform
 import re
+import select
 import shutil
 import signal
 import stat
 import subprocess
 import tempfile
-import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,7 +218,8 @@ def _probe_output(stdout: bytes) -> dict[str, Any]:
 
 
 def _run_bounded(argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> tuple[int, bytes]:
-    """(exit status, at most _PROBE_LIMIT bytes of stdout); killed after _PROBE_TIMEOUT."""
+    """(exit status, at most _PROBE_LIMIT bytes of stdout). Stopped, with everything it started
+    in its session, after _PROBE_TIMEOUT, even when something it left behind holds stdout."""
     process = subprocess.Popen(list(argv), cwd=cwd, env=dict(env), stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
                                start_new_session=True)
@@ -226,24 +228,43 @@ def _run_bounded(argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> tupl
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
 
-    timer = threading.Timer(_PROBE_TIMEOUT, kill)
-    timer.start()
+    assert process.stdout is not None
+    descriptor = process.stdout.fileno()
+    deadline = time.monotonic() + _PROBE_TIMEOUT
+    chunks: list[bytes] = []
+    total, why = 0, None
     try:
-        assert process.stdout is not None
-        data = process.stdout.read(_PROBE_LIMIT + 1)
-        if len(data) > _PROBE_LIMIT:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                why = f"it was stopped after {_PROBE_TIMEOUT:g} s"
+                break
+            if not select.select([descriptor], [], [], remaining)[0]:
+                continue
+            chunk = os.read(descriptor, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > _PROBE_LIMIT:
+                why = f"it printed more than {_PROBE_LIMIT} bytes"
+                break
+        if why is not None:
             kill()
-        process.stdout.close()
-        code = process.wait()
+        try:
+            code = process.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            kill()
+            code = process.wait()
+            why = why or f"it was stopped after {_PROBE_TIMEOUT:g} s"
     finally:
-        timer.cancel()
+        process.stdout.close()
         kill()  # whatever it started in its session goes with it
-    if len(data) > _PROBE_LIMIT:
-        raise ValueError(f"it printed more than {_PROBE_LIMIT} bytes")
+    if why is not None:
+        raise ValueError(why)
     if code < 0:
-        raise ValueError(f"it was stopped after {_PROBE_TIMEOUT:.0f} s"
-                         if code == -signal.SIGKILL else f"it died of signal {-code}")
-    return code, data
+        raise ValueError(f"it died of signal {-code}")
+    return code, b"".join(chunks)
 
 
 def probe(interpreter: Interpreter, cwd: Path, env: Mapping[str, str],
