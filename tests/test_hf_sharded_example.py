@@ -264,3 +264,14 @@ def test_without_the_tokenizers_library_the_byte_tokenizer_is_used(tmp_path: Pat
     tokenizer = tokenizers.Tokenizer.from_file(str(work / "build" / "tokenizer" /
                                                    "tokenizer.json"))
     assert tokenizer.encode(corpus[0]).ids == list(corpus[0].encode())
+
+
+def test_each_step_records_its_own_interpreter_and_packages(built: Built) -> None:
+    for step in STEPS:
+        recorded = statement(built.example / "attestations" / f"{step}.intoto.json")
+        environment = recorded["predicate"]["buildDefinition"]["internalParameters"][
+            "environment"]
+        assert environment["python"]["source"] == "argv"
+        assert environment["python"]["version"] == ".".join(map(str, sys.version_info[:3]))
+        assert {"numpy", "safetensors", "gguf"} <= environment["packages"].keys()
+        assert environment["torch"] is None  # not installed for the step: nothing imported it
