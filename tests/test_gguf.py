@@ -101,6 +101,15 @@ def test_reader_agrees_with_gguf_on_names_shapes_types_and_bytes(model: Path) ->
     assert parsed.prefix == raw[:parsed.data_start]
 
 
+def test_a_file_without_tensors_needs_no_padding(tmp_path: Path) -> None:
+    path = tmp_path / "meta.gguf"
+    path.write_bytes(header(keys=1) + gguf_string(b"general.name") + struct.pack("<I", 8)
+                     + gguf_string(b"x"))
+    parsed = reader.read(path)
+    assert parsed.tensors == {} and parsed.metadata["general.name"].text == '"x"'
+    assert parsed.data_start == path.stat().st_size
+
+
 def test_a_custom_alignment_is_honoured(tmp_path: Path) -> None:
     parsed = reader.read(write(tmp_path / "a.gguf", alignment=64))
     assert parsed.alignment == 64

@@ -301,6 +301,8 @@ def _parse(reader: _Reader) -> GgufFile:
         names.add(entry[0])
         entries.append(entry)
     data_start = -(-reader.position // alignment) * alignment
+    if data_start > reader.size and not entries:
+        data_start = reader.position  # no tensors: a writer may leave the padding out
     if data_start > reader.size:
         raise reader.fail("the padding after the header runs past the end of the file")
     tensors = {}
