@@ -329,3 +329,47 @@ def test_fuzz_random_bodies_after_the_magic(body: bytes, tmp_path_factory: Any) 
     path.write_bytes(b"GGUF\x03\x00\x00\x00" + body)
     with contextlib.suppress(InputError):
         reader.read(path)
+
+
+def _write_tensors(path: Path, tensors: dict[str, np.ndarray]) -> Path:
+    writer = gguf.GGUFWriter(path, "llama")
+    for name, data in tensors.items():
+        writer.add_tensor(name, data)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_diff_metrics_match_numpy_for_any_layout(data: st.DataObject,
+                                                 tmp_path_factory: Any) -> None:
+    """Whatever the shapes, dtypes and tensor order, each tensor's bytes are the ones compared:
+    the bit-equal share and the largest difference are numpy's on the same arrays."""
+    count = data.draw(st.integers(1, 4))
+    pairs = {}
+    for index in range(count):
+        shape = tuple(data.draw(st.lists(st.integers(1, 9), min_size=1, max_size=3)))
+        dtype = data.draw(st.sampled_from([np.float32, np.float16, np.int32]))
+        seed = data.draw(st.integers(0, 2**32 - 1))
+        rng = np.random.default_rng(seed)
+        a = (rng.standard_normal(shape) * 100).astype(dtype)
+        b = a.copy()
+        changed = rng.random(shape) < data.draw(st.sampled_from([0.0, 0.3, 1.0]))
+        b[changed] = (b[changed] + 1).astype(dtype)
+        pairs[f"t{index}"] = (a, b)
+    order = data.draw(st.permutations(sorted(pairs)))
+    directory = tmp_path_factory.mktemp("layout")
+    left = _write_tensors(directory / "a.gguf", {n: pairs[n][0] for n in sorted(pairs)})
+    right = _write_tensors(directory / "b.gguf", {n: pairs[n][1] for n in order})
+    result = {t.name: t for t in diff_files(left, right).tensors}
+    for name, (a, b) in pairs.items():
+        tensor = result[name]
+        width = {1: np.uint8, 2: np.uint16, 4: np.uint32}[a.itemsize]
+        assert tensor.bit_equal_fraction == pytest.approx(
+            float(np.mean(a.view(width) == b.view(width))))
+        assert tensor.shape_a == list(a.shape)
+        assert tensor.max_abs_diff == pytest.approx(
+            float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))))
