@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint clean
+.PHONY: demo demo-hf test bench lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,11 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/tiny-model/demo.sh
+
+# The Hub-shaped example: a sharded model directory and its GGUF conversions, verified as
+# downloaded (examples/hf-sharded).
+demo-hf: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/hf-sharded/demo.sh
 
 # The loopback Sigstore the keyless tests sign against (tests/sigstore_mock): its npm packages go
 # into that folder's node_modules. Without npm the tests that need it skip and say why.

@@ -304,6 +304,11 @@ def record(
         help="Attest products that existed before the command ran (made by an earlier, "
         "unrecorded process); signed as existingProducts. Without it such a product is "
         "refused.")] = False,
+    python: Annotated[Path | None, typer.Option(
+        "--python", metavar="PATH", help="The Python interpreter the step runs, when argv does "
+        "not say (e.g. `-- sh -c 'venv/bin/python train.py'`): its version and packages are "
+        "recorded. Default: argv[0] when it is a Python, a script's #! line, else the PATH's "
+        "python3.")] = None,
     as_json: JsonFlag = False,
     quiet: QuietFlag = False,
 ) -> None:
@@ -348,7 +353,7 @@ def record(
                     signer=signer, out_dir=out, env_names=env or [], force=force, hasher=hasher,
                     sandbox=chosen, tracer=tracer, strict=strict,
                     attest_existing=attest_existing,
-                    hidden=[key] if key is not None else [],
+                    hidden=[key] if key is not None else [], python=python,
                 )
         except StepFailed as failure:
             from verifier.terminal import clean
@@ -996,16 +1001,19 @@ def diff_command(
     limit: Annotated[int, typer.Option(help="Rows of the tensor table.")] = 20,
     as_json: JsonFlag = False,
 ) -> None:
-    """Explain how two files or directories differ, tensor by tensor for safetensors,
-    structurally for JSON (numbers by value, the first differing path).
+    """Explain how two files or directories differ, tensor by tensor for safetensors
+    and GGUF, structurally for JSON (numbers by value, the first differing path).
 
     A is the side being checked (a rebuilt or downloaded copy), B the reference: in two
     directories a file only in A is ADDED, a file only in B is MISSING (from A).
 
     Exit 0 when IDENTICAL or CANONICALLY-IDENTICAL (or WITHIN-TOLERANCE with a tolerance given),
-    1 otherwise.
+    1 otherwise. GGUF: quantized tensors are compared byte by byte, metadata key by key (a
+    metadata difference is DIVERGED).
 
     Example: model-verifier diff rebuilt/model.safetensors build/model/model.safetensors
+
+    Example: model-verifier diff model-q8_0.gguf rebuilt/model-q8_0.gguf
     """
     def action() -> int:
         from verifier.tensordiff import Verdict, diff_paths, render_text

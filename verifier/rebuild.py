@@ -34,7 +34,7 @@ from verifier.record import (
     check_command,
     run_streaming,
 )
-from verifier.sandbox import Sandbox
+from verifier.sandbox import Sandbox, interpreter_roots
 from verifier.signing import PublicKey, bundle_signed_by
 from verifier.statement import (
     REBUILD_PREDICATE_TYPE,
@@ -473,15 +473,23 @@ def _central_copy(name: str, sha: str, index: _DigestIndex, options: RebuildOpti
 
 
 def _run_step(record: StepRecord, step_root: Path, workdir: Path, declared: dict[str, str],
-              sandbox: Sandbox) -> RunResult | str:
-    """Run the recorded command; a sentence instead when it cannot start or fails."""
+              sandbox: Sandbox, report: Path | None = None,
+              interpreter: Sequence[Path] = ()) -> RunResult | str:
+    """Run the recorded command; a sentence instead when it cannot start or fails. `report`:
+    where the step may write its settings (environment.REPORT_VARIABLE); `interpreter`: the
+    roots of the step's Python, mounted read-only as record did."""
     if not workdir.is_dir():
         return (f"{record.source}: the recorded working directory {record.working_directory} "
                 "is not in the workspace; step not run.")
     env = {**os.environ, **declared}
+    if report is not None:
+        env[environment.REPORT_VARIABLE] = str(report)
     try:
         check_command(record.argv, workdir, env)
-        run = run_streaming(sandbox.wrap(record.argv, step_root, workdir, env), workdir, env)
+        run = run_streaming(sandbox.wrap(record.argv, step_root, workdir, env,
+                                         readable=interpreter,
+                                         writable=[report.parent] if report else []),
+                            workdir, env)
     except InputError as error:
         return f"{record.source}: the recorded command could not start ({error}); step not run."
     if run.returncode != 0:
@@ -539,11 +547,24 @@ def _rebuild_step(record: StepRecord, step_root: Path, index: _DigestIndex, excl
     outcome.env_overrides = overrides
     workdir = step_root / _safe_relative(record.working_directory, record.source)
     sandbox = _step_sandbox(record, options)
-    current = environment.capture(workdir, declared)
+    # The step's interpreter, asked in the step's sandbox, as record did (never this process).
+    env = {**os.environ, **declared}
+    interpreter = environment.step_interpreter(record.argv, env.get("PATH"), workdir)
+    current = environment.capture(
+        workdir, declared, env=env, interpreter=interpreter,
+        wrap=lambda probe: sandbox.wrap(probe, step_root, workdir, env))
     current["git"] = None  # the workspace is a copy, not a checkout: any commit found is not it
     current["sandbox"] = sandbox.describe()
     outcome.drift = environment.drift(record.environment, current)
-    run = _run_step(record, step_root, workdir, declared, sandbox)
+    with environment.report_file() as report_path:
+        run = _run_step(record, step_root, workdir, declared, sandbox, report_path,
+                        [] if interpreter is None else
+                        interpreter_roots(str(interpreter.path), None, workdir))
+        try:
+            environment.add_report(current, environment.read_report(report_path))
+        except InputError as error:
+            outcome.notes.append(f"{error} Its settings are not recorded.")
+    outcome.drift = environment.drift(record.environment, current)
     if isinstance(run, str):
         outcome.message = run
         return outcome

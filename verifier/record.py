@@ -221,6 +221,7 @@ def record_step(
     strict: bool = False,
     attest_existing: bool = False,
     hidden: Sequence[Path] = (),
+    python: Path | None = None,
 ) -> RecordResult:
     """Run and attest one step. Raises StepFailed when the command fails (nothing written).
 
@@ -228,7 +229,9 @@ def record_step(
     `strict`, any undeclared input refuses the step. A product that existed before the command
     ran and that it did not write is refused, unless `attest_existing` says that attesting
     products an earlier, unrecorded process made is the point (signed as existingProducts).
-    `hidden` files (the signing key) read as empty inside the sandbox.
+    `hidden` files (the signing key) read as empty inside the sandbox. `python` is the step's
+    interpreter when argv does not say (environment.step_interpreter): its version and packages
+    are recorded, asked from it in the sandbox.
     """
     base = Path(cwd or Path.cwd())
     if not argv:
@@ -256,18 +259,30 @@ def record_step(
 
     declared = resolve_declared_env(env_names, dict(os.environ))
     env = {**os.environ, **declared}
-    captured = environment.capture(base, declared)
-    captured["sandbox"] = sandbox.describe()
     check_command(argv, base, env)
+    interpreter = environment.step_interpreter(argv, env.get("PATH"), base, python)
+    captured = environment.capture(
+        base, declared, interpreter=interpreter, env=env,
+        wrap=lambda probe: sandbox.wrap(probe, base, base, env))
+    captured["sandbox"] = sandbox.describe()
     roots = interpreter_roots(argv[0], env.get("PATH"), base)
-    with tempfile.TemporaryDirectory(prefix="mv-record-") as log_dir:
+    # The interpreter found by --python, a #! line or the PATH is mounted read-only like argv[0]'s
+    # own: the step runs it.
+    named_roots = ([] if interpreter is None
+                   else interpreter_roots(str(interpreter.path), None, base))
+    roots = sorted({*roots, *named_roots})
+    with tempfile.TemporaryDirectory(prefix="mv-record-") as log_dir, \
+            environment.report_file() as report_path:
+        # The step may write its own settings there (environment.read_report).
+        env[environment.REPORT_VARIABLE] = str(report_path)
         real_base = Path(os.path.realpath(base))
         linked_out = [p for p in material_paths
                       if not Path(os.path.realpath(p)).is_relative_to(real_base)]
         blank = Path(log_dir) / "blank"
         blank.touch()
-        command = sandbox.wrap(argv, base, base, env, readable=linked_out,
-                               hidden=[base / p for p in hidden], blank=blank)
+        command = sandbox.wrap(argv, base, base, env, readable=[*linked_out, *named_roots],
+                               hidden=[base / p for p in hidden], blank=blank,
+                               writable=[report_path.parent])
         if tracer is not None:
             command = trace.traced_argv(tracer, command, Path(log_dir))
         run = run_streaming(command, base, env)
@@ -280,6 +295,7 @@ def record_step(
         undeclared = None if tracer is None else trace.undeclared_inputs(
             trace.parse_logs(Path(log_dir)).read, workspace=base,
             declared=material_paths, ignored_roots=roots, private_tmp=sandbox.isolated)
+        report_warning = _add_step_report(captured, report_path, step)
     _check_materials_unchanged(hasher, material_digests, stamps, set(product_names),
                                material_names)
     product_paths = [base / name for name in product_names]
@@ -295,7 +311,9 @@ def record_step(
                 "not write it; no attestation written (remove it first, or declare it a "
                 "material if the step only reads it)."
             )
-    warnings: list[str] = []
+    warnings: list[str] = [] if report_warning is None else [report_warning]
+    if python_warning := _python_warning(captured, step):
+        warnings.append(python_warning)
     if undeclared:
         listed = ", ".join(undeclared[:10]) + (" …" if len(undeclared) > 10 else "")
         if strict:
@@ -336,6 +354,26 @@ def record_step(
     bundle = signer.sign_dsse(canonical_json(statement), INTOTO_PAYLOAD_TYPE)
     write_atomic(attestation, canonical_bundle_text(bundle), overwrite=force)
     return RecordResult(attestation, statement, signer.identity, warnings, undeclared)
+
+
+def _add_step_report(captured: dict[str, Any], path: Path, step: str) -> str | None:
+    """Merge the settings the step reported into its environment; a warning when the report
+    cannot be used (the step succeeded: its products are attested without those settings)."""
+    try:
+        environment.add_report(captured, environment.read_report(path))
+    except InputError as error:
+        return f"step {step!r}: {error} Its settings are not recorded."
+    return None
+
+
+def _python_warning(captured: dict[str, Any], step: str) -> str | None:
+    python = captured.get("python")
+    if python is None:
+        return (f"step {step!r}: no Python interpreter was found for it, so no packages are "
+                "recorded; name it with --python.")
+    if isinstance(python, dict) and "error" in python:
+        return f"{python['error']} No packages are recorded; name it with --python."
+    return None
 
 
 def argv_inputs_warnings(argv: Sequence[str], base: Path, declared: Sequence[str],

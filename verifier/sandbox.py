@@ -55,12 +55,15 @@ class Sandbox:
 
     def wrap(self, argv: Sequence[str], workspace: Path, workdir: Path,
              env: Mapping[str, str], readable: Sequence[Path] = (),
-             hidden: Sequence[Path] = (), blank: Path | None = None) -> list[str]:
+             hidden: Sequence[Path] = (), blank: Path | None = None,
+             writable: Sequence[Path] = ()) -> list[str]:
         """The command line that runs argv in this sandbox (argv itself when there is none).
 
         `readable`: declared materials that a link in the workspace leads to outside it,
         mounted read-only where the link points. `hidden`: files inside the workspace the step
-        must not read (the signing key), replaced by `blank`, an empty file.
+        must not read (the signing key), replaced by `blank`, an empty file. `writable`:
+        directories outside the workspace the step may write (where its report goes), bound at
+        their own path.
         """
         if not self.isolated:
             return list(argv)
@@ -86,6 +89,8 @@ class Sandbox:
         for path in sorted({Path(os.path.abspath(p)) for p in hidden} if blank else ()):
             if path.is_relative_to(workspace) and path.is_file():
                 args += ["--ro-bind", str(blank), str(path)]
+        for path in sorted({Path(os.path.abspath(p)) for p in writable}):
+            args += ["--bind", str(path), str(path)]
         for device in self.devices:
             args += ["--dev-bind", device, device]
         # The sandbox's own root (where HOME would be created) is read-only too: the workspace

@@ -1,8 +1,13 @@
 """Compare two files or two directory trees and explain how they differ.
 
-Safetensors files (recognised by their header, not their name) are compared tensor by tensor;
-two JSON objects or arrays structurally, numbers by value (``verifier.jsondiff``); any other
-file byte by byte.
+Safetensors and GGUF files (recognised by their header, not their name) are compared tensor by
+tensor; two JSON objects or arrays structurally, numbers by value (``verifier.jsondiff``); any
+other file byte by byte. GGUF float and integer tensors (F32, F16, BF16, F64, I8-I64) get the same
+metrics as safetensors; quantized ones (Q8_0, Q4_K, ...) are compared byte by byte per tensor
+(``bit_equal_fraction`` is then the share of equal bytes, and no numeric metric is given). GGUF
+metadata is compared key by key, by the exact bytes of each value: unlike safetensors'
+``__metadata__`` it carries the model's hyperparameters and tokenizer, so a GGUF pair whose
+tensors are equal but whose metadata differs is DIVERGED, not CANONICALLY-IDENTICAL.
 
 Tensor data is read with positional reads into reused buffers, ``_READ_CHUNKS`` chunks of
 ``_CHUNK_ELEMENTS`` elements at a time, on up to ``_WORKERS`` threads, so memory stays bounded
@@ -46,13 +51,13 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from verifier import ulp_median
+from verifier import gguf, ulp_median
 from verifier.errors import InputError
 from verifier.jsondiff import MAX_BYTES as _MAX_JSON_BYTES
 from verifier.jsondiff import JsonDiff, compare_json, parse_container
@@ -132,7 +137,7 @@ class TensorDiff:
 class FileDiff:
     path_a: str
     path_b: str
-    kind: str  # "safetensors" | "json" | "bytes"
+    kind: str  # "safetensors" | "gguf" | "json" | "bytes"
     verdict: Verdict
     size_a: int
     size_b: int
@@ -140,13 +145,16 @@ class FileDiff:
     tensors: list[TensorDiff]  # worst first
     metadata_a: dict[str, str] | None
     metadata_b: dict[str, str] | None
+    # GGUF only: the keys whose values (type and bytes) differ or are on one side only
+    metadata_changed: list[str] | None = None
     json: JsonDiff | None = None  # kind "json": the structural comparison
 
     def changed_tensors(self) -> list[TensorDiff]:
         return [t for t in self.tensors if t.status != "equal"]
 
     def to_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.__dict__.items() if k not in ("tensors", "json")}
+        out = {k: v for k, v in self.__dict__.items()
+               if k not in ("tensors", "json") and not (k == "metadata_changed" and v is None)}
         out["verdict"] = self.verdict.value
         out["tensors"] = [t.to_dict() for t in self.tensors]
         if self.json is not None:
@@ -449,6 +457,11 @@ def _pread_into(fd: int, view: memoryview, offset: int) -> int:
     return len(data)
 
 
+def _layout(dtype: str) -> tuple[str, str]:
+    """(raw bits, kind) of a dtype; GGUF's quantized blocks are compared as bytes."""
+    return _DTYPES.get(dtype, ("u1", "raw"))
+
+
 @dataclass(frozen=True)
 class _Job:
     """A tensor present in both files with the same dtype and shape."""
@@ -461,11 +474,11 @@ class _Job:
 
     @property
     def bits(self) -> np.dtype:
-        return np.dtype(_DTYPES[self.a.dtype][0])
+        return np.dtype(_layout(self.a.dtype)[0])
 
     @property
     def kind(self) -> str:
-        return _DTYPES[self.a.dtype][1]
+        return _layout(self.a.dtype)[1]
 
     def spans(self) -> list[tuple[int, int]]:
         """(first element, element count) of each read: _READ_CHUNKS chunks at a time."""
@@ -835,6 +848,8 @@ def diff_files(
     a, b = Path(a), Path(b)
     tol = _tolerance(rtol, atol)
     size_a, size_b = _file_size(a), _file_size(b)
+    if gguf.looks_like_gguf(a) and gguf.looks_like_gguf(b):
+        return _diff_gguf(a, b, gguf.read(a), gguf.read(b), tol, size_a, size_b)
     ha, hb = _header_or_none(a), _header_or_none(b)
     if ha is None or hb is None:
         first = _first_difference(a, b)
@@ -846,7 +861,7 @@ def diff_files(
             elif structural.passes_tolerance:
                 verdict = Verdict.WITHIN_TOLERANCE
             return FileDiff(str(a), str(b), "json", verdict, size_a, size_b, first, [], None,
-                            None, structural)
+                            None, json=structural)
         return FileDiff(str(a), str(b), "bytes", verdict, size_a, size_b, first, [], None, None)
     tensors, first_in_tensors = _diff_tensors(a, b, ha, hb, tol)
     if size_a == size_b and ha.prefix == hb.prefix:
@@ -884,6 +899,40 @@ def _json_diff(a: Path, b: Path, size_a: int, size_b: int,
         return None
     rtol, atol = tol if tol is not None else (None, None)
     return compare_json(doc_a, doc_b, rtol, atol)
+
+
+def _diff_gguf(a: Path, b: Path, ga: gguf.GgufFile, gb: gguf.GgufFile,
+               tol: tuple[float, float] | None, size_a: int, size_b: int) -> FileDiff:
+    """Two GGUF files: tensors by name through the safetensors machinery (their offsets were
+    checked by verifier.gguf), metadata by the exact bytes of each value."""
+    ha, hb = (_Header({n: _Entry(t.type, t.shape, t.begin, t.end) for n, t in g.tensors.items()},
+                      None, g.prefix) for g in (ga, gb))
+    compared, first_in_tensors = _diff_tensors(a, b, ha, hb, tol)
+    # A quantized tensor's bytes were compared; its element count is still its elements'.
+    tensors = [replace(t, elements=(ga.tensors.get(t.name) or gb.tensors[t.name]).elements)
+               for t in compared]
+    if size_a == size_b and ha.prefix == hb.prefix:
+        outside = _first_difference_outside_tensors(a, b, ha, size_a)
+        first = min((o for o in (first_in_tensors, outside) if o is not None), default=None)
+    else:
+        first = _first_difference(a, b)
+    changed_keys = sorted(k for k in ga.metadata.keys() | gb.metadata.keys()
+                          if ga.metadata.get(k) != gb.metadata.get(k))
+    if first is None:
+        verdict = Verdict.IDENTICAL
+    elif changed_keys:
+        verdict = Verdict.DIVERGED
+    elif all(t.status == "equal" for t in tensors):
+        verdict = Verdict.CANONICALLY_IDENTICAL
+    elif tol is not None and all(t.passes_tolerance for t in tensors):
+        verdict = Verdict.WITHIN_TOLERANCE
+    else:
+        verdict = Verdict.DIVERGED
+    return FileDiff(
+        str(a), str(b), "gguf", verdict, size_a, size_b, first, tensors,
+        {k: v.text for k, v in sorted(ga.metadata.items())},
+        {k: v.text for k, v in sorted(gb.metadata.items())}, changed_keys,
+    )  # fmt: skip
 
 
 def _list_files(root: Path) -> dict[str, Path]:
@@ -986,12 +1035,17 @@ def _render_file(d: FileDiff, limit: int) -> list[str]:
         note = " (the shorter file is a prefix of the longer)" if prefix else ""
         lines.append(f"first differing byte at offset {d.first_difference_offset}{note}")
     ma, mb = d.metadata_a or {}, d.metadata_b or {}
-    keys = sorted(k for k in ma.keys() | mb.keys() if ma.get(k) != mb.get(k))
-    if keys:
-        lines.append("__metadata__ differs in keys: " + ", ".join(map(clean, keys)))
+    if d.kind == "gguf":
+        for key in d.metadata_changed or []:
+            lines.append(clean(f"metadata {key}: {ma.get(key, '(absent)')} vs "
+                               f"{mb.get(key, '(absent)')}"))
+    else:
+        keys = sorted(k for k in ma.keys() | mb.keys() if ma.get(k) != mb.get(k))
+        if keys:
+            lines.append("__metadata__ differs in keys: " + ", ".join(map(clean, keys)))
     if d.kind == "json" and d.json is not None:
         return lines + _render_json(d.json)
-    if d.kind != "safetensors":
+    if d.kind not in ("safetensors", "gguf"):
         return lines
     lines.append(f"{len(d.tensors)} tensors, {len(d.changed_tensors())} not bit-equal")
     if not d.tensors:

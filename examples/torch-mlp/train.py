@@ -7,7 +7,8 @@ runs on a CUDA GPU when one is available and on the CPU otherwise; a GPU and a C
 different weights, so a rebuild reproduces bit for bit only on the same kind of device.
 
 Writes build/model.safetensors (no metadata, so the bytes are a function of the weights alone)
-and build/metrics.json.
+and build/metrics.json, and reports the settings it chose to the file MODEL_VERIFIER_REPORT
+names, which `record` signs into the step's environment (attestations/step-buildtype.md).
 """
 
 from __future__ import annotations
@@ -42,6 +43,25 @@ def deterministic(seed: int) -> torch.device:
     torch.backends.cudnn.allow_tf32 = False
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def report_settings() -> None:
+    """Tell the recorder what this process chose: only the step itself knows."""
+    path = os.environ.get("MODEL_VERIFIER_REPORT")
+    if not path:
+        return
+    settings = {
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+        "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "threads": torch.get_num_threads(),
+        "seed": torch.initial_seed(),
+        "cuda_available": torch.cuda.is_available(),
+    }
+    Path(path).write_text(json.dumps({"torch": settings}), encoding="utf-8")
 
 
 def load(path: Path, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,6 +101,7 @@ def main() -> None:
                "test_accuracy": round(accuracy, 4), "torch": torch.__version__}
     (OUT / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n",
                                       encoding="utf-8")
+    report_settings()
     print(f"train: {device.type}, loss {loss.item():.4f}, test accuracy {accuracy:.3f}")
 
 
