@@ -257,6 +257,20 @@ def _sandbox(choice: str, network: bool, devices: list[str] | None) -> Any:
     return sandbox
 
 
+def _pairs(values: list[str] | None, option: str, shape: str, *, path_first: bool
+           ) -> list[tuple[Any, Any]]:
+    """KIND=PATH or PATH=EXPR option values, split at the first '='."""
+    from verifier.errors import InputError
+
+    found: list[tuple[Any, Any]] = []
+    for value in values or []:
+        left, sep, right = value.partition("=")
+        if not sep or not left or not right:
+            raise InputError(f"{option} {value!r}: expected {shape}.")
+        found.append((Path(left), right) if path_first else (left, Path(right)))
+    return found
+
+
 @app.command(context_settings={"allow_interspersed_args": False})
 def record(
     command: Annotated[list[str], typer.Argument(metavar="COMMAND",
@@ -293,6 +307,16 @@ def record(
         help="Attest products that existed before the command ran (made by an earlier, "
         "unrecorded process); signed as existingProducts. Without it such a product is "
         "refused.")] = False,
+    component: Annotated[list[str] | None, typer.Option(
+        help="Declare a material or product as an openness component, KIND=PATH (e.g. "
+        "training-data=build/data; repeatable; signed; see docs/openness.md).")] = None,
+    material_license: Annotated[list[str] | None, typer.Option(
+        help="The SPDX licence expression of a material or product, PATH=EXPR (repeatable; "
+        "signed; judged by the policy's licenses rule).")] = None,
+    record_digests: Annotated[list[Path] | None, typer.Option(
+        help="Write salted digests of this data file's records and word 13-grams to "
+        "OUT/record-digests/STEP/PATH.mvrd, signed as a byproduct, for `contamination` "
+        "(repeatable).")] = None,
     as_json: JsonFlag = False,
     quiet: QuietFlag = False,
 ) -> None:
@@ -338,6 +362,10 @@ def record(
                     sandbox=chosen, tracer=tracer, strict=strict,
                     attest_existing=attest_existing,
                     hidden=[key] if key is not None else [],
+                    components=_pairs(component, "--component", "KIND=PATH", path_first=False),
+                    material_licenses=_pairs(material_license, "--material-license",
+                                             "PATH=EXPR", path_first=True),
+                    record_digests=record_digests or [],
                 )
         except StepFailed as failure:
             sys.stderr.write(f"error: {failure}\n")

@@ -112,6 +112,12 @@ class RebuildRule:
 
 
 @dataclass(frozen=True)
+class LicenseRule:
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Policy:
     path: Path
     name: str
@@ -124,6 +130,8 @@ class Policy:
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     # Digests that may establish a match; blake3 only where the policy opts in (docs/digests.md).
     accept_digests: tuple[str, ...] = ("sha256",)
+    licenses: LicenseRule | None = None  # judged by verifier.judgement over every step
+    max_benchmark_overlap: float | None = None  # judged by verifier.contamination
 
     def step(self, name: str) -> StepRule | None:
         return next((s for s in self.steps if s.name == name), None)
@@ -240,7 +248,27 @@ def load_policy(path: Path) -> Policy:
         trusted_root=base / data["trusted_root"] if "trusted_root" in data else None,
         raw=data,
         accept_digests=tuple(data.get("digests", {}).get("accept", ["sha256"])),
+        licenses=_license_rule(path, data.get("licenses")),
+        max_benchmark_overlap=data.get("data", {}).get("max_benchmark_overlap"),
     )
+
+
+def _license_rule(path: Path, data: dict[str, Any] | None) -> LicenseRule | None:
+    """The licence lists, each entry checked as an SPDX identifier (or ID WITH EXCEPTION)."""
+    from verifier import spdx
+
+    if not data:
+        return None
+    for key in ("allow", "deny"):
+        for entry in data.get(key, []):
+            try:
+                parsed = spdx.parse(entry)
+            except InputError as error:
+                raise InputError(f"{path}: licenses.{key}: {error}") from None
+            if len(parsed.alternatives) != 1 or len(parsed.alternatives[0]) != 1:
+                raise InputError(f"{path}: licenses.{key}: {entry!r} is an expression; list "
+                                 "single licence identifiers.")
+    return LicenseRule(tuple(data.get("allow", ())), tuple(data.get("deny", ())))
 
 
 def _source_rule(data: dict[str, Any]) -> SourceRule:
