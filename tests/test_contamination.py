@@ -96,6 +96,11 @@ def test_the_digest_file_is_a_signed_byproduct_of_the_data_step(chain: dict[str,
     [entry] = [b for b in statement["predicate"]["runDetails"]["byproducts"]
                if b["name"].startswith("record-digests/")]
     assert entry["name"] == "record-digests/data/train.jsonl"
+    schema = json.loads((Path(__file__).parents[1] / "attestations"
+                         / "step-statement.schema.json").read_text(encoding="utf-8"))
+    from jsonschema import Draft202012Validator
+
+    assert [e.message for e in Draft202012Validator(schema).iter_errors(statement)] == []
     file = chain["work"] / "attestations/record-digests/prepare/data/train.jsonl.mvrd"
     assert entry["digest"]["sha256"] == hashlib.sha256(file.read_bytes()).hexdigest()
     # Computed from the attested data: the header names its sha256, the salt derives from it.

@@ -57,6 +57,11 @@ def test_declarations_are_signed_into_the_predicate(chain: Chain) -> None:
                                     {"license": "CC-BY-4.0 OR GPL-3.0-only", "name": "raw.txt"}]
     assert internal["components"] == [{"component": "data-processing-code", "name": "prep.py"},
                                       {"component": "training-data", "name": "raw.txt"}]
+    schema = json.loads((Path(__file__).parents[1] / "attestations"
+                         / "step-statement.schema.json").read_text(encoding="utf-8"))
+    from jsonschema import Draft202012Validator
+
+    assert [e.message for e in Draft202012Validator(schema).iter_errors(statement)] == []
 
 
 def test_a_denied_licence_in_a_material_fails_verify(chain: Chain, tmp_path: Path) -> None:

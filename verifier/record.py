@@ -416,7 +416,8 @@ def _add_declarations(statement: dict[str, Any], declared: _Declared, base: Path
         *statement["subject"])}
     byproducts = statement["predicate"]["runDetails"]["byproducts"]
     try:
-        for name, target in declared.digests:
+        # After the three fixed byproducts, sorted by name among themselves.
+        for name, target in sorted(declared.digests):
             sha256 = digests[name].get("sha256") or recorddigests.file_sha256(base / name)
             data = recorddigests.compute(base / name, sha256).to_bytes()
             recorddigests.write(target, data, overwrite=force)
@@ -430,7 +431,6 @@ def _add_declarations(statement: dict[str, Any], declared: _Declared, base: Path
         for path in written:
             path.unlink(missing_ok=True)
         raise
-    byproducts.sort(key=lambda b: b["name"])
     return written
 
 
