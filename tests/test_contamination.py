@@ -196,7 +196,7 @@ def test_normalisation_is_nfc_casefold_and_whitespace() -> None:
 def test_records_of_text_jsonl_and_csv(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("one\ntwo\n")
     (tmp_path / "a.jsonl").write_text('{"q": "x", "c": ["y", {"d": "z"}], "n": 3}\n\n')
-    (tmp_path / "a.csv").write_text('a,"b, c"\nd,e\n')
+    (tmp_path / "a.csv").write_text('h1,h2\na,"b, c"\nd,e\n')
     assert list(recorddigests.items(tmp_path / "a.txt")) == [["one\n"], ["two\n"]]
     assert list(recorddigests.items(tmp_path / "a.jsonl")) == [["y", "z", "x"]]
     assert list(recorddigests.items(tmp_path / "a.csv")) == [["a b, c"], ["d e"]]
@@ -242,3 +242,25 @@ def test_record_refuses_digests_of_an_undeclared_file(chain: dict[str, Path]) ->
                          extra=[*FAST, "--record-digests", "elsewhere.txt"], out="other")
     assert_error(result, 2, "--record-digests", "neither a --material nor a --product")
     assert not (chain["work"] / "other").exists()
+
+
+def test_the_file_follows_its_documented_construction(tmp_path: Path) -> None:
+    """Recomputed from the format's description with hashlib alone."""
+    words = [f"t{n}" for n in range(14)]
+    data = tmp_path / "d.txt"
+    data.write_text("  " + " ".join(words).upper() + "\n", encoding="utf-8")
+    source = hashlib.sha256(data.read_bytes()).hexdigest()
+    raw = recorddigests.compute(data, source).to_bytes()
+    salt = hashlib.blake2b(b"model-verifier record digests v1\x00" + bytes.fromhex(source),
+                           digest_size=32).digest()
+    assert raw[:8] == b"MVRDIG01" and raw[8:40] == bytes.fromhex(source) and raw[40:72] == salt
+
+    def digest(text: str, person: bytes) -> bytes:
+        return hashlib.blake2b(text.encode(), key=salt, digest_size=8, person=person).digest()
+
+    record = digest(" ".join(words), b"record")
+    grams = sorted([digest(" ".join(words[:13]), b"13gram"),
+                    digest(" ".join(words[1:]), b"13gram")],
+                   key=lambda b: int.from_bytes(b, "little"))
+    assert raw[72:88] == (1).to_bytes(8, "little") + (2).to_bytes(8, "little")
+    assert raw[88:] == record + b"".join(grams)

@@ -225,7 +225,7 @@ def _previous(mof_class: str) -> str | None:
 
 
 def render_text(result: OpennessReport) -> str:
-    lines = [f"openness of {result.artifact} ({MOF_VERSION})",
+    lines = [f"openness of {result.artifact}, by the {MOF_VERSION}",
              f"  chain: {'PASS' if result.passed else 'FAIL'}"]
     if result.supported_class is None:
         lowest = result.missing_by_class.get("III", [])
@@ -238,8 +238,7 @@ def render_text(result: OpennessReport) -> str:
     for component in result.components:
         mof = (f"{component.mof}, class {component.mof_class}" if component.mof
                else "no MOF component")
-        lines.append(f"    {component.kind:<21} [{mof}]")
-        lines.append(f"      {component.summary()}")
+        lines.append(f"    {component.kind}: {component.summary()}  [{mof}]")
         for gap in component.gaps:
             if component.files:
                 lines.append(f"      gap: {gap}")

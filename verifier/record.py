@@ -368,7 +368,8 @@ def _declarations(base: Path, material_names: list[str], product_names: list[str
 
     def bound(path: Path, option: str) -> str:
         name = relative_name(path, base)
-        if name not in names:
+        # A declared file, or a file inside a declared directory (recorded file by file).
+        if name not in names and not any(name.startswith(f"{n}/") for n in names):
             raise InputError(f"{option} {path}: is neither a --material nor a --product of "
                              "this step, so there is no digest to bind it to.")
         return name
@@ -406,6 +407,14 @@ def _add_declarations(statement: dict[str, Any], declared: _Declared, base: Path
     from verifier import declarations, recorddigests
 
     internal = statement["predicate"]["buildDefinition"]["internalParameters"]
+    described = {d["name"] for d in (
+        *statement["predicate"]["buildDefinition"]["resolvedDependencies"],
+        *statement["subject"])}
+    for name in [n for _, n in declared.components] + [n for n, _ in declared.licenses]:
+        if name not in described:
+            raise InputError(f"{name}: declared with --component or --material-license, but "
+                             "the step's materials and products hold no such file; no "
+                             "attestation written.")
     if declared.components:
         internal["components"] = declarations.component_entries(declared.components)
     if declared.licenses:

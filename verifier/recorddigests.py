@@ -6,9 +6,10 @@ a byproduct. `contamination` normalises a benchmark the same way and looks its i
 
 Records: a text file's lines; a JSON Lines file's string values (each string anywhere in a
 line's JSON value is a record, so that a benchmark question planted in a `text` field is found
-whatever the schema); a CSV file's rows, cells joined by a space. Normalisation: Unicode NFC,
-case-fold, NFC again (case-folding can decompose), whitespace runs collapsed to one space and
-trimmed. Words are the whitespace-separated tokens of a normalised record. Records of fewer
+whatever the schema); a CSV file's rows after its header row, cells joined by a space.
+Normalisation: Unicode NFC, case-fold, NFC again (case-folding can decompose), whitespace runs
+collapsed to one space and trimmed. Words are the whitespace-separated tokens of a normalised
+record. Records of fewer
 than MIN_WORDS words are neither stored nor looked up: "b", "yes" or "42" appear everywhere
 and say nothing about contamination, and storing them would only make the file easier to
 probe.
@@ -60,6 +61,8 @@ _BATCH = 1 << 16
 
 def normalise(text: str) -> str:
     """NFC, case-fold, NFC, whitespace collapsed: the one normalisation on both sides."""
+    if text.isascii():  # NFC changes no ASCII text, and case-folding it is lower-casing
+        return " ".join(text.lower().split())
     folded = unicodedata.normalize("NFC", unicodedata.normalize("NFC", text).casefold())
     return " ".join(folded.split())
 
@@ -69,21 +72,32 @@ def salt_for(source_sha256: str) -> bytes:
 
 
 class _Digester:
+    """The keyed 8-byte digests of a record and of its 13-grams, as raw little-endian bytes
+    (numpy reads them in bulk, with no Python int per digest)."""
+
     def __init__(self, salt: bytes) -> None:
         self._record = hashlib.blake2b(key=salt, digest_size=8, person=b"record")
         self._gram = hashlib.blake2b(key=salt, digest_size=8, person=b"13gram")
 
-    def record(self, normalised: str) -> int:
+    def record(self, normalised: str) -> bytes:
         h = self._record.copy()
         h.update(normalised.encode())
-        return int.from_bytes(h.digest(), "little")
+        return h.digest()
 
-    def grams(self, words: list[str]) -> Iterator[int]:
+    def grams(self, normalised: str) -> bytes:
+        """Each 13-gram is the normalised record's bytes from its first word to its 13th:
+        the words joined by one space, taken as one slice."""
+        encoded = normalised.encode()
+        starts = [0]
+        for word in encoded.split(b" "):
+            starts.append(starts[-1] + len(word) + 1)
         base = self._gram
-        for start in range(len(words) - NGRAM + 1):
+        out = bytearray()
+        for index in range(len(starts) - NGRAM):
             h = base.copy()
-            h.update(" ".join(words[start:start + NGRAM]).encode())
-            yield int.from_bytes(h.digest(), "little")
+            h.update(encoded[starts[index]:starts[index + NGRAM] - 1])
+            out += h.digest()
+        return bytes(out)
 
 
 # -- reading records ----------------------------------------------------------------------------
@@ -95,7 +109,9 @@ def items(path: Path) -> Iterator[list[str]]:
     try:
         with path.open("r", encoding="utf-8", newline="") as handle:
             if kind == ".csv":
-                for row in csv.reader(handle):
+                rows = csv.reader(handle)
+                next(rows, None)  # the header names columns; it is no record
+                for row in rows:
                     yield [" ".join(row)]
                 return
             for number, line in enumerate(handle, 1):
@@ -134,9 +150,10 @@ def _strings(value: object, depth: int) -> Iterator[str]:
             yield from _strings(value[key], depth + 1)
 
 
-def _words(raw: str) -> list[str] | None:
-    words = normalise(raw[:MAX_RECORD_CHARS]).split(" ")
-    return words if len(words) >= MIN_WORDS else None
+def _usable(raw: str) -> str | None:
+    """The normalised record, or None when it is too short to say anything."""
+    normalised = normalise(raw[:MAX_RECORD_CHARS])
+    return normalised if normalised.count(" ") + 1 >= MIN_WORDS and normalised else None
 
 
 # -- writing --------------------------------------------------------------------------------
@@ -160,28 +177,28 @@ class DigestSet:
 
 
 class _Accumulator:
-    """Digests collected in fixed-size numpy batches, so a billion words never become a
-    billion Python ints at once."""
+    """Digests collected as bytes and sorted in fixed-size numpy batches, so a billion words
+    never become a billion Python objects at once."""
 
     def __init__(self) -> None:
         self.parts: list[np.ndarray] = []
-        self.pending: list[int] = []
+        self.pending = bytearray()
 
-    def extend(self, values: Iterable[int]) -> None:
-        self.pending.extend(values)
-        if len(self.pending) >= _BATCH:
+    def add(self, digests: bytes) -> None:
+        self.pending += digests
+        if len(self.pending) >= 8 * _BATCH:
             self._flush()
 
     def _flush(self) -> None:
         if self.pending:
-            self.parts.append(np.unique(np.array(self.pending, dtype=np.uint64)))
-            self.pending = []
+            self.parts.append(np.unique(np.frombuffer(bytes(self.pending), dtype="<u8")))
+            self.pending = bytearray()
 
     def result(self) -> np.ndarray:
         self._flush()
         if not self.parts:
             return np.zeros(0, dtype=np.uint64)
-        return np.unique(np.concatenate(self.parts))
+        return np.unique(np.concatenate(self.parts)).astype(np.uint64)
 
 
 def compute(path: Path, source_sha256: str) -> DigestSet:
@@ -190,11 +207,11 @@ def compute(path: Path, source_sha256: str) -> DigestSet:
     records, grams = _Accumulator(), _Accumulator()
     for item in items(path):
         for raw in item:
-            words = _words(raw)
-            if words is None:
+            normalised = _usable(raw)
+            if normalised is None:
                 continue
-            records.extend((digester.record(" ".join(words)),))
-            grams.extend(digester.grams(words))
+            records.add(digester.record(normalised))
+            grams.add(digester.grams(normalised))
     return DigestSet(source_sha256, records.result(), grams.result())
 
 
@@ -238,12 +255,14 @@ def match(digests: DigestSet, benchmark: Iterable[list[str]]) -> tuple[int, list
     for number, item in enumerate(benchmark, 1):
         exact, grams, any_usable = False, 0, False
         for raw in item:
-            words = _words(raw)
-            if words is None:
+            normalised = _usable(raw)
+            if normalised is None:
                 continue
             any_usable = True
-            exact = exact or _contains(digests.records, digester.record(" ".join(words)))
-            gram_values = np.fromiter(digester.grams(words), dtype=np.uint64)
+            record = int.from_bytes(digester.record(normalised), "little")
+            exact = exact or _contains(digests.records, record)
+            gram_values = np.frombuffer(digester.grams(normalised), dtype="<u8").astype(
+                np.uint64)
             if len(gram_values):
                 grams += int(np.count_nonzero(_contains_many(digests.grams, gram_values)))
         usable += any_usable
