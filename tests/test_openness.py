@@ -199,3 +199,50 @@ def test_hostile_expressions_are_bounded() -> None:
 def test_fuzzed_text_parses_or_says_why(text: str) -> None:
     with contextlib.suppress(InputError):
         spdx.parse(text)
+
+
+@pytest.mark.parametrize("internal, fragment", [
+    ({"components": "junk"}, "malformed components declaration"),
+    ({"components": [{"component": "weights", "name": "nowhere.bin"}]},
+     "neither a material nor a product"),
+    ({"components": [{"component": "secret", "name": "raw.txt"}]}, "unknown component"),
+    ({"licenses": [{"name": "raw.txt", "license": "(((MIT"}]}, "not an SPDX expression"),
+    ({"licenses": [{"name": "raw.txt", "license": "MIT OR " * 300 + "MIT"}]},
+     "not an SPDX expression"),
+    ({"licenses": [{"name": "elsewhere", "license": "MIT"}]}, "neither a material nor"),
+])
+def test_a_hand_signed_malformed_declaration_fails_the_step(
+        chain: Chain, tmp_path: Path, internal: dict, fragment: str) -> None:
+    """Signed by the trusted builder, but not as record writes it: a problem of that step,
+    one sentence, never a traceback."""
+    import shutil
+
+    from helpers import sign_bundle
+
+    attestations = tmp_path / "attestations"
+    shutil.copytree(chain.attestations, attestations)
+    bundle = json.loads(chain.attestation("prepare").read_text())
+    statement = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
+    statement["predicate"]["buildDefinition"]["internalParameters"].update(internal)
+    payload = json.dumps(statement, sort_keys=True).encode()
+    signed = sign_bundle(payload, "application/vnd.in-toto+json", chain.keys("builder").private)
+    (attestations / "prepare.intoto.json").write_text(json.dumps(signed))
+    result = run(["verify", chain.artifact, "--policy", with_policy(chain, tmp_path),
+                  "--attestations", attestations, "--json"], cwd=chain.work)
+    assert result.code == 1, result.output
+    assert "Traceback" not in result.output
+    messages = [p["message"] for p in json.loads(result.stdout)["problems"]]
+    assert any(fragment in m for m in messages), messages
+
+
+def test_the_html_audit_has_an_openness_section(chain: Chain, tmp_path: Path) -> None:
+    out = tmp_path / "audit.html"
+    result = run(["audit", chain.attestations, "--policy", with_policy(chain, tmp_path),
+                  "--format", "html", "--output", out], cwd=chain.work)
+    assert result.code == 0, result.output
+    html = out.read_text()
+    # dist and its files share one chain (model.bin is a copy of the weights): one section.
+    assert html.count("<h2>Openness of") == 1
+    assert "<code>dist, dist/config.json, dist/model.bin, model/weights.bin</code>" in html
+    assert "Model Openness Framework v1.0" in html
+    assert "CC-BY-4.0 OR GPL-3.0-only" in html

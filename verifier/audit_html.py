@@ -403,13 +403,21 @@ def render_html(report: dict[str, Any]) -> str:
 
 def _openness_sections(report: dict[str, Any]) -> list[str]:
     """For each final artifact judged against a policy: verifier.openness's view of it."""
-    parts: list[str] = []
+    import json
+
+    # A directory and the files in it share one chain: one section for all of them.
+    grouped: dict[str, tuple[list[str], dict[str, Any]]] = {}
     for artifact in report["artifacts"]:
         view = artifact.get("openness")
         if not artifact.get("final") or not view:
             continue
+        key = json.dumps({k: v for k, v in view.items() if k not in ("artifact", "digest")},
+                         sort_keys=True)
+        grouped.setdefault(key, ([], view))[0].extend(artifact["names"])
+    parts: list[str] = []
+    for names, view in grouped.values():
         supported = view["supported_class"]
-        parts.append(f"<h2>Openness of <code>{e(', '.join(artifact['names']))}</code></h2>")
+        parts.append(f"<h2>Openness of <code>{e(', '.join(sorted(names)))}</code></h2>")
         parts.append(f"<p>{e(view['framework'])}: the chain supports "
                      f"<b>{e('Class ' + supported if supported else 'no class')}</b> "
                      f"(chain {e(view['chain'])}). {e(view['note'])}</p>")
