@@ -298,15 +298,6 @@ def record(
     sandbox: SandboxOpt = "auto",
     network: NetworkFlag = False,
     device: DeviceOpt = None,
-    trace: Annotated[bool | None, typer.Option(
-        "--trace/--no-trace", help="Follow the command with strace and list the files it read "
-        "that are not declared materials (default: on where strace is installed).")] = None,
-    strict: Annotated[bool, typer.Option(
-        help="Refuse the step when it read a file that is not a declared material.")] = False,
-    attest_existing: Annotated[bool, typer.Option(
-        help="Attest products that existed before the command ran (made by an earlier, "
-        "unrecorded process); signed as existingProducts. Without it such a product is "
-        "refused.")] = False,
     component: Annotated[list[str] | None, typer.Option(
         help="Declare a material or product as an openness component, KIND=PATH (e.g. "
         "training-data=build/data; repeatable; signed; see docs/openness.md).")] = None,
@@ -317,6 +308,15 @@ def record(
         help="Write salted digests of this data file's records and word 13-grams to "
         "OUT/record-digests/STEP/PATH.mvrd, signed as a byproduct, for `contamination` "
         "(repeatable).")] = None,
+    trace: Annotated[bool | None, typer.Option(
+        "--trace/--no-trace", help="Follow the command with strace and list the files it read "
+        "that are not declared materials (default: on where strace is installed).")] = None,
+    strict: Annotated[bool, typer.Option(
+        help="Refuse the step when it read a file that is not a declared material.")] = False,
+    attest_existing: Annotated[bool, typer.Option(
+        help="Attest products that existed before the command ran (made by an earlier, "
+        "unrecorded process); signed as existingProducts. Without it such a product is "
+        "refused.")] = False,
     as_json: JsonFlag = False,
     quiet: QuietFlag = False,
 ) -> None:
@@ -357,15 +357,15 @@ def record(
             with contextlib.redirect_stdout(sys.stderr if as_json else sys.stdout), \
                     termination_as_interrupt():
                 result = record_step(
+                    components=_pairs(component, "--component", "KIND=PATH", path_first=False),
+                    material_licenses=_pairs(material_license, "--material-license",
+                                             "PATH=EXPR", path_first=True),
+                    record_digests=record_digests or [],
                     step=step, argv=command, materials=material or [], products=product or [],
                     signer=signer, out_dir=out, env_names=env or [], force=force, hasher=hasher,
                     sandbox=chosen, tracer=tracer, strict=strict,
                     attest_existing=attest_existing,
                     hidden=[key] if key is not None else [],
-                    components=_pairs(component, "--component", "KIND=PATH", path_first=False),
-                    material_licenses=_pairs(material_license, "--material-license",
-                                             "PATH=EXPR", path_first=True),
-                    record_digests=record_digests or [],
                 )
         except StepFailed as failure:
             sys.stderr.write(f"error: {failure}\n")

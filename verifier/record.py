@@ -218,12 +218,12 @@ def record_step(
     hasher: Hasher | None = None,
     sandbox: Sandbox = NO_SANDBOX,
     tracer: str | None = None,
-    strict: bool = False,
-    attest_existing: bool = False,
-    hidden: Sequence[Path] = (),
     components: Sequence[tuple[str, Path]] = (),
     material_licenses: Sequence[tuple[Path, str]] = (),
     record_digests: Sequence[Path] = (),
+    strict: bool = False,
+    attest_existing: bool = False,
+    hidden: Sequence[Path] = (),
 ) -> RecordResult:
     """Run and attest one step. Raises StepFailed when the command fails (nothing written).
 
@@ -252,16 +252,16 @@ def record_step(
     hasher = hasher or Hasher()
     material_names = [relative_name(p, base) for p in materials]
     product_names = [relative_name(p, base) for p in products]
-    declared = _declarations(base, material_names, product_names, components,
-                             material_licenses, record_digests, out_dir, step, force)
+    claimed = _declarations(base, material_names, product_names, components,
+                            material_licenses, record_digests, out_dir, step, force)
     material_paths = [base / name for name in material_names]
     material_digests = hasher.digest_paths(material_paths)
     stamps = _stamps(hasher, material_digests)
     before = {name: _product_stamp(hasher, base / name) for name in product_names}
 
-    declared_env = resolve_declared_env(env_names, dict(os.environ))
-    env = {**os.environ, **declared_env}
-    captured = environment.capture(base, declared_env)
+    declared = resolve_declared_env(env_names, dict(os.environ))
+    env = {**os.environ, **declared}
+    captured = environment.capture(base, declared)
     captured["sandbox"] = sandbox.describe()
     check_command(argv, base, env)
     roots = interpreter_roots(argv[0], env.get("PATH"), base)
@@ -317,7 +317,7 @@ def record_step(
         step=step,
         argv=list(argv),
         working_directory=".",
-        declared_env=declared_env,
+        declared_env=declared,
         environment=captured,
         materials=descriptors(material_digests, material_names),
         products=descriptors(product_digests, product_names),
@@ -336,7 +336,7 @@ def record_step(
             undeclared)
     if attest_existing:
         statement["predicate"]["buildDefinition"]["internalParameters"]["existingProducts"] = True
-    written = _add_declarations(statement, declared, base, hasher, force)
+    written = _add_declarations(statement, claimed, base, hasher, force)
     if not statement["subject"]:
         raise InputError(f"step {step!r}: no products given (--product), so nothing to attest.")
     try:
