@@ -349,6 +349,94 @@ def record_step(
     return RecordResult(attestation, statement, signer.identity, warnings, undeclared)
 
 
+def argv_inputs_warnings(argv: Sequence[str], base: Path, declared: Sequence[str],
+                         roots: Sequence[Path]) -> list[str]:
+    """Without a trace, the files the command line itself names that are not declared."""
+    warnings: list[str] = []
+    seen: set[str] = set()
+    for argument in argv[1:]:
+        candidate = argument.partition("=")[2] if argument.startswith("-") else argument
+        if not candidate or "\x00" in candidate:
+            continue
+        path = Path(os.path.abspath(base / candidate))
+        try:
+            if not path.is_file():
+                continue
+        except (OSError, ValueError):
+            continue
+        if is_system_path(str(path)) or any(path.is_relative_to(r) for r in roots):
+            continue
+        name = (path.relative_to(Path(os.path.abspath(base))).as_posix()
+                if path.is_relative_to(Path(os.path.abspath(base))) else str(path))
+        if name in declared or any(name.startswith(d.rstrip("/") + "/") for d in declared):
+            continue
+        if name not in seen:
+            seen.add(name)
+            warnings.append(f"the command names {name}, which is not a declared material; "
+                            "declare it with --material so that a rebuild has it.")
+    return warnings
+
+
+def _product_stamp(hasher: Hasher, path: Path) -> Any:
+    """What tells whether a product was written: every file's (inode, size, times)."""
+    from verifier.digest import list_files
+
+    try:
+        if path.is_dir():
+            return tuple((name, hasher.stamp(path / name)) for name in list_files(path))
+        return hasher.stamp(path) if path.exists() else None
+    except InputError:
+        return None  # unreadable or a link: the product checks after the run say why
+
+
+def canonical_bundle_text(bundle: dict) -> str:
+    import json
+
+    return json.dumps(bundle, indent=2, sort_keys=True) + "\n"
+
+
+def _stamps(hasher: Hasher, digests: list[PathDigest]) -> dict[Path, Any]:
+    stamps: dict[Path, Any] = {}
+    for digest in digests:
+        if digest.is_dir:
+            for name in digest.files:
+                stamps[digest.path / name] = hasher.stamp(digest.path / name)
+        else:
+            stamps[digest.path] = hasher.stamp(digest.path)
+    return stamps
+
+
+def _check_materials_unchanged(
+    hasher: Hasher,
+    digests: list[PathDigest],
+    stamps: dict[Path, Any],
+    product_names: set[str],
+    material_names: list[str],
+) -> None:
+    """A step may not change its own inputs (unless they are also declared products)."""
+    for digest, name in zip(digests, material_names, strict=True):
+        if name in product_names:
+            continue
+        paths = [digest.path / n for n in digest.files] if digest.is_dir else [digest.path]
+        if any(not p.exists() or hasher.stamp(p) != stamps.get(p) for p in paths) or (
+            digest.is_dir and not _same_listing(digest)
+        ):
+            again = hasher.digest_paths([digest.path])[0] if digest.path.exists() else None
+            if again is None or again.value != digest.value:
+                raise InputError(
+                    f"{name}: this material changed while the step ran; no attestation written."
+                )
+
+
+def _same_listing(digest: PathDigest) -> bool:
+    from verifier.digest import list_files
+
+    return list_files(digest.path) == sorted(digest.files)
+
+
+# -- what the user declares about the step's files (verifier.declarations) -------------------
+
+
 @dataclass(frozen=True)
 class _Declared:
     components: list[tuple[str, str]]
@@ -441,88 +529,3 @@ def _add_declarations(statement: dict[str, Any], declared: _Declared, base: Path
             path.unlink(missing_ok=True)
         raise
     return written
-
-
-def argv_inputs_warnings(argv: Sequence[str], base: Path, declared: Sequence[str],
-                         roots: Sequence[Path]) -> list[str]:
-    """Without a trace, the files the command line itself names that are not declared."""
-    warnings: list[str] = []
-    seen: set[str] = set()
-    for argument in argv[1:]:
-        candidate = argument.partition("=")[2] if argument.startswith("-") else argument
-        if not candidate or "\x00" in candidate:
-            continue
-        path = Path(os.path.abspath(base / candidate))
-        try:
-            if not path.is_file():
-                continue
-        except (OSError, ValueError):
-            continue
-        if is_system_path(str(path)) or any(path.is_relative_to(r) for r in roots):
-            continue
-        name = (path.relative_to(Path(os.path.abspath(base))).as_posix()
-                if path.is_relative_to(Path(os.path.abspath(base))) else str(path))
-        if name in declared or any(name.startswith(d.rstrip("/") + "/") for d in declared):
-            continue
-        if name not in seen:
-            seen.add(name)
-            warnings.append(f"the command names {name}, which is not a declared material; "
-                            "declare it with --material so that a rebuild has it.")
-    return warnings
-
-
-def _product_stamp(hasher: Hasher, path: Path) -> Any:
-    """What tells whether a product was written: every file's (inode, size, times)."""
-    from verifier.digest import list_files
-
-    try:
-        if path.is_dir():
-            return tuple((name, hasher.stamp(path / name)) for name in list_files(path))
-        return hasher.stamp(path) if path.exists() else None
-    except InputError:
-        return None  # unreadable or a link: the product checks after the run say why
-
-
-def canonical_bundle_text(bundle: dict) -> str:
-    import json
-
-    return json.dumps(bundle, indent=2, sort_keys=True) + "\n"
-
-
-def _stamps(hasher: Hasher, digests: list[PathDigest]) -> dict[Path, Any]:
-    stamps: dict[Path, Any] = {}
-    for digest in digests:
-        if digest.is_dir:
-            for name in digest.files:
-                stamps[digest.path / name] = hasher.stamp(digest.path / name)
-        else:
-            stamps[digest.path] = hasher.stamp(digest.path)
-    return stamps
-
-
-def _check_materials_unchanged(
-    hasher: Hasher,
-    digests: list[PathDigest],
-    stamps: dict[Path, Any],
-    product_names: set[str],
-    material_names: list[str],
-) -> None:
-    """A step may not change its own inputs (unless they are also declared products)."""
-    for digest, name in zip(digests, material_names, strict=True):
-        if name in product_names:
-            continue
-        paths = [digest.path / n for n in digest.files] if digest.is_dir else [digest.path]
-        if any(not p.exists() or hasher.stamp(p) != stamps.get(p) for p in paths) or (
-            digest.is_dir and not _same_listing(digest)
-        ):
-            again = hasher.digest_paths([digest.path])[0] if digest.path.exists() else None
-            if again is None or again.value != digest.value:
-                raise InputError(
-                    f"{name}: this material changed while the step ran; no attestation written."
-                )
-
-
-def _same_listing(digest: PathDigest) -> bool:
-    from verifier.digest import list_files
-
-    return list_files(digest.path) == sorted(digest.files)
