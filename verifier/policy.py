@@ -126,12 +126,12 @@ class Policy:
     sources: tuple[SourceRule, ...]
     steps: tuple[StepRule, ...]
     rebuild: RebuildRule | None = None
+    licenses: LicenseRule | None = None  # judged by verifier.judgement over every step
+    max_benchmark_overlap: float | None = None  # judged by verifier.contamination
     trusted_root: Path | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     # Digests that may establish a match; blake3 only where the policy opts in (docs/digests.md).
     accept_digests: tuple[str, ...] = ("sha256",)
-    licenses: LicenseRule | None = None  # judged by verifier.judgement over every step
-    max_benchmark_overlap: float | None = None  # judged by verifier.contamination
 
     def step(self, name: str) -> StepRule | None:
         return next((s for s in self.steps if s.name == name), None)
@@ -245,11 +245,11 @@ def load_policy(path: Path) -> Policy:
         sources=tuple(_source_rule(s) for s in data.get("sources", [])),
         steps=steps,
         rebuild=_rebuild_rule(data.get("rebuild"), steps),
+        licenses=_license_rule(path, data.get("licenses")),
+        max_benchmark_overlap=data.get("data", {}).get("max_benchmark_overlap"),
         trusted_root=base / data["trusted_root"] if "trusted_root" in data else None,
         raw=data,
         accept_digests=tuple(data.get("digests", {}).get("accept", ["sha256"])),
-        licenses=_license_rule(path, data.get("licenses")),
-        max_benchmark_overlap=data.get("data", {}).get("max_benchmark_overlap"),
     )
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from verifier.digest import Hasher, PathDigest
 from verifier.envelope import Bundle, read_bundles
 from verifier.errors import InputError
-from verifier.judgement import ArtifactVerdict, Evaluation, Problem, evaluate, match_source
+from verifier.judgement import Evaluation, Problem, evaluate, match_source
 from verifier.policy import Policy
 from verifier.quorum import StepQuorum
 from verifier.trust import TrustedSigners
@@ -38,11 +38,12 @@ class Report:
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     oms: list[dict[str, Any]] = field(default_factory=list)  # OMS model.sig evidence
+    # The evaluation and its ArtifactVerdict, for views of it (openness, contamination); not
+    # serialised.
+    evaluation: Evaluation | None = field(default=None, repr=False)
+    verdict: Any = field(default=None, repr=False)
     # The attestation files the verdict rests on: the chain's steps and the rebuilds counted.
     evidence: list[str] = field(default_factory=list)
-    # The evaluation and its answer, for views of it (openness, contamination); not serialised.
-    evaluation: Evaluation | None = field(default=None, repr=False)
-    verdict: ArtifactVerdict | None = field(default=None, repr=False)
 
     @property
     def passed(self) -> bool:
