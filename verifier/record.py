@@ -515,7 +515,10 @@ def _add_declarations(statement: dict[str, Any], declared: _Declared, base: Path
     try:
         # After the three fixed byproducts, sorted by name among themselves.
         for name, target in sorted(declared.digests):
-            sha256 = digests[name].get("sha256") or recorddigests.file_sha256(base / name)
+            sha256 = digests[name].get("sha256")
+            if sha256 is None:  # the digest file names its data by the sha256 attested here
+                raise InputError(f"--record-digests {name}: the step records no sha256 of it"
+                                 "; no attestation written.")
             data = recorddigests.compute(base / name, sha256).to_bytes()
             recorddigests.write(target, data, overwrite=force)
             written.append(target)
