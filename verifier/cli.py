@@ -1069,7 +1069,8 @@ def _evaluated(artifact: Path, policy: Path | None, attestations: list[Path] | N
 
 @app.command("openness")
 def openness_command(
-    artifact: Annotated[Path, typer.Argument(help="The model file or directory.")],
+    artifact: Annotated[Path, typer.Argument(metavar="ARTIFACT",
+        help="The model file or directory.")],
     policy: Annotated[Path | None, typer.Option(
         help="Policy YAML (default: model-policy.yaml).")] = None,
     attestations: Annotated[list[Path] | None, typer.Option(
@@ -1106,7 +1107,8 @@ def openness_command(
 
 @app.command("contamination")
 def contamination_command(
-    artifact: Annotated[Path, typer.Argument(help="The model file or directory.")],
+    artifact: Annotated[Path, typer.Argument(metavar="ARTIFACT",
+        help="The model file or directory.")],
     benchmark: Annotated[list[Path], typer.Option(
         help="A benchmark's test items: text lines, JSON Lines or CSV (repeatable).")],
     digests_from: Annotated[list[Path], typer.Option(
