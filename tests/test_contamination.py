@@ -264,3 +264,32 @@ def test_the_file_follows_its_documented_construction(tmp_path: Path) -> None:
                    key=lambda b: int.from_bytes(b, "little"))
     assert raw[72:88] == (1).to_bytes(8, "little") + (2).to_bytes(8, "little")
     assert raw[88:] == record + b"".join(grams)
+
+
+def test_a_signed_digest_file_of_other_data_is_refused(chain: dict[str, Path],
+                                                       tmp_path: Path) -> None:
+    """The trusted signer signs a digest file computed from other (clean) data: its header
+    names that data's sha256, not the one the step attests, so it is refused."""
+    import base64
+
+    from helpers import sign_bundle
+
+    work = tmp_path / "work"
+    shutil.copytree(chain["work"], work)
+    other = tmp_path / "other.txt"
+    other.write_text("nothing of the benchmark is in these seven words\n", encoding="utf-8")
+    forged = recorddigests.compute(other, recorddigests.file_sha256(other)).to_bytes()
+    (work / "forged.mvrd").write_bytes(forged)
+    path = work / "attestations" / "prepare.intoto.json"
+    statement = json.loads(base64.b64decode(json.loads(path.read_text())["dsseEnvelope"]
+                                            ["payload"]))
+    for entry in statement["predicate"]["runDetails"]["byproducts"]:
+        if entry["name"].startswith("record-digests/"):
+            entry["digest"]["sha256"] = hashlib.sha256(forged).hexdigest()
+    payload = json.dumps(statement, sort_keys=True).encode()
+    path.write_text(json.dumps(sign_bundle(payload, "application/vnd.in-toto+json",
+                                           chain["keys"] / "builder.key")))
+    result = run(["contamination", "model.bin", "--policy", chain["policy"], "--digests-from",
+                  "forged.mvrd", "--benchmark", "planted.jsonl"], cwd=work)
+    assert_error(result, 2, "forged.mvrd", "was computed from data with sha256",
+                 "step 'prepare' attests data/train.jsonl")
