@@ -466,6 +466,9 @@ def report(results: dict[str, Any]) -> str:
 # ------------------------------------------------------------------ main
 
 
+KEPT_SECTIONS = "## Scale checks on hostile input"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reference-python", type=Path,
@@ -597,6 +600,10 @@ def main() -> None:
     results["other"] = other
     results["notes"] = _notes(results, cores)
     text = report(results)
+    if args.output.exists():  # sections other scripts keep (bench_scale.py's) stay as they are
+        kept = args.output.read_text(encoding="utf-8").partition(KEPT_SECTIONS)
+        if kept[1]:
+            text = text.rstrip("\n") + "\n\n" + kept[1] + kept[2]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text, encoding="utf-8")
     print(text)

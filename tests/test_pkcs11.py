@@ -189,8 +189,9 @@ def test_verify_model_vsa_signed_on_the_token(token: Token, tmp_path: Path) -> N
 def test_rebuild_signs_on_the_token(token: Token, tmp_path: Path) -> None:
     keys = make_keys(tmp_path, "builder")
     assert _record(tmp_path, str(keys.private)).code == 0  # type: ignore[attr-defined]
-    result = run(["rebuild", tmp_path / "attestations", "--source", tmp_path, "--key",
-                  token.uri("release-ec"), "--out", tmp_path / "rebuilds", "--json"])
+    result = run(["rebuild", tmp_path / "attestations", "--source", tmp_path,
+                  "--trust-key", keys.public, "--key", token.uri("release-ec"),
+                  "--out", tmp_path / "rebuilds", "--json"])
     assert result.code == 0, result.output
     [written] = list((tmp_path / "rebuilds").glob("*.json"))
     _check_dsse(read_json(written), token.ec_public)

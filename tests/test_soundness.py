@@ -141,6 +141,20 @@ def test_one_key_under_two_rebuilder_names_counts_once(world: World) -> None:
     assert report["rebuilds"][0]["matching"] == 1
 
 
+def test_a_rebuilder_who_signed_a_copy_of_the_step_never_counts(world: World) -> None:
+    steps = chain(world)
+    # The same train payload in a second file, co-signed by ra: ra is now a signer of the
+    # step attestation itself, whichever file says so.
+    world.write(steps["train"].signed("ra"), "train-copy.intoto.json")
+    world.write(world.rebuild(steps["train"], "ra", run_id="ra"))
+    world.write(world.rebuild(steps["train"], "rb", run_id="rb"))
+    rebuild_policy(world)
+    code, report, _ = world.verify("dist/model.bin")
+    assert code == 1
+    assert report["rebuilds"][0]["matched"] == ["rb"]
+    assert any("step's own signer" in i for i in report["rebuilds"][0]["ignored"])
+
+
 def test_the_steps_own_signer_never_counts_even_when_listed(world: World) -> None:
     steps = chain(world)
     world.write(world.rebuild(steps["train"], "builder"))
@@ -204,12 +218,13 @@ def test_a_pin_matched_by_any_of_its_rules_holds(world: World) -> None:
 
 
 def directory_chain(world: World, files: dict[str, str], listed: dict[str, str] | None,
-                    ) -> None:
-    """prepare consumes the directory `data` (dirHash of `files`), listing `listed` inside."""
+                    beside: dict[str, str] | None = None) -> None:
+    """prepare consumes the directory `data` (dirHash of `files`), listing `listed` inside,
+    and the materials `beside` it."""
     from verifier.digest import dir_hash
 
     model = world.file("dist/model.bin", MODEL)
-    materials: dict[str, Any] = {"data": {"dirHash": dir_hash(files)}}
+    materials: dict[str, Any] = {"data": {"dirHash": dir_hash(files)}, **(beside or {})}
     materials.update({f"data/{n}": d for n, d in (listed or {}).items()})
     steps = [world.step("prepare", materials, {"data.csv": sha(DATA)}),
              world.step("train", {"data.csv": sha(DATA)}, {"weights.bin": sha(WEIGHTS)}),
@@ -238,6 +253,7 @@ def test_a_directory_that_does_not_list_a_pinned_file_fails_naming_it(world: Wor
     assert code == 1
     assert any("pinned source data/iris.csv" in m and "cannot be checked" in m
                for m in messages(report)), messages(report)
+    assert "unproven-pin" in {p["kind"] for p in report["problems"]}
 
 
 def test_a_directory_whose_listing_does_not_add_up_to_its_dirhash_fails(world: World) -> None:
@@ -256,11 +272,15 @@ def test_a_directory_whose_listing_does_not_add_up_to_its_dirhash_fails(world: W
     code, report, _ = world.verify("dist/model.bin")
     assert code == 1
     assert any("do not add up to its dirHash" in m for m in messages(report))
+    assert "unproven-directory" in {p["kind"] for p in report["problems"]}
 
 
 def test_an_honest_directory_with_the_pinned_file_passes(world: World) -> None:
     files = {"iris.csv": sha("iris"), "notes.txt": sha("n")}
-    directory_chain(world, files, listed=files)
+    # A file beside the directory (and one in a directory whose name it starts with) is no
+    # file of it: the listing still adds up.
+    directory_chain(world, files, listed=files, beside={"prepare.py": sha("p"),
+                                                         "data2/x.csv": sha("x")})
     policy(world, sources=PINNED)
     assert world.verify("dist/model.bin")[0] == 0
 

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from verifier.terminal import clean as clean  # audit re-exports it
 from verifier.trust import Attribution
 
 if TYPE_CHECKING:
@@ -24,18 +25,6 @@ if TYPE_CHECKING:
 SEVERITIES = ("error", "warning", "info")
 FILES_KEPT = 20  # files named by one finding; the message gives the full count
 TENSORS_KEPT = 200  # per rebuilt file: enough for a report, bounded against hostile input
-
-# Control characters, lone surrogates (non-UTF-8 file names) and bidirectional overrides would
-# let an attestation rewrite a terminal or disguise a name; they are shown as \uXXXX instead.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
-
-
-def clean(text: str) -> str:
-    """A string safe to print or embed: unsafe characters spelt out as \\uXXXX."""
-    if not _UNSAFE.search(text):
-        return text
-    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-
 
 # In JSON text: the escape of a control character, after an even run of backslashes (so that an
 # escaped backslash followed by a letter is left alone).

@@ -54,11 +54,22 @@ def _emit_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
+def _say(line: str) -> None:
+    """Print one line of output. File names, step names and every other string an input put
+    in it are escaped (verifier.terminal), so no input can move the cursor, forge a line or
+    fail to encode on a strict UTF-8 stream; --json output is escaped by the JSON encoder."""
+    from verifier.terminal import clean
+
+    print(clean(line))
+
+
 def _fail(error: VerifierError, as_json: bool) -> NoReturn:
+    from verifier.terminal import clean
+
     if as_json:
         _emit_json({"error": str(error), "exit_code": error.exit_code})
     else:
-        sys.stderr.write(f"error: {error}\n")
+        sys.stderr.write(f"error: {clean(str(error))}\n")
     raise typer.Exit(error.exit_code)
 
 
@@ -188,7 +199,7 @@ def keygen(
             _emit_json({"private_key": str(private), "public_key": str(public),
                         "algorithm": canonical_algorithm(algorithm)})
         else:
-            print(f"wrote {private} (private, mode 0600) and {public} (public)")
+            _say(f"wrote {private} (private, mode 0600) and {public} (public)")
 
     _guard(as_json, action)
 
@@ -220,9 +231,9 @@ def digest(
         else:
             for r in results:
                 label = "dirHash:" if r.is_dir else ""
-                print(f"{label}{r.value}  {r.path}")
+                _say(f"{label}{r.value}  {r.path}")
                 if r.blake3 is not None:
-                    print(f"blake3:{r.blake3}  {r.path}")
+                    _say(f"blake3:{r.blake3}  {r.path}")
 
     _guard(as_json, action)
 
@@ -368,7 +379,9 @@ def record(
                     hidden=[key] if key is not None else [],
                 )
         except StepFailed as failure:
-            sys.stderr.write(f"error: {failure}\n")
+            from verifier.terminal import clean
+
+            sys.stderr.write(f"error: {clean(str(failure))}\n")
             return failure.exit_code
         finally:
             progress.close()
@@ -393,10 +406,10 @@ def record(
         else:
             signer_name = (result.identity if result.identity.startswith("sigstore:")
                            else f"{result.identity[:20]}…")
-            print(f"recorded step {step!r}: {len(subjects)} subject(s), signed by "
-                  f"{signer_name}, wrote {result.attestation}")
+            _say(f"recorded step {step!r}: {len(subjects)} subject(s), signed by "
+                 f"{signer_name}, wrote {result.attestation}")
             for written in signatures:
-                print(f"wrote {written.signature}: OMS v1.0 signature of {written.files} file(s)")
+                _say(f"wrote {written.signature}: OMS v1.0 signature of {written.files} file(s)")
         return 0
 
     _guard(as_json, action)
@@ -422,43 +435,52 @@ def _signer(key: Path | None, password: str | None, sigstore: bool = False,
     return open_signer(key, password)
 
 
+def _refuse_existing(path: Path, force: bool) -> None:
+    """Before any work: an output file that exists (a link included) is replaced only with
+    --force; the writer checks again when it writes."""
+    from verifier.errors import InputError
+
+    if os.path.lexists(path) and not force:
+        raise InputError(f"{path}: already exists; pass --force to replace it.")
+
+
 def _print_report(report: Any) -> None:
     verdict = "PASS" if report.passed else "FAIL"
     algorithm, value = next(iter(report.digest.items()))
-    print(f"{verdict}  {report.artifact}  ({algorithm} {value[:16]}…)")
-    print(f"  policy: {report.policy}")
+    _say(f"{verdict}  {report.artifact}  ({algorithm} {value[:16]}…)")
+    _say(f"  policy: {report.policy}")
     for step in report.steps:
-        print(f"  step {step['step']:<14} signed by {', '.join(step['signed_by'])}"
-              f"  ({step['attestation']})")
+        _say(f"  step {step['step']:<14} signed by {', '.join(step['signed_by'])}"
+             f"  ({step['attestation']})")
     pinned = sum(1 for s in report.sources if s["pinned"])
     if report.sources:
-        print(f"  sources: {pinned} pinned, {len(report.sources) - pinned} unpinned")
+        _say(f"  sources: {pinned} pinned, {len(report.sources) - pinned} unpinned")
     several = Counter(q.step for q in report.rebuilds)
     for quorum in report.rebuilds:
         which = f" ({quorum.attestation})" if several[quorum.step] > 1 else ""
-        print(f"  rebuilds of {quorum.step}{which}: {len(quorum.counted)}/{quorum.quorum} "
+        _say(f"  rebuilds of {quorum.step}{which}: {len(quorum.counted)}/{quorum.quorum} "
               f"matching ({', '.join(quorum.matched) or 'none'})")
         for dissent in quorum.dissent:
             for file in dissent["files"]:
-                print(f"    signed dissent from {dissent['rebuilder']}: {_file_outcome(file)} "
+                _say(f"    signed dissent from {dissent['rebuilder']}: {_file_outcome(file)} "
                       f"({dissent['attestation']})")
         for probe in quorum.probes:
             overrides = " ".join(f"{k}={v}" for k, v in probe["overrides"].items())
             outcome = "reproduced every product" if not probe["files"] else "changed"
-            print(f"    probe by {probe['rebuilder']} with {overrides}, not counted: {outcome} "
+            _say(f"    probe by {probe['rebuilder']} with {overrides}, not counted: {outcome} "
                   f"({probe['attestation']})")
             for file in probe["files"]:
-                print(f"      {_file_outcome(file)}")
+                _say(f"      {_file_outcome(file)}")
         for ignored in quorum.ignored:
-            print(f"    counted for nothing: {ignored}")
+            _say(f"    counted for nothing: {ignored}")
     for evidence in getattr(report, "oms", []):
         _print_oms(evidence)
     if report.problems:
-        print("  problems:")
+        _say("  problems:")
         for problem in report.problems:
-            print(f"   - {problem.message}")
+            _say(f"   - {problem.message}")
     for note in report.notes:
-        print(f"  note: {note}")
+        _say(f"  note: {note}")
 
 
 def _file_outcome(file: dict[str, Any]) -> str:
@@ -472,20 +494,21 @@ def _file_outcome(file: dict[str, Any]) -> str:
 
 def _print_oms(evidence: dict[str, Any]) -> None:
     if evidence["verdict"] == "unreadable":
-        print(f"  OMS signature {evidence['signature']}: unreadable (see problems)")
+        _say(f"  OMS signature {evidence['signature']}: unreadable (see problems)")
         return
     who = ", ".join(evidence["signed_by"]) or "no signer the policy names"
     state = {"verified": f"all {evidence['files']} signed files match",
              "mismatch": "files differ from the signed manifest",
              "unattributed": "not counted"}[evidence["verdict"]]
-    print(f"  OMS signature {evidence['signature']} signed by {who}: {state} "
-          f"(root sha256 {evidence['root_sha256'][:16]}…)")
+    _say(f"  OMS signature {evidence['signature']} signed by {who}: {state} "
+         f"(root sha256 {evidence['root_sha256'][:16]}…)")
 
 
 def _verify(artifact: Path, attestations: list[Path] | None, policy: Path | None,
             as_json: bool, quiet: bool, trusted_root: Path | None = None,
             layout: Path | None = None, layout_keys: list[Path] | None = None,
-            vsa: Path | None = None, signing: tuple[Any, ...] = ()) -> None:
+            vsa: Path | None = None, signing: tuple[Any, ...] = (),
+            force: bool = False) -> None:
     """`signing` = (key, password, sigstore, identity_token, trust_config) for the --vsa."""
     def action() -> int:
         hasher, progress = _hasher_with_progress(quiet, "verifying")
@@ -508,6 +531,7 @@ def _verify(artifact: Path, attestations: list[Path] | None, policy: Path | None
             if layout is not None:
                 raise InputError("--vsa summarises a verification against a policy; it cannot "
                                  "be combined with --layout.")
+            _refuse_existing(vsa, force)
             vsa_signer = _signer(*signing)
         elif signing[0] is not None or signing[2]:
             raise InputError("--key and --sigstore sign the verification summary; give --vsa "
@@ -531,7 +555,7 @@ def _verify(artifact: Path, attestations: list[Path] | None, policy: Path | None
         if vsa is not None:
             from verifier.vsa import write_vsa
 
-            write_vsa(vsa, report, loaded, vsa_signer)
+            write_vsa(vsa, report, loaded, vsa_signer, overwrite=force)
         return _show_report(report, as_json, vsa)
 
     _guard(as_json, action)
@@ -543,8 +567,8 @@ def _show_report(report: Any, as_json: bool, vsa: Path | None = None) -> int:
     else:
         _print_report(report)
         if vsa is not None:
-            print(f"wrote signed verification summary {vsa} "
-                  f"({'PASSED' if report.passed else 'FAILED'})")
+            _say(f"wrote signed verification summary {vsa} "
+                 f"({'PASSED' if report.passed else 'FAILED'})")
     return 0 if report.passed else 1
 
 
@@ -663,45 +687,45 @@ def rebuild_command(
 
 
 def _print_plan(entries: list[dict[str, Any]]) -> None:
-    print(f"plan: {len(entries)} step(s), each in a fresh workspace")
+    _say(f"plan: {len(entries)} step(s), each in a fresh workspace")
     for entry in entries:
         sandbox = entry["sandbox"]
         where = ("no sandbox" if sandbox["kind"] == "none" else
                  f"{sandbox['kind']} sandbox, network {sandbox['network']}"
                  + (f", devices {' '.join(sandbox['devices'])}" if sandbox["devices"] else ""))
-        print(f"  {entry['step']} ({entry['attestation']}; {where})")
-        print(f"    command: {entry['command']}")
-        print(f"    in:      {entry['working_directory']}")
+        _say(f"  {entry['step']} ({entry['attestation']}; {where})")
+        _say(f"    command: {entry['command']}")
+        _say(f"    in:      {entry['working_directory']}")
         for name, value in entry["env"].items():
-            print(f"    sets:    {name}={value}")
+            _say(f"    sets:    {name}={value}")
     sys.stdout.flush()
 
 
 def _print_outcome(outcome: Any) -> None:
     label = {"reproduced": "REPRODUCED", "differs": "DIFFERS", "stopped": "NOT RUN"}
-    print(f"{label[outcome.status]:<11} step {outcome.step!r} ({outcome.attestation})")
+    _say(f"{label[outcome.status]:<11} step {outcome.step!r} ({outcome.attestation})")
     if outcome.message:
-        print(f"  {outcome.message}")
+        _say(f"  {outcome.message}")
     for note in outcome.notes:
-        print(f"  {note}")
+        _say(f"  {note}")
     for name, value in outcome.env_overrides.items():
-        print(f"  environment override: {name}={value} (chosen by the rebuilder)")
+        _say(f"  environment override: {name}={value} (chosen by the rebuilder)")
     for result in outcome.results:
         if result["verdict"] != "IDENTICAL":
             diff = result.get("diff") or {}
             tensors = [t for t in diff.get("tensors", []) if t.get("status") != "equal"]
             detail = (f"; {len(tensors)} tensor(s) differ, worst {tensors[0]['name']} "
                       f"(max abs diff {tensors[0].get('max_abs_diff')})" if tensors else "")
-            print(f"  {result['name']}: {result['verdict']}{detail}")
+            _say(f"  {result['name']}: {result['verdict']}{detail}")
     for change in outcome.drift[:10]:
-        print(f"  environment drift: {change['field']}: recorded {change['recorded']!r}, "
-              f"now {change['current']!r}")
+        _say(f"  environment drift: {change['field']}: recorded {change['recorded']!r}, "
+             f"now {change['current']!r}")
     if len(outcome.drift) > 10:
-        print(f"  ... and {len(outcome.drift) - 10} more environment differences")
+        _say(f"  ... and {len(outcome.drift) - 10} more environment differences")
     if outcome.rebuild_attestation:
-        print(f"  wrote {outcome.rebuild_attestation}")
+        _say(f"  wrote {outcome.rebuild_attestation}")
     if outcome.workspace:
-        print(f"  workspace kept at {outcome.workspace}")
+        _say(f"  workspace kept at {outcome.workspace}")
 
 
 ArtifactArg = Annotated[Path, typer.Argument(metavar="ARTIFACT",
@@ -798,14 +822,14 @@ def verify_bundle(
             covered = (f"a message signature over {artifact}"
                        if result.kind == "message-signature"
                        else f"{artifact} is subject {result.subject_name}")
-            print(f"OK  {bundle}: signed by {signer}, {covered}")
+            _say(f"OK  {bundle}: signed by {signer}, {covered}")
             if result.verified_times:
-                print(f"  log entries and timestamps verified against {trusted_root}; "
+                _say(f"  log entries and timestamps verified against {trusted_root}; "
                       f"verified signing time(s): {', '.join(result.verified_times)}")
             for note in result.notes:
-                print(f"  note: {note}")
+                _say(f"  note: {note}")
         else:
-            print(f"FAIL  {result.message}")
+            _say(f"FAIL  {result.message}")
         return 0 if result.ok else 1
 
     _guard(as_json, action)
@@ -874,12 +898,12 @@ def verify_vsa(
         if as_json:
             _emit_json(result.to_dict())
         elif result.passed:
-            print(f"PASS  {vsa}: PASSED for {artifact}, signed by {signer}"
+            _say(f"PASS  {vsa}: PASSED for {artifact}, signed by {signer}"
                   f", verified {result.summary.get('timeVerified')}")
         else:
-            print(f"FAIL  {vsa}")
+            _say(f"FAIL  {vsa}")
             for failure in result.failures:
-                print(f"   - {failure}")
+                _say(f"   - {failure}")
         return 0 if result.passed else 1
 
     _guard(as_json, action)
@@ -922,9 +946,9 @@ def export_command(
             _emit_json({"links": [w.to_dict() for w in written], "notes": notes})
             return
         for link in written:
-            print(f"wrote {link.link}  (step {link.step!r}, from {link.attestation})")
+            _say(f"wrote {link.link}  (step {link.step!r}, from {link.attestation})")
         for note in notes:
-            print(f"note: {note}")
+            _say(f"note: {note}")
 
     _guard(as_json, action)
 
@@ -964,8 +988,8 @@ def sign_model(
         if as_json:
             _emit_json(result.to_dict())
         else:
-            print(f"wrote {result.signature}: OMS v1.0, {result.files} file(s), root sha256 "
-                  f"{result.root_sha256[:16]}…, signed by {result.signer[:24]}…")
+            _say(f"wrote {result.signature}: OMS v1.0, {result.files} file(s), root sha256 "
+                 f"{result.root_sha256[:16]}…, signed by {result.signer[:24]}…")
 
     _guard(as_json, action)
 
@@ -1018,6 +1042,7 @@ def audit_command(
     ] = "text",
     output: Annotated[Path | None, typer.Option(
         help="Write the report to this file instead of standard output.")] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing --output file.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Show every attestation as one graph, with every gap and conflict named.
@@ -1037,6 +1062,8 @@ def audit_command(
         if output_format not in FORMATS:
             raise InputError(f"--format {output_format!r}: expected one of {', '.join(FORMATS)}.")
         chosen = "json" if as_json else output_format
+        if output is not None:
+            _refuse_existing(output, force)
         report = audit(directories, load_policy(policy) if policy is not None else None)
         data = report.to_dict()
         if output is None and chosen == "json":
@@ -1044,12 +1071,12 @@ def audit_command(
         elif output is None:
             sys.stdout.write(render(data, chosen))
         else:
-            write_atomic(output, render(data, chosen), overwrite=True)
+            write_atomic(output, render(data, chosen), overwrite=force)
             if as_json:
                 _emit_json({"report": str(output), "verdict": data["verdict"],
                             "summary": data["summary"]})
             else:
-                print(f"wrote {chosen} report {output}  ({summary_line(data)})")
+                _say(f"wrote {chosen} report {output}  ({summary_line(data)})")
         return report.exit_code
 
     _guard(as_json, action)
@@ -1224,7 +1251,7 @@ def _size(count: int) -> str:
 def _print_attached(attached: list[Any]) -> None:
     for item in attached:
         verb = "attached" if item.status == "attached" else "already attached, skipped"
-        print(f"  {verb}: {item.source} (referrer {item.manifest_digest})")
+        _say(f"  {verb}: {item.source} (referrer {item.manifest_digest})")
 
 
 @app.command("push")
@@ -1267,12 +1294,12 @@ def push_command(
             _emit_json(result.to_dict())
             return
         tag = f" (tag {result.tag})" if result.tag else ""
-        print(f"pushed {model} as {result.reference}{tag}")
-        print(f"  {result.files} file(s), {_size(result.bytes)}: "
+        _say(f"pushed {model} as {result.reference}{tag}")
+        _say(f"  {result.files} file(s), {_size(result.bytes)}: "
               f"{_size(result.uploaded_bytes)} uploaded, "
               f"{_size(result.bytes - result.uploaded_bytes)} already in the registry")
         _print_attached(result.attached)
-        print(result.digest)
+        _say(result.digest)
 
     _guard(as_json, action)
 
@@ -1312,7 +1339,7 @@ def attach_command(
                         "attached": [a.to_dict() for a in attached]})
             return
         new = sum(1 for a in attached if a.status == "attached")
-        print(f"{reference.pinned()}: {new} attached, {len(attached) - new} already there")
+        _say(f"{reference.pinned()}: {new} attached, {len(attached) - new} already there")
         _print_attached(attached)
 
     _guard(as_json, action)
@@ -1353,9 +1380,9 @@ def pull_command(
             _emit_json(fetched.to_dict())
             return
         _print_fetched(reference, fetched)
-        print(f"  wrote {fetched.model} and {len(fetched.referrers)} bundle(s) in "
+        _say(f"  wrote {fetched.model} and {len(fetched.referrers)} bundle(s) in "
               f"{fetched.bundles_dir}")
-        print(f"  verify offline: verify-model {fetched.model} --attestations "
+        _say(f"  verify offline: verify-model {fetched.model} --attestations "
               f"{fetched.bundles_dir} --policy POLICY")
 
     _guard(as_json, action)
@@ -1363,13 +1390,13 @@ def pull_command(
 
 def _print_fetched(reference: Any, fetched: Any) -> None:
     if reference.digest is None:
-        print(f"resolved {reference} to {fetched.digest}")
+        _say(f"resolved {reference} to {fetched.digest}")
     cached = fetched.bytes - fetched.fetched_bytes
-    print(f"fetched {fetched.reference}: {fetched.files} file(s), {_size(fetched.bytes)}"
+    _say(f"fetched {fetched.reference}: {fetched.files} file(s), {_size(fetched.bytes)}"
           f"{f' ({_size(cached)} from the cache, re-checked)' if cached else ''}; "
           f"{len(fetched.referrers)} attestation(s) via the {fetched.discovery}")
     for note in fetched.notes:
-        print(f"  note: {note}")
+        _say(f"  note: {note}")
 
 
 def _verify_oci(artifact: str, attestations: list[Path] | None, policy: Path | None,
@@ -1424,7 +1451,7 @@ def _verify_oci(artifact: str, attestations: list[Path] | None, policy: Path | N
         _print_fetched(reference, fetched)
         _print_report(report)
         if vsa is not None:
-            print(f"wrote signed verification summary {vsa} "
+            _say(f"wrote signed verification summary {vsa} "
                   f"({'PASSED' if report.passed else 'FAILED'})")
         return 0 if report.passed else 1
 
@@ -1460,6 +1487,7 @@ def verify_model(
     username: UsernameOpt = None,
     password_stdin: PasswordStdinFlag = False,
     cache: CacheOpt = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing --vsa file.")] = False,
     as_json: JsonFlag = False,
     quiet: QuietFlag = False,
 ) -> None:
@@ -1484,6 +1512,8 @@ def verify_model(
     from verifier.oci.reference import is_oci
 
     if is_oci(artifact):
+        if vsa is not None and os.path.lexists(vsa) and not force:
+            _fail(_input_error(f"{vsa}: already exists; pass --force to replace it."), as_json)
         _verify_oci(artifact, attestations, policy, as_json, quiet, trusted_root, layout,
                     vsa, signing, (plain_http, username, password_stdin, cache))
         return
@@ -1491,7 +1521,7 @@ def verify_model(
         _fail(_input_error("--plain-http, --username, --password-stdin and --cache are for an "
                            "oci:// artifact."), as_json)
     _verify(Path(artifact), attestations, policy, as_json, quiet, trusted_root, layout,
-            layout_key, vsa, signing)
+            layout_key, vsa, signing, force)
 
 
 # `model-verifier verify` and `verify-model` are one command with one set of options.
@@ -1504,8 +1534,10 @@ def _entry(application: typer.Typer) -> None:
     except SystemExit:
         raise
     except Exception as error:  # a bug: still one sentence, never a traceback
-        sys.stderr.write(f"error: internal error ({type(error).__name__}: {error}); "
-                         "please report it.\n")
+        from verifier.terminal import clean
+
+        sys.stderr.write(f"error: internal error ({type(error).__name__}: "
+                         f"{clean(str(error))[:300]}); please report it.\n")
         sys.exit(3)
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from verifier import readers
 from verifier.errors import InputError
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
@@ -28,7 +29,10 @@ ACCEPTED_MEDIA_TYPES = (
     "application/vnd.dev.sigstore.bundle.v0.2+json",
 )
 INTOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
-MAX_BUNDLE_BYTES = 64 * 1024 * 1024
+MAX_BUNDLE_BYTES = readers.MAX_BUNDLE_BYTES
+# DSSE allows several signatures, but an honest envelope carries one or two. Every signature is
+# checked against the trusted keys, so their count bounds the work an envelope can cause.
+MAX_SIGNATURES = 16
 
 
 def pae(payload_type: str, payload: bytes) -> bytes:
@@ -98,9 +102,8 @@ def parse_bundle(data: Any, source: str) -> Bundle:
         raise InputError(f"{source}: is not a Sigstore bundle (expected a JSON object).")
     media_type = data.get("mediaType")
     if media_type not in ACCEPTED_MEDIA_TYPES:
-        raise InputError(
-            f"{source}: is not a Sigstore bundle v0.3 (mediaType is {media_type!r})."
-        )
+        raise InputError(f"{source}: is not a Sigstore bundle v0.3 "
+                         f"(mediaType is {readers.brief(media_type)}).")
     material = data.get("verificationMaterial")
     envelope = data.get("dsseEnvelope")
     if not isinstance(material, dict):
@@ -117,6 +120,9 @@ def parse_bundle(data: Any, source: str) -> Bundle:
     raw_signatures = envelope.get("signatures")
     if not isinstance(raw_signatures, list) or not raw_signatures:
         raise InputError(f"{source}: DSSE envelope has no signatures.")
+    if len(raw_signatures) > MAX_SIGNATURES:
+        raise InputError(f"{source}: DSSE envelope carries {len(raw_signatures)} signatures; "
+                         f"more than {MAX_SIGNATURES} are refused.")
     signatures = []
     for entry in raw_signatures:
         if not isinstance(entry, dict):
@@ -142,24 +148,44 @@ def parse_bundle(data: Any, source: str) -> Bundle:
 
 
 def _read_text(path: Path) -> str:
-    try:
-        size = path.stat().st_size
-        if size > MAX_BUNDLE_BYTES:
-            raise InputError(f"{path}: is {size} bytes, larger than any bundle should be.")
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file.") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, expected a bundle file.") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: is not UTF-8 text, so not a bundle.") from None
-    except OSError as error:
-        raise InputError(f"{path}: cannot be read ({error.strerror}).") from None
+    return readers.read_text(path, "bundle file", MAX_BUNDLE_BYTES)
 
 
-def _decode_json(text: str, source: str) -> Any:
+# A bundle holds a few dozen JSON objects (its statement is a base64 string, parsed on its own).
+# Objects are what costs memory when JSON is decoded, a few hundred bytes each: without a
+# count, a bundle file under the size cap could still hold millions of them.
+MAX_JSON_OBJECTS = 10_000
+
+
+class _TooManyObjects(Exception):
+    pass
+
+
+def _loads(text: str) -> Any:
+    """json.loads, stopping as soon as the text has built more objects than a bundle has."""
+    count = 0
+
+    def counted(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal count
+        count += 1
+        if count > MAX_JSON_OBJECTS:
+            raise _TooManyObjects
+        return dict(pairs)
+
+    return json.loads(text, object_pairs_hook=counted)
+
+
+def _too_many(source: object) -> InputError:
+    return InputError(f"{source}: holds more than {MAX_JSON_OBJECTS} JSON objects, more than "
+                      "any bundle has; it is refused.")
+
+
+def decode_json(text: str, source: str) -> Any:
+    """Decode the JSON of one bundle; InputError (naming `source`) for anything else."""
     try:
-        return json.loads(text)
+        return _loads(text)
+    except _TooManyObjects:
+        raise _too_many(source) from None
     except json.JSONDecodeError as error:
         raise InputError(
             f"{source}: is not valid JSON "
@@ -173,7 +199,7 @@ def _decode_json(text: str, source: str) -> Any:
 
 def read_bundle(path: Path) -> Bundle:
     """Read one bundle file (a single JSON object)."""
-    return parse_bundle(_decode_json(_read_text(path), str(path)), str(path))
+    return parse_bundle(decode_json(_read_text(path), str(path)), str(path))
 
 
 def read_bundles(path: Path, bad_lines: list[InputError] | None = None) -> Iterator[Bundle]:
@@ -186,10 +212,12 @@ def read_bundles(path: Path, bad_lines: list[InputError] | None = None) -> Itera
     text = _read_text(path)
     if path.suffix != ".jsonl":
         try:
-            data = json.loads(text)
+            data = _loads(text)
+        except _TooManyObjects:
+            raise _too_many(path) from None
         except json.JSONDecodeError as error:
             if error.msg != "Extra data":
-                _decode_json(text, str(path))  # raises with the position of the error
+                decode_json(text, str(path))  # raises with the position of the error
         except RecursionError:
             raise InputError(f"{path}: JSON is nested too deeply to be a bundle.") from None
         except ValueError:
@@ -201,7 +229,7 @@ def read_bundles(path: Path, bad_lines: list[InputError] | None = None) -> Itera
         if line.strip():
             source = f"{path}:{number}"
             try:
-                bundle = parse_bundle(_decode_json(line, source), source)
+                bundle = parse_bundle(decode_json(line, source), source)
             except InputError as error:
                 if bad_lines is None:
                     raise
@@ -225,7 +253,7 @@ def make_parent(path: Path) -> None:
 def write_atomic(path: Path, text: str, *, overwrite: bool) -> None:
     """Write via a temporary file in the same directory and rename; never half a file."""
     make_parent(path)
-    if path.exists() and not overwrite:
+    if os.path.lexists(path) and not overwrite:  # a link planted there counts as a file
         raise InputError(f"{path}: already exists; pass --force to replace it.")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, so it cannot be written as a file.")

@@ -231,15 +231,14 @@ class Evaluation:
         # causes are enough, unless there is nothing else to say.
         causes = [p for p in found if p.kind not in CONSEQUENCES]
         problems.extend(causes or found)
-        best = max((names for f in finals for names in f.derivations), key=len, default=None)
-        if best is None:
-            best = frozenset(s.record.step for s in considered)
-        if best is not None:
-            for name in sorted(wanted - best, key=[r.name for r in self.policy.steps].index):
-                problems.append(Problem(label, (
-                    f"{label}: required step {name!r} is missing from its chain (no "
-                    "attestation of it, signed as the policy requires, produced these inputs)."
-                ), "missing-step"))
+        # The steps the best derivation goes through; with none, every step on the way.
+        best = max((names for f in finals for names in f.derivations), key=len,
+                   default=frozenset(s.record.step for s in considered))
+        for name in sorted(wanted - best, key=[r.name for r in self.policy.steps].index):
+            problems.append(Problem(label, (
+                f"{label}: required step {name!r} is missing from its chain (no "
+                "attestation of it, signed as the policy requires, produced these inputs)."
+            ), "missing-step"))
         if not problems:  # no derivation, and every node on the way says nothing: say why
             problems.append(Problem(label, f"{label}: no chain of valid attestations leads to "
                                            "it.", "no-derivation"))
@@ -257,7 +256,7 @@ def evaluate(policy: Policy, bundles: Iterable[Bundle], signers: TrustedSigners,
         admitted.admit(bundle)
     for link in links:
         admitted.admit_link(link)
-    steps = [s for s in admitted.steps.values()]
+    steps = list(admitted.steps.values())
     rebuilds = list(admitted.rebuilds.values())
     producers: dict[tuple[str, str], list[StepNode]] = {}
     subjects: dict[tuple[str, str], list[StepNode]] = {}
@@ -521,6 +520,7 @@ def _link_materials(evaluation: Evaluation, step: StepNode) -> None:
     policy = evaluation.policy
     record = step.record
     by_name = {m["name"]: m for m in record.materials}
+    inside = _DirectoryIndex(record.materials)
     # Directories proven as a whole (produced, or pinned by dirHash) cover their files, and
     # directories accepted without a pin cover theirs too, except a file the policy pins:
     # that one is always judged by its pin (patterns never relax a pin).
@@ -541,12 +541,13 @@ def _link_materials(evaluation: Evaluation, step: StepNode) -> None:
             link.source = SourceUse(name, digest, record.step, rule)
             if is_dir and rule.dir_hash is None:
                 link.source_problems = _check_directory_files(step, name, digest, by_name,
-                                                              policy)
+                                                              inside, policy)
         elif is_dir and not link.producers:
             # Neither produced nor a source as a whole: its files are judged one by one, which
             # proves the directory only if they are all there.
             link.by_files = True
-            link.source_problems = _check_directory_files(step, name, digest, by_name, policy)
+            link.source_problems = _check_directory_files(step, name, digest, by_name, inside,
+                                                          policy)
         if is_dir and (link.producers or link.accepted_as_source):
             covered.add(name)
         if link.producers or link.source is not None or link.by_files:
@@ -564,8 +565,31 @@ def _link_materials(evaluation: Evaluation, step: StepNode) -> None:
         ), "unaccounted-material", tuple(sorted(digest.items())))
 
 
+class _DirectoryIndex:
+    """The file materials under each directory, built once per step on first use, so that a
+    step with many directory materials costs time linear in its materials, not quadratic."""
+
+    def __init__(self, materials: Iterable[dict[str, Any]]) -> None:
+        self._materials = materials
+        self._files: dict[str, dict[str, Any]] | None = None
+
+    def files(self, directory: str) -> dict[str, Any]:
+        """{path relative to the directory: its sha256 (None when it has none)}."""
+        if self._files is None:
+            self._files = {}
+            for material in self._materials:
+                if "dirHash" in material["digest"]:
+                    continue
+                name = material["name"]
+                for parent in _parents_of(name):
+                    self._files.setdefault(parent, {})[name[len(parent) + 1:]] = (
+                        material["digest"].get("sha256"))
+        return self._files.get(directory, {})
+
+
 def _check_directory_files(step: StepNode, name: str, digest: dict[str, str],
-                           by_name: dict[str, dict[str, Any]], policy: Policy) -> list[Problem]:
+                           by_name: dict[str, dict[str, Any]], inside: _DirectoryIndex,
+                           policy: Policy) -> list[Problem]:
     """What a directory material accepted without a pin on the whole leaves unproven: it must
     list its files, and they must add up to its dirHash; every pinned source inside it is then
     judged by its own pin (as a material of its own), and a pinned file it does not list cannot
@@ -573,8 +597,7 @@ def _check_directory_files(step: StepNode, name: str, digest: dict[str, str],
     record = step.record
     prefix = f"{name}/"
     problems: list[Problem] = []
-    files = {n[len(prefix):]: m["digest"].get("sha256") for n, m in by_name.items()
-             if n.startswith(prefix) and "dirHash" not in m["digest"]}
+    files = inside.files(name)
     for rule in policy.sources:
         if rule.name is not None and rule.name.startswith(prefix) and rule.name not in by_name:
             problems.append(Problem(record.source, (

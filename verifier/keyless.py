@@ -20,7 +20,13 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from verifier.envelope import INTOTO_PAYLOAD_TYPE, Bundle, b64decode, parse_bundle
+from verifier.envelope import (
+    INTOTO_PAYLOAD_TYPE,
+    Bundle,
+    b64decode,
+    decode_json,
+    parse_bundle,
+)
 from verifier.errors import InputError, SignatureError
 from verifier.policy import KeylessIdentity
 
@@ -244,30 +250,11 @@ def check_keyless(bundle: Bundle, spec: KeylessIdentity, trusted_root: Path | No
 
 
 def read_bundle_json(path: Path) -> dict[str, Any]:
-    """One bundle file as a JSON object; InputError with a sentence otherwise."""
-    from verifier.envelope import MAX_BUNDLE_BYTES
+    """One bundle file as a JSON object, read bounded; InputError with a sentence otherwise."""
+    from verifier import readers
 
-    try:
-        if path.stat().st_size > MAX_BUNDLE_BYTES:
-            raise InputError(f"{path}: is larger than any bundle should be.")
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file.") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, expected a bundle file.") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: is not UTF-8 text, so not a bundle.") from None
-    except OSError as error:
-        raise InputError(f"{path}: cannot be read as a bundle ({_one_line(error)}).") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise InputError(f"{path}: is not valid JSON ({error.msg} at line {error.lineno} "
-                         f"column {error.colno}), so not a Sigstore bundle.") from None
-    except RecursionError:
-        raise InputError(f"{path}: JSON is nested too deeply to be a bundle.") from None
-    except ValueError:  # e.g. an integer beyond Python's digit limit
-        raise InputError(f"{path}: holds a JSON value no bundle can hold.") from None
+    text = readers.read_text(path, "bundle file", readers.MAX_BUNDLE_BYTES)
+    data = decode_json(text, str(path))
     if not isinstance(data, dict):
         raise InputError(f"{path}: is not a Sigstore bundle (expected a JSON object).")
     return data

@@ -97,7 +97,7 @@ def parse_oms(bundle: Bundle) -> OmsSignature:
         raise InputError(f"{source}: payload type {bundle.payload_type!r} is not in-toto.")
     try:
         statement = json.loads(bundle.payload)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # ValueError: bad JSON, bad UTF-8, huge integers
         raise InputError(f"{source}: the signed payload is not JSON.") from None
     if not isinstance(statement, dict) or statement.get("_type") != STATEMENT_TYPE:
         raise InputError(f"{source}: the signed payload is not an in-toto Statement v1.")
@@ -110,7 +110,8 @@ def parse_oms(bundle: Bundle) -> OmsSignature:
     subjects = statement.get("subject")
     if not (isinstance(subjects, list) and len(subjects) == 1 and isinstance(subjects[0], dict)):
         raise InputError(f"{source}: an OMS statement must have exactly one subject.")
-    subject_root = (subjects[0].get("digest") or {}).get("sha256")
+    subject_digest = subjects[0].get("digest")
+    subject_root = subject_digest.get("sha256") if isinstance(subject_digest, dict) else None
     predicate = statement.get("predicate")
     serialization = predicate.get("serialization") if isinstance(predicate, dict) else None
     if not isinstance(serialization, dict):

@@ -9,12 +9,14 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from verifier import readers
 from verifier.certsigner import CertificateIdentity
 from verifier.errors import InputError
 
@@ -153,21 +155,12 @@ def _schema() -> dict[str, Any]:
 def _read_yaml(path: Path) -> Any:
     import yaml
 
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(
-            f"{path}: no such policy file; pass one with --policy FILE "
-            "(policies/ has examples)."
-        ) from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, expected a policy YAML file.") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: is not UTF-8 text.") from None
-    except OSError as error:
-        raise InputError(f"{path}: cannot be read ({error.strerror}).") from None
+    text = readers.read_text(path, "policy file", readers.MAX_POLICY_BYTES, missing=(
+        f"{path}: no such policy file; pass one with --policy FILE (policies/ has examples)."))
     try:
         return yaml.load(text, Loader=_strict_loader())  # a SafeLoader subclass: safe
+    except _Refused as refusal:
+        raise InputError(f"{path}: {refusal.sentence} (line {refusal.line}).") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -175,23 +168,56 @@ def _read_yaml(path: Path) -> Any:
         raise InputError(f"{path}: is not valid YAML ({problem}{where}).") from None
     except RecursionError:
         raise InputError(f"{path}: is nested too deeply to be a policy.") from None
-    except ValueError as error:  # e.g. a date that does not exist, such as 2024-02-30
-        raise InputError(f"{path}: is not a valid policy ({error}).") from None
+    except (ValueError, OverflowError) as error:  # e.g. a date that does not exist, 2024-02-30
+        raise InputError(f"{path}: is not a valid policy ({readers.brief(str(error), 120)}).")\
+            from None
+
+
+class _Refused(Exception):
+    """A YAML construct a policy may not use; the sentence says which and why."""
+
+    def __init__(self, sentence: str, line: int) -> None:
+        super().__init__(sentence)
+        self.sentence = sentence
+        self.line = line
 
 
 def _strict_loader() -> type:
-    """PyYAML's SafeLoader, except that a key given twice in one mapping is an error: with the
-    plain loader the second silently replaces the first, turning a rule into no rule."""
+    """PyYAML's SafeLoader, stricter in three ways, each a way a policy could mean other than
+    it says or cost more than its size:
+
+    - a key given twice in one mapping is an error (the plain loader keeps the second, turning
+      a rule into no rule);
+    - aliases (`*name`, and so `<<` merge keys) are refused before anything is expanded: a
+      policy is a short file that spells out every value, and an alias bomb of a few hundred
+      bytes would otherwise expand into billions of nodes for the schema check to walk;
+    - mapping keys must be plain strings: a list or map as a key cannot be hashed, and `on:` or
+      `2024:` silently becomes a boolean or a number.
+    """
     import yaml
 
     class StrictLoader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise _Refused("uses a YAML alias; aliases and merge keys are refused in "
+                               "policies, so write the value out", mark.line + 1)
+            return super().compose_node(parent, index)
+
         def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-            seen: set[Any] = set()
+            seen: set[str] = set()
             for key_node, _ in node.value:
-                key = self.construct_object(key_node, deep=True)
-                if isinstance(key, str) and key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"the key {key!r} appears twice", key_node.start_mark)
+                line = key_node.start_mark.line + 1
+                if not isinstance(key_node, yaml.ScalarNode):
+                    raise _Refused("uses a list or a mapping as a mapping key; keys must be "
+                                   "strings", line)
+                if key_node.tag != "tag:yaml.org,2002:str":
+                    raise _Refused(f"has the key {readers.brief(key_node.value)}, which YAML "
+                                   "reads as another type than a string; quote it", line)
+                key = key_node.value
+                if key in seen:
+                    raise _Refused(f"has the key {readers.brief(key)} twice in one mapping",
+                                   line)
                 seen.add(key)
             return super().construct_mapping(node, deep)
 
@@ -206,8 +232,21 @@ def _validate(data: Any, path: Path) -> None:
     errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         error = jsonschema.exceptions.best_match(errors)
-        where = ".".join(str(p) for p in error.absolute_path) or "the top level"
-        raise InputError(f"{path}: {where}: {error.message}.")
+        where = ".".join(readers.brief(p, 40).strip("'") if not isinstance(p, int) else str(p)
+                         for p in error.absolute_path) or "the top level"
+        raise InputError(f"{path}: {where}: {_schema_message(error)}.")
+
+
+def _schema_message(error: Any) -> str:
+    """jsonschema's message, except that it quotes the offending value whole: a long or nested
+    value is named by its kind instead, so that no message grows with the input."""
+    message = str(error.message)
+    quoted = repr(error.instance) if not isinstance(error.instance, int | float) else ""
+    if len(message) <= 200:
+        return message
+    if quoted and quoted in message:
+        return message.replace(quoted, readers.brief(error.instance))[:200]
+    return message[:199] + "…"
 
 
 def load_policy(path: Path) -> Policy:
@@ -217,6 +256,7 @@ def load_policy(path: Path) -> Policy:
         raise InputError(f"{path}: is empty; a policy needs at least version, signers and steps.")
     if isinstance(data, dict) and isinstance(data.get("expires"), dt.date):
         data["expires"] = data["expires"].isoformat()
+    _check_match_options(data, path)
     _validate(data, path)
     base = path.parent
     signers = {}
@@ -246,7 +286,7 @@ def load_policy(path: Path) -> Policy:
         signers=signers,
         sources=tuple(_source_rule(s) for s in data.get("sources", [])),
         steps=steps,
-        rebuild=_rebuild_rule(data.get("rebuild"), steps),
+        rebuild=_rebuild_rule(data.get("rebuild"), steps, path),
         trusted_root=base / data["trusted_root"] if "trusted_root" in data else None,
         raw=data,
         accept_digests=tuple(data.get("digests", {}).get("accept", ["sha256"])),
@@ -299,7 +339,49 @@ def _check_references(path: Path, signers: dict[str, SignerSpec], steps: tuple[S
                 raise InputError(f"{path}: rebuild.steps names an unknown step {step_name!r}.")
 
 
-def _rebuild_rule(data: dict[str, Any] | None, steps: tuple[StepRule, ...]) -> RebuildRule | None:
+TOLERANCE_OPTIONS = ("rtol", "atol")
+
+
+def _check_match_options(data: Any, path: Path) -> None:
+    """`rebuild.match` is either one tolerance {rtol, atol} for every step, or a map from step
+    names to `exact` or a tolerance. A step named `rtol` or `atol` would make the two forms
+    indistinguishable, so it is refused, as is a map mixing the two forms."""
+    rebuild = data.get("rebuild") if isinstance(data, dict) else None
+    if not isinstance(rebuild, dict):
+        return
+    steps = rebuild.get("steps")
+    named = [s for s in steps if s in TOLERANCE_OPTIONS] if isinstance(steps, list) else []
+    match = rebuild.get("match")
+    if named and isinstance(match, dict):
+        raise InputError(f"{path}: rebuild.steps names a step {named[0]!r}, which rebuild.match "
+                         "cannot tell from its tolerance option of that name; rename the step.")
+    if isinstance(match, dict):
+        options = [k for k in match if k in TOLERANCE_OPTIONS]
+        others = [k for k in match if k not in TOLERANCE_OPTIONS]
+        if options and others:
+            raise InputError(
+                f"{path}: rebuild.match mixes the tolerance option {options[0]!r} with the step "
+                f"entry {readers.brief(others[0])}; give either {{rtol, atol}} for every step "
+                "or one entry per step.")
+
+
+def _number(value: Any, path: Path, where: str) -> float:
+    try:
+        number = float(value)
+    except (OverflowError, TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise InputError(f"{path}: {where} must be a finite number.")
+    return number
+
+
+def _tolerance(spec: dict[str, Any], path: Path, where: str) -> Tolerance:
+    return Tolerance(_number(spec["rtol"], path, f"{where}.rtol"),
+                     _number(spec["atol"], path, f"{where}.atol"))
+
+
+def _rebuild_rule(data: dict[str, Any] | None, steps: tuple[StepRule, ...],
+                  path: Path = Path("policy")) -> RebuildRule | None:
     if not data:
         return None
     match = data.get("match", "exact")
@@ -307,14 +389,12 @@ def _rebuild_rule(data: dict[str, Any] | None, steps: tuple[StepRule, ...]) -> R
     for step in data["steps"]:
         if match == "exact":
             per_step[step] = None
-        elif "rtol" in match and "atol" in match:
-            per_step[step] = Tolerance(float(match["rtol"]), float(match["atol"]))
+        elif set(match) == set(TOLERANCE_OPTIONS):
+            per_step[step] = _tolerance(match, path, "rebuild.match")
         else:
             chosen = match.get(step, "exact")
-            per_step[step] = (
-                None if chosen == "exact" else Tolerance(float(chosen["rtol"]),
-                                                         float(chosen["atol"]))
-            )
+            per_step[step] = (None if chosen == "exact"
+                              else _tolerance(chosen, path, f"rebuild.match.{step}"))
     return RebuildRule(
         quorum=int(data["quorum"]),
         rebuilders=tuple(data["rebuilders"]),

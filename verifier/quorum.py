@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from verifier.errors import InputError
 from verifier.hermetic import rebuild_isolation_problem
-from verifier.statement import Statement, StepRecord
+from verifier.statement import Statement, StepRecord, is_digest_set
 
 if TYPE_CHECKING:
     from verifier.policy import Policy, Tolerance
@@ -59,11 +59,7 @@ def as_rebuild(statement: Statement, attribution: Attribution) -> RebuildClaim:
     digest = rebuilt.get("digest")
     if not isinstance(digest, dict) or not isinstance(digest.get("sha256"), str):
         raise InputError(f"{source}: rebuiltAttestation has no sha256 digest.")
-    if not isinstance(results, list) or not all(
-        isinstance(r, dict) and isinstance(r.get("name"), str) and r.get("verdict") in VERDICTS
-        and isinstance(r.get("expected"), dict)
-        for r in results
-    ):
+    if not isinstance(results, list) or not all(_is_result(r) for r in results):
         raise InputError(f"{source}: rebuild predicate has malformed results.")
     drift = predicate.get("drift", [])
     overrides = predicate.get("envOverrides", {})
@@ -79,6 +75,40 @@ def as_rebuild(statement: Statement, attribution: Attribution) -> RebuildClaim:
         drift=tuple(d for d in drift if isinstance(d, dict)) if isinstance(drift, list) else (),
         env_overrides=tuple(sorted(overrides.items())),
     )
+
+
+# Tensor fields a rebuild result's diff carries that judgement and reports read, by type.
+_TENSOR_NUMBERS = ("max_abs_diff", "max_rel_diff", "mean_abs_diff", "rel_l2", "cosine",
+                   "median_ulp", "bit_equal_fraction")
+
+
+def _is_number_or_none(value: Any) -> bool:
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+
+
+def _is_result(result: Any) -> bool:
+    """One entry of a rebuild's results, every field the quorum or a report reads checked:
+    name, verdict, expected and actual digest sets, and the diff's tensors and metrics."""
+    if not (isinstance(result, dict) and isinstance(result.get("name"), str)
+            and result.get("verdict") in VERDICTS and is_digest_set(result.get("expected"))):
+        return False
+    actual = result.get("actual")
+    if actual is not None and not is_digest_set(actual):
+        return False
+    diff = result.get("diff")
+    if diff is None:
+        return True
+    if not isinstance(diff, dict) or not isinstance(diff.get("kind", ""), str):
+        return False
+    offset = diff.get("first_difference_offset")
+    if offset is not None and (not isinstance(offset, int) or isinstance(offset, bool)):
+        return False
+    tensors = diff.get("tensors", [])
+    return isinstance(tensors, list) and all(
+        isinstance(t, dict) and isinstance(t.get("name"), str)
+        and isinstance(t.get("status"), str)
+        and all(_is_number_or_none(t.get(k)) for k in _TENSOR_NUMBERS)
+        for t in tensors)
 
 
 @dataclass

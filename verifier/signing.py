@@ -16,11 +16,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from verifier import readers
 from verifier.envelope import Bundle, make_key_bundle, make_parent, pae, write_atomic
 from verifier.errors import InputError
 
@@ -105,7 +107,7 @@ def generate_keypair(prefix: Path, algorithm: str = "p256", password: str | None
     for path in (private_path, public_path):
         if path.is_dir():
             raise InputError(f"{path}: is a directory, so the key cannot be written there.")
-        if path.exists() and not overwrite:
+        if os.path.lexists(path) and not overwrite:  # a dangling link planted there too
             raise InputError(f"{path}: already exists; pass --force to replace it.")
     if algorithm == "ed25519":
         key: EllipticCurvePrivateKey | Ed25519PrivateKey = ed25519.Ed25519PrivateKey.generate()
@@ -123,32 +125,41 @@ def generate_keypair(prefix: Path, algorithm: str = "p256", password: str | None
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     make_parent(private_path)
-    temporary = private_path.with_name(f".{private_path.name}.tmp")
-    try:
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    except OSError as error:
-        raise InputError(f"{private_path}: cannot be written ({error.strerror}).") from None
-    try:
-        with os.fdopen(descriptor, "wb") as stream:
-            stream.write(private_pem)
-        os.chmod(temporary, 0o600)
-        os.replace(temporary, private_path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    _write_private(private_path, private_pem)
     write_atomic(public_path, public_pem.decode(), overwrite=True)
     return private_path, public_path
 
 
-def _read_key_file(path: Path) -> bytes:
+def _write_private(path: Path, data: bytes) -> None:
+    """Write a private key through a fresh file that nobody else can have prepared: created
+    with O_EXCL|O_NOFOLLOW under an unpredictable name, mode 0600 from the start, then renamed
+    over `path` (a rename replaces a link planted at `path`, it never writes through it)."""
+    for _ in range(16):
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+        try:
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                                 | os.O_CLOEXEC, 0o600)
+            break
+        except FileExistsError:
+            continue
+        except OSError as error:
+            raise InputError(f"{path}: cannot be written ({error.strerror}).") from None
+    else:
+        raise InputError(f"{path}: cannot be written (no fresh temporary name).")
     try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such key file.") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, expected a key file.") from None
-    except OSError as error:
-        raise InputError(f"{path}: cannot be read ({error.strerror}).") from None
+        with os.fdopen(descriptor, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _read_key_file(path: Path) -> bytes:
+    return readers.read_bytes(path, "key file", readers.MAX_KEY_BYTES,
+                              missing=f"{path}: no such key file.")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import Any
 
 from verifier.digest import PathDigest
 from verifier.errors import InputError
+from verifier.readers import brief
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PROVENANCE_TYPE = "https://slsa.dev/provenance/v1"
@@ -139,10 +140,14 @@ def _check_descriptor(value: Any, source: str, role: str) -> None:
     if not isinstance(value, dict) or not isinstance(value.get("name"), str):
         raise InputError(f"{source}: a {role} has no name.")
     digest = value.get("digest")
-    if not isinstance(digest, dict) or not digest or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in digest.items()
-    ):
-        raise InputError(f"{source}: {role} {value['name']!r} has no valid digest.")
+    if not is_digest_set(digest):
+        raise InputError(f"{source}: {role} {brief(value['name'])} has no valid digest.")
+
+
+def is_digest_set(value: Any) -> bool:
+    """An in-toto DigestSet: a non-empty map of algorithm names to digest strings."""
+    return isinstance(value, dict) and bool(value) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items())
 
 
 @dataclass(frozen=True)
@@ -170,7 +175,8 @@ def as_step(statement: Statement) -> StepRecord:
     """Read a step record out of a statement, or raise InputError saying why it is not one."""
     source = statement.source
     if statement.predicate_type != PROVENANCE_TYPE:
-        raise InputError(f"{source}: is not SLSA provenance ({statement.predicate_type}).")
+        raise InputError(f"{source}: is not SLSA provenance "
+                         f"({brief(statement.predicate_type, 120)}).")
     definition = statement.predicate.get("buildDefinition")
     if not isinstance(definition, dict) or definition.get("buildType") != STEP_BUILD_TYPE:
         raise InputError(f"{source}: provenance has another buildType than {STEP_BUILD_TYPE}.")
@@ -185,21 +191,57 @@ def as_step(statement: Statement) -> StepRecord:
         raise InputError(f"{source}: externalParameters.step is missing.")
     if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
         raise InputError(f"{source}: externalParameters.argv is not a list of strings.")
-    if not isinstance(workdir, str) or not isinstance(env, dict):
-        raise InputError(f"{source}: externalParameters has a malformed field.")
-    internal = definition.get("internalParameters") or {}
-    environment = internal.get("environment", {}) if isinstance(internal, dict) else {}
+    if not isinstance(workdir, str):
+        raise InputError(f"{source}: externalParameters.workingDirectory is not a string.")
+    if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+        raise InputError(f"{source}: externalParameters.env is not a map of strings.")
+    internal = definition.get("internalParameters", {})
+    if not isinstance(internal, dict):
+        raise InputError(f"{source}: internalParameters is not an object.")
+    environment = internal.get("environment", {})
+    if not isinstance(environment, dict):
+        raise InputError(f"{source}: internalParameters.environment is not an object.")
+    _check_git(environment.get("git"), source)
     materials = definition.get("resolvedDependencies", [])
     if not isinstance(materials, list):
         raise InputError(f"{source}: resolvedDependencies is not a list.")
     for material in materials:
         _check_descriptor(material, source, "material")
+    _check_run_details(statement.predicate.get("runDetails", {}), source)
     return StepRecord(
         statement=statement,
         step=step,
         argv=tuple(argv),
         working_directory=workdir,
-        declared_env={str(k): str(v) for k, v in env.items()},
-        environment=environment if isinstance(environment, dict) else {},
+        declared_env=dict(env),
+        environment=environment,
         materials=tuple(materials),
     )
+
+
+def _check_git(git: Any, source: str) -> None:
+    """environment.git is absent, null (no repository) or {commit: str, dirty: bool}: source
+    rules pinned to a commit read it."""
+    if git is None:
+        return
+    if not isinstance(git, dict):
+        raise InputError(f"{source}: environment.git is not an object.")
+    if not isinstance(git.get("commit", ""), str) or not isinstance(git.get("dirty", False),
+                                                                      bool):
+        raise InputError(f"{source}: environment.git has a commit that is not a string or a "
+                         "dirty flag that is not true or false.")
+
+
+def _check_run_details(details: Any, source: str) -> None:
+    """runDetails: an object whose metadata is an object and whose byproducts are named
+    entries (exporters read the exit code and output digests from them)."""
+    if not isinstance(details, dict):
+        raise InputError(f"{source}: runDetails is not an object.")
+    for name in ("builder", "metadata"):
+        if not isinstance(details.get(name, {}), dict):
+            raise InputError(f"{source}: runDetails.{name} is not an object.")
+    byproducts = details.get("byproducts", [])
+    if not isinstance(byproducts, list) or not all(
+            isinstance(b, dict) and isinstance(b.get("name"), str)
+            and isinstance(b.get("digest", {}), dict) for b in byproducts):
+        raise InputError(f"{source}: runDetails.byproducts is not a list of named entries.")

@@ -53,6 +53,8 @@ import numpy as np
 
 from verifier import ulp_median
 from verifier.errors import InputError
+from verifier.readers import MAX_SAFETENSORS_HEADER_BYTES, brief
+from verifier.terminal import clean
 
 _CHUNK_ELEMENTS = 1 << 16  # elements of one tensor compared at a time
 _READ_CHUNKS = 8  # chunks read at a time
@@ -62,7 +64,7 @@ _KEPT_ULPS_PER_CHUNK = 4096  # more ULP distances than this are counted by the w
 # thread (or process) added no throughput and 30-60% more CPU time, so half the CPUs, up to 4.
 _WORKERS = max(1, min(4, (os.cpu_count() or 1) // 2))
 _BLOCK_BYTES = 1 << 20  # block size of the streaming byte comparison
-_MAX_HEADER_BYTES = 100 << 20  # the safetensors library's own limit
+_MAX_HEADER_BYTES = MAX_SAFETENSORS_HEADER_BYTES  # the safetensors library's own limit
 
 # safetensors dtype -> (little-endian dtype of the raw bits, kind)
 _DTYPES: dict[str, tuple[str, str]] = {
@@ -249,6 +251,9 @@ def _read_header(path: Path) -> _Header:
         obj = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicates)
     except (UnicodeDecodeError, ValueError) as err:
         raise _NotSafetensors(f"{path} has a safetensors header that is not valid JSON.") from err
+    except RecursionError:
+        raise _NotSafetensors(f"{path} has a safetensors header nested too deeply to be one.")\
+            from None
     keys = {"dtype", "shape", "data_offsets"}
     if not isinstance(obj, dict) or not all(
         k == "__metadata__" or (isinstance(v, dict) and keys <= v.keys()) for k, v in obj.items()
@@ -266,28 +271,44 @@ def _read_header(path: Path) -> _Header:
 
 def _entry(path: Path, name: str, spec: dict[str, Any], start: int, data_len: int) -> _Entry:
     dtype, shape, offsets = spec["dtype"], spec["shape"], spec["data_offsets"]
+    shown = brief(name)
     if not isinstance(dtype, str) or dtype not in _DTYPES:
-        raise InputError(f"Tensor {name!r} in {path} has unsupported dtype {dtype!r}.")
+        raise InputError(f"Tensor {shown} in {path} has unsupported dtype {brief(dtype)}.")
     if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
-        raise InputError(f"Tensor {name!r} in {path} has an invalid shape {shape!r}.")
+        raise InputError(f"Tensor {shown} in {path} has an invalid shape {brief(shape)}.")
     if not (
         isinstance(offsets, list) and len(offsets) == 2
         and all(_is_count(o) for o in offsets) and offsets[0] <= offsets[1]
     ):  # fmt: skip
-        raise InputError(f"Tensor {name!r} in {path} has invalid data_offsets {offsets!r}.")
+        raise InputError(f"Tensor {shown} in {path} has invalid data_offsets {brief(offsets)}.")
     begin, end = offsets
     if end > data_len:
         raise InputError(
-            f"{path} is truncated: tensor {name!r} ends at byte {end} of the data section, "
+            f"{path} is truncated: tensor {shown} ends at byte {end} of the data section, "
             f"which holds only {data_len} bytes."
         )
-    need = math.prod(shape) * np.dtype(_DTYPES[dtype][0]).itemsize
+    need = _bytes_needed(shape, np.dtype(_DTYPES[dtype][0]).itemsize, end - begin)
     if end - begin != need:
+        needs = f"needs {need}" if need <= data_len else "needs more than the data section holds"
+        dims = shape if len(shape) <= 8 else f"of {len(shape)} dimensions"
         raise InputError(
-            f"Tensor {name!r} in {path} has {end - begin} data bytes, but {dtype} {shape} "
-            f"needs {need}."
+            f"Tensor {shown} in {path} has {end - begin} data bytes, but {dtype} {dims} {needs}."
         )
     return _Entry(dtype, shape, start + begin, start + end)
+
+
+def _bytes_needed(shape: list[int], itemsize: int, available: int) -> int:
+    """Bytes a tensor of this shape takes, computed only as far as it can still fit in
+    `available` bytes: a hostile shape of a million large dimensions costs linear time, not
+    the multiplication of a million-digit number."""
+    if 0 in shape:
+        return 0
+    need = itemsize
+    for dim in shape:
+        need *= dim
+        if need > available:
+            return need
+    return need
 
 
 def _header_or_none(path: Path) -> _Header | None:
@@ -911,7 +932,7 @@ def _row(t: TensorDiff, with_tol: bool) -> list[str]:
     shape_a = None if t.shape_a is None else "[" + ",".join(map(str, t.shape_a)) + "]"
     shape_b = None if t.shape_b is None else "[" + ",".join(map(str, t.shape_b)) + "]"
     row = [
-        t.name, t.status, _pair(t.dtype_a, t.dtype_b), _pair(shape_a, shape_b),
+        clean(t.name), t.status, _pair(t.dtype_a, t.dtype_b), _pair(shape_a, shape_b),
         _pct(t.bit_equal_fraction), _num(t.max_abs_diff), _num(t.mean_abs_diff), _num(t.rel_l2),
         _num(t.cosine, ".6f"), _num(t.median_ulp),
     ]  # fmt: skip
@@ -925,7 +946,8 @@ def _table(rows: list[list[str]]) -> list[str]:
 
 def _render_file(d: FileDiff, limit: int) -> list[str]:
     lines = [
-        f"{d.verdict.value}: {d.path_a} vs {d.path_b} ({d.kind}, {d.size_a} vs {d.size_b} bytes)"
+        f"{d.verdict.value}: {clean(d.path_a)} vs {clean(d.path_b)} ({d.kind}, {d.size_a} vs "
+        f"{d.size_b} bytes)"
     ]
     if d.first_difference_offset is not None:
         prefix = d.size_a != d.size_b and d.first_difference_offset == min(d.size_a, d.size_b)
@@ -934,7 +956,7 @@ def _render_file(d: FileDiff, limit: int) -> list[str]:
     ma, mb = d.metadata_a or {}, d.metadata_b or {}
     keys = sorted(k for k in ma.keys() | mb.keys() if ma.get(k) != mb.get(k))
     if keys:
-        lines.append("__metadata__ differs in keys: " + ", ".join(keys))
+        lines.append("__metadata__ differs in keys: " + ", ".join(map(clean, keys)))
     if d.kind != "safetensors":
         return lines
     lines.append(f"{len(d.tensors)} tensors, {len(d.changed_tensors())} not bit-equal")
@@ -950,15 +972,19 @@ def _render_file(d: FileDiff, limit: int) -> list[str]:
 
 
 def render_text(diff: FileDiff | DirDiff, *, limit: int = 20) -> str:
-    """A readable report: verdict header, then the worst ``limit`` tensors of each file."""
+    """A readable report: verdict header, then the worst ``limit`` tensors of each file. Names
+    from the files (tensor and metadata names, file names) are escaped for a terminal."""
     if isinstance(diff, FileDiff):
         return "\n".join(_render_file(diff, limit)) + "\n"
     lines = [
-        f"{diff.verdict.value}: {diff.path_a} vs {diff.path_b} ({len(diff.added)} added, "
+        f"{diff.verdict.value}: {clean(diff.path_a)} vs {clean(diff.path_b)} "
+        f"({len(diff.added)} added, "
         f"{len(diff.removed)} removed, {len(diff.changed)} changed, {diff.unchanged} unchanged)"
     ]
-    lines += [f"{Verdict.MISSING.value}: {p} (only in {diff.path_b})" for p in diff.added]
-    lines += [f"{Verdict.MISSING.value}: {p} (only in {diff.path_a})" for p in diff.removed]
+    lines += [f"{Verdict.MISSING.value}: {clean(p)} (only in {clean(diff.path_b)})"
+              for p in diff.added]
+    lines += [f"{Verdict.MISSING.value}: {clean(p)} (only in {clean(diff.path_a)})"
+              for p in diff.removed]
     for fd in diff.changed:
         lines += [""] + ["  " + line for line in _render_file(fd, limit)]
     return "\n".join(lines) + "\n"

@@ -11,14 +11,14 @@ reproduced by enough independent rebuilders. Every problem is collected; none st
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from verifier.digest import Hasher, PathDigest
-from verifier.envelope import Bundle, read_bundles
 from verifier.errors import InputError
+from verifier.evidence import attestation_files as attestation_files  # audit imports it here
+from verifier.evidence import load_bundles
 from verifier.judgement import Evaluation, Problem, evaluate, match_source
 from verifier.policy import Policy
 from verifier.quorum import StepQuorum
@@ -62,35 +62,6 @@ class Report:
             "notes": self.notes,
             "oms": self.oms,
         }
-
-
-def attestation_files(directories: Iterable[Path]) -> list[Path]:
-    """Every *.json / *.jsonl file under the directories, in a stable order."""
-    found: list[Path] = []
-    for directory in directories:
-        if not directory.exists():
-            raise InputError(f"{directory}: no such attestations directory.")
-        if directory.is_file():
-            found.append(directory)
-            continue
-        found.extend(
-            p for p in sorted(directory.rglob("*"), key=str)
-            if p.is_file() and p.suffix in (".json", ".jsonl")
-        )
-    return found
-
-
-def load_bundles(directories: Iterable[Path], notes: list[str]) -> list[Bundle]:
-    """Read every bundle; a file that is not a bundle is noted and counts for nothing."""
-    bundles: list[Bundle] = []
-    for path in attestation_files(directories):
-        bad_lines: list[InputError] = []
-        try:
-            bundles.extend(read_bundles(path, bad_lines))
-        except InputError as error:
-            notes.append(f"ignored {error}")
-        notes.extend(f"ignored {error}" for error in bad_lines)
-    return bundles
 
 
 def _artifact_mismatch(artifact: Path, digest: PathDigest, chain: Evaluation,

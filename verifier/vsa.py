@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from verifier import readers
 from verifier.envelope import INTOTO_PAYLOAD_TYPE, write_atomic
-from verifier.errors import InputError
 from verifier.statement import STATEMENT_TYPE, canonical_json
 
 if TYPE_CHECKING:
@@ -32,10 +32,10 @@ VERIFIER_ID = "https://model-verifier.dev/verifiers/verify-model/v1"
 
 
 def _file_sha256(path: Path) -> str:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError as error:
-        raise InputError(f"{path}: cannot be read for the summary ({error.strerror}).") from None
+    # The policy and attestation files were read (bounded) already; read bounded again, since
+    # a file may have been swapped for something else in between.
+    return hashlib.sha256(readers.read_bytes(path, "file to summarise",
+                                             readers.MAX_BUNDLE_BYTES)).hexdigest()
 
 
 def _file_of(source: str) -> Path:
@@ -89,11 +89,12 @@ def vsa_statement(report: Report, policy: Policy, *,
 
 
 def write_vsa(path: Path, report: Report, policy: Policy, signer: Signer, *,
-              time_verified: datetime | None = None) -> dict[str, Any]:
-    """Sign the VSA into a Sigstore bundle at `path` (replacing it); return the statement."""
+              time_verified: datetime | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Sign the VSA into a Sigstore bundle at `path` (an existing file is replaced only with
+    `overwrite`); return the statement."""
     from verifier.record import canonical_bundle_text
 
     statement = vsa_statement(report, policy, time_verified=time_verified)
     bundle = signer.sign_dsse(canonical_json(statement), INTOTO_PAYLOAD_TYPE)
-    write_atomic(path, canonical_bundle_text(bundle), overwrite=True)
+    write_atomic(path, canonical_bundle_text(bundle), overwrite=overwrite)
     return statement
