@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from verifier import openness
 from verifier.audit_model import (
     FILES_KEPT,
     SEVERITIES,
@@ -608,6 +609,7 @@ class _Auditor:
                     verdict = self.evaluation.artifact(node.digest, product["name"])
                     node.verdict = "PASS" if verdict.passed else "FAIL"
                     node.problems = [p.message for p in verdict.problems]
+                    node.openness = openness.report(verdict, product["name"]).to_dict()
         for step in self.report.steps:
             self._dangling_products(step)
 

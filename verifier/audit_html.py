@@ -396,5 +396,43 @@ def render_html(report: dict[str, Any]) -> str:
                       f"<code>{e(short_digest(a['digest']))}</code>", e(a["source"] or ""),
                       ", ".join(_link(c, f"step {steps[c]['step']}") for c in a["consumers"][:20])]
                      for a in sources])]
+    body.extend(_openness_sections(report))
     body.append("</body></html>\n")
     return "\n".join(body)
+
+
+def _openness_sections(report: dict[str, Any]) -> list[str]:
+    """For each final artifact judged against a policy: verifier.openness's view of it."""
+    import json
+
+    # A directory and the files in it share one chain: one section for all of them.
+    grouped: dict[str, tuple[list[str], dict[str, Any]]] = {}
+    for artifact in report["artifacts"]:
+        view = artifact.get("openness")
+        if not artifact.get("final") or not view:
+            continue
+        key = json.dumps({k: v for k, v in view.items() if k not in ("artifact", "digest")},
+                         sort_keys=True)
+        grouped.setdefault(key, ([], view))[0].extend(artifact["names"])
+    parts: list[str] = []
+    for names, view in grouped.values():
+        supported = view["supported_class"]
+        parts.append(f"<h2>Openness of <code>{e(', '.join(sorted(names)))}</code></h2>")
+        parts.append(f"<p>{e(view['framework'])}: the chain supports "
+                     f"<b>{e('Class ' + supported if supported else 'no class')}</b> "
+                     f"(chain {e(view['chain'])}). {e(view['note'])}</p>")
+        rows = []
+        for component in view["components"]:
+            files = "<br>".join(
+                f"<code>{e(f['name'])}</code> {e(f['accounted'])}"
+                + (f", rebuilt {f['rebuilt']['matching']}/{f['rebuilt']['of']}"
+                   if f["rebuilt"] else "")
+                + f", {e(f['license'] or 'no licence declared')}"
+                for f in component["files"]) or "not declared"
+            rows.append([e(component["component"]),
+                         e(f"{component['mof_component'] or '—'} "
+                           f"({component['mof_class'] or 'no class'})"),
+                         files, e("; ".join(component["gaps"]))])
+        parts.append(_table(["component", "MOF component (class)", "in the chain", "gaps"],
+                            rows))
+    return parts

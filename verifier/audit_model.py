@@ -169,9 +169,11 @@ class ArtifactNode:
     status: str = "ok"
     verdict: str | None = None  # PASS | FAIL for a final artifact judged against a policy
     problems: list[str] = field(default_factory=list)
+    openness: dict[str, Any] | None = None  # verifier.openness's view of the verdict
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            **({"openness": self.openness} if self.openness is not None else {}),
             "id": self.id, "names": sorted(self.names), "digest": self.digest,
             "kind": "source" if not self.producers else "artifact",
             "producers": list(self.producers), "consumers": list(self.consumers),

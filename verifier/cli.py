@@ -268,6 +268,20 @@ def _sandbox(choice: str, network: bool, devices: list[str] | None) -> Any:
     return sandbox
 
 
+def _pairs(values: list[str] | None, option: str, shape: str, *, path_first: bool
+           ) -> list[tuple[Any, Any]]:
+    """KIND=PATH or PATH=EXPR option values, split at the first '='."""
+    from verifier.errors import InputError
+
+    found: list[tuple[Any, Any]] = []
+    for value in values or []:
+        left, sep, right = value.partition("=")
+        if not sep or not left or not right:
+            raise InputError(f"{option} {value!r}: expected {shape}.")
+        found.append((Path(left), right) if path_first else (left, Path(right)))
+    return found
+
+
 @app.command(context_settings={"allow_interspersed_args": False})
 def record(
     command: Annotated[list[str], typer.Argument(metavar="COMMAND",
@@ -295,6 +309,16 @@ def record(
     sandbox: SandboxOpt = "auto",
     network: NetworkFlag = False,
     device: DeviceOpt = None,
+    component: Annotated[list[str] | None, typer.Option(
+        help="Declare a material or product as an openness component, KIND=PATH (e.g. "
+        "training-data=build/data; repeatable; signed; see docs/openness.md).")] = None,
+    material_license: Annotated[list[str] | None, typer.Option(
+        help="The SPDX licence expression of a material or product, PATH=EXPR (repeatable; "
+        "signed; judged by the policy's licenses rule).")] = None,
+    record_digests: Annotated[list[Path] | None, typer.Option(
+        help="Write salted digests of this data file's records and word 13-grams to "
+        "OUT/record-digests/STEP/PATH.mvrd, signed as a byproduct, for `contamination` "
+        "(repeatable).")] = None,
     trace: Annotated[bool | None, typer.Option(
         "--trace/--no-trace", help="Follow the command with strace and list the files it read "
         "that are not declared materials (default: on where strace is installed).")] = None,
@@ -349,6 +373,10 @@ def record(
             with contextlib.redirect_stdout(sys.stderr if as_json else sys.stdout), \
                     termination_as_interrupt():
                 result = record_step(
+                    components=_pairs(component, "--component", "KIND=PATH", path_first=False),
+                    material_licenses=_pairs(material_license, "--material-license",
+                                             "PATH=EXPR", path_first=True),
+                    record_digests=record_digests or [],
                     step=step, argv=command, materials=material or [], products=product or [],
                     signer=signer, out_dir=out, env_names=env or [], force=force, hasher=hasher,
                     sandbox=chosen, tracer=tracer, strict=strict,
@@ -1081,6 +1109,116 @@ def audit_command(
             else:
                 _say(f"wrote {chosen} report {output}  ({summary_line(data)})")
         return report.exit_code
+
+    _guard(as_json, action)
+
+
+# --- openness and contamination: views of the one evaluation --------------------------------
+
+
+def _evaluated(artifact: Path, policy: Path | None, attestations: list[Path] | None) -> Any:
+    """verify-model's report for the artifact, which carries the evaluation's verdict."""
+    from verifier.policy import DEFAULT_POLICY, load_policy
+    from verifier.verify import verify_artifact
+
+    loaded = load_policy(policy or DEFAULT_POLICY)
+    return loaded, verify_artifact(artifact, loaded, attestations or [Path("attestations")])
+
+
+@app.command("openness")
+def openness_command(
+    artifact: Annotated[Path, typer.Argument(metavar="ARTIFACT",
+        help="The model file or directory.")],
+    policy: Annotated[Path | None, typer.Option(
+        help="Policy YAML (default: model-policy.yaml).")] = None,
+    attestations: Annotated[list[Path] | None, typer.Option(
+        help="Directory (or file) of attestations; repeatable (default: attestations).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Which openness components the artifact's signed chain attests, pinned and rebuilt,
+    under which licences, and the Model Openness Framework class that supports.
+
+    Exit 0 when the chain passes the policy, 1 when it does not, 2 on unusable input.
+
+    Example: model-verifier openness build/model/model.safetensors
+    --policy policies/tiny-model-rebuilt.yaml --attestations attestations
+    --attestations rebuilds
+    """
+    def action() -> int:
+        from verifier import openness
+
+        _, verified = _evaluated(artifact, policy, attestations)
+        assert verified.verdict is not None
+        result = openness.report(verified.verdict, str(artifact))
+        if not verified.passed and result.passed:  # e.g. the file no longer matches
+            result.passed = False
+            result.supported_class = None
+        result.problems = [p.message for p in verified.problems]
+        if as_json:
+            _emit_json(result.to_dict())
+        else:
+            sys.stdout.write(openness.render_text(result))
+        return 0 if result.passed else 1
+
+    _guard(as_json, action)
+
+
+@app.command("contamination")
+def contamination_command(
+    artifact: Annotated[Path, typer.Argument(metavar="ARTIFACT",
+        help="The model file or directory.")],
+    benchmark: Annotated[list[Path], typer.Option(
+        help="A benchmark's test items: text lines, JSON Lines or CSV (repeatable).")],
+    digests_from: Annotated[list[Path], typer.Option(
+        help="Directory (or file) holding the record-digest files (*.mvrd) the chain signed; "
+        "they are found by their signed sha256 (repeatable).")],
+    policy: Annotated[Path | None, typer.Option(
+        help="Policy YAML (default: model-policy.yaml); data.max_benchmark_overlap is the "
+        "threshold (0 when absent).")] = None,
+    attestations: Annotated[list[Path] | None, typer.Option(
+        help="Directory (or file) of attestations; repeatable (default: attestations).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Whether a benchmark's items were in the training data, from the salted record digests
+    the chain's data steps signed (record --record-digests): exact records and word 13-grams.
+
+    Exit 0 when every benchmark's overlap is within the policy's threshold, 1 when one is over
+    it or the chain does not pass, 2 on unusable input.
+
+    Example: model-verifier contamination build/model/model.safetensors
+    --benchmark eval/test.jsonl --digests-from attestations --policy model-policy.yaml
+    """
+    def action() -> int:
+        from verifier import contamination
+
+        loaded, verified = _evaluated(artifact, policy, attestations)
+        if not verified.passed or verified.verdict is None:
+            _show_report(verified, as_json)
+            if not as_json:
+                print("contamination: not checked; the chain does not pass, so no record "
+                      "digest in it is vouched for.")
+            return 1
+        sources = contamination.load_sources(verified.verdict, digests_from)
+        threshold = loaded.max_benchmark_overlap or 0.0
+        result = contamination.check(sources, benchmark, threshold)
+        if as_json:
+            _emit_json({"artifact": str(artifact), **result.to_dict()})
+            return 0 if result.passed else 1
+        print(f"contamination of {artifact}: {'PASS' if result.passed else 'FAIL'} "
+              f"(max_benchmark_overlap {threshold:g})")
+        for source in result.sources:
+            print(f"  record digests of {source.data} from step {source.step!r} "
+                  f"({len(source.digests.records)} records, {len(source.digests.grams)} "
+                  f"13-grams; {source.file})")
+        for bench in result.benchmarks:
+            print(f"  {bench.benchmark}: {bench.overlapping}/{bench.items} items overlap "
+                  f"({bench.fraction:.2%}): {bench.exact} exact, {bench.ngram} by 13-gram")
+            for where in bench.by_source:
+                if where.exact or where.ngram:
+                    items = ", ".join(map(str, where.items))
+                    print(f"    in {where.data} (step {where.step!r}): {where.exact} exact, "
+                          f"{where.ngram} by 13-gram; items {items}")
+        return 0 if result.passed else 1
 
     _guard(as_json, action)
 

@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from verifier import declarations, spdx
 from verifier.digest import OPT_IN_DIGESTS, dir_hash
 from verifier.envelope import INTOTO_PAYLOAD_TYPE, Bundle
 from verifier.errors import InputError
@@ -505,11 +506,40 @@ def _judge_locally(evaluation: Evaluation, step: StepNode, claims: list[RebuildC
     for severity, sentence in step_findings(rule, record):
         (step.problems if severity == "error" else step.warnings).append(
             Problem(record.source, sentence, "hermetic"))
+    _judge_declarations(policy, step)
     _link_materials(evaluation, step)
     if policy.rebuild is not None and record.step in policy.rebuild.steps:
         step.quorum = judge_rebuilds(record, step.attribution, claims, policy, signers)
         step.problems.extend(Problem(record.source, f, "quorum-shortfall")
                              for f in step.quorum.failures)
+
+
+def _judge_declarations(policy: Policy, step: StepNode) -> None:
+    """What the signer declared about the step's files (verifier.declarations): each must name
+    a file of the step, and every licence expression must parse and, under a `licenses` rule,
+    offer an alternative the policy accepts."""
+    record = step.record
+    found = declarations.read(record)
+    step.problems.extend(Problem(record.source, p, "declaration") for p in found.problems)
+    for declared in found.licenses:
+        descriptor = next((d for d in (*record.materials, *record.products)
+                           if d["name"] == declared.name), None)
+        digest = tuple(sorted(descriptor["digest"].items())) if descriptor else ()
+        try:
+            expression = spdx.parse(declared.value)
+        except InputError as error:
+            step.problems.append(Problem(record.source, (
+                f"{record.source}: step {record.step!r} declares a licence for {declared.name} "
+                f"that is not an SPDX expression ({error})"), "license", digest))
+            continue
+        if policy.licenses is None:
+            continue
+        acceptable, reason = spdx.judge(expression, policy.licenses.allow, policy.licenses.deny)
+        if not acceptable:
+            step.problems.append(Problem(record.source, (
+                f"{record.source}: step {record.step!r} declares {declared.name} "
+                f"({declared.role}) under {declared.value!r}, which the policy does not accept: "
+                f"{reason}."), "license", digest))
 
 
 def _parents_of(name: str) -> Iterable[str]:

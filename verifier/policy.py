@@ -180,6 +180,12 @@ class RebuildRule:
 
 
 @dataclass(frozen=True)
+class LicenseRule:
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Policy:
     path: Path
     name: str
@@ -188,6 +194,8 @@ class Policy:
     sources: tuple[SourceRule, ...]
     steps: tuple[StepRule, ...]
     rebuild: RebuildRule | None = None
+    licenses: LicenseRule | None = None  # judged by verifier.judgement over every step
+    max_benchmark_overlap: float | None = None  # judged by verifier.contamination
     trusted_root: Path | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     # Digests that may establish a match; blake3 only where the policy opts in (docs/digests.md).
@@ -335,6 +343,8 @@ def load_policy(path: Path) -> Policy:
         path=path,
         name=data.get("name", path.stem),
         expires=expires,
+        licenses=_license_rule(path, data.get("licenses")),
+        max_benchmark_overlap=data.get("data", {}).get("max_benchmark_overlap"),
         signers=signers,
         sources=tuple(_source_rule(s) for s in data.get("sources", [])),
         steps=steps,
@@ -344,6 +354,24 @@ def load_policy(path: Path) -> Policy:
         accept_digests=tuple(data.get("digests", {}).get("accept", ["sha256"])),
         ignore=tuple(data.get("ignore", [])),
     )
+
+
+def _license_rule(path: Path, data: dict[str, Any] | None) -> LicenseRule | None:
+    """The licence lists, each entry checked as an SPDX identifier (or ID WITH EXCEPTION)."""
+    from verifier import spdx
+
+    if not data:
+        return None
+    for key in ("allow", "deny"):
+        for entry in data.get(key, []):
+            try:
+                parsed = spdx.parse(entry)
+            except InputError as error:
+                raise InputError(f"{path}: licenses.{key}: {error}") from None
+            if len(parsed.alternatives) != 1 or len(parsed.alternatives[0]) != 1:
+                raise InputError(f"{path}: licenses.{key}: {entry!r} is an expression; list "
+                                 "single licence identifiers.")
+    return LicenseRule(tuple(data.get("allow", ())), tuple(data.get("deny", ())))
 
 
 def _source_rule(data: dict[str, Any]) -> SourceRule:

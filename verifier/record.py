@@ -218,6 +218,9 @@ def record_step(
     hasher: Hasher | None = None,
     sandbox: Sandbox = NO_SANDBOX,
     tracer: str | None = None,
+    components: Sequence[tuple[str, Path]] = (),
+    material_licenses: Sequence[tuple[Path, str]] = (),
+    record_digests: Sequence[Path] = (),
     strict: bool = False,
     attest_existing: bool = False,
     hidden: Sequence[Path] = (),
@@ -252,6 +255,8 @@ def record_step(
     hasher = hasher or Hasher()
     material_names = [relative_name(p, base) for p in materials]
     product_names = [relative_name(p, base) for p in products]
+    claimed = _declarations(base, material_names, product_names, components,
+                            material_licenses, record_digests, out_dir, step, force)
     material_paths = [base / name for name in material_names]
     material_digests = hasher.digest_paths(material_paths)
     stamps = _stamps(hasher, material_digests)
@@ -349,10 +354,16 @@ def record_step(
             undeclared)
     if attest_existing:
         statement["predicate"]["buildDefinition"]["internalParameters"]["existingProducts"] = True
+    written = _add_declarations(statement, claimed, base, hasher, force)
     if not statement["subject"]:
         raise InputError(f"step {step!r}: no products given (--product), so nothing to attest.")
-    bundle = signer.sign_dsse(canonical_json(statement), INTOTO_PAYLOAD_TYPE)
-    write_atomic(attestation, canonical_bundle_text(bundle), overwrite=force)
+    try:
+        bundle = signer.sign_dsse(canonical_json(statement), INTOTO_PAYLOAD_TYPE)
+        write_atomic(attestation, canonical_bundle_text(bundle), overwrite=force)
+    except BaseException:
+        for path in written:  # no attestation: nothing it would have vouched for stays
+            path.unlink(missing_ok=True)
+        raise
     return RecordResult(attestation, statement, signer.identity, warnings, undeclared)
 
 
@@ -459,3 +470,103 @@ def _same_listing(digest: PathDigest) -> bool:
     from verifier.digest import list_files
 
     return list_files(digest.path) == sorted(digest.files)
+
+
+# -- what the user declares about the step's files (verifier.declarations) -------------------
+
+
+@dataclass(frozen=True)
+class _Declared:
+    components: list[tuple[str, str]]
+    licenses: list[tuple[str, str]]
+    digests: list[tuple[str, Path]]  # data file name, where its digest file goes
+
+
+def _declarations(base: Path, material_names: list[str], product_names: list[str],
+                  components: Sequence[tuple[str, Path]],
+                  licenses: Sequence[tuple[Path, str]], record_digests: Sequence[Path],
+                  out_dir: Path, step: str, force: bool) -> _Declared:
+    """--component, --material-license and --record-digests, checked before the step runs:
+    each must name a declared material or product (so that it is bound to a digest)."""
+    from verifier import declarations, spdx
+
+    names = set(material_names) | set(product_names)
+
+    def bound(path: Path, option: str) -> str:
+        name = relative_name(path, base)
+        # A declared file, or a file inside a declared directory (recorded file by file).
+        if name not in names and not any(name.startswith(f"{n}/") for n in names):
+            raise InputError(f"{option} {path}: is neither a --material nor a --product of "
+                             "this step, so there is no digest to bind it to.")
+        return name
+
+    found_components = []
+    for kind, path in components:
+        if kind not in declarations.COMPONENTS:
+            raise InputError(f"--component {kind}={path}: unknown component; one of "
+                             f"{', '.join(declarations.COMPONENTS)}.")
+        found_components.append((kind, bound(path, "--component")))
+    found_licenses = []
+    for path, expression in licenses:
+        try:
+            spdx.parse(expression)
+        except InputError as error:
+            raise InputError(f"--material-license {path}: {error}") from None
+        found_licenses.append((bound(path, "--material-license"), expression))
+    found_digests = []
+    for path in record_digests:
+        name = bound(path, "--record-digests")
+        if (base / name).is_dir():
+            raise InputError(f"--record-digests {path}: is a directory; name the text, JSONL "
+                             "or CSV file whose records to digest.")
+        target = out_dir / "record-digests" / step / f"{name}.mvrd"
+        if target.exists() and not force:
+            raise InputError(f"{target}: already exists; pass --force to replace it.")
+        found_digests.append((name, target))
+    return _Declared(found_components, found_licenses, found_digests)
+
+
+def _add_declarations(statement: dict[str, Any], declared: _Declared, base: Path,
+                      hasher: Hasher, force: bool) -> list[Path]:
+    """Sign the declarations into the statement; write the record-digest files (returned, so
+    that they are removed again if the attestation is not written)."""
+    from verifier import declarations, recorddigests
+
+    internal = statement["predicate"]["buildDefinition"]["internalParameters"]
+    described = {d["name"] for d in (
+        *statement["predicate"]["buildDefinition"]["resolvedDependencies"],
+        *statement["subject"])}
+    for name in [n for _, n in declared.components] + [n for n, _ in declared.licenses]:
+        if name not in described:
+            raise InputError(f"{name}: declared with --component or --material-license, but "
+                             "the step's materials and products hold no such file; no "
+                             "attestation written.")
+    if declared.components:
+        internal["components"] = declarations.component_entries(declared.components)
+    if declared.licenses:
+        internal["licenses"] = declarations.license_entries(declared.licenses)
+    written: list[Path] = []
+    digests = {d["name"]: d["digest"] for d in (
+        *statement["predicate"]["buildDefinition"]["resolvedDependencies"],
+        *statement["subject"])}
+    byproducts = statement["predicate"]["runDetails"]["byproducts"]
+    try:
+        # After the three fixed byproducts, sorted by name among themselves.
+        for name, target in sorted(declared.digests):
+            sha256 = digests[name].get("sha256")
+            if sha256 is None:  # the digest file names its data by the sha256 attested here
+                raise InputError(f"--record-digests {name}: the step records no sha256 of it"
+                                 "; no attestation written.")
+            data = recorddigests.compute(base / name, sha256).to_bytes()
+            recorddigests.write(target, data, overwrite=force)
+            written.append(target)
+            byproducts.append({
+                "name": declarations.RECORD_DIGESTS_PREFIX + name,
+                "digest": {"sha256": hashlib.sha256(data).hexdigest()},
+                "annotations": {"format": declarations.RECORD_DIGESTS_FORMAT},
+            })
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return written

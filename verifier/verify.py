@@ -39,6 +39,10 @@ class Report:
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     oms: list[dict[str, Any]] = field(default_factory=list)  # OMS model.sig evidence
+    # The evaluation and its ArtifactVerdict, for views of it (openness, contamination); not
+    # serialised.
+    evaluation: Evaluation | None = field(default=None, repr=False)
+    verdict: Any = field(default=None, repr=False)
     # The attestation files the verdict rests on: the chain's steps and the rebuilds counted.
     evidence: list[str] = field(default_factory=list)
     # Files of a directory artifact left out of its digest: {file, pattern, by}.
@@ -233,6 +237,7 @@ def verify_artifact(
         digest = hasher.digest_paths([artifact], ("sha256",), rule)[0]
         report.digest = {digest.algorithm: digest.value}
         verdict = evaluation.artifact({digest.algorithm: digest.value}, str(artifact))
+    report.evaluation, report.verdict = evaluation, verdict
     if not verdict.finals:
         if evaluation.expired is not None:
             report.problems.append(evaluation.expired)

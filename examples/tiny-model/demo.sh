@@ -18,14 +18,23 @@ ls keys
 
 if command -v bwrap >/dev/null 2>&1; then sandbox=bwrap; else sandbox=none; fi
 say "Record the three build steps (signed by the builder; sandbox: $sandbox)"
+# Each step also declares which of its files are openness components and under which licence
+# (signed; see docs/openness.md), and the data step signs digests of its training records.
 model-verifier record --step prepare-data --material data/iris.csv --material prepare.py \
-  --product build/data --key keys/builder.key -- python prepare.py
+  --product build/data --key keys/builder.key \
+  --component training-data=data/iris.csv --component data-processing-code=prepare.py \
+  --material-license data/iris.csv=CC-BY-4.0 --material-license prepare.py=Apache-2.0 \
+  --record-digests build/data/train.csv -- python prepare.py
 model-verifier record --step train --material build/data/train.csv --material train.py \
   --product build/weights.safetensors --product build/train-log.json \
-  --env OMP_NUM_THREADS=1 --key keys/builder.key -- python train.py
+  --env OMP_NUM_THREADS=1 --key keys/builder.key \
+  --component training-code=train.py --component weights=build/weights.safetensors \
+  --material-license train.py=Apache-2.0 \
+  --material-license build/weights.safetensors=Apache-2.0 -- python train.py
 model-verifier record --step package --material build/weights.safetensors \
   --material build/data/stats.json --material package.py --product build/model \
-  --key keys/builder.key -- python package.py
+  --key keys/builder.key --component model-architecture=build/model/config.json \
+  --material-license build/model/config.json=Apache-2.0 -- python package.py
 
 say "verify-model: the signed chain of build/model/model.safetensors"
 verify-model build/model/model.safetensors --policy "$policies/tiny-model.yaml"
@@ -81,6 +90,20 @@ model-verifier diff work/rebuilder-c/train/build/weights.safetensors build/weigh
 say "verify-model again: the quorum still holds; rebuilder-c's --env run is reported as a probe, never as dissent"
 verify-model build/model/model.safetensors --policy "$policies/tiny-model-rebuilt.yaml" \
   --attestations attestations --attestations rebuilds
+
+say "openness: which components the chain attests, pinned and rebuilt (golden copy: openness.txt)"
+model-verifier openness build/model/model.safetensors \
+  --policy "$policies/tiny-model-rebuilt.yaml" --attestations attestations \
+  --attestations rebuilds | tee build/openness.txt
+
+say "contamination: were the held-out test rows in the training data? (from signed digests only)"
+if model-verifier contamination build/model/model.safetensors \
+    --policy "$policies/tiny-model-rebuilt.yaml" --attestations attestations \
+    --attestations rebuilds --digests-from attestations --benchmark build/data/test.csv; then
+  echo "(no test row is in the training data)"
+else
+  echo "(exit 1: overlap above the policy's max_benchmark_overlap, 0 when it sets none)"
+fi
 
 say "audit: the whole attestation graph, with every gap and risk named"
 model-verifier audit attestations rebuilds --policy "$policies/tiny-model-rebuilt.yaml"

@@ -1,0 +1,321 @@
+"""Per-record digests of training data: proof of what was in it without publishing it.
+
+`record --record-digests FILE` writes, beside the attestation, a file of salted 64-bit digests
+of FILE's normalised records and of their word 13-grams; its sha256 is signed into the step as
+a byproduct. `contamination` normalises a benchmark the same way and looks its items up.
+
+Records: a text file's lines; a JSON Lines file's string values (each string anywhere in a
+line's JSON value is a record, so that a benchmark question planted in a `text` field is found
+whatever the schema); a CSV file's rows after its header row, cells joined by a space.
+Normalisation: Unicode NFC, case-fold, NFC again (case-folding can decompose), whitespace runs
+collapsed to one space and trimmed. Words are the whitespace-separated tokens of a normalised
+record. Records of fewer
+than MIN_WORDS words are neither stored nor looked up: "b", "yes" or "42" appear everywhere
+and say nothing about contamination, and storing them would only make the file easier to
+probe.
+
+File format v1 (little-endian):
+
+    8 bytes   magic "MVRDIG01"
+    32 bytes  sha256 of the data file the digests were computed from
+    32 bytes  salt = BLAKE2b-256(SALT_CONTEXT || that sha256)
+    8 bytes   number of record digests R;  8 bytes  number of 13-gram digests G
+    R x 8     record digests, sorted ascending, distinct
+    G x 8     13-gram digests, sorted ascending, distinct
+
+A digest is BLAKE2b with an 8-byte output, keyed with the salt, personalised "record" or
+"13gram", of the normalised UTF-8 text (a 13-gram's words joined by one space). A lookup is
+a binary search, so a false positive needs a 64-bit collision: about N / 2^64 per lookup for
+N stored digests (5e-13 for ten million). The salt is derived from the data's digest, not
+random, so the same data always gives the same file; it stops one precomputed dictionary from
+serving every published file. It cannot stop someone who guesses a record from testing the
+guess against one file, because that is exactly the check the file exists for; MIN_WORDS
+keeps the cheapest guesses out.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import tempfile
+import unicodedata
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from verifier.errors import InputError
+
+MAGIC = b"MVRDIG01"
+SALT_CONTEXT = b"model-verifier record digests v1\x00"
+HEADER = len(MAGIC) + 32 + 32 + 16
+NGRAM = 13
+MIN_WORDS = 5
+MAX_RECORD_CHARS = 1 << 20  # one record of a megabyte is kept, past that it is cut
+MAX_JSON_DEPTH = 64
+_BATCH = 1 << 16
+
+
+def normalise(text: str) -> str:
+    """NFC, case-fold, NFC, whitespace collapsed: the one normalisation on both sides."""
+    if text.isascii():  # NFC changes no ASCII text, and case-folding it is lower-casing
+        return " ".join(text.lower().split())
+    folded = unicodedata.normalize("NFC", unicodedata.normalize("NFC", text).casefold())
+    return " ".join(folded.split())
+
+
+def salt_for(source_sha256: str) -> bytes:
+    return hashlib.blake2b(SALT_CONTEXT + bytes.fromhex(source_sha256), digest_size=32).digest()
+
+
+class _Digester:
+    """The keyed 8-byte digests of a record and of its 13-grams, as raw little-endian bytes
+    (numpy reads them in bulk, with no Python int per digest)."""
+
+    def __init__(self, salt: bytes) -> None:
+        self._record = hashlib.blake2b(key=salt, digest_size=8, person=b"record")
+        self._gram = hashlib.blake2b(key=salt, digest_size=8, person=b"13gram")
+
+    def record(self, normalised: str) -> bytes:
+        h = self._record.copy()
+        h.update(normalised.encode())
+        return h.digest()
+
+    def grams(self, normalised: str) -> bytes:
+        """Each 13-gram is the normalised record's bytes from its first word to its 13th:
+        the words joined by one space, taken as one slice."""
+        encoded = normalised.encode()
+        starts = [0]
+        for word in encoded.split(b" "):
+            starts.append(starts[-1] + len(word) + 1)
+        base = self._gram
+        out = bytearray()
+        for index in range(len(starts) - NGRAM):
+            h = base.copy()
+            h.update(encoded[starts[index]:starts[index + NGRAM] - 1])
+            out += h.digest()
+        return bytes(out)
+
+
+# -- reading records ----------------------------------------------------------------------------
+
+
+def items(path: Path) -> Iterator[list[str]]:
+    """The file's items (a line, a JSON line, a CSV row), each as its records' raw texts."""
+    kind = path.suffix.lower()
+    try:
+        with path.open("r", encoding="utf-8", newline="") as handle:
+            if kind == ".csv":
+                rows = csv.reader(handle)
+                next(rows, None)  # the header names columns; it is no record
+                for row in rows:
+                    yield [" ".join(row)]
+                return
+            for number, line in enumerate(handle, 1):
+                if kind in (".jsonl", ".ndjson"):
+                    if not line.strip():
+                        continue
+                    try:
+                        value = json.loads(line)
+                    except (ValueError, RecursionError):
+                        raise InputError(f"{path}: line {number} is not JSON.") from None
+                    yield list(_strings(value, 0))
+                else:
+                    yield [line]
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: is not UTF-8 text, so its records cannot be read.") from None
+    except csv.Error as error:
+        raise InputError(f"{path}: is not valid CSV ({error}).") from None
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file.") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory; name a text, JSONL or CSV file.") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot be read ({error.strerror}).") from None
+
+
+def _strings(value: object, depth: int) -> Iterator[str]:
+    if depth > MAX_JSON_DEPTH:
+        return
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item, depth + 1)
+    elif isinstance(value, dict):
+        for key in sorted(value):
+            yield from _strings(value[key], depth + 1)
+
+
+def _usable(raw: str) -> str | None:
+    """The normalised record, or None when it is too short to say anything."""
+    normalised = normalise(raw[:MAX_RECORD_CHARS])
+    return normalised if normalised.count(" ") + 1 >= MIN_WORDS and normalised else None
+
+
+# -- writing --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DigestSet:
+    source_sha256: str
+    records: np.ndarray  # sorted distinct uint64
+    grams: np.ndarray
+
+    @property
+    def salt(self) -> bytes:
+        return salt_for(self.source_sha256)
+
+    def to_bytes(self) -> bytes:
+        header = (MAGIC + bytes.fromhex(self.source_sha256) + self.salt
+                  + len(self.records).to_bytes(8, "little") + len(self.grams).to_bytes(8, "little"))
+        return (header + self.records.astype("<u8").tobytes()
+                + self.grams.astype("<u8").tobytes())
+
+
+class _Accumulator:
+    """Digests collected as bytes and sorted in fixed-size numpy batches, so a billion words
+    never become a billion Python objects at once."""
+
+    def __init__(self) -> None:
+        self.parts: list[np.ndarray] = []
+        self.pending = bytearray()
+
+    def add(self, digests: bytes) -> None:
+        self.pending += digests
+        if len(self.pending) >= 8 * _BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.pending:
+            self.parts.append(np.unique(np.frombuffer(bytes(self.pending), dtype="<u8")))
+            self.pending = bytearray()
+
+    def result(self) -> np.ndarray:
+        self._flush()
+        if not self.parts:
+            return np.zeros(0, dtype=np.uint64)
+        return np.unique(np.concatenate(self.parts)).astype(np.uint64)
+
+
+def compute(path: Path, source_sha256: str) -> DigestSet:
+    """The digest set of a data file whose sha256 (as attested) is `source_sha256`."""
+    digester = _Digester(salt_for(source_sha256))
+    records, grams = _Accumulator(), _Accumulator()
+    for item in items(path):
+        for raw in item:
+            normalised = _usable(raw)
+            if normalised is None:
+                continue
+            records.add(digester.record(normalised))
+            grams.add(digester.grams(normalised))
+    return DigestSet(source_sha256, records.result(), grams.result())
+
+
+# -- reading a digest file --------------------------------------------------------------------
+
+
+def parse(data: bytes, source: str) -> DigestSet:
+    """Read a digest file, checking its structure (InputError naming `source` otherwise)."""
+    if len(data) < HEADER or not data.startswith(MAGIC):
+        raise InputError(f"{source}: is not a record-digest file (no MVRDIG01 header).")
+    offset = len(MAGIC)
+    source_sha256 = data[offset:offset + 32].hex()
+    salt = data[offset + 32:offset + 64]
+    counts = data[offset + 64:offset + 80]
+    records_n = int.from_bytes(counts[:8], "little")
+    grams_n = int.from_bytes(counts[8:], "little")
+    if salt != salt_for(source_sha256):
+        raise InputError(f"{source}: its salt is not the one derived from its data digest.")
+    if len(data) != HEADER + 8 * (records_n + grams_n):
+        raise InputError(f"{source}: its length does not match the counts in its header.")
+    records = np.frombuffer(data, dtype="<u8", count=records_n, offset=HEADER)
+    grams = np.frombuffer(data, dtype="<u8", count=grams_n, offset=HEADER + 8 * records_n)
+    for array, what in ((records, "record"), (grams, "13-gram")):
+        if len(array) > 1 and not bool(np.all(array[1:] > array[:-1])):
+            raise InputError(f"{source}: its {what} digests are not sorted and distinct.")
+    return DigestSet(source_sha256, records, grams)
+
+
+@dataclass
+class ItemMatch:
+    number: int  # 1-based item (line or row) of the benchmark file
+    exact: bool
+    grams: int  # how many of its 13-grams the training data holds
+
+
+def match(digests: DigestSet, benchmark: Iterable[list[str]]) -> tuple[int, list[ItemMatch]]:
+    """Look every item of a benchmark up: (items with at least one usable record, matches)."""
+    digester = _Digester(digests.salt)
+    usable = 0
+    found: list[ItemMatch] = []
+    for number, item in enumerate(benchmark, 1):
+        exact, grams, any_usable = False, 0, False
+        for raw in item:
+            normalised = _usable(raw)
+            if normalised is None:
+                continue
+            any_usable = True
+            record = int.from_bytes(digester.record(normalised), "little")
+            exact = exact or _contains(digests.records, record)
+            gram_values = np.frombuffer(digester.grams(normalised), dtype="<u8").astype(
+                np.uint64)
+            if len(gram_values):
+                grams += int(np.count_nonzero(_contains_many(digests.grams, gram_values)))
+        usable += any_usable
+        if exact or grams:
+            found.append(ItemMatch(number, exact, grams))
+    return usable, found
+
+
+def _contains(array: np.ndarray, value: int) -> bool:
+    index = int(np.searchsorted(array, np.uint64(value)))
+    return index < len(array) and int(array[index]) == value
+
+
+def _contains_many(array: np.ndarray, values: np.ndarray) -> np.ndarray:
+    if not len(array):
+        return np.zeros(len(values), dtype=bool)
+    index = np.minimum(np.searchsorted(array, values), len(array) - 1)
+    return array[index] == values
+
+
+def read_file(path: Path, max_bytes: int = 1 << 34) -> bytes:
+    """A digest file's bytes (bounded: a hostile directory cannot fill memory)."""
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise InputError(f"{path}: is larger than a record-digest file may be.")
+        return path.read_bytes()
+    except OSError as error:
+        raise InputError(f"{path}: cannot be read ({error.strerror}).") from None
+
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write(path: Path, data: bytes, *, overwrite: bool) -> None:
+    """Write a digest file atomically (a temporary file renamed); never clobber unasked."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not overwrite:
+        raise InputError(f"{path}: already exists; pass --force to replace it.")
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
