@@ -199,13 +199,14 @@ def main() -> None:
         f"< {TARGET_S:.0f} s |",
         "|---|---|---:|---:|---|---:|---:|---|", *rows, "",
         "- Replayed bundles: `verify-model` loads identical envelopes once "
-        "(verifier/evidence.py) and names the copies in one note; `audit` checks each copy's "
-        "signature before it merges duplicates.",
+        "(verifier/evidence.py) and names the copies in one note; `audit` does the same, one "
+        "finding per copied envelope.",
         "- Junk signatures: a bundle of more than 10,000 JSON objects is refused while it is "
         "decoded, an envelope of more than 16 signatures before any is checked "
         "(verifier/envelope.py, docs/threat-model.md).",
-        "- Directory materials: producers are looked up by digest; the ratio to the "
-        "baseline of 2,000 shows whether the rest of the walk grows linearly (10x) or worse.",
+        "- Directory materials: producers are looked up by digest and the files under each "
+        "directory are indexed once per step (verifier/judgement.py); the ratio to the "
+        "baseline of 2,000 shows whether the walk grows linearly (10x) or worse.",
         ""])
     print("\n" + section)
     if args.only is None and str(args.output) != "-":

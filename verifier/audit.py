@@ -227,11 +227,31 @@ class _Auditor:
             self.judged = {n.payload_sha256: n for n in self.evaluation.steps}
             self.judged.update({n.claim.statement.payload_sha256: n
                                 for n in self.evaluation.rebuilds})
-        for bundle in bundles:
-            self.report.bundles += 1
+        self.report.bundles = len(bundles)
+        for bundle in self._without_replays(bundles):
             self.admit(bundle)
         for link in read_links:
             self.admit_link(link)
+
+    def _without_replays(self, bundles: list[Bundle]) -> list[Bundle]:
+        """Each envelope once (the evaluation judges each once too); the copies are one
+        finding per envelope, not one per copy."""
+        from verifier.evidence import envelope_key
+
+        kept: dict[bytes, Bundle] = {}
+        copies: dict[bytes, list[str]] = {}
+        for bundle in bundles:
+            key = envelope_key(bundle)
+            if key in kept:
+                copies.setdefault(key, []).append(bundle.source)
+            else:
+                kept[key] = bundle
+        for key, sources in copies.items():
+            first = kept[key].source
+            self.add("info", "duplicate", f"{len(sources)} cop{'y' if len(sources) == 1 else 'ies'}"
+                     f" of {first} (the same envelope: payload and signatures); counted once.",
+                     [first, *sources[:FILES_KEPT - 1]])
+        return list(kept.values())
 
     def read_links(self, paths: list[Path]) -> list[ClassicLink]:
         """in-toto's own links (Metablock or DSSE); an unreadable one is a finding."""
