@@ -345,6 +345,18 @@ def test_environment_risks_recorded_in_a_step(chain: Chain, tmp_path: Path) -> N
     assert any("no installed package versions" in m for m in messages)
 
 
+def test_a_gpu_step_that_reported_no_torch_settings_is_not_called_off(chain: Chain,
+                                                                       tmp_path: Path) -> None:
+    silent = {"variables": {"OMP_NUM_THREADS": "1"}, "packages": {"torch": "2.13.0"},
+              "gpus": [{"name": "NVIDIA H200"}], "torch": {"version": "2.13.0"}}
+    signed_step(tmp_path / "gpu.intoto.json", chain.key("builder"), "finetune",
+                {"in": digest_of("in")}, {"out": digest_of("out")}, environment=silent,
+                declared_env={})
+    messages = [f.message for f in findings(audit([tmp_path]), "environment-risk")]
+    assert any("torch deterministic algorithms not reported" in m for m in messages), messages
+    assert not any("deterministic algorithms off" in m for m in messages)
+
+
 def test_a_deterministic_gpu_step_with_pinned_threads_has_no_risk(
         chain: Chain, tmp_path: Path) -> None:
     safe_gpu = {**SAFE_ENVIRONMENT,

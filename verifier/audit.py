@@ -84,7 +84,11 @@ def environment_risks(record: StepRecord) -> list[tuple[str, str]]:
     risks: list[tuple[str, str]] = []
     if (isinstance(gpus, list) and gpus) or torch.get("cuda_available") is True:
         unsafe = []
-        if torch and torch.get("deterministic_algorithms") is not True:
+        if torch and "deterministic_algorithms" not in torch:
+            # Since the step reports its own settings (MODEL_VERIFIER_REPORT), absent is
+            # unknown, not off.
+            unsafe.append("torch deterministic algorithms not reported")
+        elif torch and torch.get("deterministic_algorithms") is not True:
             unsafe.append("torch deterministic algorithms off")
         if "CUBLAS_WORKSPACE_CONFIG" not in variables:
             unsafe.append("CUBLAS_WORKSPACE_CONFIG unset")
