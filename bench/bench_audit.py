@@ -25,18 +25,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from verifier.audit import audit
-from verifier.audit_render import render
-from verifier.envelope import INTOTO_PAYLOAD_TYPE
-from verifier.policy import load_policy
-from verifier.record import canonical_bundle_text
-from verifier.signing import KeySigner, generate_keypair
-from verifier.statement import (
+from verifier.formats.envelope import INTOTO_PAYLOAD_TYPE
+from verifier.formats.signing import KeySigner, generate_keypair
+from verifier.formats.statement import (
     REBUILD_PREDICATE_TYPE,
     STATEMENT_TYPE,
     canonical_json,
     step_statement,
 )
+from verifier.judgement.policy import load_policy
+from verifier.reports.audit import audit
+from verifier.reports.audit_render import render
+from verifier.steps.record import canonical_bundle_text
 
 STEPS = ("prepare-data", "train", "quantize", "package")
 PACKAGES = {f"package-{i:02d}": f"1.{i}.0" for i in range(60)}  # a realistic environment size

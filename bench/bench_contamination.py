@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from verifier import recorddigests
+from verifier.formats import recorddigests
 
 
 def main() -> int:

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save_file
 
-from verifier import gguf as reader
-from verifier.tensordiff import diff_files
+from verifier.diff import gguf as reader
+from verifier.diff.tensordiff import diff_files
 
 
 def _best(action, repeat: int) -> float:  # type: ignore[no-untyped-def]

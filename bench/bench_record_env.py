@@ -11,7 +11,7 @@ fresh processes:
   so the recorder's own import cost, the same either way, is left out);
 * record: `model-verifier record` of a trivial step run by PYTHON (no sandbox, no trace, so that
   only start-up, hashing, capture and signing remain), end to end;
-* with --before REV: the capture of that revision's verifier/environment.py, run where it
+* with --before REV: the capture of that revision's verifier/steps/environment.py, run where it
   looked for torch (its recorder's own interpreter: PYTHON), for a before/after ratio.
 
 PYTHON is this interpreter, and, with --torch-python, an interpreter with torch installed (a
@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NEW_CAPTURE = """
 import json, os, sys, time
 from pathlib import Path
-from verifier import environment
+from verifier.steps import environment
 interpreter = environment.Interpreter(Path(sys.argv[1]), "argv")
 start = time.perf_counter()
 captured = environment.capture(Path("."), interpreter=interpreter, env=dict(os.environ))
@@ -113,7 +113,7 @@ def main() -> int:
         if args.before:
             old = work / "old_environment.py"
             old.write_bytes(subprocess.run(
-                ["git", "show", f"{args.before}:verifier/environment.py"], cwd=ROOT,
+                ["git", "show", f"{args.before}:verifier/steps/environment.py"], cwd=ROOT,
                 check=True, capture_output=True).stdout)
         subprocess.run([str(Path(sys.executable).parent / "model-verifier"), "keygen",
                         str(work / "key")], check=True, capture_output=True)

@@ -33,10 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from verifier.envelope import INTOTO_PAYLOAD_TYPE
-from verifier.record import canonical_bundle_text
-from verifier.signing import KeySigner, generate_keypair
-from verifier.statement import canonical_json, step_statement
+from verifier.formats.envelope import INTOTO_PAYLOAD_TYPE
+from verifier.formats.signing import KeySigner, generate_keypair
+from verifier.formats.statement import canonical_json, step_statement
+from verifier.steps.record import canonical_bundle_text
 
 TARGET_S = 5.0
 REPO = Path(__file__).resolve().parent.parent
@@ -199,13 +199,13 @@ def main() -> None:
         f"< {TARGET_S:.0f} s |",
         "|---|---|---:|---:|---|---:|---:|---|", *rows, "",
         "- Replayed bundles: `verify-model` loads identical envelopes once "
-        "(verifier/evidence.py) and names the copies in one note; `audit` does the same, one "
-        "finding per copied envelope.",
+        "(verifier/formats/evidence.py) and names the copies in one note; `audit` does the "
+        "same, one finding per copied envelope.",
         "- Junk signatures: a bundle of more than 10,000 JSON objects is refused while it is "
         "decoded, an envelope of more than 16 signatures before any is checked "
-        "(verifier/envelope.py, docs/threat-model.md).",
+        "(verifier/formats/envelope.py, docs/threat-model.md).",
         "- Directory materials: producers are looked up by digest and the files under each "
-        "directory are indexed once per step (verifier/judgement.py); the ratio to the "
+        "directory are indexed once per step (verifier/judgement/evaluation.py); the ratio to the "
         "baseline of 2,000 shows whether the walk grows linearly (10x) or worse.",
         ""])
     print("\n" + section)

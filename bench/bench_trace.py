@@ -21,8 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from verifier import sandbox as sandboxes
-from verifier import trace
+from verifier.steps import sandbox as sandboxes
+from verifier.steps import trace
 
 READER = """
 import os, sys

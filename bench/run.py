@@ -154,7 +154,7 @@ print(json.dumps({{"import_s": import_s, "samples": samples, "peak_rss_mb": peak
 MODEL_SIGNING = IN_PROCESS.format(imports="import model_signing.hashing as hashing",
                                   call="hashing.hash(path)")
 OUR_LIBRARY = IN_PROCESS.format(
-    imports="from pathlib import Path\nfrom verifier.digest import Hasher",
+    imports="from pathlib import Path\nfrom verifier.formats.digest import Hasher",
     call="Hasher(algorithms=sys.argv[3].split(',')).digest_paths([Path(path)])")
 
 

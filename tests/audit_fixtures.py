@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from verifier.envelope import INTOTO_PAYLOAD_TYPE
-from verifier.signing import KeySigner, generate_keypair
-from verifier.statement import canonical_json, step_statement
+from verifier.formats.envelope import INTOTO_PAYLOAD_TYPE
+from verifier.formats.signing import KeySigner, generate_keypair
+from verifier.formats.statement import canonical_json, step_statement
 
 SCRIPTS = {
     "prepare.py": """

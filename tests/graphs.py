@@ -25,7 +25,7 @@ from typing import Any
 
 from helpers import CliResult, run, sign_bundle, write_policy
 
-from verifier.signing import generate_keypair
+from verifier.formats.signing import generate_keypair
 
 INTOTO = "application/vnd.in-toto+json"
 PROVENANCE = "https://slsa.dev/provenance/v1"

@@ -31,9 +31,9 @@ from audit_fixtures import (
     write_policy,
 )
 
-from verifier.audit import AuditReport, audit, clean
-from verifier.audit_render import render
-from verifier.policy import load_policy
+from verifier.judgement.policy import load_policy
+from verifier.reports.audit import AuditReport, audit, clean
+from verifier.reports.audit_render import render
 
 SCHEMA = json.loads(
     (Path(__file__).resolve().parents[1] / "attestations" / "audit-report.schema.json")
@@ -390,8 +390,8 @@ def test_corrupt_truncated_and_hostile_files_become_findings(
 
 
 def test_deeply_nested_payload_and_bad_json_lines(chain: Chain, tmp_path: Path) -> None:
-    from verifier.envelope import INTOTO_PAYLOAD_TYPE
-    from verifier.signing import KeySigner
+    from verifier.formats.envelope import INTOTO_PAYLOAD_TYPE
+    from verifier.formats.signing import KeySigner
 
     signer = KeySigner(chain.key("builder"))
     deep = signer.sign_dsse(b'{"a":' * 50_000 + b"1" + b"}" * 50_000, INTOTO_PAYLOAD_TYPE)
@@ -477,7 +477,7 @@ def test_dot_output_is_a_digraph_with_every_node_coloured(chain: Chain) -> None:
 
 def test_html_report_is_self_contained_and_reduces_a_graph_too_large_to_draw(
         chain: Chain, monkeypatch: pytest.MonkeyPatch) -> None:
-    import verifier.audit_html as audit_html
+    import verifier.reports.audit_html as audit_html
 
     data = audit([chain.attestations, chain.rebuilds], load_policy(chain.policy)).to_dict()
     page = render(data, "html")

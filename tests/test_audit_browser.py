@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from audit_fixtures import Chain, copy_attestations, digest_of, real_chain, signed_step
 
-from verifier.audit import audit
-from verifier.audit_render import render
-from verifier.policy import load_policy
+from verifier.judgement.policy import load_policy
+from verifier.reports.audit import audit
+from verifier.reports.audit_render import render
 
 EVIL_STEP = "<script>alert(1)</script>"
 

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from helpers import assert_error, make_keys, record_step, run, write_policy
 
-from verifier import recorddigests
 from verifier.errors import InputError
+from verifier.formats import recorddigests
 
 WORDS = [f"w{n:04d}" for n in range(5000)]
 PREPARE = ("import pathlib; pathlib.Path('data').mkdir(exist_ok=True); "

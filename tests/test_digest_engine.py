@@ -35,9 +35,9 @@ from helpers import (
 )
 from jsonschema import Draft202012Validator
 
-from verifier import digest as engine
-from verifier.digest import Hasher
 from verifier.errors import InputError
+from verifier.formats import digest as engine
+from verifier.formats.digest import Hasher
 
 EMPTY_BLAKE3 = "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
 MIB = 1024 * 1024
@@ -394,7 +394,7 @@ def test_a_policy_must_keep_sha256_among_accepted_digests(tmp_path: Path) -> Non
 
 def test_engine_imports_no_blake3_for_sha256_only(tmp_path: Path) -> None:
     (tmp_path / "f").write_bytes(b"x")
-    probe = ("import sys; from pathlib import Path; from verifier.digest import Hasher; "
+    probe = ("import sys; from pathlib import Path; from verifier.formats.digest import Hasher; "
              f"Hasher().digest_paths([Path({str(tmp_path / 'f')!r})]); "
              "print('blake3' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,

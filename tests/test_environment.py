@@ -27,8 +27,8 @@ from helpers import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from verifier import environment
 from verifier.errors import InputError
+from verifier.steps import environment
 
 STEP = """\
 import json, os, pathlib
@@ -247,7 +247,7 @@ def test_interpreter_detection(tmp_path: Path) -> None:
 
 def test_the_recorder_never_imports_torch_to_capture() -> None:
     """environment.capture's own process: the module never imports torch (nor its probe)."""
-    code = ("import sys; from pathlib import Path; from verifier import environment; "
+    code = ("import sys; from pathlib import Path; from verifier.steps import environment; "
             "environment.capture(Path('.'), interpreter=environment.Interpreter("
             "Path(sys.executable), 'argv')); print('torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

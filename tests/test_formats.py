@@ -459,7 +459,7 @@ def test_declared_and_allowlisted_variables_are_recorded(pipeline: Pipeline) -> 
 
 
 def test_the_documented_allowlist_is_the_one_captured() -> None:
-    from verifier.environment import CAPTURED_VARIABLES
+    from verifier.steps.environment import CAPTURED_VARIABLES
 
     assert set(CAPTURED_VARIABLES) == ALLOWLIST
     spec = (FORMATS / "step-buildtype.md").read_text(encoding="utf-8")

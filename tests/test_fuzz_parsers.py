@@ -22,14 +22,14 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from verifier.envelope import Bundle, DsseSignature, parse_bundle, read_bundles
+from verifier.diff.tensordiff import _read_header
 from verifier.errors import InputError
-from verifier.oms import parse_oms
-from verifier.policy import load_policy
-from verifier.quorum import as_rebuild
-from verifier.statement import as_step, parse_statement
-from verifier.tensordiff import _read_header
-from verifier.trust import Attribution
+from verifier.formats.envelope import Bundle, DsseSignature, parse_bundle, read_bundles
+from verifier.formats.statement import as_step, parse_statement
+from verifier.interop.oms import parse_oms
+from verifier.judgement.policy import load_policy
+from verifier.judgement.quorum import as_rebuild
+from verifier.judgement.trust import Attribution
 
 FUZZ = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -178,9 +178,9 @@ def test_statements(payload: bytes) -> None:
 @given(mutated(REBUILD).map(_payload))
 def test_rebuild_claims_survive_the_quorum_check(payload: bytes) -> None:
     """A rebuild claim that parses is safe for the quorum's checks and the dissent report."""
-    from verifier.policy import ProductRule, StepMatch, Tolerance
-    from verifier.quorum import check_claim
-    from verifier.statement import StepRecord
+    from verifier.formats.statement import StepRecord
+    from verifier.judgement.policy import ProductRule, StepMatch, Tolerance
+    from verifier.judgement.quorum import check_claim
 
     try:
         statement = parse_statement(payload, "fuzzed.json")

@@ -1,4 +1,4 @@
-"""GGUF: the bounded reader (verifier.gguf) and `diff` of GGUF files tensor by tensor.
+"""GGUF: the bounded reader (verifier.diff.gguf) and `diff` of GGUF files tensor by tensor.
 
 Files are written with llama.cpp's own Python library (`gguf`, a dev dependency), so the reader
 is checked against an independent writer; its tensor bytes are checked against gguf's own
@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import save_file
 
-from verifier import gguf as reader
+from verifier.diff import gguf as reader
+from verifier.diff.tensordiff import Verdict, diff_files, render_text
 from verifier.errors import InputError
-from verifier.tensordiff import Verdict, diff_files, render_text
 
 gguf = pytest.importorskip("gguf")
 from gguf.quants import quantize  # noqa: E402

@@ -682,10 +682,10 @@ SANDBOXES = st.one_of(
 
 @given(SANDBOXES)
 def test_isolation_holds_exactly_for_bwrap_without_network(sandbox: Any) -> None:
-    from verifier.hermetic import rebuild_isolation_problem, step_isolation_problem
-    from verifier.quorum import RebuildClaim
-    from verifier.statement import Statement, StepRecord
-    from verifier.trust import Attribution
+    from verifier.formats.statement import Statement, StepRecord
+    from verifier.judgement.hermetic import rebuild_isolation_problem, step_isolation_problem
+    from verifier.judgement.quorum import RebuildClaim
+    from verifier.judgement.trust import Attribution
 
     environment = {"sandbox": sandbox}
     statement = Statement("x.json", ({"name": "a", "digest": {"sha256": "0" * 64}},),
@@ -703,9 +703,9 @@ def test_isolation_holds_exactly_for_bwrap_without_network(sandbox: Any) -> None
 def test_step_findings_error_exactly_when_the_rule_is_broken(
     listed: list[str] | None, undeclared: str, hermetic: bool
 ) -> None:
-    from verifier.hermetic import step_findings
-    from verifier.policy import StepRule
-    from verifier.statement import Statement, StepRecord
+    from verifier.formats.statement import Statement, StepRecord
+    from verifier.judgement.hermetic import step_findings
+    from verifier.judgement.policy import StepRule
 
     internal: dict[str, Any] = {"environment": {}}
     if listed is not None:
@@ -763,7 +763,7 @@ def test_sigterm_to_record_reaches_the_step_and_leaves_no_attestation(
 
 def test_strace_follows_children_and_hex_names(tmp_path: Path) -> None:
     """The parser, on a real strace log of a process tree opening an odd file name."""
-    from verifier.trace import parse_logs, traced_argv
+    from verifier.steps.trace import parse_logs, traced_argv
 
     strace = shutil.which("strace")
     if strace is None:
@@ -803,7 +803,7 @@ SEGMENTS = st.lists(st.sampled_from(["..", ".", "a", "b c", "data", "x.csv"]), m
 def test_a_relative_path_escapes_exactly_when_it_climbs_above_the_workspace(
     segments: list[str]
 ) -> None:
-    from verifier.plan import _escapes
+    from verifier.steps.plan import _escapes
 
     depth, climbs = 0, False
     for segment in segments:
@@ -822,7 +822,7 @@ def test_a_relative_path_escapes_exactly_when_it_climbs_above_the_workspace(
 def test_the_trace_parser_takes_any_log_without_failing(lines: list[str]) -> None:
     import tempfile
 
-    from verifier.trace import parse_logs
+    from verifier.steps.trace import parse_logs
 
     with tempfile.TemporaryDirectory() as directory:
         Path(directory, "trace.1").write_text(

@@ -144,7 +144,7 @@ def test_two_rebuilders_reproduce_every_step_bit_for_bit(built: Built) -> None:
 
 
 def test_the_gguf_files_are_the_conversion_of_the_shards(built: Built) -> None:
-    from verifier import gguf as reader
+    from verifier.diff import gguf as reader
 
     model = built.example / "build" / "model"
     shards = {}

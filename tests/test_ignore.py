@@ -13,8 +13,8 @@ from helpers import Chain, assert_error, assert_no_traceback, run, write_policy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from verifier.digest import Hasher, dir_hash
-from verifier.policy import ignore_pattern_for
+from verifier.formats.digest import Hasher, dir_hash
+from verifier.judgement.policy import ignore_pattern_for
 
 HUB_ADDS = {
     ".gitattributes": "*.bin filter=lfs diff=lfs merge=lfs -text\n",

@@ -27,11 +27,11 @@ from graphs import World, sha
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from verifier.audit import audit
-from verifier.envelope import parse_bundle
-from verifier.judgement import evaluate
-from verifier.policy import load_policy
-from verifier.trust import TrustedSigners
+from verifier.formats.envelope import parse_bundle
+from verifier.judgement.evaluation import evaluate
+from verifier.judgement.policy import load_policy
+from verifier.judgement.trust import TrustedSigners
+from verifier.reports.audit import audit
 
 STEPS = ("prepare", "train", "package")
 SIGNERS = ("builder", "auditor", "ra", "rb", "stranger")  # stranger is in no policy
@@ -179,7 +179,7 @@ EXAMPLES = settings(max_examples=40, deadline=None,
 def test_verify_and_audit_agree_and_counts_are_the_judged_ones(keys: Path,
                                                                data: st.DataObject) -> None:
     from verifier.cli import _print_report
-    from verifier.verify import verify_artifact
+    from verifier.judgement.verify import verify_artifact
 
     with tempfile.TemporaryDirectory() as directory:
         root = Path(directory)

@@ -27,10 +27,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from verifier.envelope import parse_bundle
 from verifier.errors import InputError, SignatureError
-from verifier.keyless import check_keyless, verify_keyless
-from verifier.policy import KeylessIdentity
+from verifier.formats.envelope import parse_bundle
+from verifier.formats.keyless import check_keyless, verify_keyless
+from verifier.judgement.policy import KeylessIdentity
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sigstore"
 STAGING_BUNDLE = FIXTURES / "a.dsse.staging-rekor-v2.txt.sigstore.json"
@@ -271,7 +271,7 @@ def test_unusable_inputs_exit_2(tmp_path: Path) -> None:
 
 
 def test_importing_keyless_does_not_import_sigstore() -> None:
-    probe = ("import sys, verifier.keyless, verifier.verify, verifier.cli; "
+    probe = ("import sys, verifier.formats.keyless, verifier.judgement.verify, verifier.cli; "
              "print('sigstore' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             check=True)

@@ -93,7 +93,7 @@ def test_log_entry_and_timestamp_verify_under_the_instance_root(
 
 
 def test_under_the_public_good_root_the_log_entry_fails(signed: dict[str, Any]) -> None:
-    from verifier.keyless import shipped_trusted_root
+    from verifier.formats.keyless import shipped_trusted_root
 
     result = _verify(signed, signed["bundle"], shipped_trusted_root())
     assert result.code == 1, result.output

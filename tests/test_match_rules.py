@@ -28,12 +28,12 @@ from helpers import (
 from hypothesis import given
 from hypothesis import strategies as st
 
+from verifier.diff.jsondiff import compare_json
+from verifier.diff.tensordiff import diff_files
 from verifier.errors import InputError
-from verifier.jsondiff import compare_json
-from verifier.policy import ProductRule, StepMatch, Tolerance
-from verifier.signing import KeySigner
-from verifier.statement import canonical_json
-from verifier.tensordiff import diff_files
+from verifier.formats.signing import KeySigner
+from verifier.formats.statement import canonical_json
+from verifier.judgement.policy import ProductRule, StepMatch, Tolerance
 
 TRAIN = (
     "import json, os, numpy as np; from safetensors.numpy import save_file; "

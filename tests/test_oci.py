@@ -87,7 +87,7 @@ def blobs_and_temporaries(cache: Path) -> tuple[set[str], list[Path]]:
 
 def test_references_parse_as_the_distribution_spec_says() -> None:
     from verifier.errors import InputError
-    from verifier.oci.reference import parse_reference
+    from verifier.interop.oci.reference import parse_reference
 
     digest = "sha256:" + "ab" * 32
     ref = parse_reference(f"oci://localhost:5000/acme/tiny-model:v1.2@{digest}")
@@ -118,7 +118,7 @@ component = st.from_regex(r"[a-z0-9]+(?:[._-][a-z0-9]+)?", fullmatch=True)
        digest=st.none() | st.binary(min_size=32, max_size=32))
 def test_a_reference_reads_back_as_written(host: str, path: list[str], tag: str | None,
                                            digest: bytes | None) -> None:
-    from verifier.oci.reference import parse_reference
+    from verifier.interop.oci.reference import parse_reference
 
     text = f"oci://{host}/{'/'.join(path)}" + (f":{tag}" if tag else "") + (
         f"@sha256:{digest.hex()}" if digest else "")
@@ -128,7 +128,7 @@ def test_a_reference_reads_back_as_written(host: str, path: list[str], tag: str 
 @given(st.text(max_size=60))
 def test_any_text_parses_or_is_refused_in_one_sentence(text: str) -> None:
     from verifier.errors import InputError
-    from verifier.oci.reference import parse_reference
+    from verifier.interop.oci.reference import parse_reference
 
     try:
         parse_reference("oci://" + text)
@@ -330,11 +330,11 @@ def test_a_corrupted_cache_entry_is_fetched_again(chain: Chain, registry: Runnin
 @needs_registry
 def test_a_registry_that_goes_away_mid_pull_leaves_nothing(
         registry: RunningRegistry, cache: Path, tmp_path: Path) -> None:
-    from verifier.digest import Hasher
-    from verifier.oci import store
-    from verifier.oci.cache import BlobCache
-    from verifier.oci.client import Registry, RegistryError
-    from verifier.oci.reference import parse_reference
+    from verifier.formats.digest import Hasher
+    from verifier.interop.oci import store
+    from verifier.interop.oci.cache import BlobCache
+    from verifier.interop.oci.client import Registry, RegistryError
+    from verifier.interop.oci.reference import parse_reference
 
     model = tmp_path / "big"
     model.mkdir()
@@ -463,9 +463,9 @@ def test_a_blob_cut_short_or_overlong_is_refused(cache: Path, tmp_path: Path) ->
 def test_the_referrers_api_is_used_where_the_registry_has_it(cache: Path) -> None:
     """A registry with the Referrers API answers the listing itself; a referrer whose own
     manifest names another subject is noted and ignored, whatever the listing says."""
-    from verifier.oci import media, store
-    from verifier.oci.client import Registry
-    from verifier.oci.reference import parse_reference
+    from verifier.interop.oci import media, store
+    from verifier.interop.oci.client import Registry
+    from verifier.interop.oci.reference import parse_reference
 
     subject = "sha256:" + "1" * 64
     bundle = b'{"not": "checked here"}'
@@ -503,7 +503,7 @@ def test_plain_http_is_only_for_loopback(cache: Path) -> None:
 
 def test_docker_config_credentials_and_helpers(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from verifier.oci.auth import docker_credentials
+    from verifier.interop.oci.auth import docker_credentials
 
     helper = tmp_path / "bin" / "docker-credential-testing"
     helper.parent.mkdir()
@@ -634,7 +634,7 @@ def test_no_password_on_the_command_line(cache: Path) -> None:
 
 def test_the_cache_lives_where_the_user_says(tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    from verifier.oci.cache import default_cache_dir
+    from verifier.interop.oci.cache import default_cache_dir
 
     monkeypatch.delenv("MODEL_VERIFIER_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
@@ -662,9 +662,9 @@ def test_pull_with_a_cache_flag_fills_that_cache(chain: Chain, registry: Running
 def test_attach_leaves_the_index_to_a_registry_with_the_referrers_api(cache: Path) -> None:
     """A registry that indexes a referrer itself says so (OCI-Subject); no tag-schema index is
     written there. One that does not gets the `sha256-HEX` index."""
-    from verifier.oci import media, store
-    from verifier.oci.client import Registry
-    from verifier.oci.reference import parse_reference
+    from verifier.interop.oci import media, store
+    from verifier.interop.oci.client import Registry
+    from verifier.interop.oci.reference import parse_reference
 
     subject_manifest = _manifest_with([])
     subject = media.sha256_digest(subject_manifest)

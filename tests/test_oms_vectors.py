@@ -17,9 +17,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from helpers import pae, read_json, write_policy
 
 from verifier.errors import InputError, SignatureError, VerificationFailure
-from verifier.oms import verify_directory
-from verifier.policy import load_policy
-from verifier.trust import TrustedSigners
+from verifier.interop.oms import verify_directory
+from verifier.judgement.policy import load_policy
+from verifier.judgement.trust import TrustedSigners
 
 VECTORS = Path(__file__).parent / "fixtures" / "oms-vectors"
 
@@ -136,7 +136,7 @@ def test_the_certificate_vector_does_not_verify_with_a_key_signer_of_another_key
 
 def test_our_key_hint_is_the_one_oms_defines() -> None:
     """OMS (model_signing) names a key by sha256 of its SubjectPublicKeyInfo PEM."""
-    from verifier.signing import load_public_key
+    from verifier.formats.signing import load_public_key
 
     hint = read_json(VECTORS / "spec" / "key.bundle.json")["verificationMaterial"][
         "publicKey"]["hint"]
@@ -179,7 +179,7 @@ def test_verify_bundle_with_a_key_on_the_certificate_vector_says_what_to_do(
 def test_the_sigstore_vector_verifies_keylessly_offline(tmp_path: Path) -> None:
     """Signed by a real Sigstore (public-good Rekor, IBM's OIDC issuer); the shipped trusted
     root suffices. Its files are model-transparency's v1.1.0-sigstore ones."""
-    from verifier.keyless import check_keyless
+    from verifier.formats.keyless import check_keyless
 
     model = tmp_path / "model"
     shutil.copytree(VECTORS / "model-sigstore", model)
@@ -200,7 +200,7 @@ def test_the_sigstore_vector_verifies_keylessly_offline(tmp_path: Path) -> None:
 
 
 def test_the_spec_s_wrong_predicate_vector_is_refused() -> None:
-    from verifier.oms import read_oms
+    from verifier.interop.oms import read_oms
 
     with pytest.raises(InputError, match="not an OMS signature"):
         read_oms(VECTORS / "spec" / "wrong-predicate.bundle.json")

@@ -17,8 +17,8 @@ from helpers import PREPARE, Chain, assert_error, build_chain, record_step, run,
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from verifier import spdx
 from verifier.errors import InputError
+from verifier.judgement import spdx
 
 LICENSED = ["--material-license", "raw.txt=CC-BY-4.0 OR GPL-3.0-only",
             "--material-license", "prep.py=Apache-2.0",

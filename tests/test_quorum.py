@@ -31,8 +31,8 @@ from helpers import (
     run,
 )
 
-from verifier.signing import KeySigner
-from verifier.statement import canonical_json
+from verifier.formats.signing import KeySigner
+from verifier.formats.statement import canonical_json
 
 REBUILD_TYPE = "https://model-verifier.dev/attestations/rebuild/v1"
 

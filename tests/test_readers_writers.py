@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from helpers import Chain, assert_error, read_json, run
 
-from verifier import readers
 from verifier.errors import InputError
-from verifier.evidence import load_bundles
+from verifier.formats import readers
+from verifier.formats.evidence import load_bundles
 
 
 def test_a_fifo_is_refused_at_once_without_a_writer(tmp_path: Path) -> None:

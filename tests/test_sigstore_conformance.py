@@ -90,7 +90,7 @@ def _verify_managed(bundle: Path, key: Path, root: Path | None, *extra: str) -> 
 
 
 def test_managed_key_log_entry_from_production_verifies_under_the_shipped_root() -> None:
-    from verifier.keyless import shipped_trusted_root
+    from verifier.formats.keyless import shipped_trusted_root
 
     case = CASES / "managed-key-happy-path"
     result = run(["verify-bundle", str(case / "bundle.sigstore.json"), "--artifact",
@@ -112,7 +112,7 @@ def test_without_a_trusted_root_the_log_entry_is_reported_unchecked() -> None:
 
 def test_managed_key_under_another_instance_root_fails() -> None:
     """The conformance bundle's log is a private instance: the public-good root refuses it."""
-    from verifier.keyless import shipped_trusted_root
+    from verifier.formats.keyless import shipped_trusted_root
 
     case = CASES / "managed-key-and-trusted-root"
     result = _verify_managed(case / "bundle.sigstore.json", case / "key.pub",

@@ -19,8 +19,8 @@ import pytest
 from graphs import World, sha
 from helpers import assert_no_traceback, run
 
-from verifier.audit import audit
-from verifier.policy import load_policy
+from verifier.judgement.policy import load_policy
+from verifier.reports.audit import audit
 
 RAW, DATA, WEIGHTS, LOG, MODEL = "raw rows\n", "clean rows\n", "w", "log", "the model\n"
 SIGNERS = ["builder", "ra", "rb", "auditor", "stranger"]
@@ -221,7 +221,7 @@ def directory_chain(world: World, files: dict[str, str], listed: dict[str, str] 
                     beside: dict[str, str] | None = None) -> None:
     """prepare consumes the directory `data` (dirHash of `files`), listing `listed` inside,
     and the materials `beside` it."""
-    from verifier.digest import dir_hash
+    from verifier.formats.digest import dir_hash
 
     model = world.file("dist/model.bin", MODEL)
     materials: dict[str, Any] = {"data": {"dirHash": dir_hash(files)}, **(beside or {})}
@@ -258,7 +258,7 @@ def test_a_directory_that_does_not_list_a_pinned_file_fails_naming_it(world: Wor
 
 def test_a_directory_whose_listing_does_not_add_up_to_its_dirhash_fails(world: World) -> None:
     # The listing shows the reviewed iris.csv, the dirHash covers the poisoned one.
-    from verifier.digest import dir_hash
+    from verifier.formats.digest import dir_hash
 
     model = world.file("dist/model.bin", MODEL)
     prepare = world.step("prepare", {"data": {"dirHash": dir_hash({"iris.csv": sha("poison")})},
@@ -286,7 +286,7 @@ def test_an_honest_directory_with_the_pinned_file_passes(world: World) -> None:
 
 
 def test_a_directory_pinned_by_dirhash_proves_its_files(world: World) -> None:
-    from verifier.digest import dir_hash
+    from verifier.formats.digest import dir_hash
 
     files = {"iris.csv": sha("iris")}
     directory_chain(world, files, listed=None)
@@ -383,9 +383,9 @@ def test_verify_vsa_passes_only_for_this_artifact_policy_verifier_and_age(world:
 
 
 def test_an_old_vsa_fails_max_age(world: World) -> None:
-    from verifier.signing import KeySigner
-    from verifier.verify import verify_artifact
-    from verifier.vsa import write_vsa as write
+    from verifier.formats.signing import KeySigner
+    from verifier.judgement.verify import verify_artifact
+    from verifier.judgement.vsa import write_vsa as write
 
     chain(world)
     policy(world)

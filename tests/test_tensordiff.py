@@ -1,4 +1,4 @@
-"""Tests for verifier.tensordiff: verdicts, per-tensor metrics, errors and rendering."""
+"""Tests for verifier.diff.tensordiff: verdicts, per-tensor metrics, errors and rendering."""
 
 from __future__ import annotations
 
@@ -15,9 +15,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from verifier import tensordiff, ulp_median
-from verifier.errors import InputError
-from verifier.tensordiff import (
+from verifier.diff import tensordiff, ulp_median
+from verifier.diff.tensordiff import (
     DirDiff,
     FileDiff,
     Verdict,
@@ -27,6 +26,7 @@ from verifier.tensordiff import (
     render_text,
     within_tolerance,
 )
+from verifier.errors import InputError
 
 
 def save(
@@ -410,7 +410,7 @@ def test_large_files_are_compared_in_bounded_memory(tmp_path: Path) -> None:
         f.write(np.float32(1.5).tobytes())
     script = (
         "import json, sys\n"
-        "from verifier.tensordiff import diff_files\n"
+        "from verifier.diff.tensordiff import diff_files\n"
         "d = diff_files(sys.argv[1], sys.argv[2])\n"
         "peak = [line for line in open('/proc/self/status') if line.startswith('VmHWM')]\n"
         "t = d.tensors[0]\n"

@@ -56,15 +56,15 @@ def _emit_json(value: Any) -> None:
 
 def _say(line: str) -> None:
     """Print one line of output. File names, step names and every other string an input put
-    in it are escaped (verifier.terminal), so no input can move the cursor, forge a line or
+    in it are escaped (verifier.formats.terminal), so no input can move the cursor, forge a line or
     fail to encode on a strict UTF-8 stream; --json output is escaped by the JSON encoder."""
-    from verifier.terminal import clean
+    from verifier.formats.terminal import clean
 
     print(clean(line))
 
 
 def _fail(error: VerifierError, as_json: bool) -> NoReturn:
-    from verifier.terminal import clean
+    from verifier.formats.terminal import clean
 
     if as_json:
         _emit_json({"error": str(error), "exit_code": error.exit_code})
@@ -158,7 +158,7 @@ class _Progress:
 def _hasher_with_progress(quiet: bool, label: str, algorithms: tuple[str, ...] = ("sha256",)
                           ) -> tuple[Any, _Progress]:
     """A hasher whose batches draw a progress bar (unless --quiet or not on a terminal)."""
-    from verifier.digest import Hasher
+    from verifier.formats.digest import Hasher
 
     progress = _Progress(label, not quiet)
     if not progress.enabled:
@@ -191,7 +191,11 @@ def keygen(
     Example: model-verifier keygen keys/builder --algorithm ed25519
     """
     def action() -> None:
-        from verifier.signing import PASSWORD_VARIABLE, canonical_algorithm, generate_keypair
+        from verifier.formats.signing import (
+            PASSWORD_VARIABLE,
+            canonical_algorithm,
+            generate_keypair,
+        )
 
         secret = password if password is not None else os.environ.get(PASSWORD_VARIABLE)
         private, public = generate_keypair(prefix, algorithm, secret, overwrite=force)
@@ -260,7 +264,7 @@ DeviceOpt = Annotated[list[str] | None, typer.Option(
 
 
 def _sandbox(choice: str, network: bool, devices: list[str] | None) -> Any:
-    from verifier.sandbox import resolve
+    from verifier.steps.sandbox import resolve
 
     sandbox = resolve(choice, network=network, devices=devices or [])
     if sandbox.warning:
@@ -352,9 +356,9 @@ def record(
     existed before the command and that it did not write is refused. See docs/rebuild.md.
     """
     def action() -> int:
-        from verifier import trace as tracing
         from verifier.errors import InputError
-        from verifier.record import record_step, termination_as_interrupt
+        from verifier.steps import trace as tracing
+        from verifier.steps.record import record_step, termination_as_interrupt
 
         signer = _signer(key, password, sigstore, identity_token, trust_config)
         tracer, why_not = tracing.usable() if trace is not False else (None, None)
@@ -364,7 +368,7 @@ def record(
             sys.stderr.write(f"warning: {why_not}; the step is recorded untraced.\n")
         chosen = _sandbox(sandbox, network, device)
         if oms:
-            from verifier.oms import refuse_stale_signatures
+            from verifier.interop.oms import refuse_stale_signatures
 
             refuse_stale_signatures(product or [])
         hasher, progress = _hasher_with_progress(quiet, "hashing", _algorithms(digest_algorithm))
@@ -384,7 +388,7 @@ def record(
                     hidden=[key] if key is not None else [], python=python,
                 )
         except StepFailed as failure:
-            from verifier.terminal import clean
+            from verifier.formats.terminal import clean
 
             sys.stderr.write(f"error: {clean(str(failure))}\n")
             return failure.exit_code
@@ -392,7 +396,7 @@ def record(
             progress.close()
         signatures = []
         if oms:
-            from verifier.oms import sign_directory
+            from verifier.interop.oms import sign_directory
 
             signatures = [
                 sign_directory(path, key=key, signer=signer if sigstore else None,
@@ -427,12 +431,12 @@ def _signer(key: Path | None, password: str | None, sigstore: bool = False,
     if sigstore:
         if key is not None:
             raise InputError("--key and --sigstore exclude each other; choose one way to sign.")
-        from verifier.keyless import SigstoreSigner
+        from verifier.formats.keyless import SigstoreSigner
 
         return SigstoreSigner(identity_token, trust_config)
     if identity_token is not None or trust_config is not None:
         raise InputError("--identity-token and --trust-config need --sigstore.")
-    from verifier.signing import open_signer
+    from verifier.formats.signing import open_signer
 
     if key is None:
         raise InputError("no signing key given; pass --key FILE (see `model-verifier keygen`) "
@@ -537,8 +541,8 @@ def _verify(artifact: Path, attestations: list[Path] | None, policy: Path | None
         import dataclasses
 
         from verifier.errors import InputError
-        from verifier.policy import DEFAULT_POLICY, load_policy
-        from verifier.verify import artifact_algorithms, verify_artifact
+        from verifier.judgement.policy import DEFAULT_POLICY, load_policy
+        from verifier.judgement.verify import artifact_algorithms, verify_artifact
 
         vsa_signer = None
         if vsa is not None:
@@ -557,7 +561,7 @@ def _verify(artifact: Path, attestations: list[Path] | None, policy: Path | None
             if layout is None or policy is not None:
                 raise InputError("--layout-key needs --layout, and --layout replaces --policy; "
                                  "give --layout FILE --layout-key PUB without --policy.")
-            from verifier.intoto_links import verify_with_layout
+            from verifier.interop.intoto_links import verify_with_layout
 
             report = verify_with_layout(artifact, layout, layout_keys or [],
                                         attestations or [Path("attestations")], hasher=hasher)
@@ -570,7 +574,7 @@ def _verify(artifact: Path, attestations: list[Path] | None, policy: Path | None
         report = verify_artifact(artifact, loaded, attestations or [Path("attestations")],
                                  hasher=hasher, ignore=ignore or ())
         if vsa is not None:
-            from verifier.vsa import write_vsa
+            from verifier.judgement.vsa import write_vsa
 
             write_vsa(vsa, report, loaded, vsa_signer, overwrite=force)
         return _show_report(report, as_json, vsa)
@@ -655,10 +659,10 @@ def rebuild_command(
     """
     def action() -> int:
         from verifier.errors import InputError
-        from verifier.policy import KeylessIdentity, load_policy
-        from verifier.rebuild import RebuildOptions, Trust, load_steps, rebuild
-        from verifier.record import termination_as_interrupt
-        from verifier.signing import load_public_key
+        from verifier.formats.signing import load_public_key
+        from verifier.judgement.policy import KeylessIdentity, load_policy
+        from verifier.steps.rebuild import RebuildOptions, Trust, load_steps, rebuild
+        from verifier.steps.record import termination_as_interrupt
 
         overrides = {}
         for item in env or []:
@@ -734,7 +738,7 @@ def _print_outcome(outcome: Any) -> None:
             detail = (f"; {len(tensors)} tensor(s) differ, worst {tensors[0]['name']} "
                       f"(max abs diff {tensors[0].get('max_abs_diff')})" if tensors else "")
             _say(f"  {result['name']}: {result['verdict']}{detail}")
-    from verifier.drift import order_drift
+    from verifier.steps.drift import order_drift
 
     for change in order_drift(outcome.drift)[:10]:
         _say(f"  environment drift: {change['field']}: recorded {change['recorded']!r}, "
@@ -817,8 +821,8 @@ def verify_bundle(
     --identity https://github.com/OWNER/REPO/.github/workflows/train.yml@refs/heads/main
     """
     def action() -> int:
-        from verifier.bundlecheck import ArtifactRef, check_bundle
         from verifier.errors import InputError
+        from verifier.formats.bundlecheck import ArtifactRef, check_bundle
 
         target = ArtifactRef.parse(artifact)
         if key is not None:
@@ -828,8 +832,8 @@ def verify_bundle(
             result = check_bundle(bundle, target, key, trusted_root)
             signer = str(key)
         elif identity and issuer:
-            from verifier.keyless import check_keyless_bundle, shipped_trusted_root
-            from verifier.policy import KeylessIdentity
+            from verifier.formats.keyless import check_keyless_bundle, shipped_trusted_root
+            from verifier.judgement.policy import KeylessIdentity
 
             if staging and trusted_root is not None:
                 raise InputError("--staging and --trusted-root exclude each other.")
@@ -889,10 +893,10 @@ def verify_vsa(
     --policy model-policy.yaml --max-age 7d
     """
     def action() -> int:
-        from verifier.digest import Hasher
-        from verifier.envelope import read_bundle
         from verifier.errors import InputError
-        from verifier.vsa_check import check_vsa, parse_duration
+        from verifier.formats.digest import Hasher
+        from verifier.formats.envelope import read_bundle
+        from verifier.judgement.vsa_check import check_vsa, parse_duration
 
         age = parse_duration(max_age) if max_age is not None else None
         if not artifact.exists():
@@ -902,13 +906,13 @@ def verify_vsa(
         if key is not None:
             if identity or issuer:
                 raise InputError("--key excludes --identity and --issuer.")
-            from verifier.signing import bundle_signed_by, load_public_key
+            from verifier.formats.signing import bundle_signed_by, load_public_key
 
             verified = not bundle.is_keyless and bundle_signed_by(bundle, load_public_key(key))
             signer = f"the key {key}"
         elif identity and issuer:
-            from verifier.keyless import check_keyless
-            from verifier.policy import KeylessIdentity
+            from verifier.formats.keyless import check_keyless
+            from verifier.judgement.policy import KeylessIdentity
 
             spec = KeylessIdentity(issuer=issuer, identity=identity)
             verified = bundle.is_keyless and check_keyless(bundle, spec, trusted_root) is not None
@@ -958,7 +962,7 @@ def export_command(
     """
     def action() -> None:
         from verifier.errors import InputError
-        from verifier.intoto_links import LINK_FORMAT, export_links
+        from verifier.interop.intoto_links import LINK_FORMAT, export_links
 
         if export_format != LINK_FORMAT:
             raise InputError(f"--format {export_format!r}: the one export format is "
@@ -1000,7 +1004,7 @@ def sign_model(
     Example: model-verifier sign-model build/model --key keys/builder.key
     """
     def action() -> None:
-        from verifier.oms import sign_directory
+        from verifier.interop.oms import sign_directory
 
         if sigstore and key is not None:
             from verifier.errors import InputError
@@ -1044,7 +1048,7 @@ def diff_command(
     Example: model-verifier diff model-q8_0.gguf rebuilt/model-q8_0.gguf
     """
     def action() -> int:
-        from verifier.tensordiff import Verdict, diff_paths, render_text
+        from verifier.diff.tensordiff import Verdict, diff_paths, render_text
 
         tolerant = rtol is not None or atol is not None
         result = diff_paths(a, b, rtol=(rtol or 0.0) if tolerant else None,
@@ -1084,11 +1088,11 @@ def audit_command(
     --format html --output audit.html
     """
     def action() -> int:
-        from verifier.audit import audit
-        from verifier.audit_render import FORMATS, render, summary_line
-        from verifier.envelope import write_atomic
         from verifier.errors import InputError
-        from verifier.policy import load_policy
+        from verifier.formats.envelope import write_atomic
+        from verifier.judgement.policy import load_policy
+        from verifier.reports.audit import audit
+        from verifier.reports.audit_render import FORMATS, render, summary_line
 
         if output_format not in FORMATS:
             raise InputError(f"--format {output_format!r}: expected one of {', '.join(FORMATS)}.")
@@ -1118,8 +1122,8 @@ def audit_command(
 
 def _evaluated(artifact: Path, policy: Path | None, attestations: list[Path] | None) -> Any:
     """verify-model's report for the artifact, which carries the evaluation's verdict."""
-    from verifier.policy import DEFAULT_POLICY, load_policy
-    from verifier.verify import verify_artifact
+    from verifier.judgement.policy import DEFAULT_POLICY, load_policy
+    from verifier.judgement.verify import verify_artifact
 
     loaded = load_policy(policy or DEFAULT_POLICY)
     return loaded, verify_artifact(artifact, loaded, attestations or [Path("attestations")])
@@ -1145,7 +1149,7 @@ def openness_command(
     --attestations rebuilds
     """
     def action() -> int:
-        from verifier import openness
+        from verifier.reports import openness
 
         _, verified = _evaluated(artifact, policy, attestations)
         assert verified.verdict is not None
@@ -1189,7 +1193,7 @@ def contamination_command(
     --benchmark eval/test.jsonl --digests-from attestations --policy model-policy.yaml
     """
     def action() -> int:
-        from verifier import contamination
+        from verifier.reports import contamination
 
         loaded, verified = _evaluated(artifact, policy, attestations)
         if not verified.passed or verified.verdict is None:
@@ -1248,9 +1252,9 @@ def _input_error(message: str) -> Any:
 def _open_registry(text: str, plain_http: bool, username: str | None, password_stdin: bool
                    ) -> tuple[Any, Any]:
     """(Reference, Registry) for an oci:// argument, with its credentials."""
-    from verifier.oci.auth import Credentials, docker_credentials
-    from verifier.oci.client import Registry
-    from verifier.oci.reference import parse_reference
+    from verifier.interop.oci.auth import Credentials, docker_credentials
+    from verifier.interop.oci.client import Registry
+    from verifier.interop.oci.reference import parse_reference
 
     reference = parse_reference(text)
     if password_stdin and username is None:
@@ -1267,7 +1271,7 @@ def _open_registry(text: str, plain_http: bool, username: str | None, password_s
 
 
 def _blob_cache(directory: Path | None) -> Any:
-    from verifier.oci.cache import BlobCache, default_cache_dir
+    from verifier.interop.oci.cache import BlobCache, default_cache_dir
 
     return BlobCache(directory or default_cache_dir())
 
@@ -1308,7 +1312,7 @@ def push_command(
     --attestations attestations
     """
     def action() -> None:
-        from verifier.oci import store
+        from verifier.interop.oci import store
 
         bundles = store.bundle_files(attestations or [])
         reference, registry = _open_registry(target, plain_http, username, password_stdin)
@@ -1355,7 +1359,7 @@ def attach_command(
     rebuilds/rebuilder-a
     """
     def action() -> None:
-        from verifier.oci import store
+        from verifier.interop.oci import store
 
         found = store.bundle_files(bundles)
         if not found:
@@ -1398,7 +1402,7 @@ def pull_command(
     tiny/model --attestations tiny/attestations --policy model-policy.yaml
     """
     def action() -> None:
-        from verifier.oci import store
+        from verifier.interop.oci import store
 
         reference, registry = _open_registry(source, plain_http, username, password_stdin)
         progress = _Progress("fetching", not quiet)
@@ -1441,9 +1445,9 @@ def _verify_oci(artifact: str, attestations: list[Path] | None, policy: Path | N
     def action() -> int:
         import dataclasses
 
-        from verifier.oci import store
-        from verifier.policy import DEFAULT_POLICY, load_policy
-        from verifier.verify import verify_artifact
+        from verifier.interop.oci import store
+        from verifier.judgement.policy import DEFAULT_POLICY, load_policy
+        from verifier.judgement.verify import verify_artifact
 
         if layout is not None:
             raise _input_error("--layout verifies local files; pull the model first "
@@ -1530,7 +1534,7 @@ def policy_init(
     rebuilder-b=keys/rebuilder-b.pub --out model-policy.yaml
     """
     def action() -> int:
-        from verifier.policy_init import init_policy, parse_named_keys
+        from verifier.judgement.policy_init import init_policy, parse_named_keys
 
         result = init_policy(
             attestations, parse_named_keys(signer, "--signer"),
@@ -1564,7 +1568,7 @@ def policy_check(
     Example: model-verifier policy check model-policy.yaml
     """
     def action() -> int:
-        from verifier.policy_check import check_policy
+        from verifier.judgement.policy_check import check_policy
 
         errors = check_policy(policy)
         if as_json:
@@ -1636,7 +1640,7 @@ def verify_model(
     oci://ghcr.io/acme/tiny-model@sha256:4f1c… --policy model-policy.yaml
     """
     signing = (key, password, sigstore, identity_token, trust_config)
-    from verifier.oci.reference import is_oci
+    from verifier.interop.oci.reference import is_oci
 
     if is_oci(artifact):
         if vsa is not None and os.path.lexists(vsa) and not force:
@@ -1661,7 +1665,7 @@ def _entry(application: typer.Typer) -> None:
     except SystemExit:
         raise
     except Exception as error:  # a bug: still one sentence, never a traceback
-        from verifier.terminal import clean
+        from verifier.formats.terminal import clean
 
         sys.stderr.write(f"error: internal error ({type(error).__name__}: "
                          f"{clean(str(error))[:300]}); please report it.\n")

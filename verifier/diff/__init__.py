@@ -1,0 +1,2 @@
+"""Comparing what two builds produced: safetensors, GGUF and JSON, tensor by tensor.
+"""

@@ -1,0 +1,1095 @@
+"""Compare two files or two directory trees and explain how they differ.
+
+Safetensors and GGUF files (recognised by their header, not their name) are compared tensor by
+tensor; two JSON objects or arrays structurally, numbers by value (``verifier.diff.jsondiff``); any
+other file byte by byte. GGUF float and integer tensors (F32, F16, BF16, F64, I8-I64) get the same
+metrics as safetensors; quantized ones (Q8_0, Q4_K, ...) are compared byte by byte per tensor
+(``bit_equal_fraction`` is then the share of equal bytes, and no numeric metric is given). GGUF
+metadata is compared key by key, by the exact bytes of each value: unlike safetensors'
+``__metadata__`` it carries the model's hyperparameters and tokenizer, so a GGUF pair whose
+tensors are equal but whose metadata differs is DIVERGED, not CANONICALLY-IDENTICAL.
+
+Tensor data is read with positional reads into reused buffers, ``_READ_CHUNKS`` chunks of
+``_CHUNK_ELEMENTS`` elements at a time, on up to ``_WORKERS`` threads, so memory stays bounded
+(a few MB per thread) whatever the file size, and files larger than RAM can be compared.  Each
+chunk is first compared as integers; where few pairs differ only those are worked on in float64
+(the bit-equal rest adds only ``b*b`` to the norms).  Chunks are merged in file order, so sums
+(float64) do not depend on the thread count.  Two files with the same header bytes are read
+once: the first differing byte is found during the tensor pass (and in any padding outside the
+tensors); otherwise the byte scan stops at the first difference, inside the headers.
+
+Metric semantics (``b`` is the second, reference argument):
+
+* An element pair is *bit-equal* when its raw bits are identical (two NaNs with the same bits
+  are bit-equal; ``0.0`` and ``-0.0`` are not).
+* The per-element difference is 0 when ``a == b`` or both are NaN, and ``|a - b|`` otherwise;
+  a NaN against a non-NaN, or an infinity against any other value, is an infinite difference.
+  ``max_abs_diff``, ``mean_abs_diff``, ``rel_l2`` and ``max_rel_diff`` use this difference, so
+  they become ``math.inf`` (serialised as ``None`` and listed under ``"infinite"``).
+* ``||b||2`` and ``cosine`` are taken over the elements where both sides are finite.
+* ``max_rel_diff`` is ``max |a-b|/|b|``; a difference against ``b == 0`` makes it infinite.
+* ``median_ulp`` is the median of ``|ia - ib|`` where ``ia``/``ib`` are the bit patterns read as
+  signed integers of the dtype's width (16 bits for BF16), over elements whose sign bits agree;
+  NaN and infinity patterns take part as plain bit patterns.  It is exact for every tensor
+  size, in bounded memory: distances are counted (``verifier.diff.ulp_median``), and a tensor whose
+  median is 65536 ULPs or more is read again to narrow it down (at most twice for float32).
+* Integer and BOOL tensors are compared exactly; their metrics are computed in float64, with
+  any differing pair counted as a difference of at least 1 (I64/U64 magnitudes above 2**53 are
+  approximate).  F8 tensors are compared by bits only.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import json
+import math
+import os
+import stat
+import struct
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from verifier.diff import gguf, ulp_median
+from verifier.diff.jsondiff import MAX_BYTES as _MAX_JSON_BYTES
+from verifier.diff.jsondiff import JsonDiff, compare_json, parse_container
+from verifier.errors import InputError
+from verifier.formats.readers import MAX_SAFETENSORS_HEADER_BYTES, brief
+from verifier.formats.terminal import clean
+
+_CHUNK_ELEMENTS = 1 << 16  # elements of one tensor compared at a time
+_READ_CHUNKS = 8  # chunks read at a time
+_DENSE_SHARE = 4  # a chunk is worked on whole when more than 1/4 of its pairs differ
+_KEPT_ULPS_PER_CHUNK = 4096  # more ULP distances than this are counted by the worker
+# Threads for the tensor pass. The work streams through memory: on a two-vCPU machine a second
+# thread (or process) added no throughput and 30-60% more CPU time, so half the CPUs, up to 4.
+_WORKERS = max(1, min(4, (os.cpu_count() or 1) // 2))
+_BLOCK_BYTES = 1 << 20  # block size of the streaming byte comparison
+_MAX_HEADER_BYTES = MAX_SAFETENSORS_HEADER_BYTES  # the safetensors library's own limit
+
+# safetensors dtype -> (little-endian dtype of the raw bits, kind)
+_DTYPES: dict[str, tuple[str, str]] = {
+    "F64": ("<i8", "float"), "F32": ("<i4", "float"), "F16": ("<i2", "float"),
+    "BF16": ("<i2", "float"), "I8": ("i1", "int"), "U8": ("u1", "int"), "I16": ("<i2", "int"),
+    "U16": ("<u2", "int"), "I32": ("<i4", "int"), "U32": ("<u4", "int"), "I64": ("<i8", "int"),
+    "U64": ("<u8", "int"), "BOOL": ("u1", "int"), "F8_E4M3": ("u1", "raw"),
+    "F8_E5M2": ("u1", "raw"),
+}  # fmt: skip
+_FLOAT_VIEW = {"F64": "<f8", "F32": "<f4", "F16": "<f2"}
+
+
+class Verdict(enum.StrEnum):
+    IDENTICAL = "IDENTICAL"  # bytes equal
+    CANONICALLY_IDENTICAL = "CANONICALLY-IDENTICAL"  # same tensors; header/metadata/padding differ
+    WITHIN_TOLERANCE = "WITHIN-TOLERANCE"  # every tensor passes |a-b| <= atol + rtol*|b|
+    DIVERGED = "DIVERGED"
+    MISSING = "MISSING"  # present on one side only (directory diffs)
+
+
+_SEVERITY = {
+    Verdict.IDENTICAL: 0, Verdict.CANONICALLY_IDENTICAL: 1, Verdict.WITHIN_TOLERANCE: 2,
+    Verdict.DIVERGED: 3, Verdict.MISSING: 3,
+}  # fmt: skip
+
+
+def _json_float(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+@dataclass(frozen=True)
+class TensorDiff:
+    """One tensor.  ``status`` is "equal" (bit-equal), "changed", "only-in-a", "only-in-b",
+    "dtype-differs" or "shape-differs"; ``elements`` counts a's elements (b's if only in b).
+    ``passes_tolerance`` is None unless rtol/atol were given."""
+
+    name: str
+    status: str
+    dtype_a: str | None
+    dtype_b: str | None
+    shape_a: list[int] | None
+    shape_b: list[int] | None
+    elements: int
+    bit_equal_fraction: float | None
+    max_abs_diff: float | None
+    mean_abs_diff: float | None
+    rel_l2: float | None
+    cosine: float | None
+    median_ulp: float | None
+    max_rel_diff: float | None
+    passes_tolerance: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: infinite metrics become None and their names are listed in "infinite"."""
+        raw = asdict(self)
+        out = {k: _json_float(v) if isinstance(v, float) else v for k, v in raw.items()}
+        out["infinite"] = [k for k, v in raw.items() if isinstance(v, float) and math.isinf(v)]
+        return out
+
+
+@dataclass(frozen=True)
+class FileDiff:
+    path_a: str
+    path_b: str
+    kind: str  # "safetensors" | "gguf" | "json" | "bytes"
+    verdict: Verdict
+    size_a: int
+    size_b: int
+    first_difference_offset: int | None
+    tensors: list[TensorDiff]  # worst first
+    metadata_a: dict[str, str] | None
+    metadata_b: dict[str, str] | None
+    # GGUF only: the keys whose values (type and bytes) differ or are on one side only
+    metadata_changed: list[str] | None = None
+    json: JsonDiff | None = None  # kind "json": the structural comparison
+
+    def changed_tensors(self) -> list[TensorDiff]:
+        return [t for t in self.tensors if t.status != "equal"]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items()
+               if k not in ("tensors", "json") and not (k == "metadata_changed" and v is None)}
+        out["verdict"] = self.verdict.value
+        out["tensors"] = [t.to_dict() for t in self.tensors]
+        if self.json is not None:
+            out["json"] = self.json.to_dict()
+        return out
+
+
+@dataclass(frozen=True)
+class DirDiff:
+    path_a: str
+    path_b: str
+    verdict: Verdict
+    # A is the side being checked (the rebuilt or new one), B the reference:
+    added: list[str]  # only in a: extra, the reference has no such file
+    removed: list[str]  # only in b: missing from a
+    changed: list[FileDiff]  # common files that are not byte-identical
+    unchanged: int
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "changed"}
+        out["verdict"] = self.verdict.value
+        out["changed"] = [d.to_dict() for d in self.changed]
+        return out
+
+
+def within_tolerance(
+    max_abs_diff: float | None, max_rel_diff: float | None, rtol: float, atol: float
+) -> bool:
+    """Decide tolerance from recorded metrics alone; conservative (sound, not complete).
+
+    True when ``max_abs_diff <= atol`` or ``max_rel_diff <= rtol``: either implies
+    ``|a-b| <= atol + rtol*|b|`` for every element.  It may return False for tensors that pass
+    the elementwise check (one element needs atol, another rtol); a missing (None) metric never
+    counts as satisfied.
+    """
+    return (max_abs_diff is not None and max_abs_diff <= atol) or (
+        max_rel_diff is not None and max_rel_diff <= rtol
+    )
+
+
+# ---------------------------------------------------------------- safetensors header parsing
+
+
+class _NotSafetensors(InputError):
+    """The file is not framed as a safetensors file at all (length + JSON object of tensors)."""
+
+
+@dataclass(frozen=True)
+class _Entry:
+    dtype: str
+    shape: list[int]
+    begin: int  # absolute file offsets
+    end: int
+
+
+@dataclass(frozen=True)
+class _Header:
+    tensors: dict[str, _Entry]
+    metadata: dict[str, str] | None
+    prefix: bytes  # the file's first bytes: header length and header
+
+
+def _unreadable(path: Path, err: OSError) -> InputError:
+    return InputError(f"{err.filename or path} could not be read: {err.strerror or err}.")
+
+
+def _file_size(path: Path) -> int:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise InputError(f"{path} does not exist.") from None
+    except OSError as err:
+        raise _unreadable(path, err) from err
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"{path} is a directory, but a file was expected.")
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"{path} is not a regular file.")
+    return st.st_size
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _read_header(path: Path) -> _Header:
+    size = _file_size(path)
+    try:
+        with path.open("rb") as f:
+            head = f.read(9)
+            if len(head) < 9 or head[8:9] != b"{":
+                raise _NotSafetensors(f"{path} does not start with a safetensors header.")
+            (length,) = struct.unpack("<Q", head[:8])
+            if length > size - 8 or length > _MAX_HEADER_BYTES:
+                raise _NotSafetensors(
+                    f"{path} declares a safetensors header of {length} bytes, but only "
+                    f"{size - 8} bytes follow (and the limit is {_MAX_HEADER_BYTES})."
+                )
+            f.seek(8)
+            raw = f.read(length)
+    except OSError as err:
+        raise _unreadable(path, err) from err
+
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        if len({k for k, _ in pairs}) != len(pairs):
+            raise InputError(f"{path} has a safetensors header with duplicate keys.")
+        return dict(pairs)
+
+    try:
+        obj = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicates)
+    except (UnicodeDecodeError, ValueError) as err:
+        raise _NotSafetensors(f"{path} has a safetensors header that is not valid JSON.") from err
+    except RecursionError:
+        raise _NotSafetensors(f"{path} has a safetensors header nested too deeply to be one.")\
+            from None
+    keys = {"dtype", "shape", "data_offsets"}
+    if not isinstance(obj, dict) or not all(
+        k == "__metadata__" or (isinstance(v, dict) and keys <= v.keys()) for k, v in obj.items()
+    ):
+        raise _NotSafetensors(f"{path} has a JSON header that does not describe tensors.")
+    meta = obj.pop("__metadata__", None)
+    if meta is not None and not (
+        isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())
+    ):
+        raise InputError(f"{path} has a __metadata__ entry that is not a map of strings.")
+    start, data_len = 8 + length, size - 8 - length
+    entries = {n: _entry(path, n, s, start, data_len) for n, s in obj.items()}
+    return _Header(entries, meta, head[:8] + raw)
+
+
+def _entry(path: Path, name: str, spec: dict[str, Any], start: int, data_len: int) -> _Entry:
+    dtype, shape, offsets = spec["dtype"], spec["shape"], spec["data_offsets"]
+    shown = brief(name)
+    if not isinstance(dtype, str) or dtype not in _DTYPES:
+        raise InputError(f"Tensor {shown} in {path} has unsupported dtype {brief(dtype)}.")
+    if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+        raise InputError(f"Tensor {shown} in {path} has an invalid shape {brief(shape)}.")
+    if not (
+        isinstance(offsets, list) and len(offsets) == 2
+        and all(_is_count(o) for o in offsets) and offsets[0] <= offsets[1]
+    ):  # fmt: skip
+        raise InputError(f"Tensor {shown} in {path} has invalid data_offsets {brief(offsets)}.")
+    begin, end = offsets
+    if end > data_len:
+        raise InputError(
+            f"{path} is truncated: tensor {shown} ends at byte {end} of the data section, "
+            f"which holds only {data_len} bytes."
+        )
+    need = _bytes_needed(shape, np.dtype(_DTYPES[dtype][0]).itemsize, end - begin)
+    if end - begin != need:
+        needs = f"needs {need}" if need <= data_len else "needs more than the data section holds"
+        dims = shape if len(shape) <= 8 else f"of {len(shape)} dimensions"
+        raise InputError(
+            f"Tensor {shown} in {path} has {end - begin} data bytes, but {dtype} {dims} {needs}."
+        )
+    return _Entry(dtype, shape, start + begin, start + end)
+
+
+def _bytes_needed(shape: list[int], itemsize: int, available: int) -> int:
+    """Bytes a tensor of this shape takes, computed only as far as it can still fit in
+    `available` bytes: a hostile shape of a million large dimensions costs linear time, not
+    the multiplication of a million-digit number."""
+    if 0 in shape:
+        return 0
+    need = itemsize
+    for dim in shape:
+        need *= dim
+        if need > available:
+            return need
+    return need
+
+
+def _header_or_none(path: Path) -> _Header | None:
+    """The parsed header; None for a file that is not framed as safetensors (unless its name
+    says it is one); InputError for a safetensors file whose header or data is defective."""
+    try:
+        return _read_header(path)
+    except _NotSafetensors:
+        if path.suffix.lower() == ".safetensors":
+            raise
+        return None
+
+
+def is_safetensors(path: Path) -> bool:
+    """True when the file parses as a valid safetensors file (header and offsets checked)."""
+    try:
+        _read_header(Path(path))
+    except InputError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------- comparison
+
+
+def _first_difference(a: Path, b: Path) -> int | None:
+    """Offset of the first differing byte (the shorter length for a prefix); None if equal."""
+    offset = 0
+    try:
+        with a.open("rb") as fa, b.open("rb") as fb:
+            while True:
+                ba, bb = fa.read(_BLOCK_BYTES), fb.read(_BLOCK_BYTES)
+                if ba != bb:
+                    n = min(len(ba), len(bb))
+                    neq = np.frombuffer(ba, np.uint8, n) != np.frombuffer(bb, np.uint8, n)
+                    return offset + (int(neq.argmax()) if neq.any() else n)
+                if not ba:
+                    return None
+                offset += len(ba)
+    except OSError as err:
+        raise _unreadable(a, err) from err
+
+
+def _tolerance(rtol: float | None, atol: float | None) -> tuple[float, float] | None:
+    if rtol is None and atol is None:
+        return None
+    pair = (0.0 if rtol is None else float(rtol), 0.0 if atol is None else float(atol))
+    if not all(math.isfinite(v) and v >= 0 for v in pair):
+        raise InputError(
+            f"Tolerances must be finite and non-negative, got rtol={rtol}, atol={atol}."
+        )
+    return pair
+
+
+def _as_float64(
+    bits: np.ndarray, dtype: str, out: np.ndarray | None = None, wide: np.ndarray | None = None
+) -> np.ndarray:
+    """The values that raw bits encode, exactly, as float64 (into ``out`` when given; BF16
+    also needs ``wide``, a uint32 buffer of the same length)."""
+    out = np.empty(bits.shape, np.float64) if out is None else out
+    if dtype == "BF16":  # bfloat16 is the upper half of a float32
+        wide = np.empty(bits.shape, np.uint32) if wide is None else wide
+        np.left_shift(bits.view(np.uint16), 16, out=wide, dtype=np.uint32)
+        np.copyto(out, wide.view(np.float32))
+    else:
+        np.copyto(out, bits.view(_FLOAT_VIEW.get(dtype, bits.dtype)), casting="unsafe")
+    return out
+
+
+def _ratio(num: float, den: float) -> float | None:
+    if den == 0:
+        return 0.0 if num == 0 else None
+    return num / den if math.isfinite(den) else None
+
+
+def _cosine(aa: float, bb: float, ab: float) -> float | None:
+    if aa == 0 or bb == 0 or not all(math.isfinite(v) for v in (aa, bb, ab)):
+        return None
+    return max(-1.0, min(1.0, ab / (math.sqrt(aa) * math.sqrt(bb))))
+
+
+class _Files:
+    """Both files opened for positional reads, which the worker threads share (a positional
+    read moves no shared file offset), and each thread's reusable buffers."""
+
+    def __init__(self, a: Path, b: Path) -> None:
+        self.paths = (a, b)
+        self._fds: list[int] = []
+        self._buffers: dict[int, dict[str, np.ndarray]] = {}
+        for path in self.paths:
+            try:
+                self._fds.append(os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0)))
+            except OSError as err:
+                self.close()
+                raise _unreadable(path, err) from err
+
+    def close(self) -> None:
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []
+
+    def buffer(self, name: str, count: int, dtype: Any) -> np.ndarray:
+        """``count`` items of this thread's buffer ``name`` (contents undefined)."""
+        mine = self._buffers.setdefault(threading.get_ident(), {})
+        nbytes = count * np.dtype(dtype).itemsize
+        buf = mine.get(name)
+        if buf is None or buf.size < nbytes:
+            buf = mine[name] = np.empty(nbytes, np.uint8)
+        return buf[:nbytes].view(dtype)
+
+    def read(self, side: int, offset: int, nbytes: int, name: str) -> np.ndarray:
+        """``nbytes`` bytes at ``offset`` of file ``side`` (0: a, 1: b), in buffer ``name``."""
+        out = self.buffer(name, nbytes, np.uint8)
+        view, done = memoryview(out), 0
+        try:
+            while done < nbytes:
+                got = _pread_into(self._fds[side], view[done:], offset + done)
+                if got == 0:
+                    raise InputError(f"{self.paths[side]} became shorter while it was compared.")
+                done += got
+        except OSError as err:
+            raise _unreadable(self.paths[side], err) from err
+        return out
+
+
+def _pread_into(fd: int, view: memoryview, offset: int) -> int:
+    if hasattr(os, "preadv"):
+        return os.preadv(fd, [view], offset)
+    data = os.pread(fd, len(view), offset)  # platforms without preadv: one copy more
+    view[: len(data)] = data
+    return len(data)
+
+
+def _layout(dtype: str) -> tuple[str, str]:
+    """(raw bits, kind) of a dtype; GGUF's quantized blocks are compared as bytes."""
+    return _DTYPES.get(dtype, ("u1", "raw"))
+
+
+@dataclass(frozen=True)
+class _Job:
+    """A tensor present in both files with the same dtype and shape."""
+
+    name: str
+    a: _Entry
+    b: _Entry
+    files: _Files
+    tol: tuple[float, float] | None
+
+    @property
+    def bits(self) -> np.dtype:
+        return np.dtype(_layout(self.a.dtype)[0])
+
+    @property
+    def kind(self) -> str:
+        return _layout(self.a.dtype)[1]
+
+    def spans(self) -> list[tuple[int, int]]:
+        """(first element, element count) of each read: _READ_CHUNKS chunks at a time."""
+        n = (self.a.end - self.a.begin) // self.bits.itemsize
+        step = max(1, _CHUNK_ELEMENTS) * _READ_CHUNKS
+        return [(s, min(step, n - s)) for s in range(0, n, step)]
+
+    def read(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """The raw bytes of elements start..start+count of both tensors."""
+        width = self.bits.itemsize
+        raw_a = self.files.read(0, self.a.begin + start * width, count * width, "raw a")
+        raw_b = self.files.read(1, self.b.begin + start * width, count * width, "raw b")
+        return raw_a, raw_b
+
+    def ulp_distances(self) -> Iterator[np.ndarray]:
+        """Every chunk's ULP distances once more, for an exact median of a large tensor (-1
+        for pairs of different sign, which it leaves out)."""
+        for start, count in self.spans():
+            raw_a, raw_b = self.read(start, count)
+            yield _ulp_distances(raw_a.view(self.bits), raw_b.view(self.bits), self.files)
+
+
+@dataclass
+class _Part:
+    """What one chunk of a tensor contributes to its metrics."""
+
+    equal: int
+    first_difference: int | None = None  # byte offset in the tensor
+    max_abs: float = 0.0
+    sum_abs: float = 0.0
+    sum_sq: float = 0.0
+    aa: float = 0.0  # sums of a*a, b*b and a*b over pairs where both are finite
+    bb: float = 0.0
+    ab: float = 0.0
+    max_rel: float = 0.0
+    passes: bool = True
+    zero_ulps: int = 0  # bit-equal pairs, at ULP distance 0
+    ulps: np.ndarray | None = None  # the other ULP distances when few, else
+    ulp_counts: np.ndarray | None = None  # their ulp_median.bucket_counts
+
+
+def _dot(x: np.ndarray, y: np.ndarray) -> float:
+    """x . y without BLAS: its own threads fight the workers for the cores (a hundredfold
+    slowdown measured on two cores), and its sums would depend on its thread count."""
+    return float(np.einsum("i,i->", x, y))
+
+
+def _ulp_distances(ia: np.ndarray, ib: np.ndarray, files: _Files | None = None) -> np.ndarray:
+    """|ia - ib| of each pair, or -1 where the sign bits differ: the difference of such a pair
+    may wrap around, and no median counts it. (-1 rather than leaving them out: selecting
+    them branches on each pair, several times slower when the signs are mixed.) With
+    ``files``, in its buffers."""
+    count = ia.size
+    distance = np.subtract(ia, ib, out=files.buffer("ulps", count, ia.dtype) if files else None)
+    np.abs(distance, out=distance)
+    signs = np.bitwise_xor(ia, ib, out=files.buffer("signs", count, ia.dtype) if files else None)
+    np.right_shift(signs, 8 * ia.itemsize - 1, out=signs)  # -1 where the signs differ, else 0
+    np.bitwise_or(distance, signs, out=distance)
+    return distance
+
+
+def _ulp_counts(ia: np.ndarray, ib: np.ndarray, files: _Files) -> np.ndarray:
+    """bucket_counts of the ULP distances of a whole chunk's pairs whose signs agree: the
+    others are counted as distance 0 and taken off again (cheaper than leaving them out)."""
+    count = ia.size
+    distance = np.subtract(ia, ib, out=files.buffer("ulps", count, ia.dtype))
+    np.abs(distance, out=distance)
+    signs = np.bitwise_xor(ia, ib, out=files.buffer("signs", count, ia.dtype))
+    agree = np.greater_equal(signs, 0, out=files.buffer("agree", count, np.bool_))
+    np.multiply(distance, agree, out=distance)
+    counts = ulp_median.bucket_counts(distance, files.buffer("ulp index", count, np.int64))
+    counts[0] -= count - int(np.count_nonzero(agree))
+    return counts
+
+
+def _span_parts(job: _Job, start: int, count: int) -> list[_Part]:
+    """Metrics of the chunks of one read; runs on a worker thread (numpy releases the GIL in
+    its loops). A read covers several chunks, as the arrays of a smaller chunk stay in the
+    core's cache while it is worked on (a quarter faster than 1 MiB chunks)."""
+    raw_a, raw_b = job.read(start, count)
+    step, width = max(1, _CHUNK_ELEMENTS), job.bits.itemsize
+    return [
+        _chunk_part(job, start + s, raw_a[s * width : (s + step) * width],
+                    raw_b[s * width : (s + step) * width])
+        for s in range(0, count, step)
+    ]  # fmt: skip
+
+
+def _chunk_part(job: _Job, start: int, raw_a: np.ndarray, raw_b: np.ndarray) -> _Part:
+    """Metrics of one chunk: elements start.. of the tensor, in raw bytes."""
+    files, dtype, kind = job.files, job.a.dtype, job.kind
+    ia, ib = raw_a.view(job.bits), raw_b.view(job.bits)
+    count = ia.size
+    differs = np.not_equal(ia, ib, out=files.buffer("differs", count, np.bool_))
+    differing = int(np.count_nonzero(differs))
+    part = _Part(count - differing)
+    if differing:
+        width, first = job.bits.itemsize, int(differs.argmax())
+        element = slice(first * width, (first + 1) * width)
+        part.first_difference = (start + first) * width + int(
+            (raw_a[element] != raw_b[element]).argmax()
+        )
+    if kind == "raw":
+        return part
+    wide = files.buffer("bf16 wide", count, np.uint32) if dtype == "BF16" else None
+    fb = _as_float64(ib, dtype, files.buffer("b values", count, np.float64), wide)
+    if differing * _DENSE_SHARE > count:  # most pairs differ: work on the whole chunk
+        fa = _as_float64(ia, dtype, files.buffer("a values", count, np.float64), wide)
+        diff = files.buffer("diff", count, np.float64)
+        _pair_stats(part, fa, fb, diff, differs if kind == "int" else None, job.tol)
+        if kind == "float":
+            part.ulp_counts = _ulp_counts(ia, ib, files)
+        return part
+    # Few pairs differ: the metrics of those alone, plus b*b of the bit-equal rest (a == b).
+    with np.errstate(all="ignore"):
+        everything = _dot(fb, fb)
+    if differing:
+        where = np.flatnonzero(differs)
+        sa, sb = ia[where], ib[where]
+        finite = _pair_stats(
+            part, _as_float64(sa, dtype), _as_float64(sb, dtype), np.empty(where.size),
+            True if kind == "int" else None, job.tol,
+        )  # fmt: skip
+        if kind == "float":
+            part.zero_ulps = part.equal
+            distances = _ulp_distances(sa, sb)
+            distances = distances[distances >= 0]
+            if distances.size <= _KEPT_ULPS_PER_CHUNK:
+                part.ulps = distances
+            else:
+                part.ulp_counts = ulp_median.bucket_counts(distances)
+    else:
+        finite = True
+        part.zero_ulps = count if kind == "float" else 0
+    if finite and math.isfinite(everything):
+        equal_sq = everything - part.bb  # part.bb holds the differing pairs' b*b
+    else:  # infinities or NaNs: sum over the finite bit-equal pairs only
+        fb[differs | ~np.isfinite(fb)] = 0.0
+        with np.errstate(all="ignore"):
+            equal_sq = _dot(fb, fb)
+    part.aa, part.bb, part.ab = part.aa + equal_sq, part.bb + equal_sq, part.ab + equal_sq
+    return part
+
+
+def _pair_stats(
+    part: _Part, fa: np.ndarray, fb: np.ndarray, diff: np.ndarray,
+    differing: np.ndarray | bool | None, tol: tuple[float, float] | None,
+) -> bool:  # fmt: skip
+    """Sets part's metrics of the pairs (fa[i], fb[i]), overwriting fa, fb and diff (a buffer).
+    ``differing`` marks integer pairs whose bits differ (True: all), None for floats. True when
+    every value was finite; otherwise the slower path that masks the others ran instead."""
+    with np.errstate(all="ignore"):
+        np.subtract(fa, fb, out=diff)
+        np.abs(diff, out=diff)
+        if differing is not None:  # integers beyond 2**53 may round to equal floats
+            np.maximum(diff, differing, out=diff)
+        sums = (
+            float(np.add.reduce(diff)), _dot(diff, diff), _dot(fa, fa), _dot(fb, fb),
+            _dot(fa, fb),
+        )  # fmt: skip
+        if not all(math.isfinite(s) for s in sums):
+            _masked_pair_stats(part, fa, fb, tol)
+            return False
+        part.sum_abs, part.sum_sq, part.aa, part.bb, part.ab = sums
+        part.max_abs = float(diff.max())
+        abs_b = np.abs(fb, out=fb)
+        ratio = np.divide(diff, abs_b, out=fa)  # 0/0 (equal pairs) is NaN, which fmax skips
+        top = float(np.fmax.reduce(ratio))
+        part.max_rel = 0.0 if math.isnan(top) else top
+        if tol is not None and part.max_abs > tol[1]:  # else atol alone admits every pair
+            bound = np.multiply(abs_b, tol[0], out=fa)
+            bound += tol[1]
+            part.passes = bool(np.all(diff <= bound))
+    return True
+
+
+def _masked_pair_stats(
+    part: _Part, fa: np.ndarray, fb: np.ndarray, tol: tuple[float, float] | None
+) -> None:
+    """_pair_stats for float pairs where some value is infinite or NaN (see the module)."""
+    with np.errstate(all="ignore"):
+        diff = np.abs(fa - fb)
+        diff[(fa == fb) | (np.isnan(fa) & np.isnan(fb))] = 0.0
+        diff[np.isnan(diff)] = np.inf
+        abs_b = np.abs(fb)
+        rel = diff / abs_b
+        rel[diff == 0] = 0.0
+        rel[np.isnan(rel)] = np.inf
+        if tol is not None:
+            bound = tol[1] + tol[0] * abs_b
+            part.passes = bool(np.all((diff == 0) | ((diff <= bound) & np.isfinite(diff))))
+        finite = np.isfinite(fa) & np.isfinite(fb)
+        fa[~finite] = 0.0
+        fb[~finite] = 0.0
+        part.max_abs, part.max_rel = float(diff.max()), float(rel.max())
+        part.sum_abs, part.sum_sq = float(diff.sum()), _dot(diff, diff)
+        part.aa, part.bb, part.ab = _dot(fa, fa), _dot(fb, fb), _dot(fa, fb)
+
+
+class _Totals:
+    """A tensor's metrics, merged from its chunks in order (so the sums never depend on which
+    thread finished first)."""
+
+    def __init__(self, job: _Job) -> None:
+        self.job = job
+        self.equal = 0
+        self.first_difference: int | None = None
+        self.max_abs = self.sum_abs = self.sum_sq = self.aa = self.bb = self.ab = 0.0
+        self.max_rel = 0.0
+        self.passes = True
+        self.median = ulp_median.MedianUlp()
+
+    def add(self, part: _Part) -> None:
+        self.equal += part.equal
+        if self.first_difference is None:
+            self.first_difference = part.first_difference
+        self.max_abs = max(self.max_abs, part.max_abs)
+        self.max_rel = max(self.max_rel, part.max_rel)
+        self.sum_abs, self.sum_sq = self.sum_abs + part.sum_abs, self.sum_sq + part.sum_sq
+        self.aa, self.bb, self.ab = self.aa + part.aa, self.bb + part.bb, self.ab + part.ab
+        self.passes = self.passes and part.passes
+        self.median.add_zeros(part.zero_ulps)
+        if part.ulps is not None:
+            self.median.add(part.ulps)
+        if part.ulp_counts is not None:
+            self.median.add_counts(part.ulp_counts)
+
+    def result(self) -> TensorDiff:
+        job, n = self.job, (self.job.a.end - self.job.a.begin) // self.job.bits.itemsize
+        numeric = n > 0 and job.kind != "raw"
+        try:
+            median = self.median.median(job.ulp_distances) if job.kind == "float" else None
+        except ulp_median.Changed:
+            raise InputError(
+                f"{job.files.paths[0]} or {job.files.paths[1]} changed while it was compared."
+            ) from None
+        return TensorDiff(
+            job.name, "equal" if self.equal == n else "changed", job.a.dtype, job.b.dtype,
+            job.a.shape, job.b.shape, n,
+            bit_equal_fraction=self.equal / n if n else None,
+            max_abs_diff=self.max_abs if numeric else None,
+            mean_abs_diff=self.sum_abs / n if numeric else None,
+            rel_l2=_ratio(math.sqrt(self.sum_sq), math.sqrt(self.bb)) if numeric else None,
+            cosine=_cosine(self.aa, self.bb, self.ab) if numeric else None,
+            median_ulp=median,
+            max_rel_diff=self.max_rel if numeric else None,
+            passes_tolerance=None if job.tol is None else (
+                self.passes if job.kind != "raw" else self.equal == n),
+        )  # fmt: skip
+
+
+def _in_order(tasks: Iterable[Callable[[], list[_Part]]]) -> Iterator[list[_Part]]:
+    """The tasks' results in order, computed on up to _WORKERS threads a few tasks ahead."""
+    if _WORKERS <= 1:
+        yield from (task() for task in tasks)
+        return
+    pending: deque[Future[list[_Part]]] = deque()
+    with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
+        try:
+            for task in tasks:
+                pending.append(pool.submit(task))
+                if len(pending) > 2 * _WORKERS:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:  # on an error or an early stop: no new work; running tasks finish
+            for future in pending:
+                future.cancel()
+
+
+def _mismatch(
+    name: str, status: str, ea: _Entry | None, eb: _Entry | None, tol: tuple[float, float] | None
+) -> TensorDiff:
+    present = ea or eb
+    assert present is not None
+    return TensorDiff(
+        name, status, ea.dtype if ea else None, eb.dtype if eb else None,
+        ea.shape if ea else None, eb.shape if eb else None, math.prod(present.shape),
+        None, None, None, None, None, None, None, None if tol is None else False,
+    )  # fmt: skip
+
+
+def _sort_key(t: TensorDiff) -> tuple[int, float, str]:
+    if t.status == "equal":
+        return (3, 0.0, t.name)
+    if t.status != "changed":
+        return (0, 0.0, t.name)
+    severity = math.inf if t.rel_l2 is None else t.rel_l2
+    return (2 if t.passes_tolerance else 1, -severity, t.name)
+
+
+def _diff_tensors(
+    a: Path, b: Path, ha: _Header, hb: _Header, tol: tuple[float, float] | None
+) -> tuple[list[TensorDiff], int | None]:
+    """The tensors compared (worst first), and the offset in a of the first differing byte
+    of tensor data (None when every common tensor is bit-equal)."""
+    out: list[TensorDiff] = []
+    files = _Files(a, b)
+    jobs: list[_Job] = []
+    for name in ha.tensors.keys() | hb.tensors.keys():
+        ea, eb = ha.tensors.get(name), hb.tensors.get(name)
+        if ea is None or eb is None:
+            out.append(_mismatch(name, "only-in-b" if ea is None else "only-in-a", ea, eb, tol))
+        elif ea.dtype != eb.dtype:
+            out.append(_mismatch(name, "dtype-differs", ea, eb, tol))
+        elif ea.shape != eb.shape:
+            out.append(_mismatch(name, "shape-differs", ea, eb, tol))
+        else:
+            jobs.append(_Job(name, ea, eb, files, tol))
+    jobs.sort(key=lambda job: (job.a.begin, job.name))  # file a front to back
+    first: int | None = None
+    parts = _in_order(
+        functools.partial(_span_parts, job, start, count)
+        for job in jobs for start, count in job.spans()
+    )  # fmt: skip
+    try:
+        for job in jobs:
+            totals = _Totals(job)
+            for _ in job.spans():
+                for part in next(parts):
+                    totals.add(part)
+            out.append(totals.result())
+            if totals.first_difference is not None:
+                offset = job.a.begin + totals.first_difference
+                first = offset if first is None else min(first, offset)
+    finally:
+        parts.close()  # stops the workers before their files close
+        files.close()
+    return sorted(out, key=_sort_key), first
+
+
+def _first_difference_outside_tensors(a: Path, b: Path, header: _Header, size: int) -> int | None:
+    """For two files with the same header bytes and size: the first differing byte that no
+    tensor covers (padding between tensors or after the last one)."""
+    spans = sorted((e.begin, e.end) for e in header.tensors.values())
+    gaps, position = [], len(header.prefix)
+    for begin, end in spans:
+        if begin > position:
+            gaps.append((position, begin))
+        position = max(position, end)
+    if position < size:
+        gaps.append((position, size))
+    if not gaps:
+        return None
+    try:
+        with a.open("rb") as fa, b.open("rb") as fb:
+            for begin, end in gaps:
+                fa.seek(begin)
+                fb.seek(begin)
+                for offset in range(begin, end, _BLOCK_BYTES):
+                    length = min(_BLOCK_BYTES, end - offset)
+                    ba, bb = fa.read(length), fb.read(length)
+                    if ba != bb:
+                        n = min(len(ba), len(bb))
+                        neq = np.frombuffer(ba, np.uint8, n) != np.frombuffer(bb, np.uint8, n)
+                        return offset + (int(neq.argmax()) if neq.any() else n)
+    except OSError as err:
+        raise _unreadable(a, err) from err
+    return None
+
+
+def diff_files(
+    a: Path, b: Path, *, rtol: float | None = None, atol: float | None = None
+) -> FileDiff:
+    """Compare two files; safetensors pairs tensor by tensor, two JSON documents structurally,
+    anything else byte by byte."""
+    a, b = Path(a), Path(b)
+    tol = _tolerance(rtol, atol)
+    size_a, size_b = _file_size(a), _file_size(b)
+    if gguf.looks_like_gguf(a) and gguf.looks_like_gguf(b):
+        return _diff_gguf(a, b, gguf.read(a), gguf.read(b), tol, size_a, size_b)
+    ha, hb = _header_or_none(a), _header_or_none(b)
+    if ha is None or hb is None:
+        first = _first_difference(a, b)
+        verdict = Verdict.IDENTICAL if first is None else Verdict.DIVERGED
+        structural = _json_diff(a, b, size_a, size_b, tol) if first is not None else None
+        if structural is not None:
+            if structural.equal:
+                verdict = Verdict.CANONICALLY_IDENTICAL
+            elif structural.passes_tolerance:
+                verdict = Verdict.WITHIN_TOLERANCE
+            return FileDiff(str(a), str(b), "json", verdict, size_a, size_b, first, [], None,
+                            None, json=structural)
+        return FileDiff(str(a), str(b), "bytes", verdict, size_a, size_b, first, [], None, None)
+    tensors, first_in_tensors = _diff_tensors(a, b, ha, hb, tol)
+    if size_a == size_b and ha.prefix == hb.prefix:
+        # The same header bytes, so the same layout: the bytes differ first either in a
+        # tensor (the pass above saw every one) or in padding outside them; no second read.
+        outside = _first_difference_outside_tensors(a, b, ha, size_a)
+        first = min((o for o in (first_in_tensors, outside) if o is not None), default=None)
+    else:  # the headers differ, and the scan stops at their first difference
+        first = _first_difference(a, b)
+    if first is None:
+        verdict = Verdict.IDENTICAL
+    elif all(t.status == "equal" for t in tensors):
+        verdict = Verdict.CANONICALLY_IDENTICAL
+    elif tol is not None and all(t.passes_tolerance for t in tensors):
+        verdict = Verdict.WITHIN_TOLERANCE
+    else:
+        verdict = Verdict.DIVERGED
+    return FileDiff(
+        str(a), str(b), "safetensors", verdict, size_a, size_b, first, tensors,
+        ha.metadata, hb.metadata,
+    )  # fmt: skip
+
+
+def _json_diff(a: Path, b: Path, size_a: int, size_b: int,
+               tol: tuple[float, float] | None) -> JsonDiff | None:
+    """The structural comparison when both files are JSON objects or arrays, else None."""
+    if max(size_a, size_b) > _MAX_JSON_BYTES:
+        return None
+    try:
+        doc_a = parse_container(a.read_bytes())
+        doc_b = parse_container(b.read_bytes()) if doc_a is not None else None
+    except OSError as err:
+        raise _unreadable(a, err) from err
+    if doc_a is None or doc_b is None:
+        return None
+    rtol, atol = tol if tol is not None else (None, None)
+    return compare_json(doc_a, doc_b, rtol, atol)
+
+
+def _diff_gguf(a: Path, b: Path, ga: gguf.GgufFile, gb: gguf.GgufFile,
+               tol: tuple[float, float] | None, size_a: int, size_b: int) -> FileDiff:
+    """Two GGUF files: tensors by name through the safetensors machinery (their offsets were
+    checked by verifier.diff.gguf), metadata by the exact bytes of each value."""
+    ha, hb = (_Header({n: _Entry(t.type, t.shape, t.begin, t.end) for n, t in g.tensors.items()},
+                      None, g.prefix) for g in (ga, gb))
+    compared, first_in_tensors = _diff_tensors(a, b, ha, hb, tol)
+    # A quantized tensor's bytes were compared; its element count is still its elements'.
+    tensors = [replace(t, elements=(ga.tensors.get(t.name) or gb.tensors[t.name]).elements)
+               for t in compared]
+    if size_a == size_b and ha.prefix == hb.prefix:
+        outside = _first_difference_outside_tensors(a, b, ha, size_a)
+        first = min((o for o in (first_in_tensors, outside) if o is not None), default=None)
+    else:
+        first = _first_difference(a, b)
+    changed_keys = sorted(k for k in ga.metadata.keys() | gb.metadata.keys()
+                          if ga.metadata.get(k) != gb.metadata.get(k))
+    if first is None:
+        verdict = Verdict.IDENTICAL
+    elif changed_keys:
+        verdict = Verdict.DIVERGED
+    elif all(t.status == "equal" for t in tensors):
+        verdict = Verdict.CANONICALLY_IDENTICAL
+    elif tol is not None and all(t.passes_tolerance for t in tensors):
+        verdict = Verdict.WITHIN_TOLERANCE
+    else:
+        verdict = Verdict.DIVERGED
+    return FileDiff(
+        str(a), str(b), "gguf", verdict, size_a, size_b, first, tensors,
+        {k: v.text for k, v in sorted(ga.metadata.items())},
+        {k: v.text for k, v in sorted(gb.metadata.items())}, changed_keys,
+    )  # fmt: skip
+
+
+def _list_files(root: Path) -> dict[str, Path]:
+    """Regular files under root keyed by relative POSIX path; links and special files refused."""
+    found: dict[str, Path] = {}
+    pending = [(root, "")]
+    while pending:
+        folder, prefix = pending.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError as err:
+            raise _unreadable(folder, err) from err
+        for entry in entries:
+            if entry.is_symlink():
+                raise InputError(f"{entry.path} is a symbolic link, which is not compared.")
+            if entry.is_dir(follow_symlinks=False):
+                pending.append((Path(entry.path), f"{prefix}{entry.name}/"))
+            elif entry.is_file(follow_symlinks=False):
+                found[prefix + entry.name] = Path(entry.path)
+            else:
+                raise InputError(f"{entry.path} is neither a regular file nor a directory.")
+    return found
+
+
+def diff_paths(
+    a: Path, b: Path, *, rtol: float | None = None, atol: float | None = None
+) -> FileDiff | DirDiff:
+    """Compare two files or two directories (recursively); anything else is an InputError."""
+    a, b = Path(a), Path(b)
+    _tolerance(rtol, atol)
+    for path in (a, b):
+        if not path.exists():
+            raise InputError(f"{path} does not exist.")
+    if not (a.is_dir() and b.is_dir()):
+        if a.is_dir() or b.is_dir():
+            raise InputError(f"{a} and {b} cannot be compared: only one is a directory.")
+        return diff_files(a, b, rtol=rtol, atol=atol)
+    files_a, files_b = _list_files(a), _list_files(b)
+    changed, unchanged = [], 0
+    for rel in sorted(files_a.keys() & files_b.keys()):
+        fd = diff_files(files_a[rel], files_b[rel], rtol=rtol, atol=atol)
+        if fd.verdict is Verdict.IDENTICAL:
+            unchanged += 1
+        else:
+            changed.append(fd)
+    added = sorted(files_a.keys() - files_b.keys())
+    removed = sorted(files_b.keys() - files_a.keys())
+    verdict = max(
+        (d.verdict for d in changed), key=_SEVERITY.__getitem__, default=Verdict.IDENTICAL
+    )
+    if added or removed:
+        verdict = Verdict.DIVERGED
+    return DirDiff(str(a), str(b), verdict, added, removed, changed, unchanged)
+
+
+# ---------------------------------------------------------------- text rendering
+
+
+def _num(value: float | None, spec: str = ".4g") -> str:
+    if value is None:
+        return "-"
+    return "inf" if math.isinf(value) else format(value, spec)
+
+
+def _pct(fraction: float | None) -> str:
+    if fraction is None:
+        return "-"
+    text = f"{100 * fraction:.2f}"
+    return ("99.99" if fraction < 1 and text == "100.00" else text) + "%"
+
+
+def _pair(x: Any, y: Any) -> str:
+    return str(x) if x == y else f"{x if x is not None else '-'}/{y if y is not None else '-'}"
+
+
+def _row(t: TensorDiff, with_tol: bool) -> list[str]:
+    shape_a = None if t.shape_a is None else "[" + ",".join(map(str, t.shape_a)) + "]"
+    shape_b = None if t.shape_b is None else "[" + ",".join(map(str, t.shape_b)) + "]"
+    row = [
+        clean(t.name), t.status, _pair(t.dtype_a, t.dtype_b), _pair(shape_a, shape_b),
+        _pct(t.bit_equal_fraction), _num(t.max_abs_diff), _num(t.mean_abs_diff), _num(t.rel_l2),
+        _num(t.cosine, ".6f"), _num(t.median_ulp),
+    ]  # fmt: skip
+    return [*row, "ok" if t.passes_tolerance else "FAIL"] if with_tol else row
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+
+
+def _render_file(d: FileDiff, limit: int) -> list[str]:
+    lines = [
+        f"{d.verdict.value}: {clean(d.path_a)} vs {clean(d.path_b)} ({d.kind}, {d.size_a} vs "
+        f"{d.size_b} bytes)"
+    ]
+    if d.first_difference_offset is not None:
+        prefix = d.size_a != d.size_b and d.first_difference_offset == min(d.size_a, d.size_b)
+        note = " (the shorter file is a prefix of the longer)" if prefix else ""
+        lines.append(f"first differing byte at offset {d.first_difference_offset}{note}")
+    ma, mb = d.metadata_a or {}, d.metadata_b or {}
+    if d.kind == "gguf":
+        for key in d.metadata_changed or []:
+            lines.append(clean(f"metadata {key}: {ma.get(key, '(absent)')} vs "
+                               f"{mb.get(key, '(absent)')}"))
+    else:
+        keys = sorted(k for k in ma.keys() | mb.keys() if ma.get(k) != mb.get(k))
+        if keys:
+            lines.append("__metadata__ differs in keys: " + ", ".join(map(clean, keys)))
+    if d.kind == "json" and d.json is not None:
+        return lines + _render_json(d.json)
+    if d.kind not in ("safetensors", "gguf"):
+        return lines
+    lines.append(f"{len(d.tensors)} tensors, {len(d.changed_tensors())} not bit-equal")
+    if not d.tensors:
+        return lines
+    with_tol = any(t.passes_tolerance is not None for t in d.tensors)
+    head = ["name", "status", "dtype", "shape", "bit-equal", "max abs", "mean abs", "rel L2",
+            "cosine", "median ULP"] + (["tol"] if with_tol else [])  # fmt: skip
+    lines += _table([head] + [_row(t, with_tol) for t in d.tensors[: max(0, limit)]])
+    if len(d.tensors) > limit:
+        lines.append(f"... {len(d.tensors) - max(0, limit)} more tensors not shown")
+    return lines
+
+
+def _render_json(j: JsonDiff) -> list[str]:
+    lines = [f"JSON: {j.values} values, {j.numbers} numbers, {j.numbers_differing} numbers "
+             f"differ, {j.other_differences} other values differ"]
+    if not j.structure_equal:
+        lines.append(f"structure differs first at {clean(str(j.first_structural_difference))}")
+    if j.numbers_differing:
+        worst_abs = math.inf if j.max_abs_diff is None else j.max_abs_diff
+        worst_rel = math.inf if j.max_rel_diff is None else j.max_rel_diff
+        lines.append(f"numbers: max abs {_num(worst_abs)}, max rel {_num(worst_rel)}; first at "
+                     f"{clean(str(j.first_number_difference))}")
+    if j.other_differences:
+        lines.append(f"first other difference at {clean(str(j.first_other_difference))}")
+    if j.passes_tolerance is not None:
+        lines.append("within the tolerance" if j.passes_tolerance else "outside the tolerance")
+    return lines
+
+
+def render_text(diff: FileDiff | DirDiff, *, limit: int = 20) -> str:
+    """A readable report: verdict header, then the worst ``limit`` tensors of each file. Names
+    from the files (tensor and metadata names, file names) are escaped for a terminal."""
+    if isinstance(diff, FileDiff):
+        return "\n".join(_render_file(diff, limit)) + "\n"
+    lines = [
+        f"{diff.verdict.value}: {clean(diff.path_a)} vs {clean(diff.path_b)} "
+        f"({len(diff.added)} added, "
+        f"{len(diff.removed)} missing, {len(diff.changed)} changed, {diff.unchanged} unchanged)"
+    ]
+    lines += [f"ADDED: {clean(p)} (only in {clean(diff.path_a)}; the reference "
+              f"{clean(diff.path_b)} has no such file)" for p in diff.added]
+    lines += [f"{Verdict.MISSING.value}: {clean(p)} (only in the reference {clean(diff.path_b)}; "
+              f"missing from {clean(diff.path_a)})" for p in diff.removed]
+    for fd in diff.changed:
+        lines += [""] + ["  " + line for line in _render_file(fd, limit)]
+    return "\n".join(lines) + "\n"

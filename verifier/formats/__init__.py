@@ -1,0 +1,3 @@
+"""Formats and cryptography: digests, DSSE and Sigstore bundles, in-toto statements, keys and
+signers, bounded readers.
+"""

@@ -1,0 +1,556 @@
+"""Classic in-toto links and layouts: export our step attestations, verify them against a layout.
+
+Export turns each step attestation (SLSA provenance with our buildType, in a DSSE bundle) into a
+classic in-toto link signed with securesystemslib, named `<step>.<keyid8>.link`, so that the
+`in-toto-verify` command accepts it. Only attestations whose signature verifies under a key the
+exporter names are re-signed: export never launders a signature it cannot check.
+
+Layout verification goes the other way for users whose policy is an existing layout. in-toto 3.1
+cannot read a DSSE envelope that holds a Statement v1, so each statement is converted to a link
+in memory; the DSSE signature itself is checked here against the functionary keys the layout
+names (never against a keyid hint), and in-toto's own rule functions judge the converted links.
+Inspections are refused: a deployment gate runs nothing a layout names.
+
+in-toto's own links count as evidence next to our bundles: classic `.link` files (a Metablock,
+`{"signed": {"_type": "link", ...}, "signatures": [...]}`, signed over canonical JSON) and
+DSSE envelopes whose payload is a link (`in-toto-run --use-dsse`). Their signatures are checked
+against the functionary keys the layout names, by in-toto's own key ids, never by the keyid a
+signature claims.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from verifier.errors import InputError, SignatureError, VerificationFailure
+from verifier.formats.digest import Hasher, PathDigest
+from verifier.formats.envelope import INTOTO_PAYLOAD_TYPE, Bundle, pae, read_bundles, write_atomic
+from verifier.formats.statement import (
+    REBUILD_PREDICATE_TYPE,
+    StepRecord,
+    as_step,
+    parse_statement,
+)
+
+if TYPE_CHECKING:
+    from verifier.formats.signing import PublicKey
+    from verifier.judgement.verify import Report
+
+LINK_FORMAT = "in-toto-link"
+
+
+@dataclass(frozen=True)
+class ExportedLink:
+    step: str
+    link: Path
+    attestation: str
+    keyid: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"step": self.step, "link": str(self.link), "attestation": self.attestation,
+                "keyid": self.keyid}
+
+
+def _canonical_safe(value: Any) -> Any:
+    """What securesystemslib's canonical JSON accepts: no floats, string keys only."""
+    if isinstance(value, dict):
+        return {str(k): _canonical_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical_safe(v) for v in value]
+    if isinstance(value, float):
+        return repr(value)
+    return value
+
+
+def _sha256_only(descriptors: Iterable[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """Artifacts as in-toto links list them: files by sha256. Directory entries (dirHash) are
+    left out because every file under them is recorded as its own descriptor."""
+    return {d["name"]: {"sha256": d["digest"]["sha256"]}
+            for d in descriptors if "sha256" in d["digest"]}
+
+
+def _return_value(record: StepRecord) -> int:
+    for byproduct in record.statement.predicate.get("runDetails", {}).get("byproducts", []):
+        if isinstance(byproduct, dict) and byproduct.get("name") == "exit-code":
+            try:
+                return int(base64.b64decode(str(byproduct.get("content", ""))).decode())
+            except (binascii.Error, UnicodeDecodeError, ValueError):
+                break
+    return 0  # record attests only steps that exited 0
+
+
+def link_fields(record: StepRecord) -> dict[str, Any]:
+    """The classic link (its `signed` part) that says what the step attestation says."""
+    run_details = record.statement.predicate.get("runDetails", {})
+    byproducts: dict[str, Any] = {"return-value": _return_value(record)}
+    for byproduct in run_details.get("byproducts", []):
+        if isinstance(byproduct, dict) and byproduct.get("name") in ("stdout", "stderr"):
+            sha = (byproduct.get("digest") or {}).get("sha256")
+            if isinstance(sha, str):
+                byproducts[f"{byproduct['name']}-sha256"] = sha
+    environment = {
+        "workdir": record.working_directory,
+        "variables": dict(sorted(record.declared_env.items())),
+        "captured": record.environment,
+        "attestation": {
+            "payloadSha256": record.statement.payload_sha256,
+            "invocationId": (run_details.get("metadata") or {}).get("invocationId"),
+        },
+    }
+    return _canonical_safe({
+        "name": record.step,
+        "command": list(record.argv),
+        "materials": _sha256_only(record.materials),
+        "products": _sha256_only(record.products),
+        "byproducts": byproducts,
+        "environment": environment,
+    })
+
+
+def _step_records(paths: list[Path], trusted: list[PublicKey], notes: list[str]
+                  ) -> list[tuple[Bundle, StepRecord]]:
+    from verifier.formats.signing import bundle_signed_by
+    from verifier.judgement.verify import attestation_files
+
+    found: list[tuple[Bundle, StepRecord]] = []
+    for path in attestation_files(paths):
+        for bundle in read_bundles(path):
+            if bundle.payload_type != INTOTO_PAYLOAD_TYPE:
+                raise InputError(f"{bundle.source}: payload type {bundle.payload_type!r} is not "
+                                 "in-toto, so it is no step attestation.")
+            if not any(bundle_signed_by(bundle, key) for key in trusted):
+                raise SignatureError(
+                    f"{bundle.source}: is not signed by the export key or any --attested-by key; "
+                    "export re-signs only attestations whose signature it can check."
+                )
+            statement = parse_statement(bundle.payload, bundle.source)
+            if statement.predicate_type == REBUILD_PREDICATE_TYPE:
+                notes.append(f"skipped {bundle.source}: a rebuild attestation is not a step.")
+                continue
+            found.append((bundle, as_step(statement)))
+    return found
+
+
+def _sslib_signer(key_signer: Any) -> Any:
+    """A securesystemslib Signer over our KeySigner (file or PKCS#11 key alike). Its scheme is
+    the one securesystemslib assigns the key type, which is the scheme KeySigner signs in."""
+    from securesystemslib.signer import Signature, Signer, SSlibKey
+
+    public = SSlibKey.from_crypto(key_signer.public_key)
+
+    class _Adapter(Signer):
+        @property
+        def public_key(self) -> SSlibKey:
+            return public
+
+        def sign(self, payload: bytes) -> Signature:
+            return Signature(public.keyid, key_signer.sign(payload).hex())
+
+        @classmethod
+        def from_priv_key_uri(cls, priv_key_uri: str, public_key: Any,
+                              secrets_handler: Any = None) -> Signer:
+            raise NotImplementedError  # made from a KeySigner, never from a URI
+
+    return _Adapter()
+
+
+def export_links(attestations: list[Path], key_path: Path | str, out_dir: Path, *,
+                 password: str | None = None, attested_by: Iterable[Path] = (),
+                 force: bool = False, notes: list[str] | None = None) -> list[ExportedLink]:
+    """Write one signed classic link per step attestation; return what was written."""
+    from in_toto.models.link import FILENAME_FORMAT, Link
+    from in_toto.models.metadata import Metablock
+
+    from verifier.formats.signing import PublicKey, load_public_key, open_signer
+
+    key_signer = open_signer(key_path, password)
+    signer = _sslib_signer(key_signer)
+    keyid = signer.public_key.keyid
+    trusted = [PublicKey(key_signer.source, key_signer.public_key, key_signer.public_pem)]
+    trusted += [load_public_key(path) for path in attested_by]
+    records = _step_records(attestations, trusted, notes if notes is not None else [])
+    if not records:
+        raise InputError("export: no step attestations given.")
+    seen: dict[str, str] = {}
+    for bundle, record in records:
+        if record.step in seen:
+            raise InputError(f"{bundle.source}: step {record.step!r} is also attested by "
+                             f"{seen[record.step]}; a layout takes one link per step and key.")
+        seen[record.step] = bundle.source
+    written: list[ExportedLink] = []
+    for bundle, record in records:
+        metablock = Metablock(signed=Link(**link_fields(record)))
+        metablock.create_signature(signer)
+        target = out_dir / FILENAME_FORMAT.format(step_name=record.step, keyid=keyid)
+        text = json.dumps(metablock.to_dict(), indent=1, sort_keys=True) + "\n"
+        write_atomic(target, text, overwrite=force)
+        written.append(ExportedLink(record.step, target, bundle.source, keyid))
+    return written
+
+
+# --- verification against a layout -------------------------------------------------------------
+
+
+def _layout_key(path: Path) -> tuple[str, dict[str, Any]]:
+    """A layout verification key as in-toto wants it: (keyid, legacy key dict)."""
+    from securesystemslib.signer import SSlibKey
+
+    from verifier.formats.signing import load_public_key
+
+    public = load_public_key(path)
+    key = SSlibKey.from_crypto(public.key)  # type: ignore[arg-type]
+    as_dict = key.to_dict()
+    as_dict["keyid"] = key.keyid
+    return key.keyid, as_dict
+
+
+def load_layout(path: Path, key_paths: list[Path]) -> Any:
+    """Read a layout, check it is signed by every given key and not expired; return the Layout."""
+    from in_toto.exceptions import LayoutExpiredError, SignatureVerificationError
+    from in_toto.models.layout import Layout
+    from in_toto.models.metadata import Metadata
+    from in_toto.verifylib import verify_layout_expiration, verify_metadata_signatures
+
+    if not key_paths:
+        raise InputError(f"{path}: give the layout owner's public key with --layout-key PUB.")
+    keys = dict(_layout_key(key_path) for key_path in key_paths)
+    if not path.is_file():
+        raise InputError(f"{path}: no such layout file.")
+    try:
+        metadata = Metadata.load(str(path))
+        layout = metadata.get_payload()
+    except Exception as error:  # in-toto raises many types for one cause: not a layout
+        raise InputError(f"{path}: is not in-toto layout metadata "
+                         f"({type(error).__name__}).") from None
+    if not isinstance(layout, Layout):
+        raise InputError(f"{path}: holds a link, not a layout.")
+    try:
+        verify_metadata_signatures(metadata, keys)
+    except SignatureVerificationError:
+        names = ", ".join(str(p) for p in key_paths)
+        raise SignatureError(f"{path}: the layout is not signed by {names}.") from None
+    except Exception as error:
+        raise SignatureError(f"{path}: the layout signature cannot be checked "
+                             f"({type(error).__name__}).") from None
+    try:
+        verify_layout_expiration(layout)
+    except LayoutExpiredError:
+        raise VerificationFailure(f"{path}: the layout expired on {layout.expires}.") from None
+    if layout.inspect:
+        names = ", ".join(i.name for i in layout.inspect)
+        raise InputError(f"{path}: the layout has inspections ({names}); verify-model runs no "
+                         "command a layout names, so use in-toto-verify for this layout.")
+    return layout
+
+
+def _functionary_keys(layout: Any, step: Any) -> dict[str, Any]:
+    from securesystemslib.signer import Key
+
+    keys: dict[str, Any] = {}
+    for keyid in step.pubkeys:
+        key_dict = layout.keys.get(keyid)
+        if key_dict is None:
+            continue
+        try:
+            keys[keyid] = Key.from_dict(keyid, dict(key_dict))
+        except Exception:  # an unusable key verifies nothing; in-toto would ignore it too
+            continue
+    return keys
+
+
+def _verified_by(bundle: Bundle, keys: dict[str, Any]) -> list[str]:
+    """Keyids among `keys` whose key verifies one of the bundle's DSSE signatures."""
+    from securesystemslib.signer import Signature
+
+    message = pae(bundle.payload_type, bundle.payload)
+    found: list[str] = []
+    for keyid, key in keys.items():
+        for entry in bundle.signatures:
+            try:
+                key.verify_signature(Signature(keyid, entry.sig.hex()), message)
+            except Exception:  # UnverifiedSignatureError / VerificationError: not this key
+                continue
+            found.append(keyid)
+            break
+    return found
+
+
+@dataclass(frozen=True)
+class ClassicLink:
+    """An in-toto link as in-toto writes it, read from a `.link` file (nothing trusted yet)."""
+
+    source: str
+    fields: dict[str, Any]  # the link's `signed` part
+    message: bytes  # the bytes its signatures cover
+    signatures: tuple[tuple[str, bytes], ...]  # (claimed keyid, signature)
+
+    @property
+    def name(self) -> str:
+        return str(self.fields.get("name", ""))
+
+    def verified_by(self, keys: dict[str, Any]) -> list[str]:
+        """Keyids among `keys` whose key verifies one of the link's signatures."""
+        from securesystemslib.signer import Signature
+
+        found = []
+        for keyid, key in keys.items():
+            for claimed, sig in self.signatures:
+                try:
+                    key.verify_signature(Signature(claimed or keyid, sig.hex()), self.message)
+                except Exception:  # UnverifiedSignatureError / VerificationError: not this key
+                    continue
+                found.append(keyid)
+                break
+        return found
+
+    def product_digests(self) -> set[str]:
+        products = self.fields.get("products") or {}
+        return {d["sha256"] for d in products.values()
+                if isinstance(d, dict) and isinstance(d.get("sha256"), str)}
+
+
+def link_files(paths: list[Path]) -> list[Path]:
+    """Every `*.link` file under the attestation directories (or given directly)."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_file():
+            if path.suffix == ".link":
+                found.append(path)
+        elif path.is_dir():
+            found.extend(p for p in sorted(path.rglob("*.link"), key=str) if p.is_file())
+    return found
+
+
+def read_link(path: Path) -> ClassicLink:
+    """Read one classic link (Metablock or DSSE); InputError (one sentence) when it is not."""
+    from securesystemslib.formats import encode_canonical
+
+    from verifier.formats.envelope import b64decode
+
+    try:
+        if path.stat().st_size > 16 * 1024 * 1024:
+            raise InputError(f"{path}: is larger than any link should be.")
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError):
+        raise InputError(f"{path}: is not a readable in-toto link (JSON).") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: is not an in-toto link.")
+    signatures: list[tuple[str, bytes]] = []
+    if "signed" in data:  # Metablock: hex signatures over canonical JSON of `signed`
+        fields = data.get("signed")
+        if not isinstance(fields, dict) or fields.get("_type") != "link":
+            raise InputError(f"{path}: is in-toto metadata but not a link.")
+        try:
+            message = encode_canonical(fields).encode("utf-8")  # type: ignore[union-attr]
+            for entry in data.get("signatures") or []:
+                signatures.append((str(entry.get("keyid", "")), bytes.fromhex(entry["sig"])))
+        except Exception:  # FormatError, KeyError, ValueError: malformed
+            raise InputError(f"{path}: the link's signatures or fields are malformed.") \
+                from None
+    elif "payload" in data and "payloadType" in data:  # DSSE envelope holding a link
+        try:
+            payload = b64decode(data["payload"])
+            fields = json.loads(payload)
+            for entry in data.get("signatures") or []:
+                signatures.append((str(entry.get("keyid", "")), b64decode(entry["sig"])))
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            raise InputError(f"{path}: the DSSE link envelope is malformed.") from None
+        if not isinstance(fields, dict) or fields.get("_type") != "link":
+            raise InputError(f"{path}: the DSSE envelope holds no in-toto link.")
+        message = pae(str(data["payloadType"]), payload)
+    else:
+        raise InputError(f"{path}: is neither an in-toto Metablock nor a DSSE envelope.")
+    if not signatures:
+        raise InputError(f"{path}: the link carries no signature.")
+    return ClassicLink(str(path), fields, message, tuple(signatures))
+
+
+LINK_PREDICATE_TYPE = "https://in-toto.io/attestation/link/v0.3"
+
+
+def link_as_step(link: ClassicLink) -> StepRecord:
+    """The step view of an in-toto link, so that audit can place it in the graph: products
+    become subjects, materials materials (files by sha256), the command the argv. The payload
+    digest is that of the signed bytes. Raises InputError when the link is malformed."""
+    import hashlib
+
+    from verifier.formats.statement import Statement
+
+    fields = link.fields
+    try:
+        _link_object(fields)  # in-toto's own shape check
+    except Exception:  # FormatError and friends
+        raise InputError(f"{link.source}: is not a well-formed in-toto link.") from None
+
+    def descriptors(side: str) -> tuple[dict[str, Any], ...]:
+        found = []
+        for name, digests in sorted((fields.get(side) or {}).items()):
+            if not isinstance(digests, dict) or not digests or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in digests.items()):
+                raise InputError(f"{link.source}: {side} {name!r} has no valid digest.")
+            found.append({"name": str(name), "digest": dict(digests)})
+        return tuple(found)
+
+    command = fields.get("command") or []
+    environment = fields.get("environment") or {}
+    statement = Statement(link.source, descriptors("products"), LINK_PREDICATE_TYPE,
+                          {k: v for k, v in fields.items() if k != "_type"},
+                          hashlib.sha256(link.message).hexdigest())
+    return StepRecord(
+        statement=statement, step=link.name, argv=tuple(str(a) for a in command),
+        working_directory=str(environment.get("workdir", ".")) if isinstance(
+            environment, dict) else ".",
+        declared_env={}, environment=environment if isinstance(environment, dict) else {},
+        materials=descriptors("materials"))
+
+
+def _link_object(fields: dict[str, Any]) -> Any:
+    from in_toto.models.link import Link
+
+    return Link.read({k: v for k, v in fields.items() if k != "_type"})
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[0].rstrip(".") if text else type(error).__name__
+
+
+def verify_with_layout(artifact: Path, layout_path: Path, key_paths: list[Path],
+                       attestation_dirs: list[Path], *, hasher: Hasher | None = None) -> Report:
+    """Verify our step attestations against an in-toto layout, and the artifact against them."""
+    from in_toto.exceptions import ThresholdVerificationError
+    from in_toto.models.link import Link
+    from in_toto.verifylib import reduce_chain_links, verify_threshold_constraints
+
+    from verifier.judgement.verify import Problem, Report, add_oms_evidence, load_bundles
+
+    layout = load_layout(layout_path, key_paths)
+    if not artifact.exists():
+        raise InputError(f"{artifact}: no such file or directory to verify.")
+    hasher = hasher or Hasher()
+    digest = hasher.digest_paths([artifact])[0]
+    report = Report(str(artifact), {digest.algorithm: digest.value}, str(layout_path))
+    functionaries: dict[str, Any] = {}
+    for step in layout.steps:
+        functionaries.update(_functionary_keys(layout, step))
+    digest = add_oms_evidence(
+        artifact, digest,
+        lambda bundle: tuple(f"key {k[:8]}" for k in _verified_by(bundle, functionaries)),
+        report, hasher)
+    by_step: dict[str, list[tuple[Bundle, StepRecord]]] = {}
+    for bundle in load_bundles(attestation_dirs, report.notes):
+        if bundle.payload_type != INTOTO_PAYLOAD_TYPE:
+            continue
+        try:
+            statement = parse_statement(bundle.payload, bundle.source)
+            if statement.predicate_type == REBUILD_PREDICATE_TYPE:
+                continue
+            record = as_step(statement)
+        except InputError as error:
+            report.notes.append(f"ignored {error}")
+            continue
+        by_step.setdefault(record.step, []).append((bundle, record))
+
+    classic: dict[str, list[ClassicLink]] = {}
+    for path in link_files(attestation_dirs):
+        try:
+            link = read_link(path)
+            _link_object(link.fields)  # in-toto's own shape check
+        except InputError as error:
+            report.notes.append(f"ignored {error}")
+            continue
+        except Exception:  # in-toto's FormatError and friends
+            report.notes.append(f"ignored {path}: is not a well-formed in-toto link.")
+            continue
+        classic.setdefault(link.name, []).append(link)
+
+    chain: dict[str, dict[str, Any]] = {}
+    verified: list[StepRecord] = []
+    verified_links: list[ClassicLink] = []
+    for step in layout.steps:
+        keys = _functionary_keys(layout, step)
+        links: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        for link in classic.get(step.name, []):
+            for keyid in link.verified_by(keys):
+                if keyid in links:
+                    report.problems.append(Problem(link.source, (
+                        f"{link.source}: step {step.name!r} is attested twice by key "
+                        f"{keyid[:8]} (also {sources[keyid]}); keep one link per key."
+                    )))
+                    continue
+                links[keyid] = _link_object(link.fields)
+                sources[keyid] = link.source
+                verified_links.append(link)
+        for bundle, record in by_step.get(step.name, []):
+            for keyid in _verified_by(bundle, keys):
+                if keyid in links:
+                    report.problems.append(Problem(bundle.source, (
+                        f"{bundle.source}: step {step.name!r} is attested twice by key "
+                        f"{keyid[:8]} (also {sources[keyid]}); keep one attestation per key."
+                    )))
+                    continue
+                links[keyid] = Link(**link_fields(record))
+                sources[keyid] = bundle.source
+                verified.append(record)
+        if len(links) < step.threshold:
+            report.problems.append(Problem(str(layout_path), (
+                f"{layout_path}: step {step.name!r} needs {step.threshold} attestation(s) signed "
+                f"by its functionaries, found {len(links)} in "
+                f"{', '.join(str(d) for d in attestation_dirs)}."
+            )))
+        chain[step.name] = links
+        report.steps.append({
+            "step": step.name,
+            "attestation": ", ".join(sorted(set(sources.values()))) or "none",
+            "signed_by": [f"key {keyid[:8]}" for keyid in sorted(links)],
+        })
+    if report.problems:
+        return report
+    try:
+        verify_threshold_constraints(layout, chain)
+    except ThresholdVerificationError as error:
+        report.problems.append(Problem(str(layout_path), (
+            f"{layout_path}: the functionaries of a step disagree: {_first_line(error)}."
+        )))
+        return report
+    failure = _rule_failure(layout, reduce_chain_links(chain))
+    if failure is not None:
+        report.problems.append(Problem(str(layout_path), f"{layout_path}: {failure}."))
+        return report
+    if not _is_product(digest, verified) and not (
+            digest.algorithm == "sha256"
+            and any(digest.value in link.product_digests() for link in verified_links)):
+        report.problems.append(Problem(str(artifact), (
+            f"{artifact}: its {digest.algorithm} {digest.value[:16]}… is no product of any step "
+            f"that passed the layout {layout_path}."
+        )))
+    return report
+
+
+def _rule_failure(layout: Any, links: dict[str, Any]) -> str | None:
+    """in-toto's artifact rules, step by step (as verify_all_item_rules runs them), so that the
+    sentence can name the step and the side whose rule failed."""
+    from in_toto.exceptions import RuleVerificationError
+    from in_toto.verifylib import verify_item_rules
+
+    for step in layout.steps:
+        for side, rules in (("materials", step.expected_materials),
+                            ("products", step.expected_products)):
+            try:
+                verify_item_rules(step.name, side, rules, links)
+            except RuleVerificationError as error:
+                return (f"the {side} of step {step.name!r} break the layout's rules "
+                        f"({_first_line(error)})")
+    return None
+
+
+def _is_product(digest: PathDigest, records: list[StepRecord]) -> bool:
+    return any(record.statement.has_subject_digest(digest.algorithm, digest.value)
+               for record in records)

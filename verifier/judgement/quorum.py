@@ -1,0 +1,413 @@
+"""k-of-n rebuild quorum: how many independent rebuilders reproduced each attested step.
+
+A rebuild counts for a step when it names that exact step attestation (by the sha256 of its
+DSSE payload), is signed by a rebuilder the policy names who did not sign the step itself, and
+every attested product was reproduced (bit for bit, or within the policy's tolerance for tensor
+files). Identities are counted, not names or files: one key listed under two names, or one
+rebuilder attesting twice, counts once. A rebuilder who attests a mismatch is signed dissent:
+reported with file and tensor, and failing the step only beyond `max_dissent`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from verifier.errors import InputError
+from verifier.formats.statement import Statement, StepRecord, is_digest_set
+from verifier.judgement.hermetic import rebuild_isolation_problem
+from verifier.steps.drift import order_drift
+
+if TYPE_CHECKING:
+    from verifier.judgement.policy import Policy, ProductRule, StepMatch, Tolerance
+    from verifier.judgement.trust import Attribution, TrustedSigners
+
+VERDICTS = ("IDENTICAL", "CANONICALLY-IDENTICAL", "WITHIN-TOLERANCE", "DIVERGED", "MISSING")
+
+
+@dataclass(frozen=True)
+class RebuildClaim:
+    """A signed rebuild attestation, parsed."""
+
+    statement: Statement
+    attribution: Attribution
+    step: str
+    rebuilt_payload_sha256: str
+    results: tuple[dict[str, Any], ...]
+    drift: tuple[dict[str, Any], ...]
+    # Variables the rebuilder set with --env instead of the recorded ones: a deliberate probe of
+    # sensitivity, never a rerun of the record (attestations/rebuild-predicate.md).
+    env_overrides: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def is_probe(self) -> bool:
+        return bool(self.env_overrides)
+
+    @property
+    def source(self) -> str:
+        return self.statement.source
+
+
+def as_rebuild(statement: Statement, attribution: Attribution) -> RebuildClaim:
+    """Read a rebuild predicate; InputError says what is malformed."""
+    source = statement.source
+    predicate = statement.predicate
+    step = predicate.get("step")
+    rebuilt = predicate.get("rebuiltAttestation")
+    results = predicate.get("results")
+    if not isinstance(step, str) or not isinstance(rebuilt, dict):
+        raise InputError(f"{source}: rebuild predicate has no step or rebuiltAttestation.")
+    digest = rebuilt.get("digest")
+    if not isinstance(digest, dict) or not isinstance(digest.get("sha256"), str):
+        raise InputError(f"{source}: rebuiltAttestation has no sha256 digest.")
+    if not isinstance(results, list) or not all(_is_result(r) for r in results):
+        raise InputError(f"{source}: rebuild predicate has malformed results.")
+    drift = predicate.get("drift", [])
+    overrides = predicate.get("envOverrides", {})
+    if not isinstance(overrides, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in overrides.items()):
+        raise InputError(f"{source}: envOverrides is not a map of variable names to values.")
+    return RebuildClaim(
+        statement=statement,
+        attribution=attribution,
+        step=step,
+        rebuilt_payload_sha256=digest["sha256"],
+        results=tuple(results),
+        drift=tuple(d for d in drift if isinstance(d, dict)) if isinstance(drift, list) else (),
+        env_overrides=tuple(sorted(overrides.items())),
+    )
+
+
+# Tensor fields a rebuild result's diff carries that judgement and reports read, by type.
+_TENSOR_NUMBERS = ("max_abs_diff", "max_rel_diff", "mean_abs_diff", "rel_l2", "cosine",
+                   "median_ulp", "bit_equal_fraction")
+
+
+def _is_number_or_none(value: Any) -> bool:
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+
+
+def _is_result(result: Any) -> bool:
+    """One entry of a rebuild's results, every field the quorum or a report reads checked:
+    name, verdict, expected and actual digest sets, and the diff's tensors and metrics."""
+    if not (isinstance(result, dict) and isinstance(result.get("name"), str)
+            and result.get("verdict") in VERDICTS and is_digest_set(result.get("expected"))):
+        return False
+    actual = result.get("actual")
+    if actual is not None and not is_digest_set(actual):
+        return False
+    diff = result.get("diff")
+    if diff is None:
+        return True
+    if not isinstance(diff, dict) or not isinstance(diff.get("kind", ""), str):
+        return False
+    offset = diff.get("first_difference_offset")
+    if offset is not None and (not isinstance(offset, int) or isinstance(offset, bool)):
+        return False
+    tensors = diff.get("tensors", [])
+    return isinstance(tensors, list) and all(
+        isinstance(t, dict) and isinstance(t.get("name"), str)
+        and isinstance(t.get("status"), str)
+        and all(_is_number_or_none(t.get(k)) for k in _TENSOR_NUMBERS)
+        for t in tensors)
+
+
+@dataclass
+class StepQuorum:
+    """The rebuilds of one step attestation, judged. `counted` is the one count: what is
+    printed and what is compared with the quorum are both its length."""
+
+    step: str
+    attestation: str
+    payload_sha256: str
+    quorum: int
+    counted: list[dict[str, str]] = field(default_factory=list)  # rebuilder, identity, file
+    missing: list[str] = field(default_factory=list)
+    dissent: list[dict[str, Any]] = field(default_factory=list)
+    probes: list[dict[str, Any]] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    # Products the policy calls informational that a counted or dissenting rebuild did not
+    # reproduce bit for bit: reported, never a match or dissent.
+    informational: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def matched(self) -> list[str]:
+        return sorted(c["rebuilder"] for c in self.counted)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step, "attestation": self.attestation,
+            "payload_sha256": self.payload_sha256, "quorum": self.quorum,
+            "matching": len(self.counted), "matched": self.matched, "counted": self.counted,
+            "missing": self.missing, "dissent": self.dissent, "probes": self.probes,
+            "ignored": self.ignored, "failures": self.failures,
+            "informational": self.informational,
+        }
+
+
+def _same(a: dict[str, str] | None, b: dict[str, str] | None) -> bool:
+    """Two digest sets agree: they share an algorithm and agree on every shared one."""
+    if not a or not b:
+        return False
+    shared = set(a) & set(b)
+    return bool(shared) and all(a[k] == b[k] for k in shared)
+
+
+def _within_tolerance(name: str, result: dict[str, Any], tolerance: Tolerance) -> bool:
+    """A tolerance applies to tensor files alone: a product named *.safetensors that the
+    rebuilder's diff read as safetensors, every tensor present on both sides with its dtype and
+    shape, and every changed tensor's metrics inside the tolerance."""
+    from verifier.diff.tensordiff import within_tolerance
+
+    diff = result.get("diff")
+    if not name.endswith(".safetensors"):
+        return False
+    if not isinstance(diff, dict) or diff.get("kind") != "safetensors":
+        return False
+    tensors = diff.get("tensors")
+    if not isinstance(tensors, list):
+        return False
+    for tensor in tensors:
+        if not isinstance(tensor, dict):
+            return False
+        if tensor.get("status") == "equal":
+            continue
+        if tensor.get("status") != "changed":
+            return False  # added, removed, dtype or shape differs: never a tolerance question
+        if not within_tolerance(tensor.get("max_abs_diff"), tensor.get("max_rel_diff"),
+                                tolerance.rtol, tolerance.atol):
+            return False
+    return True
+
+
+def _within_json_tolerance(result: dict[str, Any], tolerance: Tolerance) -> bool:
+    """A JSON tolerance, judged from the rebuilder's signed diff alone: both sides read as JSON,
+    the same structure, every non-numeric value equal, and the numbers within the tolerance
+    (by the same sound bound as tensors: max abs <= atol or max rel <= rtol)."""
+    from verifier.diff.tensordiff import within_tolerance
+
+    diff = result.get("diff")
+    if not isinstance(diff, dict) or diff.get("kind") != "json":
+        return False
+    summary = diff.get("json")
+    if not isinstance(summary, dict) or summary.get("structure_equal") is not True:
+        return False
+    if summary.get("other_differences") != 0:
+        return False
+    if summary.get("numbers_differing") == 0:
+        return True
+    return within_tolerance(_number(summary.get("max_abs_diff")),
+                            _number(summary.get("max_rel_diff")), tolerance.rtol, tolerance.atol)
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) \
+        else None
+
+
+@dataclass
+class ClaimOutcome:
+    mismatches: list[dict[str, Any]] = field(default_factory=list)
+    informational: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _rule_for(match: StepMatch | None, name: str) -> ProductRule | None:
+    return None if match is None else match.rule_for(name)
+
+
+def judge_claim(record: StepRecord, claim: RebuildClaim, match: StepMatch | None
+                ) -> ClaimOutcome:
+    """Each product of the step attestation judged by its rule: the ones the claim did not
+    reproduce, with why, and the informational ones that differ (reported only)."""
+    results = {r["name"]: r for r in claim.results}
+    signed_subjects = claim.statement.subject_digests()
+    outcome = ClaimOutcome()
+    tolerant = match is not None and not match.all_exact
+    for product in record.products:
+        name, expected = product["name"], product["digest"]
+        rule = _rule_for(match, name)
+        kind = rule.kind if rule is not None else "exact"
+        result = results.get(name)
+        if result is None:
+            missing = {"name": name, "verdict": "MISSING"}
+            (outcome.informational if kind == "informational" else outcome.mismatches).append(
+                missing)
+            continue
+        actual = result.get("actual")
+        if not _same(result.get("expected"), expected):
+            outcome.mismatches.append({"name": name, "verdict": "DIVERGED",
+                                       "reason": "the rebuild compared against another digest"})
+        elif _same(actual, expected) and _same(signed_subjects.get(name), expected):
+            continue
+        elif tolerant and "dirHash" in expected:
+            continue  # a directory's files are judged one by one
+        elif kind == "informational":
+            outcome.informational.append(_dissent_detail(name, result))
+        elif (rule is not None and rule.tolerance is not None
+              and _same(signed_subjects.get(name), actual)
+              and (_within_tolerance(name, result, rule.tolerance) if kind == "tensors"
+                   else _within_json_tolerance(result, rule.tolerance))):
+            continue
+        else:
+            outcome.mismatches.append(_dissent_detail(name, result))
+    return outcome
+
+
+def check_claim(record: StepRecord, claim: RebuildClaim, match: StepMatch | None
+                ) -> list[dict[str, Any]]:
+    """The products the claim did not reproduce (empty when it matches), with why;
+    informational products are never among them."""
+    return judge_claim(record, claim, match).mismatches
+
+
+def _dissent_detail(name: str, result: dict[str, Any]) -> dict[str, Any]:
+    detail: dict[str, Any] = {"name": name, "verdict": result.get("verdict", "DIVERGED")}
+    diff = result.get("diff")
+    if isinstance(diff, dict):
+        tensors = [t for t in diff.get("tensors", []) if isinstance(t, dict)
+                   and t.get("status") != "equal"]
+        if tensors:
+            detail["tensors"] = [
+                {k: t.get(k) for k in ("name", "status", "max_abs_diff", "rel_l2")}
+                for t in tensors[:5]
+            ]
+            detail["changed_tensors"] = len(tensors)
+        if diff.get("first_difference_offset") is not None:
+            detail["first_difference_offset"] = diff["first_difference_offset"]
+        summary = diff.get("json")
+        if diff.get("kind") == "json" and isinstance(summary, dict):
+            detail["json"] = {k: summary.get(k) for k in (
+                "structure_equal", "first_structural_difference", "numbers_differing",
+                "max_abs_diff", "max_rel_diff", "first_number_difference",
+                "other_differences", "first_other_difference")}
+    return detail
+
+
+IGNORED_KEPT = 20  # "counted for nothing" sentences kept per step attestation
+
+
+def judge_rebuilds(
+    record: StepRecord,
+    step_attribution: Attribution,
+    claims: list[RebuildClaim],
+    policy: Policy,
+    signers: TrustedSigners,
+) -> StepQuorum:
+    """Judge the rebuild claims naming this step attestation (by payload digest) against the
+    policy's rebuild rule; claims of the same step name that rebuilt another attestation are
+    only reported. Each claim counts for at most one rebuilder, each rebuilder identity
+    at most once, and only rebuilders the policy lists who did not sign the step themselves."""
+    rule = policy.rebuild
+    assert rule is not None
+    outcome = StepQuorum(record.step, record.source, record.statement.payload_sha256,
+                         rule.quorum)
+    step_identities = set(step_attribution.identities)
+    eligible_by_claim: list[tuple[RebuildClaim, dict[str, str]]] = []
+    dissenting: set[str] = set()
+    heard_from: set[str] = set()
+    for claim in sorted(claims, key=lambda c: c.source):
+        if claim.rebuilt_payload_sha256 != record.statement.payload_sha256:
+            _ignore(outcome, f"{claim.source}: rebuilt another attestation of step "
+                             f"{record.step!r} (payload sha256 "
+                             f"{claim.rebuilt_payload_sha256[:16]}…), not {record.source}; it "
+                             "counts for nothing.")
+            continue
+        if claim.step != record.step:
+            _ignore(outcome, f"{claim.source}: names step {claim.step!r} but the attestation "
+                             f"of step {record.step!r} ({record.source}); it counts for nothing.")
+            continue
+        rebuilders = {signers.identity_of(n): n for n in sorted(claim.attribution.names)
+                      if n in rule.rebuilders}
+        heard_from.update(rebuilders)
+        if not rebuilders:
+            _ignore(outcome, f"{claim.source}: signed by {', '.join(claim.attribution.names)}, "
+                             "not a rebuilder the policy names.")
+            continue
+        eligible = {i: n for i, n in rebuilders.items() if i not in step_identities}
+        if not eligible:
+            _ignore(outcome, f"{claim.source}: signed by the step's own signer, which never "
+                             "counts as an independent rebuild.")
+            continue
+        isolation = rule.require_sandbox and rebuild_isolation_problem(claim)
+        if isolation:
+            _ignore(outcome, f"{claim.source}: {isolation}")
+            continue
+        who = ", ".join(sorted(eligible.values()))
+        judged = judge_claim(record, claim, rule.match.get(record.step))
+        if claim.is_probe:
+            outcome.probes.append({
+                "rebuilder": who, "attestation": claim.source,
+                "overrides": dict(claim.env_overrides), "files": judged.mismatches,
+            })
+            continue
+        mismatches = judged.mismatches
+        if judged.informational:
+            outcome.informational.append({"rebuilder": who, "attestation": claim.source,
+                                          "files": judged.informational})
+        if mismatches:
+            dissenting.update(eligible)
+            outcome.dissent.append({"rebuilder": who, "attestation": claim.source,
+                                    "files": mismatches,
+                                    "drift": order_drift(claim.drift)[:8]})
+        else:
+            eligible_by_claim.append((claim, eligible))
+    for claim, identity in _assign(eligible_by_claim):
+        outcome.counted.append({"rebuilder": eligible_name(eligible_by_claim, claim, identity),
+                                "identity": identity, "attestation": claim.source})
+    outcome.counted.sort(key=lambda c: c["rebuilder"])
+    outcome.missing = sorted(
+        n for n in rule.rebuilders
+        if signers.identity_of(n) not in heard_from | step_identities
+    )
+    if len(outcome.counted) < rule.quorum:
+        outcome.failures.append(
+            f"{record.source}: step {record.step!r} has {len(outcome.counted)} of {rule.quorum} "
+            f"required independent matching rebuilds "
+            f"({', '.join(outcome.matched) or 'none'}); missing: "
+            f"{', '.join(outcome.missing) or 'no other rebuilder named in the policy'}."
+        )
+    if rule.max_dissent is not None and len(dissenting) > rule.max_dissent:
+        outcome.failures.append(
+            f"{record.source}: step {record.step!r} has {len(dissenting)} dissenting "
+            f"rebuilders, more than max_dissent {rule.max_dissent}."
+        )
+    return outcome
+
+
+def _ignore(outcome: StepQuorum, sentence: str) -> None:
+    if len(outcome.ignored) < IGNORED_KEPT:
+        outcome.ignored.append(sentence)
+    elif len(outcome.ignored) == IGNORED_KEPT:
+        outcome.ignored.append("… and more rebuild attestations that count for nothing.")
+
+
+def eligible_name(pairs: list[tuple[RebuildClaim, dict[str, str]]], claim: RebuildClaim,
+                  identity: str) -> str:
+    return next(e[identity] for c, e in pairs if c is claim)
+
+
+def _assign(pairs: list[tuple[RebuildClaim, dict[str, str]]]) -> list[tuple[RebuildClaim, str]]:
+    """The largest set of (claim, identity) pairs in which no claim and no identity appears
+    twice: a maximum bipartite matching, found by augmenting paths (Kuhn's algorithm). One
+    bundle co-signed by two rebuilders is one rebuild; one rebuilder who sent two is one."""
+    owner: dict[str, int] = {}  # identity -> index of the claim it counts for
+
+    def augment(index: int, seen: set[str]) -> bool:
+        for identity in sorted(pairs[index][1]):
+            if identity in seen:
+                continue
+            seen.add(identity)
+            if identity not in owner or augment(owner[identity], seen):
+                owner[identity] = index
+                return True
+        return False
+
+    for index in range(len(pairs)):
+        augment(index, set())
+    return sorted(((pairs[i][0], identity) for identity, i in owner.items()),
+                  key=lambda p: p[0].source)

@@ -1,0 +1,123 @@
+"""Who signed a bundle, in the policy's own names.
+
+A bundle is attributed to every policy signer whose key (or keyless identity, or certificate
+chain) verifies it; the keyid hint inside the bundle is never consulted. Two names sharing one
+key are one identity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from verifier.errors import InputError
+from verifier.formats.certsigner import (
+    CertificateIdentity,
+    check_certificate_signer,
+    roots_fingerprint,
+)
+from verifier.formats.envelope import Bundle, pae
+from verifier.formats.signing import PublicKey, load_public_key
+from verifier.judgement.policy import KeylessIdentity, Policy
+
+# Checks one keyless bundle against one identity; returns the signing identity or None.
+KeylessCheck = Callable[[Bundle, KeylessIdentity, Path | None], str | None]
+
+
+@dataclass(frozen=True)
+class Attribution:
+    names: tuple[str, ...]  # policy signer names that verify the bundle
+    identities: tuple[str, ...]  # the distinct underlying identities (key hint, cert identity)
+
+
+class TrustedSigners:
+    """The policy's signers, loaded once, able to say who signed a bundle."""
+
+    def __init__(self, policy: Policy, keyless_check: KeylessCheck | None = None) -> None:
+        self._keys: dict[str, PublicKey] = {}
+        self._names_by_hint: dict[str, list[str]] = {}
+        self._keyless: dict[str, KeylessIdentity] = {}
+        self._certificates: dict[str, tuple[CertificateIdentity, str]] = {}
+        self._keyless_check = keyless_check
+        self._trusted_root = policy.trusted_root
+        for name, spec in sorted(policy.signers.items()):
+            if spec.key_path is not None:
+                try:
+                    self._keys[name] = load_public_key(spec.key_path)
+                except InputError as error:
+                    raise InputError(f"{policy.path}: signer {name!r}: {error}") from None
+                self._names_by_hint.setdefault(self._keys[name].hint, []).append(name)
+            elif spec.keyless is not None:
+                self._keyless[name] = spec.keyless
+            elif spec.certificate is not None:
+                try:
+                    roots = roots_fingerprint(spec.certificate.roots)
+                except InputError as error:
+                    raise InputError(f"{policy.path}: signer {name!r}: {error}") from None
+                self._certificates[name] = (spec.certificate, roots)
+
+    def attribute(self, bundle: Bundle) -> Attribution:
+        names: list[str] = []
+        identities: set[str] = set()
+        if bundle.is_keyless:
+            if self._keyless_check is not None:
+                for name, spec in self._keyless.items():
+                    identity = self._keyless_check(bundle, spec, self._trusted_root)
+                    if identity is not None:
+                        names.append(name)
+                        identities.add(f"sigstore:{spec.issuer}:{identity}")
+            for name, (certificate, roots) in self._certificates.items():
+                matched = check_certificate_signer(bundle, certificate)
+                if matched is not None:
+                    names.append(name)
+                    identities.add(f"x509:{roots}:{matched}")
+        else:
+            for hint in self._verifying_hints(bundle):
+                names.extend(self._names_by_hint[hint])
+                identities.add(f"key:{hint}")
+        return Attribution(tuple(sorted(names)), tuple(sorted(identities)))
+
+    def attribute_message(self, message: bytes, signatures: Iterable[bytes]) -> Attribution:
+        """The key signers under whose key one of the signatures over `message` verifies:
+        for evidence that is not a DSSE bundle (in-toto's classic links sign canonical JSON).
+        Keyless and certificate signers need a bundle, so they never match here."""
+        names: list[str] = []
+        identities: set[str] = set()
+        candidates = list(signatures)
+        for hint, owners in self._names_by_hint.items():
+            if any(self._keys[owners[0]].verify(sig, message) for sig in candidates):
+                names.extend(owners)
+                identities.add(f"key:{hint}")
+        return Attribution(tuple(sorted(names)), tuple(sorted(identities)))
+
+    def _verifying_hints(self, bundle: Bundle) -> set[str]:
+        """The policy keys (by hint) under which some signature of the bundle verifies.
+
+        The key a signature's keyid (or the bundle's hint) names is tried first, so an honest
+        bundle costs one verification however many signers the policy has; only when it does
+        not verify are the other keys tried. The hint orders the work, it never decides trust.
+        """
+        message = pae(bundle.payload_type, bundle.payload)
+        found: set[str] = set()
+        for entry in bundle.signatures:
+            named = [h for h in (entry.keyid, bundle.public_key_hint) if h in self._names_by_hint]
+            for hint in dict.fromkeys(named + list(self._names_by_hint)):
+                if self._keys[self._names_by_hint[hint][0]].verify(entry.sig, message):
+                    found.add(hint)
+                    break
+        return found
+
+    @property
+    def key_hints(self) -> set[str]:
+        """The hints (sha256 of the public key PEM) of the policy's keys."""
+        return set(self._names_by_hint)
+
+    def identity_of(self, name: str) -> str:
+        if name in self._keys:
+            return f"key:{self._keys[name].hint}"
+        if name in self._certificates:
+            certificate, roots = self._certificates[name]
+            return f"x509:{roots}:{certificate.subject or certificate.san}"
+        spec = self._keyless[name]
+        return f"sigstore:{spec.issuer}:{spec.identity or spec.identity_regex}"

@@ -1,0 +1,100 @@
+"""SLSA Verification Summary (VSA v1): one small signed verdict for a deployment system.
+
+`verify-model --vsa FILE` turns its report into an in-toto Statement whose subject is the
+artifact and whose predicate says which policy (by digest) and which attestations (by digest)
+gave which result, then signs it into a bundle exactly like every other attestation here.
+A FAILED verification is summarised too: a signed "no" is as useful to a gate as a signed "yes".
+
+verifiedLevels: SLSA_BUILD_LEVEL_1 when the chain verified (signed provenance of every step,
+checked against the policy's signers; higher build levels depend on the build platform, which a
+local verifier cannot vouch for), plus MODEL_VERIFIER_REBUILD_QUORUM_<k> when the policy
+demanded, and got, k independent matching rebuilds of its steps; FAILED otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from verifier.formats import readers
+from verifier.formats.envelope import INTOTO_PAYLOAD_TYPE, write_atomic
+from verifier.formats.statement import STATEMENT_TYPE, canonical_json
+
+if TYPE_CHECKING:
+    from verifier.judgement.policy import Policy
+    from verifier.judgement.verify import Report
+    from verifier.steps.record import Signer
+
+VSA_PREDICATE_TYPE = "https://slsa.dev/verification_summary/v1"
+VERIFIER_ID = "https://model-verifier.dev/verifiers/verify-model/v1"
+
+
+def _file_sha256(path: Path) -> str:
+    # The policy and attestation files were read (bounded) already; read bounded again, since
+    # a file may have been swapped for something else in between.
+    return hashlib.sha256(readers.read_bytes(path, "file to summarise",
+                                             readers.MAX_BUNDLE_BYTES)).hexdigest()
+
+
+def _file_of(source: str) -> Path:
+    """The file an attestation came from (a JSON-lines source reads `FILE:LINE`)."""
+    path = Path(source)
+    if path.is_file():
+        return path
+    head, _, line = source.rpartition(":")
+    return Path(head) if line.isdigit() and Path(head).is_file() else path
+
+
+def input_attestations(report: Report) -> list[dict[str, Any]]:
+    """Every attestation file the verdict rests on, as the evaluation found them: the chain's
+    step attestations and the rebuild attestations counted towards its quorums. A JSON-lines
+    file counts as one attestation (its digest covers every line)."""
+    files = {_file_of(source) for source in report.evidence}
+    return [{"uri": path.as_posix(), "digest": {"sha256": _file_sha256(path)}}
+            for path in sorted(files)]
+
+
+def verified_levels(report: Report, policy: Policy) -> list[str]:
+    if not report.passed:
+        return ["FAILED"]
+    levels = ["SLSA_BUILD_LEVEL_1"]
+    if policy.rebuild is not None and report.rebuilds:
+        levels.append(f"MODEL_VERIFIER_REBUILD_QUORUM_{policy.rebuild.quorum}")
+    return levels
+
+
+def vsa_statement(report: Report, policy: Policy, *,
+                  time_verified: datetime | None = None) -> dict[str, Any]:
+    """The VSA statement (unsigned) for a verify-model report."""
+    moment = (time_verified or datetime.now(UTC)).astimezone(UTC)
+    artifact = Path(report.artifact)
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": artifact.name or artifact.as_posix(), "digest": report.digest}],
+        "predicateType": VSA_PREDICATE_TYPE,
+        "predicate": {
+            "verifier": {"id": VERIFIER_ID},
+            "timeVerified": moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "resourceUri": artifact.as_posix(),
+            "policy": {"uri": policy.path.as_posix(),
+                       "digest": {"sha256": _file_sha256(policy.path)}},
+            "inputAttestations": input_attestations(report),
+            "verificationResult": "PASSED" if report.passed else "FAILED",
+            "verifiedLevels": verified_levels(report, policy),
+            "slsaVersion": "1.0",
+        },
+    }
+
+
+def write_vsa(path: Path, report: Report, policy: Policy, signer: Signer, *,
+              time_verified: datetime | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Sign the VSA into a Sigstore bundle at `path` (an existing file is replaced only with
+    `overwrite`); return the statement."""
+    from verifier.steps.record import canonical_bundle_text
+
+    statement = vsa_statement(report, policy, time_verified=time_verified)
+    bundle = signer.sign_dsse(canonical_json(statement), INTOTO_PAYLOAD_TYPE)
+    write_atomic(path, canonical_bundle_text(bundle), overwrite=overwrite)
+    return statement

@@ -1,0 +1,3 @@
+"""Views of the evaluation for people: audit (text, JSON, DOT, HTML), openness and contamination
+reports.
+"""

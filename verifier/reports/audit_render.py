@@ -1,0 +1,211 @@
+"""Views of an audit report: text for a terminal, JSON, Graphviz DOT (HTML: `audit_html`).
+
+Every view reads the report's JSON form (`AuditReport.to_dict()`, described by
+attestations/audit-report.schema.json), whose strings are already cleaned of control and
+bidirectional characters; each format still escapes what is special to it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+FORMATS = ("text", "json", "dot", "html")
+MARKS = {"error": "✗", "warning": "!", "info": "·"}
+COLOURS = {"error": "#f2a5a5", "warning": "#ffd98a", "ok": "#b9e4b9", "unchecked": "#dddddd",
+           "pinned": "#bcd7f5", "unpinned": "#e9e4f5"}
+
+
+def render(report: dict[str, Any], fmt: str) -> str:
+    """The report in one of FORMATS."""
+    if fmt == "json":
+        return json.dumps(report, indent=2, sort_keys=True) + "\n"
+    if fmt == "dot":
+        return render_dot(report)
+    if fmt == "html":
+        from verifier.reports.audit_html import render_html
+
+        return render_html(report)
+    return render_text(report)
+
+
+def short_digest(digest: dict[str, str]) -> str:
+    for algorithm in ("sha256", "dirHash"):
+        if algorithm in digest:
+            return f"{algorithm}:{digest[algorithm][:12]}…"
+    algorithm = min(digest) if digest else "?"
+    return f"{algorithm}:{str(digest.get(algorithm, ''))[:12]}…"
+
+
+def signer_label(signer: dict[str, Any]) -> str:
+    if signer["names"]:
+        return ", ".join(signer["names"])
+    if signer["status"] == "unchecked":
+        return f"{signer['claimed']} (unverified)"
+    return f"{signer['claimed']} ({signer['status']})"
+
+
+def final_steps(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The steps whose products are the final artifacts, in build order."""
+    return [s for s in report["steps"] if s["final"]]
+
+
+def findings_by_step(report: dict[str, Any]) -> dict[str | None, list[dict[str, Any]]]:
+    """Findings grouped by the step they belong to (a rebuild's go to the step it rebuilt)."""
+    step_of_rebuild = {r["id"]: r["step_node"] for r in report["rebuilds"]}
+    grouped: dict[str | None, list[dict[str, Any]]] = {}
+    for finding in report["findings"]:
+        node = finding["node"]
+        node = step_of_rebuild.get(node, node) if node else None
+        grouped.setdefault(node, []).append(finding)
+    return grouped
+
+
+def _without_file(message: str, files: list[str]) -> str:
+    """Under its step the file is already shown; drop it from the start of the sentence."""
+    for name in files:
+        if message.startswith(f"{name}: "):
+            return message[len(name) + 2:]
+    return message
+
+
+def summary_line(report: dict[str, Any]) -> str:
+    counts = report["summary"]
+    return (f"{report['verdict']}: {counts['error']} error(s), {counts['warning']} warning(s), "
+            f"{counts['info']} note(s)")
+
+
+def render_text(report: dict[str, Any]) -> str:
+    counts = report["summary"]
+    lines = [
+        f"audit of {', '.join(report['directories'])}: {counts['steps']} step attestation(s), "
+        f"{counts['rebuilds']} rebuild(s), {counts['artifacts']} artifact(s) "
+        f"in {counts['bundles']} bundle(s)",
+        (f"policy: {report['policy']} (signatures checked)" if report["checked"] else
+         "no policy: chain unchecked; signers are shown as the bundles claim them"),
+        summary_line(report),
+    ]
+    steps = {s["id"]: s for s in report["steps"]}
+    artifacts = {a["id"]: a for a in report["artifacts"]}
+    rebuilds = {r["id"]: r for r in report["rebuilds"]}
+    findings = findings_by_step(report)
+    shown: set[str] = set()
+    for root in final_steps(report):
+        names = [p["name"] + (f" {artifacts[p['artifact']]['verdict']}"
+                              if artifacts[p["artifact"]].get("verdict") else "")
+                 for p in root["products"] if artifacts[p["artifact"]]["final"]]
+        more = f" and {len(names) - 4} more" if len(names) > 4 else ""
+        lines += ["", f"final artifact(s): {', '.join(names[:4])}{more}"]
+        lines += _tree(root["id"], steps, artifacts, rebuilds, findings, shown)
+    rest = [s for s in report["steps"] if s["id"] not in shown]
+    if rest:
+        lines += ["", "steps under no final artifact:"]
+        for step in rest:
+            lines += _tree(step["id"], steps, artifacts, rebuilds, findings, shown)
+    loose = [f for node, group in findings.items() if node not in shown for f in group]
+    if loose:
+        lines += ["", "other findings:"]
+        lines += [f"  {MARKS[f['severity']]} {f['severity']}: {f['message']}" for f in loose]
+    return "\n".join(lines) + "\n"
+
+
+def _step_line(step: dict[str, Any]) -> str:
+    return (f"step {step['step']}  [{signer_label(step['signer'])}]  "
+            f"{', '.join(step['files'])}")
+
+
+def _rebuild_line(step: dict[str, Any], rebuilds: dict[str, dict[str, Any]]) -> str | None:
+    attached = [rebuilds[r] for r in step["rebuilds"]]
+    quorum = step.get("quorum")
+    if not attached and not quorum:
+        return None
+    matched = [signer_label(r["signer"]) for r in attached if r["verdict"] == "matched"]
+    other = [signer_label(r["signer"]) for r in attached
+             if r["verdict"] not in ("matched", "probe")]
+    probes = [signer_label(r["signer"]) for r in attached if r["verdict"] == "probe"]
+    text = f"rebuilds: {len(matched)} matching"
+    text += f" ({', '.join(matched)})" if matched else ""
+    text += f", {len(other)} differing ({', '.join(other)})" if other else ""
+    text += f", {len(probes)} probe(s) ({', '.join(probes)})" if probes else ""
+    if quorum:
+        text += f"; quorum {quorum.get('matching', len(quorum['matched']))}/{quorum['quorum']}"
+    return text
+
+
+def _tree(root: str, steps: dict[str, dict[str, Any]], artifacts: dict[str, dict[str, Any]],
+          rebuilds: dict[str, dict[str, Any]],
+          findings: dict[str | None, list[dict[str, Any]]], shown: set[str]) -> list[str]:
+    """Lines of the tree below one step, walked with an explicit stack (chains can be long)."""
+    lines: list[str] = []
+    # (line prefix, prefix of the lines below it, what to print)
+    stack: list[tuple[str, str, tuple[str, str, str]]] = [("", "", ("step", root, ""))]
+    while stack:
+        prefix, below, (kind, node, name) = stack.pop()
+        if kind == "step":
+            step = steps[node]
+            if node in shown:
+                lines.append(f"{prefix}{_step_line(step)}  (shown above)")
+                continue
+            shown.add(node)
+            lines.append(f"{prefix}{_step_line(step)}")
+            detail = _rebuild_line(step, rebuilds)
+            lines += [f"{below}│ {detail}"] if detail else []
+            lines += [f"{below}│ {MARKS[f['severity']]} {f['severity']}: "
+                      f"{_without_file(f['message'], step['files'])}"
+                      for f in findings.get(node, [])]
+            children = [("material", m["artifact"], m["name"]) for m in step["materials"]]
+            for index in range(len(children) - 1, -1, -1):
+                last = index == len(children) - 1
+                stack.append((below + ("└─ " if last else "├─ "),
+                              below + ("   " if last else "│  "), children[index]))
+        else:
+            artifact = artifacts[node]
+            producers = artifact["producers"]
+            where = "" if producers else f"  (source, {artifact['source'] or 'unpinned'})"
+            lines.append(f"{prefix}{name}  {short_digest(artifact['digest'])}{where}")
+            lines += [f"{below}  {MARKS[f['severity']]} {f['severity']}: {f['message']}"
+                      for f in findings.get(node, []) if f["kind"] != "unpinned-source"]
+            shown.add(node)
+            for index in range(len(producers) - 1, -1, -1):
+                last = index == len(producers) - 1
+                stack.append((below + ("└─ " if last else "├─ "),
+                              below + ("   " if last else "│  "), ("step", producers[index], "")))
+    return lines
+
+
+def _dot_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render_dot(report: dict[str, Any]) -> str:
+    """Graphviz: steps as boxes, artifacts as notes, sources as ellipses, rebuilds as
+    diamonds; each filled with the colour of its status."""
+    lines = ["digraph audit {", "  rankdir=LR;",
+             '  node [style=filled, fontname="Helvetica", fontsize=10];',
+             '  edge [color="#555555"];']
+    for step in report["steps"]:
+        label = _dot_label(step["step"], signer_label(step["signer"]))
+        lines.append(f"  {_dot_string(step['id'])} [shape=box, label={label}, "
+                     f"fillcolor={_dot_string(COLOURS[step['status']])}];")
+    for artifact in report["artifacts"]:
+        colour = COLOURS[artifact["status"]] if artifact["status"] != "ok" else (
+            COLOURS[artifact["source"]] if artifact["source"] in COLOURS else COLOURS["ok"])
+        shape = "note" if artifact["producers"] else "ellipse"
+        label = _dot_label(", ".join(artifact["names"][:2]), short_digest(artifact["digest"]))
+        lines.append(f"  {_dot_string(artifact['id'])} [shape={shape}, label={label}, "
+                     f"fillcolor={_dot_string(colour)}"
+                     f"{', penwidth=2' if artifact['final'] else ''}];")
+    for rebuild in report["rebuilds"]:
+        label = _dot_label(f"rebuild {rebuild['verdict']}", signer_label(rebuild["signer"]))
+        lines.append(f"  {_dot_string(rebuild['id'])} [shape=diamond, label={label}, "
+                     f"fillcolor={_dot_string(COLOURS[rebuild['status']])}];")
+    for edge in report["edges"]:
+        style = " [style=dashed]" if edge["kind"] == "rebuilds" else ""
+        lines.append(f"  {_dot_string(edge['from'])} -> {_dot_string(edge['to'])}{style};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _dot_label(*lines: str) -> str:
+    """A quoted label of several lines; the line breaks are the only escapes it contains."""
+    return '"' + "\\n".join(_dot_string(line)[1:-1] for line in lines) + '"'

@@ -1,0 +1,639 @@
+"""Rebuild recorded steps independently and attest whether they reproduced.
+
+Nothing runs unless a signer the rebuilder trusts signed the step (a key, a keyless identity,
+or the policy's signers of that step), and nothing runs before the whole plan is checked and
+shown. Each step runs in a fresh workspace made from the recorded source (verifier.steps.workspace:
+the recorded git commit, never the rebuilder's working tree) with its materials placed by
+digest (from the source, earlier rebuilt steps, or the central intermediates given with
+--materials-from) and checked; it runs in the sandbox (verifier.steps.sandbox) with the recorded
+values of its declared variables. Its products are hashed and compared with the attested
+subjects, and a tensor diff explains any difference. The user's own files are never written:
+everything happens in the workspace, which is removed afterwards unless it should be kept.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from verifier.errors import InputError
+from verifier.formats.digest import Hasher, list_files
+from verifier.formats.envelope import INTOTO_PAYLOAD_TYPE, Bundle, read_bundles, write_atomic
+from verifier.formats.signing import PublicKey, bundle_signed_by
+from verifier.formats.statement import (
+    REBUILD_PREDICATE_TYPE,
+    STATEMENT_TYPE,
+    StepRecord,
+    as_step,
+    canonical_json,
+    parse_statement,
+)
+from verifier.steps import environment, plan, workspace
+from verifier.steps.record import (
+    NO_SANDBOX,
+    RunResult,
+    Signer,
+    canonical_bundle_text,
+    check_command,
+    run_streaming,
+)
+from verifier.steps.sandbox import Sandbox, interpreter_roots
+
+if TYPE_CHECKING:
+    from verifier.judgement.policy import KeylessIdentity, Policy
+
+
+@dataclass
+class StepOutcome:
+    step: str
+    attestation: str
+    status: str  # "reproduced" | "differs" | "stopped"
+    message: str = ""
+    results: list[dict[str, Any]] = field(default_factory=list)
+    drift: list[dict[str, Any]] = field(default_factory=list)
+    env_overrides: dict[str, str] = field(default_factory=dict)
+    rebuild_attestation: str | None = None
+    workspace: str | None = None
+    source: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step, "attestation": self.attestation, "status": self.status,
+            "message": self.message, "results": self.results, "drift": self.drift,
+            "env_overrides": self.env_overrides,
+            "rebuild_attestation": self.rebuild_attestation, "workspace": self.workspace,
+            "source": self.source, "notes": self.notes,
+        }
+
+
+@dataclass
+class Trust:
+    """Whose step attestations a rebuild runs: keys, keyless identities, a policy's signers."""
+
+    keys: list[PublicKey] = field(default_factory=list)
+    identities: list[KeylessIdentity] = field(default_factory=list)
+    policy: Policy | None = None
+    trusted_root: Path | None = None
+
+    def __post_init__(self) -> None:
+        self._signers: Any = None
+
+    @property
+    def empty(self) -> bool:
+        return not (self.keys or self.identities or self.policy)
+
+    def describe(self) -> str:
+        names = [k.source for k in self.keys]
+        names += [f"{i.identity} ({i.issuer})" for i in self.identities]
+        if self.policy is not None:
+            names.append(f"the signers {self.policy.path} names for each step")
+        return ", ".join(names)
+
+    def admits(self, bundle: Bundle, step: str) -> bool:
+        if any(bundle_signed_by(bundle, key) for key in self.keys):
+            return True
+        if self.identities and bundle.is_keyless:
+            from verifier.formats.keyless import check_keyless
+
+            if any(check_keyless(bundle, spec, self.trusted_root) is not None
+                   for spec in self.identities):
+                return True
+        if self.policy is not None:
+            rule = self.policy.step(step)
+            if rule is None:
+                return False
+            if self._signers is None:
+                from verifier.formats.keyless import check_keyless
+                from verifier.judgement.trust import TrustedSigners
+
+                self._signers = TrustedSigners(self.policy, check_keyless)
+            return bool(set(self._signers.attribute(bundle).names) & set(rule.signed_by))
+        return False
+
+
+def load_steps(paths: Sequence[Path], trust: Trust) -> list[StepRecord]:
+    """The step records in the given bundle files (or directories of them).
+
+    A step attestation that no trusted signer signed is refused (InputError) before anything
+    runs; so is a rebuild with nobody to trust. Rebuild attestations in the same directories
+    are skipped.
+    """
+    if trust.empty:
+        raise InputError("rebuild runs the commands the attestations name, so it needs to know "
+                         "whom to trust: pass --trust-key FILE, --trust-identity ID with "
+                         "--trust-issuer URL, or --policy FILE.")
+    records: list[StepRecord] = []
+    for path in paths:
+        files = sorted(
+            p for p in path.rglob("*") if p.is_file() and p.suffix in (".json", ".jsonl")
+        ) if path.is_dir() else [path]
+        for file in files:
+            for bundle in read_bundles(file):
+                if bundle.payload_type != INTOTO_PAYLOAD_TYPE:
+                    raise InputError(f"{bundle.source}: payload type is not in-toto.")
+                statement = parse_statement(bundle.payload, bundle.source)
+                if statement.predicate_type == REBUILD_PREDICATE_TYPE:
+                    continue
+                record = as_step(statement)
+                if not trust.admits(bundle, record.step):
+                    raise InputError(
+                        f"{bundle.source}: is not signed by any trusted signer "
+                        f"({trust.describe()}), so its command is not run; nothing was run."
+                    )
+                records.append(record)
+    if not records:
+        raise InputError("no step attestations found in " + ", ".join(map(str, paths)) + ".")
+    return records
+
+
+def order_steps(records: list[StepRecord]) -> list[StepRecord]:
+    """Topological order by material/product digests (a step after those it consumes)."""
+    produced_by: dict[tuple[str, str], int] = {}
+    for index, record in enumerate(records):
+        for product in record.products:
+            for algorithm, value in product["digest"].items():
+                produced_by[(algorithm, value)] = index
+    depends: dict[int, set[int]] = {i: set() for i in range(len(records))}
+    for index, record in enumerate(records):
+        for material in record.materials:
+            for algorithm, value in material["digest"].items():
+                producer = produced_by.get((algorithm, value))
+                if producer is not None and producer != index:
+                    depends[index].add(producer)
+    ordered: list[int] = []
+    state: dict[int, str] = {}
+
+    def visit(node: int) -> None:
+        if state.get(node) == "done":
+            return
+        if state.get(node) == "active":
+            raise InputError(f"{records[node].source}: the steps' materials and products form "
+                             "a cycle, so they have no build order.")
+        state[node] = "active"
+        for dependency in sorted(depends[node]):
+            visit(dependency)
+        state[node] = "done"
+        ordered.append(node)
+
+    for node in range(len(records)):
+        visit(node)
+    return [records[i] for i in ordered]
+
+
+def _safe_relative(name: str, source: str) -> PurePosixPath:
+    """A recorded name as a path that cannot leave the workspace (attestations are input)."""
+    path = PurePosixPath(name)
+    if "\x00" in name or path.is_absolute() or ".." in path.parts:
+        raise InputError(f"{source}: the path {name!r} leaves the workspace; refusing to use it.")
+    return path
+
+
+def _check_paths(record: StepRecord) -> None:
+    """Refuse, before anything runs, a step whose recorded names would reach outside."""
+    _safe_relative(record.working_directory, record.source)
+    for descriptor in (*record.materials, *record.products):
+        _safe_relative(descriptor["name"], record.source)
+
+
+def _inside(workspace: Path, path: Path) -> bool:
+    """True when path, with every link resolved, stays under the workspace."""
+    return Path(os.path.realpath(path)).is_relative_to(Path(os.path.realpath(workspace)))
+
+
+class _DigestIndex:
+    """Files available as materials, found by sha256 (never by name alone)."""
+
+    def __init__(self, hasher: Hasher) -> None:
+        self._hasher = hasher
+        self._by_sha: dict[str, Path] = {}
+
+    def add_tree(self, root: Path) -> None:
+        if not root.is_dir():
+            raise InputError(f"{root}: no such directory of materials.")
+        names = list_files(root)
+        paths = [root / n for n in names]
+        for path, sha in zip(paths, self._hasher.hash_files(paths), strict=True):
+            self._by_sha.setdefault(sha, path)
+
+    def add(self, path: Path, sha: str) -> None:
+        self._by_sha.setdefault(sha, path)
+
+    def find(self, sha: str) -> Path | None:
+        return self._by_sha.get(sha)
+
+
+def _excluded_names(records: list[StepRecord], source: Path, extra: list[Path]) -> set[str]:
+    names = {p["name"] for r in records for p in r.products}
+    for path in extra:
+        absolute, base = Path(os.path.abspath(path)), Path(os.path.abspath(source))
+        if absolute.is_relative_to(base):
+            names.add(absolute.relative_to(base).as_posix())
+    return names
+
+
+@dataclass
+class RebuildOptions:
+    source: Path
+    out_dir: Path
+    signer: Signer
+    workspace_root: Path | None = None
+    materials_from: list[Path] = field(default_factory=list)
+    env_overrides: dict[str, str] = field(default_factory=dict)
+    keep_workspace: bool = False
+    force: bool = False
+    sandbox: Sandbox = NO_SANDBOX
+    allowed_env: frozenset[str] = frozenset()
+
+
+def _attestation_path(options: RebuildOptions, record: StepRecord) -> Path:
+    return options.out_dir / f"{record.step}.rebuild.intoto.json"
+
+
+def _check_before_running(ordered: list[StepRecord], options: RebuildOptions) -> None:
+    """Everything that can be refused is refused before a workspace exists or a command runs."""
+    if not options.source.is_dir():
+        raise InputError(f"{options.source}: no such source directory.")
+    seen: dict[str, str] = {}
+    for record in ordered:
+        # The step names a workspace and an output file: it must be one plain path component.
+        if record.step in (".", "..") or any(c in record.step for c in "/\\\x00"):
+            raise InputError(f"{record.source}: the step name {record.step!r} is not a plain "
+                             "name; refusing to use it as a workspace or file name.")
+        if record.step in seen:
+            raise InputError(f"{record.source}: step {record.step!r} is also attested by "
+                             f"{seen[record.step]}; give one attestation per step.")
+        seen[record.step] = record.source
+        _check_paths(record)
+        plan.check_step(record, options.allowed_env)
+        workspace.check_available(
+            options.source, workspace.recorded_revision(record.environment, record.source),
+            record.source)
+        target = _attestation_path(options, record)
+        if target.exists() and not options.force:
+            raise InputError(f"{target}: already exists; pass --force to replace it.")
+    if options.out_dir.exists() and not options.out_dir.is_dir():
+        raise InputError(f"{options.out_dir}: is not a directory, so rebuild attestations "
+                         "cannot be written there.")
+    root = options.workspace_root
+    if root is not None and (root.exists() or root.is_symlink()):
+        raise InputError(f"{root}: already exists; --workspace must name a directory that does "
+                         "not exist yet, so that every rebuild starts fresh.")
+
+
+def rebuild(
+    records: list[StepRecord],
+    options: RebuildOptions,
+    *,
+    only_step: str | None = None,
+    hasher: Hasher | None = None,
+    on_step: Callable[[StepOutcome], None] | None = None,
+    on_plan: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> list[StepOutcome]:
+    """Rebuild the steps (or one of them) and write a rebuild attestation per completed step.
+
+    Everything that can be refused is refused first; then `on_plan` gets what will run, step by
+    step, before any of it does.
+    """
+    hasher = hasher or Hasher()
+    source = options.source
+    ordered = order_steps(records)
+    if only_step is not None:
+        ordered = [r for r in ordered if r.step == only_step]
+        if not ordered:
+            raise InputError(f"--step {only_step}: no attestation of that step was given.")
+    _check_before_running(ordered, options)
+    index = _DigestIndex(hasher)
+    for directory in options.materials_from:
+        index.add_tree(directory)
+    extra = [options.out_dir] + ([options.workspace_root] if options.workspace_root else [])
+    excluded = _excluded_names(records, source, extra)
+    if options.workspace_root is not None:
+        root = options.workspace_root
+        try:
+            root.mkdir(parents=True)
+        except OSError as error:
+            raise InputError(f"{root}: the workspace cannot be made ({error.strerror}).") from None
+    else:
+        root = Path(tempfile.mkdtemp(prefix="mv-rebuild-"))
+    outcomes: list[StepOutcome] = []
+    try:
+        if on_plan is not None:
+            on_plan([_plan_entry(record, root / record.step, options) for record in ordered])
+        for record in ordered:
+            step_root = root / record.step
+            outcome = _rebuild_step(record, step_root, index, excluded, options, hasher)
+            if options.keep_workspace:
+                outcome.workspace = str(step_root)
+            outcomes.append(outcome)
+            if on_step is not None:
+                on_step(outcome)
+    finally:
+        if not options.keep_workspace:
+            shutil.rmtree(root, ignore_errors=True)
+    return outcomes
+
+
+def _step_sandbox(record: StepRecord, options: RebuildOptions) -> Sandbox:
+    """The rebuild's sandbox for this step: network only when the rebuilder allows it and the
+    step was recorded with it."""
+    recorded = record.environment.get("sandbox")
+    recorded_network = recorded.get("network") if isinstance(recorded, dict) else "host"
+    network = options.sandbox.network and recorded_network != "none"
+    return replace(options.sandbox, network=network)
+
+
+def _plan_entry(record: StepRecord, step_root: Path, options: RebuildOptions) -> dict[str, Any]:
+    overrides = dict(sorted(options.env_overrides.items()))
+    workdir = step_root / _safe_relative(record.working_directory, record.source)
+    return plan.describe(record, str(workdir), {**record.declared_env, **overrides},
+                         _step_sandbox(record, options).describe(), str(step_root))
+
+
+def _source_file(source: Path, relative: PurePosixPath) -> Path | None:
+    """The source tree's file of that name, when it is a regular file reached without leaving
+    the source tree through a link."""
+    candidate = source / relative
+    if candidate.is_symlink() or not candidate.is_file() or not _inside(source, candidate):
+        return None
+    return candidate
+
+
+def _place_materials(record: StepRecord, workspace: Path, index: _DigestIndex,
+                     source: Path, excluded: set[str], hasher: Hasher) -> str | None:
+    """Put every material in place by digest; a sentence when one is missing or drifted.
+
+    A material another given step produces comes from that step's rebuild (or the central
+    intermediates), never from an earlier output lying in the source tree.
+    """
+    for material in record.materials:
+        sha = material["digest"].get("sha256")
+        if sha is None:
+            continue  # directories: their files are listed one by one
+        relative = _safe_relative(material["name"], record.source)
+        target = workspace / relative
+        if not _inside(workspace, target.parent):
+            return (f"material {material['name']} would be placed outside the workspace "
+                    "through a symbolic link in the source tree; step not run.")
+        drifted: str | None = None
+        if target.is_file() and not target.is_symlink():
+            actual = hasher.hash_files([target])[0]
+            if actual == sha:
+                continue
+            drifted = actual
+        replacement = index.find(sha)
+        if replacement is None and material["name"] not in excluded:
+            found = _source_file(source, relative)
+            if found is not None:
+                actual = hasher.hash_files([found])[0]
+                if actual == sha:
+                    replacement = found
+                else:
+                    drifted = actual
+            elif (source / relative).exists() or (source / relative).is_symlink():
+                return (f"material {material['name']} is reached through a symbolic link "
+                        "leading out of the source tree, so it is not used; step not run.")
+        if replacement is None:
+            if drifted is not None:
+                return (f"material {material['name']} has drifted: the record says sha256 "
+                        f"{sha}, the source tree has sha256 {drifted}; step not run.")
+            return (f"material {material['name']} (sha256 {sha}) is not in the source "
+                    "tree, not produced by an earlier rebuilt step and not among the "
+                    "--materials-from files; step not run.")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)
+        shutil.copyfile(replacement, target)
+    for material in record.materials:
+        if "dirHash" in material["digest"]:
+            path = workspace / _safe_relative(material["name"], record.source)
+            actual = hasher.digest_paths([path])[0].dir_hash if path.is_dir() else None
+            if actual != material["digest"]["dirHash"]:
+                return (f"material directory {material['name']} does not match its recorded "
+                        f"dirHash (extra or missing files); step not run.")
+    return None
+
+
+def _compare(record: StepRecord, workspace: Path, index: _DigestIndex, options: RebuildOptions,
+             hasher: Hasher) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(per-subject results, descriptors of what was produced)."""
+    from verifier.diff.tensordiff import diff_files
+
+    results: list[dict[str, Any]] = []
+    produced: list[dict[str, Any]] = []
+    for subject in sorted(record.products, key=lambda s: s["name"]):
+        name, expected = subject["name"], subject["digest"]
+        path = workspace / _safe_relative(name, record.source)
+        if not path.exists():
+            results.append({"name": name, "expected": expected, "actual": None,
+                            "verdict": "MISSING"})
+            continue
+        digest = hasher.digest_paths([path])[0]
+        actual = {digest.algorithm: digest.value}
+        produced.append({"name": name, "digest": actual})
+        result: dict[str, Any] = {"name": name, "expected": expected, "actual": actual}
+        if expected.get(digest.algorithm) == digest.value:
+            result["verdict"] = "IDENTICAL"
+        elif digest.is_dir:
+            result["verdict"] = "DIVERGED"
+        else:
+            reference = _central_copy(name, expected.get("sha256", ""), index, options, hasher)
+            if reference is None:
+                result["verdict"] = "DIVERGED"
+                result["note"] = "the centrally built file was not available for a diff"
+            else:
+                diff = diff_files(path, reference)
+                result["verdict"] = diff.verdict.value
+                # Paths on the rebuilder's machine mean nothing to anyone else and leak its
+                # layout: the signed diff names both sides by the subject name.
+                result["diff"] = {**diff.to_dict(), "path_a": name, "path_b": name}
+        results.append(result)
+    return results, produced
+
+
+def _central_copy(name: str, sha: str, index: _DigestIndex, options: RebuildOptions,
+                  hasher: Hasher) -> Path | None:
+    """The centrally built product: any given file with its digest, or the source's copy."""
+    if not sha:
+        return None
+    found = index.find(sha)
+    if found is not None:
+        return found
+    candidate = options.source / name
+    if candidate.is_file() and not candidate.is_symlink() and (
+        hasher.hash_files([candidate])[0] == sha
+    ):
+        return candidate
+    return None
+
+
+def _run_step(record: StepRecord, step_root: Path, workdir: Path, declared: dict[str, str],
+              sandbox: Sandbox, report: Path | None = None,
+              interpreter: Sequence[Path] = ()) -> RunResult | str:
+    """Run the recorded command; a sentence instead when it cannot start or fails. `report`:
+    where the step may write its settings (environment.REPORT_VARIABLE); `interpreter`: the
+    roots of the step's Python, mounted read-only as record did."""
+    if not workdir.is_dir():
+        return (f"{record.source}: the recorded working directory {record.working_directory} "
+                "is not in the workspace; step not run.")
+    env = {**os.environ, **declared}
+    if report is not None:
+        env[environment.REPORT_VARIABLE] = str(report)
+    try:
+        check_command(record.argv, workdir, env)
+        run = run_streaming(sandbox.wrap(record.argv, step_root, workdir, env,
+                                         readable=interpreter,
+                                         writable=[report.parent] if report else []),
+                            workdir, env)
+    except InputError as error:
+        return f"{record.source}: the recorded command could not start ({error}); step not run."
+    if run.returncode != 0:
+        why = ""
+        if sandbox.isolated and not sandbox.network:
+            why = (" It ran in the sandbox without network: a step that needs the network was "
+                   "recorded with --network and is rebuilt with --network.")
+        last = run.stderr_tail.decode("utf-8", "replace").strip().splitlines()
+        said = f" Its last error line: {last[-1].strip()[:300]!r}." if last else ""
+        return (f"{record.source}: the recorded command exited with status "
+                f"{run.returncode}; no rebuild attestation written.{why}{said}")
+    return run
+
+
+def _prepare_workspace(record: StepRecord, step_root: Path, excluded: set[str],
+                       options: RebuildOptions) -> tuple[workspace.Origin, dict[str, Any]]:
+    """The recorded source in the step's workspace, and what the predicate says of it."""
+    revision = workspace.recorded_revision(record.environment, record.source)
+    origin = workspace.populate(options.source, step_root, revision)
+    for name in excluded:
+        path = step_root / name
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.is_dir():
+            shutil.rmtree(path)
+    recorded_git = record.environment.get("git")
+    recorded = ({k: recorded_git.get(k) for k in ("commit", "dirty")}
+                if isinstance(recorded_git, dict) else None)
+    rebuilder = workspace.git_state(options.source)
+    same = (None if not recorded or not rebuilder
+            else recorded.get("commit") == rebuilder.get("commit"))
+    return origin, {"workspace": origin.to_dict(), "recorded": recorded,
+                    "rebuilder": rebuilder, "sameRevision": same}
+
+
+def _rebuild_step(record: StepRecord, step_root: Path, index: _DigestIndex, excluded: set[str],
+                  options: RebuildOptions, hasher: Hasher) -> StepOutcome:
+    outcome = StepOutcome(record.step, record.source, "stopped")
+    origin, source = _prepare_workspace(record, step_root, excluded, options)
+    outcome.source = source
+    outcome.notes.append(origin.note)
+    if origin.method == workspace.GIT_COMMIT and (source["recorded"] or {}).get("dirty"):
+        outcome.notes.append("the step was recorded on a dirty tree: its declared materials are "
+                             "placed by digest, but any other file it changed is the commit's.")
+    if source["sameRevision"] is False:
+        outcome.notes.append(f"the step was recorded at {source['recorded']['commit'][:12]}, "
+                             f"--source is at {source['rebuilder']['commit'][:12]}; the "
+                             "workspace is the recorded commit.")
+    problem = _place_materials(record, step_root, index, options.source, excluded, hasher)
+    if problem is not None:
+        outcome.message = f"{record.source}: {problem}"
+        return outcome
+    overrides = dict(sorted(options.env_overrides.items()))
+    declared = {**record.declared_env, **overrides}
+    outcome.env_overrides = overrides
+    workdir = step_root / _safe_relative(record.working_directory, record.source)
+    sandbox = _step_sandbox(record, options)
+    # The step's interpreter, asked in the step's sandbox, as record did (never this process).
+    env = {**os.environ, **declared}
+    interpreter = environment.step_interpreter(record.argv, env.get("PATH"), workdir)
+    current = environment.capture(
+        workdir, declared, env=env, interpreter=interpreter,
+        wrap=lambda probe: sandbox.wrap(probe, step_root, workdir, env))
+    current["git"] = None  # the workspace is a copy, not a checkout: any commit found is not it
+    current["sandbox"] = sandbox.describe()
+    outcome.drift = environment.drift(record.environment, current)
+    with environment.report_file() as report_path:
+        run = _run_step(record, step_root, workdir, declared, sandbox, report_path,
+                        [] if interpreter is None else
+                        interpreter_roots(str(interpreter.path), None, workdir))
+        try:
+            environment.add_report(current, environment.read_report(report_path))
+        except InputError as error:
+            outcome.notes.append(f"{error} Its settings are not recorded.")
+    outcome.drift = environment.drift(record.environment, current)
+    if isinstance(run, str):
+        outcome.message = run
+        return outcome
+    results, produced = _compare(record, step_root, index, options, hasher)
+    _index_products(produced, step_root, index, hasher)
+    outcome.results = results
+    reproduced = all(r["verdict"] == "IDENTICAL" for r in results)
+    outcome.status = "reproduced" if reproduced else "differs"
+    if not produced:
+        outcome.message = (f"{record.source}: the command produced none of the recorded "
+                           "products; no rebuild attestation written.")
+        return outcome
+    statement = _rebuild_statement(record, results, produced, current, outcome.drift,
+                                   declared, overrides, run, source)
+    bundle = options.signer.sign_dsse(canonical_json(statement), INTOTO_PAYLOAD_TYPE)
+    target = _attestation_path(options, record)
+    write_atomic(target, canonical_bundle_text(bundle), overwrite=options.force)
+    outcome.rebuild_attestation = str(target)
+    return outcome
+
+
+def _index_products(produced: list[dict[str, Any]], workspace: Path, index: _DigestIndex,
+                    hasher: Hasher) -> None:
+    """What a step rebuilt becomes available, by digest, to the steps after it."""
+    for descriptor in produced:
+        path = workspace / descriptor["name"]
+        sha = descriptor["digest"].get("sha256")
+        if sha:
+            index.add(path, sha)
+        elif "dirHash" in descriptor["digest"]:
+            names = list_files(path)
+            files = [path / name for name in names]
+            for file, file_sha in zip(files, hasher.hash_files(files), strict=True):
+                index.add(file, file_sha)
+
+
+def _rebuild_statement(record: StepRecord, results: list[dict[str, Any]],
+                       produced: list[dict[str, Any]], current: dict[str, Any],
+                       drift: list[dict[str, Any]], declared: dict[str, str],
+                       overrides: dict[str, str], run: RunResult,
+                       source: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": sorted(produced, key=lambda d: d["name"]),
+        "predicateType": REBUILD_PREDICATE_TYPE,
+        "predicate": {
+            "step": record.step,
+            "rebuiltAttestation": {
+                "name": Path(record.source.split(":")[0]).name,
+                "digest": {"sha256": record.statement.payload_sha256},
+            },
+            "argv": list(record.argv),
+            # The values the command ran with; envOverrides names those the rebuilder chose
+            # instead of the recorded ones, so a reader never mistakes a probe for a rerun.
+            "env": dict(sorted(declared.items())),
+            "envOverrides": dict(sorted(overrides.items())),
+            "reproduced": all(r["verdict"] == "IDENTICAL" for r in results),
+            "results": results,
+            "materials": sorted(record.materials, key=lambda m: m["name"]),
+            "environment": current,
+            "drift": drift,
+            # Where the workspace came from, and the rebuilder's own checkout beside the
+            # recorded one: a rebuild from another revision is no rebuild of this step.
+            "source": source,
+            "runDetails": {
+                "invocationId": str(uuid.uuid4()),
+                "startedOn": run.started_on,
+                "finishedOn": run.finished_on,
+                "exitCode": run.returncode,
+            },
+        },
+    }
