@@ -871,14 +871,7 @@ def diff_files(
         first = min((o for o in (first_in_tensors, outside) if o is not None), default=None)
     else:  # the headers differ, and the scan stops at their first difference
         first = _first_difference(a, b)
-    if first is None:
-        verdict = Verdict.IDENTICAL
-    elif all(t.status == "equal" for t in tensors):
-        verdict = Verdict.CANONICALLY_IDENTICAL
-    elif tol is not None and all(t.passes_tolerance for t in tensors):
-        verdict = Verdict.WITHIN_TOLERANCE
-    else:
-        verdict = Verdict.DIVERGED
+    verdict = _tensor_verdict(first, tensors, tol)
     return FileDiff(
         str(a), str(b), "safetensors", verdict, size_a, size_b, first, tensors,
         ha.metadata, hb.metadata,
@@ -901,6 +894,18 @@ def _json_diff(a: Path, b: Path, size_a: int, size_b: int,
     return compare_json(doc_a, doc_b, rtol, atol)
 
 
+def _tensor_verdict(first: int | None, tensors: list[TensorDiff],
+                    tol: tuple[float, float] | None) -> Verdict:
+    """The verdict on two tensor files from their first differing byte and their tensors."""
+    if first is None:
+        return Verdict.IDENTICAL
+    if all(t.status == "equal" for t in tensors):
+        return Verdict.CANONICALLY_IDENTICAL
+    if tol is not None and all(t.passes_tolerance for t in tensors):
+        return Verdict.WITHIN_TOLERANCE
+    return Verdict.DIVERGED
+
+
 def _diff_gguf(a: Path, b: Path, ga: gguf.GgufFile, gb: gguf.GgufFile,
                tol: tuple[float, float] | None, size_a: int, size_b: int) -> FileDiff:
     """Two GGUF files: tensors by name through the safetensors machinery (their offsets were
@@ -918,16 +923,9 @@ def _diff_gguf(a: Path, b: Path, ga: gguf.GgufFile, gb: gguf.GgufFile,
         first = _first_difference(a, b)
     changed_keys = sorted(k for k in ga.metadata.keys() | gb.metadata.keys()
                           if ga.metadata.get(k) != gb.metadata.get(k))
-    if first is None:
-        verdict = Verdict.IDENTICAL
-    elif changed_keys:
-        verdict = Verdict.DIVERGED
-    elif all(t.status == "equal" for t in tensors):
-        verdict = Verdict.CANONICALLY_IDENTICAL
-    elif tol is not None and all(t.passes_tolerance for t in tensors):
-        verdict = Verdict.WITHIN_TOLERANCE
-    else:
-        verdict = Verdict.DIVERGED
+    # GGUF metadata holds hyperparameters and the tokenizer: a difference there is one.
+    verdict = (Verdict.DIVERGED if first is not None and changed_keys
+               else _tensor_verdict(first, tensors, tol))
     return FileDiff(
         str(a), str(b), "gguf", verdict, size_a, size_b, first, tensors,
         {k: v.text for k, v in sorted(ga.metadata.items())},

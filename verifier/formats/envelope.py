@@ -13,7 +13,7 @@ import binascii
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -250,23 +250,33 @@ def make_parent(path: Path) -> None:
         raise InputError(f"{path.parent}: cannot be created ({error.strerror}).") from None
 
 
-def write_atomic(path: Path, text: str, *, overwrite: bool) -> None:
-    """Write via a temporary file in the same directory and rename; never half a file."""
+def write_atomic(path: Path, data: str | bytes, *, overwrite: bool,
+                 check: Callable[[Path], None] | None = None, suffix: str = "") -> None:
+    """Write via a temporary file in the same directory and rename; never half a file.
+
+    `check`, when given, sees the complete temporary file (beside `path`, so that relative
+    paths in it resolve) before it is renamed into place; what it raises leaves `path` as it
+    was."""
     make_parent(path)
     if os.path.lexists(path) and not overwrite:  # a link planted there counts as a file
         raise InputError(f"{path}: already exists; pass --force to replace it.")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, so it cannot be written as a file.")
     try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix,
+                                             dir=path.parent)
     except OSError as error:
         raise InputError(f"{path}: cannot be written ({error.strerror}).") from None
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data.encode("utf-8") if isinstance(data, str) else data)
             stream.flush()
             os.fsync(stream.fileno())
         os.chmod(temporary, 0o644)
+        if check is not None:
+            check(Path(temporary))
+            if os.path.lexists(path) and not overwrite:  # appeared while it was checked
+                raise InputError(f"{path}: already exists; pass --force to replace it.")
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

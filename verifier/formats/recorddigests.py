@@ -38,8 +38,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
-import tempfile
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -305,17 +303,6 @@ def file_sha256(path: Path) -> str:
 
 def write(path: Path, data: bytes, *, overwrite: bool) -> None:
     """Write a digest file atomically (a temporary file renamed); never clobber unasked."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() and not overwrite:
-        raise InputError(f"{path}: already exists; pass --force to replace it.")
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    from verifier.formats.envelope import write_atomic
+
+    write_atomic(path, data, overwrite=overwrite)

@@ -15,12 +15,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from verifier.errors import InputError
-from verifier.formats.envelope import make_parent
+from verifier.formats.envelope import write_atomic
 from verifier.judgement.evaluation import Evaluation, StepNode, evaluate
 from verifier.judgement.policy import Policy, SignerSpec, load_policy
 from verifier.judgement.trust import TrustedSigners
@@ -259,28 +258,12 @@ def _ignore_lines(evaluation: Evaluation, nodes: list[StepNode], finals: list[st
 
 def _write_checked(out: Path, text: str, result: InitResult, force: bool,
                    attestation_dirs: list[Path]) -> None:
-    """Write the policy to a temporary file beside `out` (so its relative key paths resolve),
-    judge the chain under it, then rename it into place."""
-    make_parent(out)
-    if out.is_dir():
-        raise InputError(f"{out}: is a directory, so it cannot be written as a file.")
-    try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".yaml",
-                                             dir=out.parent)
-    except OSError as error:
-        raise InputError(f"{out}: cannot be written ({error.strerror}).") from None
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, 0o644)
-        result.artifacts = _judge(load_policy(Path(temporary)), attestation_dirs)
-        if out.exists() and not force:
-            raise InputError(f"{out}: already exists; pass --force to replace it.")
-        os.replace(temporary, out)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
+    """Write the policy beside `out` (so its relative key paths resolve), judge the chain
+    under it, and only then rename it into place."""
+    def judge(temporary: Path) -> None:
+        result.artifacts = _judge(load_policy(temporary), attestation_dirs)
+
+    write_atomic(out, text, overwrite=force, check=judge, suffix=".yaml")
 
 
 def _judge(policy: Policy, attestation_dirs: list[Path]) -> list[tuple[str, bool, str]]:

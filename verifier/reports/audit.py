@@ -346,9 +346,7 @@ class _Auditor:
         node = StepNode(f"s-{payload[:24]}", record, signer, [record.source])
         self.step_by_payload[payload] = node
         self.report.steps.append(node)
-        if self.evaluation is not None:
-            pass  # signatures and names are judged by the evaluation (check_policy)
-        else:
+        if self.evaluation is None:  # with a policy, the evaluation judges names too
             self._check_names(node, record)
         for product in record.products:
             for pair in product["digest"].items():
