@@ -140,7 +140,7 @@ def test_a_step_reaching_a_loopback_server_fails_in_the_sandbox_and_the_rebuild_
         result = rebuild(work, keys, "--sandbox", "bwrap", "--json")
         assert result.code == 1
         [outcome] = json.loads(result.stdout)
-        assert outcome["status"] == "stopped"
+        assert outcome["status"] == "failed" and outcome["exit_code"] != 0
         assert "without network" in outcome["message"]
         assert "Connection refused" in outcome["message"] or "unreachable" in outcome["message"]
         assert "plan:" in result.stderr and "network none" in result.stderr

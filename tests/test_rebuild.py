@@ -268,10 +268,16 @@ def test_a_failing_command_writes_no_rebuild_attestation(build: Build) -> None:
     result = build.rebuild("--json", "--env", "EXIT_CODE=3")
     assert result.code == 1
     outcomes = {o["step"]: o for o in json.loads(result.stdout)}
-    assert outcomes["alpha-train"]["status"] == "stopped"
+    # It ran and failed: FAILED with its exit code, not "not run"; package, whose input it
+    # never made, did not run.
+    assert outcomes["alpha-train"]["status"] == "failed"
+    assert outcomes["alpha-train"]["exit_code"] == 3
     assert "exited with status 3" in outcomes["alpha-train"]["message"]
     assert outcomes["mid-package"]["status"] == "stopped"
     assert files_under(build.root / "rebuilds") == ["zeta-prepare.rebuild.intoto.json"]
+    text = build.rebuild("--env", "EXIT_CODE=3", out=build.root / "failed-text")
+    assert "FAILED (exit 3) step 'alpha-train'" in text.stdout
+    assert "NOT RUN     step 'mid-package'" in text.stdout
 
 
 def test_environment_drift_and_overrides_are_listed_and_signed(build: Build) -> None:

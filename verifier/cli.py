@@ -723,7 +723,8 @@ def _print_plan(entries: list[dict[str, Any]]) -> None:
 
 
 def _print_outcome(outcome: Any) -> None:
-    label = {"reproduced": "REPRODUCED", "differs": "DIFFERS", "stopped": "NOT RUN"}
+    label = {"reproduced": "REPRODUCED", "differs": "DIFFERS", "stopped": "NOT RUN",
+             "failed": f"FAILED (exit {outcome.exit_code})"}
     _say(f"{label[outcome.status]:<11} step {outcome.step!r} ({outcome.attestation})")
     if outcome.message:
         _say(f"  {outcome.message}")

@@ -53,8 +53,9 @@ if TYPE_CHECKING:
 class StepOutcome:
     step: str
     attestation: str
-    status: str  # "reproduced" | "differs" | "stopped"
+    status: str  # "reproduced" | "differs" | "failed" (the command exited non-zero) | "stopped"
     message: str = ""
+    exit_code: int | None = None  # the command's, when it ran and failed
     results: list[dict[str, Any]] = field(default_factory=list)
     drift: list[dict[str, Any]] = field(default_factory=list)
     env_overrides: dict[str, str] = field(default_factory=dict)
@@ -66,7 +67,8 @@ class StepOutcome:
     def to_dict(self) -> dict[str, Any]:
         return {
             "step": self.step, "attestation": self.attestation, "status": self.status,
-            "message": self.message, "results": self.results, "drift": self.drift,
+            "exit_code": self.exit_code, "message": self.message, "results": self.results,
+            "drift": self.drift,
             "env_overrides": self.env_overrides,
             "rebuild_attestation": self.rebuild_attestation, "workspace": self.workspace,
             "source": self.source, "notes": self.notes,
@@ -474,7 +476,7 @@ def _central_copy(name: str, sha: str, index: _DigestIndex, options: RebuildOpti
 
 def _run_step(record: StepRecord, step_root: Path, workdir: Path, declared: dict[str, str],
               sandbox: Sandbox, report: Path | None = None,
-              interpreter: Sequence[Path] = ()) -> RunResult | str:
+              interpreter: Sequence[Path] = ()) -> RunResult | str | _CommandFailed:
     """Run the recorded command; a sentence instead when it cannot start or fails. `report`:
     where the step may write its settings (environment.REPORT_VARIABLE); `interpreter`: the
     roots of the step's Python, mounted read-only as record did."""
@@ -499,9 +501,18 @@ def _run_step(record: StepRecord, step_root: Path, workdir: Path, declared: dict
                    "recorded with --network and is rebuilt with --network.")
         last = run.stderr_tail.decode("utf-8", "replace").strip().splitlines()
         said = f" Its last error line: {last[-1].strip()[:300]!r}." if last else ""
-        return (f"{record.source}: the recorded command exited with status "
-                f"{run.returncode}; no rebuild attestation written.{why}{said}")
+        return _CommandFailed(f"{record.source}: the recorded command exited with status "
+                              f"{run.returncode}; no rebuild attestation written.{why}{said}",
+                              run.returncode)
     return run
+
+
+@dataclass(frozen=True)
+class _CommandFailed:
+    """The command ran and exited non-zero: a failed step, not one that never ran."""
+
+    message: str
+    returncode: int
 
 
 def _prepare_workspace(record: StepRecord, step_root: Path, excluded: set[str],
@@ -565,6 +576,9 @@ def _rebuild_step(record: StepRecord, step_root: Path, index: _DigestIndex, excl
         except InputError as error:
             outcome.notes.append(f"{error} Its settings are not recorded.")
     outcome.drift = environment.drift(record.environment, current)
+    if isinstance(run, _CommandFailed):
+        outcome.status, outcome.exit_code, outcome.message = "failed", run.returncode, run.message
+        return outcome
     if isinstance(run, str):
         outcome.message = run
         return outcome
