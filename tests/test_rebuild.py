@@ -365,6 +365,21 @@ def test_an_existing_rebuild_attestation_is_kept_unless_forced(build: Build) -> 
     assert build.rebuild("--force").code == 0
 
 
+def test_force_never_replaces_another_signers_rebuild_attestation(build: Build) -> None:
+    assert build.rebuild().code == 0  # the rebuilder's own attestations
+    before = tree_digests(build.root / "rebuilds")
+    other = make_keys(build.root / "keys", "other-rebuilder")
+    result = build.rebuild("--force", key=other)
+    assert_error(result, 2, "zeta-prepare.rebuild.intoto.json", "not signed by this "
+                 "rebuilder's key")
+    assert tree_digests(build.root / "rebuilds") == before
+    # A file that is no bundle at all is no one's: never replaced either.
+    target = build.root / "rebuilds" / "zeta-prepare.rebuild.intoto.json"
+    target.write_text("notes\n")
+    assert build.rebuild("--force").code == 2
+    assert target.read_text() == "notes\n"
+
+
 def test_two_attestations_of_one_step_are_exit_2(build: Build, tmp_path: Path) -> None:
     again = tmp_path / "again"
     assert record_step(build.src, "zeta-prepare", build.builder.private, ["raw.csv"],

@@ -258,6 +258,24 @@ def _attestation_path(options: RebuildOptions, record: StepRecord) -> Path:
     return options.out_dir / f"{record.step}.rebuild.intoto.json"
 
 
+def _made_by(path: Path, signer: Signer) -> bool:
+    """Whether the bundle at `path` was signed by this rebuilder's own key. A file that is no
+    readable bundle, or another signer's, is never replaced; nor, for a keyless rebuilder
+    (whose next certificate is not the last one's), is any file: it is removed by hand."""
+    from verifier.formats.envelope import read_bundle
+    from verifier.formats.signing import public_key_from
+
+    public_key = getattr(signer, "public_key", None)
+    if public_key is None:
+        return False
+    try:
+        bundle = read_bundle(path)
+    except InputError:
+        return False
+    return not bundle.is_keyless and bundle_signed_by(
+        bundle, public_key_from(public_key, str(path)))
+
+
 def _check_before_running(ordered: list[StepRecord], options: RebuildOptions) -> None:
     """Everything that can be refused is refused before a workspace exists or a command runs."""
     if not options.source.is_dir():
@@ -278,8 +296,12 @@ def _check_before_running(ordered: list[StepRecord], options: RebuildOptions) ->
             options.source, workspace.recorded_revision(record.environment, record.source),
             record.source)
         target = _attestation_path(options, record)
-        if target.exists() and not options.force:
+        if os.path.lexists(target) and not options.force:
             raise InputError(f"{target}: already exists; pass --force to replace it.")
+        if os.path.lexists(target) and not _made_by(target, options.signer):
+            raise InputError(f"{target}: was not signed by this rebuilder's key; --force "
+                             "replaces only your own rebuild attestations, so give this "
+                             "rebuild another --out.")
     if options.out_dir.exists() and not options.out_dir.is_dir():
         raise InputError(f"{options.out_dir}: is not a directory, so rebuild attestations "
                          "cannot be written there.")
