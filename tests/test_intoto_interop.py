@@ -321,3 +321,26 @@ def test_ed25519_links_pass_the_real_in_toto_verify(tmp_path: Path) -> None:
     result = run(["data/clean.txt", "--layout", tmp_path / "root.layout", "--layout-key",
                   owner.public], cwd=work, program="verify-model")
     assert result.code == 0, result.output
+
+
+def test_a_link_with_a_flood_of_signatures_is_refused_unread(chain: Chain, tmp_path: Path
+                                                             ) -> None:
+    """Each signature of a link is tried against every policy key: a link carrying thousands
+    is refused before one is checked, as an envelope is (the same cap)."""
+    from verifier.errors import InputError
+    from verifier.formats.envelope import MAX_SIGNATURES
+    from verifier.interop.intoto_links import read_link
+    from verifier.judgement.policy import load_policy
+    from verifier.reports.audit import audit
+
+    assert export(chain, tmp_path / "links").code == 0
+    path = sorted((tmp_path / "links").glob("*.link"))[0]
+    link = json.loads(path.read_text())
+    link["signatures"] = link["signatures"] * 5000
+    path.write_text(json.dumps(link))
+    with pytest.raises(InputError, match=f"more than {MAX_SIGNATURES} are refused"):
+        read_link(path)
+    # Through audit it is a finding with that sentence, never a slow verification.
+    report = audit([tmp_path / "links"], load_policy(chain.policy))
+    assert any("are refused" in f.message and f.kind == "unreadable-bundle"
+               for f in report.findings)

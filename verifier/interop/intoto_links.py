@@ -341,6 +341,13 @@ def read_link(path: Path) -> ClassicLink:
         raise InputError(f"{path}: is not a readable in-toto link (JSON).") from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: is not an in-toto link.")
+    from verifier.formats.envelope import MAX_SIGNATURES
+
+    listed = data.get("signatures")
+    if isinstance(listed, list) and len(listed) > MAX_SIGNATURES:
+        # Each is tried against every policy key: the envelope cap holds for links too.
+        raise InputError(f"{path}: the link carries {len(listed)} signatures; more than "
+                         f"{MAX_SIGNATURES} are refused.")
     signatures: list[tuple[str, bytes]] = []
     if "signed" in data:  # Metablock: hex signatures over canonical JSON of `signed`
         fields = data.get("signed")
