@@ -266,10 +266,17 @@ DeviceOpt = Annotated[list[str] | None, typer.Option(
 def _sandbox(choice: str, network: bool, devices: list[str] | None) -> Any:
     from verifier.steps.sandbox import resolve
 
-    sandbox = resolve(choice, network=network, devices=devices or [])
-    if sandbox.warning:
-        sys.stderr.write(f"warning: {sandbox.warning}\n")
-    return sandbox
+    # Its warning (no bubblewrap here) is shown once the step is about to run or has run:
+    # a command refused for bad input says one sentence, nothing more.
+    return resolve(choice, network=network, devices=devices or [])
+
+
+def _warn(warnings: list[str | None]) -> None:
+    from verifier.formats.terminal import clean
+
+    for warning in warnings:
+        if warning:
+            sys.stderr.write(f"warning: {clean(warning)}\n")
 
 
 def _pairs(values: list[str] | None, option: str, shape: str, *, path_first: bool
@@ -364,8 +371,8 @@ def record(
         tracer, why_not = tracing.usable() if trace is not False else (None, None)
         if trace and tracer is None:
             raise InputError(f"--trace: {why_not}; pass --no-trace to record without it.")
-        if trace is None and tracer is None and tracing.available() is not None:
-            sys.stderr.write(f"warning: {why_not}; the step is recorded untraced.\n")
+        untraced = (f"{why_not}; the step is recorded untraced." if trace is None
+                    and tracer is None and tracing.available() is not None else None)
         chosen = _sandbox(sandbox, network, device)
         if oms:
             from verifier.interop.oms import refuse_stale_signatures
@@ -404,8 +411,7 @@ def record(
                 for path in product or [] if path.is_dir()
             ]
         subjects = result.statement["subject"]
-        for warning in result.warnings:
-            sys.stderr.write(f"warning: {warning}\n")
+        _warn([untraced, chosen.warning, *result.warnings])
         if as_json:
             _emit_json({"attestation": str(result.attestation), "step": step,
                         "signer": result.identity, "subjects": subjects,
@@ -688,6 +694,11 @@ def rebuild_command(
             keep_workspace=keep_workspace, force=force,
             sandbox=_sandbox(sandbox, network, device), allowed_env=frozenset(allow_env or []),
         )
+
+        def plan_shown(entries: list[dict[str, Any]]) -> None:
+            _warn([options.sandbox.warning])  # everything was checked: the steps run now
+            _print_plan(entries)
+
         hasher, progress = _hasher_with_progress(quiet, "hashing")
         try:
             with termination_as_interrupt():
@@ -695,11 +706,11 @@ def rebuild_command(
                     # The steps' own output goes to stderr, so that stdout holds the JSON alone.
                     with contextlib.redirect_stdout(sys.stderr):
                         outcomes = rebuild(records, options, only_step=step, hasher=hasher,
-                                           on_plan=_print_plan)
+                                           on_plan=plan_shown)
                     _emit_json([o.to_dict() for o in outcomes])
                 else:
                     outcomes = rebuild(records, options, only_step=step, hasher=hasher,
-                                       on_step=_print_outcome, on_plan=_print_plan)
+                                       on_step=_print_outcome, on_plan=plan_shown)
         finally:
             progress.close()
         return 0 if all(o.status == "reproduced" for o in outcomes) else 1
