@@ -302,7 +302,7 @@ def test_a_rebuild_asks_the_same_interpreter_and_reads_the_same_report(
     result = run(["rebuild", work / "attestations", "--trust-key", keys.public, "--source", work,
                   "--key", rebuilder.private, "--out", tmp_path / "rebuilds"], cwd=work)
     assert result.code == 0, result.output
-    rebuilt = payload_of(read_json(tmp_path / "rebuilds" / "s.rebuild.intoto.json"))
+    rebuilt = payload_of(read_json(tmp_path / "rebuilds" / "rebuilder" / "s.rebuild.intoto.json"))
     current = rebuilt["predicate"]["environment"]
     assert current["packages"] == {"torch": "2.13.0"}
     assert current["torch"]["deterministic_algorithms"] is True

@@ -214,7 +214,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
                 "--key", keys / "rebuilder.key", "--out", root / "rebuilds"],
                root, {**env, **SECRETS})
     assert done.returncode == 0, done.stdout + done.stderr
-    rebuild = Bundle.read(root / "rebuilds" / "make.rebuild.intoto.json")
+    rebuild = Bundle.read(root / "rebuilds" / "rebuilder" / "make.rebuild.intoto.json")
     return Pipeline(work, keys, steps, rebuild, "\n".join(outputs))
 
 

@@ -144,11 +144,12 @@ def test_a_step_reaching_a_loopback_server_fails_in_the_sandbox_and_the_rebuild_
         assert "without network" in outcome["message"]
         assert "Connection refused" in outcome["message"] or "unreachable" in outcome["message"]
         assert "plan:" in result.stderr and "network none" in result.stderr
-        assert not (tmp_path / "rebuilds" / "fetch.rebuild.intoto.json").exists()
+        written = tmp_path / "rebuilds" / "rebuilder" / "fetch.rebuild.intoto.json"
+        assert not written.exists()
         # --network, for a step recorded with it, shares the host's network again.
         allowed = rebuild(work, keys, "--sandbox", "bwrap", "--network", "--json")
         assert allowed.code == 0, allowed.output
-        predicate = statement_of(tmp_path / "rebuilds" / "fetch.rebuild.intoto.json")[
+        predicate = statement_of(written)[
             "predicate"]
         assert predicate["environment"]["sandbox"] == {"kind": "bwrap", "network": "host",
                                                        "devices": []}
@@ -330,7 +331,8 @@ def test_an_untracked_secret_in_the_source_tree_is_invisible_to_a_rebuilt_step(
     assert "secret.env" not in listing and not (rebuilt / "secret.env").exists()
     assert (rebuilt / "notes.md").read_text(encoding="utf-8") == "tracked, undeclared\n"
     assert os.access(rebuilt / "run.sh", os.X_OK)
-    source = statement_of(tmp_path / "rebuilds" / "walk.rebuild.intoto.json")["predicate"][
+    written = tmp_path / "rebuilds" / "rebuilder" / "walk.rebuild.intoto.json"
+    source = statement_of(written)["predicate"][
         "source"]
     assert source["workspace"] == {"method": "git-commit", "commit": recorded_commit}
     assert source["recorded"] == {"commit": recorded_commit, "dirty": False}

@@ -458,7 +458,8 @@ def test_rebuild_sigstore_signs_the_rebuild(loopback: LoopbackSigstore,
          "--trusted-root", str(loopback.trusted_root)],
         capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    raw = json.loads((tmp_path / "rebuilds" / "package.rebuild.intoto.json").read_text())
+    written = tmp_path / "rebuilds" / "keyless" / "package.rebuild.intoto.json"
+    raw = json.loads(written.read_text())
     signature = verify_keyless(raw, KeylessIdentity(issuer=GITHUB, identity=rebuilder),
                                loopback.trusted_root, "rebuild")
     assert json.loads(signature.payload or b"{}")["predicateType"] == (

@@ -66,7 +66,8 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
         out = root / "rebuilds" / name
         result = run(["rebuild", work / "attestations", "--source", work,
                       "--trust-key", root / "keys" / "builder.pub",
-                      "--key", root / "keys" / f"{key}.key", "--out", out, *options], cwd=work)
+                      "--key", root / "keys" / f"{key}.key", "--out", root / "rebuilds",
+                      "--as", name, *options], cwd=work)
         assert_no_traceback(result)
         assert result.code == (1 if name != "ra" else 0), (name, result.output)
         if options:  # as a plain rerun on a machine that differs: no envOverrides

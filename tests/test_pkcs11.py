@@ -193,7 +193,8 @@ def test_rebuild_signs_on_the_token(token: Token, tmp_path: Path) -> None:
                   "--trust-key", keys.public, "--key", token.uri("release-ec"),
                   "--out", tmp_path / "rebuilds", "--json"])
     assert result.code == 0, result.output
-    [written] = list((tmp_path / "rebuilds").glob("*.json"))
+    # The rebuilder's folder is named after the key's label on the token.
+    [written] = list((tmp_path / "rebuilds" / "release-ec").glob("*.json"))
     _check_dsse(read_json(written), token.ec_public)
 
 

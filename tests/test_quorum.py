@@ -115,7 +115,8 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> QuorumChain:
     for name, (key, options) in REBUILDS.items():
         result = run(["rebuild", chain.work / "attestations", "--source", chain.work,
                       "--trust-key", chain.key("builder").public,
-                      "--key", chain.key(key).private, "--out", chain.rebuilds(name),
+                      "--key", chain.key(key).private, "--out", chain.root / "rebuilds",
+                      "--as", name,
                       *options], cwd=chain.work)
         assert_no_traceback(result)
         assert result.code == (0 if not options else 1), (name, result.output)
@@ -127,7 +128,8 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> QuorumChain:
     result = run(["rebuild", chain.work / "attestations-old" / "train.intoto.json",
                   "--trust-key", chain.key("builder").public,
                   "--step", "train", "--materials-from", chain.work, "--source", chain.work,
-                  "--key", chain.key("rb").private, "--out", chain.rebuilds("rb-old")],
+                  "--key", chain.key("rb").private, "--out", chain.root / "rebuilds",
+                  "--as", "rb-old"],
                  cwd=chain.work)
     assert result.code == 0, result.output
     return chain

@@ -88,6 +88,11 @@ class Build:
                     "--key", (key or self.rebuilder).private,
                     "--out", out or self.root / "rebuilds", *trusted, *args], cwd=self.src)
 
+    @property
+    def written(self) -> Path:
+        """Where the default rebuilder (keys/rebuilder.key) writes under the default --out."""
+        return self.root / "rebuilds" / "rebuilder"
+
 
 @pytest.fixture
 def build(tmp_path: Path) -> Build:
@@ -136,7 +141,7 @@ def test_steps_run_in_link_order_even_when_given_in_reverse(build: Build) -> Non
     outcomes = json.loads(result.stdout)
     assert [o["step"] for o in outcomes] == BUILD_ORDER
     assert [o["status"] for o in outcomes] == ["reproduced"] * 3
-    assert files_under(build.root / "rebuilds") == sorted(
+    assert files_under(build.written) == sorted(
         f"{step}.rebuild.intoto.json" for step in BUILD_ORDER)
 
 
@@ -159,7 +164,8 @@ def test_exit_0_when_every_step_reproduced_and_1_when_one_differs(build: Build) 
     # package copies the weights, so it no longer finds the recorded ones among its inputs.
     assert statuses == {"zeta-prepare": "reproduced", "alpha-train": "differs",
                         "mid-package": "stopped"}
-    train = payload_of(read_json(build.root / "differs" / "alpha-train.rebuild.intoto.json"))
+    written = build.root / "differs" / "rebuilder" / "alpha-train.rebuild.intoto.json"
+    train = payload_of(read_json(written))
     assert train["predicate"]["reproduced"] is False
     weights = next(r for r in train["predicate"]["results"]
                    if r["name"] == "weights.safetensors")
@@ -186,7 +192,7 @@ def test_a_drifted_material_stops_the_step_and_names_file_and_both_digests(build
     message = outcome["message"]
     assert "raw.csv" in message and recorded in message and now in message
     assert str(build.attestation("zeta-prepare")) in message
-    assert files_under(build.root / "rebuilds") == []
+    assert files_under(build.written) == []
 
     text = build.rebuild(attestations=[build.attestation("zeta-prepare")])
     assert text.code == 1
@@ -201,7 +207,7 @@ def test_a_missing_material_stops_the_step(build: Build) -> None:
     assert [o["status"] for o in outcomes] == ["stopped"] * 3
     assert "raw.csv" in outcomes[0]["message"]
     assert "not in the source tree" in outcomes[0]["message"]
-    assert files_under(build.root / "rebuilds") == []
+    assert files_under(build.written) == []
 
 
 def test_one_step_from_central_intermediates_found_by_digest_not_name(build: Build,
@@ -216,7 +222,7 @@ def test_one_step_from_central_intermediates_found_by_digest_not_name(build: Bui
     assert result.code == 0, result.output
     [outcome] = json.loads(result.stdout)
     assert outcome["step"] == "alpha-train" and outcome["status"] == "reproduced"
-    assert files_under(build.root / "rebuilds") == ["alpha-train.rebuild.intoto.json"]
+    assert files_under(build.written) == ["alpha-train.rebuild.intoto.json"]
     # Without the right bytes anywhere, the step does not run.
     (central / "blob-1").unlink()
     result = build.rebuild("--json", "--step", "alpha-train", "--materials-from", central,
@@ -274,7 +280,7 @@ def test_a_failing_command_writes_no_rebuild_attestation(build: Build) -> None:
     assert outcomes["alpha-train"]["exit_code"] == 3
     assert "exited with status 3" in outcomes["alpha-train"]["message"]
     assert outcomes["mid-package"]["status"] == "stopped"
-    assert files_under(build.root / "rebuilds") == ["zeta-prepare.rebuild.intoto.json"]
+    assert files_under(build.written) == ["zeta-prepare.rebuild.intoto.json"]
     text = build.rebuild("--env", "EXIT_CODE=3", out=build.root / "failed-text")
     assert "FAILED (exit 3) step 'alpha-train'" in text.stdout
     assert "NOT RUN     step 'mid-package'" in text.stdout
@@ -290,7 +296,7 @@ def test_environment_drift_and_overrides_are_listed_and_signed(build: Build) -> 
     assert {"field": "variables.NOISE", "recorded": "0", "current": "0.25"} in train["drift"]
     assert train["env_overrides"] == {"NOISE": "0.25"}
     predicate = payload_of(read_json(
-        build.root / "rebuilds" / "alpha-train.rebuild.intoto.json"))["predicate"]
+        build.written / "alpha-train.rebuild.intoto.json"))["predicate"]
     assert predicate["envOverrides"] == {"NOISE": "0.25"}
     assert predicate["env"] == {"EXIT_CODE": "0", "NOISE": "0.25"}
     assert {"field": "variables.NOISE", "recorded": "0", "current": "0.25"} in (
@@ -305,7 +311,7 @@ def test_environment_drift_and_overrides_are_listed_and_signed(build: Build) -> 
 def test_a_rebuild_without_overrides_records_none(build: Build) -> None:
     assert build.rebuild().code == 0
     predicate = payload_of(read_json(
-        build.root / "rebuilds" / "alpha-train.rebuild.intoto.json"))["predicate"]
+        build.written / "alpha-train.rebuild.intoto.json"))["predicate"]
     assert predicate["envOverrides"] == {}
     assert predicate["env"] == {"EXIT_CODE": "0", "NOISE": "0"}
 
@@ -354,7 +360,7 @@ def test_an_existing_workspace_is_exit_2_and_nothing_runs(build: Build, tmp_path
     (workspace / "keep-me.txt").write_text("mine\n", encoding="utf-8")
     assert_error(build.rebuild("--workspace", workspace), 2, str(workspace), "already exists")
     assert files_under(workspace) == ["keep-me.txt"]
-    assert files_under(build.root / "rebuilds") == []
+    assert files_under(build.written) == []
 
 
 def test_an_existing_rebuild_attestation_is_kept_unless_forced(build: Build) -> None:
@@ -369,15 +375,40 @@ def test_force_never_replaces_another_signers_rebuild_attestation(build: Build) 
     assert build.rebuild().code == 0  # the rebuilder's own attestations
     before = tree_digests(build.root / "rebuilds")
     other = make_keys(build.root / "keys", "other-rebuilder")
-    result = build.rebuild("--force", key=other)
+    # Its own key would write to rebuilds/other-rebuilder; naming itself `rebuilder` aims it
+    # at the first rebuilder's folder.
+    result = build.rebuild("--force", "--as", "rebuilder", key=other)
     assert_error(result, 2, "zeta-prepare.rebuild.intoto.json", "not signed by this "
-                 "rebuilder's key")
+                 "rebuilder's key", "--as")
     assert tree_digests(build.root / "rebuilds") == before
     # A file that is no bundle at all is no one's: never replaced either.
-    target = build.root / "rebuilds" / "zeta-prepare.rebuild.intoto.json"
+    target = build.written / "zeta-prepare.rebuild.intoto.json"
     target.write_text("notes\n")
     assert build.rebuild("--force").code == 2
     assert target.read_text() == "notes\n"
+
+
+def test_two_rebuilders_sharing_one_out_never_collide(build: Build) -> None:
+    other = make_keys(build.root / "keys", "rebuilder-b")
+    assert build.rebuild().code == 0
+    assert build.rebuild(key=other).code == 0
+    assert build.rebuild("--as", "ci-runner-3", key=other).code == 0
+    expected = sorted(f"{step}.rebuild.intoto.json" for step in BUILD_ORDER)
+    assert files_under(build.written) == expected
+    assert files_under(build.root / "rebuilds" / "rebuilder-b") == expected
+    assert files_under(build.root / "rebuilds" / "ci-runner-3") == expected
+    # Each folder holds the bundles of the key it is named for (checked with PAE by hand).
+    for folder, keys in (("rebuilder", build.rebuilder), ("rebuilder-b", other)):
+        for name in expected:
+            bundle = read_json(build.root / "rebuilds" / folder / name)
+            assert dsse_verifies(bundle, keys.public_pem), (folder, name)
+
+
+@pytest.mark.parametrize("name", ["", "..", ".hidden", "-flag", "a/b", "a b", "x" * 65])
+def test_a_rebuilder_name_that_is_no_plain_folder_name_is_refused(build: Build,
+                                                                   name: str) -> None:
+    assert_error(build.rebuild("--as", name), 2, "--as", "rebuilder name")
+    assert not (build.root / "rebuilds").exists()
 
 
 def test_two_attestations_of_one_step_are_exit_2(build: Build, tmp_path: Path) -> None:
@@ -453,7 +484,7 @@ def test_trust_key_refuses_a_step_signed_by_another_key(build: Build, tmp_path: 
     assert_error(result, 2, str(crafted), "not signed by any trusted signer",
                  str(build.rebuilder.public), "nothing was run")
     assert not (tmp_path / "command-ran").exists()
-    assert files_under(build.root / "rebuilds") == []
+    assert files_under(build.written) == []
 
 
 def test_trust_key_refuses_a_step_whose_payload_was_altered(build: Build, tmp_path: Path
@@ -499,7 +530,7 @@ def test_an_unsigned_or_untrusted_attestation_runs_nothing(build: Build, tmp_pat
         assert result.stdout == ""  # not even a plan
         assert not (tmp_path / "command-ran").exists()
         assert not workspace.exists()
-        assert files_under(build.root / "rebuilds") == []
+        assert files_under(build.written) == []
 
 
 # ------------------------------------------------------------------ the signed rebuild
@@ -510,7 +541,7 @@ def test_the_rebuild_attestation_is_signed_by_the_rebuilder_and_names_the_payloa
 ) -> None:
     assert build.rebuild().code == 0
     for step in BUILD_ORDER:
-        bundle = read_json(build.root / "rebuilds" / f"{step}.rebuild.intoto.json")
+        bundle = read_json(build.written / f"{step}.rebuild.intoto.json")
         assert bundle["dsseEnvelope"]["payloadType"] == INTOTO
         assert dsse_verifies(bundle, build.rebuilder.public_pem)
         assert not dsse_verifies(bundle, build.builder.public_pem)
@@ -637,4 +668,4 @@ def test_unusable_out_workspace_or_source_is_exit_2_before_anything_runs(
     assert_error(build.rebuild("--source", tmp_path / "a-file", "--workspace", tmp_path / "ws"),
                  2, "a-file")
     assert not (tmp_path / "ws").exists()
-    assert files_under(build.root / "rebuilds") == []
+    assert files_under(build.written) == []

@@ -60,14 +60,14 @@ def test_training_learns_the_spirals(example: Path) -> None:
 
 def test_two_rebuilders_reproduce_it_and_the_policy_holds(example: Path) -> None:
     full = run(["rebuild", "attestations", "--trust-key", "keys/builder.pub",
-                "--key", "keys/rebuilder-a.key", "--out", "rebuilds/rebuilder-a", "--json"],
+                "--key", "keys/rebuilder-a.key", "--out", "rebuilds", "--json"],
                cwd=example)
     assert full.code == 0, full.output
     assert [(o["step"], o["status"]) for o in json.loads(full.stdout)] == [
         ("make-data", "reproduced"), ("train", "reproduced")]
     one_step = run(["rebuild", "attestations/train.intoto.json", "--step", "train",
                     "--materials-from", "build", "--trust-key", "keys/builder.pub",
-                    "--key", "keys/rebuilder-b.key", "--out", "rebuilds/rebuilder-b"],
+                    "--key", "keys/rebuilder-b.key", "--out", "rebuilds"],
                    cwd=example)
     assert one_step.code == 0, one_step.output
     bundle = read_json(example / "rebuilds" / "rebuilder-b" / "train.rebuild.intoto.json")
@@ -85,7 +85,7 @@ def test_two_rebuilders_reproduce_it_and_the_policy_holds(example: Path) -> None
     assert quorum == {"make-data": ["rebuilder-a"], "train": ["rebuilder-a", "rebuilder-b"]}
     assert verified.code == 1
     full_b = run(["rebuild", "attestations", "--trust-key", "keys/builder.pub", "--force",
-                  "--key", "keys/rebuilder-b.key", "--out", "rebuilds/rebuilder-b"],
+                  "--key", "keys/rebuilder-b.key", "--out", "rebuilds"],
                  cwd=example)
     assert full_b.code == 0, full_b.output
     verified = run(["build/model.safetensors", "--policy", "policy.yaml",

@@ -617,8 +617,12 @@ def rebuild_command(
     env: Annotated[list[str] | None, typer.Option(
         help="Override a declared variable, NAME=VALUE, to probe sensitivity (repeatable).")
     ] = None,
-    out: Annotated[Path, typer.Option(help="Directory for rebuild attestations.")] = Path(
-        "rebuilds"),
+    out: Annotated[Path, typer.Option(
+        help="Directory for rebuild attestations; each rebuilder writes into its own folder "
+        "there (OUT/NAME/STEP.rebuild.intoto.json).")] = Path("rebuilds"),
+    as_name: Annotated[str | None, typer.Option("--as", metavar="NAME",
+        help="This rebuilder's folder under --out (default: the key file's name without its "
+        "suffix, the PKCS#11 key's label, or 'keyless').")] = None,
     keep_workspace: Annotated[bool, typer.Option(help="Keep workspaces for inspection.")] = False,
     force: Annotated[bool, typer.Option(help="Replace existing rebuild attestations.")] = False,
     trust_key: Annotated[list[Path] | None, typer.Option(
@@ -656,8 +660,8 @@ def rebuild_command(
     Exit 0 when every step reproduced bit for bit, 1 when any differed or could not run, 2 when
     nothing ran (untrusted attestation, a refused variable, a sandbox that cannot start).
 
-    Example: model-verifier rebuild attestations/ --source . --key keys/rebuilder.key
-    --trust-key keys/builder.pub --out rebuilds
+    Example (writes rebuilds/rebuilder/*.rebuild.intoto.json): model-verifier rebuild
+    attestations/ --source . --key keys/rebuilder.key --trust-key keys/builder.pub --out rebuilds
 
     Keyless: model-verifier rebuild attestations --sigstore --trust-issuer
     https://token.actions.githubusercontent.com --trust-identity
@@ -667,7 +671,13 @@ def rebuild_command(
         from verifier.errors import InputError
         from verifier.formats.signing import load_public_key
         from verifier.judgement.policy import KeylessIdentity, load_policy
-        from verifier.steps.rebuild import RebuildOptions, Trust, load_steps, rebuild
+        from verifier.steps.rebuild import (
+            RebuildOptions,
+            Trust,
+            load_steps,
+            rebuild,
+            rebuilder_name,
+        )
         from verifier.steps.record import termination_as_interrupt
 
         overrides = {}
@@ -688,7 +698,8 @@ def rebuild_command(
         )
         records = load_steps(attestations, trust)
         options = RebuildOptions(
-            source=source, out_dir=out, workspace_root=workspace,
+            source=source, workspace_root=workspace,
+            out_dir=out / rebuilder_name(as_name, None if sigstore or key is None else str(key)),
             signer=_signer(key, password, sigstore, identity_token, trust_config),
             materials_from=materials_from or [], env_overrides=overrides,
             keep_workspace=keep_workspace, force=force,
@@ -697,7 +708,7 @@ def rebuild_command(
 
         def plan_shown(entries: list[dict[str, Any]]) -> None:
             _warn([options.sandbox.warning])  # everything was checked: the steps run now
-            _print_plan(entries)
+            _print_plan(entries, options.out_dir)
 
         hasher, progress = _hasher_with_progress(quiet, "hashing")
         try:
@@ -718,8 +729,8 @@ def rebuild_command(
     _guard(as_json, action)
 
 
-def _print_plan(entries: list[dict[str, Any]]) -> None:
-    _say(f"plan: {len(entries)} step(s), each in a fresh workspace")
+def _print_plan(entries: list[dict[str, Any]], out_dir: Path) -> None:
+    _say(f"plan: {len(entries)} step(s), each in a fresh workspace; attestations to {out_dir}/")
     for entry in entries:
         sandbox = entry["sandbox"]
         where = ("no sandbox" if sandbox["kind"] == "none" else

@@ -35,7 +35,7 @@ ls build/model
 say "Two independent rebuilders re-run every step from the recorded commit"
 for who in rebuilder-a rebuilder-b; do
   model-verifier rebuild attestations --trust-key keys/builder.pub --source . \
-    --key "keys/$who.key" --out "rebuilds/$who"
+    --key "keys/$who.key" --out rebuilds
 done
 
 say "verify-model: the model directory, with a quorum of two rebuilders"

@@ -68,7 +68,7 @@ echo "(exit 1: rejected, as it must be)"
 say "Two independent rebuilders re-run every step, sandboxed, in workspaces from the recorded commit"
 for who in rebuilder-a rebuilder-b; do
   model-verifier rebuild attestations --trust-key keys/builder.pub --source . \
-    --key "keys/$who.key" --out "rebuilds/$who"
+    --key "keys/$who.key" --out rebuilds
 done
 
 say "verify-model with a quorum of 2 rebuilders"
@@ -78,7 +78,7 @@ verify-model build/model/model.safetensors --policy "$policies/tiny-model-rebuil
 say "rebuilder-c rebuilds the train step alone, with OMP_NUM_THREADS=2"
 if model-verifier rebuild attestations/train.intoto.json --trust-key keys/builder.pub \
     --step train --materials-from build \
-    --env OMP_NUM_THREADS=2 --key keys/rebuilder-c.key --out rebuilds/rebuilder-c \
+    --env OMP_NUM_THREADS=2 --key keys/rebuilder-c.key --out rebuilds \
     --workspace work/rebuilder-c --keep-workspace; then
   echo "demo: the drifted rebuild was expected to differ" >&2; exit 1
 fi

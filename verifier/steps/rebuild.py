@@ -14,6 +14,7 @@ everything happens in the workspace, which is removed afterwards unless it shoul
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -254,6 +255,31 @@ class RebuildOptions:
     allowed_env: frozenset[str] = frozenset()
 
 
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def rebuilder_name(chosen: str | None, key: str | None) -> str:
+    """The folder a rebuilder's attestations go to under --out, so that two rebuilders sharing
+    one --out never write over each other: the name chosen (--as), else the key file's stem, else
+    the PKCS#11 key's label, else `keyless`. It names a folder only; trust comes from the key."""
+    if chosen is not None:
+        if not _NAME.fullmatch(chosen):
+            raise InputError(f"--as {chosen!r}: a rebuilder name is letters, digits, '.', '_' "
+                             "and '-' (at most 64, not starting with '.' or '-').")
+        return chosen
+    if key is None:
+        return "keyless"
+    if key.startswith("pkcs11:"):
+        from verifier.formats.pkcs11 import parse_uri
+
+        label = parse_uri(key).label
+        candidate = label if label is not None else "pkcs11"
+    else:
+        candidate = PurePosixPath(key.replace("\\", "/")).stem
+    candidate = re.sub(r"[^A-Za-z0-9._-]", "-", candidate).lstrip(".-")[:64]
+    return candidate or "rebuilder"
+
+
 def _attestation_path(options: RebuildOptions, record: StepRecord) -> Path:
     return options.out_dir / f"{record.step}.rebuild.intoto.json"
 
@@ -300,8 +326,8 @@ def _check_before_running(ordered: list[StepRecord], options: RebuildOptions) ->
             raise InputError(f"{target}: already exists; pass --force to replace it.")
         if os.path.lexists(target) and not _made_by(target, options.signer):
             raise InputError(f"{target}: was not signed by this rebuilder's key; --force "
-                             "replaces only your own rebuild attestations, so give this "
-                             "rebuild another --out.")
+                             "replaces only your own rebuild attestations, so name this "
+                             "rebuilder differently with --as NAME.")
     if options.out_dir.exists() and not options.out_dir.is_dir():
         raise InputError(f"{options.out_dir}: is not a directory, so rebuild attestations "
                          "cannot be written there.")
