@@ -22,7 +22,17 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import BIN, CliResult, assert_no_traceback, make_keys, read_json, run
+import yaml
+from helpers import (
+    BIN,
+    CliResult,
+    assert_no_traceback,
+    dsse_verifies,
+    make_keys,
+    read_json,
+    run,
+    write_policy,
+)
 from safetensors.numpy import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -230,6 +240,44 @@ def test_a_download_with_hub_clutter_verifies_with_the_ignores_listed(built: Bui
     result = built.verify(artifact, "--ignore", ".gitattributes", "--ignore", "README.md",
                           "--ignore", ".cache/**")
     assert result.code == 1, result.output
+
+
+def test_a_summary_of_a_download_gates_the_same_download(built: Built) -> None:
+    """The VSA of a cluttered download records how its digest was made; verify-vsa hashes the
+    download the same way, and a pattern given only to that run must be accepted by name."""
+    artifact = download(built, "gated", clutter=True)
+    policy = yaml.safe_load((built.root / "policies" / "hf-sharded.yaml").read_text())
+    policy["ignore"] = [".gitattributes", ".cache/**"]
+    write_policy(built.root / "policies" / "gate-policy.yaml", policy)
+    if not (built.example / "keys" / "verifier.key").exists():
+        make_keys(built.example / "keys", "verifier")
+    result = built.cli(artifact, "--policy", "../../policies/gate-policy.yaml", "--attestations",
+                       "attestations", "--attestations", "rebuilds", "--ignore", "README.md",
+                       "--vsa", "gated.vsa.json", "--key", "keys/verifier.key",
+                       program="verify-model")
+    assert result.code == 0, result.output
+    bundle = read_json(built.example / "gated.vsa.json")
+    assert dsse_verifies(bundle, (built.example / "keys" / "verifier.pub").read_bytes())
+    record = statement(built.example / "gated.vsa.json")["predicate"][
+        "https://model-verifier.dev/vsa/ignored/v1"]
+    cached = sorted(f".cache/huggingface/download/{name}.metadata" for name in HUB_FILES)
+    assert record == {"policyPatterns": [".cache/**", ".gitattributes"],
+                      "runPatterns": ["README.md"],
+                      "files": sorted([*cached, ".gitattributes", "README.md"])}
+    gate = ["verify-vsa", "gated.vsa.json", "--artifact", artifact, "--key", "keys/verifier.pub",
+            "--policy", "../../policies/gate-policy.yaml"]
+    # README.md was left out by the run alone, not by the policy: not accepted unnamed.
+    unaccepted = built.cli(*gate)
+    assert unaccepted.code == 1, unaccepted.output
+    assert "--ignore 'README.md'" in unaccepted.stdout
+    accepted = built.cli(*gate, "--ignore", "README.md", "--json")
+    assert accepted.code == 0, accepted.output
+    report = json.loads(accepted.stdout)
+    assert report["verdict"] == "PASS" and report["ignored"] == record["files"]
+    # A file no recorded pattern matches changes the digest: the summary is not about it.
+    (built.example / artifact / "notes.txt").write_text("added after the gate\n")
+    added = built.cli(*gate, "--ignore", "README.md")
+    assert added.code == 1 and "no subject has its digest" in added.stdout, added.output
 
 
 def test_a_tampered_shard_fails(built: Built) -> None:

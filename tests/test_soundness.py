@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from graphs import World, sha
+from graphs import World, canonical, sha
 from helpers import assert_no_traceback, run
 
 from verifier.judgement.policy import load_policy
@@ -380,6 +380,57 @@ def test_verify_vsa_passes_only_for_this_artifact_policy_verifier_and_age(world:
     assert changed.code == 1 and "another policy" in changed.stdout
     bad_age = world.cli(*base, "--key", "keys/verifier.pub", "--max-age", "soon")
     assert bad_age.code == 2 and "not a duration" in bad_age.stderr
+
+
+def test_verify_vsa_checks_a_blake3_subject_by_blake3(world: World) -> None:
+    """A policy accepting blake3 verifies a large file by BLAKE3 alone; its summary's subject
+    then carries only that digest, and verify-vsa must hash the file the same way (and still
+    refuse another file)."""
+    import blake3
+
+    model = (world.root / "dist" / "model.bin")
+    chain(world)
+    by_blake3 = {"blake3": blake3.blake3(model.read_bytes()).hexdigest(), "sha256": sha(MODEL)}
+    package = world.step("package", {"weights.bin": sha(WEIGHTS)},
+                         {"dist/model.bin": by_blake3})
+    world.write(package.signed("builder"), "package.intoto.json")
+    policy(world, digests={"accept": ["sha256", "blake3"]})
+    vsa = write_vsa(world, "dist/model.bin")
+    subject = json.loads(__import__("base64").b64decode(
+        json.loads(vsa.read_text())["dsseEnvelope"]["payload"]))["subject"]
+    assert subject[0]["digest"] == {"blake3": by_blake3["blake3"]}
+    gate = world.cli("verify-vsa", str(vsa), "--artifact", "dist/model.bin",
+                     "--key", "keys/verifier.pub")
+    assert gate.code == 0, gate.output
+    world.file("dist/model.bin", "another model\n")
+    changed = world.cli("verify-vsa", str(vsa), "--artifact", "dist/model.bin",
+                        "--key", "keys/verifier.pub")
+    assert changed.code == 1 and "blake3" in changed.stdout, changed.output
+
+
+@pytest.mark.parametrize("record", [
+    {"policyPatterns": ["../outside/**"]}, {"runPatterns": "README.md"},
+    {"policyPatterns": [7]}, {"policyPatterns": ["*"] * 257}, "everything"])
+def test_a_summary_whose_ignore_record_is_unusable_is_refused(world: World, tmp_path: Path,
+                                                              record: Any) -> None:
+    """Even signed by the verifier the gate trusts, an ignore record that climbs out of the
+    directory or is no list of patterns is unusable input (exit 2, one sentence), never a
+    digest made some other way."""
+    world.file("dist/model/weights.bin", "w")
+    statement = {
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": "model", "digest": {"dirHash": "0" * 64}}],
+        "predicateType": "https://slsa.dev/verification_summary/v1",
+        "predicate": {"verificationResult": "PASSED",
+                      "https://model-verifier.dev/vsa/ignored/v1": record},
+    }
+    path = tmp_path / "forged.vsa.json"
+    path.write_text(json.dumps(world.sign(canonical(statement), "auditor")))
+    result = world.cli("verify-vsa", str(path), "--artifact", "dist/model",
+                       "--key", "keys/auditor.pub")
+    assert_no_traceback(result)
+    assert result.code == 2, result.output
+    assert str(path) in result.stderr and "ignore" in result.stderr
 
 
 def test_an_old_vsa_fails_max_age(world: World) -> None:

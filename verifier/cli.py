@@ -902,6 +902,9 @@ def verify_vsa(
         help="The policy the verification must have used (compared by sha256).")] = None,
     max_age: Annotated[str | None, typer.Option(
         help="Refuse a summary verified longer ago than this (30m, 24h, 7d).")] = None,
+    ignore: Annotated[list[str] | None, typer.Option(
+        help="Accept a summary made with verify-model --ignore PATTERN (a pattern its policy "
+        "does not hold); repeatable.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Gate on a verification summary: exit 0 only for a PASSED VSA about this artifact.
@@ -911,13 +914,16 @@ def verify_vsa(
     the policy's sha256 is the one recorded, with --max-age that it is recent enough. Every
     failure is listed; a FAILED summary exits 1 even though its signature is good.
 
+    A directory is hashed without the files the summary's recorded ignore patterns match, and
+    each file left out is listed; a pattern given to that verification with --ignore, outside
+    its policy, fails unless this command names it with --ignore too.
+
     Example: model-verifier verify-vsa model.vsa.intoto.json
     --artifact build/model/model.safetensors --key keys/verifier.pub
     --policy model-policy.yaml --max-age 7d
     """
     def action() -> int:
         from verifier.errors import InputError
-        from verifier.formats.digest import Hasher
         from verifier.formats.envelope import read_bundle
         from verifier.judgement.vsa_check import check_vsa, parse_duration
 
@@ -943,18 +949,24 @@ def verify_vsa(
         else:
             raise InputError("verify-vsa needs --key PUB, or --identity ID and --issuer URL, "
                              "naming the verifier that must have signed it.")
-        digest = Hasher().digest_paths([artifact])[0]
-        result = check_vsa(bundle, verified, signer, {digest.algorithm: digest.value},
-                           str(artifact), policy=policy, max_age=age)
+        result = check_vsa(bundle, verified, signer, artifact, accept_ignores=ignore or [],
+                           policy=policy, max_age=age)
         if as_json:
             _emit_json(result.to_dict())
-        elif result.passed:
+            return 0 if result.passed else 1
+        if result.passed:
             _say(f"PASS  {vsa}: PASSED for {artifact}, signed by {signer}"
                   f", verified {result.summary.get('timeVerified')}")
         else:
             _say(f"FAIL  {vsa}")
             for failure in result.failures:
                 _say(f"   - {failure}")
+        left_out = result.summary.get("ignored", [])
+        if left_out:
+            _say(f"  ignored (left out of the digest, as the summary records): "
+                 f"{len(left_out)} file(s)")
+            for name in left_out:
+                _say(f"    {name}")
         return 0 if result.passed else 1
 
     _guard(as_json, action)

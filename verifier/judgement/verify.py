@@ -50,6 +50,9 @@ class Report:
     evidence: list[str] = field(default_factory=list)
     # Files of a directory artifact left out of its digest: {file, pattern, by}.
     ignored: list[dict[str, str]] = field(default_factory=list)
+    # The ignore patterns its digest was made with: {"policy": [...], "run": [...]} (run: those
+    # of --ignore the policy does not hold). Empty for a file, or when none were in force.
+    ignore_patterns: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -226,6 +229,9 @@ def verify_artifact(
     digest = hasher.digest_paths([artifact], artifact_algorithms(policy, artifact), rule)[0]
     report = Report(str(artifact), {digest.algorithm: digest.value}, str(policy.path))
     report.ignored = _ignored_files(digest, policy, patterns)
+    if patterns and digest.algorithm == "dirHash":
+        report.ignore_patterns = {"policy": list(policy.ignore),
+                                  "run": [p for p in patterns if p not in policy.ignore]}
     if keyless_check is None:
         from verifier.formats.keyless import check_keyless as keyless_check
     signers = TrustedSigners(policy, keyless_check)

@@ -9,6 +9,11 @@ verifiedLevels: SLSA_BUILD_LEVEL_1 when the chain verified (signed provenance of
 checked against the policy's signers; higher build levels depend on the build platform, which a
 local verifier cannot vouch for), plus MODEL_VERIFIER_REBUILD_QUORUM_<k> when the policy
 demanded, and got, k independent matching rebuilds of its steps; FAILED otherwise.
+
+A directory verified with ignore patterns has a digest made without the files they match, so
+the summary says which patterns those were (the policy's, and those given for the run), and
+which files they left out, in the extension field IGNORED_FIELD; `verify-vsa` hashes the
+directory the same way, and accepts patterns the policy does not hold only when told to.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ if TYPE_CHECKING:
 
 VSA_PREDICATE_TYPE = "https://slsa.dev/verification_summary/v1"
 VERIFIER_ID = "https://model-verifier.dev/verifiers/verify-model/v1"
+IGNORED_FIELD = "https://model-verifier.dev/vsa/ignored/v1"
 
 
 def _file_sha256(path: Path) -> str:
@@ -84,6 +90,11 @@ def vsa_statement(report: Report, policy: Policy, *,
             "verificationResult": "PASSED" if report.passed else "FAILED",
             "verifiedLevels": verified_levels(report, policy),
             "slsaVersion": "1.0",
+            **({IGNORED_FIELD: {
+                "policyPatterns": sorted(report.ignore_patterns["policy"]),
+                "runPatterns": sorted(report.ignore_patterns["run"]),
+                "files": sorted(item["file"] for item in report.ignored),
+            }} if report.ignore_patterns else {}),
         },
     }
 
