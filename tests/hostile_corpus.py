@@ -31,6 +31,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from helpers import INTOTO, Chain, payload_of, read_json, sign_bundle
 
+FIXTURES = Path(__file__).parent / "fixtures"
+KEYLESS_BUNDLE = FIXTURES / "sigstore" / "a.dsse.staging-rekor-v2.txt.sigstore.json"
+KEYLESS_SUBJECT = FIXTURES / "sigstore" / "a.txt"
+
 # Exit codes: 0 pass, 1 a verdict against, 2 unusable input. Never 3 (internal error).
 USABLE = (0, 1)
 ANY_VERDICT = (0, 1, 2)
@@ -736,6 +740,14 @@ def _special_cases(ctx: Context) -> list[Case]:
                             "false"], "model-verifier", REFUSED),
             "digest": (["digest", p], "model-verifier", artifact),
             "diff": (["diff", p, str(ctx.good_safetensors)], "model-verifier", REFUSED),
+            # A real keyless bundle, so that the trusted root is read; and a policy that a
+            # summary's digest is compared with.
+            "verify-bundle-trusted-root": (
+                ["verify-bundle", str(KEYLESS_BUNDLE), "--artifact", str(KEYLESS_SUBJECT),
+                 "--identity", "https://example.org/id", "--issuer", "https://example.org",
+                 "--trusted-root", p], "model-verifier", REFUSED),
+            "verify-vsa-policy": (["verify-vsa", package, "--artifact", "dist/model.bin",
+                                   "--key", pub, "--policy", p], "model-verifier", REFUSED),
         }
         if kind != "directory":  # a directory of attestations, or to audit, is legitimate
             runs["verify-model-attestations"] = (

@@ -95,6 +95,18 @@ def test_a_file_over_the_cap_is_refused_by_its_size_unread(tmp_path: Path) -> No
     assert time.monotonic() - began < 1
 
 
+def test_a_sparse_trusted_root_is_refused_by_its_size(tmp_path: Path) -> None:
+    """The Sigstore trusted root a keyless check reads is capped like every other input."""
+    fixtures = Path(__file__).parent / "fixtures" / "sigstore"
+    root = tmp_path / "trusted_root.json"
+    with root.open("wb") as stream:
+        stream.truncate(1 << 40)
+    result = run(["verify-bundle", fixtures / "a.dsse.staging-rekor-v2.txt.sigstore.json",
+                  "--artifact", fixtures / "a.txt", "--identity", "https://example.org/id",
+                  "--issuer", "https://example.org", "--trusted-root", root])
+    assert_error(result, 2, str(root), "larger than the 4 MiB a Sigstore trusted root")
+
+
 def test_exactly_the_cap_is_read(tmp_path: Path) -> None:
     path = tmp_path / "k.pem"
     path.write_bytes(b"k" * 100)

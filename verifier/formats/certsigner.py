@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from verifier.errors import InputError
+from verifier.formats import readers
 from verifier.formats.envelope import Bundle, b64decode, pae
 
 
@@ -49,15 +50,8 @@ def load_roots(path: Path) -> tuple[Any, ...]:
     """The PEM certificates in a roots file; InputError naming the file when unusable."""
     from cryptography import x509
 
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such certificate roots file.") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, expected a PEM file of root "
-                         "certificates.") from None
-    except OSError as error:
-        raise InputError(f"{path}: cannot be read ({error.strerror}).") from None
+    data = readers.read_bytes(path, "PEM file of root certificates", readers.MAX_TRUST_BYTES,
+                              missing=f"{path}: no such certificate roots file.")
     try:
         roots = tuple(x509.load_pem_x509_certificates(data))
     except ValueError:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from verifier.errors import InputError, SignatureError
+from verifier.formats import readers
 from verifier.formats.envelope import (
     INTOTO_PAYLOAD_TYPE,
     Bundle,
@@ -58,12 +59,13 @@ def _one_line(error: BaseException) -> str:
 def _verifier(root: str) -> Verifier:
     from sigstore.models import TrustedRoot
     from sigstore.verify import Verifier
+    from sigstore_models.trustroot import v1 as trustroot_v1
 
     path = Path(root)
-    if not path.is_file():
-        raise InputError(f"{path}: no such Sigstore trusted root file.")
+    data = readers.read_bytes(path, "Sigstore trusted root", readers.MAX_TRUST_BYTES,
+                              missing=f"{path}: no such Sigstore trusted root file.")
     try:
-        return Verifier(trusted_root=TrustedRoot.from_file(str(path)))
+        return Verifier(trusted_root=TrustedRoot(trustroot_v1.TrustedRoot.from_json(data)))
     except Exception as error:  # pydantic, protobuf, cryptography: all mean "not a root"
         raise InputError(
             f"{path}: is not a usable Sigstore trusted root ({_one_line(error)})."
@@ -358,12 +360,8 @@ class SigstoreSigner:
 
         if self._trust_config is not None:
             path = self._trust_config
-            try:
-                text = path.read_text(encoding="utf-8")
-            except FileNotFoundError:
-                raise InputError(f"{path}: no such Sigstore trust config file.") from None
-            except (OSError, UnicodeDecodeError) as error:
-                raise InputError(f"{path}: cannot be read ({_one_line(error)}).") from None
+            text = readers.read_text(path, "Sigstore trust config", readers.MAX_TRUST_BYTES,
+                                     missing=f"{path}: no such Sigstore trust config file.")
             try:
                 return SigningContext.from_trust_config(ClientTrustConfig.from_json(text))
             except Exception as error:

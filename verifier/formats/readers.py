@@ -25,6 +25,7 @@ MIB = 1024 * KIB
 MAX_POLICY_BYTES = 1 * MIB  # a policy is a page or two of YAML
 MAX_KEY_BYTES = 256 * KIB  # a PEM key is a few KiB; room left for a certificate chain
 MAX_BUNDLE_BYTES = 64 * MIB  # one bundle file, or a JSON-lines store of many
+MAX_TRUST_BYTES = 4 * MIB  # a Sigstore trusted root or trust config: tens of KiB of JSON
 MAX_SAFETENSORS_HEADER_BYTES = 100 * MIB  # the limit the safetensors format sets itself
 
 _CHUNK = 1 * MIB

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from verifier.errors import InputError
+from verifier.formats import readers
 from verifier.formats.digest import Hasher, PathDigest
 from verifier.formats.envelope import INTOTO_PAYLOAD_TYPE, Bundle
 from verifier.formats.statement import Statement, parse_statement
@@ -126,6 +127,8 @@ def check_vsa(bundle: Bundle, signer_verified: bool, signer: str, artifact: Path
     if not artifact.exists():
         raise InputError(f"{artifact}: no such file or directory to check the summary "
                          "against.")
+    expected_policy = None if policy is None else hashlib.sha256(readers.read_bytes(
+        policy, "policy", readers.MAX_POLICY_BYTES)).hexdigest()
     source = bundle.source
     check = VsaCheck(False, source, str(artifact))
     if not signer_verified:
@@ -166,15 +169,10 @@ def check_vsa(bundle: Bundle, signer_verified: bool, signer: str, artifact: Path
     if result != "PASSED":
         check.failures.append(f"{source}: its verificationResult is {str(result)[:40]!r}: the "
                               "artifact did not pass verification.")
-    if policy is not None:
-        try:
-            expected = hashlib.sha256(policy.read_bytes()).hexdigest()
-        except OSError as error:
-            raise InputError(f"{policy}: cannot be read ({error.strerror}).") from None
-        if policy_digest != expected:
-            check.failures.append(f"{source}: was checked against another policy (sha256 "
-                                  f"{str(policy_digest)[:16]}…), not {policy} "
-                                  f"({expected[:16]}…).")
+    if expected_policy is not None and policy_digest != expected_policy:
+        check.failures.append(f"{source}: was checked against another policy (sha256 "
+                              f"{str(policy_digest)[:16]}…), not {policy} "
+                              f"({expected_policy[:16]}…).")
     if max_age is not None:
         moment = (now or dt.datetime.now(dt.UTC))
         if verified_at is None:
