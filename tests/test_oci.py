@@ -486,11 +486,50 @@ def test_the_referrers_api_is_used_where_the_registry_has_it(cache: Path) -> Non
     with Scripted(answers).serving() as server:
         client = Registry(parse_reference(f"oci://{server.host}/acme/model"), plain_http=True)
         notes: list[str] = []
-        found, discovery = store._bundle_referrers(client, subject, notes, fetch_bundles=True)
+        listed, discovery = store.referrer_index(client, subject)
+        found = store._bundle_referrers(client, subject, notes, listed, fetch_bundles=True)
     assert discovery == "referrers API"
     assert [r.digest for r in found] == [media.sha256_digest(honest)]
     assert found[0].bundle == bundle
     assert len(notes) == 1 and "its subject is not" in notes[0]
+
+
+def test_a_record_digest_referrer_is_checked_like_a_bundle_referrer(cache: Path) -> None:
+    """Record-digest referrers naming another subject, holding two layers or announcing a file
+    over the cap are noted and skipped; only the honest one is listed for fetching."""
+    from verifier.interop.oci import media, store
+    from verifier.interop.oci.client import Registry
+    from verifier.interop.oci.reference import parse_reference
+
+    subject = "sha256:" + "1" * 64
+    mine = media.Descriptor(MANIFEST, subject, 10)
+    layer = media.descriptor_of(media.RECORD_DIGESTS, b"MVRDIG01 not parsed here")
+    huge = media.Descriptor(media.RECORD_DIGESTS, "sha256:" + "3" * 64,
+                            store.MAX_DIGEST_FILE_BYTES + 1)
+    honest = media.record_digests_manifest(mine, layer)
+    liar = media.record_digests_manifest(media.Descriptor(MANIFEST, "sha256:" + "2" * 64, 10),
+                                         layer)
+    oversized = media.record_digests_manifest(mine, huge)
+    doubled = json.loads(honest)
+    doubled["layers"].append(doubled["layers"][0])
+    two_layers = media.canonical(doubled)
+    manifests = [honest, liar, oversized, two_layers]
+    listing = media.index_document([
+        media.descriptor_of(MANIFEST, m, artifact_type=media.RECORD_DIGESTS) for m in manifests])
+    answers = {f"/v2/acme/model/referrers/{subject}": (200, {"Content-Type": INDEX}, listing)}
+    answers.update({f"/v2/acme/model/manifests/{media.sha256_digest(m)}": (200, {}, m)
+                    for m in manifests})
+    with Scripted(answers).serving() as server:
+        client = Registry(parse_reference(f"oci://{server.host}/acme/model"), plain_http=True)
+        notes: list[str] = []
+        listed, _ = store.referrer_index(client, subject)
+        found = store._digest_referrers(client, subject, notes, listed)
+    assert [(r.digest, r.blob.digest) for r in found] == [
+        (media.sha256_digest(honest), layer.digest)]
+    assert len(notes) == 3, notes
+    assert any("its subject is not" in n for n in notes)
+    assert any("larger than one may be" in n for n in notes)
+    assert any("exactly one record-digest layer" in n for n in notes)
 
 
 def test_plain_http_is_only_for_loopback(cache: Path) -> None:
@@ -706,3 +745,80 @@ def _not_found(handler: BaseHTTPRequestHandler) -> None:
     handler.send_response(404)
     handler.send_header("Content-Length", "0")
     handler.end_headers()
+
+
+@needs_registry
+def test_record_digests_travel_with_the_model_and_serve_contamination(
+        registry: RunningRegistry, cache: Path, tmp_path: Path) -> None:
+    """A data step's record-digest file is attached beside its bundle, pulled by digest
+    (named by it, whatever the registry says), and the pulled copy answers `contamination`
+    offline exactly as the local one does. Attaching again adds nothing."""
+    from helpers import make_keys, record_step, write_policy
+
+    work = tmp_path / "work"
+    work.mkdir()
+    keys = make_keys(tmp_path / "keys", "builder")
+    rows = [f"training record number {n} has enough words to be kept here" for n in range(50)]
+    (work / "raw.txt").write_text("\n".join(rows) + "\n")
+    fast = ["--sandbox", "none", "--no-trace"]
+    prepare = ("import pathlib; pathlib.Path('train.txt').write_text("
+               "pathlib.Path('raw.txt').read_text() + 'the end\\n')")
+    train = ("import hashlib, pathlib; pathlib.Path('model.bin').write_bytes("
+             "hashlib.sha256(pathlib.Path('train.txt').read_bytes()).digest())")
+    assert record_step(work, "prepare", keys.private, ["raw.txt"], ["train.txt"], prepare,
+                       extra=[*fast, "--record-digests", "train.txt"]).code == 0
+    assert record_step(work, "train", keys.private, ["train.txt"], ["model.bin"], train,
+                       extra=fast).code == 0
+    policy = write_policy(work / "policy.yaml", {
+        "version": 1, "name": "data", "signers": {"builder": {"key": str(keys.public)}},
+        "sources": [{"name": "raw.txt",
+                     "sha256": hashlib.sha256((work / "raw.txt").read_bytes()).hexdigest()}],
+        "steps": [{"name": "prepare", "signed_by": ["builder"]},
+                  {"name": "train", "signed_by": ["builder"], "after": ["prepare"]}]})
+    (work / "bench.txt").write_text(rows[7] + "\n" + "a question nobody trained on at all "
+                                    "in this whole test\n")
+    [local] = (work / "attestations").rglob("*.mvrd")
+
+    pushed = cli("push", work / "model.bin", f"oci://{registry.host}/acme/data:v1",
+                 "--attestations", work / "attestations", "--plain-http", "--json",
+                 cache=cache)
+    assert pushed.code == 0, pushed.output
+    result = json.loads(pushed.stdout)
+    kinds = sorted((a["kind"], a["status"]) for a in result["attached"])
+    assert kinds == [("bundle", "attached")] * 2 + [("record-digests", "attached")]
+    reference = f"oci://{registry.host}/acme/data@{result['digest']}"
+    # Read back raw: a referrer of its own artifact type whose one layer is the file's bytes.
+    index, _ = get_json(registry.url(f"acme/data/manifests/sha256-{result['digest'][7:]}"),
+                        INDEX)
+    [entry] = [m for m in index["manifests"]
+               if m["artifactType"] == "application/vnd.model-verifier.record-digests.v1"]
+    referrer, _ = get_json(registry.url(f"acme/data/manifests/{entry['digest']}"), MANIFEST)
+    assert referrer["subject"]["digest"] == result["digest"]
+    blob = requests.get(registry.url(f"acme/data/blobs/{referrer['layers'][0]['digest']}"),
+                        timeout=10).content
+    assert blob == local.read_bytes()
+
+    again = cli("attach", reference, work / "attestations", "--plain-http", "--json",
+                cache=cache)
+    assert again.code == 0, again.output
+    assert {a["status"] for a in json.loads(again.stdout)["attached"]} == {"already attached"}
+
+    out = tmp_path / "pulled"
+    pulled = cli("pull", reference, out, "--plain-http", "--json", cache=cache)
+    assert pulled.code == 0, pulled.output
+    sha = hashlib.sha256(local.read_bytes()).hexdigest()
+    assert json.loads(pulled.stdout)["record_digests"] == [
+        str((out / "attestations" / "record-digests" / f"{sha}.mvrd").resolve())]
+    answers = []
+    for digests_from, attestations, artifact in (
+            (work / "attestations", work / "attestations", work / "model.bin"),
+            (out / "attestations", out / "attestations", out / "model.bin")):
+        checked = run(["contamination", artifact, "--policy", policy, "--attestations",
+                       attestations, "--digests-from", digests_from, "--benchmark",
+                       work / "bench.txt", "--json"])
+        assert checked.code == 1, checked.output  # one of two items was trained on
+        report = json.loads(checked.stdout)
+        assert "benchmarks" in report, report.get("problems")
+        answers.append([(b["items"], b["overlapping_items"], b["exact_items"])
+                        for b in report["benchmarks"]])
+    assert answers[0] == answers[1] == [(2, 1, 1)]

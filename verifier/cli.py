@@ -1321,7 +1321,8 @@ def _size(count: int) -> str:
 def _print_attached(attached: list[Any]) -> None:
     for item in attached:
         verb = "attached" if item.status == "attached" else "already attached, skipped"
-        _say(f"  {verb}: {item.source} (referrer {item.manifest_digest})")
+        what = " (record digests)" if item.kind == "record-digests" else ""
+        _say(f"  {verb}: {item.source}{what} (referrer {item.manifest_digest})")
 
 
 @app.command("push")
@@ -1341,7 +1342,8 @@ def push_command(
 
     One layer per file (CNCF ModelPack, raw layers; each file's path in its
     org.opencontainers.image.title annotation); every bundle under --attestations becomes a
-    referrer of the model's manifest. Prints the manifest digest, the name to deploy by.
+    referrer of the model's manifest, and so does every record-digest file (*.mvrd) there.
+    Prints the manifest digest, the name to deploy by.
 
     Example: model-verifier push build/model oci://ghcr.io/acme/tiny-model:v1
     --attestations attestations
@@ -1350,6 +1352,7 @@ def push_command(
         from verifier.interop.oci import store
 
         bundles = store.bundle_files(attestations or [])
+        digest_files = store.record_digest_files(attestations or [])
         reference, registry = _open_registry(target, plain_http, username, password_stdin)
         hasher, progress = _hasher_with_progress(quiet, "hashing")
         upload = _Progress("uploading", not quiet)
@@ -1359,7 +1362,8 @@ def push_command(
         finally:
             progress.close()
             upload.close()
-        result.attached = store.attach(registry, result.digest, bundles) if bundles else []
+        result.attached = (store.attach(registry, result.digest, bundles, digest_files)
+                           if bundles or digest_files else [])
         if as_json:
             _emit_json(result.to_dict())
             return
@@ -1379,7 +1383,8 @@ def attach_command(
     target: Annotated[str, typer.Argument(metavar="REFERENCE",
         help="The model in the registry, by digest: oci://HOST/REPO@sha256:….")],
     bundles: Annotated[list[Path], typer.Argument(metavar="BUNDLES",
-        help="Bundle files or directories of them (.json, .jsonl).")],
+        help="Bundle files or directories of them (.json, .jsonl; record-digest files, .mvrd, "
+        "go too).")],
     plain_http: PlainHttpFlag = False,
     username: UsernameOpt = None,
     password_stdin: PasswordStdinFlag = False,
@@ -1397,13 +1402,15 @@ def attach_command(
         from verifier.interop.oci import store
 
         found = store.bundle_files(bundles)
-        if not found:
-            raise _input_error(f"{', '.join(map(str, bundles))}: holds no bundle to attach.")
+        digest_files = store.record_digest_files(bundles)
+        if not found and not digest_files:
+            raise _input_error(f"{', '.join(map(str, bundles))}: holds no bundle or "
+                               "record-digest file to attach.")
         reference, registry = _open_registry(target, plain_http, username, password_stdin)
         if reference.digest is None:
             raise _input_error(f"{target}: attach needs the model's digest "
                                "(oci://HOST/REPO@sha256:…); a tag can move.")
-        attached = store.attach(registry, reference.digest, found)
+        attached = store.attach(registry, reference.digest, found, digest_files)
         if as_json:
             _emit_json({"reference": reference.pinned(),
                         "attached": [a.to_dict() for a in attached]})
@@ -1452,6 +1459,10 @@ def pull_command(
         _print_fetched(reference, fetched)
         _say(f"  wrote {fetched.model} and {len(fetched.referrers)} bundle(s) in "
               f"{fetched.bundles_dir}")
+        if fetched.record_digests:
+            _say(f"  and {len(fetched.record_digests)} record-digest file(s) in "
+                 f"{fetched.bundles_dir / 'record-digests'} (for contamination "
+                 f"--digests-from {fetched.bundles_dir})")
         _say(f"  verify offline: verify-model {fetched.model} --attestations "
               f"{fetched.bundles_dir} --policy POLICY")
 

@@ -32,6 +32,9 @@ WEIGHT_CONFIG = "application/vnd.cncf.model.weight.config.v1.raw"
 DOC = "application/vnd.cncf.model.doc.v1.raw"
 CODE = "application/vnd.cncf.model.code.v1.raw"
 BUNDLE = BUNDLE_MEDIA_TYPE
+# A step's record digests (record --record-digests), attached beside its bundle: the step signed
+# the file's sha256, so where it comes from never matters (docs/openness.md).
+RECORD_DIGESTS = "application/vnd.model-verifier.record-digests.v1"
 BUNDLE_TYPES = frozenset(ACCEPTED_MEDIA_TYPES)
 
 TITLE = "org.opencontainers.image.title"
@@ -128,6 +131,17 @@ def bundle_manifest(subject: Descriptor, bundle: Descriptor, predicate_type: str
         "layers": [bundle.to_dict()],
         "subject": subject.to_dict(),
         "annotations": annotations,
+    })
+
+
+def record_digests_manifest(subject: Descriptor, digests: Descriptor) -> bytes:
+    return canonical({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST,
+        "artifactType": RECORD_DIGESTS,
+        "config": descriptor_of(EMPTY, EMPTY_BLOB).to_dict(),
+        "layers": [digests.to_dict()],
+        "subject": subject.to_dict(),
     })
 
 

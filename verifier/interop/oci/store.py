@@ -6,6 +6,11 @@ it; a deployer who knows only that digest lists its referrers (the Referrers API
 fetched is believed because of where it came from: manifests and blobs are checked against the
 digests that name them, a referrer counts only if its own manifest names this model as its
 subject, and the bundles are then verified by the same code as local files.
+
+A step's record digests (`record --record-digests`, `*.mvrd`) travel the same way, as referrers
+of their own artifact type; `pull` lays them out under `attestations/record-digests/` named by
+their digest. They need no trust in the registry either: `contamination` uses a file only when
+a step of the verified chain signed its sha256.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from verifier.errors import InputError, VerificationFailure
+from verifier.formats import recorddigests
 from verifier.formats.envelope import MAX_BUNDLE_BYTES, parse_bundle
 from verifier.interop.oci import media
 from verifier.interop.oci.cache import BlobCache
@@ -29,14 +35,17 @@ from verifier.interop.oci.client import Registry, RegistryError
 from verifier.interop.oci.reference import Reference
 
 ProgressCallback = Callable[[int], None]
+MAX_DIGEST_FILES = 10_000  # record-digest files attached to one model, or fetched from it
+MAX_DIGEST_FILE_BYTES = 1 << 34  # what `contamination` reads of one (recorddigests.read_file)
 
 
 @dataclass
 class Attached:
     source: str
-    bundle_digest: str
+    bundle_digest: str  # the attached blob's digest (a bundle's, or a record-digest file's)
     manifest_digest: str
     status: str  # "attached" or "already attached"
+    kind: str = "bundle"  # or "record-digests"
 
     def to_dict(self) -> dict[str, str]:
         return dataclasses.asdict(self)
@@ -134,6 +143,45 @@ def bundle_files(paths: Iterable[Path]) -> list[tuple[str, bytes]]:
     return found
 
 
+@dataclass(frozen=True)
+class DigestFile:
+    """A record-digest file to attach: its path and the blob it becomes."""
+
+    path: Path
+    blob: media.Descriptor
+
+
+def record_digest_files(paths: Iterable[Path]) -> list[DigestFile]:
+    """Every record-digest file (`*.mvrd`, regular, links not followed) given or under the
+    paths, each checked to be one (its magic bytes) and hashed."""
+    found: list[DigestFile] = []
+    for root in paths:
+        candidates = ([root] if root.suffix == ".mvrd" and not root.is_dir() else
+                      sorted(p for p in root.rglob("*.mvrd") if not p.is_symlink())
+                      if root.is_dir() else [])
+        for path in candidates:
+            if not path.is_file() or path.is_symlink():
+                raise InputError(f"{path}: is not a regular file, so not a record-digest file "
+                                 "to attach.")
+            if len(found) >= MAX_DIGEST_FILES:
+                raise InputError(f"{root}: holds more than {MAX_DIGEST_FILES} record-digest "
+                                 "files.")
+            try:
+                with path.open("rb") as stream:
+                    magic = stream.read(len(recorddigests.MAGIC))
+                size = path.stat().st_size
+            except OSError as error:
+                raise InputError(f"{path}: cannot be read ({error.strerror}).") from None
+            if magic != recorddigests.MAGIC:
+                raise InputError(f"{path}: is not a record-digest file (record "
+                                 "--record-digests writes them); refusing to attach it.")
+            if size > MAX_DIGEST_FILE_BYTES:
+                raise InputError(f"{path}: is larger than a record-digest file may be.")
+            digest = f"sha256:{recorddigests.file_sha256(path)}"
+            found.append(DigestFile(path, media.Descriptor(media.RECORD_DIGESTS, digest, size)))
+    return found
+
+
 def _predicate_type(bundle: bytes) -> str | None:
     """The statement's predicate type, for the annotation cosign and gh put there (a hint for
     people browsing the registry; verification never reads it)."""
@@ -154,12 +202,16 @@ def _subject(registry: Registry, digest: str) -> media.Descriptor:
     return media.Descriptor(media.MANIFEST, digest, len(found[0]))
 
 
-def attach(registry: Registry, subject_digest: str, bundles: list[tuple[str, bytes]]
-           ) -> list[Attached]:
-    """Attach each bundle as a referrer of the subject, skipping any already attached (by the
-    digest of the bundle's bytes, read from the referrers' own manifests)."""
+def attach(registry: Registry, subject_digest: str, bundles: list[tuple[str, bytes]],
+           digest_files: Iterable[DigestFile] = ()) -> list[Attached]:
+    """Attach each bundle and record-digest file as a referrer of the subject, skipping any
+    already attached (by the digest of its bytes, read from the referrers' own manifests)."""
     subject = _subject(registry, subject_digest)
-    present = {ref.bundle_digest for ref in _bundle_referrers(registry, subject_digest, [])[0]}
+    listed, _ = referrer_index(registry, subject_digest)
+    present = {ref.bundle_digest for ref in _bundle_referrers(registry, subject_digest, [],
+                                                              listed)}
+    present |= {ref.blob.digest for ref in _digest_referrers(registry, subject_digest, [],
+                                                             listed)}
     results: list[Attached] = []
     pushed: list[media.Descriptor] = []
     indexed_by_registry = True
@@ -180,6 +232,25 @@ def attach(registry: Registry, subject_digest: str, bundles: list[tuple[str, byt
                                        media.parse_manifest(manifest, source).annotations,
                                        media.BUNDLE))
         results.append(Attached(source, blob.digest, digest, "attached"))
+    for item in digest_files:
+        manifest = media.record_digests_manifest(subject, item.blob)
+        manifest_digest = media.sha256_digest(manifest)
+        if item.blob.digest in present:
+            results.append(Attached(str(item.path), item.blob.digest, manifest_digest,
+                                    "already attached", "record-digests"))
+            continue
+        try:
+            with item.path.open("rb") as stream:
+                registry.upload_blob(item.blob.digest, item.blob.size, stream, None)
+        except OSError as error:
+            raise InputError(f"{item.path}: cannot be read ({error.strerror}).") from None
+        digest, indexed = registry.put_manifest(manifest_digest, manifest)
+        indexed_by_registry = indexed_by_registry and indexed
+        present.add(item.blob.digest)
+        pushed.append(media.Descriptor(media.MANIFEST, digest, len(manifest), {},
+                                       media.RECORD_DIGESTS))
+        results.append(Attached(str(item.path), item.blob.digest, digest, "attached",
+                                "record-digests"))
     if pushed and not indexed_by_registry:
         _update_referrers_tag(registry, subject_digest, pushed)
     return results
@@ -218,12 +289,54 @@ def referrer_index(registry: Registry, digest: str) -> tuple[list[media.Descript
             "referrers tag schema")
 
 
-def _bundle_referrers(registry: Registry, subject: str, notes: list[str], *,
-                      fetch_bundles: bool = False) -> tuple[list[Referrer], str]:
-    """Every bundle referrer of `subject`, each checked: its manifest hashes to the digest the
-    index lists, names this subject, and carries one bundle layer. One bad referrer is noted
-    and skipped; a registry that stops answering stops everything."""
-    listed, discovery = referrer_index(registry, subject)
+@dataclass
+class DigestReferrer:
+    digest: str  # the referrer's manifest
+    blob: media.Descriptor  # the record-digest file
+
+
+def _digest_referrers(registry: Registry, subject: str, notes: list[str],
+                      listed: list[media.Descriptor]) -> list[DigestReferrer]:
+    """Every record-digest referrer of `subject`, checked as bundle referrers are: its
+    manifest names this subject and carries one record-digest layer of a bounded size."""
+    found: list[DigestReferrer] = []
+    for descriptor in listed:
+        if descriptor.artifact_type != media.RECORD_DIGESTS:
+            continue
+        where = f"{registry.reference.repository_uri}@{descriptor.digest}"
+        try:
+            fetched = registry.manifest(descriptor.digest, (media.MANIFEST,))
+            if fetched is None:
+                raise InputError(f"{where}: is listed as a referrer but the registry has no "
+                                 "such manifest.")
+            manifest = media.parse_manifest(fetched[0], where)
+            if manifest.subject is None or manifest.subject.digest != subject:
+                raise InputError(f"{where}: is listed as a referrer but its subject is not "
+                                 f"{subject}.")
+            if len(manifest.layers) != 1 or \
+                    manifest.layers[0].media_type != media.RECORD_DIGESTS:
+                raise InputError(f"{where}: does not hold exactly one record-digest layer.")
+            if manifest.layers[0].size > MAX_DIGEST_FILE_BYTES:
+                raise InputError(f"{where}: its record-digest file is "
+                                 f"{manifest.layers[0].size} bytes, larger than one may be.")
+        except RegistryError:
+            raise
+        except (InputError, VerificationFailure) as error:
+            notes.append(f"ignored {error}")
+            continue
+        if len(found) >= MAX_DIGEST_FILES:
+            notes.append(f"ignored record-digest referrers beyond the first {MAX_DIGEST_FILES}.")
+            break
+        found.append(DigestReferrer(descriptor.digest, manifest.layers[0]))
+    return found
+
+
+def _bundle_referrers(registry: Registry, subject: str, notes: list[str],
+                      listed: list[media.Descriptor], *, fetch_bundles: bool = False
+                      ) -> list[Referrer]:
+    """Every bundle referrer of `subject` among those listed, each checked: its manifest
+    hashes to the digest the index lists, names this subject, and carries one bundle layer.
+    One bad referrer is noted and skipped; a registry that stops answering stops everything."""
     found: list[Referrer] = []
     for descriptor in listed:
         if descriptor.artifact_type not in media.BUNDLE_TYPES:
@@ -254,7 +367,7 @@ def _bundle_referrers(registry: Registry, subject: str, notes: list[str], *,
             notes.append(f"ignored {error}")
             continue
         found.append(referrer)
-    return found, discovery
+    return found
 
 
 def _blob_bytes(registry: Registry, layer: media.Descriptor, where: str) -> bytes:
@@ -284,12 +397,13 @@ class Fetched:
     model: Path
     kind: str
     files: int
-    bytes: int
+    bytes: int  # the model's files and any record-digest files
     fetched_bytes: int
     bundles_dir: Path
     referrers: list[Referrer]
     discovery: str
     notes: list[str]
+    record_digests: list[str] = field(default_factory=list)  # files under attestations/
 
     def labels(self) -> dict[str, str]:
         """Local paths and what to call them instead: the registry names they stand for."""
@@ -305,7 +419,8 @@ class Fetched:
                 "fetched_bytes": self.fetched_bytes, "attestations": str(self.bundles_dir),
                 "referrers": [{"digest": r.digest, "bundle_digest": r.bundle_digest}
                               for r in self.referrers],
-                "discovery": self.discovery, "notes": self.notes}
+                "discovery": self.discovery, "notes": self.notes,
+                "record_digests": self.record_digests}
 
 
 def _bundle_file(digest: str) -> str:
@@ -314,9 +429,11 @@ def _bundle_file(digest: str) -> str:
 
 def fetch(registry: Registry, reference: Reference, cache: BlobCache, target: Path, *,
           link: bool, progress: ProgressCallback | None = None,
-          on_total: Callable[[int], None] | None = None) -> Fetched:
+          on_total: Callable[[int], None] | None = None,
+          record_digests: bool = False) -> Fetched:
     """Fetch the model (through the cache) and every bundle referrer into `target`, which
-    must not exist yet: `target/NAME` is the model, `target/attestations/` the bundles."""
+    must not exist yet: `target/NAME` is the model, `target/attestations/` the bundles, and
+    with `record_digests` `target/attestations/record-digests/` the record-digest files."""
     digest, data = resolve(registry, reference)
     where = f"{reference.repository_uri}@{digest}"
     manifest = media.parse_manifest(data, where)
@@ -329,32 +446,44 @@ def fetch(registry: Registry, reference: Reference, cache: BlobCache, target: Pa
                          "attestations go; refusing to mix the two.")
     model = target / name
     notes: list[str] = []
-    total = sum(layer.size for _, layer in files)
+    listed, discovery = referrer_index(registry, digest)
+    digest_files = _unique_blobs(_digest_referrers(registry, digest, notes, listed)
+                                 if record_digests else [])
+    downloads = [(model if kind == "file" else model / path, layer, f"{where} ({path})")
+                 for path, layer in files]
+    downloads += [(target / "attestations" / "record-digests" / f"{ref.blob.digest[7:]}.mvrd",
+                   ref.blob, f"{registry.reference.repository_uri}@{ref.digest}")
+                  for ref in digest_files]
+    total = sum(layer.size for _, layer, _ in downloads)
     if on_total is not None:
         on_total(total)
     fetched_bytes = 0
-    for path, layer in files:
-        destination = model if kind == "file" else model / path
+    for destination, layer, source in downloads:
         destination.parent.mkdir(parents=True, exist_ok=True)
         blob, fetched_now = cache.ensure(
             layer.digest, layer.size,
             lambda layer=layer: registry.blob_chunks(layer.digest, layer.size),
-            f"{where} ({path})", progress)
+            source, progress)
         fetched_bytes += layer.size if fetched_now else 0
         _place(blob, destination, link)
     bundles_dir = target / "attestations"
-    bundles_dir.mkdir(parents=True)
-    referrers, discovery = _bundle_referrers(registry, digest, notes, fetch_bundles=True)
+    bundles_dir.mkdir(parents=True, exist_ok=True)
     seen: set[str] = set()
     kept: list[Referrer] = []
-    for referrer in referrers:
+    for referrer in _bundle_referrers(registry, digest, notes, listed, fetch_bundles=True):
         if referrer.bundle_digest in seen:
             continue  # the same bundle attached twice by different tools: one file
         seen.add(referrer.bundle_digest)
         (bundles_dir / _bundle_file(referrer.digest)).write_bytes(referrer.bundle)
         kept.append(referrer)
     return Fetched(reference.at(digest).pinned(), digest, model, kind, len(files), total,
-                   fetched_bytes, bundles_dir, kept, discovery, notes)
+                   fetched_bytes, bundles_dir, kept, discovery, notes,
+                   [str(d) for d, _, _ in downloads[len(files):]])
+
+
+def _unique_blobs(referrers: list[DigestReferrer]) -> list[DigestReferrer]:
+    """One referrer per file: the same record digests attached twice are fetched once."""
+    return list({ref.blob.digest: ref for ref in reversed(referrers)}.values())[::-1]
 
 
 def _place(blob: Path, destination: Path, link: bool) -> None:
@@ -380,7 +509,7 @@ def pull(registry: Registry, reference: Reference, cache: BlobCache, out: Path, 
         raise InputError(f"{parent}: cannot be written ({error.strerror}).") from None
     try:
         fetched = fetch(registry, reference, cache, staging, link=False, progress=progress,
-                        on_total=on_total)
+                        on_total=on_total, record_digests=True)
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=parent))
             os.replace(out, old / "previous")
@@ -392,8 +521,10 @@ def pull(registry: Registry, reference: Reference, cache: BlobCache, out: Path, 
         shutil.rmtree(staging, ignore_errors=True)
         raise
     final = out.resolve()
-    return dataclasses.replace(fetched, model=final / fetched.model.name,
-                               bundles_dir=final / "attestations")
+    return dataclasses.replace(
+        fetched, model=final / fetched.model.name, bundles_dir=final / "attestations",
+        record_digests=[str(final / Path(p).relative_to(staging))
+                        for p in fetched.record_digests])
 
 
 # --- verify -------------------------------------------------------------------------------------
