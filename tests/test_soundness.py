@@ -297,6 +297,50 @@ def test_a_directory_pinned_by_dirhash_proves_its_files(world: World) -> None:
     assert world.verify("dist/model.bin")[0] == 1
 
 
+def test_a_directory_no_rule_accepts_is_judged_file_by_file(world: World) -> None:
+    """A directory that is neither produced nor accepted by a source rule is proven only by
+    its files: every one of them must be accounted for, so a file no rule names fails."""
+    files = {"iris.csv": sha("iris"), "poison.csv": sha("anything")}
+    directory_chain(world, files, listed=files)
+    policy(world, sources=[{"name": "data/iris.csv", "sha256": sha("iris")},
+                           {"name": "raw.csv", "sha256": sha(RAW)}])
+    code, report, _ = world.verify("dist/model.bin")
+    assert code == 1
+    assert any("material data/poison.csv" in m and "neither a product" in m
+               for m in messages(report)), messages(report)
+    assert audit_verdict(world) == "FAIL"
+    # Every file accounted for (here each by a pin): the directory is proven by them.
+    policy(world, sources=[{"name": "data/iris.csv", "sha256": sha("iris")},
+                           {"name": "data/poison.csv", "sha256": sha("anything")}])
+    assert world.verify("dist/model.bin")[0] == 0
+    assert audit_verdict(world) == "PASS"
+
+
+def test_a_pattern_on_a_directory_never_relaxes_a_git_commit_rule_inside_it(world: World
+                                                                             ) -> None:
+    """`src/**` must come from a clean tree at a commit; naming the directory `src` (accepted
+    by an unpinned catch-all) must not let a dirty tree's src/train.py through."""
+    from verifier.formats.digest import dir_hash
+
+    model = world.file("dist/model.bin", MODEL)
+    files = {"train.py": sha("t")}
+    dirty = {"git": {"commit": "a" * 40, "dirty": True}}
+    steps = [world.step("prepare", {"raw.csv": sha(RAW)}, {"data.csv": sha(DATA)}),
+             world.step("train", {"data.csv": sha(DATA), "src": {"dirHash": dir_hash(files)},
+                                  "src/train.py": sha("t")},
+                        {"weights.bin": sha(WEIGHTS)}, environment=dirty),
+             world.step("package", {"weights.bin": sha(WEIGHTS)}, {"dist/model.bin": model})]
+    for step in steps:
+        world.write(step.signed("builder"))
+    policy(world, sources=[{"name": "raw.csv", "sha256": sha(RAW)},
+                           {"pattern": "src/**", "git_commit": "a" * 40},
+                           {"pattern": "**", "unpinned": True}])
+    code, report, _ = world.verify("dist/model.bin")
+    assert code == 1
+    assert any("material src/train.py" in m and "git commit" in m for m in messages(report))
+    assert audit_verdict(world) == "FAIL"
+
+
 # -- 5. names that leave the workspace ---------------------------------------------------------
 
 

@@ -557,17 +557,20 @@ def _link_materials(evaluation: Evaluation, step: StepNode) -> None:
     record = step.record
     by_name = {m["name"]: m for m in record.materials}
     inside = _DirectoryIndex(record.materials)
-    # Directories proven as a whole (produced, or pinned by dirHash) cover their files, and
-    # directories accepted without a pin cover theirs too, except a file the policy pins:
-    # that one is always judged by its pin (patterns never relax a pin).
+    # Directories proven as a whole (produced, or accepted by a source rule) cover their files,
+    # except a file a stricter rule names: one the policy pins, or one under a git-commit rule,
+    # is always judged by that rule (a pattern on its directory never relaxes it). A directory
+    # proven only by its files covers none of them: each is judged as a material of its own.
     covered: set[str] = set()
     pinned_names = {r.name for r in policy.sources
                     if r.name is not None and (r.sha256 is not None or r.dir_hash is not None)}
+    commit_rules = [r for r in policy.sources if r.git_commit is not None]
     materials = sorted(record.materials, key=lambda m: ("dirHash" not in m["digest"], m["name"]))
     for material in materials:
         name, digest = material["name"], material["digest"]
         is_dir = "dirHash" in digest
-        if name not in pinned_names and any(p in covered for p in _parents_of(name)):
+        judged_alone = name in pinned_names or any(r.matches_name(name) for r in commit_rules)
+        if not judged_alone and any(p in covered for p in _parents_of(name)):
             continue
         link = MaterialLink(name, digest)
         step.links.append(link)
@@ -584,7 +587,7 @@ def _link_materials(evaluation: Evaluation, step: StepNode) -> None:
             link.by_files = True
             link.source_problems = _check_directory_files(step, name, digest, by_name, inside,
                                                           policy)
-        if is_dir and (link.producers or link.accepted_as_source):
+        if is_dir and (link.producers or (link.accepted_as_source and not link.by_files)):
             covered.add(name)
         if link.producers or link.source is not None or link.by_files:
             continue
