@@ -146,3 +146,41 @@ def test_a_policy_naming_both_or_neither_name_or_no_roots_file_is_refused(
         "steps": [{"name": "package", "signed_by": ["release"]}]})
     result = run(["model.bin", "--policy", "policy.yaml"], cwd=tmp_path, program="verify-model")
     assert_error(result, 2, "missing.pem", "release")
+
+
+def test_one_certificate_named_twice_is_one_rebuilder(tmp_path: Path) -> None:
+    """A rebuilder's certificate listed once by subject and once by SAN sends two rebuild
+    bundles: one identity, so one rebuild, never a quorum of two. And the step's own
+    certificate, listed as a rebuilder under its SAN, never rebuilds its own step."""
+    from graphs import World, sha
+
+    root = issue("CN=Root,O=Ex", ca=True)
+    alice = issue("CN=alice,O=Ex", issuer=root, san="alice@example.com")
+    bob = issue("CN=bob,O=Ex", issuer=root, san="bob@example.com")
+    world = World.create(tmp_path, ["unused"])
+    (tmp_path / "roots.pem").write_bytes(root[0].public_bytes(serialization.Encoding.PEM))
+    model = world.file("model.bin", "weights")
+    train = world.step("train", {"data.csv": sha("data")}, {"model.bin": model})
+    _attestation(tmp_path / "attestations" / "train.intoto.json", train.payload, bob[1],
+                 [bob[0]])
+    for run_id, signer in (("first", alice), ("second", alice), ("own", bob)):
+        bundle = world.rebuild(train, "unused", run_id=run_id)
+        _attestation(tmp_path / "attestations" / f"{run_id}.rebuild.intoto.json",
+                     base64.b64decode(bundle["dsseEnvelope"]["payload"]), signer[1],
+                     [signer[0]])
+    roots = {"roots": "roots.pem"}
+    world.policy({
+        "signers": {"trainer": {"certificate": {**roots, "subject": "CN=bob,O=Ex"}},
+                    "rb-subject": {"certificate": {**roots, "subject": "CN=alice,O=Ex"}},
+                    "rb-san": {"certificate": {**roots, "san": "alice@example.com"}},
+                    "bob-san": {"certificate": {**roots, "san": "bob@example.com"}}},
+        "sources": [{"name": "data.csv", "sha256": sha("data")}],
+        "steps": [{"name": "train", "signed_by": ["trainer"]}],
+        "rebuild": {"quorum": 2, "rebuilders": ["rb-subject", "rb-san", "bob-san"],
+                    "steps": ["train"]},
+    })
+    code, report, _ = world.verify("model.bin")
+    assert code == 1
+    [quorum] = report["rebuilds"]
+    assert len(quorum["counted"]) == 1, quorum
+    assert "1 of 2 required" in " ".join(p["message"] for p in report["problems"])

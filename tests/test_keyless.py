@@ -556,3 +556,52 @@ def test_a_log_entry_that_does_not_match_fails(loopback: LoopbackSigstore,
                            loopback.trusted_root)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "does not verify" in json.loads(result.stdout)["message"]
+
+
+@needs_loopback
+def test_a_keyless_rebuilder_pattern_counts_the_real_identity(loopback: LoopbackSigstore,
+                                                              tmp_path: Path) -> None:
+    """Rebuilders named by identity_regex are told apart by the certificate's SAN, not by the
+    pattern's text: the training workflow matched by an org-wide pattern never rebuilds its
+    own step, and one rebuild workflow matched by two patterns is one rebuilder."""
+    from graphs import INTOTO, World, sha
+
+    from verifier.formats.keyless import SigstoreSigner
+
+    train_token = github_token("acme/model", workflow="train.yml")
+    rebuild_token = github_token("acme/rebuilder", workflow="rebuild.yml")
+    train_id = workflow_identity("acme/model", "train.yml")
+    rebuild_id = workflow_identity("acme/rebuilder", "rebuild.yml")
+
+    def judged(name: str, rebuilders: dict[str, Any], quorum: int, tokens: list[str]
+               ) -> dict[str, Any]:
+        world = World.create(tmp_path / name, ["unused"])
+        model = world.file("model.bin", "weights")
+        train = world.step("train", {"data.csv": sha("data")}, {"model.bin": model})
+        world.write(SigstoreSigner(train_token, loopback.trust_config).sign_dsse(
+            train.payload, INTOTO))
+        for index, token in enumerate(tokens):
+            bundle = world.rebuild(train, "unused", run_id=f"run-{index}")
+            world.write(SigstoreSigner(token, loopback.trust_config).sign_dsse(
+                base64.b64decode(bundle["dsseEnvelope"]["payload"]), INTOTO))
+        world.policy({
+            "signers": {"trainer": {"sigstore": {"issuer": GITHUB, "identity": train_id}},
+                        **{n: {"sigstore": {"issuer": GITHUB, **spec}}
+                           for n, spec in rebuilders.items()}},
+            "trusted_root": str(loopback.trusted_root),
+            "sources": [{"name": "data.csv", "sha256": sha("data")}],
+            "steps": [{"name": "train", "signed_by": ["trainer"]}],
+            "rebuild": {"quorum": quorum, "rebuilders": sorted(rebuilders),
+                        "steps": ["train"]},
+        })
+        code, report, _ = world.verify("model.bin")
+        assert code == 1, report
+        return report
+
+    own = judged("own", {"acme-ci": {"identity_regex": r"https://github\.com/acme/.+"}}, 1,
+                 [train_token])
+    assert own["rebuilds"][0]["counted"] == []
+    twice = judged("twice", {"rb-exact": {"identity": rebuild_id},
+                             "rb-org": {"identity_regex": r"https://github\.com/acme/rebuilder/.+"}},
+                   2, [rebuild_token, rebuild_token])
+    assert len(twice["rebuilds"][0]["counted"]) == 1

@@ -167,6 +167,13 @@ def check_certificate_signer(bundle: Bundle, spec: CertificateIdentity,
     return spec.san if spec.san in sans else None
 
 
+def leaf_key_hint(bundle: Bundle) -> str:
+    """The hint (as for a PEM key) of the key in the bundle's leaf certificate."""
+    from verifier.formats.signing import public_key_from
+
+    return public_key_from(bundle_certificates(bundle.raw)[0].public_key(), bundle.source).hint
+
+
 def explain(bundle: Bundle, spec: CertificateIdentity, at: dt.datetime | None = None) -> str:
     """Why a bundle does not count for this certificate signer (for messages)."""
     from verifier.formats.signing import public_key_from

@@ -39,7 +39,7 @@ from verifier.judgement import declarations, spdx
 from verifier.judgement.hermetic import step_findings
 from verifier.judgement.policy import Policy, SourceRule
 from verifier.judgement.quorum import RebuildClaim, StepQuorum, as_rebuild, judge_rebuilds
-from verifier.judgement.trust import Attribution, TrustedSigners
+from verifier.judgement.trust import Attribution, TrustedSigners, merged
 
 if TYPE_CHECKING:
     from verifier.interop.intoto_links import ClassicLink
@@ -308,8 +308,7 @@ def evaluate(policy: Policy, bundles: Iterable[Bundle], signers: TrustedSigners,
         if step.trusted:
             others = [c for c in by_step.get(step.record.step, [])[:QUORUM_NOTES]
                       if c.rebuilt_payload_sha256 != step.payload_sha256]
-            _judge_locally(evaluation, step, claims.get(step.payload_sha256, []) + others,
-                           signers)
+            _judge_locally(evaluation, step, claims.get(step.payload_sha256, []) + others)
         else:
             step.problems.append(_signature_problem(step.source, repr(step.record.step),
                                                     step.status, step.files))
@@ -437,9 +436,7 @@ def claimed_signer(bundle: Bundle) -> str:
 
 def _merge(node: StepNode | RebuildNode, attribution: Attribution, status: str) -> None:
     """Another copy of a payload: its verified signers join the node's."""
-    node.attribution = Attribution(
-        tuple(sorted(set(node.attribution.names) | set(attribution.names))),
-        tuple(sorted(set(node.attribution.identities) | set(attribution.identities))))
+    node.attribution = merged(node.attribution, attribution)
     if node.attribution.names:
         node.status = "verified"
     elif node.status == "unknown-signer":
@@ -480,8 +477,8 @@ def unsafe_name(name: str) -> bool:
             or name == "")
 
 
-def _judge_locally(evaluation: Evaluation, step: StepNode, claims: list[RebuildClaim],
-                   signers: TrustedSigners) -> None:
+def _judge_locally(evaluation: Evaluation, step: StepNode, claims: list[RebuildClaim]
+                   ) -> None:
     """The rules one step attestation meets or not on its own: all but order, which depends
     on what its inputs derive from."""
     policy = evaluation.policy
@@ -509,7 +506,7 @@ def _judge_locally(evaluation: Evaluation, step: StepNode, claims: list[RebuildC
     _judge_declarations(policy, step)
     _link_materials(evaluation, step)
     if policy.rebuild is not None and record.step in policy.rebuild.steps:
-        step.quorum = judge_rebuilds(record, step.attribution, claims, policy, signers)
+        step.quorum = judge_rebuilds(record, step.attribution, claims, policy)
         step.problems.extend(Problem(record.source, f, "quorum-shortfall")
                              for f in step.quorum.failures)
 

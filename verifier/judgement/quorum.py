@@ -20,7 +20,7 @@ from verifier.steps.drift import order_drift
 
 if TYPE_CHECKING:
     from verifier.judgement.policy import Policy, ProductRule, StepMatch, Tolerance
-    from verifier.judgement.trust import Attribution, TrustedSigners
+    from verifier.judgement.trust import Attribution
 
 VERDICTS = ("IDENTICAL", "CANONICALLY-IDENTICAL", "WITHIN-TOLERANCE", "DIVERGED", "MISSING")
 
@@ -296,7 +296,6 @@ def judge_rebuilds(
     step_attribution: Attribution,
     claims: list[RebuildClaim],
     policy: Policy,
-    signers: TrustedSigners,
 ) -> StepQuorum:
     """Judge the rebuild claims naming this step attestation (by payload digest) against the
     policy's rebuild rule; claims of the same step name that rebuilt another attestation are
@@ -307,8 +306,9 @@ def judge_rebuilds(
     outcome = StepQuorum(record.step, record.source, record.statement.payload_sha256,
                          rule.quorum)
     step_identities = set(step_attribution.identities)
-    eligible_by_claim: list[tuple[RebuildClaim, dict[str, str]]] = []
-    dissenting: set[str] = set()
+    step_names = set(step_attribution.names)
+    # (claim, its eligible (name, identity) pairs, whether it matched)
+    judged_claims: list[tuple[RebuildClaim, list[tuple[str, str]], bool]] = []
     heard_from: set[str] = set()
     for claim in sorted(claims, key=lambda c: c.source):
         if claim.rebuilt_payload_sha256 != record.statement.payload_sha256:
@@ -321,14 +321,16 @@ def judge_rebuilds(
             _ignore(outcome, f"{claim.source}: names step {claim.step!r} but the attestation "
                              f"of step {record.step!r} ({record.source}); it counts for nothing.")
             continue
-        rebuilders = {signers.identity_of(n): n for n in sorted(claim.attribution.names)
-                      if n in rule.rebuilders}
-        heard_from.update(rebuilders)
+        rebuilders = [(n, i) for n, i in claim.attribution.pairs if n in rule.rebuilders]
+        heard_from.update(n for n, _ in rebuilders)
         if not rebuilders:
             _ignore(outcome, f"{claim.source}: signed by {', '.join(claim.attribution.names)}, "
                              "not a rebuilder the policy names.")
             continue
-        eligible = {i: n for i, n in rebuilders.items() if i not in step_identities}
+        # Whoever signed the step never rebuilds it independently: not under its identity, and
+        # not under a name that signed it.
+        eligible = [(n, i) for n, i in rebuilders
+                    if i not in step_identities and n not in step_names]
         if not eligible:
             _ignore(outcome, f"{claim.source}: signed by the step's own signer, which never "
                              "counts as an independent rebuild.")
@@ -337,7 +339,7 @@ def judge_rebuilds(
         if isolation:
             _ignore(outcome, f"{claim.source}: {isolation}")
             continue
-        who = ", ".join(sorted(eligible.values()))
+        who = ", ".join(sorted({n for n, _ in eligible}))
         judged = judge_claim(record, claim, rule.match.get(record.step))
         if claim.is_probe:
             outcome.probes.append({
@@ -350,20 +352,22 @@ def judge_rebuilds(
             outcome.informational.append({"rebuilder": who, "attestation": claim.source,
                                           "files": judged.informational})
         if mismatches:
-            dissenting.update(eligible)
             outcome.dissent.append({"rebuilder": who, "attestation": claim.source,
                                     "files": mismatches,
                                     "drift": order_drift(claim.drift)[:8]})
-        else:
-            eligible_by_claim.append((claim, eligible))
-    for claim, identity in _assign(eligible_by_claim):
-        outcome.counted.append({"rebuilder": eligible_name(eligible_by_claim, claim, identity),
-                                "identity": identity, "attestation": claim.source})
+        judged_claims.append((claim, eligible, not mismatches))
+    rebuilder_of = _rebuilders([pairs for _, pairs, _ in judged_claims])
+    dissenting = {rebuilder_of[n] for _, pairs, matched in judged_claims if not matched
+                  for n, _ in pairs}
+    matching = [(claim, {rebuilder_of[n]: (n, i) for n, i in sorted(pairs)})
+                for claim, pairs, matched in judged_claims if matched]
+    for claim, rebuilder in _assign(matching):
+        name, identity = next(e[rebuilder] for c, e in matching if c is claim)
+        outcome.counted.append({"rebuilder": name, "identity": identity,
+                                "attestation": claim.source})
     outcome.counted.sort(key=lambda c: c["rebuilder"])
-    outcome.missing = sorted(
-        n for n in rule.rebuilders
-        if signers.identity_of(n) not in heard_from | step_identities
-    )
+    outcome.missing = sorted(n for n in rule.rebuilders
+                             if n not in heard_from and n not in step_names)
     if len(outcome.counted) < rule.quorum:
         outcome.failures.append(
             f"{record.source}: step {record.step!r} has {len(outcome.counted)} of {rule.quorum} "
@@ -386,13 +390,34 @@ def _ignore(outcome: StepQuorum, sentence: str) -> None:
         outcome.ignored.append("… and more rebuild attestations that count for nothing.")
 
 
-def eligible_name(pairs: list[tuple[RebuildClaim, dict[str, str]]], claim: RebuildClaim,
-                  identity: str) -> str:
-    return next(e[identity] for c, e in pairs if c is claim)
+def _rebuilders(claims: list[list[tuple[str, str]]]) -> dict[str, str]:
+    """Each rebuilder name's rebuilder: names that verified under one identity anywhere are
+    one rebuilder, and so are the identities one name verified under (a pattern matching two
+    workflows, one key under two names, one certificate named by subject and by SAN). Returns
+    name -> a representative name (union-find over the name-identity graph)."""
+    parent: dict[str, str] = {}
+
+    def find(node: str) -> str:
+        parent.setdefault(node, node)
+        while parent[node] != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    for pairs in claims:
+        for name, identity in pairs:
+            a, b = find(f"name:{name}"), find(f"identity:{identity}")
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    names = {name for pairs in claims for name, _ in pairs}
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(find(f"name:{name}"), []).append(name)
+    return {name: min(members) for members in groups.values() for name in members}
 
 
-def _assign(pairs: list[tuple[RebuildClaim, dict[str, str]]]) -> list[tuple[RebuildClaim, str]]:
-    """The largest set of (claim, identity) pairs in which no claim and no identity appears
+def _assign(pairs: list[tuple[RebuildClaim, dict[str, Any]]]) -> list[tuple[RebuildClaim, str]]:
+    """The largest set of (claim, rebuilder) pairs in which no claim and no rebuilder appears
     twice: a maximum bipartite matching, found by augmenting paths (Kuhn's algorithm). One
     bundle co-signed by two rebuilders is one rebuild; one rebuilder who sent two is one."""
     owner: dict[str, int] = {}  # identity -> index of the claim it counts for

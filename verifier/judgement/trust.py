@@ -15,6 +15,7 @@ from verifier.errors import InputError
 from verifier.formats.certsigner import (
     CertificateIdentity,
     check_certificate_signer,
+    leaf_key_hint,
     roots_fingerprint,
 )
 from verifier.formats.envelope import Bundle, pae
@@ -29,6 +30,25 @@ KeylessCheck = Callable[[Bundle, KeylessIdentity, Path | None], str | None]
 class Attribution:
     names: tuple[str, ...]  # policy signer names that verify the bundle
     identities: tuple[str, ...]  # the distinct underlying identities (key hint, cert identity)
+    # (name, identity): the identity under which each name verified it. A key's is its hint; a
+    # certificate's, its leaf key's hint; a keyless signature's, the certificate's issuer and
+    # SAN, whatever pattern of the policy matched it.
+    pairs: tuple[tuple[str, str], ...] = ()
+
+
+def attribution_of(pairs: Iterable[tuple[str, str]]) -> Attribution:
+    """The attribution made of (name, identity) pairs."""
+    ordered = tuple(sorted(set(pairs)))
+    return Attribution(tuple(sorted({n for n, _ in ordered})),
+                       tuple(sorted({i for _, i in ordered})), ordered)
+
+
+def merged(first: Attribution, second: Attribution) -> Attribution:
+    """Both copies' verified signers (two files carrying one payload)."""
+    return Attribution(
+        tuple(sorted(set(first.names) | set(second.names))),
+        tuple(sorted(set(first.identities) | set(second.identities))),
+        tuple(sorted(set(first.pairs) | set(second.pairs))))
 
 
 class TrustedSigners:
@@ -58,38 +78,33 @@ class TrustedSigners:
                 self._certificates[name] = (spec.certificate, roots)
 
     def attribute(self, bundle: Bundle) -> Attribution:
-        names: list[str] = []
-        identities: set[str] = set()
+        pairs: set[tuple[str, str]] = set()
         if bundle.is_keyless:
             if self._keyless_check is not None:
                 for name, spec in self._keyless.items():
                     identity = self._keyless_check(bundle, spec, self._trusted_root)
                     if identity is not None:
-                        names.append(name)
-                        identities.add(f"sigstore:{spec.issuer}:{identity}")
-            for name, (certificate, roots) in self._certificates.items():
-                matched = check_certificate_signer(bundle, certificate)
-                if matched is not None:
-                    names.append(name)
-                    identities.add(f"x509:{roots}:{matched}")
+                        pairs.add((name, f"sigstore:{spec.issuer}:{identity}"))
+            for name, (certificate, _) in self._certificates.items():
+                if check_certificate_signer(bundle, certificate) is not None:
+                    # One certificate is one signer however the policy names it (by subject,
+                    # by SAN, or as a plain key): its identity is its key.
+                    pairs.add((name, f"key:{leaf_key_hint(bundle)}"))
         else:
             for hint in self._verifying_hints(bundle):
-                names.extend(self._names_by_hint[hint])
-                identities.add(f"key:{hint}")
-        return Attribution(tuple(sorted(names)), tuple(sorted(identities)))
+                pairs.update((name, f"key:{hint}") for name in self._names_by_hint[hint])
+        return attribution_of(pairs)
 
     def attribute_message(self, message: bytes, signatures: Iterable[bytes]) -> Attribution:
         """The key signers under whose key one of the signatures over `message` verifies:
         for evidence that is not a DSSE bundle (in-toto's classic links sign canonical JSON).
         Keyless and certificate signers need a bundle, so they never match here."""
-        names: list[str] = []
-        identities: set[str] = set()
+        pairs: set[tuple[str, str]] = set()
         candidates = list(signatures)
         for hint, owners in self._names_by_hint.items():
             if any(self._keys[owners[0]].verify(sig, message) for sig in candidates):
-                names.extend(owners)
-                identities.add(f"key:{hint}")
-        return Attribution(tuple(sorted(names)), tuple(sorted(identities)))
+                pairs.update((name, f"key:{hint}") for name in owners)
+        return attribution_of(pairs)
 
     def _verifying_hints(self, bundle: Bundle) -> set[str]:
         """The policy keys (by hint) under which some signature of the bundle verifies.
