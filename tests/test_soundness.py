@@ -341,6 +341,30 @@ def test_a_pattern_on_a_directory_never_relaxes_a_git_commit_rule_inside_it(worl
     assert audit_verdict(world) == "FAIL"
 
 
+def test_a_tolerant_rule_never_waves_through_a_directory_whose_files_are_not_listed(
+        world: World) -> None:
+    """Under a tolerance, a directory product is left to its files only when the attestation
+    lists them all; a directory attested alone and rebuilt differently is dissent."""
+    from verifier.formats.digest import dir_hash
+
+    files = {"w.safetensors": sha("w")}
+    train = world.step("train", {"raw.csv": sha(RAW)}, {"model": {"dirHash": dir_hash(files)}})
+    world.write(train.signed("builder"))
+    world.write(world.rebuild(train, "ra", actual={"model": {"dirHash": sha("other")}}))
+    world.file("model/w.safetensors", "w")
+    world.policy({
+        "sources": [{"name": "raw.csv", "sha256": sha(RAW)}],
+        "steps": [{"name": "train", "signed_by": ["builder"]}],
+        "rebuild": {"quorum": 1, "rebuilders": ["ra"], "steps": ["train"],
+                    "match": {"train": {"products": {
+                        "**/*.safetensors": {"rtol": 0.01, "atol": 0.001}}}}},
+    })
+    code, report, _ = world.verify("model")
+    assert code == 1
+    assert report["rebuilds"][0]["counted"] == []
+    assert report["rebuilds"][0]["dissent"][0]["files"][0]["name"] == "model"
+
+
 # -- 5. names that leave the workspace ---------------------------------------------------------
 
 

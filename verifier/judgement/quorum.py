@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from verifier.errors import InputError
+from verifier.formats.digest import dir_hash
 from verifier.formats.statement import Statement, StepRecord, is_digest_set
 from verifier.judgement.hermetic import rebuild_isolation_problem
 from verifier.steps.drift import order_drift
@@ -244,8 +245,8 @@ def judge_claim(record: StepRecord, claim: RebuildClaim, match: StepMatch | None
                                        "reason": "the rebuild compared against another digest"})
         elif _same(actual, expected) and _same(signed_subjects.get(name), expected):
             continue
-        elif tolerant and "dirHash" in expected:
-            continue  # a directory's files are judged one by one
+        elif tolerant and "dirHash" in expected and _lists_all_files(record, name, expected):
+            continue  # its files, every one listed, are judged one by one
         elif kind == "informational":
             outcome.informational.append(_dissent_detail(name, result))
         elif (rule is not None and rule.tolerance is not None
@@ -256,6 +257,16 @@ def judge_claim(record: StepRecord, claim: RebuildClaim, match: StepMatch | None
         else:
             outcome.mismatches.append(_dissent_detail(name, result))
     return outcome
+
+
+def _lists_all_files(record: StepRecord, directory: str, digest: dict[str, str]) -> bool:
+    """Whether the step attestation lists every file of a directory product: the files it
+    names under the directory add up to the directory's dirHash."""
+    prefix = f"{directory}/"
+    files = {p["name"][len(prefix):]: p["digest"].get("sha256") for p in record.products
+             if p["name"].startswith(prefix) and "dirHash" not in p["digest"]}
+    return bool(files) and all(isinstance(v, str) for v in files.values()) and dir_hash(
+        {k: str(v) for k, v in files.items()}) == digest["dirHash"]
 
 
 def check_claim(record: StepRecord, claim: RebuildClaim, match: StepMatch | None
