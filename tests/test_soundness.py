@@ -365,6 +365,29 @@ def test_a_tolerant_rule_never_waves_through_a_directory_whose_files_are_not_lis
     assert report["rebuilds"][0]["dissent"][0]["files"][0]["name"] == "model"
 
 
+def test_a_weak_or_unknown_digest_links_nothing(world: World) -> None:
+    """Only sha256, dirHash (and BLAKE3 where the policy opts in) establish that a material
+    is what a step produced: an md5 or made-up digest shared with a product links nothing,
+    and a rebuild agreeing only on md5 is no match."""
+    import hashlib
+
+    md5 = hashlib.md5(b"data").hexdigest()
+    model = world.file("dist/model.bin", MODEL)
+    prepare = world.step("prepare", {"raw.csv": sha(RAW)},
+                         {"data.csv": {"sha256": sha(DATA), "md5": md5, "x-mine": "1"}})
+    train = world.step("train", {"data.csv": {"md5": md5, "x-mine": "1"}},
+                       {"dist/model.bin": model})
+    for step in (prepare, train):
+        world.write(step.signed("builder"))
+    world.policy({"sources": [{"name": "raw.csv", "sha256": sha(RAW)}],
+                  "steps": [{"name": "prepare", "signed_by": ["builder"]},
+                            {"name": "train", "signed_by": ["builder"], "after": ["prepare"]}]})
+    code, report, _ = world.verify("dist/model.bin")
+    assert code == 1
+    assert any("material data.csv" in m and "neither a product" in m for m in messages(report))
+    assert audit_verdict(world) == "FAIL"
+
+
 # -- 5. names that leave the workspace ---------------------------------------------------------
 
 

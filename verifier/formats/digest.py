@@ -46,6 +46,17 @@ SERIAL_BELOW = 32 * 1024  # smaller files are hashed by one thread at a time (se
 ALGORITHMS = ("sha256", "blake3")
 # Digests that establish a match only where a policy lists them under `digests.accept`.
 OPT_IN_DIGESTS = ("blake3",)
+# What may establish that two artifacts are the same: sha256 and the sha256-based dirHash, and
+# an opt-in digest where the policy accepts it. md5, sha1 or a name nobody knows never do.
+BASE_DIGESTS = ("sha256", "dirHash")
+
+
+def usable_digests(digest: dict[str, str], accepted: Iterable[str]) -> dict[str, str]:
+    """The part of a digest set that may establish a match under `accepted` (a policy's
+    `digests.accept`)."""
+    accepted = tuple(accepted)
+    return {a: v for a, v in digest.items()
+            if a in BASE_DIGESTS or (a in OPT_IN_DIGESTS and a in accepted)}
 
 ProgressCallback = Callable[[int], None]
 _NOTHING: dict[str, str] = {}

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from verifier.errors import InputError
-from verifier.formats.digest import OPT_IN_DIGESTS, dir_hash
+from verifier.formats.digest import dir_hash, usable_digests
 from verifier.formats.envelope import INTOTO_PAYLOAD_TYPE, Bundle
 from verifier.formats.statement import (
     REBUILD_PREDICATE_TYPE,
@@ -695,8 +695,7 @@ def match_source(policy: Policy, record: StepRecord, material: dict[str, Any]
 
 def _producers(index: dict[tuple[str, str], list[StepNode]], policy: Policy,
                digest: dict[str, str]) -> list[StepNode]:
-    usable = {a: v for a, v in digest.items()
-              if a not in OPT_IN_DIGESTS or a in policy.accept_digests}
+    usable = usable_digests(digest, policy.accept_digests)
     found: dict[int, StepNode] = {}
     for algorithm, value in sorted(usable.items()):
         for candidate in index.get((algorithm, value), []):

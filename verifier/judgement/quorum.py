@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from verifier.errors import InputError
-from verifier.formats.digest import dir_hash
+from verifier.formats.digest import BASE_DIGESTS, OPT_IN_DIGESTS, dir_hash
 from verifier.formats.statement import Statement, StepRecord, is_digest_set
 from verifier.judgement.hermetic import rebuild_isolation_problem
 from verifier.steps.drift import order_drift
@@ -152,10 +152,12 @@ class StepQuorum:
 
 
 def _same(a: dict[str, str] | None, b: dict[str, str] | None) -> bool:
-    """Two digest sets agree: they share an algorithm and agree on every shared one."""
+    """Two digest sets agree: they share a strong algorithm and agree on every shared one
+    (weak or unknown algorithms are ignored: an md5 match proves nothing)."""
     if not a or not b:
         return False
-    shared = set(a) & set(b)
+    strong = set(BASE_DIGESTS) | set(OPT_IN_DIGESTS)
+    shared = set(a) & set(b) & strong
     return bool(shared) and all(a[k] == b[k] for k in shared)
 
 
