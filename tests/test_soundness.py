@@ -388,6 +388,29 @@ def test_a_weak_or_unknown_digest_links_nothing(world: World) -> None:
     assert audit_verdict(world) == "FAIL"
 
 
+def test_a_blake3_attestation_that_fails_never_hides_a_sha256_one_that_holds(world: World
+                                                                             ) -> None:
+    """With blake3 accepted, verify-model hashes by BLAKE3 first; a final attestation carrying
+    that BLAKE3 but signed by the wrong signer must not hide a valid sha256-only one, and
+    verify-model must answer as audit does."""
+    import blake3
+
+    model = world.file("dist/model.bin", MODEL)
+    good = world.step("package", {"raw.csv": sha(RAW)}, {"dist/model.bin": model})
+    other = world.step("package", {"raw.csv": sha(RAW)},
+                       {"dist/model.bin": {"sha256": model,
+                                           "blake3": blake3.blake3(MODEL.encode()).hexdigest()}},
+                       argv=["python", "package.py", "--again"])
+    world.write(good.signed("builder"))
+    world.write(other.signed("stranger"))
+    world.policy({"digests": {"accept": ["sha256", "blake3"]},
+                  "sources": [{"name": "raw.csv", "sha256": sha(RAW)}],
+                  "steps": [{"name": "package", "signed_by": ["builder"]}]})
+    code, report, _ = world.verify("dist/model.bin")
+    assert code == 0, messages(report)
+    assert audit_verdict(world) == "PASS"
+
+
 # -- 5. names that leave the workspace ---------------------------------------------------------
 
 

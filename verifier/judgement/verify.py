@@ -242,10 +242,14 @@ def verify_artifact(
                           _read_links(attestation_dirs, report.notes))
     report.notes.extend(evaluation.notes)
     verdict = evaluation.artifact({digest.algorithm: digest.value}, str(artifact))
-    if not verdict.finals and digest.algorithm == "blake3":
+    if not verdict.passed and digest.algorithm == "blake3":
+        # BLAKE3 is a shortcut, never a narrower question: an attestation carrying only the
+        # sha256 must count as well, so the file is judged by both digests.
+        blake3 = digest.value
         digest = hasher.digest_paths([artifact], ("sha256",), rule)[0]
         report.digest = {digest.algorithm: digest.value}
-        verdict = evaluation.artifact({digest.algorithm: digest.value}, str(artifact))
+        verdict = evaluation.artifact({"sha256": digest.value, "blake3": blake3},
+                                      str(artifact))
     report.evaluation, report.verdict = evaluation, verdict
     if not verdict.finals:
         if evaluation.expired is not None:
