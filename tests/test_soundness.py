@@ -411,6 +411,41 @@ def test_a_blake3_attestation_that_fails_never_hides_a_sha256_one_that_holds(wor
     assert audit_verdict(world) == "PASS"
 
 
+def copy_chain(world: World, raw: str) -> None:
+    """prepare copies raw.csv (content `raw`) to data.csv unchanged, stage copies it again to
+    staged.csv, and train consumes the second copy."""
+    model = world.file("dist/model.bin", MODEL)
+    steps = [world.step("prepare", {"raw.csv": sha(raw)}, {"data.csv": sha(raw)}),
+             world.step("stage", {"data.csv": sha(raw)}, {"staged.csv": sha(raw)}),
+             world.step("train", {"staged.csv": sha(raw)}, {"dist/model.bin": model})]
+    for step in steps:
+        world.write(step.signed("builder"))
+    world.policy({"sources": [{"name": "raw.csv", "sha256": sha(RAW)}],
+                  "steps": [{"name": "prepare", "signed_by": ["builder"]},
+                            {"name": "stage", "signed_by": ["builder"], "after": ["prepare"]},
+                            {"name": "train", "signed_by": ["builder"], "after": ["stage"]}]})
+
+
+def test_a_copy_of_a_pinned_input_carries_its_provenance(world: World) -> None:
+    """A step that copies a pinned source unchanged (and a copy of that copy) accounts for the
+    copy: the chain passes, with every step in it."""
+    copy_chain(world, RAW)
+    code, report, _ = world.verify("dist/model.bin")
+    assert code == 0, messages(report)
+    assert {s["step"] for s in report["steps"]} == {"prepare", "stage", "train"}
+    assert audit_verdict(world) == "PASS"
+
+
+def test_a_copy_of_an_unaccounted_input_accounts_for_nothing(world: World) -> None:
+    """Copying launders nothing: a copy of an input no rule accepts fails, for the file."""
+    copy_chain(world, "rows nobody pinned\n")
+    code, report, _ = world.verify("dist/model.bin")
+    assert code == 1
+    assert any("material raw.csv" in m for m in messages(report)), messages(report)
+    assert not any("cycle" in m for m in messages(report))
+    assert audit_verdict(world) == "FAIL"
+
+
 # -- 5. names that leave the workspace ---------------------------------------------------------
 
 

@@ -199,11 +199,22 @@ class Evaluation:
     unverified_claims: dict[tuple[str, str], list[str]]
     _producers: dict[tuple[str, str], list[StepNode]]
     _subjects: dict[tuple[str, str], list[StepNode]]
+    # Steps that passed an input through unchanged, by the product's digest: they did not
+    # make it, so they are no producers of it; see `copiers`.
+    _copiers: dict[tuple[str, str], list[StepNode]] = dataclasses.field(default_factory=dict)
 
     def producers(self, digest: dict[str, str]) -> list[StepNode]:
         """Trusted step attestations with a subject matching this digest set, on a digest the
         policy accepts and agreeing on every accepted one they share."""
         return _producers(self._producers, self.policy, digest)
+
+    def copiers(self, digest: dict[str, str], name: str) -> list[StepNode]:
+        """Trusted steps that copied an input of theirs, unchanged, to a product of this name
+        and digest set. The name is what orders copies of one content: a step copying
+        raw.csv to data.csv is no source of another step's raw.csv."""
+        return [step for step in _producers(self._copiers, self.policy, digest)
+                if any(p["name"] == name and _agrees(p["digest"], digest, self.policy)
+                       for p in step.record.products)]
 
     def unverified_producers(self, digest: dict[str, str]) -> list[str]:
         """Files of unadmitted bundles claiming this digest as a subject (for messages)."""
@@ -280,22 +291,24 @@ def evaluate(policy: Policy, bundles: Iterable[Bundle], signers: TrustedSigners,
     rebuilds = list(admitted.rebuilds.values())
     producers: dict[tuple[str, str], list[StepNode]] = {}
     subjects: dict[tuple[str, str], list[StepNode]] = {}
+    copiers: dict[tuple[str, str], list[StepNode]] = {}
     for step in steps:
         if not step.trusted:
             continue
         consumed = {pair for m in step.record.materials for pair in m["digest"].items()}
         for product in step.record.products:
-            passed_through = any(pair in consumed for pair in product["digest"].items())
+            # A copy of an input was not made here: the step is its copier, not its producer.
+            copied = any(pair in consumed for pair in product["digest"].items())
             for pair in product["digest"].items():
                 subjects.setdefault(pair, []).append(step)
-                if not passed_through:  # a copy of an input was not made here
-                    producers.setdefault(pair, []).append(step)
+                (copiers if copied else producers).setdefault(pair, []).append(step)
     expired = None
     if policy.is_expired(today):
         expired = Problem(str(policy.path), f"{policy.path}: the policy expired on "
                                             f"{policy.expires}.", "expired-policy")
     evaluation = Evaluation(policy, steps, rebuilds, admitted.notes, expired,
-                            admitted.unverified_claims, producers, subjects)
+                            admitted.unverified_claims, producers, subjects,
+                            copiers)
     claims: dict[str, list[RebuildClaim]] = {}
     by_step: dict[str, list[RebuildClaim]] = {}  # for telling who rebuilt another attestation
     for rebuild in rebuilds:
@@ -573,6 +586,10 @@ def _link_materials(evaluation: Evaluation, step: StepNode) -> None:
         step.links.append(link)
         link.producers = [p for p in evaluation.producers(digest) if p is not step]
         rule, why_not = match_source(policy, record, material)
+        if not link.producers and rule is None:
+            # A copy nobody made is accounted for by the step that copied it under this name:
+            # that step is then in the derivation, and its own input has to be accounted for.
+            link.producers = [p for p in evaluation.copiers(digest, name) if p is not step]
         if rule is not None:
             link.source = SourceUse(name, digest, record.step, rule)
             if is_dir and rule.dir_hash is None:
@@ -706,6 +723,13 @@ def _producers(index: dict[tuple[str, str], list[StepNode]], policy: Policy,
             ):
                 found[id(candidate)] = candidate
     return sorted(found.values(), key=lambda s: s.source)
+
+
+def _agrees(subject: dict[str, str], digest: dict[str, str], policy: Policy) -> bool:
+    """Whether two digest sets agree on every usable algorithm they share (and share one)."""
+    usable = usable_digests(digest, policy.accept_digests)
+    shared = [a for a in usable if a in subject]
+    return bool(shared) and all(subject[a] == usable[a] for a in shared)
 
 
 def _order(steps: list[StepNode]) -> list[StepNode]:
