@@ -822,3 +822,56 @@ def test_record_digests_travel_with_the_model_and_serve_contamination(
         answers.append([(b["items"], b["overlapping_items"], b["exact_items"])
                         for b in report["benchmarks"]])
     assert answers[0] == answers[1] == [(2, 1, 1)]
+
+
+# --- names, referrers, redirects and time: what a hostile registry may try -----------------
+
+def _model(layers: list[dict[str, Any]], name: str = "model", kind: str = "directory") -> bytes:
+    return _manifest_with(layers, annotations={"org.opencontainers.image.title": name,
+                                               "dev.model-verifier.model.kind": kind})
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+path_component = st.sampled_from(["a", "b", "a-b", "a.b", "ab", "a0"])
+
+
+@given(paths=st.lists(st.lists(path_component, min_size=1, max_size=3).map("/".join),
+                      min_size=1, max_size=6))
+def test_a_path_named_twice_or_as_file_and_directory_is_always_found(paths: list[str]) -> None:
+    """The product's clash check agrees with the obvious one (every directory of every path
+    against every file) on paths built to share prefixes like "a", "a-b" and "a/b"."""
+    from verifier.errors import InputError
+    from verifier.interop.oci import media
+
+    files = set(paths)
+    directories = {"/".join(p.split("/")[:n]) for p in paths for n in range(1, p.count("/") + 1)}
+    clash = len(files) < len(paths) or bool(files & directories)
+    manifest = media.parse_manifest(_model([_layer(b"", p) for p in paths]), "m")
+    if clash:
+        with pytest.raises(InputError, match="named twice, or as a file and a directory"):
+            media.model_files(manifest, "m")
+    else:
+        assert [p for p, _ in media.model_files(manifest, "m")[2]] == paths
+
+
+def test_deep_layer_paths_cost_memory_in_proportion_to_the_manifest() -> None:
+    """Paths of 2,000 components each: the check must not build every prefix of every path
+    (that is quadratic: a 4 MiB manifest of such paths asked for gigabytes)."""
+    import tracemalloc
+
+    from verifier.interop.oci import media
+
+    paths = [(f"p{i:03d}/" + "a/" * 2045)[:4090].rstrip("/") for i in range(64)]
+    data = _model([_layer(b"", p) for p in paths])
+    manifest = media.parse_manifest(data, "m")
+    tracemalloc.start()
+    try:
+        _, _, files = media.model_files(manifest, "m")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(files) == 64
+    assert peak < 2 * len(data), (peak, len(data))  # the quadratic way took ~1,000 times more

@@ -16,6 +16,7 @@ import json
 import posixpath
 import re
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 from verifier.errors import InputError
@@ -245,22 +246,31 @@ def model_files(manifest: Manifest, source: str) -> tuple[str, str, list[tuple[s
         raise InputError(f"{source}: model kind {kind[:40]!r} is neither file nor directory.")
     _check_path(name, source, single=True)
     files: list[tuple[str, Descriptor]] = []
-    seen: set[str] = set()
-    directories: set[str] = set()
     for number, layer in enumerate(manifest.layers):
         path = layer.title
         if path is None:
             raise InputError(f"{source}: layer {number} has no {TITLE} annotation naming its file.")
         _check_path(path, source, single=kind == "file")
-        parents = [path[:i] for i, c in enumerate(path) if c == "/"]
-        if path in seen or path in directories or any(p in seen for p in parents):
-            raise InputError(f"{source}: {path!r} is named twice, or as a file and a directory.")
-        seen.add(path)
-        directories.update(parents)
         files.append((path, layer))
+    _check_no_overlap([path for path, _ in files], source)
     if kind == "file" and (len(files) != 1 or files[0][0] != name):
         raise InputError(f"{source}: a single-file model must have exactly one layer, {name!r}.")
     return name, kind, files
+
+
+def _check_no_overlap(paths: list[str], source: str) -> None:
+    """No path named twice, or both as a file and as a directory holding another.
+
+    With "/" replaced by NUL (which no checked path holds, so it sorts below every character),
+    sorting orders paths component by component: a path that is a directory of another sorts
+    just before it or before paths that also lie inside it, so comparing neighbours finds every
+    clash. Time O(n log n) comparisons, memory one key per path: never the set of every prefix,
+    which a few thousand deep paths would make gigabytes."""
+    keys = sorted(path.replace("/", "\0") for path in paths)
+    for before, after in pairwise(keys):
+        if after == before or after.startswith(before + "\0"):
+            raise InputError(f"{source}: {before.replace(chr(0), '/')[:120]!r} is named twice, "
+                             "or as a file and a directory.")
 
 
 def _check_path(path: str, source: str, *, single: bool) -> None:
