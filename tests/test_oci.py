@@ -875,3 +875,52 @@ def test_deep_layer_paths_cost_memory_in_proportion_to_the_manifest() -> None:
         tracemalloc.stop()
     assert len(files) == 64
     assert peak < 2 * len(data), (peak, len(data))  # the quadratic way took ~1,000 times more
+
+
+DEEP = "/".join(["d" * 200] * 20)  # 4,019 bytes: every rule holds, but not under any directory
+NAME_CASES = {
+    "component over 255 bytes": (_model([_layer(b"w", "x" * 256)]), "longer than the 255 bytes"),
+    "lone surrogate": (_model([_layer(b"w", "weights-\ud800.bin")]), "not a valid UTF-8"),
+    "model name over 255 bytes": (_model([_layer(b"w", "n" * 300)], "n" * 300, "file"),
+                                  "longer than the 255 bytes"),
+    "model name with a surrogate": (_model([_layer(b"w", "a.bin")], "m\udcff"),
+                                    "not a valid UTF-8"),
+    "C1 control character": (_model([_layer(b"w", "a\x85b.bin")]), "not a safe relative"),
+    "path over 4095 bytes": (_model([_layer(b"w", "a/" * 2047 + "bc")]), "not a safe relative"),
+    "path too long under the target": (_model([_layer(b"w", DEEP)]), "cannot be written here"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NAME_CASES))
+def test_names_no_file_system_can_hold_are_refused_in_one_sentence(
+        case: str, chain: Chain, cache: Path, tmp_path: Path) -> None:
+    data, fragment = NAME_CASES[case]
+    answers: dict[str, Any] = {"/v2/": (200, {}, b"{}"),
+                               "/v2/acme/model/manifests/v1": (200, {}, data),
+                               f"/v2/acme/model/blobs/{_digest(b'w')}": (200, {}, b"w")}
+    with Scripted(answers).serving() as server:
+        pulled = cli("pull", f"oci://{server.host}/acme/model:v1", tmp_path / "out",
+                     "--plain-http", cache=cache)
+        verified = cli(f"oci://{server.host}/acme/model:v1", "--policy", chain.policy,
+                       "--plain-http", cache=cache, program="verify-model")
+    assert_error(pulled, 2, fragment)
+    assert_error(verified, 2, fragment)
+    assert not (tmp_path / "out").exists() and list(tmp_path.glob(".out.*")) == []
+    assert blobs_and_temporaries(cache)[1] == []
+
+
+def test_a_name_spelled_with_surrogates_cannot_stand_in_for_another(cache: Path,
+                                                                    tmp_path: Path) -> None:
+    """"\\udcc3\\udca9.bin" differs from "é.bin" as text but is written to disk as the same
+    bytes: one layer would silently replace the other, so the manifest is refused."""
+    evil, good = b"EVIL weights", b"good weights"
+    data = _model([_layer(evil, "\udcc3\udca9.bin"), _layer(good, "\u00e9.bin")])
+    answers: dict[str, Any] = {"/v2/": (200, {}, b"{}"),
+                               "/v2/acme/model/manifests/v1": (200, {}, data),
+                               f"/v2/acme/model/blobs/{_digest(evil)}": (200, {}, evil),
+                               f"/v2/acme/model/blobs/{_digest(good)}": (200, {}, good)}
+    with Scripted(answers).serving() as server:
+        result = cli("pull", f"oci://{server.host}/acme/model:v1", tmp_path / "out",
+                     "--plain-http", cache=cache)
+    assert_error(result, 2, "not a valid UTF-8 file name")
+    assert not (tmp_path / "out").exists()

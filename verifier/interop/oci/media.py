@@ -47,7 +47,10 @@ BUNDLE_PREDICATE = "dev.sigstore.bundle.predicateType"
 # The distribution spec asks registries to accept manifests up to 4 MiB; nothing larger is read.
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_LAYERS = 100_000
+MAX_NAME_BYTES = 255  # one path component (NAME_MAX)
+MAX_PATH_BYTES = 4095  # a whole layer path (PATH_MAX, less the terminating NUL)
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 (Unicode category Cc)
 _CODE_SUFFIXES = (".py", ".sh", ".ipynb")
 _DOC_SUFFIXES = (".md", ".txt", ".rst", ".pdf")
 _CONFIG_SUFFIXES = (".json", ".yaml", ".yml", ".model", ".tiktoken")
@@ -274,9 +277,20 @@ def _check_no_overlap(paths: list[str], source: str) -> None:
 
 
 def _check_path(path: str, source: str, *, single: bool) -> None:
+    """A relative path any POSIX file system can hold, spelled one way only: strict UTF-8 (a
+    lone surrogate would be written as the bytes another name already has), no control
+    character, no empty, "." or ".." component, components of at most 255 bytes and the whole
+    at most 4095 (NAME_MAX and PATH_MAX less the terminating NUL)."""
+    try:
+        encoded = path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(f"{source}: {path[:120]!r} is not a valid UTF-8 file name.") from None
     parts = path.split("/")
-    bad = (not path or len(path) > 4096 or path.startswith("/") or "\\" in path
-           or any(ord(c) < 32 for c in path)
+    bad = (not path or len(encoded) > MAX_PATH_BYTES or path.startswith("/") or "\\" in path
+           or _CONTROL.search(path) is not None
            or any(p in ("", ".", "..") for p in parts) or (single and len(parts) > 1))
     if bad:
         raise InputError(f"{source}: {path[:120]!r} is not a safe relative file path.")
+    if any(len(p.encode()) > MAX_NAME_BYTES for p in parts):
+        raise InputError(f"{source}: {path[:120]!r} has a name longer than the "
+                         f"{MAX_NAME_BYTES} bytes a file system allows.")

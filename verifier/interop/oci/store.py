@@ -449,7 +449,7 @@ def fetch(registry: Registry, reference: Reference, cache: BlobCache, target: Pa
     listed, discovery = referrer_index(registry, digest)
     digest_files = _unique_blobs(_digest_referrers(registry, digest, notes, listed)
                                  if record_digests else [])
-    downloads = [(model if kind == "file" else model / path, layer, f"{where} ({path})")
+    downloads = [(model if kind == "file" else model / path, layer, f"{where} ({_shown(path)})")
                  for path, layer in files]
     downloads += [(target / "attestations" / "record-digests" / f"{ref.blob.digest[7:]}.mvrd",
                    ref.blob, f"{registry.reference.repository_uri}@{ref.digest}")
@@ -459,13 +459,15 @@ def fetch(registry: Registry, reference: Reference, cache: BlobCache, target: Pa
         on_total(total)
     fetched_bytes = 0
     for destination, layer, source in downloads:
-        destination.parent.mkdir(parents=True, exist_ok=True)
+        _writable(lambda destination=destination: destination.parent.mkdir(
+            parents=True, exist_ok=True), source)
         blob, fetched_now = cache.ensure(
             layer.digest, layer.size,
             lambda layer=layer: registry.blob_chunks(layer.digest, layer.size),
             source, progress)
         fetched_bytes += layer.size if fetched_now else 0
-        _place(blob, destination, link)
+        _writable(lambda blob=blob, destination=destination: _place(blob, destination, link),
+                  source)
     bundles_dir = target / "attestations"
     bundles_dir.mkdir(parents=True, exist_ok=True)
     seen: set[str] = set()
@@ -484,6 +486,21 @@ def fetch(registry: Registry, reference: Reference, cache: BlobCache, target: Pa
 def _unique_blobs(referrers: list[DigestReferrer]) -> list[DigestReferrer]:
     """One referrer per file: the same record digests attached twice are fetched once."""
     return list({ref.blob.digest: ref for ref in reversed(referrers)}.values())[::-1]
+
+
+def _shown(path: str) -> str:
+    """A layer path as messages name it: a path may be 4 KiB, a sentence should not be."""
+    return path if len(path) <= 120 else f"{path[:60]}…{path[-59:]}"
+
+
+def _writable(action: Callable[[], None], source: str) -> None:
+    """`action`, with a file system that will not take a name the checks let through (a path
+    too long once under the target directory, a full disk) made one sentence."""
+    try:
+        action()
+    except OSError as error:
+        raise InputError(f"{source}: cannot be written here ({error.strerror or error})."
+                         ) from None
 
 
 def _place(blob: Path, destination: Path, link: bool) -> None:
