@@ -460,7 +460,8 @@ def test_a_blob_cut_short_or_overlong_is_refused(cache: Path, tmp_path: Path) ->
         assert names == set() and leftovers == []
 
 
-def test_the_referrers_api_is_used_where_the_registry_has_it(cache: Path) -> None:
+def test_the_referrers_api_is_used_where_the_registry_has_it(cache: Path,
+                                                            tmp_path: Path) -> None:
     """A registry with the Referrers API answers the listing itself; a referrer whose own
     manifest names another subject is noted and ignored, whatever the listing says."""
     from verifier.interop.oci import media, store
@@ -487,10 +488,10 @@ def test_the_referrers_api_is_used_where_the_registry_has_it(cache: Path) -> Non
         client = Registry(parse_reference(f"oci://{server.host}/acme/model"), plain_http=True)
         notes: list[str] = []
         listed, discovery = store.referrer_index(client, subject)
-        found = store._bundle_referrers(client, subject, notes, listed, fetch_bundles=True)
+        found = store._bundle_referrers(client, subject, notes, listed, into=tmp_path)
     assert discovery == "referrers API"
     assert [r.digest for r in found] == [media.sha256_digest(honest)]
-    assert found[0].bundle == bundle
+    assert [p.read_bytes() for p in tmp_path.iterdir()] == [bundle]
     assert len(notes) == 1 and "its subject is not" in notes[0]
 
 
@@ -924,3 +925,51 @@ def test_a_name_spelled_with_surrogates_cannot_stand_in_for_another(cache: Path,
                      "--plain-http", cache=cache)
     assert_error(result, 2, "not a valid UTF-8 file name")
     assert not (tmp_path / "out").exists()
+
+
+def test_referrer_bundles_are_fetched_once_each_streamed_and_bounded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An index listing one referrer many times, and other referrers holding the same bundle,
+    costs one fetch of each manifest and of each distinct bundle; bundles go to disk as they
+    arrive, never all in memory; past the cap for one model the rest are noted and skipped."""
+    import tracemalloc
+
+    from verifier.interop.oci import media, store
+    from verifier.interop.oci.client import Registry
+    from verifier.interop.oci.reference import parse_reference
+
+    subject = media.Descriptor(MANIFEST, "sha256:" + "1" * 64, 10)
+    bundles = [bytes([65 + n]) * (4 << 20) for n in range(4)]
+    layers = [media.descriptor_of(media.BUNDLE, b) for b in bundles]
+    first = media.bundle_manifest(subject, layers[0], None)
+    same_bundle = media.bundle_manifest(subject, layers[0], "https://example.com/other")
+    others = [media.bundle_manifest(subject, layer, None) for layer in layers[1:]]
+    referrers = [first] * 40 + [same_bundle] + others
+    listing = media.index_document([media.descriptor_of(MANIFEST, m, artifact_type=BUNDLE)
+                                    for m in referrers])
+    answers: dict[str, Any] = {
+        f"/v2/acme/model/referrers/{subject.digest}": (200, {"Content-Type": INDEX}, listing)}
+    answers.update({f"/v2/acme/model/manifests/{media.sha256_digest(m)}": (200, {}, m)
+                    for m in referrers})
+    answers.update({f"/v2/acme/model/blobs/{layer.digest}": (200, {}, b)
+                    for layer, b in zip(layers, bundles, strict=True)})
+    monkeypatch.setattr(store, "MAX_BUNDLES_BYTES", 3 * (4 << 20))
+    with Scripted(answers).serving() as server:
+        client = Registry(parse_reference(f"oci://{server.host}/acme/model"), plain_http=True)
+        notes: list[str] = []
+        listed, _ = store.referrer_index(client, subject.digest)
+        tracemalloc.start()
+        try:
+            found = store._bundle_referrers(client, subject.digest, notes, listed,
+                                            into=tmp_path)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    gets = [path for method, path, _ in server.seen if method == "GET"]
+    assert gets.count(f"/v2/acme/model/manifests/{media.sha256_digest(first)}") == 1
+    assert gets.count(f"/v2/acme/model/blobs/{layers[0].digest}") == 1
+    assert [r.bundle_digest for r in found] == [layer.digest for layer in layers[:3]]
+    assert f"/v2/acme/model/blobs/{layers[3].digest}" not in gets
+    assert len(notes) == 1 and "ignored bundle referrers beyond" in notes[0], notes
+    assert sorted(p.read_bytes() for p in tmp_path.iterdir()) == bundles[:3]
+    assert peak < 4 << 20, peak  # less than one bundle: each streamed to its file
