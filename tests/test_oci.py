@@ -973,3 +973,32 @@ def test_referrer_bundles_are_fetched_once_each_streamed_and_bounded(
     assert len(notes) == 1 and "ignored bundle referrers beyond" in notes[0], notes
     assert sorted(p.read_bytes() for p in tmp_path.iterdir()) == bundles[:3]
     assert peak < 4 << 20, peak  # less than one bundle: each streamed to its file
+
+
+def test_a_challenge_from_a_host_redirected_to_gets_no_credentials(cache: Path,
+                                                                   tmp_path: Path) -> None:
+    """The registry redirects a blob to another host, which asks for a Bearer token from a
+    realm of its own: answering would hand it the registry's password. It is refused."""
+    weights = b"weights"
+    data = _model([_layer(weights, "model.bin")], "model.bin", "file")
+    blob = f"/v2/acme/model/blobs/{_digest(weights)}"
+    with Scripted({}).serving() as other:
+        port = other.host.split(":")[1]
+        other.answers[blob] = (401, {"WWW-Authenticate": f'Bearer realm="http://localhost:'
+                                                         f'{port}/token",service="x"'}, b"")
+        other.answers["/token"] = (200, {"Content-Type": "application/json"}, b'{"token":"t"}')
+        answers: dict[str, Any] = {
+            "/v2/": (200, {}, b"{}"), "/v2/acme/model/manifests/v1": (200, {}, data),
+            blob: (307, {"Location": f"http://localhost:{port}{blob}"}, b"")}
+        with Scripted(answers).serving() as registry:
+            docker = tmp_path / "docker"
+            docker.mkdir()
+            (docker / "config.json").write_text(json.dumps({"auths": {registry.host: {
+                "auth": base64.b64encode(b"alice:s3cret").decode()}}}))
+            result = run(["pull", f"oci://{registry.host}/acme/model:v1", tmp_path / "out",
+                          "--plain-http"], env={"MODEL_VERIFIER_CACHE": str(cache),
+                                                "DOCKER_CONFIG": str(docker)})
+    assert_error(result, 2, f"redirected the request to localhost:{port}",
+                 "not sent to another host")
+    assert [path for _, path, _ in other.seen] == [blob]  # the redirect, and nothing after
+    assert all("Authorization" not in headers for _, _, headers in other.seen)

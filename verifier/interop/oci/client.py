@@ -97,6 +97,19 @@ class Registry:
             raise RegistryError(f"{self.reference.registry}: request failed while {what} "
                              f"({type(error).__name__}).") from None
 
+    def _is_registry(self, url: str) -> bool:
+        """Whether `url` is on the registry itself: the same scheme, host and port."""
+        def origin(address: str) -> tuple[str, str, int | None]:
+            parts = urlsplit(address)
+            default = {"http": 80, "https": 443}.get(parts.scheme)
+            try:
+                port = parts.port or default
+            except ValueError:
+                port = None
+            return parts.scheme, (parts.hostname or "").lower(), port
+
+        return origin(url) == origin(self._base)
+
     def _scope(self, push: bool) -> str:
         return f"repository:{self.repository}:{'pull,push' if push else 'pull'}"
 
@@ -126,6 +139,13 @@ class Registry:
                 return response
             challenge = parse_challenge(response.headers.get("WWW-Authenticate", ""))
             response.close()
+            if not self._is_registry(response.url):
+                # A redirect may lead anywhere (a CDN, or a host an attacker chose); only the
+                # registry's own challenge is answered, so its credentials go nowhere else.
+                raise RegistryError(
+                    f"{self.reference.registry}: redirected the request to "
+                    f"{urlsplit(response.url).netloc}, which asked for credentials while "
+                    f"{what}; the registry's credentials are not sent to another host.")
             if challenge is None:
                 raise RegistryError(f"{self.reference.registry}: refused access while {what} "
                                  "(401) and named no authentication scheme this tool speaks.")
