@@ -1002,3 +1002,37 @@ def test_a_challenge_from_a_host_redirected_to_gets_no_credentials(cache: Path,
                  "not sent to another host")
     assert [path for _, path, _ in other.seen] == [blob]  # the redirect, and nothing after
     assert all("Authorization" not in headers for _, _, headers in other.seen)
+
+
+def test_a_registry_that_drips_a_manifest_is_cut_off(cache: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A byte every tenth of a second never trips a per-read timeout; the document deadline
+    (shortened here from its 120 s) ends the wait."""
+    import time
+
+    from verifier.interop.oci import client
+
+    data = _model([_layer(b"w", "model.bin")], "model.bin", "file")
+
+    def drip(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", MANIFEST)
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        try:
+            for byte in data:
+                handler.wfile.write(bytes([byte]))
+                handler.wfile.flush()
+                time.sleep(0.1)
+        except OSError:
+            pass
+
+    monkeypatch.setattr(client, "DOCUMENT_SECONDS", 1.5)
+    answers: dict[str, Any] = {"/v2/": (200, {}, b"{}"), "/v2/acme/model/manifests/v1": drip}
+    with Scripted(answers).serving() as server:
+        started = time.monotonic()
+        result = cli("pull", f"oci://{server.host}/acme/model:v1", tmp_path / "out",
+                     "--plain-http", cache=cache)
+        took = time.monotonic() - started
+    assert_error(result, 2, "took more than 1.5 s to send a small document")
+    assert took < 15, took  # the whole manifest would take a minute
