@@ -460,7 +460,8 @@ def test_a_blob_cut_short_or_overlong_is_refused(cache: Path, tmp_path: Path) ->
         assert names == set() and leftovers == []
 
 
-def test_the_referrers_api_is_used_where_the_registry_has_it(cache: Path) -> None:
+def test_the_referrers_api_is_used_where_the_registry_has_it(cache: Path,
+                                                            tmp_path: Path) -> None:
     """A registry with the Referrers API answers the listing itself; a referrer whose own
     manifest names another subject is noted and ignored, whatever the listing says."""
     from verifier.interop.oci import media, store
@@ -487,10 +488,10 @@ def test_the_referrers_api_is_used_where_the_registry_has_it(cache: Path) -> Non
         client = Registry(parse_reference(f"oci://{server.host}/acme/model"), plain_http=True)
         notes: list[str] = []
         listed, discovery = store.referrer_index(client, subject)
-        found = store._bundle_referrers(client, subject, notes, listed, fetch_bundles=True)
+        found = store._bundle_referrers(client, subject, notes, listed, into=tmp_path)
     assert discovery == "referrers API"
     assert [r.digest for r in found] == [media.sha256_digest(honest)]
-    assert found[0].bundle == bundle
+    assert [p.read_bytes() for p in tmp_path.iterdir()] == [bundle]
     assert len(notes) == 1 and "its subject is not" in notes[0]
 
 
@@ -822,3 +823,216 @@ def test_record_digests_travel_with_the_model_and_serve_contamination(
         answers.append([(b["items"], b["overlapping_items"], b["exact_items"])
                         for b in report["benchmarks"]])
     assert answers[0] == answers[1] == [(2, 1, 1)]
+
+
+# --- names, referrers, redirects and time: what a hostile registry may try -----------------
+
+def _model(layers: list[dict[str, Any]], name: str = "model", kind: str = "directory") -> bytes:
+    return _manifest_with(layers, annotations={"org.opencontainers.image.title": name,
+                                               "dev.model-verifier.model.kind": kind})
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+path_component = st.sampled_from(["a", "b", "a-b", "a.b", "ab", "a0"])
+
+
+@given(paths=st.lists(st.lists(path_component, min_size=1, max_size=3).map("/".join),
+                      min_size=1, max_size=6))
+def test_a_path_named_twice_or_as_file_and_directory_is_always_found(paths: list[str]) -> None:
+    """The product's clash check agrees with the obvious one (every directory of every path
+    against every file) on paths built to share prefixes like "a", "a-b" and "a/b"."""
+    from verifier.errors import InputError
+    from verifier.interop.oci import media
+
+    files = set(paths)
+    directories = {"/".join(p.split("/")[:n]) for p in paths for n in range(1, p.count("/") + 1)}
+    clash = len(files) < len(paths) or bool(files & directories)
+    manifest = media.parse_manifest(_model([_layer(b"", p) for p in paths]), "m")
+    if clash:
+        with pytest.raises(InputError, match="named twice, or as a file and a directory"):
+            media.model_files(manifest, "m")
+    else:
+        assert [p for p, _ in media.model_files(manifest, "m")[2]] == paths
+
+
+def test_deep_layer_paths_cost_memory_in_proportion_to_the_manifest() -> None:
+    """Paths of 2,000 components each: the check must not build every prefix of every path
+    (that is quadratic: a 4 MiB manifest of such paths asked for gigabytes)."""
+    import tracemalloc
+
+    from verifier.interop.oci import media
+
+    paths = [(f"p{i:03d}/" + "a/" * 2045)[:4090].rstrip("/") for i in range(64)]
+    data = _model([_layer(b"", p) for p in paths])
+    manifest = media.parse_manifest(data, "m")
+    tracemalloc.start()
+    try:
+        _, _, files = media.model_files(manifest, "m")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(files) == 64
+    assert peak < 2 * len(data), (peak, len(data))  # the quadratic way took ~1,000 times more
+
+
+DEEP = "/".join(["d" * 200] * 20)  # 4,019 bytes: every rule holds, but not under any directory
+NAME_CASES = {
+    "component over 255 bytes": (_model([_layer(b"w", "x" * 256)]), "longer than the 255 bytes"),
+    "lone surrogate": (_model([_layer(b"w", "weights-\ud800.bin")]), "not a valid UTF-8"),
+    "model name over 255 bytes": (_model([_layer(b"w", "n" * 300)], "n" * 300, "file"),
+                                  "longer than the 255 bytes"),
+    "model name with a surrogate": (_model([_layer(b"w", "a.bin")], "m\udcff"),
+                                    "not a valid UTF-8"),
+    "C1 control character": (_model([_layer(b"w", "a\x85b.bin")]), "not a safe relative"),
+    "path over 4095 bytes": (_model([_layer(b"w", "a/" * 2047 + "bc")]), "not a safe relative"),
+    "path too long under the target": (_model([_layer(b"w", DEEP)]), "cannot be written here"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NAME_CASES))
+def test_names_no_file_system_can_hold_are_refused_in_one_sentence(
+        case: str, chain: Chain, cache: Path, tmp_path: Path) -> None:
+    data, fragment = NAME_CASES[case]
+    answers: dict[str, Any] = {"/v2/": (200, {}, b"{}"),
+                               "/v2/acme/model/manifests/v1": (200, {}, data),
+                               f"/v2/acme/model/blobs/{_digest(b'w')}": (200, {}, b"w")}
+    with Scripted(answers).serving() as server:
+        pulled = cli("pull", f"oci://{server.host}/acme/model:v1", tmp_path / "out",
+                     "--plain-http", cache=cache)
+        verified = cli(f"oci://{server.host}/acme/model:v1", "--policy", chain.policy,
+                       "--plain-http", cache=cache, program="verify-model")
+    assert_error(pulled, 2, fragment)
+    assert_error(verified, 2, fragment)
+    assert not (tmp_path / "out").exists() and list(tmp_path.glob(".out.*")) == []
+    assert blobs_and_temporaries(cache)[1] == []
+
+
+def test_a_name_spelled_with_surrogates_cannot_stand_in_for_another(cache: Path,
+                                                                    tmp_path: Path) -> None:
+    """"\\udcc3\\udca9.bin" differs from "é.bin" as text but is written to disk as the same
+    bytes: one layer would silently replace the other, so the manifest is refused."""
+    evil, good = b"EVIL weights", b"good weights"
+    data = _model([_layer(evil, "\udcc3\udca9.bin"), _layer(good, "\u00e9.bin")])
+    answers: dict[str, Any] = {"/v2/": (200, {}, b"{}"),
+                               "/v2/acme/model/manifests/v1": (200, {}, data),
+                               f"/v2/acme/model/blobs/{_digest(evil)}": (200, {}, evil),
+                               f"/v2/acme/model/blobs/{_digest(good)}": (200, {}, good)}
+    with Scripted(answers).serving() as server:
+        result = cli("pull", f"oci://{server.host}/acme/model:v1", tmp_path / "out",
+                     "--plain-http", cache=cache)
+    assert_error(result, 2, "not a valid UTF-8 file name")
+    assert not (tmp_path / "out").exists()
+
+
+def test_referrer_bundles_are_fetched_once_each_streamed_and_bounded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An index listing one referrer many times, and other referrers holding the same bundle,
+    costs one fetch of each manifest and of each distinct bundle; bundles go to disk as they
+    arrive, never all in memory; past the cap for one model the rest are noted and skipped."""
+    import tracemalloc
+
+    from verifier.interop.oci import media, store
+    from verifier.interop.oci.client import Registry
+    from verifier.interop.oci.reference import parse_reference
+
+    subject = media.Descriptor(MANIFEST, "sha256:" + "1" * 64, 10)
+    bundles = [bytes([65 + n]) * (4 << 20) for n in range(4)]
+    layers = [media.descriptor_of(media.BUNDLE, b) for b in bundles]
+    first = media.bundle_manifest(subject, layers[0], None)
+    same_bundle = media.bundle_manifest(subject, layers[0], "https://example.com/other")
+    others = [media.bundle_manifest(subject, layer, None) for layer in layers[1:]]
+    referrers = [first] * 40 + [same_bundle] + others
+    listing = media.index_document([media.descriptor_of(MANIFEST, m, artifact_type=BUNDLE)
+                                    for m in referrers])
+    answers: dict[str, Any] = {
+        f"/v2/acme/model/referrers/{subject.digest}": (200, {"Content-Type": INDEX}, listing)}
+    answers.update({f"/v2/acme/model/manifests/{media.sha256_digest(m)}": (200, {}, m)
+                    for m in referrers})
+    answers.update({f"/v2/acme/model/blobs/{layer.digest}": (200, {}, b)
+                    for layer, b in zip(layers, bundles, strict=True)})
+    monkeypatch.setattr(store, "MAX_BUNDLES_BYTES", 3 * (4 << 20))
+    with Scripted(answers).serving() as server:
+        client = Registry(parse_reference(f"oci://{server.host}/acme/model"), plain_http=True)
+        notes: list[str] = []
+        listed, _ = store.referrer_index(client, subject.digest)
+        tracemalloc.start()
+        try:
+            found = store._bundle_referrers(client, subject.digest, notes, listed,
+                                            into=tmp_path)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    gets = [path for method, path, _ in server.seen if method == "GET"]
+    assert gets.count(f"/v2/acme/model/manifests/{media.sha256_digest(first)}") == 1
+    assert gets.count(f"/v2/acme/model/blobs/{layers[0].digest}") == 1
+    assert [r.bundle_digest for r in found] == [layer.digest for layer in layers[:3]]
+    assert f"/v2/acme/model/blobs/{layers[3].digest}" not in gets
+    assert len(notes) == 1 and "ignored bundle referrers beyond" in notes[0], notes
+    assert sorted(p.read_bytes() for p in tmp_path.iterdir()) == bundles[:3]
+    assert peak < 4 << 20, peak  # less than one bundle: each streamed to its file
+
+
+def test_a_challenge_from_a_host_redirected_to_gets_no_credentials(cache: Path,
+                                                                   tmp_path: Path) -> None:
+    """The registry redirects a blob to another host, which asks for a Bearer token from a
+    realm of its own: answering would hand it the registry's password. It is refused."""
+    weights = b"weights"
+    data = _model([_layer(weights, "model.bin")], "model.bin", "file")
+    blob = f"/v2/acme/model/blobs/{_digest(weights)}"
+    with Scripted({}).serving() as other:
+        port = other.host.split(":")[1]
+        other.answers[blob] = (401, {"WWW-Authenticate": f'Bearer realm="http://localhost:'
+                                                         f'{port}/token",service="x"'}, b"")
+        other.answers["/token"] = (200, {"Content-Type": "application/json"}, b'{"token":"t"}')
+        answers: dict[str, Any] = {
+            "/v2/": (200, {}, b"{}"), "/v2/acme/model/manifests/v1": (200, {}, data),
+            blob: (307, {"Location": f"http://localhost:{port}{blob}"}, b"")}
+        with Scripted(answers).serving() as registry:
+            docker = tmp_path / "docker"
+            docker.mkdir()
+            (docker / "config.json").write_text(json.dumps({"auths": {registry.host: {
+                "auth": base64.b64encode(b"alice:s3cret").decode()}}}))
+            result = run(["pull", f"oci://{registry.host}/acme/model:v1", tmp_path / "out",
+                          "--plain-http"], env={"MODEL_VERIFIER_CACHE": str(cache),
+                                                "DOCKER_CONFIG": str(docker)})
+    assert_error(result, 2, f"redirected the request to localhost:{port}",
+                 "not sent to another host")
+    assert [path for _, path, _ in other.seen] == [blob]  # the redirect, and nothing after
+    assert all("Authorization" not in headers for _, _, headers in other.seen)
+
+
+def test_a_registry_that_drips_a_manifest_is_cut_off(cache: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A byte every tenth of a second never trips a per-read timeout; the document deadline
+    (shortened here from its 120 s) ends the wait."""
+    import time
+
+    from verifier.interop.oci import client
+
+    data = _model([_layer(b"w", "model.bin")], "model.bin", "file")
+
+    def drip(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", MANIFEST)
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        try:
+            for byte in data:
+                handler.wfile.write(bytes([byte]))
+                handler.wfile.flush()
+                time.sleep(0.1)
+        except OSError:
+            pass
+
+    monkeypatch.setattr(client, "DOCUMENT_SECONDS", 1.5)
+    answers: dict[str, Any] = {"/v2/": (200, {}, b"{}"), "/v2/acme/model/manifests/v1": drip}
+    with Scripted(answers).serving() as server:
+        started = time.monotonic()
+        result = cli("pull", f"oci://{server.host}/acme/model:v1", tmp_path / "out",
+                     "--plain-http", cache=cache)
+        took = time.monotonic() - started
+    assert_error(result, 2, "took more than 1.5 s to send a small document")
+    assert took < 15, took  # the whole manifest would take a minute

@@ -9,6 +9,7 @@ registry is on loopback and plain HTTP was asked for.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 from urllib.parse import urljoin, urlsplit
@@ -21,6 +22,9 @@ from verifier.interop.oci.reference import Reference
 CHUNK = 1024 * 1024
 MAX_TOKEN_BYTES = 1024 * 1024
 MAX_ERROR_BYTES = 64 * 1024
+# A manifest, index, token or error body must arrive whole within this; blobs, which may be
+# gigabytes, are bounded only by the read timeout (no byte for that long fails the fetch).
+DOCUMENT_SECONDS = 120.0
 USER_AGENT = "model-verifier"
 ProgressCallback = Callable[[int], None]
 
@@ -78,6 +82,7 @@ class Registry:
     @contextlib.contextmanager
     def _network(self, what: str) -> Iterator[None]:
         import requests
+        import urllib3
 
         try:
             yield
@@ -96,6 +101,25 @@ class Registry:
         except requests.exceptions.RequestException as error:
             raise RegistryError(f"{self.reference.registry}: request failed while {what} "
                              f"({type(error).__name__}).") from None
+        except urllib3.exceptions.ReadTimeoutError:
+            raise RegistryError(f"{self.reference.registry}: timed out while {what}.") from None
+        except urllib3.exceptions.HTTPError:
+            # Raised by the bounded reads, which read the raw stream rather than requests'.
+            raise RegistryError(f"{self.reference.registry}: the connection broke while {what}; "
+                             "nothing was kept.") from None
+
+    def _is_registry(self, url: str) -> bool:
+        """Whether `url` is on the registry itself: the same scheme, host and port."""
+        def origin(address: str) -> tuple[str, str, int | None]:
+            parts = urlsplit(address)
+            default = {"http": 80, "https": 443}.get(parts.scheme)
+            try:
+                port = parts.port or default
+            except ValueError:
+                port = None
+            return parts.scheme, (parts.hostname or "").lower(), port
+
+        return origin(url) == origin(self._base)
 
     def _scope(self, push: bool) -> str:
         return f"repository:{self.repository}:{'pull,push' if push else 'pull'}"
@@ -126,6 +150,13 @@ class Registry:
                 return response
             challenge = parse_challenge(response.headers.get("WWW-Authenticate", ""))
             response.close()
+            if not self._is_registry(response.url):
+                # A redirect may lead anywhere (a CDN, or a host an attacker chose); only the
+                # registry's own challenge is answered, so its credentials go nowhere else.
+                raise RegistryError(
+                    f"{self.reference.registry}: redirected the request to "
+                    f"{urlsplit(response.url).netloc}, which asked for credentials while "
+                    f"{what}; the registry's credentials are not sent to another host.")
             if challenge is None:
                 raise RegistryError(f"{self.reference.registry}: refused access while {what} "
                                  "(401) and named no authentication scheme this tool speaks.")
@@ -198,13 +229,24 @@ class Registry:
             response.close()
             raise InputError(f"{self.reference.registry}: sent {int(declared)} bytes while "
                              f"{what}, more than the {limit} allowed.")
+        if getattr(response, "_content_consumed", False):  # not streamed: requests read it
+            return bytes(response.content[:limit])
+        # requests' timeout bounds each read, not the whole: a registry sending a byte a
+        # second would never time out. read1 returns whatever arrived, so the clock (started
+        # when the request was sent) is checked at least once a read timeout.
+        deadline = time.monotonic() + DOCUMENT_SECONDS - response.elapsed.total_seconds()
         body = bytearray()
-        for chunk in response.iter_content(64 * 1024):
+        while chunk := response.raw.read1(64 * 1024, decode_content=True):
             body += chunk
             if len(body) > limit:
                 response.close()
                 raise InputError(f"{self.reference.registry}: sent more than {limit} bytes "
                                  f"while {what}.")
+            if time.monotonic() > deadline:
+                response.close()
+                raise RegistryError(f"{self.reference.registry}: took more than "
+                                    f"{DOCUMENT_SECONDS:g} s to send a small document while "
+                                    f"{what}.")
         return bytes(body)
 
     def _fail(self, response: Any, what: str) -> InputError:

@@ -16,6 +16,7 @@ import json
 import posixpath
 import re
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 from verifier.errors import InputError
@@ -46,7 +47,10 @@ BUNDLE_PREDICATE = "dev.sigstore.bundle.predicateType"
 # The distribution spec asks registries to accept manifests up to 4 MiB; nothing larger is read.
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_LAYERS = 100_000
+MAX_NAME_BYTES = 255  # one path component (NAME_MAX)
+MAX_PATH_BYTES = 4095  # a whole layer path (PATH_MAX, less the terminating NUL)
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 (Unicode category Cc)
 _CODE_SUFFIXES = (".py", ".sh", ".ipynb")
 _DOC_SUFFIXES = (".md", ".txt", ".rst", ".pdf")
 _CONFIG_SUFFIXES = (".json", ".yaml", ".yml", ".model", ".tiktoken")
@@ -245,28 +249,48 @@ def model_files(manifest: Manifest, source: str) -> tuple[str, str, list[tuple[s
         raise InputError(f"{source}: model kind {kind[:40]!r} is neither file nor directory.")
     _check_path(name, source, single=True)
     files: list[tuple[str, Descriptor]] = []
-    seen: set[str] = set()
-    directories: set[str] = set()
     for number, layer in enumerate(manifest.layers):
         path = layer.title
         if path is None:
             raise InputError(f"{source}: layer {number} has no {TITLE} annotation naming its file.")
         _check_path(path, source, single=kind == "file")
-        parents = [path[:i] for i, c in enumerate(path) if c == "/"]
-        if path in seen or path in directories or any(p in seen for p in parents):
-            raise InputError(f"{source}: {path!r} is named twice, or as a file and a directory.")
-        seen.add(path)
-        directories.update(parents)
         files.append((path, layer))
+    _check_no_overlap([path for path, _ in files], source)
     if kind == "file" and (len(files) != 1 or files[0][0] != name):
         raise InputError(f"{source}: a single-file model must have exactly one layer, {name!r}.")
     return name, kind, files
 
 
+def _check_no_overlap(paths: list[str], source: str) -> None:
+    """No path named twice, or both as a file and as a directory holding another.
+
+    With "/" replaced by NUL (which no checked path holds, so it sorts below every character),
+    sorting orders paths component by component: a path that is a directory of another sorts
+    just before it or before paths that also lie inside it, so comparing neighbours finds every
+    clash. Time O(n log n) comparisons, memory one key per path: never the set of every prefix,
+    which a few thousand deep paths would make gigabytes."""
+    keys = sorted(path.replace("/", "\0") for path in paths)
+    for before, after in pairwise(keys):
+        if after == before or after.startswith(before + "\0"):
+            raise InputError(f"{source}: {before.replace(chr(0), '/')[:120]!r} is named twice, "
+                             "or as a file and a directory.")
+
+
 def _check_path(path: str, source: str, *, single: bool) -> None:
+    """A relative path any POSIX file system can hold, spelled one way only: strict UTF-8 (a
+    lone surrogate would be written as the bytes another name already has), no control
+    character, no empty, "." or ".." component, components of at most 255 bytes and the whole
+    at most 4095 (NAME_MAX and PATH_MAX less the terminating NUL)."""
+    try:
+        encoded = path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(f"{source}: {path[:120]!r} is not a valid UTF-8 file name.") from None
     parts = path.split("/")
-    bad = (not path or len(path) > 4096 or path.startswith("/") or "\\" in path
-           or any(ord(c) < 32 for c in path)
+    bad = (not path or len(encoded) > MAX_PATH_BYTES or path.startswith("/") or "\\" in path
+           or _CONTROL.search(path) is not None
            or any(p in ("", ".", "..") for p in parts) or (single and len(parts) > 1))
     if bad:
         raise InputError(f"{source}: {path[:120]!r} is not a safe relative file path.")
+    if any(len(p.encode()) > MAX_NAME_BYTES for p in parts):
+        raise InputError(f"{source}: {path[:120]!r} has a name longer than the "
+                         f"{MAX_NAME_BYTES} bytes a file system allows.")

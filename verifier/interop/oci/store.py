@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -37,6 +38,9 @@ from verifier.interop.oci.reference import Reference
 ProgressCallback = Callable[[int], None]
 MAX_DIGEST_FILES = 10_000  # record-digest files attached to one model, or fetched from it
 MAX_DIGEST_FILE_BYTES = 1 << 34  # what `contamination` reads of one (recorddigests.read_file)
+# Bundles fetched for one model, all referrers together: a bundle is a few KiB, so this is
+# thousands of them, while an index listing the largest bundle over and over is not.
+MAX_BUNDLES_BYTES = 256 * 1024 * 1024
 
 
 @dataclass
@@ -273,7 +277,6 @@ def _update_referrers_tag(registry: Registry, subject: str, added: list[media.De
 class Referrer:
     digest: str  # the referrer's manifest
     bundle_digest: str
-    bundle: bytes = b""
 
 
 def referrer_index(registry: Registry, digest: str) -> tuple[list[media.Descriptor], str]:
@@ -332,22 +335,31 @@ def _digest_referrers(registry: Registry, subject: str, notes: list[str],
 
 
 def _bundle_referrers(registry: Registry, subject: str, notes: list[str],
-                      listed: list[media.Descriptor], *, fetch_bundles: bool = False
+                      listed: list[media.Descriptor], *, into: Path | None = None
                       ) -> list[Referrer]:
     """Every bundle referrer of `subject` among those listed, each checked: its manifest
     hashes to the digest the index lists, names this subject, and carries one bundle layer.
-    One bad referrer is noted and skipped; a registry that stops answering stops everything."""
+    One bad referrer is noted and skipped; a registry that stops answering stops everything.
+
+    A referrer listed again, or holding a bundle already found, is passed over before anything
+    more is fetched (the same bundle attached twice by different tools is one file). With
+    `into`, each bundle is streamed into `into/` as it arrives, never held in memory, and at
+    most MAX_BUNDLES_BYTES of bundles are fetched for one model: an index may list thousands."""
     found: list[Referrer] = []
+    manifests: set[str] = set()
+    bundles: set[str] = set()
+    fetched = 0
     for descriptor in listed:
-        if descriptor.artifact_type not in media.BUNDLE_TYPES:
+        if descriptor.artifact_type not in media.BUNDLE_TYPES or descriptor.digest in manifests:
             continue
+        manifests.add(descriptor.digest)
         where = f"{registry.reference.repository_uri}@{descriptor.digest}"
         try:
-            fetched = registry.manifest(descriptor.digest, (media.MANIFEST,))
-            if fetched is None:
+            found_manifest = registry.manifest(descriptor.digest, (media.MANIFEST,))
+            if found_manifest is None:
                 raise InputError(f"{where}: is listed as a referrer but the registry has no "
                                  "such manifest.")
-            manifest = media.parse_manifest(fetched[0], where)
+            manifest = media.parse_manifest(found_manifest[0], where)
             if manifest.subject is None or manifest.subject.digest != subject:
                 raise InputError(f"{where}: is listed as a referrer but its subject is not "
                                  f"{subject}.")
@@ -355,28 +367,49 @@ def _bundle_referrers(registry: Registry, subject: str, notes: list[str],
                     media.BUNDLE_TYPES:
                 raise InputError(f"{where}: does not hold exactly one Sigstore bundle layer.")
             layer = manifest.layers[0]
-            referrer = Referrer(descriptor.digest, layer.digest)
-            if fetch_bundles:
+            if layer.digest in bundles:
+                continue
+            if into is not None:
                 if layer.size > MAX_BUNDLE_BYTES:
                     raise InputError(f"{where}: its bundle is {layer.size} bytes, larger than "
                                      "any bundle should be.")
-                referrer.bundle = _blob_bytes(registry, layer, where)
+                if fetched + layer.size > MAX_BUNDLES_BYTES:
+                    notes.append(f"ignored bundle referrers beyond the first {fetched} bytes "
+                                 f"of bundles ({MAX_BUNDLES_BYTES} at most for one model).")
+                    break
+                fetched += layer.size
+                _blob_to_file(registry, layer, where, into / _bundle_file(descriptor.digest))
         except RegistryError:
             raise
         except (InputError, VerificationFailure) as error:
             notes.append(f"ignored {error}")
             continue
-        found.append(referrer)
+        bundles.add(layer.digest)
+        found.append(Referrer(descriptor.digest, layer.digest))
     return found
 
 
-def _blob_bytes(registry: Registry, layer: media.Descriptor, where: str) -> bytes:
-    data = b"".join(registry.blob_chunks(layer.digest, layer.size))
-    actual = media.sha256_digest(data)
+def _blob_to_file(registry: Registry, layer: media.Descriptor, where: str,
+                  destination: Path) -> None:
+    """The blob streamed into a new file, hashed on the way; removed unless it is the one
+    the layer names."""
+    hasher = hashlib.sha256()
+    try:
+        with destination.open("xb") as stream:
+            for chunk in registry.blob_chunks(layer.digest, layer.size):
+                hasher.update(chunk)
+                stream.write(chunk)
+    except OSError as error:
+        destination.unlink(missing_ok=True)
+        raise InputError(f"{where}: its bundle cannot be written ({error.strerror}).") from None
+    except BaseException:
+        destination.unlink(missing_ok=True)
+        raise
+    actual = f"sha256:{hasher.hexdigest()}"
     if actual != layer.digest:
+        destination.unlink(missing_ok=True)
         raise VerificationFailure(f"{where}: its bundle blob hashes to {actual}, not "
                                   f"{layer.digest}; it was tampered with.")
-    return data
 
 
 def resolve(registry: Registry, reference: Reference) -> tuple[str, bytes]:
@@ -449,7 +482,7 @@ def fetch(registry: Registry, reference: Reference, cache: BlobCache, target: Pa
     listed, discovery = referrer_index(registry, digest)
     digest_files = _unique_blobs(_digest_referrers(registry, digest, notes, listed)
                                  if record_digests else [])
-    downloads = [(model if kind == "file" else model / path, layer, f"{where} ({path})")
+    downloads = [(model if kind == "file" else model / path, layer, f"{where} ({_shown(path)})")
                  for path, layer in files]
     downloads += [(target / "attestations" / "record-digests" / f"{ref.blob.digest[7:]}.mvrd",
                    ref.blob, f"{registry.reference.repository_uri}@{ref.digest}")
@@ -459,23 +492,18 @@ def fetch(registry: Registry, reference: Reference, cache: BlobCache, target: Pa
         on_total(total)
     fetched_bytes = 0
     for destination, layer, source in downloads:
-        destination.parent.mkdir(parents=True, exist_ok=True)
+        _writable(lambda destination=destination: destination.parent.mkdir(
+            parents=True, exist_ok=True), source)
         blob, fetched_now = cache.ensure(
             layer.digest, layer.size,
             lambda layer=layer: registry.blob_chunks(layer.digest, layer.size),
             source, progress)
         fetched_bytes += layer.size if fetched_now else 0
-        _place(blob, destination, link)
+        _writable(lambda blob=blob, destination=destination: _place(blob, destination, link),
+                  source)
     bundles_dir = target / "attestations"
     bundles_dir.mkdir(parents=True, exist_ok=True)
-    seen: set[str] = set()
-    kept: list[Referrer] = []
-    for referrer in _bundle_referrers(registry, digest, notes, listed, fetch_bundles=True):
-        if referrer.bundle_digest in seen:
-            continue  # the same bundle attached twice by different tools: one file
-        seen.add(referrer.bundle_digest)
-        (bundles_dir / _bundle_file(referrer.digest)).write_bytes(referrer.bundle)
-        kept.append(referrer)
+    kept = _bundle_referrers(registry, digest, notes, listed, into=bundles_dir)
     return Fetched(reference.at(digest).pinned(), digest, model, kind, len(files), total,
                    fetched_bytes, bundles_dir, kept, discovery, notes,
                    [str(d) for d, _, _ in downloads[len(files):]])
@@ -484,6 +512,21 @@ def fetch(registry: Registry, reference: Reference, cache: BlobCache, target: Pa
 def _unique_blobs(referrers: list[DigestReferrer]) -> list[DigestReferrer]:
     """One referrer per file: the same record digests attached twice are fetched once."""
     return list({ref.blob.digest: ref for ref in reversed(referrers)}.values())[::-1]
+
+
+def _shown(path: str) -> str:
+    """A layer path as messages name it: a path may be 4 KiB, a sentence should not be."""
+    return path if len(path) <= 120 else f"{path[:60]}…{path[-59:]}"
+
+
+def _writable(action: Callable[[], None], source: str) -> None:
+    """`action`, with a file system that will not take a name the checks let through (a path
+    too long once under the target directory, a full disk) made one sentence."""
+    try:
+        action()
+    except OSError as error:
+        raise InputError(f"{source}: cannot be written here ({error.strerror or error})."
+                         ) from None
 
 
 def _place(blob: Path, destination: Path, link: bool) -> None:
