@@ -568,12 +568,10 @@ def _prepare_workspace(record: StepRecord, step_root: Path, excluded: set[str],
     """The recorded source in the step's workspace, and what the predicate says of it."""
     revision = workspace.recorded_revision(record.environment, record.source)
     origin = workspace.populate(options.source, step_root, revision)
-    for name in excluded:
-        path = step_root / name
-        if path.is_symlink() or path.is_file():
-            path.unlink()
-        elif path.is_dir():
-            shutil.rmtree(path)
+    for name in sorted(excluded):
+        # Never through a link: a committed `out -> /home/someone` must not make the product
+        # name `out/file` remove anything outside the workspace.
+        workspace.remove(step_root, _safe_relative(name, record.source))
     recorded_git = record.environment.get("git")
     recorded = ({k: recorded_git.get(k) for k in ("commit", "dirty")}
                 if isinstance(recorded_git, dict) else None)

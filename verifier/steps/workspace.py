@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import subprocess
 import threading
 from dataclasses import dataclass
@@ -204,3 +205,35 @@ def _copy_tracked(source: Path, workspace: Path, names: list[bytes]) -> None:
         except OSError as error:
             raise InputError(f"{origin}: could not be copied into the workspace "
                              f"({error.strerror}).") from None
+
+
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def remove(root: Path, relative: PurePosixPath) -> None:
+    """Remove root/relative (a file, a link or a whole directory) without following any link:
+    each directory on the way is opened relative to the one before and never through a link,
+    so a committed link (`out -> /home/someone`) can never lead a removal outside root. A path
+    that passes through a link or a file is left alone: nothing of it lies inside root."""
+    parts = [part for part in relative.parts if part not in ("", ".")]
+    if not parts or relative.is_absolute() or ".." in parts:
+        return
+    descriptor = os.open(root, _DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            try:
+                child = os.open(part, _DIRECTORY, dir_fd=descriptor)
+            except OSError:
+                return  # missing, a file, or a link (ELOOP/ENOTDIR): nothing inside to remove
+            os.close(descriptor)
+            descriptor = child
+        try:
+            info = os.stat(parts[-1], dir_fd=descriptor, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(info.st_mode):
+            shutil.rmtree(parts[-1], dir_fd=descriptor)
+        else:
+            os.unlink(parts[-1], dir_fd=descriptor)
+    finally:
+        os.close(descriptor)

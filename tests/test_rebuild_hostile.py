@@ -1,0 +1,147 @@
+"""rebuild against a trusted signer's hostile step: the rebuilder's machine stays protected.
+
+The signer of a step is trusted to build, not to reach the rebuilder's machine. Each test signs
+a crafted step attestation (and, where needed, a crafted git history) with a key the rebuild
+trusts, runs the real `rebuild` command, and checks that nothing outside the workspace and
+--out was written, removed, run or read into the signed rebuild attestation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import (
+    INTOTO,
+    KeyPair,
+    assert_error,
+    assert_no_traceback,
+    make_keys,
+    payload_of,
+    read_json,
+    run,
+    sign_bundle,
+)
+
+BUILD = "open('model.bin', 'w').write('m')\n"
+MODEL = {"sha256": hashlib.sha256(b"m").hexdigest()}
+
+
+def git(repo: Path, *args: str, data: bytes | None = None) -> str:
+    completed = subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org",
+         "-c", "commit.gpgsign=false", *args],
+        input=data, capture_output=True, check=True)
+    return completed.stdout.decode().strip()
+
+
+class Hostile:
+    """tmp/keys (builder: trusted; rebuilder: signs rebuilds), tmp/src (a git repository with
+    proj/build.py), tmp/att (the crafted attestations), tmp/out (--out)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.builder = make_keys(root / "keys", "builder")
+        self.rebuilder = make_keys(root / "keys", "rebuilder")
+        self.src = root / "src"
+        self.attestations = root / "att"
+        self.attestations.mkdir()
+        self.out = root / "out"
+
+    def commit(self, files: dict[str, str], links: dict[str, str] | None = None) -> str:
+        """Commit these files (and links: name -> target) on top of what src holds."""
+        if not self.src.exists():
+            self.src.mkdir()
+            git(self.src, "init", "-q", "-b", "main")
+        for name, text in files.items():
+            path = self.src / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        for name, target in (links or {}).items():
+            path = self.src / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.symlink_to(target)
+        git(self.src, "add", "-A")
+        git(self.src, "commit", "-q", "-m", "source")
+        return git(self.src, "rev-parse", "HEAD")
+
+    def attest(self, step: str, commit: str | None, *, argv: Sequence[str] | None = None,
+               products: Sequence[tuple[str, dict[str, str]]] = (("model.bin", MODEL),),
+               materials: Sequence[tuple[str, dict[str, str]]] = (),
+               env: dict[str, str] | None = None, workdir: str = ".",
+               path: str = "proj") -> Path:
+        """A step attestation signed by the trusted builder key."""
+        environment: dict[str, Any] = {
+            "git": {"commit": commit, "dirty": False, "path": path} if commit else None,
+            "sandbox": {"kind": "bwrap", "network": "none", "devices": []},
+        }
+        statement = {
+            "_type": "https://in-toto.io/Statement/v1",
+            "subject": [{"name": n, "digest": d} for n, d in products],
+            "predicateType": "https://slsa.dev/provenance/v1",
+            "predicate": {
+                "buildDefinition": {
+                    "buildType": "https://model-verifier.dev/buildtypes/step/v1",
+                    "externalParameters": {
+                        "step": step, "argv": list(argv or [sys.executable, "build.py"]),
+                        "workingDirectory": workdir, "env": env or {}},
+                    "internalParameters": {"environment": environment},
+                    "resolvedDependencies": [{"name": n, "digest": d} for n, d in materials],
+                },
+                "runDetails": {
+                    "builder": {"id": "https://model-verifier.dev/builders/local/v1"},
+                    "metadata": {"invocationId": "x", "startedOn": "2024-01-01T00:00:00Z",
+                                 "finishedOn": "2024-01-01T00:00:01Z"},
+                    "byproducts": []},
+            },
+        }
+        payload = json.dumps(statement, sort_keys=True).encode()
+        target = self.attestations / f"{step}.intoto.json"
+        target.write_text(json.dumps(sign_bundle(payload, INTOTO, self.builder.private)),
+                          encoding="utf-8")
+        return target
+
+    def rebuild(self, *args: str | Path, key: KeyPair | None = None) -> Any:
+        return run(["rebuild", self.attestations, "--trust-key", self.builder.public,
+                    "--key", (key or self.rebuilder).private, "--out", self.out,
+                    "--source", self.src, *args], cwd=self.root)
+
+    def signed(self, step: str) -> dict[str, Any]:
+        """The predicate of the rebuild attestation written for `step`."""
+        return payload_of(read_json(self.out / "rebuilder" / f"{step}.rebuild.intoto.json"))[
+            "predicate"]
+
+
+@pytest.fixture
+def hostile(tmp_path: Path) -> Hostile:
+    return Hostile(tmp_path)
+
+
+def precious(directory: Path) -> Path:
+    """A directory standing for one of the rebuilder's own, with a file in it."""
+    (directory / "precious").mkdir(parents=True)
+    (directory / "precious" / "thesis.txt").write_text("years of work", encoding="utf-8")
+    return directory
+
+
+# ------------------------------------------------------------------ removing product names
+
+
+def test_a_product_name_through_a_committed_link_removes_nothing_outside(
+    hostile: Hostile, tmp_path: Path
+) -> None:
+    victim = precious(tmp_path / "victim-home")
+    commit = hostile.commit({"proj/build.py": BUILD}, links={"proj/out": str(victim)})
+    hostile.attest("train", commit, products=[("model.bin", MODEL),
+                                              ("out/precious", {"sha256": "0" * 64})])
+    result = hostile.rebuild("--sandbox", "none", "--json")
+    assert_no_traceback(result)
+    assert (victim / "precious" / "thesis.txt").read_text(encoding="utf-8") == "years of work"
+    assert json.loads(result.stdout)[0]["results"][0]["verdict"] == "IDENTICAL"
+
