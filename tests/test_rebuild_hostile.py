@@ -145,3 +145,16 @@ def test_a_product_name_through_a_committed_link_removes_nothing_outside(
     assert (victim / "precious" / "thesis.txt").read_text(encoding="utf-8") == "years of work"
     assert json.loads(result.stdout)[0]["results"][0]["verdict"] == "IDENTICAL"
 
+
+def test_a_step_left_out_by_step_may_not_name_a_product_outside_either(
+    hostile: Hostile, tmp_path: Path
+) -> None:
+    victim = precious(tmp_path / "victim")
+    commit = hostile.commit({"proj/build.py": BUILD})
+    hostile.attest("train", commit)
+    other = hostile.attest("other", commit, argv=["true"],
+                           products=[(str(victim), {"sha256": "0" * 64})])
+    result = hostile.rebuild("--sandbox", "none", "--step", "train")
+    assert_error(result, 2, str(other), repr(str(victim)), "leaves the workspace")
+    assert (victim / "precious" / "thesis.txt").exists()
+    assert not hostile.out.exists()

@@ -302,10 +302,15 @@ def _made_by(path: Path, signer: Signer) -> bool:
         bundle, public_key_from(public_key, str(path)))
 
 
-def _check_before_running(ordered: list[StepRecord], options: RebuildOptions) -> None:
-    """Everything that can be refused is refused before a workspace exists or a command runs."""
+def _check_before_running(ordered: list[StepRecord], options: RebuildOptions,
+                          loaded: list[StepRecord]) -> None:
+    """Everything that can be refused is refused before a workspace exists or a command runs.
+    `loaded`: every record given, also those --step leaves out, whose product names are still
+    removed from each workspace and so must stay inside it too."""
     if not options.source.is_dir():
         raise InputError(f"{options.source}: no such source directory.")
+    for record in loaded:
+        _check_paths(record)
     seen: dict[str, str] = {}
     for record in ordered:
         # The step names a workspace and an output file: it must be one plain path component.
@@ -358,7 +363,7 @@ def rebuild(
         ordered = [r for r in ordered if r.step == only_step]
         if not ordered:
             raise InputError(f"--step {only_step}: no attestation of that step was given.")
-    _check_before_running(ordered, options)
+    _check_before_running(ordered, options, records)
     index = _DigestIndex(hasher)
     for directory in options.materials_from:
         index.add_tree(directory)
