@@ -158,3 +158,78 @@ def test_a_step_left_out_by_step_may_not_name_a_product_outside_either(
     assert_error(result, 2, str(other), repr(str(victim)), "leaves the workspace")
     assert (victim / "precious" / "thesis.txt").exists()
     assert not hostile.out.exists()
+
+
+# ------------------------------------------------------------------ writing the recorded tree
+
+
+def crafted_commit(repo: Path, entries: list[tuple[str, str, str]]) -> str:
+    """A commit whose proj/ tree lists exactly these (mode, name, object) entries, in this order,
+    as only `git hash-object --literally` can make: git itself never writes such a tree."""
+    def write(kind: str, data: bytes) -> str:
+        return git(repo, "hash-object", "-w", "--literally", "-t", kind, "--stdin", data=data)
+
+    proj = write("tree", b"".join(f"{mode} {name}\0".encode() + bytes.fromhex(sha)
+                                  for mode, name, sha in entries))
+    top = write("tree", b"40000 proj\0" + bytes.fromhex(proj))
+    return git(repo, "commit-tree", top, "-m", "crafted")
+
+
+@pytest.mark.parametrize("order", ["link first", "directory first"])
+def test_a_tree_naming_a_link_and_a_directory_alike_writes_nothing_outside(
+    hostile: Hostile, tmp_path: Path, order: str
+) -> None:
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    hostile.commit({"proj/build.py": BUILD})
+    blob = lambda data: git(hostile.src, "hash-object", "-w", "--stdin", data=data)  # noqa: E731
+    payload = blob(b"written by a hostile tree\n")
+    subtree = git(hostile.src, "hash-object", "-w", "--literally", "-t", "tree", "--stdin",
+                  data=b"100644 pwn\0" + bytes.fromhex(payload))
+    link = ("120000", "out", blob(str(victim).encode()))
+    directory = ("40000", "out", subtree)
+    pair = [link, directory] if order == "link first" else [directory, link]
+    commit = crafted_commit(hostile.src,
+                            [("100644", "build.py", blob(BUILD.encode())), *pair])
+    hostile.attest("train", commit)
+    result = hostile.rebuild("--sandbox", "none")
+    assert_error(result, 2, "'out/pwn'", "inside 'out'", "refusing to use it")
+    assert list(victim.iterdir()) == []
+    assert not hostile.out.exists()
+
+
+def test_a_tree_naming_one_path_twice_is_refused(hostile: Hostile, tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    hostile.commit({"proj/build.py": BUILD})
+    blob = lambda data: git(hostile.src, "hash-object", "-w", "--stdin", data=data)  # noqa: E731
+    # A link and then a file of the same name: the file would be written through the link.
+    commit = crafted_commit(hostile.src, [
+        ("100644", "build.py", blob(BUILD.encode())),
+        ("120000", "pwn", blob(str(victim / "pwn").encode())),
+        ("100644", "pwn", blob(b"written by a hostile tree\n")),
+    ])
+    hostile.attest("train", commit)
+    result = hostile.rebuild("--sandbox", "none")
+    assert_error(result, 2, "'pwn'", "twice", "refusing to use it")
+    assert list(victim.iterdir()) == []
+
+
+def test_an_executable_of_the_recorded_tree_keeps_its_mode_and_a_link_stays_a_link(
+    hostile: Hostile, tmp_path: Path
+) -> None:
+    commit = hostile.commit({"proj/build.py": BUILD, "proj/tool.sh": "#!/bin/sh\n"},
+                            links={"proj/alias.py": "build.py"})
+    (hostile.src / "proj" / "tool.sh").chmod(0o755)
+    git(hostile.src, "add", "-A")
+    git(hostile.src, "commit", "-q", "-m", "mode")
+    commit = git(hostile.src, "rev-parse", "HEAD")
+    hostile.attest("train", commit, argv=[sys.executable, "-c",
+                                          "import os; open('model.bin', 'w').write('m' if "
+                                          "os.access('tool.sh', os.X_OK) and "
+                                          "os.path.islink('alias.py') else 'x')"])
+    workspace = tmp_path / "ws"
+    result = hostile.rebuild("--sandbox", "none", "--workspace", workspace, "--keep-workspace")
+    assert result.code == 0, result.output
+    assert (workspace / "train" / "tool.sh").stat().st_mode & 0o777 == 0o755
+    assert (workspace / "train" / "build.py").stat().st_mode & 0o777 == 0o644
