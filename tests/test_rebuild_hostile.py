@@ -233,3 +233,44 @@ def test_an_executable_of_the_recorded_tree_keeps_its_mode_and_a_link_stays_a_li
     assert result.code == 0, result.output
     assert (workspace / "train" / "tool.sh").stat().st_mode & 0o777 == 0o755
     assert (workspace / "train" / "build.py").stat().st_mode & 0o777 == 0o644
+
+
+# ------------------------------------------------------------------ git in the workspace
+
+
+def test_a_committed_repository_in_the_workspace_makes_git_run_nothing(
+    hostile: Hostile, tmp_path: Path
+) -> None:
+    marker = tmp_path / "ran-on-the-host"
+    commit = hostile.commit({
+        # A directory shaped like a git repository: git, run in it, would obey its config.
+        "proj/repo/HEAD": "0123456789012345678901234567890123456789\n",
+        "proj/repo/config": ("[core]\n\trepositoryformatversion = 0\n\tbare = false\n"
+                             f"\tworktree = .\n\tfsmonitor = \"id > {marker}; false\"\n"),
+        "proj/repo/objects/info/keep": "", "proj/repo/refs/heads/keep": "",
+        "proj/repo/build.py": BUILD})
+    hostile.attest("train", commit, workdir="repo", products=[("repo/model.bin", MODEL)])
+    result = hostile.rebuild("--sandbox", "none")
+    assert result.code == 0, result.output
+    assert not marker.exists()
+    assert hostile.signed("train")["environment"]["git"] is None
+
+
+def test_record_runs_no_program_the_repository_config_names(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path / "keys", "builder")
+    work = tmp_path / "work"
+    work.mkdir()
+    git(work, "init", "-q", "-b", "main")
+    (work / "build.py").write_text(BUILD, encoding="utf-8")
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "source")
+    marker = tmp_path / "fsmonitor-ran"
+    git(work, "config", "core.fsmonitor", f"touch {marker}; false")
+    result = run(["record", "--step", "train", "--key", keys.private, "--out", tmp_path / "att",
+                  "--product", "model.bin", "--sandbox", "none", "--",
+                  sys.executable, "build.py"], cwd=work)
+    assert result.code == 0, result.output
+    assert not marker.exists()
+    statement = payload_of(read_json(tmp_path / "att" / "train.intoto.json"))
+    recorded = statement["predicate"]["buildDefinition"]["internalParameters"]["environment"]
+    assert recorded["git"]["commit"] == git(work, "rev-parse", "HEAD")

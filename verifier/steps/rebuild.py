@@ -612,10 +612,11 @@ def _rebuild_step(record: StepRecord, step_root: Path, index: _DigestIndex, excl
     # The step's interpreter, asked in the step's sandbox, as record did (never this process).
     env = {**os.environ, **declared}
     interpreter = environment.step_interpreter(record.argv, env.get("PATH"), workdir)
+    # The workspace is a copy, not a checkout, and its files are the signer's: git is not run
+    # in it (a committed repository's config can make git run programs, outside the sandbox).
     current = environment.capture(
         workdir, declared, env=env, interpreter=interpreter,
-        wrap=lambda probe: sandbox.wrap(probe, step_root, workdir, env))
-    current["git"] = None  # the workspace is a copy, not a checkout: any commit found is not it
+        wrap=lambda probe: sandbox.wrap(probe, step_root, workdir, env), repository=False)
     current["sandbox"] = sandbox.describe()
     outcome.drift = environment.drift(record.environment, current)
     with environment.report_file() as report_path:
