@@ -274,3 +274,47 @@ def test_record_runs_no_program_the_repository_config_names(tmp_path: Path) -> N
     statement = payload_of(read_json(tmp_path / "att" / "train.intoto.json"))
     recorded = statement["predicate"]["buildDefinition"]["internalParameters"]["environment"]
     assert recorded["git"]["commit"] == git(work, "rev-parse", "HEAD")
+
+
+# ------------------------------------------------------------------ what the sandbox shows
+
+
+def bwrap_works() -> bool:
+    import shutil
+
+    if shutil.which("bwrap") is None:
+        return False
+    return subprocess.run(["bwrap", "--ro-bind", "/", "/", "--unshare-all", "true"],
+                          capture_output=True, check=False).returncode == 0
+
+
+needs_bwrap = pytest.mark.skipif(not bwrap_works(), reason="bubblewrap cannot start here")
+READ_SECRET = ("#!/bin/sh\n"
+               "k=$(cat {secret} 2>/dev/null | tr -d '\\n' | cut -c1-190)\n"
+               "printf '{{\"torch\":{{\"devices\":[\"seen:%s\"]}}}}' \"$k\" "
+               "> \"$MODEL_VERIFIER_REPORT\"\n"
+               "echo m > model.bin\n")
+
+
+@needs_bwrap
+def test_a_committed_pyvenv_cfg_mounts_no_directory_of_the_rebuilder(
+    hostile: Hostile, tmp_path: Path
+) -> None:
+    secrets = tmp_path / "home-of-rebuilder" / ".ssh"
+    secrets.mkdir(parents=True)
+    (secrets / "id_ed25519").write_text("PRIVATE-KEY-TEXT", encoding="utf-8")
+    (secrets / "python3").write_text("", encoding="utf-8")  # so `home` looks like a Python
+    hostile.commit({"proj/venv/pyvenv.cfg": f"home = {secrets}\n",
+                    "proj/venv/bin/python": READ_SECRET.format(secret=secrets / "id_ed25519")})
+    (hostile.src / "proj/venv/bin/python").chmod(0o755)
+    git(hostile.src, "add", "-A")
+    git(hostile.src, "commit", "-q", "-m", "executable")
+    commit = git(hostile.src, "rev-parse", "HEAD")
+    hostile.attest("train", commit, argv=["venv/bin/python"],
+                   products=[("model.bin", {"sha256": hashlib.sha256(b"m\n").hexdigest()})])
+    result = hostile.rebuild("--sandbox", "bwrap")
+    assert result.code == 0, result.output
+    signed = json.dumps(hostile.signed("train"))
+    assert "seen:" in signed  # the step ran and reported
+    assert "PRIVATE-KEY-TEXT" not in signed
+

@@ -543,7 +543,8 @@ def _run_step(record: StepRecord, step_root: Path, workdir: Path, declared: dict
         check_command(record.argv, workdir, env)
         run = run_streaming(sandbox.wrap(record.argv, step_root, workdir, env,
                                          readable=interpreter,
-                                         writable=[report.parent] if report else []),
+                                         writable=[report.parent] if report else [],
+                                         trusted_workspace=False),
                             workdir, env)
     except InputError as error:
         return f"{record.source}: the recorded command could not start ({error}); step not run."
@@ -616,13 +617,15 @@ def _rebuild_step(record: StepRecord, step_root: Path, index: _DigestIndex, excl
     # in it (a committed repository's config can make git run programs, outside the sandbox).
     current = environment.capture(
         workdir, declared, env=env, interpreter=interpreter,
-        wrap=lambda probe: sandbox.wrap(probe, step_root, workdir, env), repository=False)
+        wrap=lambda probe: sandbox.wrap(probe, step_root, workdir, env,
+                                        trusted_workspace=False),
+        repository=False)
     current["sandbox"] = sandbox.describe()
     outcome.drift = environment.drift(record.environment, current)
     with environment.report_file() as report_path:
         run = _run_step(record, step_root, workdir, declared, sandbox, report_path,
                         [] if interpreter is None else
-                        interpreter_roots(str(interpreter.path), None, workdir))
+                        interpreter_roots(str(interpreter.path), None, workdir, step_root))
         try:
             environment.add_report(current, environment.read_report(report_path))
         except InputError as error:
