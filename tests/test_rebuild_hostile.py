@@ -318,3 +318,31 @@ def test_a_committed_pyvenv_cfg_mounts_no_directory_of_the_rebuilder(
     assert "seen:" in signed  # the step ran and reported
     assert "PRIVATE-KEY-TEXT" not in signed
 
+
+
+# ------------------------------------------------------------------ the rebuilder's environment
+
+
+@pytest.mark.parametrize("sandbox", ["none", pytest.param("bwrap", marks=needs_bwrap)])
+def test_the_rebuilders_secrets_never_reach_the_step_or_the_signed_attestation(
+    hostile: Hostile, monkeypatch: pytest.MonkeyPatch, sandbox: str
+) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "SECRET-FROM-THE-ENVIRONMENT")
+    monkeypatch.setenv("CI_JOB_TOKEN", "SECRET-TOKEN")
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    steal = ("import json, os, pathlib\n"
+             "seen = sorted(f'{k}={v}' for k, v in os.environ.items())\n"
+             "json.dump({'torch': {'devices': [s[:200] for s in seen][:64]}},\n"
+             "          open(os.environ['MODEL_VERIFIER_REPORT'], 'w'))\n"
+             "pathlib.Path(os.environ['HOME'], 'cache').write_text('home is writable')\n"
+             "open('model.bin', 'w').write('m')\n")
+    commit = hostile.commit({"proj/build.py": steal})
+    hostile.attest("train", commit, env={"DECLARED": "yes"})
+    result = hostile.rebuild("--sandbox", sandbox)
+    assert result.code == 0, result.output
+    seen = hostile.signed("train")["environment"]["torch"]["devices"]
+    names = {entry.partition("=")[0] for entry in seen}
+    assert "DECLARED=yes" in seen and "LANG=C.UTF-8" in seen
+    assert not any("SECRET" in entry for entry in seen)
+    assert names <= {"PATH", "LANG", "HOME", "TMPDIR", "DECLARED", "MODEL_VERIFIER_REPORT",
+                     "LC_ALL", "LC_CTYPE", "TZ", "TERM", "PWD", "LC_CTYPE"}, names

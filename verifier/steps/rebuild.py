@@ -527,23 +527,46 @@ def _central_copy(name: str, sha: str, index: _DigestIndex, options: RebuildOpti
     return None
 
 
-def _run_step(record: StepRecord, step_root: Path, workdir: Path, declared: dict[str, str],
-              sandbox: Sandbox, report: Path | None = None,
-              interpreter: Sequence[Path] = ()) -> RunResult | str | _CommandFailed:
-    """Run the recorded command; a sentence instead when it cannot start or fails. `report`:
-    where the step may write its settings (environment.REPORT_VARIABLE); `interpreter`: the
-    roots of the step's Python, mounted read-only as record did."""
+# The only variables of the rebuilder's own environment a rebuilt step gets, besides those it
+# declared: what a program needs to be found and to print. Everything else (CI tokens, cloud
+# keys, the signing key's password) stays out: the step could write it into its report, and
+# the report is signed into the published rebuild attestation.
+PASSED_VARIABLES = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM")
+# Passed too when devices are given (--device): which of them the step may use.
+DEVICE_VARIABLES = ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES",
+                    "ROCR_VISIBLE_DEVICES")
+
+
+def step_environment(declared: dict[str, str], home: Path, sandbox: Sandbox) -> dict[str, str]:
+    """The whole environment a rebuilt step runs with: a few of the rebuilder's variables
+    (PASSED_VARIABLES, and DEVICE_VARIABLES with --device), HOME and TMPDIR in a private
+    directory of its own, and the declared variables (recorded, or --env overrides) last."""
+    names = PASSED_VARIABLES + (DEVICE_VARIABLES if sandbox.devices else ())
+    env = {name: os.environ[name] for name in names if name in os.environ}
+    env.setdefault("PATH", os.defpath)
+    env["HOME"] = env["TMPDIR"] = str(home)
+    env.update(declared)
+    return env
+
+
+def _run_step(record: StepRecord, step_root: Path, workdir: Path, env: dict[str, str],
+              sandbox: Sandbox, report: Path | None = None, interpreter: Sequence[Path] = (),
+              home: Path | None = None) -> RunResult | str | _CommandFailed:
+    """Run the recorded command; a sentence instead when it cannot start or fails. `env`: the
+    step's whole environment (step_environment); `report`: where the step may write its
+    settings (environment.REPORT_VARIABLE); `interpreter`: the roots of the step's Python,
+    mounted read-only as record did; `home`: its private HOME, writable."""
     if not workdir.is_dir():
         return (f"{record.source}: the recorded working directory {record.working_directory} "
                 "is not in the workspace; step not run.")
-    env = {**os.environ, **declared}
+    env = dict(env)
     if report is not None:
         env[environment.REPORT_VARIABLE] = str(report)
+    writable = [p for p in (report.parent if report else None, home) if p is not None]
     try:
         check_command(record.argv, workdir, env)
         run = run_streaming(sandbox.wrap(record.argv, step_root, workdir, env,
-                                         readable=interpreter,
-                                         writable=[report.parent] if report else [],
+                                         readable=interpreter, writable=writable,
                                          trusted_workspace=False),
                             workdir, env)
     except InputError as error:
@@ -610,22 +633,23 @@ def _rebuild_step(record: StepRecord, step_root: Path, index: _DigestIndex, excl
     outcome.env_overrides = overrides
     workdir = step_root / _safe_relative(record.working_directory, record.source)
     sandbox = _step_sandbox(record, options)
-    # The step's interpreter, asked in the step's sandbox, as record did (never this process).
-    env = {**os.environ, **declared}
-    interpreter = environment.step_interpreter(record.argv, env.get("PATH"), workdir)
-    # The workspace is a copy, not a checkout, and its files are the signer's: git is not run
-    # in it (a committed repository's config can make git run programs, outside the sandbox).
-    current = environment.capture(
-        workdir, declared, env=env, interpreter=interpreter,
-        wrap=lambda probe: sandbox.wrap(probe, step_root, workdir, env,
-                                        trusted_workspace=False),
-        repository=False)
-    current["sandbox"] = sandbox.describe()
-    outcome.drift = environment.drift(record.environment, current)
-    with environment.report_file() as report_path:
-        run = _run_step(record, step_root, workdir, declared, sandbox, report_path,
+    with tempfile.TemporaryDirectory(prefix="mv-home-") as home, \
+            environment.report_file() as report_path:
+        env = step_environment(declared, Path(home), sandbox)
+        # The step's interpreter, asked in the step's sandbox, as record did (never this
+        # process). The workspace is a copy, not a checkout, and its files are the signer's:
+        # git is not run in it (a committed repository's config can make git run programs).
+        interpreter = environment.step_interpreter(record.argv, env.get("PATH"), workdir)
+        current = environment.capture(
+            workdir, declared, env=env, interpreter=interpreter,
+            wrap=lambda probe: sandbox.wrap(probe, step_root, workdir, env,
+                                            trusted_workspace=False),
+            repository=False)
+        current["sandbox"] = sandbox.describe()
+        run = _run_step(record, step_root, workdir, env, sandbox, report_path,
                         [] if interpreter is None else
-                        interpreter_roots(str(interpreter.path), None, workdir, step_root))
+                        interpreter_roots(str(interpreter.path), None, workdir, step_root),
+                        Path(home))
         try:
             environment.add_report(current, environment.read_report(report_path))
         except InputError as error:
