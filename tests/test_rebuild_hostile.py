@@ -345,4 +345,34 @@ def test_the_rebuilders_secrets_never_reach_the_step_or_the_signed_attestation(
     assert "DECLARED=yes" in seen and "LANG=C.UTF-8" in seen
     assert not any("SECRET" in entry for entry in seen)
     assert names <= {"PATH", "LANG", "HOME", "TMPDIR", "DECLARED", "MODEL_VERIFIER_REPORT",
-                     "LC_ALL", "LC_CTYPE", "TZ", "TERM", "PWD", "LC_CTYPE"}, names
+                     "LC_ALL", "LC_CTYPE", "TZ", "TERM", "PWD"}, names
+
+
+# ------------------------------------------------------------------ hashing what the step made
+
+
+@pytest.mark.parametrize("product", ["lnk/secret.txt", "secret-link"])
+def test_a_product_reached_through_a_link_the_step_made_is_never_read(
+    hostile: Hostile, tmp_path: Path, product: str
+) -> None:
+    host = tmp_path / "rebuilder-home"
+    host.mkdir()
+    (host / "secret.txt").write_text("hunter2\n", encoding="utf-8")
+    build = (f"import os\nos.symlink({str(host)!r}, 'lnk')\n"
+             f"os.symlink({str(host / 'secret.txt')!r}, 'secret-link')\n" + BUILD)
+    commit = hostile.commit({"proj/build.py": build})
+    hostile.attest("train", commit,
+                   products=[("model.bin", MODEL), (product, {"sha256": "0" * 64})])
+    result = hostile.rebuild("--sandbox", "none", "--json")
+    assert_no_traceback(result)
+    assert result.code == 1, result.output
+    secret_sha = hashlib.sha256(b"hunter2\n").hexdigest()
+    assert secret_sha not in result.output
+    assert not any(secret_sha in p.read_text(encoding="utf-8")
+                   for p in hostile.out.rglob("*") if p.is_file())
+    results = {r["name"]: r for r in json.loads(result.stdout)[0]["results"]}
+    assert results["model.bin"]["verdict"] == "IDENTICAL"
+    assert results[product]["verdict"] == "MISSING" and results[product]["actual"] is None
+    assert "symbolic link" in results[product]["note"]
+    signed = payload_of(read_json(hostile.out / "rebuilder" / "train.rebuild.intoto.json"))
+    assert [s["name"] for s in signed["subject"]] == ["model.bin"]
