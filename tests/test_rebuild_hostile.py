@@ -75,7 +75,7 @@ class Hostile:
                products: Sequence[tuple[str, dict[str, str]]] = (("model.bin", MODEL),),
                materials: Sequence[tuple[str, dict[str, str]]] = (),
                env: dict[str, str] | None = None, workdir: str = ".",
-               path: str = "proj") -> Path:
+               path: str = "proj", file: str | None = None) -> Path:
         """A step attestation signed by the trusted builder key."""
         environment: dict[str, Any] = {
             "git": {"commit": commit, "dirty": False, "path": path} if commit else None,
@@ -102,7 +102,7 @@ class Hostile:
             },
         }
         payload = json.dumps(statement, sort_keys=True).encode()
-        target = self.attestations / f"{step}.intoto.json"
+        target = self.attestations / f"{file or step}.intoto.json"
         target.write_text(json.dumps(sign_bundle(payload, INTOTO, self.builder.private)),
                           encoding="utf-8")
         return target
@@ -376,3 +376,42 @@ def test_a_product_reached_through_a_link_the_step_made_is_never_read(
     assert "symbolic link" in results[product]["note"]
     signed = payload_of(read_json(hostile.out / "rebuilder" / "train.rebuild.intoto.json"))
     assert [s["name"] for s in signed["subject"]] == ["model.bin"]
+
+
+# ------------------------------------------------------------------ fields no file or process holds
+
+
+@pytest.mark.parametrize(("fields", "fragment"), [
+    ({"step": "tr\ud800ain"}, "not valid Unicode text"),
+    ({"step": "s" * 300}, "is not a plain name"),
+    ({"env": {"A=B": "1"}}, "holds '='"),
+    ({"env": {"A\x00B": "1"}}, "holds a NUL character"),
+    ({"env": {"A": "x\ud800"}}, "not valid Unicode text"),
+    ({"products": [("p\ud800", MODEL)]}, "not valid Unicode text"),
+    ({"materials": [("m\udc00x", MODEL)]}, "not valid Unicode text"),
+    ({"workdir": "w\ud800"}, "not valid Unicode text"),
+    ({"argv": ["py\x00thon3", "build.py"]}, "holds a NUL character"),
+    ({"argv": ["python3", "b\ud800"]}, "not valid Unicode text"),
+])
+def test_fields_no_file_name_or_process_can_carry_are_one_sentence(
+    hostile: Hostile, tmp_path: Path, fields: dict[str, Any], fragment: str
+) -> None:
+    commit = hostile.commit({"proj/build.py": BUILD})
+    attestation = hostile.attest(fields.pop("step", "train"), commit, file="crafted", **fields)
+    result = hostile.rebuild("--sandbox", "none")
+    assert_error(result, 2, str(attestation), fragment)
+    assert not hostile.out.exists()
+
+
+def test_a_material_that_is_a_directory_in_the_commit_stops_the_step(
+    hostile: Hostile, tmp_path: Path
+) -> None:
+    commit = hostile.commit({"proj/build.py": BUILD, "proj/sub/keep": "x"})
+    given = tmp_path / "given"
+    given.mkdir()
+    (given / "m").write_text("m", encoding="utf-8")
+    hostile.attest("train", commit, materials=[("sub", MODEL)])
+    result = hostile.rebuild("--sandbox", "none", "--json", "--materials-from", given)
+    assert_no_traceback(result)
+    assert result.code == 1, result.output
+    assert "material sub is a directory" in json.loads(result.stdout)[0]["message"]

@@ -199,11 +199,34 @@ def _safe_relative(name: str, source: str) -> PurePosixPath:
     return path
 
 
+def _check_text(value: str, what: str, source: str) -> None:
+    """Refuse text no file name, argument or variable can carry: a NUL or a lone surrogate."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(f"{source}: the {what} {value!r} is not valid Unicode text; "
+                         "refusing to use it.") from None
+    if "\x00" in value:
+        raise InputError(f"{source}: the {what} {value!r} holds a NUL character; refusing to "
+                         "use it.")
+
+
 def _check_paths(record: StepRecord) -> None:
-    """Refuse, before anything runs, a step whose recorded names would reach outside."""
+    """Refuse, before anything runs, a step whose recorded names would reach outside or that
+    no file name, command line or environment can carry."""
+    _check_text(record.working_directory, "working directory", record.source)
     _safe_relative(record.working_directory, record.source)
     for descriptor in (*record.materials, *record.products):
+        _check_text(descriptor["name"], "path", record.source)
         _safe_relative(descriptor["name"], record.source)
+    for argument in record.argv:
+        _check_text(argument, "command argument", record.source)
+    for name, value in record.declared_env.items():
+        _check_text(name, "variable name", record.source)
+        _check_text(value, f"value of {name}", record.source)
+        if not name or "=" in name:
+            raise InputError(f"{record.source}: the variable name {name!r} is empty or holds "
+                             "'='; refusing to use it.")
 
 
 def _inside(workspace: Path, path: Path) -> bool:
@@ -256,6 +279,7 @@ class RebuildOptions:
     allowed_env: frozenset[str] = frozenset()
 
 
+_MAX_STEP_BYTES = 255 - len(".rebuild.intoto.json")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -314,8 +338,11 @@ def _check_before_running(ordered: list[StepRecord], options: RebuildOptions,
         _check_paths(record)
     seen: dict[str, str] = {}
     for record in ordered:
-        # The step names a workspace and an output file: it must be one plain path component.
-        if record.step in (".", "..") or any(c in record.step for c in "/\\\x00"):
+        # The step names a workspace and an output file: it must be one plain path component,
+        # short enough for "<step>.rebuild.intoto.json" to be a file name.
+        _check_text(record.step, "step name", record.source)
+        if (record.step in (".", "..") or any(c in record.step for c in "/\\\x00")
+                or len(record.step.encode()) > _MAX_STEP_BYTES):
             raise InputError(f"{record.source}: the step name {record.step!r} is not a plain "
                              "name; refusing to use it as a workspace or file name.")
         if record.step in seen:
@@ -462,6 +489,9 @@ def _place_materials(record: StepRecord, workspace: Path, index: _DigestIndex,
             return (f"material {material['name']} (sha256 {sha}) is not in the source "
                     "tree, not produced by an earlier rebuilt step and not among the "
                     "--materials-from files; step not run.")
+        if target.is_dir() and not target.is_symlink():
+            return (f"material {material['name']} is a directory in the workspace, where the "
+                    "record has a file; step not run.")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.unlink(missing_ok=True)
         shutil.copyfile(replacement, target)
