@@ -415,3 +415,33 @@ def test_a_material_that_is_a_directory_in_the_commit_stops_the_step(
     assert_no_traceback(result)
     assert result.code == 1, result.output
     assert "material sub is a directory" in json.loads(result.stdout)[0]["message"]
+
+
+# ------------------------------------------------------------------ a step at the repository's top
+
+
+def test_a_step_recorded_at_the_top_of_a_repository_gets_its_source_and_reproduces(
+    tmp_path: Path
+) -> None:
+    keys = make_keys(tmp_path / "keys", "builder")
+    work = tmp_path / "work"
+    work.mkdir()
+    git(work, "init", "-q", "-b", "main")
+    # helper.py is no declared material: only the recorded commit can bring it.
+    (work / "helper.py").write_text("VALUE = 'from the commit'\n", encoding="utf-8")
+    (work / "build.py").write_text(
+        "import helper; open('model.bin', 'w').write(helper.VALUE)\n", encoding="utf-8")
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "source")
+    recorded = run(["record", "--step", "train", "--key", keys.private, "--out",
+                    tmp_path / "att", "--product", "model.bin", "--sandbox", "none", "--",
+                    sys.executable, "build.py"], cwd=work)
+    assert recorded.code == 0, recorded.output
+    statement = payload_of(read_json(tmp_path / "att" / "train.intoto.json"))
+    environment = statement["predicate"]["buildDefinition"]["internalParameters"]["environment"]
+    assert environment["git"]["path"] == ""
+    result = run(["rebuild", tmp_path / "att", "--trust-key", keys.public, "--key",
+                  keys.private, "--out", tmp_path / "rebuilds", "--source", work,
+                  "--sandbox", "none", "--json"], cwd=tmp_path)
+    assert result.code == 0, result.output
+    assert json.loads(result.stdout)[0]["status"] == "reproduced"

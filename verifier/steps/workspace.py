@@ -99,7 +99,9 @@ def populate(source: Path, workspace: Path, revision: tuple[str, str] | None) ->
     workspace.mkdir(parents=True, exist_ok=True)
     if revision is not None:
         commit, prefix = revision
-        tree = f"{commit}:{prefix}" if prefix else commit
+        # A commit names its root tree as <commit>^{tree} (`cat-file -t` of the commit alone
+        # says "commit").
+        tree = f"{commit}:{prefix}" if prefix else f"{commit}^{{tree}}"
         kind = _git(source, "cat-file", "-t", tree)
         if kind.returncode != 0 or kind.stdout.strip() != "tree":
             return Origin(GIT_COMMIT, commit, f"the recorded commit {commit[:12]} has no "
