@@ -445,3 +445,34 @@ def test_a_step_recorded_at_the_top_of_a_repository_gets_its_source_and_reproduc
                   "--sandbox", "none", "--json"], cwd=tmp_path)
     assert result.code == 0, result.output
     assert json.loads(result.stdout)[0]["status"] == "reproduced"
+
+
+# ------------------------------------------------------------------ the plan's up-front refusals
+
+
+@pytest.mark.parametrize(("fields", "fragment"), [
+    ({"argv": ["cat", "/etc/../root/.ssh/id_rsa"]}, "leaves the workspace"),
+    ({"argv": ["cat", "/proc/self/root/root/.ssh/id_rsa"]}, "leaves the workspace"),
+    ({"argv": ["../../../../home/alice/.local/bin/tool"]}, "lies outside the workspace"),
+    ({"argv": ["env", "LD_PRELOAD=./evil.so", "python3", "build.py"]}, "--allow-env LD_PRELOAD"),
+    ({"argv": ["/usr/bin/env", "-i", "PYTHONPATH=.", "python3", "build.py"]},
+     "--allow-env PYTHONPATH"),
+    ({"env": {"OPENSSL_CONF": "./evil.cnf"}}, "--allow-env OPENSSL_CONF"),
+    ({"env": {"CUDA_INJECTION64_PATH": "./inj.so"}}, "--allow-env CUDA_INJECTION64_PATH"),
+    ({"env": {"OMP_TOOL_LIBRARIES": "./tool.so"}}, "--allow-env OMP_TOOL_LIBRARIES"),
+])
+def test_commands_and_variables_that_climb_out_are_refused_before_anything_runs(
+    hostile: Hostile, fields: dict[str, Any], fragment: str
+) -> None:
+    commit = hostile.commit({"proj/build.py": BUILD})
+    attestation = hostile.attest("train", commit, **fields)
+    result = hostile.rebuild("--sandbox", "none")
+    assert_error(result, 2, str(attestation), fragment)
+    assert not hostile.out.exists()
+
+
+def test_an_absolute_interpreter_and_system_paths_are_still_accepted(hostile: Hostile) -> None:
+    commit = hostile.commit({"proj/build.py": BUILD})
+    hostile.attest("train", commit, argv=[sys.executable, "build.py", "/etc/hostname",
+                                          "/proc/cpuinfo"])
+    assert hostile.rebuild("--sandbox", "none").code == 0
