@@ -405,22 +405,25 @@ def _gpus() -> list[dict[str, str]]:
 
 
 def _git(directory: Path) -> dict[str, Any] | None:
-    git = shutil.which("git")
-    if not git:
+    found = shutil.which("git")
+    if not found:
         return None
+    # The repository's own configuration must run no program: fsmonitor, hooks, a pager.
+    git = [found, "-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null",
+           "-c", "core.pager=cat"]
     try:
         commit = subprocess.run(
-            [git, "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True,
-            timeout=30, check=True,
+            [*git, "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True,
+            timeout=30, check=True, stdin=subprocess.DEVNULL,
         ).stdout.strip()
         status = subprocess.run(
-            [git, "status", "--porcelain", "--untracked-files=no"], cwd=directory,
-            capture_output=True, text=True, timeout=60, check=True,
+            [*git, "status", "--porcelain", "--untracked-files=no"], cwd=directory,
+            capture_output=True, text=True, timeout=60, check=True, stdin=subprocess.DEVNULL,
         ).stdout
         # Where in the repository the step ran: a rebuild takes that directory of the commit.
         prefix = subprocess.run(
-            [git, "rev-parse", "--show-prefix"], cwd=directory, capture_output=True, text=True,
-            timeout=30, check=True,
+            [*git, "rev-parse", "--show-prefix"], cwd=directory, capture_output=True,
+            text=True, timeout=30, check=True, stdin=subprocess.DEVNULL,
         ).stdout.strip().rstrip("/")
     except (OSError, subprocess.SubprocessError):
         return None
@@ -429,7 +432,8 @@ def _git(directory: Path) -> dict[str, Any] | None:
 
 def capture(directory: Path, declared: dict[str, str] | None = None, *,
             interpreter: Interpreter | None = None, env: Mapping[str, str] | None = None,
-            wrap: Callable[[list[str]], list[str]] | None = None) -> dict[str, Any]:
+            wrap: Callable[[list[str]], list[str]] | None = None,
+            repository: bool = True) -> dict[str, Any]:
     """The environment a step runs in, as recorded in internalParameters.environment.
 
     `declared` are the variables the user named with --env (already resolved to values); they
@@ -437,7 +441,9 @@ def capture(directory: Path, declared: dict[str, str] | None = None, *,
     step's Python (step_interpreter), asked in `env` (the step's environment) through `wrap`
     (its sandbox); without one, `python` is null and no packages are listed. A probe that
     fails is an InputError when the interpreter was named with --python, and is recorded as
-    `python: {"error": ...}` otherwise.
+    `python: {"error": ...}` otherwise. `repository`: False where the directory is not the
+    user's own (a rebuild's workspace): git is then not run there at all, since git obeys
+    whatever repository it finds, and a committed one can name programs for it to run.
     """
     source = os.environ if env is None else env
     variables = {name: source[name] for name in CAPTURED_VARIABLES if name in source}
@@ -469,7 +475,7 @@ def capture(directory: Path, declared: dict[str, str] | None = None, *,
         "torch": torch,
         "variables": dict(sorted(variables.items())),
         "packages": packages,
-        "git": _git(directory),
+        "git": _git(directory) if repository else None,
     }
 
 

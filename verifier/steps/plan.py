@@ -24,8 +24,12 @@ CODE_VARIABLES = frozenset({
     "GLOBIGNORE", "PERL5LIB", "PERL5OPT", "PERLLIB", "RUBYLIB", "RUBYOPT", "NODE_OPTIONS",
     "NODE_PATH", "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS", "CLASSPATH",
     "GCONV_PATH", "HOSTALIASES", "LOCPATH", "NLSPATH", "HOME", "XDG_CONFIG_HOME", "TMPDIR",
-    "CONDA_PREFIX", "VIRTUAL_ENV",
+    "CONDA_PREFIX", "VIRTUAL_ENV", "OPENSSL_CONF", "OPENSSL_ENGINES", "OPENSSL_MODULES",
+    "CUDA_INJECTION64_PATH", "OMP_TOOL", "OMP_TOOL_LIBRARIES", "NCCL_NET_PLUGIN",
+    "NCCL_TUNER_PLUGIN", "NCCL_PROFILER_PLUGIN",
 })
+# Entries of /proc/<pid>/ that lead to the whole filesystem, a directory or open files.
+_PROC_DOORS = frozenset({"root", "cwd", "fd", "map_files", "exe", "fdinfo"})
 CODE_PREFIXES = ("LD_", "DYLD_", "BASH_FUNC_", "GIT_", "PYTHON", "MALLOC_", "GLIBC_TUNABLES")
 # PYTHON* variables that change no code path worth refusing: hashing seed, buffering, encoding.
 HARMLESS_PYTHON = frozenset({
@@ -51,6 +55,11 @@ def _escapes(text: str) -> bool:
             return True
         path = PurePosixPath(candidate)
         if path.is_absolute():
+            # `..` in an absolute path only ever climbs out of where it seems to be
+            # (/etc/../root); /proc/<pid>/root and its like lead to the host's whole filesystem.
+            if ".." in path.parts or (len(path.parts) > 3 and path.parts[1] == "proc"
+                                      and path.parts[3] in _PROC_DOORS):
+                return True
             if " " not in candidate and not is_system_path(candidate):
                 return True
             continue
@@ -67,10 +76,21 @@ def _escapes(text: str) -> bool:
 
 def check_step(record: StepRecord, allowed_env: Collection[str]) -> None:
     """Refuse a step whose argv or variables reach outside the workspace or change what runs."""
+    program = record.argv[0]
+    # The program may be an absolute path (the interpreter it was recorded with), but a relative
+    # one must not climb out of the workspace.
+    if not PurePosixPath(program).is_absolute() and _escapes(program):
+        raise InputError(f"{record.source}: the recorded program {program!r} lies outside the "
+                         "workspace; refusing to run it.")
     for argument in record.argv[1:]:
         if _escapes(argument):
             raise InputError(f"{record.source}: the recorded command names {argument!r}, which "
                              "leaves the workspace; refusing to run it.")
+    for name in _env_assignments(record.argv):
+        if changes_what_runs(name) and name not in allowed_env:
+            raise InputError(f"{record.source}: the recorded command sets {name} through `env`, "
+                             f"which changes what runs; refusing unless you pass --allow-env "
+                             f"{name}.")
     for name, value in sorted(record.declared_env.items()):
         if changes_what_runs(name) and name not in allowed_env:
             raise InputError(f"{record.source}: the step sets {name}, which changes what runs; "
@@ -78,6 +98,25 @@ def check_step(record: StepRecord, allowed_env: Collection[str]) -> None:
         if _escapes(value) and name not in allowed_env:
             raise InputError(f"{record.source}: the step sets {name}={value!r}, a path that "
                              "leaves the workspace; refusing to run it.")
+
+
+def _env_assignments(argv: tuple[str, ...] | list[str]) -> list[str]:
+    """The variable names `env [OPTION]... NAME=VALUE... PROGRAM` sets, where argv (or the
+    program `env` runs, again) is such a command."""
+    names: list[str] = []
+    words = list(argv)
+    while words and PurePosixPath(words[0]).name == "env":
+        words = words[1:]
+        while words and (words[0].startswith("-") or "=" in words[0]):
+            word = words.pop(0)
+            if not word.startswith("-"):
+                names.append(word.partition("=")[0])
+            elif word in ("-u", "--unset", "-C", "--chdir", "-S", "--split-string"):
+                if word in ("-S", "--split-string") and words:
+                    names.extend(w.partition("=")[0] for w in words[0].split() if "=" in w)
+                if words:
+                    words.pop(0)
+    return names
 
 
 def describe(record: StepRecord, workdir: str, env: dict[str, str], sandbox: dict[str, Any],

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import tempfile
 import uuid
 from collections.abc import Callable, Sequence
@@ -198,11 +199,34 @@ def _safe_relative(name: str, source: str) -> PurePosixPath:
     return path
 
 
+def _check_text(value: str, what: str, source: str) -> None:
+    """Refuse text no file name, argument or variable can carry: a NUL or a lone surrogate."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(f"{source}: the {what} {value!r} is not valid Unicode text; "
+                         "refusing to use it.") from None
+    if "\x00" in value:
+        raise InputError(f"{source}: the {what} {value!r} holds a NUL character; refusing to "
+                         "use it.")
+
+
 def _check_paths(record: StepRecord) -> None:
-    """Refuse, before anything runs, a step whose recorded names would reach outside."""
+    """Refuse, before anything runs, a step whose recorded names would reach outside or that
+    no file name, command line or environment can carry."""
+    _check_text(record.working_directory, "working directory", record.source)
     _safe_relative(record.working_directory, record.source)
     for descriptor in (*record.materials, *record.products):
+        _check_text(descriptor["name"], "path", record.source)
         _safe_relative(descriptor["name"], record.source)
+    for argument in record.argv:
+        _check_text(argument, "command argument", record.source)
+    for name, value in record.declared_env.items():
+        _check_text(name, "variable name", record.source)
+        _check_text(value, f"value of {name}", record.source)
+        if not name or "=" in name:
+            raise InputError(f"{record.source}: the variable name {name!r} is empty or holds "
+                             "'='; refusing to use it.")
 
 
 def _inside(workspace: Path, path: Path) -> bool:
@@ -255,6 +279,7 @@ class RebuildOptions:
     allowed_env: frozenset[str] = frozenset()
 
 
+_MAX_STEP_BYTES = 255 - len(".rebuild.intoto.json")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -302,14 +327,22 @@ def _made_by(path: Path, signer: Signer) -> bool:
         bundle, public_key_from(public_key, str(path)))
 
 
-def _check_before_running(ordered: list[StepRecord], options: RebuildOptions) -> None:
-    """Everything that can be refused is refused before a workspace exists or a command runs."""
+def _check_before_running(ordered: list[StepRecord], options: RebuildOptions,
+                          loaded: list[StepRecord]) -> None:
+    """Everything that can be refused is refused before a workspace exists or a command runs.
+    `loaded`: every record given, also those --step leaves out, whose product names are still
+    removed from each workspace and so must stay inside it too."""
     if not options.source.is_dir():
         raise InputError(f"{options.source}: no such source directory.")
+    for record in loaded:
+        _check_paths(record)
     seen: dict[str, str] = {}
     for record in ordered:
-        # The step names a workspace and an output file: it must be one plain path component.
-        if record.step in (".", "..") or any(c in record.step for c in "/\\\x00"):
+        # The step names a workspace and an output file: it must be one plain path component,
+        # short enough for "<step>.rebuild.intoto.json" to be a file name.
+        _check_text(record.step, "step name", record.source)
+        if (record.step in (".", "..") or any(c in record.step for c in "/\\\x00")
+                or len(record.step.encode()) > _MAX_STEP_BYTES):
             raise InputError(f"{record.source}: the step name {record.step!r} is not a plain "
                              "name; refusing to use it as a workspace or file name.")
         if record.step in seen:
@@ -358,7 +391,7 @@ def rebuild(
         ordered = [r for r in ordered if r.step == only_step]
         if not ordered:
             raise InputError(f"--step {only_step}: no attestation of that step was given.")
-    _check_before_running(ordered, options)
+    _check_before_running(ordered, options, records)
     index = _DigestIndex(hasher)
     for directory in options.materials_from:
         index.add_tree(directory)
@@ -456,6 +489,9 @@ def _place_materials(record: StepRecord, workspace: Path, index: _DigestIndex,
             return (f"material {material['name']} (sha256 {sha}) is not in the source "
                     "tree, not produced by an earlier rebuilt step and not among the "
                     "--materials-from files; step not run.")
+        if target.is_dir() and not target.is_symlink():
+            return (f"material {material['name']} is a directory in the workspace, where the "
+                    "record has a file; step not run.")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.unlink(missing_ok=True)
         shutil.copyfile(replacement, target)
@@ -478,7 +514,15 @@ def _compare(record: StepRecord, workspace: Path, index: _DigestIndex, options: 
     produced: list[dict[str, Any]] = []
     for subject in sorted(record.products, key=lambda s: s["name"]):
         name, expected = subject["name"], subject["digest"]
-        path = workspace / _safe_relative(name, record.source)
+        relative = _safe_relative(name, record.source)
+        path = workspace / relative
+        if _through_link(workspace, relative):
+            # A link the step made could lead the hashing (and a signed digest) to any file of
+            # the rebuilder's: such a product is not in the workspace at all.
+            results.append({"name": name, "expected": expected, "actual": None,
+                            "verdict": "MISSING",
+                            "note": "reached through a symbolic link, so it was not read"})
+            continue
         if not path.exists():
             results.append({"name": name, "expected": expected, "actual": None,
                             "verdict": "MISSING"})
@@ -506,6 +550,20 @@ def _compare(record: StepRecord, workspace: Path, index: _DigestIndex, options: 
     return results, produced
 
 
+def _through_link(workspace: Path, relative: PurePosixPath) -> bool:
+    """Whether any component of workspace/relative is a symbolic link (checked one by one with
+    lstat, never following one)."""
+    current = workspace
+    for part in relative.parts:
+        current = current / part
+        try:
+            if stat.S_ISLNK(os.lstat(current).st_mode):
+                return True
+        except OSError:
+            return False  # missing: said so as MISSING
+    return False
+
+
 def _central_copy(name: str, sha: str, index: _DigestIndex, options: RebuildOptions,
                   hasher: Hasher) -> Path | None:
     """The centrally built product: any given file with its digest, or the source's copy."""
@@ -522,23 +580,47 @@ def _central_copy(name: str, sha: str, index: _DigestIndex, options: RebuildOpti
     return None
 
 
-def _run_step(record: StepRecord, step_root: Path, workdir: Path, declared: dict[str, str],
-              sandbox: Sandbox, report: Path | None = None,
-              interpreter: Sequence[Path] = ()) -> RunResult | str | _CommandFailed:
-    """Run the recorded command; a sentence instead when it cannot start or fails. `report`:
-    where the step may write its settings (environment.REPORT_VARIABLE); `interpreter`: the
-    roots of the step's Python, mounted read-only as record did."""
+# The only variables of the rebuilder's own environment a rebuilt step gets, besides those it
+# declared: what a program needs to be found and to print. Everything else (CI tokens, cloud
+# keys, the signing key's password) stays out: the step could write it into its report, and
+# the report is signed into the published rebuild attestation.
+PASSED_VARIABLES = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM")
+# Passed too when devices are given (--device): which of them the step may use.
+DEVICE_VARIABLES = ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES",
+                    "ROCR_VISIBLE_DEVICES")
+
+
+def step_environment(declared: dict[str, str], home: Path, sandbox: Sandbox) -> dict[str, str]:
+    """The whole environment a rebuilt step runs with: a few of the rebuilder's variables
+    (PASSED_VARIABLES, and DEVICE_VARIABLES with --device), HOME and TMPDIR in a private
+    directory of its own, and the declared variables (recorded, or --env overrides) last."""
+    names = PASSED_VARIABLES + (DEVICE_VARIABLES if sandbox.devices else ())
+    env = {name: os.environ[name] for name in names if name in os.environ}
+    env.setdefault("PATH", os.defpath)
+    env["HOME"] = env["TMPDIR"] = str(home)
+    env.update(declared)
+    return env
+
+
+def _run_step(record: StepRecord, step_root: Path, workdir: Path, env: dict[str, str],
+              sandbox: Sandbox, report: Path | None = None, interpreter: Sequence[Path] = (),
+              home: Path | None = None) -> RunResult | str | _CommandFailed:
+    """Run the recorded command; a sentence instead when it cannot start or fails. `env`: the
+    step's whole environment (step_environment); `report`: where the step may write its
+    settings (environment.REPORT_VARIABLE); `interpreter`: the roots of the step's Python,
+    mounted read-only as record did; `home`: its private HOME, writable."""
     if not workdir.is_dir():
         return (f"{record.source}: the recorded working directory {record.working_directory} "
                 "is not in the workspace; step not run.")
-    env = {**os.environ, **declared}
+    env = dict(env)
     if report is not None:
         env[environment.REPORT_VARIABLE] = str(report)
+    writable = [p for p in (report.parent if report else None, home) if p is not None]
     try:
         check_command(record.argv, workdir, env)
         run = run_streaming(sandbox.wrap(record.argv, step_root, workdir, env,
-                                         readable=interpreter,
-                                         writable=[report.parent] if report else []),
+                                         readable=interpreter, writable=writable,
+                                         trusted_workspace=False),
                             workdir, env)
     except InputError as error:
         return f"{record.source}: the recorded command could not start ({error}); step not run."
@@ -568,12 +650,10 @@ def _prepare_workspace(record: StepRecord, step_root: Path, excluded: set[str],
     """The recorded source in the step's workspace, and what the predicate says of it."""
     revision = workspace.recorded_revision(record.environment, record.source)
     origin = workspace.populate(options.source, step_root, revision)
-    for name in excluded:
-        path = step_root / name
-        if path.is_symlink() or path.is_file():
-            path.unlink()
-        elif path.is_dir():
-            shutil.rmtree(path)
+    for name in sorted(excluded):
+        # Never through a link: a committed `out -> /home/someone` must not make the product
+        # name `out/file` remove anything outside the workspace.
+        workspace.remove(step_root, _safe_relative(name, record.source))
     recorded_git = record.environment.get("git")
     recorded = ({k: recorded_git.get(k) for k in ("commit", "dirty")}
                 if isinstance(recorded_git, dict) else None)
@@ -606,19 +686,23 @@ def _rebuild_step(record: StepRecord, step_root: Path, index: _DigestIndex, excl
     outcome.env_overrides = overrides
     workdir = step_root / _safe_relative(record.working_directory, record.source)
     sandbox = _step_sandbox(record, options)
-    # The step's interpreter, asked in the step's sandbox, as record did (never this process).
-    env = {**os.environ, **declared}
-    interpreter = environment.step_interpreter(record.argv, env.get("PATH"), workdir)
-    current = environment.capture(
-        workdir, declared, env=env, interpreter=interpreter,
-        wrap=lambda probe: sandbox.wrap(probe, step_root, workdir, env))
-    current["git"] = None  # the workspace is a copy, not a checkout: any commit found is not it
-    current["sandbox"] = sandbox.describe()
-    outcome.drift = environment.drift(record.environment, current)
-    with environment.report_file() as report_path:
-        run = _run_step(record, step_root, workdir, declared, sandbox, report_path,
+    with tempfile.TemporaryDirectory(prefix="mv-home-") as home, \
+            environment.report_file() as report_path:
+        env = step_environment(declared, Path(home), sandbox)
+        # The step's interpreter, asked in the step's sandbox, as record did (never this
+        # process). The workspace is a copy, not a checkout, and its files are the signer's:
+        # git is not run in it (a committed repository's config can make git run programs).
+        interpreter = environment.step_interpreter(record.argv, env.get("PATH"), workdir)
+        current = environment.capture(
+            workdir, declared, env=env, interpreter=interpreter,
+            wrap=lambda probe: sandbox.wrap(probe, step_root, workdir, env,
+                                            trusted_workspace=False),
+            repository=False)
+        current["sandbox"] = sandbox.describe()
+        run = _run_step(record, step_root, workdir, env, sandbox, report_path,
                         [] if interpreter is None else
-                        interpreter_roots(str(interpreter.path), None, workdir))
+                        interpreter_roots(str(interpreter.path), None, workdir, step_root),
+                        Path(home))
         try:
             environment.add_report(current, environment.read_report(report_path))
         except InputError as error:

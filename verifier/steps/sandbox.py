@@ -56,20 +56,22 @@ class Sandbox:
     def wrap(self, argv: Sequence[str], workspace: Path, workdir: Path,
              env: Mapping[str, str], readable: Sequence[Path] = (),
              hidden: Sequence[Path] = (), blank: Path | None = None,
-             writable: Sequence[Path] = ()) -> list[str]:
+             writable: Sequence[Path] = (), trusted_workspace: bool = True) -> list[str]:
         """The command line that runs argv in this sandbox (argv itself when there is none).
 
         `readable`: declared materials that a link in the workspace leads to outside it,
         mounted read-only where the link points. `hidden`: files inside the workspace the step
         must not read (the signing key), replaced by `blank`, an empty file. `writable`:
         directories outside the workspace the step may write (where its report goes), bound at
-        their own path.
+        their own path. `trusted_workspace`: False when the workspace's files are someone
+        else's (a rebuild): nothing in it then adds a mount outside it (interpreter_roots).
         """
         if not self.isolated:
             return list(argv)
         assert self.executable is not None
         workspace = Path(os.path.abspath(workspace))
-        roots = interpreter_roots(argv[0], env.get("PATH"), workdir)
+        roots = interpreter_roots(argv[0], env.get("PATH"), workdir,
+                                  None if trusted_workspace else workspace)
         args = [self.executable, "--die-with-parent", "--unshare-all"]
         if self.network:
             args.append("--share-net")
@@ -138,18 +140,34 @@ def _environment_prefix(directory: Path) -> Path | None:
     return None
 
 
-def interpreter_roots(program: str, path: str | None, workdir: Path) -> list[Path]:
+def interpreter_roots(program: str, path: str | None, workdir: Path,
+                      untrusted: Path | None = None) -> list[Path]:
     """The non-system directories the step's program needs to run, read-only: its venv or
     conda prefix (or the installation its executable lives in), the base installation a venv
     points at, and every venv or conda prefix on PATH (a `sh -c "python ..."` step runs the
-    PATH's python)."""
+    PATH's python).
+
+    `untrusted`: a workspace whose files are someone else's (a rebuild's). A program inside it,
+    or a link in it, adds no root outside it, and no pyvenv.cfg inside it is read: its `home`
+    could name any directory of the rebuilder's (a home, a socket's folder). Only interpreters
+    outside it, the rebuilder's own, add roots of their own.
+    """
     workspace = Path(os.path.abspath(workdir))
+    fence = Path(os.path.abspath(untrusted)) if untrusted is not None else None
+
+    def foreign(candidate: Path) -> bool:
+        return fence is not None and candidate.is_relative_to(fence)
+
     roots: list[Path] = []
     found = shutil.which(program, path=path) if "/" not in program else str(workdir / program)
     if found:
-        for executable in (Path(os.path.abspath(found)), Path(os.path.realpath(found))):
+        located = Path(os.path.abspath(found))
+        executables = [located] if foreign(located) else [located, Path(os.path.realpath(found))]
+        for executable in executables:
             prefix, is_environment = _prefix_of(executable)
-            if prefix.is_relative_to(workspace) and not is_environment:
+            if foreign(located) and not foreign(prefix):
+                continue  # the workspace's program says nothing about the rebuilder's machine
+            if prefix.is_relative_to(fence or workspace) and not is_environment:
                 continue  # a script or binary of the workspace itself stays writable
             roots.append(prefix)
     for entry in (path or "").split(os.pathsep):
@@ -158,20 +176,38 @@ def interpreter_roots(program: str, path: str | None, workdir: Path) -> list[Pat
             if prefix is not None:
                 roots.append(prefix)
     for prefix in list(roots):
-        config = prefix / "pyvenv.cfg"
-        if config.is_file():
-            for line in config.read_text(encoding="utf-8", errors="replace").splitlines():
-                key, _, value = line.partition("=")
-                if key.strip() == "home" and value.strip():
-                    home = Path(os.path.realpath(value.strip()))
-                    roots.append(home.parent if home.name == "bin" else home)
+        if not foreign(prefix):
+            roots.extend(_venv_home(prefix))
     unique: list[Path] = []
     for root in roots:
         if is_system_path(str(root)) or str(root) == "/" or root in unique:
             continue
+        if foreign(root) and not Path(os.path.realpath(root)).is_relative_to(
+                os.path.realpath(fence or root)):
+            continue  # a link of the workspace would make the mount show what it leads to
         unique.append(root)
     # A root inside another is covered by it.
     return sorted(r for r in unique if not any(r != o and r.is_relative_to(o) for o in unique))
+
+
+def _venv_home(prefix: Path) -> list[Path]:
+    """The base installation a venv's pyvenv.cfg names as `home`, when that directory really
+    holds a Python (a `home` naming anything else is no interpreter and mounts nothing)."""
+    config = prefix / "pyvenv.cfg"
+    if not config.is_file():
+        return []
+    for line in config.read_text(encoding="utf-8", errors="replace").splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "home" and value.strip():
+            home = Path(os.path.realpath(value.strip()))
+            try:
+                holds_python = any(entry.name.startswith("python") and entry.is_file()
+                                   for entry in home.iterdir())
+            except OSError:
+                holds_python = False
+            if holds_python:
+                return [home.parent if home.name == "bin" else home]
+    return []
 
 
 def _check_device(device: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import subprocess
 import threading
 from dataclasses import dataclass
@@ -98,7 +99,9 @@ def populate(source: Path, workspace: Path, revision: tuple[str, str] | None) ->
     workspace.mkdir(parents=True, exist_ok=True)
     if revision is not None:
         commit, prefix = revision
-        tree = f"{commit}:{prefix}" if prefix else commit
+        # A commit names its root tree as <commit>^{tree} (`cat-file -t` of the commit alone
+        # says "commit").
+        tree = f"{commit}:{prefix}" if prefix else f"{commit}^{{tree}}"
         kind = _git(source, "cat-file", "-t", tree)
         if kind.returncode != 0 or kind.stdout.strip() != "tree":
             return Origin(GIT_COMMIT, commit, f"the recorded commit {commit[:12]} has no "
@@ -139,6 +142,7 @@ def _extract(source: Path, tree: str, workspace: Path) -> None:
                              "workspace; refusing to use it.")
         if kind == "blob":  # a submodule ("commit") is not part of this repository's source
             entries.append((mode, sha, path))
+    _check_entries(source, tree, [path for _, _, path in entries])
     process = subprocess.Popen([*_GIT, "-C", str(source), "cat-file", "--batch"],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL)
@@ -146,21 +150,23 @@ def _extract(source: Path, tree: str, workspace: Path) -> None:
     feeder = threading.Thread(target=_feed, args=(process.stdin, [e[1] for e in entries]),
                               daemon=True)
     feeder.start()
+    made: set[PurePosixPath] = set()
     try:
         for mode, sha, path in entries:
             header = process.stdout.readline().split()
             if len(header) != 3 or header[0].decode() != sha:
                 raise InputError(f"{source}: git cat-file did not give blob {sha}.")
             size = int(header[2])
+            _make_directories(workspace, path.parent, made)
             target = workspace / path
-            target.parent.mkdir(parents=True, exist_ok=True)
             if mode == "120000":
-                target.symlink_to(os.fsdecode(process.stdout.read(size)))
+                os.symlink(os.fsdecode(process.stdout.read(size)), target)
             else:
-                with open(target, "wb") as handle:
+                # O_EXCL|O_NOFOLLOW: a name is written once, never through a link.
+                descriptor = os.open(target, _NEW_FILE, 0o755 if mode == "100755" else 0o644)
+                with open(descriptor, "wb") as handle:
                     _copy_exactly(process.stdout, handle, size)
-                if mode == "100755":
-                    target.chmod(0o755)
+                    os.fchmod(handle.fileno(), 0o755 if mode == "100755" else 0o644)
             process.stdout.read(1)  # the newline after each blob
     except (OSError, ValueError) as error:
         raise InputError(f"{source}: the recorded commit's files could not be written into "
@@ -169,6 +175,46 @@ def _extract(source: Path, tree: str, workspace: Path) -> None:
         process.kill()
         process.wait()
         feeder.join()
+
+
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _check_entries(source: Path, tree: str, paths: list[PurePosixPath]) -> None:
+    """Refuse a tree (only a crafted one can hold this) that names a path twice, or a path
+    inside a file or link it also names: written in order, `out -> /somewhere` and then
+    `out/file` would write outside the workspace."""
+    seen: set[PurePosixPath] = set()
+    for path in paths:
+        if path in seen:
+            raise InputError(f"{source}: the tree {tree} names {str(path)!r} twice; refusing "
+                             "to use it.")
+        seen.add(path)
+    for path in paths:
+        for parent in list(path.parents)[:-1]:
+            if parent in seen:
+                raise InputError(f"{source}: the tree {tree} holds {str(path)!r} inside "
+                                 f"{str(parent)!r}, which it names as a file or link; refusing "
+                                 "to use it.")
+
+
+def _make_directories(workspace: Path, relative: PurePosixPath,
+                      made: set[PurePosixPath]) -> None:
+    """Make workspace/relative one directory at a time, refusing any that is a link: nothing
+    is ever written through a link into a place outside the workspace."""
+    current = PurePosixPath()
+    for part in relative.parts:
+        current = current / part
+        if current in made:
+            continue
+        path = workspace / current
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            if not stat.S_ISDIR(os.lstat(path).st_mode):
+                raise InputError(f"{workspace}: {current.as_posix()!r} is a link or a file, "
+                                 "so nothing is written inside it.") from None
+        made.add(current)
 
 
 def _feed(stdin: Any, shas: list[str]) -> None:
@@ -191,6 +237,7 @@ def _copy_exactly(source: Any, sink: Any, size: int) -> None:
 
 
 def _copy_tracked(source: Path, workspace: Path, names: list[bytes]) -> None:
+    made: set[PurePosixPath] = set()
     for raw in names:
         if not raw:
             continue
@@ -198,9 +245,47 @@ def _copy_tracked(source: Path, workspace: Path, names: list[bytes]) -> None:
         origin, target = source / name, workspace / name
         if not origin.is_symlink() and not origin.is_file():
             continue  # deleted in the working tree, or a submodule
-        target.parent.mkdir(parents=True, exist_ok=True)
+        relative = PurePosixPath(name)
+        if relative.is_absolute() or ".." in relative.parts:
+            raise InputError(f"{source}: git lists a path {name!r} that leaves the workspace; "
+                             "refusing to use it.")
         try:
+            _make_directories(workspace, relative.parent, made)
+            if os.path.lexists(target):
+                raise InputError(f"{source}: git lists {name!r} twice; refusing to use it.")
             shutil.copy2(origin, target, follow_symlinks=False)
         except OSError as error:
             raise InputError(f"{origin}: could not be copied into the workspace "
                              f"({error.strerror}).") from None
+
+
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def remove(root: Path, relative: PurePosixPath) -> None:
+    """Remove root/relative (a file, a link or a whole directory) without following any link:
+    each directory on the way is opened relative to the one before and never through a link,
+    so a committed link (`out -> /home/someone`) can never lead a removal outside root. A path
+    that passes through a link or a file is left alone: nothing of it lies inside root."""
+    parts = [part for part in relative.parts if part not in ("", ".")]
+    if not parts or relative.is_absolute() or ".." in parts:
+        return
+    descriptor = os.open(root, _DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            try:
+                child = os.open(part, _DIRECTORY, dir_fd=descriptor)
+            except OSError:
+                return  # missing, a file, or a link (ELOOP/ENOTDIR): nothing inside to remove
+            os.close(descriptor)
+            descriptor = child
+        try:
+            info = os.stat(parts[-1], dir_fd=descriptor, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(info.st_mode):
+            shutil.rmtree(parts[-1], dir_fd=descriptor)
+        else:
+            os.unlink(parts[-1], dir_fd=descriptor)
+    finally:
+        os.close(descriptor)
