@@ -181,6 +181,33 @@ def test_one_certificate_named_twice_is_one_rebuilder(tmp_path: Path) -> None:
     })
     code, report, _ = world.verify("model.bin")
     assert code == 1
+    assert len(report["rebuilds"]) == 1, report["problems"]
     [quorum] = report["rebuilds"]
     assert len(quorum["counted"]) == 1, quorum
     assert "1 of 2 required" in " ".join(p["message"] for p in report["problems"])
+
+
+def test_trust_anchors_named_by_a_relative_path_are_read_again(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch
+                                                               ) -> None:
+    """One process (a service, or these tests) verifying for two policies whose roots file,
+    or Sigstore trusted root, has the same relative name must read each: never answer one
+    directory's trust anchors with another's."""
+    from verifier.formats import keyless
+    from verifier.formats.certsigner import load_roots
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder, name in ((first, "CN=First"), (second, "CN=Second")):
+        folder.mkdir()
+        root = issue(name, ca=True)
+        (folder / "roots.pem").write_bytes(root[0].public_bytes(serialization.Encoding.PEM))
+    (first / "trusted_root.json").write_bytes(keyless.shipped_trusted_root().read_bytes())
+    (second / "trusted_root.json").write_bytes(
+        keyless.shipped_trusted_root(staging=True).read_bytes())
+    seen = []
+    for folder in (first, second):
+        monkeypatch.chdir(folder)
+        [root] = load_roots(Path("roots.pem"))
+        seen.append((root.subject.rfc4514_string(), keyless._verifier("trusted_root.json")))
+    assert [s[0] for s in seen] == ["CN=First", "CN=Second"]
+    assert seen[0][1] is not seen[1][1]

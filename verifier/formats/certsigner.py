@@ -45,18 +45,26 @@ class CertificateIdentity:
         return f"subject {self.subject}" if self.subject is not None else f"SAN {self.san}"
 
 
-@functools.lru_cache(maxsize=32)
 def load_roots(path: Path) -> tuple[Any, ...]:
-    """The PEM certificates in a roots file; InputError naming the file when unusable."""
-    from cryptography import x509
-
+    """The PEM certificates in a roots file; InputError naming the file when unusable. The
+    file is read every time (a relative name, or a file replaced since, must never be answered
+    from memory); only the parsing of the same bytes is remembered."""
     data = readers.read_bytes(path, "PEM file of root certificates", readers.MAX_TRUST_BYTES,
                               missing=f"{path}: no such certificate roots file.")
-    try:
-        roots = tuple(x509.load_pem_x509_certificates(data))
-    except ValueError:
-        raise InputError(f"{path}: holds no PEM certificate.") from None
+    roots = _parsed_roots(data)
+    if not roots:
+        raise InputError(f"{path}: holds no PEM certificate.")
     return roots
+
+
+@functools.lru_cache(maxsize=32)
+def _parsed_roots(data: bytes) -> tuple[Any, ...]:
+    from cryptography import x509
+
+    try:
+        return tuple(x509.load_pem_x509_certificates(data))
+    except ValueError:
+        return ()
 
 
 def roots_fingerprint(path: Path) -> str:

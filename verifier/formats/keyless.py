@@ -55,21 +55,27 @@ def _one_line(error: BaseException) -> str:
     return text.rstrip(".")
 
 
-@functools.lru_cache(maxsize=8)
 def _verifier(root: str) -> Verifier:
-    from sigstore.models import TrustedRoot
-    from sigstore.verify import Verifier
-    from sigstore_models.trustroot import v1 as trustroot_v1
-
+    """The verifier for a trusted root file, read every time (a relative name, or a file
+    replaced since, is never answered from memory); only the same bytes' parse is kept."""
     path = Path(root)
     data = readers.read_bytes(path, "Sigstore trusted root", readers.MAX_TRUST_BYTES,
                               missing=f"{path}: no such Sigstore trusted root file.")
     try:
-        return Verifier(trusted_root=TrustedRoot(trustroot_v1.TrustedRoot.from_json(data)))
+        return _verifier_for(data)
     except Exception as error:  # pydantic, protobuf, cryptography: all mean "not a root"
         raise InputError(
             f"{path}: is not a usable Sigstore trusted root ({_one_line(error)})."
         ) from None
+
+
+@functools.lru_cache(maxsize=8)
+def _verifier_for(data: bytes) -> Verifier:
+    from sigstore.models import TrustedRoot
+    from sigstore.verify import Verifier
+    from sigstore_models.trustroot import v1 as trustroot_v1
+
+    return Verifier(trusted_root=TrustedRoot(trustroot_v1.TrustedRoot.from_json(data)))
 
 
 class _Claim:
