@@ -476,3 +476,20 @@ def test_an_absolute_interpreter_and_system_paths_are_still_accepted(hostile: Ho
     hostile.attest("train", commit, argv=[sys.executable, "build.py", "/etc/hostname",
                                           "/proc/cpuinfo"])
     assert hostile.rebuild("--sandbox", "none").code == 0
+
+
+def test_a_link_to_an_interpreter_mounts_its_installation_not_the_folder_of_the_link(
+        tmp_path: Path) -> None:
+    """`~/bin/python3 -> /usr/.../python3.11` is common: the step needs the installation the
+    link leads to, never the home the link lies in (its keys, its sockets)."""
+    import os
+    import sys
+
+    from verifier.steps.sandbox import interpreter_roots
+
+    home = tmp_path / "home"
+    (home / "bin").mkdir(parents=True)
+    (home / ".ssh").mkdir()
+    (home / "bin" / "python3").symlink_to(os.path.realpath(sys.executable))
+    roots = interpreter_roots("python3", str(home / "bin"), tmp_path / "work")
+    assert not any(home == root or home.is_relative_to(root) for root in roots), roots

@@ -165,6 +165,9 @@ def interpreter_roots(program: str, path: str | None, workdir: Path,
         executables = [located] if foreign(located) else [located, Path(os.path.realpath(found))]
         for executable in executables:
             prefix, is_environment = _prefix_of(executable)
+            if executable is located and not is_environment and str(executables[-1]) != str(
+                    located):
+                continue  # a link to an installation elsewhere (~/bin/python3 would mount ~)
             if foreign(located) and not foreign(prefix):
                 continue  # the workspace's program says nothing about the rebuilder's machine
             if prefix.is_relative_to(fence or workspace) and not is_environment:
