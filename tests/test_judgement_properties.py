@@ -1,20 +1,26 @@
 """Properties of the one judgement, over random attestation graphs (hypothesis).
 
 Each example is a small build: step attestations (some twins of each other, some signed by the
-wrong signer or by a stranger, some co-signed), rebuilds (matching, differing, probes, co-signed),
-and a policy (pins right or wrong, unpinned patterns, a quorum or none). For every final artifact:
+wrong signer or by a stranger, some co-signed; a directory material listing its files or not; a
+product copied unchanged from an input; a digest set with an md5 beside the sha256, or an md5
+alone), rebuilds (matching, differing, probes, co-signed), and a policy (pins right or wrong,
+unpinned patterns, a quorum or none). For every final artifact:
 
 - verify-model's verdict equals audit's verdict on that artifact (real entry points, files on
   disk);
 - every printed quorum count is the judged one, and a quorum fails exactly when it is short;
 - removing any one bundle, or any source rule that accepted a material, never turns FAIL
   into PASS;
-- adding an attestation signed by no policy signer changes no verdict.
+- adding an attestation signed by no policy signer changes no verdict;
+- every PASS is checked by an independent oracle: right signers, pins, quorum, and every
+  material of the chain accounted for by a strong digest (a chain step's product, a pin, a
+  pattern; a directory no rule accepts only through each of its files).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import io
 import json
 import tempfile
@@ -27,6 +33,7 @@ from graphs import World, sha
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from verifier.formats.digest import dir_hash
 from verifier.formats.envelope import parse_bundle
 from verifier.judgement.evaluation import evaluate
 from verifier.judgement.policy import load_policy
@@ -36,6 +43,7 @@ from verifier.reports.audit import audit
 STEPS = ("prepare", "train", "package")
 SIGNERS = ("builder", "auditor", "ra", "rb", "stranger")  # stranger is in no policy
 SOURCES = ("raw.csv", "prepare.py", "train.py")
+DIRECTORY_FILES = ("data/iris.csv", "data/extra.csv")
 
 
 @pytest.fixture(scope="module")
@@ -63,15 +71,27 @@ def builds(draw: st.DrawFn, world: World) -> Build:
     attestations = []
     for depth, step in enumerate(STEPS):
         for copy in range(draw(st.integers(1, 2))):  # a second one: a twin or another run
+            materials: dict[str, Any]
             if depth == 0:
                 materials = {n: sha(n) for n in draw(st.sets(st.sampled_from(SOURCES),
                                                               min_size=1))}
+                if draw(st.booleans()):  # a directory of data, its files listed or not
+                    files = {n: sha(draw(st.sampled_from((n, "poison")))) for n in
+                             draw(st.sets(st.sampled_from(DIRECTORY_FILES), min_size=1))}
+                    materials["data"] = {"dirHash": dir_hash(
+                        {n.removeprefix("data/"): d for n, d in files.items()})}
+                    if draw(st.booleans()):
+                        materials.update(files)
             else:
                 earlier = produced[STEPS[depth - 1]]
                 chosen = draw(st.sets(st.sampled_from(earlier), min_size=1)) if earlier else set()
                 materials = {f"in-{d[:8]}": d for d in chosen}
                 if draw(st.booleans()):
                     materials["train.py"] = sha("train.py")
+                if depth == 1 and draw(st.booleans()):  # prepare's copy of raw.csv
+                    materials["copy.csv"] = sha("raw.csv")
+                if depth == 1 and earlier and draw(st.booleans()):  # known by md5 alone
+                    materials["weak-in"] = {"md5": f"md5-{earlier[0][:8]}"}
             twin = copy == 1 and draw(st.booleans()) and produced[step]
             if twin:
                 products = {f"out-{step}-{produced[step][0][:8]}": produced[step][0]}
@@ -79,7 +99,12 @@ def builds(draw: st.DrawFn, world: World) -> Build:
                 content = f"{step}-{depth}-{copy}-{draw(st.integers(0, 3))}"
                 contents[sha(content)] = content
                 products = {f"out-{step}-{sha(content)[:8]}": sha(content)}
-            statement = world.step(step, materials, products,
+            if depth == 0 and "raw.csv" in materials and draw(st.booleans()):
+                products["copy.csv"] = sha("raw.csv")  # passed through unchanged
+            digests: dict[str, Any] = {
+                n: ({"sha256": d, "md5": f"md5-{d[:8]}"} if depth == 0 and n != "copy.csv"
+                    else d) for n, d in products.items()}
+            statement = world.step(step, materials, digests,
                                    argv=["python", f"{step}.py", str(copy)])
             signers = draw(st.lists(st.sampled_from(SIGNERS), min_size=1, max_size=2,
                                     unique=True).map(tuple))
@@ -87,8 +112,8 @@ def builds(draw: st.DrawFn, world: World) -> Build:
                 signers = ("builder", *[s for s in signers if s != "builder"])[:2]
             attestations.append(statement)
             build.bundles[f"{step}-{copy}.json"] = statement.signed(*signers)
-            for digest in products.values():
-                if digest not in produced[step]:
+            for name, digest in products.items():
+                if digest not in produced[step] and name != "copy.csv":
                     produced[step].append(digest)
     for index, statement in enumerate(attestations):
         for who in draw(st.lists(st.sampled_from(("ra", "rb", "builder", "stranger")),
@@ -110,6 +135,12 @@ def builds(draw: st.DrawFn, world: World) -> Build:
         sources.append({"pattern": "*.py", "unpinned": True})
     if draw(st.booleans()):
         sources.append({"pattern": "in-*", "unpinned": True})  # a pattern that hides nothing
+    for name in DIRECTORY_FILES[:1]:
+        if draw(st.booleans()):
+            sources.append({"name": name, "sha256": sha(name)})
+    if draw(st.booleans()):
+        sources.append({"pattern": draw(st.sampled_from(("data", "data/**"))),
+                        "unpinned": True})
     build.policy = {
         "sources": sources,
         "steps": [{"name": "prepare", "signed_by": ["builder"]},
@@ -147,6 +178,7 @@ def _assert_earned(report: Any, policy: dict[str, Any]) -> None:
     for source in report.sources:
         if source["name"] in pins:
             assert source["digest"]["sha256"] in pins[source["name"]], source
+    _assert_materials_accounted(report, policy)
     rule = policy.get("rebuild")
     if rule:
         judged = {q.payload_sha256: q for q in report.rebuilds}
@@ -156,6 +188,49 @@ def _assert_earned(report: Any, policy: dict[str, Any]) -> None:
                 counted = {c["rebuilder"] for c in quorum.counted}
                 assert len(quorum.counted) >= rule["quorum"], quorum
                 assert counted <= set(rule["rebuilders"]) - {"builder"}, quorum
+
+
+def _assert_materials_accounted(report: Any, policy: dict[str, Any]) -> None:
+    """Every material of every step in a passing chain is accounted for, judged here from the
+    policy's text: by a sha256 or dirHash that another step of the chain produced (or copied),
+    by a pin it equals, or by an unpinned pattern when no pin names it. A directory accepted
+    that way covers its files (except a pinned one); a directory nothing accepts is accounted
+    for only when the files it lists add up to it and each of them is."""
+    chain = report.verdict.chain
+    sources = policy["sources"]
+
+    def strong(digest: dict[str, str]) -> set[tuple[str, str]]:
+        return {(a, v) for a, v in digest.items() if a in ("sha256", "dirHash")}
+
+    def by_rule(name: str, digest: dict[str, str]) -> bool:
+        pins = [r for r in sources if r.get("name") == name]
+        if pins:
+            return any(r.get("sha256") == digest.get("sha256") for r in pins)
+        return any("pattern" in r and fnmatch.fnmatchcase(name, r["pattern"]) for r in sources)
+
+    for node in chain:
+        made_elsewhere = {pair for other in chain if other is not node
+                          for p in other.record.products for pair in strong(p["digest"])}
+        materials = {m["name"]: m["digest"] for m in node.record.materials}
+
+        def accounted(name: str, digest: dict[str, str],
+                      made_elsewhere: set[tuple[str, str]] = made_elsewhere) -> bool:
+            return bool(strong(digest)) and (bool(strong(digest) & made_elsewhere)
+                                             or by_rule(name, digest))
+
+        for name, digest in materials.items():
+            parent = name.split("/")[0] if "/" in name else None
+            if parent in materials and accounted(parent, materials[parent]) and not any(
+                    r.get("name") == name for r in sources):
+                continue  # inside a directory accepted as a whole
+            if "dirHash" in digest and not accounted(name, digest):
+                files = {n.removeprefix(f"{name}/"): d.get("sha256")
+                         for n, d in materials.items() if n.startswith(f"{name}/")}
+                assert files and dir_hash(files) == digest["dirHash"], (node.source, name)
+                assert all(accounted(f"{name}/{n}", {"sha256": d}) for n, d in files.items()), (
+                    node.source, name)
+                continue
+            assert accounted(name, digest), (node.source, name, digest)
 
 
 def _verdicts(policy_path: Path, bundles: dict[str, dict[str, Any]],
@@ -172,9 +247,13 @@ def _verdicts(policy_path: Path, bundles: dict[str, dict[str, Any]],
 EXAMPLES = settings(max_examples=40, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                            HealthCheck.function_scoped_fixture])
+# The oracle's property draws more: a passing chain with a directory nothing accepts is rare.
+# (400 examples each, run by hand, found the directory defect it was extended for, and no
+# false alarm on the fixed judgement.)
+ORACLE_EXAMPLES = settings(EXAMPLES, max_examples=100)
 
 
-@EXAMPLES
+@ORACLE_EXAMPLES
 @given(data=st.data())
 def test_verify_and_audit_agree_and_counts_are_the_judged_ones(keys: Path,
                                                                data: st.DataObject) -> None:
