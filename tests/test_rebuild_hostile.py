@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -493,3 +495,21 @@ def test_a_link_to_an_interpreter_mounts_its_installation_not_the_folder_of_the_
     (home / "bin" / "python3").symlink_to(os.path.realpath(sys.executable))
     roots = interpreter_roots("python3", str(home / "bin"), tmp_path / "work")
     assert not any(home == root or home.is_relative_to(root) for root in roots), roots
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap")
+def test_the_sandbox_hides_the_secrets_under_etc(tmp_path: Path) -> None:
+    """A step run as root reads /etc: the shadow file and the SSH host keys must not be there
+    for it (they would reach its report and product names, which a rebuild signs)."""
+    from verifier.steps.sandbox import SECRET_DIRS, SECRET_FILES, resolve
+
+    sandbox = resolve("bwrap")
+    present_files = [f for f in SECRET_FILES if os.path.isfile(f)]
+    present_dirs = [d for d in SECRET_DIRS if os.path.isdir(d)]
+    script = "".join(f"head -c 1 {f} 2>/dev/null && echo LEAK {f};" for f in present_files)
+    script += "".join(f"ls -A {d};" for d in present_dirs)
+    script += "test -r /etc/passwd && echo passwd-readable"
+    argv = sandbox.wrap(["/bin/sh", "-c", script], tmp_path, tmp_path, {"PATH": "/usr/bin:/bin"})
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert "LEAK" not in done.stdout, done.stdout
+    assert done.stdout.strip().splitlines() == ["passwd-readable"], done.stdout

@@ -28,6 +28,14 @@ from verifier.errors import InputError
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 # Kernel interfaces, never build inputs.
 PSEUDO_DIRS = ("/proc", "/sys", "/dev")
+# Secrets that live under /etc, hidden inside the sandbox (an empty file or folder in their
+# place): a step run as root could otherwise read them, and a rebuilt step is someone else's
+# code whose report and product names end up in an attestation the rebuilder publishes.
+SECRET_FILES = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-",
+                "/etc/sudoers", "/etc/security/opasswd")
+SECRET_DIRS = ("/etc/ssh", "/etc/ssl/private", "/etc/pki/tls/private", "/etc/sudoers.d",
+               "/etc/docker", "/etc/kubernetes", "/etc/letsencrypt", "/etc/wireguard",
+               "/etc/openvpn", "/etc/NetworkManager/system-connections", "/etc/ipsec.d")
 CHOICES = ("auto", "bwrap", "none")
 
 
@@ -110,6 +118,12 @@ def _system_mounts() -> list[str]:
             args += ["--symlink", os.readlink(directory), directory]
         elif os.path.isdir(directory):
             args += ["--ro-bind", directory, directory]
+    for secret in SECRET_FILES:
+        if os.path.isfile(secret) and not os.path.islink(secret):
+            args += ["--ro-bind", "/dev/null", secret]
+    for secret in SECRET_DIRS:
+        if os.path.isdir(secret) and not os.path.islink(secret):
+            args += ["--tmpfs", secret]
     if os.path.isdir("/sys"):
         # Read by BLAS and CUDA libraries for the CPU and device topology; read-only.
         args += ["--ro-bind", "/sys", "/sys"]
