@@ -303,25 +303,18 @@ def _digest_referrers(registry: Registry, subject: str, notes: list[str],
     """Every record-digest referrer of `subject`, checked as bundle referrers are: its
     manifest names this subject and carries one record-digest layer of a bounded size."""
     found: list[DigestReferrer] = []
+    manifests: set[str] = set()
     for descriptor in listed:
-        if descriptor.artifact_type != media.RECORD_DIGESTS:
+        if descriptor.artifact_type != media.RECORD_DIGESTS or descriptor.digest in manifests:
             continue
+        manifests.add(descriptor.digest)
         where = f"{registry.reference.repository_uri}@{descriptor.digest}"
         try:
-            fetched = registry.manifest(descriptor.digest, (media.MANIFEST,))
-            if fetched is None:
-                raise InputError(f"{where}: is listed as a referrer but the registry has no "
-                                 "such manifest.")
-            manifest = media.parse_manifest(fetched[0], where)
-            if manifest.subject is None or manifest.subject.digest != subject:
-                raise InputError(f"{where}: is listed as a referrer but its subject is not "
-                                 f"{subject}.")
-            if len(manifest.layers) != 1 or \
-                    manifest.layers[0].media_type != media.RECORD_DIGESTS:
-                raise InputError(f"{where}: does not hold exactly one record-digest layer.")
-            if manifest.layers[0].size > MAX_DIGEST_FILE_BYTES:
-                raise InputError(f"{where}: its record-digest file is "
-                                 f"{manifest.layers[0].size} bytes, larger than one may be.")
+            layer = _referrer_layer(registry, subject, descriptor.digest, where,
+                                    {media.RECORD_DIGESTS}, "record-digest")
+            if layer.size > MAX_DIGEST_FILE_BYTES:
+                raise InputError(f"{where}: its record-digest file is {layer.size} bytes, "
+                                 "larger than one may be.")
         except RegistryError:
             raise
         except (InputError, VerificationFailure) as error:
@@ -330,8 +323,24 @@ def _digest_referrers(registry: Registry, subject: str, notes: list[str],
         if len(found) >= MAX_DIGEST_FILES:
             notes.append(f"ignored record-digest referrers beyond the first {MAX_DIGEST_FILES}.")
             break
-        found.append(DigestReferrer(descriptor.digest, manifest.layers[0]))
+        found.append(DigestReferrer(descriptor.digest, layer))
     return found
+
+
+def _referrer_layer(registry: Registry, subject: str, digest: str, where: str,
+                    layer_types: Iterable[str], what: str) -> media.Descriptor:
+    """The one layer of a listed referrer, once its own manifest (checked against `digest`)
+    names this subject and holds exactly one layer of `layer_types`; InputError otherwise."""
+    fetched = registry.manifest(digest, (media.MANIFEST,))
+    if fetched is None:
+        raise InputError(f"{where}: is listed as a referrer but the registry has no such "
+                         "manifest.")
+    manifest = media.parse_manifest(fetched[0], where)
+    if manifest.subject is None or manifest.subject.digest != subject:
+        raise InputError(f"{where}: is listed as a referrer but its subject is not {subject}.")
+    if len(manifest.layers) != 1 or manifest.layers[0].media_type not in set(layer_types):
+        raise InputError(f"{where}: does not hold exactly one {what} layer.")
+    return manifest.layers[0]
 
 
 def _bundle_referrers(registry: Registry, subject: str, notes: list[str],
@@ -355,18 +364,8 @@ def _bundle_referrers(registry: Registry, subject: str, notes: list[str],
         manifests.add(descriptor.digest)
         where = f"{registry.reference.repository_uri}@{descriptor.digest}"
         try:
-            found_manifest = registry.manifest(descriptor.digest, (media.MANIFEST,))
-            if found_manifest is None:
-                raise InputError(f"{where}: is listed as a referrer but the registry has no "
-                                 "such manifest.")
-            manifest = media.parse_manifest(found_manifest[0], where)
-            if manifest.subject is None or manifest.subject.digest != subject:
-                raise InputError(f"{where}: is listed as a referrer but its subject is not "
-                                 f"{subject}.")
-            if len(manifest.layers) != 1 or manifest.layers[0].media_type not in \
-                    media.BUNDLE_TYPES:
-                raise InputError(f"{where}: does not hold exactly one Sigstore bundle layer.")
-            layer = manifest.layers[0]
+            layer = _referrer_layer(registry, subject, descriptor.digest, where,
+                                    media.BUNDLE_TYPES, "Sigstore bundle")
             if layer.digest in bundles:
                 continue
             if into is not None:
