@@ -1038,3 +1038,20 @@ def test_a_registry_that_drips_a_manifest_is_cut_off(cache: Path, tmp_path: Path
         took = time.monotonic() - started
     assert_error(result, 2, "took more than 1.5 s to send a small document")
     assert took < 15, took  # the whole manifest would take a minute
+
+
+def test_a_file_posing_as_record_digests_is_refused_before_the_registry_is_asked(
+        tmp_path: Path, cache: Path) -> None:
+    """attach and push read every *.mvrd they are given: one that is no record-digest file, or
+    no regular file, is one sentence naming it (exit 2), and nothing is sent anywhere."""
+    folder = tmp_path / "attestations"
+    folder.mkdir()
+    (folder / "notes.mvrd").write_text("not digests\n")
+    unreachable = "oci://127.0.0.1:9/acme/model@sha256:" + "1" * 64
+    result = cli("attach", unreachable, folder, "--plain-http", cache=cache)
+    assert_error(result, 2, "notes.mvrd", "not a record-digest file")
+    (folder / "notes.mvrd").unlink()
+    os.mkfifo(folder / "pipe.mvrd")
+    result = cli("push", tmp_path / "missing-model", "oci://127.0.0.1:9/acme/model:v1",
+                 "--attestations", folder, "--plain-http", cache=cache)
+    assert_error(result, 2, "pipe.mvrd", "not a regular file")
