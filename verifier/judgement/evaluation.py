@@ -714,13 +714,11 @@ def _producers(index: dict[tuple[str, str], list[StepNode]], policy: Policy,
                digest: dict[str, str]) -> list[StepNode]:
     usable = usable_digests(digest, policy.accept_digests)
     found: dict[int, StepNode] = {}
-    for algorithm, value in sorted(usable.items()):
-        for candidate in index.get((algorithm, value), []):
+    for pair in sorted(usable.items()):
+        for candidate in index.get(pair, []):
             if id(candidate) not in found and any(
-                subject["digest"].get(algorithm) == value
-                and all(subject["digest"].get(a, v) == v for a, v in usable.items())
-                for subject in candidate.record.products
-            ):
+                    _agrees(subject["digest"], usable, policy)
+                    for subject in candidate.record.products):
                 found[id(candidate)] = candidate
     return sorted(found.values(), key=lambda s: s.source)
 
