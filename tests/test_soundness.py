@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from graphs import World, canonical, sha
-from helpers import assert_no_traceback, run
+from helpers import assert_error, assert_no_traceback, run
 
 from verifier.judgement.policy import load_policy
 from verifier.reports.audit import audit
@@ -529,6 +529,9 @@ def test_verify_vsa_passes_only_for_this_artifact_policy_verifier_and_age(world:
     assert changed.code == 1 and "another policy" in changed.stdout
     bad_age = world.cli(*base, "--key", "keys/verifier.pub", "--max-age", "soon")
     assert bad_age.code == 2 and "not a duration" in bad_age.stderr
+    gone = world.cli("verify-vsa", str(vsa), "--artifact", "dist/gone.bin",
+                     "--key", "keys/verifier.pub")
+    assert_error(gone, 2, "dist/gone.bin", "no such file or directory")
 
 
 def test_verify_vsa_checks_a_blake3_subject_by_blake3(world: World) -> None:

@@ -928,9 +928,6 @@ def verify_vsa(
         from verifier.judgement.vsa_check import check_vsa, parse_duration
 
         age = parse_duration(max_age) if max_age is not None else None
-        if not artifact.exists():
-            raise InputError(f"{artifact}: no such file or directory to check the summary "
-                             "against.")
         bundle = read_bundle(vsa)
         if key is not None:
             if identity or issuer:
