@@ -36,6 +36,8 @@ Metric semantics (``b`` is the second, reference argument):
 * Integer and BOOL tensors are compared exactly; their metrics are computed in float64, with
   any differing pair counted as a difference of at least 1 (I64/U64 magnitudes above 2**53 are
   approximate).  F8 tensors are compared by bits only.
+* A tolerance (rtol/atol) applies to floating-point tensors alone: an integer, BOOL, F8 or
+  quantized tensor (packed int32 GPTQ weights, GGUF Q* blocks) passes it only when bit-equal.
 """
 
 from __future__ import annotations
@@ -725,8 +727,10 @@ class _Totals:
             cosine=_cosine(self.aa, self.bb, self.ab) if numeric else None,
             median_ulp=median,
             max_rel_diff=self.max_rel if numeric else None,
+            # A tolerance is for rounding: an integer, boolean or packed (quantized) value
+            # that changed is a different value, under every rule.
             passes_tolerance=None if job.tol is None else (
-                self.passes if job.kind != "raw" else self.equal == n),
+                self.passes if job.kind == "float" else self.equal == n),
         )  # fmt: skip
 
 
