@@ -6,6 +6,7 @@ The attacks: the low 16 bits of every packed int32 quantized weight flipped (fou
 and `bos_token_id` 50256 -> 50255 in a JSON config under `--rtol 1e-3`. Each goes through
 `diff` and through `verify-model` with a tolerance policy, where two trusted rebuilders
 reproduced the other values (re-signed as plain reruns, as tests/test_match_rules.py does).
+A header-only change (`format: tf` in `__metadata__`) is no tolerance question either.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from verifier.formats.signing import KeySigner
 from verifier.formats.statement import canonical_json
 
 # ATTACK=ints: packed weights with their low 16 bits flipped, positions + 7, and a float
-# tensor with noise a tolerance is for; ATTACK=json: bos_token_id one less.
+# tensor with noise a tolerance is for; ATTACK=json: bos_token_id one less; ATTACK=meta: the
+# same tensors under `format: tf` in the header.
 STEP = (
     "import json, os, numpy as np; from safetensors.numpy import save_file; "
     "attack = os.environ['ATTACK']; "
@@ -43,11 +45,12 @@ STEP = (
     "q = q ^ np.int32(0xFFFF) if attack == 'ints' else q; "
     "p = p + 7 if attack == 'ints' else p; "
     "w = w * np.float32(1 + 1e-6) if attack == 'ints' else w; "
-    "save_file({'qweight': q, 'position_ids': p, 'w': w}, 'model.safetensors'); "
+    "meta = {'format': 'tf' if attack == 'meta' else 'pt'}; "
+    "save_file({'qweight': q, 'position_ids': p, 'w': w}, 'model.safetensors', meta); "
     "json.dump({'bos_token_id': 50255 if attack == 'json' else 50256, 'lr': 0.001}, "
     "open('config.json', 'w'))"
 )
-REBUILDS = ("ints", "json")
+REBUILDS = ("ints", "json", "meta")
 TOLERANCE = {"rtol": 1e-4, "atol": 0}
 
 
@@ -154,3 +157,12 @@ def test_a_json_tolerance_refuses_a_changed_token_id(chain: Path, tmp_path: Path
     assert quorum["matching"] == 0, quorum
     dissent = {d["name"] for entry in quorum["dissent"] for d in entry["files"]}
     assert dissent == {"config.json"}, quorum
+
+
+def test_a_tolerance_policy_refuses_a_changed_safetensors_header(chain: Path,
+                                                                 tmp_path: Path) -> None:
+    result, quorum = verify(chain, tmp_path, TOLERANCE, "meta")
+    assert result.code == 1, result.output
+    assert quorum["matching"] == 0, quorum
+    dissent = {d["name"] for entry in quorum["dissent"] for d in entry["files"]}
+    assert dissent == {"model.safetensors"}, quorum
