@@ -116,6 +116,17 @@ def test_password_from_environment_variable_unlocks_key_for_record(tmp_path: Pat
     assert dsse_verifies(bundle, (tmp_path / "locked.pub").read_bytes())
 
 
+def test_a_password_for_an_unencrypted_key_is_not_called_encrypted(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path, "plain")
+    code, stderr = _record_with(tmp_path, keys.private, {"MODEL_VERIFIER_KEY_PASSWORD": "s3cret"})
+    assert code == 2
+    assert "is not encrypted" in stderr and "MODEL_VERIFIER_KEY_PASSWORD" in stderr, stderr
+    assert "is encrypted" not in stderr
+    code, stderr = _record_with(tmp_path, keys.private, {"MODEL_VERIFIER_KEY_PASSWORD": None},
+                                "--password", "s3cret")
+    assert code == 2 and "is not encrypted" in stderr and "--password" in stderr, stderr
+
+
 def test_password_option_unlocks_key_for_record(tmp_path: Path) -> None:
     assert run(["keygen", tmp_path / "locked", "--password", "s3cret"]).code == 0
     code, stderr = _record_with(tmp_path, tmp_path / "locked.key",

@@ -334,7 +334,8 @@ def test_the_rebuilders_secrets_never_reach_the_step_or_the_signed_attestation(
     monkeypatch.setenv("LANG", "C.UTF-8")
     steal = ("import json, os, pathlib\n"
              "seen = sorted(f'{k}={v}' for k, v in os.environ.items())\n"
-             "json.dump({'torch': {'devices': [s[:200] for s in seen][:64]}},\n"
+             # in hex: a report's device names hold no '=' or '_'
+             "json.dump({'torch': {'devices': [s.encode().hex()[:64] for s in seen][:64]}},\n"
              "          open(os.environ['MODEL_VERIFIER_REPORT'], 'w'))\n"
              "pathlib.Path(os.environ['HOME'], 'cache').write_text('home is writable')\n"
              "open('model.bin', 'w').write('m')\n")
@@ -342,7 +343,8 @@ def test_the_rebuilders_secrets_never_reach_the_step_or_the_signed_attestation(
     hostile.attest("train", commit, env={"DECLARED": "yes"})
     result = hostile.rebuild("--sandbox", sandbox)
     assert result.code == 0, result.output
-    seen = hostile.signed("train")["environment"]["torch"]["devices"]
+    seen = [bytes.fromhex(entry).decode("utf-8", "replace")
+            for entry in hostile.signed("train")["environment"]["torch"]["devices"]]
     names = {entry.partition("=")[0] for entry in seen}
     assert "DECLARED=yes" in seen and "LANG=C.UTF-8" in seen
     assert not any("SECRET" in entry for entry in seen)

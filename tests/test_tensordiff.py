@@ -126,15 +126,22 @@ def test_median_ulp_hand_computed_ignores_sign_disagreement(tmp_path: Path) -> N
     assert t.max_abs_diff == 2.0
 
 
-def test_metadata_only_change_is_canonically_identical(tmp_path: Path) -> None:
+def test_a_metadata_only_change_diverges(tmp_path: Path) -> None:
+    # Loaders read __metadata__ (its "format" above all) and it can carry any text, so a
+    # header-only change is a difference, in the verdict too (issue 20).
     tensors = {"w": np.arange(4, dtype=np.float32)}
     a = save(tmp_path / "a.safetensors", tensors, {"format": "np", "run": "1"})
     b = save(tmp_path / "b.safetensors", tensors, {"format": "np", "run": "2"})
-    d = diff_files(a, b)
-    assert d.verdict is Verdict.CANONICALLY_IDENTICAL
+    d = diff_files(a, b, rtol=1e-3, atol=0)
+    assert d.verdict is Verdict.DIVERGED and not d.changed_tensors()
     assert d.metadata_a == {"format": "np", "run": "1"}
     assert d.metadata_b == {"format": "np", "run": "2"}
     assert "__metadata__ differs in keys: run" in render_text(d)
+    pt = save(tmp_path / "pt.safetensors", tensors, {"format": "pt"})
+    tf = save(tmp_path / "tf.safetensors", tensors, {"format": "tf"})
+    big = save(tmp_path / "big.safetensors", tensors, {"format": "pt", "note": "x" * (1 << 20)})
+    for other in (tf, big):
+        assert diff_files(other, pt).verdict is Verdict.DIVERGED
 
 
 def test_reordered_header_and_data_is_canonically_identical(tmp_path: Path) -> None:
@@ -461,7 +468,8 @@ def test_detection_is_by_content_not_name(tmp_path: Path) -> None:
     text.write_text("not a model at all\n")
     assert is_safetensors(st) and not is_safetensors(text)
     assert not is_safetensors(tmp_path / "missing")
-    assert diff_files(st, st2).verdict is Verdict.CANONICALLY_IDENTICAL
+    found = diff_files(st, st2)
+    assert found.kind == "safetensors" and not found.changed_tensors()
     mixed = diff_files(st, text)
     assert mixed.kind == "bytes" and mixed.verdict is Verdict.DIVERGED
 
@@ -506,7 +514,7 @@ def test_directory_diff(tmp_path: Path) -> None:
     assert d.unchanged == 1
     assert [(Path(c.path_a).name, c.verdict) for c in d.changed] == [
         ("conf.json", Verdict.DIVERGED),
-        ("m.safetensors", Verdict.CANONICALLY_IDENTICAL),
+        ("m.safetensors", Verdict.DIVERGED),  # its __metadata__ differs
     ]
     text = render_text(d)
     assert f"MISSING: sub/new/x (only in the reference {b}; missing from {a})" in text

@@ -16,6 +16,10 @@ Semantics (`b` is the second, reference side, as for tensors):
   one side only, or two values of different JSON types, is a structural difference.
 * Numbers (integers and floats alike, never booleans) are compared by value:
   `max_abs_diff = max |a-b|`, `max_rel_diff = max |a-b|/|b|` (infinite when b == 0 != a).
+  A differing pair where either side is written as an integer (no fraction, no exponent: a
+  token id, a count, a dimension) is counted in `integers_differing` too, and no tolerance
+  ever admits it: a tolerance is for floating-point rounding, and 50256 -> 50255 is another
+  token.
   Any other differing value (a string, a boolean, null) is an "other" difference.
 * Paths are JSON Pointers (RFC 6901); "first" means first in document order with object keys
   sorted, so it does not depend on how either file orders its keys.
@@ -48,6 +52,7 @@ class JsonDiff:
     other_differences: int
     first_other_difference: str | None
     passes_tolerance: bool | None = None  # elementwise |a-b| <= atol + rtol*|b|, when asked
+    integers_differing: int = 0  # of numbers_differing, pairs with an integer on either side
 
     @property
     def equal(self) -> bool:
@@ -114,7 +119,7 @@ def _gap(a: int | float, b: int | float) -> tuple[float, float]:
 def compare_json(a: Any, b: Any, rtol: float | None = None,
                  atol: float | None = None) -> JsonDiff:
     """Compare two parsed documents (see the module's semantics); iterative, so depth is safe."""
-    values = numbers = differing = others = 0
+    values = numbers = differing = others = integers = 0
     max_abs = max_rel = 0.0
     first_number = first_structure = first_other = None
     passes = True
@@ -145,7 +150,10 @@ def compare_json(a: Any, b: Any, rtol: float | None = None,
             differing += 1
             first_number = first_number or path
             max_abs, max_rel = max(max_abs, absolute), max(max_rel, relative)
-            if rtol is not None or atol is not None:
+            if isinstance(x, int) or isinstance(y, int):
+                integers += 1
+                passes = False
+            elif rtol is not None or atol is not None:
                 bound = (atol or 0.0) + (rtol or 0.0) * abs(float(y))
                 passes = passes and absolute <= bound
         else:
@@ -160,4 +168,5 @@ def compare_json(a: Any, b: Any, rtol: float | None = None,
         max_rel if math.isfinite(max_rel) else None,
         first_number, first_structure is None, first_structure, others, first_other,
         (passes and first_structure is None and not others) if asked else None,
+        integers,
     )

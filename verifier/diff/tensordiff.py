@@ -5,9 +5,11 @@ tensor; two JSON objects or arrays structurally, numbers by value (``verifier.di
 other file byte by byte. GGUF float and integer tensors (F32, F16, BF16, F64, I8-I64) get the same
 metrics as safetensors; quantized ones (Q8_0, Q4_K, ...) are compared byte by byte per tensor
 (``bit_equal_fraction`` is then the share of equal bytes, and no numeric metric is given). GGUF
-metadata is compared key by key, by the exact bytes of each value: unlike safetensors'
-``__metadata__`` it carries the model's hyperparameters and tokenizer, so a GGUF pair whose
-tensors are equal but whose metadata differs is DIVERGED, not CANONICALLY-IDENTICAL.
+metadata is compared key by key, by the exact bytes of each value: it carries the model's
+hyperparameters and tokenizer, so a GGUF pair whose tensors are equal but whose metadata differs
+is DIVERGED, not CANONICALLY-IDENTICAL. So is a safetensors pair whose ``__metadata__`` maps
+differ (loaders read its ``format``, and it can hold any text); CANONICALLY-IDENTICAL is left for
+a header written in another key order or spacing, another data layout, or other padding.
 
 Tensor data is read with positional reads into reused buffers, ``_READ_CHUNKS`` chunks of
 ``_CHUNK_ELEMENTS`` elements at a time, on up to ``_WORKERS`` threads, so memory stays bounded
@@ -36,6 +38,8 @@ Metric semantics (``b`` is the second, reference argument):
 * Integer and BOOL tensors are compared exactly; their metrics are computed in float64, with
   any differing pair counted as a difference of at least 1 (I64/U64 magnitudes above 2**53 are
   approximate).  F8 tensors are compared by bits only.
+* A tolerance (rtol/atol) applies to floating-point tensors alone: an integer, BOOL, F8 or
+  quantized tensor (packed int32 GPTQ weights, GGUF Q* blocks) passes it only when bit-equal.
 """
 
 from __future__ import annotations
@@ -725,8 +729,10 @@ class _Totals:
             cosine=_cosine(self.aa, self.bb, self.ab) if numeric else None,
             median_ulp=median,
             max_rel_diff=self.max_rel if numeric else None,
+            # A tolerance is for rounding: an integer, boolean or packed (quantized) value
+            # that changed is a different value, under every rule.
             passes_tolerance=None if job.tol is None else (
-                self.passes if job.kind != "raw" else self.equal == n),
+                self.passes if job.kind == "float" else self.equal == n),
         )  # fmt: skip
 
 
@@ -872,6 +878,10 @@ def diff_files(
     else:  # the headers differ, and the scan stops at their first difference
         first = _first_difference(a, b)
     verdict = _tensor_verdict(first, tensors, tol)
+    if (ha.metadata or {}) != (hb.metadata or {}):
+        # Loaders read __metadata__ (transformers goes by its "format") and it can carry any
+        # text: a difference there is one, as in GGUF. Key order, layout and padding are not.
+        verdict = Verdict.DIVERGED
     return FileDiff(
         str(a), str(b), "safetensors", verdict, size_a, size_b, first, tensors,
         ha.metadata, hb.metadata,

@@ -273,6 +273,14 @@ class KeySigner:
                 data, password=secret.encode() if secret else None
             )
         except TypeError:
+            # cryptography raises TypeError both ways: a password for a plain key, and none for
+            # an encrypted one. Say which, and where the password came from.
+            if secret:
+                given = "--password" if password is not None else PASSWORD_VARIABLE
+                raise InputError(
+                    f"{path}: the key is not encrypted, but a password was given ({given}); "
+                    "give none for this key."
+                ) from None
             raise InputError(
                 f"{path}: the key is encrypted; give its password with --password or "
                 f"{PASSWORD_VARIABLE}."

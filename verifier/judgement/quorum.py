@@ -161,10 +161,16 @@ def _same(a: dict[str, str] | None, b: dict[str, str] | None) -> bool:
     return bool(shared) and all(a[k] == b[k] for k in shared)
 
 
+# The only tensor dtypes a tolerance is for: a changed integer, boolean, F8 or packed
+# (quantized) tensor holds other values, not rounded ones, whatever its metrics say.
+TOLERANT_DTYPES = frozenset({"F64", "F32", "F16", "BF16"})
+
+
 def _within_tolerance(name: str, result: dict[str, Any], tolerance: Tolerance) -> bool:
     """A tolerance applies to tensor files alone: a product named *.safetensors that the
     rebuilder's diff read as safetensors, every tensor present on both sides with its dtype and
-    shape, and every changed tensor's metrics inside the tolerance."""
+    shape, and every changed tensor a floating-point one whose metrics are inside the
+    tolerance."""
     from verifier.diff.tensordiff import within_tolerance
 
     diff = result.get("diff")
@@ -172,6 +178,8 @@ def _within_tolerance(name: str, result: dict[str, Any], tolerance: Tolerance) -
         return False
     if not isinstance(diff, dict) or diff.get("kind") != "safetensors":
         return False
+    if (diff.get("metadata_a") or {}) != (diff.get("metadata_b") or {}):
+        return False  # __metadata__ is read by loaders: no tolerance covers a change there
     tensors = diff.get("tensors")
     if not isinstance(tensors, list):
         return False
@@ -182,6 +190,9 @@ def _within_tolerance(name: str, result: dict[str, Any], tolerance: Tolerance) -
             continue
         if tensor.get("status") != "changed":
             return False  # added, removed, dtype or shape differs: never a tolerance question
+        if tensor.get("dtype_a") not in TOLERANT_DTYPES or tensor.get("dtype_b") != tensor.get(
+                "dtype_a"):
+            return False
         if not within_tolerance(tensor.get("max_abs_diff"), tensor.get("max_rel_diff"),
                                 tolerance.rtol, tolerance.atol):
             return False
@@ -204,6 +215,10 @@ def _within_json_tolerance(result: dict[str, Any], tolerance: Tolerance) -> bool
         return False
     if summary.get("numbers_differing") == 0:
         return True
+    # A differing integer (a token id, a count) is never within a tolerance; a diff that does
+    # not say how many integers differ (written before it was counted) proves nothing.
+    if summary.get("integers_differing") != 0:
+        return False
     return within_tolerance(_number(summary.get("max_abs_diff")),
                             _number(summary.get("max_rel_diff")), tolerance.rtol, tolerance.atol)
 
@@ -296,7 +311,7 @@ def _dissent_detail(name: str, result: dict[str, Any]) -> dict[str, Any]:
         if diff.get("kind") == "json" and isinstance(summary, dict):
             detail["json"] = {k: summary.get(k) for k in (
                 "structure_equal", "first_structural_difference", "numbers_differing",
-                "max_abs_diff", "max_rel_diff", "first_number_difference",
+                "integers_differing", "max_abs_diff", "max_rel_diff", "first_number_difference",
                 "other_differences", "first_other_difference")}
     return detail
 

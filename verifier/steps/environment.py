@@ -11,8 +11,12 @@ algorithms, cuDNN benchmark, TF32) exist only inside the step, so they are taken
 report the step may write to the file named by MODEL_VERIFIER_REPORT (see
 attestations/step-buildtype.md), never from the recorder's process.
 
-Only a fixed allowlist of environment variables is captured, plus those the user declares:
-secrets in the environment must never reach an attestation.
+Only a fixed allowlist of environment variables is captured with its value, plus those the
+user declares: secrets in the environment must never reach an attestation. The names of the
+other variables the step inherited are recorded (`inherited`), never their values. The tool's
+own credentials (TOOL_CREDENTIALS) are taken out of the step's environment altogether
+(`withheld` names them), and a declared variable that looks secret (looks_secret) is refused,
+since its value would be signed.
 """
 
 from __future__ import annotations
@@ -57,6 +61,32 @@ CAPTURED_VARIABLES: tuple[str, ...] = (
 
 # The variable naming the file a step may write its own settings to (see read_report).
 REPORT_VARIABLE = "MODEL_VERIFIER_REPORT"
+
+# What model-verifier itself signs with: the key's password (formats.signing), the OIDC token
+# for keyless signing and what GitHub Actions hands out to get one (formats.keyless). A step
+# never gets them, recorded or rebuilt: it could copy them into its products or its report.
+# Every other MODEL_VERIFIER_* variable is the tool's too. (A PKCS#11 PIN is never read from
+# the environment: it comes from the key URI's pin-source file or pin-value.)
+TOOL_CREDENTIALS: tuple[str, ...] = (
+    "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+    "ACTIONS_ID_TOKEN_REQUEST_URL",
+    "MODEL_VERIFIER_KEY_PASSWORD",
+    "SIGSTORE_ID_TOKEN",
+)
+
+# A name looks secret when one of its words (split at anything but letters and digits) is one
+# of _SECRET_WORDS or ends with one of _SECRET_ENDINGS (APIKEY, GHTOKEN; not KEYBOARD, KEYMAP),
+# or it starts with a cloud provider's prefix, whose variables are mostly credentials.
+_SECRET_WORDS = frozenset({
+    "AUTH", "AUTHORIZATION", "COOKIE", "CREDENTIAL", "CREDENTIALS", "CREDS", "PASS",
+    "PASSPHRASE", "PIN", "PRIVATE", "SESSION",
+})
+_SECRET_ENDINGS = ("KEY", "KEYS", "PASSWD", "PASSWORD", "PASSWORDS", "SECRET", "SECRETS",
+                   "TOKEN", "TOKENS")
+_SECRET_PREFIXES = ("ALIBABA_CLOUD_", "ARM_", "AWS_", "AZURE_", "CLOUDSDK_", "DIGITALOCEAN_",
+                    "GCLOUD_", "GCP_", "GOOGLE_", "OCI_CLI_")
+# A URL carrying a user and password: https://user:token@host
+_URL_CREDENTIALS = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/\s@]*:[^/\s@]*@")
 REPORT_LIMIT = 1 << 20  # bytes; a settings report is a few hundred
 
 _PYTHON_NAME = re.compile(r"^(?:python|pypy)(?:\d+(?:\.\d+)*)?[tmd]?$")
@@ -105,6 +135,50 @@ if metadata is not None:
         pass
 sys.stdout.write("\n%s%s\n" % (MARK, json.dumps(out, sort_keys=True)))
 """.replace("MARK", repr(_PROBE_MARK))
+
+
+def is_tool_credential(name: str) -> bool:
+    """A variable of model-verifier's own that no step may see (TOOL_CREDENTIALS)."""
+    return name in TOOL_CREDENTIALS or (
+        name.startswith("MODEL_VERIFIER_") and name != REPORT_VARIABLE)
+
+
+def looks_secret(name: str, value: str | None = None) -> bool:
+    """Whether a variable looks like a credential, by its name (the rule above) or by a value
+    that is a URL with a password in it. Wrong both ways at times: it decides what is never
+    signed, so it errs towards secret."""
+    upper = name.upper()
+    words = [word for word in re.split(r"[^A-Z0-9]+", upper) if word]
+    return (is_tool_credential(name)
+            or any(word in _SECRET_WORDS or word.endswith(_SECRET_ENDINGS) for word in words)
+            or upper.startswith(_SECRET_PREFIXES)
+            or (value is not None and bool(_URL_CREDENTIALS.search(value))))
+
+
+def check_declared(name: str, value: str) -> None:
+    """A variable declared with --env is signed with its value: refuse one that looks secret."""
+    if looks_secret(name, value):
+        raise InputError(
+            f"--env {name}: looks like a secret (its name or value), and a declared variable's "
+            "value is signed into the attestation; leave it out of --env (the step still "
+            "inherits it, and only its name is recorded).")
+
+
+def step_environment(source: Mapping[str, str], declared: Mapping[str, str]
+                     ) -> tuple[dict[str, str], list[str]]:
+    """The environment a recorded step runs with: the recorder's own, less the tool's
+    credentials, with the declared variables on top; and the names withheld."""
+    withheld = sorted(name for name in source if is_tool_credential(name))
+    env = {name: value for name, value in source.items() if not is_tool_credential(name)}
+    env.update(declared)
+    return env, withheld
+
+
+def secret_values(env: Mapping[str, str]) -> list[str]:
+    """The values of the variables in env that look secret (looks_secret), for read_report to
+    refuse; values under 6 characters are left out, as they occur in any text."""
+    return sorted({value for name, value in env.items()
+                   if len(value) >= 6 and looks_secret(name, value)})
 
 
 @dataclass(frozen=True)
@@ -294,6 +368,11 @@ _REPORT_BOOLEANS = ("cuda_available", "cudnn_benchmark", "cudnn_deterministic",
                     "tf32_cudnn", "tf32_matmul")
 _REPORT_PRECISIONS = ("highest", "high", "medium")
 _MAX_DEVICES = 64
+# A device as torch names it (cpu, cuda:0) or a device model (NVIDIA H100 80GB HBM3, Tesla
+# V100-SXM2-16GB, Intel(R) Data Center GPU Max 1550): no '_', '/', '=', '@', quotes, at most 64
+# characters, so that neither a token nor a path nor a dumped environment passes for one.
+_DEVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 .:()+-]{0,63}$")
+_SHORTEST_PIECE = 8  # characters of a secret a device name may not hold
 
 
 def _is_int(value: Any, low: int, high: int) -> bool:
@@ -317,7 +396,8 @@ def _check_torch_report(torch: Any, where: str) -> dict[str, Any]:
             ok = _is_int(value, 0, (1 << 64) - 1)
         elif key == "devices":
             ok = (isinstance(value, list) and len(value) <= _MAX_DEVICES
-                  and all(_text(device) for device in value))
+                  and all(isinstance(device, str) and _DEVICE.match(device)
+                          for device in value))
         else:
             raise InputError(f"{where}: unknown torch setting {key!r}.")
         if not ok:
@@ -326,9 +406,20 @@ def _check_torch_report(torch: Any, where: str) -> dict[str, Any]:
     return dict(sorted(checked.items()))
 
 
-def read_report(path: Path) -> dict[str, Any] | None:
+def _holds_secret(devices: list[str], secrets: Sequence[str]) -> bool:
+    """Whether device names spell a secret: whole, spread over several names, or in pieces
+    of at least _SHORTEST_PIECE characters."""
+    joined = "".join(devices)
+    return any(secret in device or secret in joined for secret in secrets
+               for device in devices) or any(
+        len(device) >= _SHORTEST_PIECE and device in secret
+        for device in devices for secret in secrets)
+
+
+def read_report(path: Path, secrets: Sequence[str] = ()) -> dict[str, Any] | None:
     """The settings a step reported in the file MODEL_VERIFIER_REPORT named, type-checked;
-    None when it wrote none. InputError (one sentence) for a report that is not one."""
+    None when it wrote none. InputError (one sentence) for a report that is not one, or whose
+    device names hold one of `secrets` (secret_values of the step's environment)."""
     where = f"the step's report ({REPORT_VARIABLE})"
     try:
         info = os.lstat(path)
@@ -350,7 +441,13 @@ def read_report(path: Path) -> dict[str, Any] | None:
     unknown = sorted(set(data) - {"torch"})
     if unknown:
         raise InputError(f"{where}: unknown field {unknown[0]!r} (only \"torch\" is defined).")
-    return {"torch": _check_torch_report(data["torch"], where)} if "torch" in data else {}
+    if "torch" not in data:
+        return {}
+    torch = _check_torch_report(data["torch"], where)
+    if secrets and _holds_secret(list(torch.get("devices", [])), secrets):
+        raise InputError(f"{where}: a device name holds the value of a secret variable of "
+                         "the step's environment.")
+    return {"torch": torch}
 
 
 @contextlib.contextmanager
@@ -448,6 +545,9 @@ def capture(directory: Path, declared: dict[str, str] | None = None, *,
     source = os.environ if env is None else env
     variables = {name: source[name] for name in CAPTURED_VARIABLES if name in source}
     variables.update(declared or {})
+    # Names only: the values of what is not allowlisted or declared are never recorded.
+    inherited = sorted(name for name in source
+                       if name not in variables and name != REPORT_VARIABLE)
     python: dict[str, Any] | None = None
     packages: dict[str, str] = {}
     torch: dict[str, Any] | None = None
@@ -474,13 +574,15 @@ def capture(directory: Path, declared: dict[str, str] | None = None, *,
         "gpus": _gpus(),
         "torch": torch,
         "variables": dict(sorted(variables.items())),
+        "inherited": inherited,
         "packages": packages,
         "git": _git(directory) if repository else None,
     }
 
 
 # Fields whose difference is expected between two honest runs and explains nothing.
-_IGNORED = {"git", "python.executable", "python.source", "platform.release"}
+_IGNORED = {"git", "python.executable", "python.source", "platform.release", "inherited",
+            "withheld"}
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

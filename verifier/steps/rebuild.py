@@ -599,7 +599,9 @@ def step_environment(declared: dict[str, str], home: Path, sandbox: Sandbox) -> 
     env.setdefault("PATH", os.defpath)
     env["HOME"] = env["TMPDIR"] = str(home)
     env.update(declared)
-    return env
+    # Not even a recorded or overriding value: the name alone is the tool's own.
+    return {name: value for name, value in env.items()
+            if not environment.is_tool_credential(name)}
 
 
 def _run_step(record: StepRecord, step_root: Path, workdir: Path, env: dict[str, str],

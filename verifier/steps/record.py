@@ -190,7 +190,8 @@ def check_command(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> None:
 
 
 def resolve_declared_env(names: Sequence[str], source: dict[str, str]) -> dict[str, str]:
-    """Values of the variables the user declared with --env; a declared variable must be set."""
+    """Values of the variables the user declared with --env; a declared variable must be set,
+    and must not look secret (its value is signed)."""
     declared: dict[str, str] = {}
     for name in names:
         key, _, value = name.partition("=")
@@ -202,6 +203,7 @@ def resolve_declared_env(names: Sequence[str], source: dict[str, str]) -> dict[s
             declared[key] = source[key]
         else:
             raise InputError(f"--env {key}: the variable is not set, so it cannot be recorded.")
+        environment.check_declared(key, declared[key])
     return dict(sorted(declared.items()))
 
 
@@ -264,13 +266,14 @@ def record_step(
     before = {name: _product_stamp(hasher, base / name) for name in product_names}
 
     declared = resolve_declared_env(env_names, dict(os.environ))
-    env = {**os.environ, **declared}
+    env, withheld = environment.step_environment(os.environ, declared)
     check_command(argv, base, env)
     interpreter = environment.step_interpreter(argv, env.get("PATH"), base, python)
     captured = environment.capture(
         base, declared, interpreter=interpreter, env=env,
         wrap=lambda probe: sandbox.wrap(probe, base, base, env))
     captured["sandbox"] = sandbox.describe()
+    captured["withheld"] = withheld
     roots = interpreter_roots(argv[0], env.get("PATH"), base)
     # The interpreter found by --python, a #! line or the PATH is mounted read-only like argv[0]'s
     # own: the step runs it.
@@ -301,7 +304,8 @@ def record_step(
         undeclared = None if tracer is None else trace.undeclared_inputs(
             trace.parse_logs(Path(log_dir)).read, workspace=base,
             declared=material_paths, ignored_roots=roots, private_tmp=sandbox.isolated)
-        report_warning = _add_step_report(captured, report_path, step)
+        report_warning = _add_step_report(captured, report_path, step,
+                                          environment.secret_values(env))
     _check_materials_unchanged(hasher, material_digests, stamps, set(product_names),
                                material_names)
     product_paths = [base / name for name in product_names]
@@ -368,11 +372,12 @@ def record_step(
     return RecordResult(attestation, statement, signer.identity, warnings, undeclared)
 
 
-def _add_step_report(captured: dict[str, Any], path: Path, step: str) -> str | None:
+def _add_step_report(captured: dict[str, Any], path: Path, step: str,
+                     secrets: Sequence[str]) -> str | None:
     """Merge the settings the step reported into its environment; a warning when the report
     cannot be used (the step succeeded: its products are attested without those settings)."""
     try:
-        environment.add_report(captured, environment.read_report(path))
+        environment.add_report(captured, environment.read_report(path, secrets))
     except InputError as error:
         return f"step {step!r}: {error} Its settings are not recorded."
     return None
