@@ -6,6 +6,12 @@ sha256 over the lines "<sha256 hex>  <relative path>\\n", paths sorted by code p
 what `find . -type f | cut -c3- | LC_ALL=C sort | xargs -r sha256sum | sha256sum` prints
 inside the directory.
 
+One rule says whether a signature kept beside the files is part of a directory: a `model.sig` at
+its top that is an OpenSSF Model Signing (OMS) signature is about the directory, never one of its
+files (OMS signs the files without it, and an attestation may be made before it is added), so it
+is left out of the directory's digest here, where every command (record, rebuild, verify-model,
+the VSA, verify-vsa, push) hashes a directory; anything else under that name is an ordinary file.
+
 How the bytes reach the hash was chosen by measurement (docs/benchmarks.md):
 - Large files are memory-mapped 8 MiB at a time and each window is handed to the hash as is:
   no copy into a user buffer, which cost about 15% more CPU per byte than mapping; mapping one
@@ -224,6 +230,21 @@ def _scan(root: Path, allow_symlinks: bool, ignore: IgnoreRule | None = None,
     return found
 
 
+SIGNATURE_NAME = "model.sig"  # where OMS keeps a directory's signature
+
+
+def _detached_signature(root: Path, entries: list[tuple[str, int]]) -> str | None:
+    """SIGNATURE_NAME when the directory's top holds an OMS signature under it, else None.
+
+    Decided by the file's bytes (a Sigstore bundle of an OMS statement), never by its name
+    alone, so the same bytes give the same answer in every command."""
+    if not any(name == SIGNATURE_NAME for name, _ in entries):
+        return None
+    from verifier.interop.oms import is_oms_signature  # oms builds on this module
+
+    return SIGNATURE_NAME if is_oms_signature(root / SIGNATURE_NAME) else None
+
+
 def list_files(root: Path, *, allow_symlinks: bool = False) -> list[str]:
     """Relative POSIX paths of every regular file under root, sorted by code point."""
     return [name for name, _ in _scan(root, allow_symlinks)]
@@ -242,6 +263,8 @@ class PathDigest:
     files_blake3: dict[str, str] = field(default_factory=dict)  # directories, likewise
     # Directories: files present but left out of `files` and the dirHash by an ignore rule.
     ignored: tuple[str, ...] = ()
+    # Directories: the OMS signature at its top left out of the digest (see the module's rule).
+    signature: str | None = None
 
     @property
     def algorithm(self) -> str:
@@ -461,25 +484,28 @@ class Hasher:
         """
         chosen = self._algorithms if algorithms is None else _check_algorithms(algorithms)
         in_directories = ("sha256", *(a for a in chosen if a != "sha256"))
-        plan: list[tuple[Path, list[str] | None, tuple[str, ...]]] = []
+        plan: list[tuple[Path, list[str] | None, tuple[str, ...], str | None]] = []
         jobs: list[_Job] = []
         for path in paths:
             st = self._stat_file(path)
             if stat.S_ISDIR(st.st_mode):
                 left_out: list[str] = []
                 entries = _scan(path, self._allow_symlinks, ignore, left_out)
-                plan.append((path, [name for name, _ in entries], tuple(sorted(left_out))))
+                signature = _detached_signature(path, entries)
+                entries = [e for e in entries if e[0] != signature]
+                plan.append((path, [name for name, _ in entries], tuple(sorted(left_out)),
+                             signature))
                 root = os.fspath(path)
                 jobs.extend(_Job(f"{root}/{name}", size, in_directories)
                             for name, size in entries)
             elif stat.S_ISREG(st.st_mode):
-                plan.append((path, None, ()))
+                plan.append((path, None, (), None))
                 jobs.append(_Job(path, st.st_size, chosen))
             else:
                 raise InputError(f"{path}: is not a regular file or directory.")
         digests = iter(self._run(jobs))
         results: list[PathDigest] = []
-        for path, names, left_out in plan:
+        for path, names, left_out, signature in plan:
             if names is None:
                 found = next(digests)
                 results.append(PathDigest(path, False, found.get("sha256"), None, {},
@@ -490,7 +516,8 @@ class Hasher:
             files_blake3 = {name: found["blake3"] for name, found in members.items()
                             if "blake3" in found}
             results.append(PathDigest(path, True, None, dir_hash(files), files,
-                                      files_blake3=files_blake3, ignored=left_out))
+                                      files_blake3=files_blake3, ignored=left_out,
+                                      signature=signature))
         return results
 
     def prefetch(self, paths: Iterable[Path], algorithms: Iterable[str] | None = None,

@@ -236,7 +236,7 @@ def verify_artifact(
         from verifier.formats.keyless import check_keyless as keyless_check
     signers = TrustedSigners(policy, keyless_check)
     digest = add_oms_evidence(artifact, digest, lambda b: signers.attribute(b).names, report,
-                              hasher)
+                              hasher, rule)
     bundles = load_bundles(attestation_dirs, report.notes)
     evaluation = evaluate(policy, bundles, signers, today,
                           _read_links(attestation_dirs, report.notes))
@@ -308,15 +308,16 @@ def _read_links(attestation_dirs: list[Path], notes: list[str]) -> list[Any]:
 
 
 def add_oms_evidence(artifact: Path, digest: PathDigest, attribute: Any, report: Report,
-                     hasher: Hasher) -> PathDigest:
-    """Report the OMS model.sig a directory carries; return the digest to compare (without it,
-    since the signature is about the directory, not part of it: see verifier.interop.oms)."""
+                     hasher: Hasher | None = None,
+                     ignore: Callable[[str], bool] | None = None) -> PathDigest:
+    """Report the OMS model.sig a directory carries, checked against the files of `digest`
+    (made with the ignore rule `ignore`); return the digest to compare, which already leaves
+    the signature out (see verifier.formats.digest)."""
     from verifier.interop.oms import directory_evidence
 
-    evidence = directory_evidence(artifact, digest, attribute, hasher)
+    evidence = directory_evidence(artifact, digest, attribute, ignore)
     if evidence is None:
         return digest
-    report.digest = {evidence.digest.algorithm: evidence.digest.value}
     report.oms.append(evidence.to_dict())
     report.problems.extend(Problem(evidence.source, message) for message in evidence.problems)
     report.notes.extend(evidence.notes)
