@@ -1640,7 +1640,8 @@ verify_app = typer.Typer(
 def verify_model(
     artifact: Annotated[str, typer.Argument(metavar="ARTIFACT",
         help="The model file or directory to check, or oci://HOST/REPO@sha256:… (or :TAG) "
-        "in a registry, with every attestation attached to it.")],
+        "in a registry, with every attestation attached to it, or hf://ORG/NAME@REVISION "
+        "in the Hugging Face cache.")],
     attestations: AttestationsOpt = None,
     policy: PolicyOpt = None,
     trusted_root: TrustedRootOpt = None,
@@ -1694,6 +1695,13 @@ def verify_model(
     if plain_http or username or password_stdin or cache:
         _fail(_input_error("--plain-http, --username, --password-stdin and --cache are for an "
                            "oci:// artifact."), as_json)
+    if artifact.startswith("hf://"):  # the cached snapshot, found offline by huggingface_hub
+        from verifier.interop.hub import resolve
+
+        try:
+            artifact = str(resolve(artifact).path)
+        except VerifierError as error:
+            _fail(error, as_json)
     _verify(Path(artifact), attestations, policy, as_json, quiet, trusted_root, layout,
             layout_key, vsa, signing, force, ignore)
 

@@ -23,6 +23,7 @@ from verifier.formats.evidence import (
     attestation_files as attestation_files,  # audit imports it here
 )
 from verifier.formats.evidence import load_bundles
+from verifier.interop.hub import ATTESTATIONS_PATTERN, snapshot_links
 from verifier.judgement.evaluation import Evaluation, Problem, evaluate, match_source
 from verifier.judgement.policy import Policy, check_ignore_pattern, ignore_pattern_for
 from verifier.judgement.quorum import StepQuorum
@@ -194,7 +195,8 @@ def _ignored_files(digest: PathDigest, policy: Policy, patterns: tuple[str, ...]
     listed = []
     for name in digest.ignored:
         pattern = ignore_pattern_for(name, patterns) or ""
-        by = "policy" if pattern in policy.ignore else "--ignore"
+        by = ("policy" if pattern in policy.ignore
+              else "hub" if pattern == ATTESTATIONS_PATTERN else "--ignore")
         listed.append({"file": name, "pattern": pattern, "by": by})
     return listed
 
@@ -224,11 +226,24 @@ def verify_artifact(
     if not artifact.exists():
         raise InputError(f"{artifact}: no such file or directory to verify.")
     hasher = hasher or Hasher()
+    snapshot, links = snapshot_links(artifact)
+    if snapshot is not None:  # its publisher's attestations: found here, never in its digest
+        from verifier.interop.hub import attestation_files
+
+        ignore = (*ignore, ATTESTATIONS_PATTERN)
+        attestation_dirs = [*(d for d in attestation_dirs if d.exists()),
+                            *attestation_files(snapshot)]
     patterns = ignore_patterns(policy, ignore)
     rule = ignore_rule(patterns)
-    digest = hasher.digest_paths([artifact], artifact_algorithms(policy, artifact), rule)[0]
+    digest = hasher.digest_paths([artifact], artifact_algorithms(policy, artifact), rule,
+                                 links)[0]
     report = Report(str(artifact), {digest.algorithm: digest.value}, str(policy.path))
     report.ignored = _ignored_files(digest, policy, patterns)
+    if digest.links:
+        from verifier.interop.hub import blob_problems
+
+        report.problems.extend(Problem(str(artifact), message, "artifact-mismatch")
+                               for message in blob_problems(digest))
     if patterns and digest.algorithm == "dirHash":
         report.ignore_patterns = {"policy": list(policy.ignore),
                                   "run": [p for p in patterns if p not in policy.ignore]}
