@@ -449,10 +449,11 @@ def directory_evidence(artifact: Path, digest: PathDigest, attribute: Attribute,
 
 
 def refuse_stale_signatures(products: list[Path]) -> None:
-    """Before `record --oms`: a model.sig left from an earlier run would be attested as a product
-    and then replaced, so the attestation would describe a file that no longer exists."""
+    """Before `record --oms`, which writes each product directory's model.sig: one already there
+    would be replaced after the step ran (and one that is no OMS signature would be attested
+    as a file of the directory first), so it is refused before anything runs."""
     for product in products:
         stale = product / SIGNATURE_NAME
         if product.is_dir() and stale.exists():
             raise InputError(f"{stale}: exists from an earlier run; remove it before "
-                             "`record --oms`, or the attestation would cover the old signature.")
+                             "`record --oms`, which writes a new signature there.")

@@ -251,7 +251,7 @@ def verify_artifact(
         from verifier.formats.keyless import check_keyless as keyless_check
     signers = TrustedSigners(policy, keyless_check)
     digest = add_oms_evidence(artifact, digest, lambda b: signers.attribute(b).names, report,
-                              hasher, rule)
+                              rule)
     bundles = load_bundles(attestation_dirs, report.notes)
     evaluation = evaluate(policy, bundles, signers, today,
                           _read_links(attestation_dirs, report.notes))
@@ -323,7 +323,6 @@ def _read_links(attestation_dirs: list[Path], notes: list[str]) -> list[Any]:
 
 
 def add_oms_evidence(artifact: Path, digest: PathDigest, attribute: Any, report: Report,
-                     hasher: Hasher | None = None,
                      ignore: Callable[[str], bool] | None = None) -> PathDigest:
     """Report the OMS model.sig a directory carries, checked against the files of `digest`
     (made with the ignore rule `ignore`); return the digest to compare, which already leaves
