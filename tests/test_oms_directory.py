@@ -185,3 +185,27 @@ def test_the_rule_is_decided_by_the_bytes_in_every_hash_of_a_directory(tmp_path:
     kept = Hasher().digest_paths([model])[0]
     assert kept.signature is None and "model.sig" in kept.files
     assert kept.dir_hash == dir_hash_by_hand(model)
+
+
+def sign_by_shards(model: Path, private_key: Path) -> None:
+    """model_signing's shard serialization, which this tool cannot check."""
+    model_signing.signing.Config().use_elliptic_key_signer(private_key=private_key
+    ).set_hashing_config(model_signing.hashing.Config().use_shard_serialization(
+    ).set_ignored_paths(paths=[Path("model.sig")], ignore_git_paths=True)
+    ).sign(model, model / "model.sig")
+
+
+def test_a_signature_this_tool_cannot_check_counts_against_the_model_only_from_a_trusted_signer(
+        chain: Chain) -> None:
+    dist = chain.work / "dist"
+    sign_by_shards(dist, chain.keys("outsider").private)
+    code, report = verify_dist(chain)
+    assert code == 0, report["problems"]
+    assert any("signed by no signer the policy names" in n and "'shards'" in n
+               for n in report["notes"]), report["notes"]
+    text = run(["dist"], cwd=chain.work, program="verify-model")
+    assert text.code == 0 and "signed by no signer the policy names" in text.stdout, text.output
+    sign_by_shards(dist, chain.keys("builder").private)
+    code, report = verify_dist(chain)
+    assert code == 1
+    assert any("'shards'" in p["message"] for p in report["problems"]), report["problems"]

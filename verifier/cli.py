@@ -518,7 +518,7 @@ def _file_outcome(file: dict[str, Any]) -> str:
 
 def _print_oms(evidence: dict[str, Any]) -> None:
     if evidence["verdict"] == "unreadable":
-        _say(f"  OMS signature {evidence['signature']}: unreadable (see problems)")
+        _say(f"  OMS signature {evidence['signature']}: unreadable (see the problems or notes)")
         return
     who = ", ".join(evidence["signed_by"]) or "no signer the policy names"
     state = {"verified": f"all {evidence['files']} signed files match",
