@@ -154,3 +154,15 @@ def test_a_downloaded_snapshot_carrying_an_oms_signature_verifies_with_it(
     [evidence] = report["oms"]
     assert evidence["verdict"] == "verified" and evidence["signed_by"] == ["builder"]
     assert report["digest"] == attested_dist(chain, snapshot)
+
+
+def test_an_attestation_link_leaving_the_blobs_is_refused_before_it_is_read(
+        chain: Chain, published: Path, tmp_path: Path) -> None:
+    planted = published / ".attestations" / "package.intoto.json"
+    outside = tmp_path / "package.intoto.json"
+    outside.write_bytes(planted.read_bytes())
+    planted.unlink()
+    planted.symlink_to(outside)
+    result = run([f"hf://{REPO}@main"], cwd=chain.work, program="verify-model")
+    assert result.code == 2, result.output
+    assert "package.intoto.json: links to" in result.stderr and "outside" in result.stderr

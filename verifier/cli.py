@@ -1682,6 +1682,9 @@ def verify_model(
     From a registry, by digest (every attestation attached to the model is fetched; a tag is
     resolved and its digest printed): verify-model
     oci://ghcr.io/acme/tiny-model@sha256:4f1c… --policy model-policy.yaml
+
+    From the Hugging Face cache, offline, with the attestations the repository keeps in
+    .attestations/: verify-model hf://acme/tiny-model@0123abcd… --policy model-policy.yaml
     """
     signing = (key, password, sigstore, identity_token, trust_config)
     from verifier.interop.oci.reference import is_oci
