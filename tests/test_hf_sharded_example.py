@@ -86,7 +86,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     shutil.copytree(EXAMPLE, example, ignore=shutil.ignore_patterns(
         "build", "attestations", "keys", "rebuilds", "downloaded"))
     (root / "policies").mkdir()
-    for policy in ("hf-sharded.yaml", "hf-sharded-gguf.yaml"):
+    for policy in ("hf-sharded.yaml", "hf-sharded-gguf.yaml", "hf-sharded-hub.yaml"):
         shutil.copy(ROOT / "policies" / policy, root / "policies" / policy)
     git(root, "init", "-q")
     git(root, "add", ".")
@@ -324,3 +324,35 @@ def test_each_step_records_its_own_interpreter_and_packages(built: Built) -> Non
         assert {"numpy", "safetensors", "gguf"} <= environment["packages"].keys()
         if importlib.util.find_spec("torch") is None:
             assert environment["torch"] is None
+
+
+def test_published_on_the_hub_and_verified_from_the_cache_by_reference(
+        built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's "Publishing on the Hub": the model with an OMS model.sig, a model card and
+    the attestations and rebuilds under .attestations/, downloaded into the Hugging Face cache
+    and verified offline as hf://ORG/NAME@REV with policies/hf-sharded-hub.yaml."""
+    hub = pytest.importorskip("huggingface_hub")
+    from hub_cache import COMMIT, files_under, lay_out_cache
+
+    model = tmp_path / "model"
+    shutil.copytree(built.example / "build" / "model", model)
+    assert built.cli("sign-model", model, "--key", "keys/builder.key").code == 0
+    files = {**files_under(model), "README.md": b"---\nlicense: mit\n---\n# tiny-gpt\n",
+             ".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n",
+             **files_under(built.example / "attestations", ".attestations/"),
+             **files_under(built.example / "rebuilds", ".attestations/rebuilds/")}
+    cache = tmp_path / "hf-cache"
+    lay_out_cache(cache, "acme/tiny-gpt", files)
+    monkeypatch.setattr(hub.constants, "HF_HUB_CACHE", str(cache))
+    # Run from elsewhere: the attestations can only come from the snapshot.
+    result = run([f"hf://acme/tiny-gpt@{COMMIT}", "--policy",
+                  built.root / "policies" / "hf-sharded-hub.yaml", "--json"], cwd=tmp_path,
+                 env=ENV, program="verify-model")
+    assert_no_traceback(result)
+    report = json.loads(result.stdout)
+    assert result.code == 0, report["problems"]
+    assert report["oms"][0]["verdict"] == "verified"
+    assert all(len(q["counted"]) == 2 for q in report["rebuilds"]), report["rebuilds"]
+    attested = statement(built.example / "attestations" / "package.intoto.json")
+    assert report["digest"] == {s["name"]: s["digest"] for s in attested["subject"]}[
+        "build/model"]

@@ -518,7 +518,7 @@ def _file_outcome(file: dict[str, Any]) -> str:
 
 def _print_oms(evidence: dict[str, Any]) -> None:
     if evidence["verdict"] == "unreadable":
-        _say(f"  OMS signature {evidence['signature']}: unreadable (see problems)")
+        _say(f"  OMS signature {evidence['signature']}: unreadable (see the problems or notes)")
         return
     who = ", ".join(evidence["signed_by"]) or "no signer the policy names"
     state = {"verified": f"all {evidence['files']} signed files match",
@@ -1640,7 +1640,8 @@ verify_app = typer.Typer(
 def verify_model(
     artifact: Annotated[str, typer.Argument(metavar="ARTIFACT",
         help="The model file or directory to check, or oci://HOST/REPO@sha256:… (or :TAG) "
-        "in a registry, with every attestation attached to it.")],
+        "in a registry, with every attestation attached to it, or hf://ORG/NAME@REVISION "
+        "in the Hugging Face cache.")],
     attestations: AttestationsOpt = None,
     policy: PolicyOpt = None,
     trusted_root: TrustedRootOpt = None,
@@ -1681,6 +1682,9 @@ def verify_model(
     From a registry, by digest (every attestation attached to the model is fetched; a tag is
     resolved and its digest printed): verify-model
     oci://ghcr.io/acme/tiny-model@sha256:4f1c… --policy model-policy.yaml
+
+    From the Hugging Face cache, offline, with the attestations the repository keeps in
+    .attestations/: verify-model hf://acme/tiny-model@0123abcd… --policy model-policy.yaml
     """
     signing = (key, password, sigstore, identity_token, trust_config)
     from verifier.interop.oci.reference import is_oci
@@ -1694,6 +1698,13 @@ def verify_model(
     if plain_http or username or password_stdin or cache:
         _fail(_input_error("--plain-http, --username, --password-stdin and --cache are for an "
                            "oci:// artifact."), as_json)
+    if artifact.startswith("hf://"):  # the cached snapshot, found offline by huggingface_hub
+        from verifier.interop.hub import resolve
+
+        try:
+            artifact = str(resolve(artifact).path)
+        except VerifierError as error:
+            _fail(error, as_json)
     _verify(Path(artifact), attestations, policy, as_json, quiet, trusted_root, layout,
             layout_key, vsa, signing, force, ignore)
 

@@ -6,6 +6,12 @@ sha256 over the lines "<sha256 hex>  <relative path>\\n", paths sorted by code p
 what `find . -type f | cut -c3- | LC_ALL=C sort | xargs -r sha256sum | sha256sum` prints
 inside the directory.
 
+One rule says whether a signature kept beside the files is part of a directory: a `model.sig` at
+its top that is an OpenSSF Model Signing (OMS) signature is about the directory, never one of its
+files (OMS signs the files without it, and an attestation may be made before it is added), so it
+is left out of the directory's digest here, where every command (record, rebuild, verify-model,
+the VSA, verify-vsa, push) hashes a directory; anything else under that name is an ordinary file.
+
 How the bytes reach the hash was chosen by measurement (docs/benchmarks.md):
 - Large files are memory-mapped 8 MiB at a time and each window is handed to the hash as is:
   no copy into a user buffer, which cost about 15% more CPU per byte than mapping; mapping one
@@ -171,12 +177,18 @@ def _is_utf8(name: str) -> bool:
 
 
 IgnoreRule = Callable[[str], bool]  # relative POSIX path -> left out of the digest
+# A link's path -> the regular file it may stand for, or InputError naming the link. Given only
+# where a layout of links is known to be sound (a Hugging Face snapshot: verifier.interop.hub).
+LinkRule = Callable[[str], str]
 
 
 def _scan(root: Path, allow_symlinks: bool, ignore: IgnoreRule | None = None,
-          ignored: list[str] | None = None) -> list[tuple[str, int]]:
+          ignored: list[str] | None = None, links: LinkRule | None = None,
+          resolved: dict[str, str] | None = None) -> list[tuple[str, int]]:
     """(relative POSIX path, size) of every regular file under root, sorted by path.
 
+    With `links`, a symbolic link is accepted when the rule gives the regular file it stands
+    for: its name maps to that file in `resolved`, and that file is what is hashed.
     An entry `ignore` accepts (a file, link or anything but a directory) is neither opened nor
     refused: its name goes to `ignored` and it is left out. Directories are always entered, so
     every ignored file is named, not only the directory holding it.
@@ -205,6 +217,18 @@ def _scan(root: Path, allow_symlinks: bool, ignore: IgnoreRule | None = None,
                     and not entry.is_dir(follow_symlinks=False) and ignore(prefix + name)):
                 ignored.append(prefix + name)
                 continue
+            if links is not None and resolved is not None and entry.is_symlink():
+                target = links(entry.path)
+                try:
+                    st = os.lstat(target)
+                except OSError as error:
+                    raise _open_error(Path(entry.path), error) from None
+                if not stat.S_ISREG(st.st_mode):
+                    raise InputError(f"{entry.path}: links to {target}, which is not a regular "
+                                     "file.")
+                resolved[prefix + name] = target
+                found.append((prefix + name, st.st_size))
+                continue
             if not allow_symlinks and entry.is_symlink():
                 raise InputError(
                     f"{entry.path}: is a symbolic link; links are refused because the "
@@ -222,6 +246,23 @@ def _scan(root: Path, allow_symlinks: bool, ignore: IgnoreRule | None = None,
                 raise InputError(f"{entry.path}: is not a regular file or directory.")
     found.sort()
     return found
+
+
+SIGNATURE_NAME = "model.sig"  # where OMS keeps a directory's signature
+
+
+def _detached_signature(root: Path, entries: list[tuple[str, int]],
+                        resolved: dict[str, str]) -> str | None:
+    """SIGNATURE_NAME when the directory's top holds an OMS signature under it, else None.
+
+    Decided by the file's bytes (a Sigstore bundle of an OMS statement), never by its name
+    alone, so the same bytes give the same answer in every command."""
+    if not any(name == SIGNATURE_NAME for name, _ in entries):
+        return None
+    from verifier.interop.oms import is_oms_signature  # oms builds on this module
+
+    path = Path(resolved.get(SIGNATURE_NAME, root / SIGNATURE_NAME))
+    return SIGNATURE_NAME if is_oms_signature(path) else None
 
 
 def list_files(root: Path, *, allow_symlinks: bool = False) -> list[str]:
@@ -242,6 +283,10 @@ class PathDigest:
     files_blake3: dict[str, str] = field(default_factory=dict)  # directories, likewise
     # Directories: files present but left out of `files` and the dirHash by an ignore rule.
     ignored: tuple[str, ...] = ()
+    # Directories: the OMS signature at its top left out of the digest (see the module's rule).
+    signature: str | None = None
+    # Directories hashed with a LinkRule: {relative name: the file its link stands for}.
+    links: dict[str, str] = field(default_factory=dict)
 
     @property
     def algorithm(self) -> str:
@@ -452,34 +497,42 @@ class Hasher:
         return total
 
     def digest_paths(self, paths: Iterable[Path], algorithms: Iterable[str] | None = None,
-                     ignore: IgnoreRule | None = None) -> list[PathDigest]:
+                     ignore: IgnoreRule | None = None,
+                     links: LinkRule | None = None) -> list[PathDigest]:
         """Digest files and directories; every file of every directory goes into one pool.
 
         `algorithms` overrides, for this call, what files given directly are hashed with.
         `ignore` leaves files inside directories out of their digest (never a path given
-        directly); each PathDigest names the ones it left out.
+        directly); each PathDigest names the ones it left out. `links` lets a link inside a
+        directory stand for the file the rule resolves it to (each PathDigest names them).
         """
         chosen = self._algorithms if algorithms is None else _check_algorithms(algorithms)
         in_directories = ("sha256", *(a for a in chosen if a != "sha256"))
-        plan: list[tuple[Path, list[str] | None, tuple[str, ...]]] = []
+        plan: list[tuple[Path, list[str] | None, tuple[str, ...], str | None,
+                         dict[str, str]]] = []
         jobs: list[_Job] = []
         for path in paths:
             st = self._stat_file(path)
             if stat.S_ISDIR(st.st_mode):
                 left_out: list[str] = []
-                entries = _scan(path, self._allow_symlinks, ignore, left_out)
-                plan.append((path, [name for name, _ in entries], tuple(sorted(left_out))))
+                resolved: dict[str, str] = {}
+                entries = _scan(path, self._allow_symlinks, ignore, left_out, links, resolved)
+                signature = _detached_signature(path, entries, resolved)
+                entries = [e for e in entries if e[0] != signature]
+                resolved.pop(signature or "", None)
+                plan.append((path, [name for name, _ in entries], tuple(sorted(left_out)),
+                             signature, resolved))
                 root = os.fspath(path)
-                jobs.extend(_Job(f"{root}/{name}", size, in_directories)
+                jobs.extend(_Job(resolved.get(name) or f"{root}/{name}", size, in_directories)
                             for name, size in entries)
             elif stat.S_ISREG(st.st_mode):
-                plan.append((path, None, ()))
+                plan.append((path, None, (), None, {}))
                 jobs.append(_Job(path, st.st_size, chosen))
             else:
                 raise InputError(f"{path}: is not a regular file or directory.")
         digests = iter(self._run(jobs))
         results: list[PathDigest] = []
-        for path, names, left_out in plan:
+        for path, names, left_out, signature, resolved in plan:
             if names is None:
                 found = next(digests)
                 results.append(PathDigest(path, False, found.get("sha256"), None, {},
@@ -490,7 +543,8 @@ class Hasher:
             files_blake3 = {name: found["blake3"] for name, found in members.items()
                             if "blake3" in found}
             results.append(PathDigest(path, True, None, dir_hash(files), files,
-                                      files_blake3=files_blake3, ignored=left_out))
+                                      files_blake3=files_blake3, ignored=left_out,
+                                      signature=signature, links=resolved))
         return results
 
     def prefetch(self, paths: Iterable[Path], algorithms: Iterable[str] | None = None,

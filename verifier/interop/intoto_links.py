@@ -449,7 +449,7 @@ def verify_with_layout(artifact: Path, layout_path: Path, key_paths: list[Path],
     digest = add_oms_evidence(
         artifact, digest,
         lambda bundle: tuple(f"key {k[:8]}" for k in _verified_by(bundle, functionaries)),
-        report, hasher)
+        report)
     by_step: dict[str, list[tuple[Bundle, StepRecord]]] = {}
     for bundle in load_bundles(attestation_dirs, report.notes):
         if bundle.payload_type != INTOTO_PAYLOAD_TYPE:

@@ -12,6 +12,12 @@ colon can be read both ways). Symbolic links are refused. `model.sig` itself and
 OMS ignores by default (.git, .gitattributes, .github, .gitignore at the top level) are outside
 the signed set, as OMS prescribes.
 
+Whether a `model.sig` is part of the directory it sits in is decided once, by
+`is_oms_signature` when the directory is hashed (verifier.formats.digest): an OMS signature at the
+top is left out of the directory's digest in every command; anything else there is a file.
+Checking a signature compares the files of that same digest, so the ignore patterns a policy or
+`--ignore` gives apply to the OMS check exactly as to the digest.
+
 Signing is byte-stable for file keys: the payload is canonical JSON, ECDSA signatures are
 deterministic (RFC 6979) and Ed25519 signatures are deterministic by design, so the same
 directory and key give the same file (a hardware token signs with its own randomness; RSA-PSS
@@ -30,11 +36,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from verifier.errors import InputError, VerificationFailure
-from verifier.formats.digest import Hasher, PathDigest, dir_hash, list_files
+from verifier.formats.digest import SIGNATURE_NAME, Hasher, IgnoreRule, PathDigest, list_files
 from verifier.formats.envelope import INTOTO_PAYLOAD_TYPE, Bundle, pae, read_bundle, write_atomic
 from verifier.formats.statement import STATEMENT_TYPE, canonical_json
 
-SIGNATURE_NAME = "model.sig"
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
 OLD_PREDICATE_TYPE = "https://model_signing/Digests/v0.1"
 DEFAULT_IGNORED = (".git", ".gitattributes", ".github", ".gitignore")
@@ -159,6 +164,24 @@ def read_oms(path: Path) -> OmsSignature:
     return parse_oms(read_bundle(path))
 
 
+def is_oms_signature(path: Path) -> bool:
+    """Whether a file is an OMS signature at all (a bundle of an OMS statement, current or
+    withdrawn), whatever its signer and whether or not this tool can check it: such a file is
+    about a directory and never one of its files."""
+    try:
+        bundle = read_bundle(path)
+    except InputError:
+        return False
+    if bundle.payload_type != INTOTO_PAYLOAD_TYPE:
+        return False
+    try:
+        statement = json.loads(bundle.payload)
+    except (ValueError, RecursionError):
+        return False
+    return (isinstance(statement, dict) and statement.get("_type") == STATEMENT_TYPE
+            and statement.get("predicateType") in (PREDICATE_TYPE, OLD_PREDICATE_TYPE))
+
+
 def _ignored(name: str, ignore: set[str]) -> bool:
     parts = PurePosixPath(name).parts
     return any("/".join(parts[:depth]) in ignore for depth in range(1, len(parts) + 1))
@@ -235,7 +258,17 @@ def check_directory(model_dir: Path, signature: OmsSignature, signature_path: Pa
     names = model_files(model_dir, signature.ignore_paths, signature_path)
     digests = dict(zip(names, (hasher or Hasher()).hash_files(model_dir / n for n in names),
                        strict=True))
-    expected = signature.resources
+    return compare(signature, digests, attribute)
+
+
+def compare(signature: OmsSignature, digests: dict[str, str], attribute: Attribute,
+            ignore: IgnoreRule | None = None) -> OmsCheck:
+    """Compare {relative name: sha256} of a directory's files with the signed resources.
+
+    A signed resource that `ignore` (the policy's and the run's patterns) leaves out of the
+    directory is left out of the comparison too: those files are not part of the model the
+    caller verifies, on either side."""
+    expected = {n: d for n, d in signature.resources.items() if ignore is None or not ignore(n)}
     return OmsCheck(
         signature=signature.source,
         model_name=signature.model_name,
@@ -365,42 +398,62 @@ class DirectoryEvidence:
 
 
 def directory_evidence(artifact: Path, digest: PathDigest, attribute: Attribute,
-                       hasher: Hasher | None = None) -> DirectoryEvidence | None:
+                       ignore: IgnoreRule | None = None) -> DirectoryEvidence | None:
     """Check the OMS signature a model directory carries, if it carries one.
 
-    The signature is about the directory, never part of it: OMS signs the files without it, and
-    an attestation of the directory was made before it existed. So when `model.sig` is an OMS
-    signature, the directory's digest is taken without it; a `model.sig` that is not one stays
-    in the digest and is reported. Only a signer the caller names makes the evidence count.
+    `digest` is the directory's, made with `ignore`: an OMS `model.sig` at its top is already
+    out of it (verifier.formats.digest), and its files are what the signature is checked
+    against, so the ignore patterns apply to both alike. A `model.sig` that is no OMS signature
+    is a file of the directory and is reported. Only a signer the caller names makes the
+    evidence count; a signature by nobody the caller names is noted, whatever it holds.
     """
-    if not digest.is_dir or SIGNATURE_NAME not in digest.files:
+    if not digest.is_dir:
         return None
     path = artifact / SIGNATURE_NAME
+    if digest.signature is None:
+        if SIGNATURE_NAME not in digest.files:
+            return None
+        try:  # no OMS signature: say what it is instead
+            read_oms(path)
+        except InputError as error:
+            return DirectoryEvidence(str(path), digest, problems=[str(error)])
+        return DirectoryEvidence(str(path), digest, problems=[
+            f"{path}: changed while the directory was being verified."])
+    evidence = DirectoryEvidence(str(path), digest)
+    unattributed = (f"ignored {path}: the OMS signature is signed by no signer the policy "
+                    "names.")
     try:
-        signature = read_oms(path)
-    except InputError as error:
-        return DirectoryEvidence(str(path), digest, problems=[str(error)])
-    files = {n: d for n, d in digest.files.items() if n != SIGNATURE_NAME}
-    without = PathDigest(digest.path, True, None, dir_hash(files), files)
-    evidence = DirectoryEvidence(str(path), without)
-    try:
-        evidence.check = check_directory(artifact, signature, path, attribute, hasher)
+        bundle = read_bundle(path)
     except InputError as error:
         evidence.problems.append(str(error))
         return evidence
-    if not evidence.check.signed_by:
-        evidence.notes.append(f"ignored {path}: the OMS signature is signed by no signer the "
-                              "policy names.")
+    signed_by = attribute(bundle)
+    try:
+        signature = parse_oms(bundle)
+    except InputError as error:
+        # A signature this tool cannot read counts against the model only when a signer the
+        # caller trusts made it; anyone else's is passed over like any unattributed one.
+        if signed_by:
+            evidence.problems.append(str(error))
+        else:
+            evidence.notes.append(f"{unattributed[:-1]} ({error})")
+        return evidence
+    files = {n: d for n, d in digest.files.items()
+             if not _ignored(n, set(DEFAULT_IGNORED) | set(signature.ignore_paths))}
+    evidence.check = compare(signature, files, lambda _: signed_by, ignore)
+    if not signed_by:
+        evidence.notes.append(unattributed)
     elif not evidence.check.manifest_matches:
         evidence.problems.append(evidence.check.mismatch_sentence(artifact))
     return evidence
 
 
 def refuse_stale_signatures(products: list[Path]) -> None:
-    """Before `record --oms`: a model.sig left from an earlier run would be attested as a product
-    and then replaced, so the attestation would describe a file that no longer exists."""
+    """Before `record --oms`, which writes each product directory's model.sig: one already there
+    would be replaced after the step ran (and one that is no OMS signature would be attested
+    as a file of the directory first), so it is refused before anything runs."""
     for product in products:
         stale = product / SIGNATURE_NAME
         if product.is_dir() and stale.exists():
             raise InputError(f"{stale}: exists from an earlier run; remove it before "
-                             "`record --oms`, or the attestation would cover the old signature.")
+                             "`record --oms`, which writes a new signature there.")

@@ -23,6 +23,7 @@ from verifier.formats.evidence import (
     attestation_files as attestation_files,  # audit imports it here
 )
 from verifier.formats.evidence import load_bundles
+from verifier.interop.hub import ATTESTATIONS_PATTERN, snapshot_links
 from verifier.judgement.evaluation import Evaluation, Problem, evaluate, match_source
 from verifier.judgement.policy import Policy, check_ignore_pattern, ignore_pattern_for
 from verifier.judgement.quorum import StepQuorum
@@ -194,7 +195,8 @@ def _ignored_files(digest: PathDigest, policy: Policy, patterns: tuple[str, ...]
     listed = []
     for name in digest.ignored:
         pattern = ignore_pattern_for(name, patterns) or ""
-        by = "policy" if pattern in policy.ignore else "--ignore"
+        by = ("policy" if pattern in policy.ignore
+              else "hub" if pattern == ATTESTATIONS_PATTERN else "--ignore")
         listed.append({"file": name, "pattern": pattern, "by": by})
     return listed
 
@@ -224,11 +226,24 @@ def verify_artifact(
     if not artifact.exists():
         raise InputError(f"{artifact}: no such file or directory to verify.")
     hasher = hasher or Hasher()
+    snapshot, links = snapshot_links(artifact)
+    if snapshot is not None:  # its publisher's attestations: found here, never in its digest
+        from verifier.interop.hub import attestation_files
+
+        ignore = (*ignore, ATTESTATIONS_PATTERN)
+        attestation_dirs = [*(d for d in attestation_dirs if d.exists()),
+                            *attestation_files(snapshot)]
     patterns = ignore_patterns(policy, ignore)
     rule = ignore_rule(patterns)
-    digest = hasher.digest_paths([artifact], artifact_algorithms(policy, artifact), rule)[0]
+    digest = hasher.digest_paths([artifact], artifact_algorithms(policy, artifact), rule,
+                                 links)[0]
     report = Report(str(artifact), {digest.algorithm: digest.value}, str(policy.path))
     report.ignored = _ignored_files(digest, policy, patterns)
+    if digest.links:
+        from verifier.interop.hub import blob_problems
+
+        report.problems.extend(Problem(str(artifact), message, "artifact-mismatch")
+                               for message in blob_problems(digest))
     if patterns and digest.algorithm == "dirHash":
         report.ignore_patterns = {"policy": list(policy.ignore),
                                   "run": [p for p in patterns if p not in policy.ignore]}
@@ -236,7 +251,7 @@ def verify_artifact(
         from verifier.formats.keyless import check_keyless as keyless_check
     signers = TrustedSigners(policy, keyless_check)
     digest = add_oms_evidence(artifact, digest, lambda b: signers.attribute(b).names, report,
-                              hasher)
+                              rule)
     bundles = load_bundles(attestation_dirs, report.notes)
     evaluation = evaluate(policy, bundles, signers, today,
                           _read_links(attestation_dirs, report.notes))
@@ -308,15 +323,15 @@ def _read_links(attestation_dirs: list[Path], notes: list[str]) -> list[Any]:
 
 
 def add_oms_evidence(artifact: Path, digest: PathDigest, attribute: Any, report: Report,
-                     hasher: Hasher) -> PathDigest:
-    """Report the OMS model.sig a directory carries; return the digest to compare (without it,
-    since the signature is about the directory, not part of it: see verifier.interop.oms)."""
+                     ignore: Callable[[str], bool] | None = None) -> PathDigest:
+    """Report the OMS model.sig a directory carries, checked against the files of `digest`
+    (made with the ignore rule `ignore`); return the digest to compare, which already leaves
+    the signature out (see verifier.formats.digest)."""
     from verifier.interop.oms import directory_evidence
 
-    evidence = directory_evidence(artifact, digest, attribute, hasher)
+    evidence = directory_evidence(artifact, digest, attribute, ignore)
     if evidence is None:
         return digest
-    report.digest = {evidence.digest.algorithm: evidence.digest.value}
     report.oms.append(evidence.to_dict())
     report.problems.extend(Problem(evidence.source, message) for message in evidence.problems)
     report.notes.extend(evidence.notes)

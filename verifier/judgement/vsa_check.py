@@ -23,9 +23,10 @@ from typing import Any
 
 from verifier.errors import InputError
 from verifier.formats import readers
-from verifier.formats.digest import Hasher, PathDigest
+from verifier.formats.digest import Hasher, LinkRule, PathDigest
 from verifier.formats.envelope import INTOTO_PAYLOAD_TYPE, Bundle
 from verifier.formats.statement import Statement, parse_statement
+from verifier.interop.hub import ATTESTATIONS_PATTERN, snapshot_links
 from verifier.judgement.policy import check_ignore_pattern
 from verifier.judgement.verify import ignore_rule
 from verifier.judgement.vsa import IGNORED_FIELD
@@ -148,7 +149,14 @@ def check_vsa(bundle: Bundle, signer_verified: bool, signer: str, artifact: Path
     verified_at = _time(predicate.get("timeVerified"))
     policy_digest = _digest(predicate.get("policy"))
     ignores = recorded_ignores(predicate, source)
-    digest = _digest_as_summarised(artifact, statement, ignores, hasher or Hasher())
+    snapshot, links = snapshot_links(artifact)
+    if snapshot is not None:  # a Hub snapshot's attestations are never part of its digest
+        accept_ignores = (*accept_ignores, ATTESTATIONS_PATTERN)
+    digest = _digest_as_summarised(artifact, statement, ignores, hasher or Hasher(), links)
+    if digest.links:
+        from verifier.interop.hub import blob_problems
+
+        check.failures.extend(blob_problems(digest))
     check.summary = {"result": result if isinstance(result, str) else None,
                      "timeVerified": predicate.get("timeVerified")
                      if isinstance(predicate.get("timeVerified"), str) else None,
@@ -189,10 +197,11 @@ def check_vsa(bundle: Bundle, signer_verified: bool, signer: str, artifact: Path
 
 
 def _digest_as_summarised(artifact: Path, statement: Statement, ignores: RecordedIgnores,
-                          hasher: Hasher) -> PathDigest:
+                          hasher: Hasher, links: LinkRule | None = None) -> PathDigest:
     algorithm = _subject_algorithm(statement, artifact)
     algorithms = ("sha256",) if algorithm == "dirHash" else (algorithm,)
-    return hasher.digest_paths([artifact], algorithms, ignore_rule(ignores.patterns))[0]
+    return hasher.digest_paths([artifact], algorithms, ignore_rule(ignores.patterns),
+                               links)[0]
 
 
 def _time(value: Any) -> dt.datetime | None:
