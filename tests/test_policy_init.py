@@ -146,6 +146,40 @@ def test_a_policy_the_chain_does_not_meet_is_written_and_says_why(demo: Path) ->
     assert artifact["verdict"] == "FAIL" and "missing: nobody" in artifact["problem"]
 
 
+def test_a_step_nobody_rebuilt_stays_in_rebuild_steps_and_fails(demo: Path) -> None:
+    """The attack: hand init rebuilds of every step but train. The written policy must still
+    demand train's rebuilds (so it fails and says so), not quietly leave train unchecked."""
+    partial = demo / "rebuilds-no-train"
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(demo / "rebuilds", partial)
+    dropped = [f for f in partial.rglob("*") if f.name.startswith("train.")]
+    assert len(dropped) == 2, sorted(f.name for f in partial.rglob("*"))
+    for file in dropped:
+        file.unlink()
+    result = run(["policy", "init", "attestations", "rebuilds-no-train", "--signer",
+                  "builder=keys/builder.pub", "--out", "no-train.yaml", *REBUILDERS,
+                  "--json"], cwd=demo)
+    assert_no_traceback(result)
+    assert result.code == 1, result.output
+    report = json.loads(result.stdout)
+    assert report["rebuild_steps"] == ["prepare-data", "train", "package"]
+    assert report["unrebuilt_steps"] == ["train"]
+    assert [a["verdict"] for a in report["artifacts"]] == ["FAIL"]
+    written = (demo / "no-train.yaml").read_text()
+    assert "# No rebuild of train was given" in written
+    assert yaml.safe_load(written)["rebuild"]["steps"] == ["prepare-data", "train", "package"]
+    # Naming the steps that must be rebuilt is how a user leaves one out, knowingly.
+    named = run(["policy", "init", "attestations", "rebuilds-no-train", "--signer",
+                 "builder=keys/builder.pub", "--out", "named.yaml", *REBUILDERS,
+                 "--rebuild-step", "package", "--rebuild-step", "prepare-data"], cwd=demo)
+    assert named.code == 0, named.output
+    assert yaml.safe_load((demo / "named.yaml").read_text())["rebuild"]["steps"] == [
+        "prepare-data", "package"]
+    unknown = run(["policy", "init", "attestations", "--signer", "builder=keys/builder.pub",
+                   "--out", "unknown.yaml", *REBUILDERS, "--rebuild-step", "trian"], cwd=demo)
+    assert_error(unknown, 2, "--rebuild-step trian")
+
+
 # ---------------------------------------------------------------- policy check
 
 
