@@ -17,9 +17,11 @@ rebuild only removes derivations, so it never turns FAIL into PASS.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import datetime as dt
 import hashlib
+import itertools
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -317,11 +319,13 @@ def evaluate(policy: Policy, bundles: Iterable[Bundle], signers: TrustedSigners,
         if rebuild.trusted:
             claims.setdefault(rebuild.claim.rebuilt_payload_sha256, []).append(rebuild.claim)
             by_step.setdefault(rebuild.claim.step, []).append(rebuild.claim)
+    uses = _Uses([s for s in steps if s.trusted])
     for step in steps:
         if step.trusted:
             others = [c for c in by_step.get(step.record.step, [])[:QUORUM_NOTES]
                       if c.rebuilt_payload_sha256 != step.payload_sha256]
-            _judge_locally(evaluation, step, claims.get(step.payload_sha256, []) + others)
+            _judge_locally(evaluation, step, claims.get(step.payload_sha256, []) + others,
+                           uses.consumed(step))
         else:
             step.problems.append(_signature_problem(step.source, repr(step.record.step),
                                                     step.status, step.files))
@@ -490,8 +494,42 @@ def unsafe_name(name: str) -> bool:
             or name == "")
 
 
-def _judge_locally(evaluation: Evaluation, step: StepNode, claims: list[RebuildClaim]
-                   ) -> None:
+class _Uses:
+    """Which products of a step other trusted steps use as materials: by a digest they share,
+    or by name when one is inside the other (a file of a directory material, or a directory
+    product of which a file is a material). Such a product's bytes go on into what is built."""
+
+    def __init__(self, steps: list[StepNode]) -> None:
+        self.by_digest: dict[tuple[str, str], set[str]] = {}
+        self.by_name: dict[str, set[str]] = {}
+        for step in steps:
+            for material in step.record.materials:
+                for pair in material["digest"].items():
+                    self.by_digest.setdefault(pair, set()).add(step.payload_sha256)
+                self.by_name.setdefault(material["name"], set()).add(step.payload_sha256)
+        self.names = sorted(self.by_name)
+
+    def consumed(self, step: StepNode) -> frozenset[str]:
+        own = {step.payload_sha256}
+        found = set()
+        for product in step.record.products:
+            name = product["name"]
+            users = set().union(*(self.by_digest.get(p, ()) for p in product["digest"].items()),
+                                self.by_name.get(name, ()),
+                                *(self.by_name.get(d, ()) for d in _parents_of(name)))
+            if "dirHash" in product["digest"]:
+                start = bisect.bisect_left(self.names, f"{name}/")
+                for inner in itertools.islice(self.names, start, None):
+                    if not inner.startswith(f"{name}/"):
+                        break
+                    users |= self.by_name[inner]
+            if users - own:
+                found.add(name)
+        return frozenset(found)
+
+
+def _judge_locally(evaluation: Evaluation, step: StepNode, claims: list[RebuildClaim],
+                   consumed: frozenset[str] = frozenset()) -> None:
     """The rules one step attestation meets or not on its own: all but order, which depends
     on what its inputs derive from."""
     policy = evaluation.policy
@@ -519,7 +557,7 @@ def _judge_locally(evaluation: Evaluation, step: StepNode, claims: list[RebuildC
     _judge_declarations(policy, step)
     _link_materials(evaluation, step)
     if policy.rebuild is not None and record.step in policy.rebuild.steps:
-        step.quorum = judge_rebuilds(record, step.attribution, claims, policy)
+        step.quorum = judge_rebuilds(record, step.attribution, claims, policy, consumed)
         step.problems.extend(Problem(record.source, f, "quorum-shortfall")
                              for f in step.quorum.failures)
 

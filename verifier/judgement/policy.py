@@ -482,6 +482,13 @@ def _step_match(path: Path, step: str, value: Any) -> StepMatch:
     for rule in rules:
         if (why := check_ignore_pattern(rule.pattern)) is not None:
             raise InputError(f"{where}.products: {why.replace('ignore pattern', 'pattern')}.")
+        if rule.kind == "informational" and all(
+                _glob(name, rule.pattern) for name in ("x", ".x", "x/y/z.bin")):
+            # Every product informational: a rebuild could reproduce nothing that is checked,
+            # yet read as a match.
+            raise InputError(f"{where}.products.{rule.pattern}: informational for every product "
+                             "leaves nothing a rebuild is judged on; name the products that "
+                             "are informational and let the model's files be judged.")
     # Two patterns where one names a file the other matches, with different rules: ambiguous
     # whatever the step produces (other overlaps are refused when a product meets them).
     for first in rules:
