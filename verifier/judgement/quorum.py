@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from verifier.errors import InputError
 from verifier.formats.digest import BASE_DIGESTS, OPT_IN_DIGESTS, dir_hash
 from verifier.formats.statement import Statement, StepRecord, is_digest_set
+from verifier.judgement import declarations
 from verifier.judgement.hermetic import rebuild_isolation_problem
 from verifier.steps.drift import order_drift
 
@@ -265,6 +266,18 @@ def judge_claim(record: StepRecord, claim: RebuildClaim, match: StepMatch | None
                    else _within_json_tolerance(result, rule.tolerance))):
             continue
         else:
+            outcome.mismatches.append(_dissent_detail(name, result))
+    # The record-digest files the step signed (what `contamination` trusts) are judged exactly,
+    # as products: a rebuild that did not compute the same file does not reproduce the step.
+    for declared in declarations.read(record).record_digests:
+        name = declarations.RECORD_DIGESTS_PREFIX + declared.name
+        expected = {"sha256": declared.value}
+        result = results.get(name)
+        outcome.judged += 1
+        if result is None:
+            outcome.mismatches.append({"name": name, "verdict": "MISSING"})
+        elif not (_same(result.get("expected"), expected) and _same(result.get("actual"),
+                                                                      expected)):
             outcome.mismatches.append(_dissent_detail(name, result))
     return outcome
 
