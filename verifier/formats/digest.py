@@ -170,7 +170,8 @@ def _is_utf8(name: str) -> bool:
     return True
 
 
-IgnoreRule = Callable[[str], bool]  # relative POSIX path -> left out of the digest
+# (relative POSIX path, whether it is a regular file) -> left out of the digest
+IgnoreRule = Callable[[str, bool], bool]
 
 
 def _scan(root: Path, allow_symlinks: bool, ignore: IgnoreRule | None = None,
@@ -202,7 +203,8 @@ def _scan(root: Path, allow_symlinks: bool, ignore: IgnoreRule | None = None,
                     f"{shown}: the file name is not UTF-8; digests name files in UTF-8 only."
                 )
             if (ignore is not None and ignored is not None
-                    and not entry.is_dir(follow_symlinks=False) and ignore(prefix + name)):
+                    and not entry.is_dir(follow_symlinks=False)
+                    and ignore(prefix + name, entry.is_file(follow_symlinks=False))):
                 ignored.append(prefix + name)
                 continue
             if not allow_symlinks and entry.is_symlink():

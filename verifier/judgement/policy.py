@@ -71,14 +71,24 @@ def _glob(name: str, pattern: str) -> bool:
     return _glob_regex(pattern).fullmatch(name) is not None
 
 
-def ignore_pattern_for(name: str, patterns: tuple[str, ...]) -> str | None:
-    """The first ignore pattern that leaves the file `name` (relative to a directory artifact)
-    out: one matching its path or the path of a directory holding it, so `.git` leaves out all
-    of `.git/` and `.cache/huggingface/**` everything below that folder."""
-    if not patterns:
-        return None
-    candidates = [name, *_parents(name)]
-    return next((p for p in patterns if any(_glob(c, p) for c in candidates)), None)
+def ignore_pattern_for(name: str, patterns: tuple[str, ...], regular: bool = True
+                       ) -> str | None:
+    """The first ignore pattern that leaves the entry `name` (relative to a directory artifact;
+    `regular`: whether it is a regular file) out. A pattern ending in '/' names a folder and
+    leaves out everything in it (`.cache/`); one ending in `**` everything below
+    (`.cache/huggingface/**`), whatever it is; any other pattern names files, and matches a
+    regular file's own path only: `README.md` never hides a folder, link or FIFO of that name,
+    nor what a folder of that name holds."""
+    for pattern in patterns:
+        if pattern.endswith("/"):
+            if any(_glob(parent, pattern[:-1]) for parent in _parents(name)):
+                return pattern
+        elif pattern == "**" or pattern.endswith("/**"):
+            if _glob(name, pattern):
+                return pattern
+        elif regular and _glob(name, pattern):
+            return pattern
+    return None
 
 
 def _parents(name: str) -> list[str]:

@@ -174,11 +174,11 @@ def _closest_directory(subjects: dict[str, dict[str, str]], files: dict[str, str
     return None if best is None else (best[1], best[2])
 
 
-def ignore_rule(patterns: tuple[str, ...]) -> Callable[[str], bool] | None:
+def ignore_rule(patterns: tuple[str, ...]) -> Callable[[str, bool], bool] | None:
     """What `Hasher.digest_paths` leaves out of a directory artifact, or None to keep all."""
     if not patterns:
         return None
-    return lambda name: ignore_pattern_for(name, patterns) is not None
+    return lambda name, regular: ignore_pattern_for(name, patterns, regular) is not None
 
 
 def ignore_patterns(policy: Policy, extra: Iterable[str] = ()) -> tuple[str, ...]:
@@ -193,7 +193,9 @@ def _ignored_files(digest: PathDigest, policy: Policy, patterns: tuple[str, ...]
                    ) -> list[dict[str, str]]:
     listed = []
     for name in digest.ignored:
-        pattern = ignore_pattern_for(name, patterns) or ""
+        # A folder's or `**` pattern first: those are the ones that leave out a non-file.
+        pattern = (ignore_pattern_for(name, patterns, regular=False)
+                   or ignore_pattern_for(name, patterns) or "")
         by = "policy" if pattern in policy.ignore else "--ignore"
         listed.append({"file": name, "pattern": pattern, "by": by})
     return listed
