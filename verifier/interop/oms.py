@@ -365,13 +365,16 @@ class DirectoryEvidence:
 
 
 def directory_evidence(artifact: Path, digest: PathDigest, attribute: Attribute,
-                       hasher: Hasher | None = None) -> DirectoryEvidence | None:
+                       hasher: Hasher | None = None,
+                       explain: Callable[[Bundle], str] | None = None
+                       ) -> DirectoryEvidence | None:
     """Check the OMS signature a model directory carries, if it carries one.
 
     The signature is about the directory, never part of it: OMS signs the files without it, and
     an attestation of the directory was made before it existed. So when `model.sig` is an OMS
     signature, the directory's digest is taken without it; a `model.sig` that is not one stays
-    in the digest and is reported. Only a signer the caller names makes the evidence count.
+    in the digest and is reported. Only a signer the caller names makes the evidence count;
+    `explain` says why a signature counts for nothing.
     """
     if not digest.is_dir or SIGNATURE_NAME not in digest.files:
         return None
@@ -389,8 +392,9 @@ def directory_evidence(artifact: Path, digest: PathDigest, attribute: Attribute,
         evidence.problems.append(str(error))
         return evidence
     if not evidence.check.signed_by:
+        why = f": {explain(signature.bundle)}" if explain is not None else ""
         evidence.notes.append(f"ignored {path}: the OMS signature is signed by no signer the "
-                              "policy names.")
+                              f"policy names{why}.")
     elif not evidence.check.manifest_matches:
         evidence.problems.append(evidence.check.mismatch_sentence(artifact))
     return evidence

@@ -26,7 +26,7 @@ from verifier.formats.evidence import load_bundles
 from verifier.judgement.evaluation import Evaluation, Problem, evaluate, match_source
 from verifier.judgement.policy import Policy, check_ignore_pattern, ignore_pattern_for
 from verifier.judgement.quorum import StepQuorum
-from verifier.judgement.trust import TrustedSigners
+from verifier.judgement.trust import TrustedSigners, unattributed_reason
 
 __all__ = ["Problem", "Report", "load_bundles", "match_source", "verify_artifact"]
 
@@ -238,7 +238,7 @@ def verify_artifact(
         from verifier.formats.keyless import check_keyless as keyless_check
     signers = TrustedSigners(policy, keyless_check)
     digest = add_oms_evidence(artifact, digest, lambda b: signers.attribute(b).names, report,
-                              hasher)
+                              hasher, lambda b: unattributed_reason(b, signers))
     bundles = load_bundles(attestation_dirs, report.notes)
     evaluation = evaluate(policy, bundles, signers, today,
                           _read_links(attestation_dirs, report.notes))
@@ -310,12 +310,12 @@ def _read_links(attestation_dirs: list[Path], notes: list[str]) -> list[Any]:
 
 
 def add_oms_evidence(artifact: Path, digest: PathDigest, attribute: Any, report: Report,
-                     hasher: Hasher) -> PathDigest:
+                     hasher: Hasher, explain: Any = None) -> PathDigest:
     """Report the OMS model.sig a directory carries; return the digest to compare (without it,
     since the signature is about the directory, not part of it: see verifier.interop.oms)."""
     from verifier.interop.oms import directory_evidence
 
-    evidence = directory_evidence(artifact, digest, attribute, hasher)
+    evidence = directory_evidence(artifact, digest, attribute, hasher, explain)
     if evidence is None:
         return digest
     report.digest = {evidence.digest.algorithm: evidence.digest.value}
