@@ -26,7 +26,7 @@ from helpers import (
     run,
     write_policy,
 )
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from verifier.diff.jsondiff import compare_json
@@ -394,3 +394,43 @@ def test_an_informational_product_a_later_step_consumes_is_judged_exactly(
                  program="verify-model")
     assert result.code == 0, result.output
     assert "informational from" in result.stdout
+
+
+STEP_NAMES = st.sampled_from(["d", "d/a", "d/a/x", "d/b", "d0", "e", "e/d", "d.txt"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.lists(STEP_NAMES, max_size=4), st.lists(STEP_NAMES, max_size=4),
+                          st.booleans()), min_size=1, max_size=4))
+def test_consumed_products_are_the_ones_another_step_uses(
+        steps: list[tuple[list[str], list[str], bool]]) -> None:
+    """evaluation._Uses (indexed) against a brute-force reading of its rule: a product is
+    consumed when another step has a material of its name, inside it (a directory product) or
+    holding it; digests here are all distinct, so names alone decide."""
+    from types import SimpleNamespace
+
+    from verifier.judgement.evaluation import _Uses
+
+    nodes = []
+    for index, (materials, products, directory) in enumerate(steps):
+        def descriptor(name: str, side: str, n: int = index, d: bool = directory
+                       ) -> dict[str, Any]:
+            kind = "dirHash" if d and side == "p" else "sha256"
+            return {"name": name, "digest": {kind: f"{side}{n}-{name}"}}
+        record = SimpleNamespace(materials=[descriptor(m, "m") for m in materials],
+                                 products=[descriptor(p, "p") for p in products])
+        nodes.append(SimpleNamespace(payload_sha256=f"step{index}", record=record))
+    uses = _Uses(nodes)
+    for node in nodes:
+        expected = set()
+        for product in node.record.products:
+            name, directory = product["name"], "dirHash" in product["digest"]
+            for other in nodes:
+                if other is node:
+                    continue
+                for material in other.record.materials:
+                    used = material["name"]
+                    if (used == name or name.startswith(f"{used}/")
+                            or (directory and used.startswith(f"{name}/"))):
+                        expected.add(name)
+        assert uses.consumed(node) == expected

@@ -21,7 +21,6 @@ import bisect
 import dataclasses
 import datetime as dt
 import hashlib
-import itertools
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -497,35 +496,52 @@ def unsafe_name(name: str) -> bool:
 class _Uses:
     """Which products of a step other trusted steps use as materials: by a digest they share,
     or by name when one is inside the other (a file of a directory material, or a directory
-    product of which a file is a material). Such a product's bytes go on into what is built."""
+    product of which a file is a material). Such a product's bytes go on into what is built.
+    Each question costs a few lookups, never a walk over other steps' materials."""
 
     def __init__(self, steps: list[StepNode]) -> None:
         self.by_digest: dict[tuple[str, str], set[str]] = {}
-        self.by_name: dict[str, set[str]] = {}
+        by_name: dict[str, set[str]] = {}
         for step in steps:
             for material in step.record.materials:
                 for pair in material["digest"].items():
                     self.by_digest.setdefault(pair, set()).add(step.payload_sha256)
-                self.by_name.setdefault(material["name"], set()).add(step.payload_sha256)
-        self.names = sorted(self.by_name)
+                by_name.setdefault(material["name"], set()).add(step.payload_sha256)
+        self.by_name = by_name
+        self.names = sorted(by_name)
+        # The one step using each name ("" when several do), and the next index whose user
+        # differs: whether a range of names has a user other than a given step is O(1).
+        self.user = [next(iter(by_name[n])) if len(by_name[n]) == 1 else "" for n in self.names]
+        self.next_other = [len(self.names)] * len(self.names)
+        for index in range(len(self.names) - 2, -1, -1):
+            self.next_other[index] = (index + 1 if self.user[index + 1] != self.user[index]
+                                      else self.next_other[index + 1])
 
     def consumed(self, step: StepNode) -> frozenset[str]:
-        own = {step.payload_sha256}
+        own = step.payload_sha256
+
+        def other(users: set[str] | None) -> bool:
+            return bool(users) and (len(users) > 1 or own not in users)
+
         found = set()
         for product in step.record.products:
             name = product["name"]
-            users = set().union(*(self.by_digest.get(p, ()) for p in product["digest"].items()),
-                                self.by_name.get(name, ()),
-                                *(self.by_name.get(d, ()) for d in _parents_of(name)))
-            if "dirHash" in product["digest"]:
-                start = bisect.bisect_left(self.names, f"{name}/")
-                for inner in itertools.islice(self.names, start, None):
-                    if not inner.startswith(f"{name}/"):
-                        break
-                    users |= self.by_name[inner]
-            if users - own:
+            if (any(other(self.by_digest.get(p)) for p in product["digest"].items())
+                    or other(self.by_name.get(name))
+                    or any(other(self.by_name.get(d)) for d in _parents_of(name))
+                    or ("dirHash" in product["digest"] and self._inside(name, own))):
                 found.add(name)
         return frozenset(found)
+
+    def _inside(self, directory: str, own: str) -> bool:
+        """Whether a step other than `own` uses a name inside `directory`."""
+        start = bisect.bisect_left(self.names, f"{directory}/")
+        end = bisect.bisect_left(self.names, f"{directory}0")  # '0' follows '/'
+        if start >= end:
+            return False
+        if self.user[start] != own:
+            return True
+        return self.next_other[start] < end
 
 
 def _judge_locally(evaluation: Evaluation, step: StepNode, claims: list[RebuildClaim],
