@@ -1,11 +1,12 @@
 """Test certificate authorities made with `cryptography`, for certificate-signer tests.
 
     issue(subject, *, ca=False, issuer=None, key=None, code_signing=True, san=None,
-          not_before=None, not_after=None) -> (certificate, private key)
+          sans=None, not_before=None, not_after=None) -> (certificate, private key)
 
 `subject` is RFC 4514 text ("CN=release,O=Example"); without `issuer` the certificate is
-self-signed. Leaves get key usage digital signature and, unless code_signing=False, the code
-signing extended key usage; CAs get basic constraints CA and key usage certificate signing.
+self-signed. `san` is an e-mail SAN; `sans` adds any x509 general names (x509.DNSName(...)).
+Leaves get key usage digital signature and, unless code_signing=False, the code signing
+extended key usage; CAs get basic constraints CA and key usage certificate signing.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 def issue(subject: str, *, ca: bool = False, issuer: tuple[Any, Any] | None = None,
           key: Any = None, code_signing: bool = True, san: str | None = None,
+          sans: list[x509.GeneralName] | None = None,
           not_before: dt.datetime | None = None, not_after: dt.datetime | None = None
           ) -> tuple[x509.Certificate, Any]:
     key = key or ec.generate_private_key(ec.SECP256R1())
@@ -51,7 +53,7 @@ def issue(subject: str, *, ca: bool = False, issuer: tuple[Any, Any] | None = No
     if not ca and code_signing:
         builder = builder.add_extension(
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
-    if san is not None:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.RFC822Name(san)]), critical=False)
+    names = ([x509.RFC822Name(san)] if san is not None else []) + list(sans or [])
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
     return builder.sign(issuer_key, hashes.SHA256()), key

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from certificates import issue
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from helpers import INTOTO, assert_error, make_keys, pae, record_step, run, write_policy
@@ -88,6 +89,29 @@ def test_other_names_do_not_count(tmp_path: Path, pki: dict[str, Any],
                                   signer: dict[str, str]) -> None:
     _sign(tmp_path, pki["leaf"], pki["intermediate"][0])
     assert _verify(tmp_path, signer).code == 1
+
+
+@pytest.mark.parametrize("spelled", [x509.UniformResourceIdentifier("release@example.com"),
+                                     x509.DNSName("release@example.com")])
+def test_a_uri_or_dns_san_spelling_the_email_does_not_count_as_the_email(
+        tmp_path: Path, pki: dict[str, Any], spelled: x509.GeneralName) -> None:
+    """The attack: a CA issues someone else a certificate whose URI or DNS SAN is the text of
+    the policy's e-mail address; only an rfc822Name is that address."""
+    impostor = issue("CN=someone-else,O=Example", issuer=pki["intermediate"], sans=[spelled])
+    _sign(tmp_path, impostor, pki["intermediate"][0])
+    result = _verify(tmp_path, {"san": "release@example.com"})
+    assert result.code == 1, result.output
+    assert json.loads(result.stdout)["steps"] == []
+
+
+@pytest.mark.parametrize(("general", "text"), [
+    (x509.UniformResourceIdentifier("spiffe://example.com/release"), "spiffe://example.com/release"),
+    (x509.DNSName("release.example.com"), "release.example.com")])
+def test_a_uri_or_dns_san_counts_when_the_policy_names_that_kind(
+        tmp_path: Path, pki: dict[str, Any], general: x509.GeneralName, text: str) -> None:
+    leaf = issue("CN=release-signer,O=Example", issuer=pki["intermediate"], sans=[general])
+    _sign(tmp_path, leaf, pki["intermediate"][0])
+    assert _verify(tmp_path, {"san": text}).code == 0
 
 
 def test_a_chain_to_another_root_does_not_count_even_with_the_root_inside(

@@ -293,3 +293,64 @@ def test_a_signed_digest_file_of_other_data_is_refused(chain: dict[str, Path],
                   "forged.mvrd", "--benchmark", "planted.jsonl"], cwd=work)
     assert_error(result, 2, "forged.mvrd", "was computed from data with sha256",
                  "step 'prepare' attests data/train.jsonl")
+
+
+def test_a_doctored_digest_file_is_caught_by_the_rebuilds(chain: dict[str, Path],
+                                                          tmp_path: Path) -> None:
+    """The attack: the builder signs a digest file of the real data minus the benchmark rows
+    (its header still names the real data's sha256, so it parses and binds). The rebuilders
+    recompute the record digests from the data they reproduce; theirs differ, so prepare has
+    no matching rebuild and nothing is checked against the doctored file."""
+    import base64
+
+    from helpers import sign_bundle
+
+    work = tmp_path / "work"
+    shutil.copytree(chain["work"], work)
+    make_keys(tmp_path / "keys", "ra")
+    make_keys(tmp_path / "keys", "rb")
+
+    def rebuild(who: str) -> dict[str, str]:
+        result = run(["rebuild", "attestations", "--step", "prepare", "--source", ".",
+                      "--trust-key", chain["keys"] / "builder.pub", "--key",
+                      tmp_path / "keys" / f"{who}.key", "--out", "rebuilds", "--as", who,
+                      "--sandbox", "none", "--force", "--json"], cwd=work)
+        [outcome] = json.loads(result.stdout)
+        return {r["name"]: r["verdict"] for r in outcome["results"]}
+
+    # Honest: the record digests are reproduced like the data.
+    assert rebuild("ra") == {"data/train.jsonl": "IDENTICAL",
+                             "record-digests/data/train.jsonl": "IDENTICAL"}
+    data = work / "data" / "train.jsonl"
+    real_sha = recorddigests.file_sha256(data)
+    cleaned = tmp_path / "cleaned.jsonl"
+    cleaned.write_text("".join(line for line in data.read_text().splitlines(keepends=True)
+                               if "capital" not in line and "QUICK BROWN" not in line))
+    doctored = recorddigests.compute(cleaned, real_sha).to_bytes()
+    (work / "attestations" / "record-digests" / "prepare" / "data" / "train.jsonl.mvrd"
+     ).write_bytes(doctored)
+    path = work / "attestations" / "prepare.intoto.json"
+    statement = json.loads(base64.b64decode(json.loads(path.read_text())["dsseEnvelope"]
+                                            ["payload"]))
+    for entry in statement["predicate"]["runDetails"]["byproducts"]:
+        if entry["name"].startswith("record-digests/"):
+            entry["digest"]["sha256"] = hashlib.sha256(doctored).hexdigest()
+    payload = json.dumps(statement, sort_keys=True).encode()
+    path.write_text(json.dumps(sign_bundle(payload, "application/vnd.in-toto+json",
+                                           chain["keys"] / "builder.key")))
+    for who in ("ra", "rb"):
+        assert rebuild(who) == {"data/train.jsonl": "IDENTICAL",
+                                "record-digests/data/train.jsonl": "DIVERGED"}
+    policy = json.loads(json.dumps(__import__("yaml").safe_load(
+        (work / "policy.yaml").read_text())))
+    policy["signers"] = {"builder": {"key": str(chain["keys"] / "builder.pub")},
+                         **{n: {"key": str(tmp_path / "keys" / f"{n}.pub")}
+                            for n in ("ra", "rb")}}
+    policy["rebuild"] = {"quorum": 2, "rebuilders": ["ra", "rb"], "steps": ["prepare"]}
+    write_policy(work / "policy.yaml", policy)
+    result = run(["contamination", "model.bin", "--policy", "policy.yaml", "--attestations",
+                  "attestations", "--attestations", "rebuilds", "--digests-from",
+                  "attestations", "--benchmark", "planted.jsonl"], cwd=work)
+    assert result.code == 1, result.output
+    assert "not checked" in result.stdout
+    assert "0 of 2 required independent matching rebuilds" in result.stdout

@@ -84,13 +84,46 @@ def test_command_line_ignores_add_to_the_policy_and_say_so(chain: Chain) -> None
     download(chain)
     with_ignore(chain, [".gitattributes"])
     assert verify_dist(chain).code == 1  # README.md and .cache are still there
-    result = verify_dist(chain, "--json", "--ignore", "README.md", "--ignore", ".cache")
+    # A folder is named with a trailing '/'; `.cache` alone names a file, and none is there.
+    assert verify_dist(chain, "--ignore", "README.md", "--ignore", ".cache").code == 1
+    result = verify_dist(chain, "--json", "--ignore", "README.md", "--ignore", ".cache/")
     assert result.code == 0, result.output
     by = {i["file"]: (i["pattern"], i["by"]) for i in json.loads(result.stdout)["ignored"]}
     assert by == {".gitattributes": (".gitattributes", "policy"),
                   "README.md": ("README.md", "--ignore"),
-                  ".cache/huggingface/.gitignore": (".cache", "--ignore"),
-                  ".cache/huggingface/download/model.bin.metadata": (".cache", "--ignore")}
+                  ".cache/huggingface/.gitignore": (".cache/", "--ignore"),
+                  ".cache/huggingface/download/model.bin.metadata": (".cache/", "--ignore")}
+
+
+@pytest.mark.parametrize("kind", ["directory", "link", "fifo"])
+def test_a_file_pattern_hides_no_folder_link_or_fifo_of_that_name(chain: Chain,
+                                                                   kind: str) -> None:
+    """The attack: the Hub's `README.md` ignore, and in the download a `README.md/` folder
+    holding a pickle (or a link or FIFO named README.md). The pattern names a file: only a
+    regular file of that name is left out, so the pickle is in the digest and fails it, and
+    the link or FIFO is refused as anywhere else."""
+    dist = chain.work / "dist"
+    readme = dist / "README.md"
+    if kind == "directory":
+        readme.mkdir()
+        (readme / "payload.pkl").write_bytes(b"cos\nsystem\n(S'id'\ntR.")
+    elif kind == "link":
+        os.symlink("/etc/hostname", readme)
+    else:
+        os.mkfifo(readme)
+    with_ignore(chain, ["README.md"])
+    result = verify_dist(chain, "--json")
+    assert result.code == (1 if kind == "directory" else 2), result.output
+    if kind == "directory":
+        report = json.loads(result.stdout)
+        assert report["ignored"] == []
+        assert "README.md/payload.pkl" in report["problems"][0]["message"]
+    # Named as a folder, it is left out, visibly.
+    if kind == "directory":
+        result = verify_dist(chain, "--json", "--ignore", "README.md/")
+        assert result.code == 0, result.output
+        assert json.loads(result.stdout)["ignored"] == [
+            {"file": "README.md/payload.pkl", "pattern": "README.md/", "by": "--ignore"}]
 
 
 def test_ignoring_an_attested_file_never_passes_and_says_why(chain: Chain) -> None:
@@ -141,11 +174,13 @@ def test_a_file_artifact_is_never_affected_by_ignore(chain: Chain) -> None:
 NAMES = st.sampled_from(["a", "b.json", ".git", ".gitattributes", "README.md", "x.bin", ".cache"])
 PATHS = st.lists(NAMES, min_size=1, max_size=3).map("/".join)
 PATTERNS = st.sampled_from(["*.bin", ".git*", ".cache/**", "README.md", "**/*.json", "a",
-                            "a/*", "**", "?"])
+                            "a/*", "**", "?", ".cache/", "a/", "*/"])
 
 
-def _reference(name: str, pattern: str) -> bool:
-    """Independent: translate the glob with fnmatch per path component."""
+def _reference(name: str, pattern: str, regular: bool = True) -> bool:
+    """Independent: translate the glob with fnmatch per path component. A pattern ending in
+    '/' matches what a folder it names holds; one ending in `**` anything below; any other a
+    regular file's own path."""
     from fnmatch import fnmatchcase
 
     def matches(path: list[str], pat: list[str]) -> bool:
@@ -157,12 +192,19 @@ def _reference(name: str, pattern: str) -> bool:
         return bool(path) and fnmatchcase(path[0], pat[0]) and matches(path[1:], pat[1:])
 
     parts = name.split("/")
-    return any(matches(parts[:depth], pattern.split("/")) for depth in range(1, len(parts) + 1))
+    if pattern.endswith("/"):
+        return any(matches(parts[:depth], pattern[:-1].split("/"))
+                   for depth in range(1, len(parts)))
+    if pattern.split("/")[-1] == "**":
+        return matches(parts, pattern.split("/"))
+    return regular and matches(parts, pattern.split("/"))
 
 
-@given(PATHS, PATTERNS)
-def test_ignore_matches_a_path_or_a_folder_holding_it(name: str, pattern: str) -> None:
-    assert (ignore_pattern_for(name, (pattern,)) is not None) == _reference(name, pattern)
+@given(PATHS, PATTERNS, st.booleans())
+def test_ignore_matches_a_file_or_what_a_folder_pattern_holds(name: str, pattern: str,
+                                                              regular: bool) -> None:
+    assert (ignore_pattern_for(name, (pattern,), regular) is not None) == _reference(
+        name, pattern, regular)
 
 
 @settings(max_examples=40, deadline=None,
@@ -184,7 +226,7 @@ def test_the_digest_is_the_dirhash_of_exactly_the_files_not_ignored(
         written[name] = data
     rule = tuple(patterns)
     digest = Hasher(1).digest_paths(
-        [root], ignore=lambda n: ignore_pattern_for(n, rule) is not None)[0]
+        [root], ignore=lambda n, regular: ignore_pattern_for(n, rule, regular) is not None)[0]
     kept = {n: hashlib.sha256(d).hexdigest() for n, d in written.items()
             if not any(_reference(n, p) for p in rule)}
     assert digest.files == kept

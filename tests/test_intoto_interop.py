@@ -344,3 +344,24 @@ def test_a_link_with_a_flood_of_signatures_is_refused_unread(chain: Chain, tmp_p
     report = audit([tmp_path / "links"], load_policy(chain.policy))
     assert any("are refused" in f.message and f.kind == "unreadable-bundle"
                for f in report.findings)
+
+
+def test_a_directory_artifact_is_shown_a_product_by_exported_links_alone(
+        chain: Chain, tmp_path: Path) -> None:
+    """in-toto-verify accepts the chain of exported classic links, whose products are the
+    files of dist/ one by one (links carry no dirHash); verify-model with those links alone
+    must show the directory `dist` a product too: its files, every one listed, add up to it."""
+    assert export(chain, tmp_path / "links").code == 0
+    assert in_toto_verify(chain, tmp_path / "links").returncode == 0
+    result = verify_layout(chain, "--attestations", tmp_path / "links", "--json",
+                           artifact="dist")
+    assert result.code == 0, result.output
+    assert json.loads(result.stdout)["verdict"] == "PASS"
+    # A file added to the directory is no product of any link.
+    (chain.work / "dist" / "extra.bin").write_bytes(b"planted")
+    try:
+        result = verify_layout(chain, "--attestations", tmp_path / "links", "--json",
+                               artifact="dist")
+        assert result.code == 1, result.output
+    finally:
+        (chain.work / "dist" / "extra.bin").unlink()

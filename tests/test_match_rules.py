@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from helpers import (
     run,
     write_policy,
 )
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from verifier.diff.jsondiff import compare_json
@@ -179,14 +180,21 @@ def test_json_beyond_the_tolerance_or_a_changed_string_is_dissent(chain: Path,
 
 
 def test_informational_never_makes_a_match(chain: Path, tmp_path: Path) -> None:
+    """The attack: call every product informational, and any rebuild, however far off, reads
+    as a match. A rebuild with nothing judged counts for nothing, and `"**"` is refused."""
     everything = {"train": {"products": {"*": "informational"}}}
     result = verify(chain, policy(chain, tmp_path, everything), "ra", "rc-far")
-    assert result.code == 0  # every product informational: rc-far is no dissent ...
+    assert result.code == 1, result.output
     quorum = train_quorum(result)
-    assert quorum["dissent"] == []
-    assert sorted(f["name"] for f in quorum["informational"][0]["files"]) == [
-        "metrics.json", "train.log", "weights.safetensors"]
-    # ... and an informational product missing from a rebuild is reported, not a mismatch.
+    assert quorum["matching"] == 0 and quorum["dissent"] == []
+    assert len(quorum["ignored"]) == 2
+    assert all("every product of step 'train' is informational" in n
+               for n in quorum["ignored"])
+    every = {"train": {"products": {"**": "informational"}}}
+    assert_error(verify(chain, policy(chain, tmp_path, every), "ra", as_json=False), 2,
+                 "rebuild.match.train.products.**", "informational for every product")
+    checked = run(["policy", "check", policy(chain, tmp_path, every)])
+    assert checked.code == 1 and "informational for every product" in checked.stdout
 
 
 def test_a_forged_json_claim_for_another_digest_is_dissent(chain: Path, tmp_path: Path) -> None:
@@ -314,3 +322,115 @@ def test_deep_or_hostile_json_never_crashes_the_diff(tmp_path: Path) -> None:
     (tmp_path / "b").write_text(huge.replace("1e400", "1").replace('"b": 1', '"b": 2'))
     result = diff_files(tmp_path / "a", tmp_path / "b")
     assert result.kind in ("json", "bytes")  # whatever it is, a sentence, never a crash
+
+
+# ------------------------------------------------ an informational product used later
+
+# train's log.json holds whatever the builder's run put there (here: random bytes, as a poisoned
+# log would be); package copies it into the model.
+POISONING = ("import os, pathlib; pathlib.Path('weights.bin').write_bytes(b'w' * 64); "
+             "pathlib.Path('log.json').write_text('{\"note\": \"%s\"}' % os.urandom(8).hex())")
+PACKAGE = ("import pathlib, shutil; pathlib.Path('dist').mkdir(exist_ok=True); "
+           "shutil.copy('log.json', 'dist/config.json'); "
+           "shutil.copy('weights.bin', 'dist/weights.bin')")
+
+
+@pytest.fixture(scope="module")
+def poisoned(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("poisoned")
+    for name in ("builder", "ra", "rc"):
+        make_keys(root / "keys", name)
+    work = root / "work"
+    work.mkdir()
+    (work / "raw.csv").write_text("a,b\n", encoding="utf-8")
+    for step, materials, products, code in (
+            ("train", ["raw.csv"], ["weights.bin", "log.json"], POISONING),
+            ("package", ["log.json", "weights.bin"], ["dist/config.json", "dist/weights.bin"],
+             PACKAGE)):
+        result = record_step(work, step, root / "keys" / "builder.key", materials, products,
+                             code)
+        assert result.code == 0, result.output
+    for key in ("ra", "rc"):
+        result = run(["rebuild", work / "attestations", "--source", work,
+                      "--trust-key", root / "keys" / "builder.pub",
+                      "--key", root / "keys" / f"{key}.key", "--out", root / "rebuilds" / key],
+                     cwd=work)
+        assert_no_traceback(result)
+    return root
+
+
+def test_an_informational_product_a_later_step_consumes_is_judged_exactly(
+        poisoned: Path, tmp_path: Path) -> None:
+    """The attack: the builder's log.json (no rebuild reproduces it) is informational in
+    train, and package copies it into dist/config.json. It is judged exactly, so train has
+    dissent and the model fails; a log nobody consumes stays informational."""
+    data = {
+        "version": 1,
+        "signers": {n: {"key": str(poisoned / "keys" / f"{n}.pub")}
+                    for n in ("builder", "ra", "rc")},
+        "sources": [{"name": "raw.csv", "sha256": hashlib.sha256(b"a,b\n").hexdigest()}],
+        "steps": [{"name": "train", "signed_by": ["builder"]},
+                  {"name": "package", "signed_by": ["builder"], "after": ["train"]}],
+        "rebuild": {"quorum": 2, "rebuilders": ["ra", "rc"], "steps": ["train", "package"],
+                    "match": {"train": {"products": {"log.json": "informational"}}}},
+    }
+    path = write_policy(tmp_path / "policy.yaml", data)
+    args: list[Any] = [poisoned / "work" / "dist" / "config.json", "--policy", path,
+                       "--attestations", poisoned / "work" / "attestations",
+                       "--attestations", poisoned / "rebuilds", "--json"]
+    result = run(args, program="verify-model")
+    assert_no_traceback(result)
+    assert result.code == 1, result.output
+    train = next(q for q in json.loads(result.stdout)["rebuilds"] if q["step"] == "train")
+    assert train["matching"] == 0
+    assert {f["name"] for d in train["dissent"] for f in d["files"]} == {"log.json"}
+    # Without package's attestation nobody consumes the log: it is informational again.
+    (tmp_path / "train-only").mkdir()
+    shutil.copy(poisoned / "work" / "attestations" / "train.intoto.json", tmp_path / "train-only")
+    write_policy(path, dict(data, steps=data["steps"][:1],
+                            rebuild=dict(data["rebuild"], steps=["train"])))
+    result = run([poisoned / "work" / "weights.bin", "--policy", path, "--attestations",
+                  tmp_path / "train-only", "--attestations", poisoned / "rebuilds"],
+                 program="verify-model")
+    assert result.code == 0, result.output
+    assert "informational from" in result.stdout
+
+
+STEP_NAMES = st.sampled_from(["d", "d/a", "d/a/x", "d/b", "d0", "e", "e/d", "d.txt"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.lists(STEP_NAMES, max_size=4), st.lists(STEP_NAMES, max_size=4),
+                          st.booleans()), min_size=1, max_size=4))
+def test_consumed_products_are_the_ones_another_step_uses(
+        steps: list[tuple[list[str], list[str], bool]]) -> None:
+    """evaluation._Uses (indexed) against a brute-force reading of its rule: a product is
+    consumed when another step has a material of its name, inside it (a directory product) or
+    holding it; digests here are all distinct, so names alone decide."""
+    from types import SimpleNamespace
+
+    from verifier.judgement.evaluation import _Uses
+
+    nodes = []
+    for index, (materials, products, directory) in enumerate(steps):
+        def descriptor(name: str, side: str, n: int = index, d: bool = directory
+                       ) -> dict[str, Any]:
+            kind = "dirHash" if d and side == "p" else "sha256"
+            return {"name": name, "digest": {kind: f"{side}{n}-{name}"}}
+        record = SimpleNamespace(materials=[descriptor(m, "m") for m in materials],
+                                 products=[descriptor(p, "p") for p in products])
+        nodes.append(SimpleNamespace(payload_sha256=f"step{index}", record=record))
+    uses = _Uses(nodes)
+    for node in nodes:
+        expected = set()
+        for product in node.record.products:
+            name, directory = product["name"], "dirHash" in product["digest"]
+            for other in nodes:
+                if other is node:
+                    continue
+                for material in other.record.materials:
+                    used = material["name"]
+                    if (used == name or name.startswith(f"{used}/")
+                            or (directory and used.startswith(f"{name}/"))):
+                        expected.add(name)
+        assert uses.consumed(node) == expected

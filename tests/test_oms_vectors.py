@@ -204,3 +204,33 @@ def test_the_spec_s_wrong_predicate_vector_is_refused() -> None:
 
     with pytest.raises(InputError, match="not an OMS signature"):
         read_oms(VECTORS / "spec" / "wrong-predicate.bundle.json")
+
+
+def test_a_sigstore_signature_without_its_log_entries_says_why_it_is_not_counted(
+        tmp_path: Path) -> None:
+    """The conformance vector missing-tlog-entries: the sigstore vector with its Rekor entries
+    removed. It verifies for nobody, and the note says why instead of only "not counted"."""
+    from verifier.judgement.verify import verify_artifact
+
+    model = tmp_path / "model"
+    shutil.copytree(VECTORS / "model-sigstore", model)
+    bundle = read_json(VECTORS / "spec" / "sigstore.bundle.json")
+    bundle["verificationMaterial"]["tlogEntries"] = []
+    (model / "model.sig").write_text(json.dumps(bundle))
+    (tmp_path / "none").mkdir()
+    issuer = "https://sigstore.verify.ibm.com/oauth2"
+    for identity in ("stefanb@us.ibm.com", "mallory@example.com"):
+        path = write_policy(tmp_path / "policy.yaml", {
+            "version": 1, "signers": {"release": {"sigstore": {"issuer": issuer,
+                                                               "identity": identity}}},
+            "steps": [{"name": "package", "signed_by": ["release"]}]})
+        report = verify_artifact(model, load_policy(path), [tmp_path / "none"])
+        [evidence] = report.oms
+        assert evidence["verdict"] == "unattributed"
+        [note] = [n for n in report.notes if "model.sig" in n]
+        assert "carries no transparency-log entry" in note, note
+    # With its log entries, under another identity: the certificate is the reason.
+    (model / "model.sig").write_text((VECTORS / "spec" / "sigstore.bundle.json").read_text())
+    report = verify_artifact(model, load_policy(path), [tmp_path / "none"])
+    [note] = [n for n in report.notes if "model.sig" in n]
+    assert "satisfies no keyless identity" in note, note

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers import assert_error, assert_no_traceback, make_keys, run, run_executable
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "tiny-model"
@@ -146,6 +148,40 @@ def test_a_policy_the_chain_does_not_meet_is_written_and_says_why(demo: Path) ->
     assert artifact["verdict"] == "FAIL" and "missing: nobody" in artifact["problem"]
 
 
+def test_a_step_nobody_rebuilt_stays_in_rebuild_steps_and_fails(demo: Path) -> None:
+    """The attack: hand init rebuilds of every step but train. The written policy must still
+    demand train's rebuilds (so it fails and says so), not quietly leave train unchecked."""
+    partial = demo / "rebuilds-no-train"
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(demo / "rebuilds", partial)
+    dropped = [f for f in partial.rglob("*") if f.name.startswith("train.")]
+    assert len(dropped) == 2, sorted(f.name for f in partial.rglob("*"))
+    for file in dropped:
+        file.unlink()
+    result = run(["policy", "init", "attestations", "rebuilds-no-train", "--signer",
+                  "builder=keys/builder.pub", "--out", "no-train.yaml", *REBUILDERS,
+                  "--json"], cwd=demo)
+    assert_no_traceback(result)
+    assert result.code == 1, result.output
+    report = json.loads(result.stdout)
+    assert report["rebuild_steps"] == ["prepare-data", "train", "package"]
+    assert report["unrebuilt_steps"] == ["train"]
+    assert [a["verdict"] for a in report["artifacts"]] == ["FAIL"]
+    written = (demo / "no-train.yaml").read_text()
+    assert "# No rebuild of train was given" in written
+    assert yaml.safe_load(written)["rebuild"]["steps"] == ["prepare-data", "train", "package"]
+    # Naming the steps that must be rebuilt is how a user leaves one out, knowingly.
+    named = run(["policy", "init", "attestations", "rebuilds-no-train", "--signer",
+                 "builder=keys/builder.pub", "--out", "named.yaml", *REBUILDERS,
+                 "--rebuild-step", "package", "--rebuild-step", "prepare-data"], cwd=demo)
+    assert named.code == 0, named.output
+    assert yaml.safe_load((demo / "named.yaml").read_text())["rebuild"]["steps"] == [
+        "prepare-data", "package"]
+    unknown = run(["policy", "init", "attestations", "--signer", "builder=keys/builder.pub",
+                   "--out", "unknown.yaml", *REBUILDERS, "--rebuild-step", "trian"], cwd=demo)
+    assert_error(unknown, 2, "--rebuild-step trian")
+
+
 # ---------------------------------------------------------------- policy check
 
 
@@ -236,3 +272,76 @@ def test_check_finds_a_typo_inside_a_rule_with_several_forms(tmp_path: Path, mat
     assert result.code == 1
     [error] = json.loads(result.stdout)["errors"]
     assert error.startswith(expected), error
+
+
+# A richer valid policy whose every field the property below replaces with a value of a wrong
+# type, one field at a time.
+RICH = {
+    "version": 1, "name": "rich", "expires": "2099-01-01",
+    "signers": {"builder": {"key": "builder.pub"}, "rebuilder-a": {"key": "builder.pub"},
+                "rebuilder-b": {"key": "builder.pub"}},
+    "sources": [{"name": "raw.csv", "sha256": "0" * 64}, {"pattern": "*.py", "unpinned": True}],
+    "steps": [{"name": "prepare", "signed_by": ["builder"]},
+              {"name": "train", "signed_by": ["builder"], "after": ["prepare"],
+               "hermetic": True}],
+    "ignore": ["README.md"],
+    "rebuild": {"quorum": 1, "rebuilders": ["rebuilder-a", "rebuilder-b"], "steps": ["train"],
+                "max_dissent": 1,
+                "match": {"train": {"products": {"*.json": {"json": {"rtol": 0.1, "atol": 0}},
+                                                 "log.txt": "informational"}}}},
+}
+WRONG = st.one_of(st.integers(), st.floats(allow_nan=True), st.booleans(), st.none(),
+                  st.text(max_size=5), st.lists(st.integers(), max_size=3),
+                  st.lists(st.text(max_size=3), max_size=3),
+                  st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+                  st.lists(st.dictionaries(st.text(max_size=3), st.text(max_size=3),
+                                           max_size=2), max_size=2))
+
+
+def _paths(value: object, path: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    found = [path] if path else []
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            found += _paths(inner, (*path, key))
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            found += _paths(inner, (*path, index))
+    return found
+
+
+RICH_PATHS = _paths(RICH)
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("wrong-types")
+    make_keys(folder, "builder")
+    return folder
+
+
+@settings(max_examples=120, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(where=st.sampled_from(RICH_PATHS), value=WRONG)
+def test_check_and_load_give_sentences_for_every_wrong_type(keyed: Path, where: tuple,
+                                                            value: object) -> None:
+    """Any field of a valid policy replaced by a value of any other type: `policy check` lists
+    errors (strings) and loading says one sentence; neither fails inside."""
+    import copy
+
+    from verifier.errors import InputError
+    from verifier.judgement.policy import load_policy
+    from verifier.judgement.policy_check import check_policy
+
+    data = copy.deepcopy(RICH)
+    target = data
+    for step in where[:-1]:
+        target = target[step]
+    target[where[-1]] = value
+    path = keyed / "policy.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    errors = check_policy(path)
+    assert all(isinstance(e, str) and e for e in errors)
+    try:
+        load_policy(path)
+    except InputError:
+        assert errors, "check calls valid a policy that does not load"

@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -76,17 +77,19 @@ def test_passing_verification_writes_a_signed_vsa(chain: Chain, tmp_path: Path) 
     assert predicate["verifiedLevels"] == ["SLSA_BUILD_LEVEL_1",
                                            "MODEL_VERIFIER_REBUILD_QUORUM_2"]
     assert predicate["slsaVersion"] == "1.0"
-    assert predicate["resourceUri"] == MODEL
+    # URIs (SLSA VSA v1), not paths: absolute file: URIs of what was read.
+    assert predicate["resourceUri"] == (chain.root / MODEL).absolute().as_uri()
     verified_at = dt.datetime.fromisoformat(predicate["timeVerified"].replace("Z", "+00:00"))
     assert abs((dt.datetime.now(dt.UTC) - verified_at).total_seconds()) < 600
-    assert predicate["policy"] == {"uri": chain.policy.as_posix(),
+    assert predicate["policy"] == {"uri": chain.policy.absolute().as_uri(),
                                    "digest": {"sha256": sha256_file(chain.policy)}}
     inputs = {i["uri"]: i["digest"]["sha256"] for i in predicate["inputAttestations"]}
     files = [*chain.attestations.glob("*.json"), *chain.rebuilds.rglob("*.json")]
-    expected = sorted(p.relative_to(chain.root).as_posix() for p in files)
+    expected = sorted(p.absolute().as_uri() for p in files)
     assert sorted(inputs) == expected  # three steps, seven rebuilds (rebuilder-c's dissent too)
     for uri, digest in inputs.items():
-        assert digest == hashlib.sha256((chain.root / uri).read_bytes()).hexdigest()
+        path = Path(urllib.parse.unquote(urllib.parse.urlsplit(uri).path))
+        assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_a_changed_vsa_no_longer_verifies(chain: Chain, tmp_path: Path) -> None:

@@ -1557,6 +1557,8 @@ def policy_init(
         "repeatable.")] = None,
     quorum: Annotated[int | None, typer.Option(
         help="Matching rebuilds each step needs (default: every --rebuilder).")] = None,
+    rebuild_step: Annotated[list[str] | None, typer.Option("--rebuild-step", metavar="STEP",
+        help="A step that must be rebuilt (default: every step); repeatable.")] = None,
     pin_code: Annotated[bool, typer.Option("--pin-code",
         help="Pin code files (*.py, *.sh, ...) by digest too, instead of unpinned patterns.")
         ] = False,
@@ -1582,7 +1584,7 @@ def policy_init(
         result = init_policy(
             attestations, parse_named_keys(signer, "--signer"),
             parse_named_keys(rebuilder or [], "--rebuilder"), out, quorum=quorum,
-            pin_code=pin_code, name=name, force=force)
+            pin_code=pin_code, name=name, force=force, rebuild_steps=rebuild_step)
         if as_json:
             _emit_json(result.to_dict())
         else:
@@ -1591,7 +1593,9 @@ def policy_init(
                   + (f", unpinned code {', '.join(result.unpinned_patterns)}"
                      if result.unpinned_patterns else "")
                   + (f", rebuilds of {', '.join(result.rebuild_steps)}"
-                     if result.rebuild_steps else ""))
+                     if result.rebuild_steps else "")
+                  + (f"; no rebuild given of {', '.join(result.unrebuilt_steps)}"
+                     if result.unrebuilt_steps else ""))
             for artifact, passed, problem in result.artifacts:
                 _say(f"  {'PASS' if passed else 'FAIL'}  {artifact}"
                       + (f": {problem}" if problem else ""))

@@ -11,7 +11,10 @@ or a lone `certificate`). It counts for a policy signer when:
 - the leaf's key usage allows digital signatures and its extended key usage names code
   signing;
 - the leaf's subject (RFC 4514 text) or one of its subject alternative names equals what the
-  policy names.
+  policy names, as a name of the kind the policy's text is: `release@example.com` is an e-mail
+  address (rfc822Name), `https://…` or any `scheme:…` a URI, anything else a DNS name. A URI or
+  DNS name that merely spells an e-mail address is another name, held by whoever the CA gave
+  it to.
 
 The bundle says nothing trustworthy about when it was signed (OMS certificate bundles carry no
 timestamp), so the chain must be valid now: the same choice model_signing makes. A root
@@ -23,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +46,20 @@ class CertificateIdentity:
 
     @property
     def wanted(self) -> str:
-        return f"subject {self.subject}" if self.subject is not None else f"SAN {self.san}"
+        if self.subject is not None:
+            return f"subject {self.subject}"
+        return f"{san_kind(self.san or '')} SAN {self.san}"
+
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def san_kind(text: str) -> str:
+    """The kind of subject alternative name a policy's `san` text means: a URI when it starts
+    with a scheme, else an e-mail address when it holds '@', else a DNS name."""
+    if _SCHEME.match(text):
+        return "URI"
+    return "e-mail" if "@" in text else "DNS"
 
 
 def load_roots(path: Path) -> tuple[Any, ...]:
@@ -99,14 +116,16 @@ def bundle_certificates(raw: dict[str, Any]) -> list[Any]:
     return certificates
 
 
-def _names(leaf: Any) -> tuple[str, list[str]]:
+def _names(leaf: Any) -> tuple[str, list[tuple[str, str]]]:
+    """The leaf's subject and its (kind, value) subject alternative names."""
     from cryptography import x509
 
+    kinds = (("e-mail", x509.RFC822Name), ("URI", x509.UniformResourceIdentifier),
+             ("DNS", x509.DNSName))
     try:
         sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        values = [str(v) for v in sans.get_values_for_type(x509.RFC822Name)]
-        values += [str(v) for v in sans.get_values_for_type(x509.UniformResourceIdentifier)]
-        values += [str(v) for v in sans.get_values_for_type(x509.DNSName)]
+        values = [(kind, str(v)) for kind, general in kinds
+                  for v in sans.get_values_for_type(general)]
     except x509.ExtensionNotFound:
         values = []
     return leaf.subject.rfc4514_string(), values
@@ -172,7 +191,8 @@ def check_certificate_signer(bundle: Bundle, spec: CertificateIdentity,
     subject, sans = _names(certificates[0])
     if spec.subject is not None:
         return subject if subject == spec.subject else None
-    return spec.san if spec.san in sans else None
+    wanted = (san_kind(spec.san or ""), spec.san)
+    return spec.san if wanted in sans else None
 
 
 def leaf_key_hint(bundle: Bundle) -> str:
@@ -201,4 +221,5 @@ def explain(bundle: Bundle, spec: CertificateIdentity, at: dt.datetime | None = 
         return problem
     subject, sans = _names(certificates[0])
     return (f"its certificate is issued to {subject}"
-            + (f" ({', '.join(sans)})" if sans else "") + f", not {spec.wanted}")
+            + (f" ({', '.join(f'{k} {v}' for k, v in sans)})" if sans else "")
+            + f", not {spec.wanted}")

@@ -176,7 +176,8 @@ def _is_utf8(name: str) -> bool:
     return True
 
 
-IgnoreRule = Callable[[str], bool]  # relative POSIX path -> left out of the digest
+# (relative POSIX path, whether it is a regular file) -> left out of the digest
+IgnoreRule = Callable[[str, bool], bool]
 # A link's path -> the regular file it may stand for, or InputError naming the link. Given only
 # where a layout of links is known to be sound (a Hugging Face snapshot: verifier.interop.hub).
 LinkRule = Callable[[str], str]
@@ -213,11 +214,9 @@ def _scan(root: Path, allow_symlinks: bool, ignore: IgnoreRule | None = None,
                 raise InputError(
                     f"{shown}: the file name is not UTF-8; digests name files in UTF-8 only."
                 )
-            if (ignore is not None and ignored is not None
-                    and not entry.is_dir(follow_symlinks=False) and ignore(prefix + name)):
-                ignored.append(prefix + name)
-                continue
+            target: str | None = None
             if links is not None and resolved is not None and entry.is_symlink():
+                # A snapshot's link stands for the blob it leads to: a regular file, or refused.
                 target = links(entry.path)
                 try:
                     st = os.lstat(target)
@@ -226,6 +225,13 @@ def _scan(root: Path, allow_symlinks: bool, ignore: IgnoreRule | None = None,
                 if not stat.S_ISREG(st.st_mode):
                     raise InputError(f"{entry.path}: links to {target}, which is not a regular "
                                      "file.")
+            regular = target is not None or entry.is_file(follow_symlinks=False)
+            if (ignore is not None and ignored is not None
+                    and not entry.is_dir(follow_symlinks=False)
+                    and ignore(prefix + name, regular)):
+                ignored.append(prefix + name)
+                continue
+            if target is not None and resolved is not None:
                 resolved[prefix + name] = target
                 found.append((prefix + name, st.st_size))
                 continue

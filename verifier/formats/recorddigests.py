@@ -38,6 +38,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
+import stat
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -299,6 +301,48 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def recompute(declared: Iterable[tuple[str, str]], workspace: Path, prefix: str
+              ) -> list[dict[str, object]]:
+    """A rebuild's results for the record-digest files a step signed, as for its products: for
+    each (data name, signed digest-file sha256), the sha256 of the digest file computed again
+    from the data as the rebuild's workspace holds it. A builder's doctored file (a row left
+    out) then differs from what every rebuilder computes. Data reached through a link, or not a
+    regular file, is not read (MISSING), as a product would not be."""
+    results: list[dict[str, object]] = []
+    for name, signed in sorted(declared):
+        expected = {"sha256": signed}
+        path = workspace / name
+        entry: dict[str, object] = {"name": prefix + name, "expected": expected,
+                                    "actual": None, "verdict": "MISSING"}
+        if _plain_file(workspace, name):
+            try:
+                data = compute(path, file_sha256(path)).to_bytes()
+            except (InputError, OSError):
+                pass  # records that cannot be read reproduce nothing: MISSING
+            else:
+                actual = hashlib.sha256(data).hexdigest()
+                entry["actual"] = {"sha256": actual}
+                entry["verdict"] = "IDENTICAL" if actual == signed else "DIVERGED"
+        results.append(entry)
+    return results
+
+
+def _plain_file(workspace: Path, name: str) -> bool:
+    """Whether workspace/name is a regular file reached through no symbolic link (lstat of
+    every component, never following one)."""
+    current = workspace
+    parts = Path(name).parts
+    for index, part in enumerate(parts):
+        current = current / part
+        try:
+            mode = os.lstat(current).st_mode
+        except OSError:
+            return False
+        if stat.S_ISLNK(mode) or (index == len(parts) - 1 and not stat.S_ISREG(mode)):
+            return False
+    return True
 
 
 def write(path: Path, data: bytes, *, overwrite: bool) -> None:

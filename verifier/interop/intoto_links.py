@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from verifier.errors import InputError, SignatureError, VerificationFailure
-from verifier.formats.digest import Hasher, PathDigest
+from verifier.formats.digest import Hasher, PathDigest, dir_hash
 from verifier.formats.envelope import INTOTO_PAYLOAD_TYPE, Bundle, pae, read_bundles, write_atomic
 from verifier.formats.statement import (
     REBUILD_PREDICATE_TYPE,
@@ -314,6 +314,21 @@ class ClassicLink:
         return {d["sha256"] for d in products.values()
                 if isinstance(d, dict) and isinstance(d.get("sha256"), str)}
 
+    def directory_digests(self) -> set[str]:
+        """The dirHash of every directory holding products, from the products listed in it: a
+        link lists a directory's files one by one (in-toto has no directory digest), so the
+        directory is a product exactly when its files are those, with those digests."""
+        products = self.fields.get("products") or {}
+        folders: dict[str, dict[str, str]] = {}
+        for name, digests in products.items():
+            sha256 = digests.get("sha256") if isinstance(digests, dict) else None
+            parts = str(name).split("/")
+            if not isinstance(sha256, str) or any(p in ("", ".", "..") for p in parts):
+                continue
+            for depth in range(1, len(parts)):
+                folders.setdefault("/".join(parts[:depth]), {})["/".join(parts[depth:])] = sha256
+        return {dir_hash(files) for files in folders.values()}
+
 
 def link_files(paths: list[Path]) -> list[Path]:
     """Every `*.link` file under the attestation directories (or given directly)."""
@@ -533,7 +548,9 @@ def verify_with_layout(artifact: Path, layout_path: Path, key_paths: list[Path],
         return report
     if not _is_product(digest, verified) and not (
             digest.algorithm == "sha256"
-            and any(digest.value in link.product_digests() for link in verified_links)):
+            and any(digest.value in link.product_digests() for link in verified_links)) and not (
+            digest.algorithm == "dirHash"
+            and any(digest.value in link.directory_digests() for link in verified_links)):
         report.problems.append(Problem(str(artifact), (
             f"{artifact}: its {digest.algorithm} {digest.value[:16]}… is no product of any step "
             f"that passed the layout {layout_path}."

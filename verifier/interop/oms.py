@@ -268,7 +268,8 @@ def compare(signature: OmsSignature, digests: dict[str, str], attribute: Attribu
     A signed resource that `ignore` (the policy's and the run's patterns) leaves out of the
     directory is left out of the comparison too: those files are not part of the model the
     caller verifies, on either side."""
-    expected = {n: d for n, d in signature.resources.items() if ignore is None or not ignore(n)}
+    expected = {n: d for n, d in signature.resources.items()
+                if ignore is None or not ignore(n, True)}
     return OmsCheck(
         signature=signature.source,
         model_name=signature.model_name,
@@ -398,14 +399,17 @@ class DirectoryEvidence:
 
 
 def directory_evidence(artifact: Path, digest: PathDigest, attribute: Attribute,
-                       ignore: IgnoreRule | None = None) -> DirectoryEvidence | None:
+                       ignore: IgnoreRule | None = None,
+                       explain: Callable[[Bundle], str] | None = None
+                       ) -> DirectoryEvidence | None:
     """Check the OMS signature a model directory carries, if it carries one.
 
     `digest` is the directory's, made with `ignore`: an OMS `model.sig` at its top is already
     out of it (verifier.formats.digest), and its files are what the signature is checked
     against, so the ignore patterns apply to both alike. A `model.sig` that is no OMS signature
     is a file of the directory and is reported. Only a signer the caller names makes the
-    evidence count; a signature by nobody the caller names is noted, whatever it holds.
+    evidence count; a signature by nobody the caller names is noted, whatever it holds, and
+    `explain` says why it counts for nothing.
     """
     if not digest.is_dir:
         return None
@@ -420,13 +424,14 @@ def directory_evidence(artifact: Path, digest: PathDigest, attribute: Attribute,
         return DirectoryEvidence(str(path), digest, problems=[
             f"{path}: changed while the directory was being verified."])
     evidence = DirectoryEvidence(str(path), digest)
-    unattributed = (f"ignored {path}: the OMS signature is signed by no signer the policy "
-                    "names.")
     try:
         bundle = read_bundle(path)
     except InputError as error:
         evidence.problems.append(str(error))
         return evidence
+    why = f": {explain(bundle)}" if explain is not None else ""
+    unattributed = (f"ignored {path}: the OMS signature is signed by no signer the policy "
+                    f"names{why}.")
     signed_by = attribute(bundle)
     try:
         signature = parse_oms(bundle)

@@ -17,6 +17,7 @@ rebuild only removes derivations, so it never turns FAIL into PASS.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import datetime as dt
 import hashlib
@@ -317,11 +318,13 @@ def evaluate(policy: Policy, bundles: Iterable[Bundle], signers: TrustedSigners,
         if rebuild.trusted:
             claims.setdefault(rebuild.claim.rebuilt_payload_sha256, []).append(rebuild.claim)
             by_step.setdefault(rebuild.claim.step, []).append(rebuild.claim)
+    uses = _Uses([s for s in steps if s.trusted])
     for step in steps:
         if step.trusted:
             others = [c for c in by_step.get(step.record.step, [])[:QUORUM_NOTES]
                       if c.rebuilt_payload_sha256 != step.payload_sha256]
-            _judge_locally(evaluation, step, claims.get(step.payload_sha256, []) + others)
+            _judge_locally(evaluation, step, claims.get(step.payload_sha256, []) + others,
+                           uses.consumed(step))
         else:
             step.problems.append(_signature_problem(step.source, repr(step.record.step),
                                                     step.status, step.files))
@@ -490,8 +493,59 @@ def unsafe_name(name: str) -> bool:
             or name == "")
 
 
-def _judge_locally(evaluation: Evaluation, step: StepNode, claims: list[RebuildClaim]
-                   ) -> None:
+class _Uses:
+    """Which products of a step other trusted steps use as materials: by a digest they share,
+    or by name when one is inside the other (a file of a directory material, or a directory
+    product of which a file is a material). Such a product's bytes go on into what is built.
+    Each question costs a few lookups, never a walk over other steps' materials."""
+
+    def __init__(self, steps: list[StepNode]) -> None:
+        self.by_digest: dict[tuple[str, str], set[str]] = {}
+        by_name: dict[str, set[str]] = {}
+        for step in steps:
+            for material in step.record.materials:
+                for pair in material["digest"].items():
+                    self.by_digest.setdefault(pair, set()).add(step.payload_sha256)
+                by_name.setdefault(material["name"], set()).add(step.payload_sha256)
+        self.by_name = by_name
+        self.names = sorted(by_name)
+        # The one step using each name ("" when several do), and the next index whose user
+        # differs: whether a range of names has a user other than a given step is O(1).
+        self.user = [next(iter(by_name[n])) if len(by_name[n]) == 1 else "" for n in self.names]
+        self.next_other = [len(self.names)] * len(self.names)
+        for index in range(len(self.names) - 2, -1, -1):
+            self.next_other[index] = (index + 1 if self.user[index + 1] != self.user[index]
+                                      else self.next_other[index + 1])
+
+    def consumed(self, step: StepNode) -> frozenset[str]:
+        own = step.payload_sha256
+
+        def other(users: set[str] | None) -> bool:
+            return bool(users) and (len(users) > 1 or own not in users)
+
+        found = set()
+        for product in step.record.products:
+            name = product["name"]
+            if (any(other(self.by_digest.get(p)) for p in product["digest"].items())
+                    or other(self.by_name.get(name))
+                    or any(other(self.by_name.get(d)) for d in _parents_of(name))
+                    or ("dirHash" in product["digest"] and self._inside(name, own))):
+                found.add(name)
+        return frozenset(found)
+
+    def _inside(self, directory: str, own: str) -> bool:
+        """Whether a step other than `own` uses a name inside `directory`."""
+        start = bisect.bisect_left(self.names, f"{directory}/")
+        end = bisect.bisect_left(self.names, f"{directory}0")  # '0' follows '/'
+        if start >= end:
+            return False
+        if self.user[start] != own:
+            return True
+        return self.next_other[start] < end
+
+
+def _judge_locally(evaluation: Evaluation, step: StepNode, claims: list[RebuildClaim],
+                   consumed: frozenset[str] = frozenset()) -> None:
     """The rules one step attestation meets or not on its own: all but order, which depends
     on what its inputs derive from."""
     policy = evaluation.policy
@@ -519,7 +573,7 @@ def _judge_locally(evaluation: Evaluation, step: StepNode, claims: list[RebuildC
     _judge_declarations(policy, step)
     _link_materials(evaluation, step)
     if policy.rebuild is not None and record.step in policy.rebuild.steps:
-        step.quorum = judge_rebuilds(record, step.attribution, claims, policy)
+        step.quorum = judge_rebuilds(record, step.attribution, claims, policy, consumed)
         step.problems.extend(Problem(record.source, f, "quorum-shortfall")
                              for f in step.quorum.failures)
 

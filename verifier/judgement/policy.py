@@ -71,14 +71,24 @@ def _glob(name: str, pattern: str) -> bool:
     return _glob_regex(pattern).fullmatch(name) is not None
 
 
-def ignore_pattern_for(name: str, patterns: tuple[str, ...]) -> str | None:
-    """The first ignore pattern that leaves the file `name` (relative to a directory artifact)
-    out: one matching its path or the path of a directory holding it, so `.git` leaves out all
-    of `.git/` and `.cache/huggingface/**` everything below that folder."""
-    if not patterns:
-        return None
-    candidates = [name, *_parents(name)]
-    return next((p for p in patterns if any(_glob(c, p) for c in candidates)), None)
+def ignore_pattern_for(name: str, patterns: tuple[str, ...], regular: bool = True
+                       ) -> str | None:
+    """The first ignore pattern that leaves the entry `name` (relative to a directory artifact;
+    `regular`: whether it is a regular file) out. A pattern ending in '/' names a folder and
+    leaves out everything in it (`.cache/`); one ending in `**` everything below
+    (`.cache/huggingface/**`), whatever it is; any other pattern names files, and matches a
+    regular file's own path only: `README.md` never hides a folder, link or FIFO of that name,
+    nor what a folder of that name holds."""
+    for pattern in patterns:
+        if pattern.endswith("/"):
+            if any(_glob(parent, pattern[:-1]) for parent in _parents(name)):
+                return pattern
+        elif pattern == "**" or pattern.endswith("/**"):
+            if _glob(name, pattern):
+                return pattern
+        elif regular and _glob(name, pattern):
+            return pattern
+    return None
 
 
 def _parents(name: str) -> list[str]:
@@ -482,6 +492,13 @@ def _step_match(path: Path, step: str, value: Any) -> StepMatch:
     for rule in rules:
         if (why := check_ignore_pattern(rule.pattern)) is not None:
             raise InputError(f"{where}.products: {why.replace('ignore pattern', 'pattern')}.")
+        if rule.kind == "informational" and all(
+                _glob(name, rule.pattern) for name in ("x", ".x", "x/y/z.bin")):
+            # Every product informational: a rebuild could reproduce nothing that is checked,
+            # yet read as a match.
+            raise InputError(f"{where}.products.{rule.pattern}: informational for every product "
+                             "leaves nothing a rebuild is judged on; name the products that "
+                             "are informational and let the model's files be judged.")
     # Two patterns where one names a file the other matches, with different rules: ambiguous
     # whatever the step produces (other overlaps are refused when a product meets them).
     for first in rules:

@@ -101,38 +101,51 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _items(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _fields(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _name_errors(data: dict[str, Any]) -> list[str]:
-    """Names the schema cannot check: who signs, which steps, what the rebuild rule names."""
+    """Names the schema cannot check: who signs, which steps, what the rebuild rule names.
+    A field of the wrong type is the schema's error (already reported): it is passed over
+    here, never read as if it had the right one."""
     found: list[str] = []
-    signers = list(data.get("signers", {}))
-    steps = [s.get("name") for s in data.get("steps", []) if isinstance(s, dict)]
+    signers = [k for k in _fields(data.get("signers")) if isinstance(k, str)]
+    step_entries = [_fields(s) for s in _items(data.get("steps"))]
+    steps = [s["name"] for s in step_entries if isinstance(s.get("name"), str)]
     seen: set[str] = set()
-    for index, step in enumerate(data.get("steps", [])):
-        if step.get("name") in seen:
-            found.append(f"steps.{index}.name: the step {step['name']!r} appears twice")
-        seen.add(step.get("name"))
-        for position, signer in enumerate(step.get("signed_by", [])):
-            if signer not in signers:
+    for index, step in enumerate(step_entries):
+        name = step.get("name")
+        if isinstance(name, str):
+            if name in seen:
+                found.append(f"steps.{index}.name: the step {name!r} appears twice")
+            seen.add(name)
+        for position, signer in enumerate(_items(step.get("signed_by"))):
+            if isinstance(signer, str) and signer not in signers:
                 found.append(f"steps.{index}.signed_by.{position}: unknown signer {signer!r}"
                              f"{did_you_mean(signer, signers)}")
-        for position, earlier in enumerate(step.get("after", [])):
-            if earlier not in steps:
+        for position, earlier in enumerate(_items(step.get("after"))):
+            if isinstance(earlier, str) and earlier not in steps:
                 found.append(f"steps.{index}.after.{position}: unknown step {earlier!r}"
                              f"{did_you_mean(earlier, steps)}")
-    rebuild = data.get("rebuild") or {}
-    for position, rebuilder in enumerate(rebuild.get("rebuilders", [])):
-        if rebuilder not in signers:
+    rebuild = _fields(data.get("rebuild"))
+    for position, rebuilder in enumerate(_items(rebuild.get("rebuilders"))):
+        if isinstance(rebuilder, str) and rebuilder not in signers:
             found.append(f"rebuild.rebuilders.{position}: unknown signer {rebuilder!r}"
                          f"{did_you_mean(rebuilder, signers)}")
-    rebuilt = rebuild.get("steps", [])
-    for position, step_name in enumerate(rebuilt):
-        if step_name not in steps:
+    rebuilt = [s for s in _items(rebuild.get("steps")) if isinstance(s, str)]
+    for position, step_name in enumerate(_items(rebuild.get("steps"))):
+        if isinstance(step_name, str) and step_name not in steps:
             found.append(f"rebuild.steps.{position}: unknown step {step_name!r}"
                          f"{did_you_mean(step_name, steps)}")
     match = rebuild.get("match")
     if isinstance(match, dict) and "rtol" not in match:
         for step_name in match:
-            if step_name not in rebuilt:
+            if isinstance(step_name, str) and step_name not in rebuilt:
                 found.append(f"rebuild.match.{step_name}: names no step of rebuild.steps"
                              f"{did_you_mean(step_name, rebuilt)}")
     return found

@@ -42,6 +42,8 @@ class InitResult:
     pinned: int
     unpinned_patterns: list[str]
     rebuild_steps: list[str]
+    # Steps of rebuild.steps no given rebuild attestation of a --rebuilder covers.
+    unrebuilt_steps: list[str] = field(default_factory=list)
     # Every final artifact of the chain and whether the written policy verifies it.
     artifacts: list[tuple[str, bool, str]] = field(default_factory=list)
 
@@ -52,7 +54,8 @@ class InitResult:
     def to_dict(self) -> dict[str, object]:
         return {"policy": str(self.path), "steps": self.steps, "pinned_sources": self.pinned,
                 "unpinned_patterns": self.unpinned_patterns,
-                "rebuild_steps": self.rebuild_steps, "verifies": self.verifies,
+                "rebuild_steps": self.rebuild_steps,
+                "unrebuilt_steps": self.unrebuilt_steps, "verifies": self.verifies,
                 "artifacts": [{"artifact": a, "verdict": "PASS" if ok else "FAIL",
                                "problem": why} for a, ok, why in self.artifacts]}
 
@@ -124,8 +127,12 @@ def _provisional(out: Path, keys: dict[str, Path]) -> Policy:
 def init_policy(attestation_dirs: list[Path], signers: dict[str, Path],
                 rebuilders: dict[str, Path], out: Path, *, quorum: int | None = None,
                 pin_code: bool = False, name: str | None = None,
-                force: bool = False) -> InitResult:
-    """Write the policy the chain under `attestation_dirs` satisfies; see the module."""
+                force: bool = False, rebuild_steps: list[str] | None = None) -> InitResult:
+    """Write the policy the chain under `attestation_dirs` satisfies; see the module.
+
+    With rebuilders, every step must be rebuilt unless `rebuild_steps` names the ones that
+    must: a step nobody rebuilt is never dropped from the policy silently (the policy then
+    fails on it, and the result names it)."""
     from verifier.judgement.verify import load_bundles
 
     if out.exists() and not force:
@@ -147,15 +154,22 @@ def init_policy(attestation_dirs: list[Path], signers: dict[str, Path],
     if not nodes:
         raise InputError(f"{', '.join(map(str, attestation_dirs))}: no step attestation is "
                          f"signed by {', '.join(sorted(signers))}; check the --signer keys.")
+    if rebuild_steps and not rebuilders:
+        raise InputError("--rebuild-step needs at least one --rebuilder NAME=KEYFILE.")
+    steps = {node.record.step for node in nodes}
+    unknown = sorted(set(rebuild_steps or ()) - steps)
+    if unknown:
+        raise InputError(f"--rebuild-step {unknown[0]}: the chain has no step of that name "
+                         f"signed by the --signer keys (it has {', '.join(sorted(steps))}).")
     text, result = _render(evaluation, nodes, signers, rebuilders, out, quorum, pin_code,
-                           name or out.stem)
+                           name or out.stem, rebuild_steps)
     _write_checked(out, text, result, force, attestation_dirs)
     return result
 
 
 def _render(evaluation: Evaluation, nodes: list[StepNode], signers: dict[str, Path],
             rebuilders: dict[str, Path], out: Path, quorum: int | None, pin_code: bool,
-            name: str) -> tuple[str, InitResult]:
+            name: str, rebuild_steps: list[str] | None) -> tuple[str, InitResult]:
     order: list[str] = []
     signed_by: dict[str, set[str]] = {}
     after: dict[str, set[str]] = {}
@@ -180,9 +194,12 @@ def _render(evaluation: Evaluation, nodes: list[StepNode], signers: dict[str, Pa
                 pins.add((link.name, "sha256", link.digest["sha256"]))
     after = _reduce(after)
     finals = [s for s in order if not any(s in after[o] for o in order)]
-    rebuilt = [s for s in order if any(
+    # Every step, or the ones the caller named: which steps were rebuilt says nothing about
+    # which must be (a step left out of the given rebuilds must not leave the policy).
+    rebuilt = [s for s in order if s in rebuild_steps] if rebuild_steps else list(order)
+    unrebuilt = [s for s in rebuilt if not any(
         r.claim.step == s and set(r.attribution.names) & set(rebuilders)
-        for r in evaluation.rebuilds)] or list(order)
+        for r in evaluation.rebuilds)] if rebuilders else []
 
     lines = [
         f"# Policy {name}, written by `model-verifier policy init` from {len(nodes)} step "
@@ -222,13 +239,16 @@ def _render(evaluation: Evaluation, nodes: list[StepNode], signers: dict[str, Pa
             "rebuild:",
             f"  quorum: {count}",
             f"  rebuilders: [{', '.join(_q(r) for r in sorted(rebuilders))}]",
+            *([f"  # No rebuild of {', '.join(unrebuilt)} was given: until one is, the "
+               "policy fails on it."] if unrebuilt else []),
             f"  steps: [{', '.join(_q(s) for s in rebuilt)}]",
             "  # Bit for bit. Per step and product it can be a tensor tolerance {rtol, atol},",
             "  # {json: {rtol, atol}} or informational (policies/README.md, rebuild.match).",
             "  match: exact",
         ]
     pinned = len(pins)
-    result = InitResult(out, order, pinned, sorted(code), rebuilt if rebuilders else [])
+    result = InitResult(out, order, pinned, sorted(code), rebuilt if rebuilders else [],
+                        unrebuilt)
     return "\n".join(lines) + "\n", result
 
 

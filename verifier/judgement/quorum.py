@@ -10,12 +10,13 @@ reported with file and tensor, and failing the step only beyond `max_dissent`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from verifier.errors import InputError
 from verifier.formats.digest import BASE_DIGESTS, OPT_IN_DIGESTS, dir_hash
 from verifier.formats.statement import Statement, StepRecord, is_digest_set
+from verifier.judgement import declarations
 from verifier.judgement.hermetic import rebuild_isolation_problem
 from verifier.steps.drift import order_drift
 
@@ -232,16 +233,21 @@ def _number(value: Any) -> float | None:
 class ClaimOutcome:
     mismatches: list[dict[str, Any]] = field(default_factory=list)
     informational: list[dict[str, Any]] = field(default_factory=list)
+    # Products judged by a rule that can fail (not informational): with none, the rebuild
+    # reproduced nothing that was checked, and it counts for nothing.
+    judged: int = 0
 
 
 def _rule_for(match: StepMatch | None, name: str) -> ProductRule | None:
     return None if match is None else match.rule_for(name)
 
 
-def judge_claim(record: StepRecord, claim: RebuildClaim, match: StepMatch | None
-                ) -> ClaimOutcome:
+def judge_claim(record: StepRecord, claim: RebuildClaim, match: StepMatch | None,
+                consumed: frozenset[str] = frozenset()) -> ClaimOutcome:
     """Each product of the step attestation judged by its rule: the ones the claim did not
-    reproduce, with why, and the informational ones that differ (reported only)."""
+    reproduce, with why, and the informational ones that differ (reported only). A product in
+    `consumed` (another step uses it as a material) carries its bytes into the model, so it is
+    judged exactly whatever the policy calls it."""
     results = {r["name"]: r for r in claim.results}
     signed_subjects = claim.statement.subject_digests()
     outcome = ClaimOutcome()
@@ -249,7 +255,10 @@ def judge_claim(record: StepRecord, claim: RebuildClaim, match: StepMatch | None
     for product in record.products:
         name, expected = product["name"], product["digest"]
         rule = _rule_for(match, name)
+        if rule is not None and rule.kind == "informational" and name in consumed:
+            rule = replace(rule, kind="exact")
         kind = rule.kind if rule is not None else "exact"
+        outcome.judged += kind != "informational"
         result = results.get(name)
         if result is None:
             missing = {"name": name, "verdict": "MISSING"}
@@ -272,6 +281,18 @@ def judge_claim(record: StepRecord, claim: RebuildClaim, match: StepMatch | None
                    else _within_json_tolerance(result, rule.tolerance))):
             continue
         else:
+            outcome.mismatches.append(_dissent_detail(name, result))
+    # The record-digest files the step signed (what `contamination` trusts) are judged exactly,
+    # as products: a rebuild that did not compute the same file does not reproduce the step.
+    for declared in declarations.read(record).record_digests:
+        name = declarations.RECORD_DIGESTS_PREFIX + declared.name
+        expected = {"sha256": declared.value}
+        result = results.get(name)
+        outcome.judged += 1
+        if result is None:
+            outcome.mismatches.append({"name": name, "verdict": "MISSING"})
+        elif not (_same(result.get("expected"), expected) and _same(result.get("actual"),
+                                                                      expected)):
             outcome.mismatches.append(_dissent_detail(name, result))
     return outcome
 
@@ -324,11 +345,13 @@ def judge_rebuilds(
     step_attribution: Attribution,
     claims: list[RebuildClaim],
     policy: Policy,
+    consumed: frozenset[str] = frozenset(),
 ) -> StepQuorum:
     """Judge the rebuild claims naming this step attestation (by payload digest) against the
     policy's rebuild rule; claims of the same step name that rebuilt another attestation are
     only reported. Each claim counts for at most one rebuilder, each rebuilder identity
-    at most once, and only rebuilders the policy lists who did not sign the step themselves."""
+    at most once, and only rebuilders the policy lists who did not sign the step themselves.
+    `consumed`: the products later steps use as materials (judged exactly, see judge_claim)."""
     rule = policy.rebuild
     assert rule is not None
     outcome = StepQuorum(record.step, record.source, record.statement.payload_sha256,
@@ -368,7 +391,12 @@ def judge_rebuilds(
             _ignore(outcome, f"{claim.source}: {isolation}")
             continue
         who = ", ".join(sorted({n for n, _ in eligible}))
-        judged = judge_claim(record, claim, rule.match.get(record.step))
+        judged = judge_claim(record, claim, rule.match.get(record.step), consumed)
+        if not judged.judged and not claim.is_probe:
+            _ignore(outcome, f"{claim.source}: every product of step {record.step!r} is "
+                             "informational under the policy, so the rebuild reproduced nothing "
+                             "that was checked; it counts for nothing.")
+            continue
         if claim.is_probe:
             outcome.probes.append({
                 "rebuilder": who, "attestation": claim.source,

@@ -124,6 +124,14 @@ class TrustedSigners:
         return found
 
     @property
+    def keyless_names(self) -> list[str]:
+        return sorted(self._keyless)
+
+    @property
+    def certificate_names(self) -> list[str]:
+        return sorted(self._certificates)
+
+    @property
     def key_hints(self) -> set[str]:
         """The hints (sha256 of the public key PEM) of the policy's keys."""
         return set(self._names_by_hint)
@@ -136,3 +144,22 @@ class TrustedSigners:
             return f"x509:{roots}:{certificate.subject or certificate.san}"
         spec = self._keyless[name]
         return f"sigstore:{spec.issuer}:{spec.identity or spec.identity_regex}"
+
+
+def unattributed_reason(bundle: Bundle, signers: TrustedSigners) -> str:
+    """Why no policy signer verifies a bundle, as far as the bundle and the policy's kinds of
+    signer tell (for a note: a signature that counts for nothing must say why)."""
+    material = bundle.raw.get("verificationMaterial")
+    material = material if isinstance(material, dict) else {}
+    if not bundle.is_keyless:
+        return ("its signature verifies under no key the policy names (another key, or "
+                "altered after signing)")
+    if not (signers.keyless_names or signers.certificate_names):
+        return "it is signed with a certificate, and the policy names only key signers"
+    if signers.keyless_names and not material.get("tlogEntries"):
+        return ("it carries no transparency-log entry, so no Sigstore identity can verify it "
+                "(neither its inclusion in the log nor when it was signed is proven)"
+                + ("; and no certificate signer of the policy accepts its certificate"
+                   if signers.certificate_names else ""))
+    return ("its certificate satisfies no keyless identity or certificate signer of the policy "
+            "(another identity, issuer, CA, or Sigstore instance)")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from verifier.errors import InputError
-from verifier.formats.digest import Hasher, PathDigest
+from verifier.formats.digest import Hasher, IgnoreRule, PathDigest
 from verifier.formats.evidence import (
     attestation_files as attestation_files,  # audit imports it here
 )
@@ -27,7 +27,7 @@ from verifier.interop.hub import ATTESTATIONS_PATTERN, snapshot_links
 from verifier.judgement.evaluation import Evaluation, Problem, evaluate, match_source
 from verifier.judgement.policy import Policy, check_ignore_pattern, ignore_pattern_for
 from verifier.judgement.quorum import StepQuorum
-from verifier.judgement.trust import TrustedSigners
+from verifier.judgement.trust import TrustedSigners, unattributed_reason
 
 __all__ = ["Problem", "Report", "load_bundles", "match_source", "verify_artifact"]
 
@@ -175,11 +175,11 @@ def _closest_directory(subjects: dict[str, dict[str, str]], files: dict[str, str
     return None if best is None else (best[1], best[2])
 
 
-def ignore_rule(patterns: tuple[str, ...]) -> Callable[[str], bool] | None:
+def ignore_rule(patterns: tuple[str, ...]) -> Callable[[str, bool], bool] | None:
     """What `Hasher.digest_paths` leaves out of a directory artifact, or None to keep all."""
     if not patterns:
         return None
-    return lambda name: ignore_pattern_for(name, patterns) is not None
+    return lambda name, regular: ignore_pattern_for(name, patterns, regular) is not None
 
 
 def ignore_patterns(policy: Policy, extra: Iterable[str] = ()) -> tuple[str, ...]:
@@ -194,7 +194,9 @@ def _ignored_files(digest: PathDigest, policy: Policy, patterns: tuple[str, ...]
                    ) -> list[dict[str, str]]:
     listed = []
     for name in digest.ignored:
-        pattern = ignore_pattern_for(name, patterns) or ""
+        # A folder's or `**` pattern first: those are the ones that leave out a non-file.
+        pattern = (ignore_pattern_for(name, patterns, regular=False)
+                   or ignore_pattern_for(name, patterns) or "")
         by = ("policy" if pattern in policy.ignore
               else "hub" if pattern == ATTESTATIONS_PATTERN else "--ignore")
         listed.append({"file": name, "pattern": pattern, "by": by})
@@ -251,7 +253,7 @@ def verify_artifact(
         from verifier.formats.keyless import check_keyless as keyless_check
     signers = TrustedSigners(policy, keyless_check)
     digest = add_oms_evidence(artifact, digest, lambda b: signers.attribute(b).names, report,
-                              rule)
+                              rule, lambda b: unattributed_reason(b, signers))
     bundles = load_bundles(attestation_dirs, report.notes)
     evaluation = evaluate(policy, bundles, signers, today,
                           _read_links(attestation_dirs, report.notes))
@@ -323,13 +325,14 @@ def _read_links(attestation_dirs: list[Path], notes: list[str]) -> list[Any]:
 
 
 def add_oms_evidence(artifact: Path, digest: PathDigest, attribute: Any, report: Report,
-                     ignore: Callable[[str], bool] | None = None) -> PathDigest:
+                     ignore: IgnoreRule | None = None, explain: Any = None) -> PathDigest:
     """Report the OMS model.sig a directory carries, checked against the files of `digest`
     (made with the ignore rule `ignore`); return the digest to compare, which already leaves
-    the signature out (see verifier.formats.digest)."""
+    the signature out (see verifier.formats.digest). `explain` says why a signature counts for
+    nothing."""
     from verifier.interop.oms import directory_evidence
 
-    evidence = directory_evidence(artifact, digest, attribute, ignore)
+    evidence = directory_evidence(artifact, digest, attribute, ignore, explain)
     if evidence is None:
         return digest
     report.oms.append(evidence.to_dict())

@@ -14,11 +14,17 @@ A directory verified with ignore patterns has a digest made without the files th
 the summary says which patterns those were (the policy's, and those given for the run), and
 which files they left out, in the extension field IGNORED_FIELD; `verify-vsa` hashes the
 directory the same way, and accepts patterns the policy does not hold only when told to.
+
+`resourceUri`, `policy.uri` and `inputAttestations[].uri` are URIs, as SLSA VSA v1 asks: a
+local file is an absolute `file:` URI (RFC 8089), and a file fetched from a registry is named
+by its own locator (`oci://REPOSITORY@sha256:…`, through `labels`). `verify-vsa` reads none of
+them (it checks digests), so summaries written with plain paths before still verify.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,12 +59,23 @@ def _file_of(source: str) -> Path:
     return Path(head) if line.isdigit() and Path(head).is_file() else path
 
 
-def input_attestations(report: Report) -> list[dict[str, Any]]:
+def file_uri(path: Path, labels: dict[str, str] | None = None) -> str:
+    """The URI of a local file: what `labels` says it stands for (a registry locator) when its
+    path is, or is inside, one they name; else its absolute `file:` URI."""
+    text = path.as_posix()
+    for local, locator in sorted((labels or {}).items(), key=lambda item: -len(item[0])):
+        if text == local or text.startswith(local.rstrip("/") + "/"):
+            return locator + text[len(local):]
+    return Path(os.path.abspath(text)).as_uri()
+
+
+def input_attestations(report: Report, labels: dict[str, str] | None = None
+                       ) -> list[dict[str, Any]]:
     """Every attestation file the verdict rests on, as the evaluation found them: the chain's
     step attestations and the rebuild attestations counted towards its quorums. A JSON-lines
     file counts as one attestation (its digest covers every line)."""
     files = {_file_of(source) for source in report.evidence}
-    return [{"uri": path.as_posix(), "digest": {"sha256": _file_sha256(path)}}
+    return [{"uri": file_uri(path, labels), "digest": {"sha256": _file_sha256(path)}}
             for path in sorted(files)]
 
 
@@ -71,9 +88,10 @@ def verified_levels(report: Report, policy: Policy) -> list[str]:
     return levels
 
 
-def vsa_statement(report: Report, policy: Policy, *,
-                  time_verified: datetime | None = None) -> dict[str, Any]:
-    """The VSA statement (unsigned) for a verify-model report."""
+def vsa_statement(report: Report, policy: Policy, *, time_verified: datetime | None = None,
+                  labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """The VSA statement (unsigned) for a verify-model report; `labels`: local paths and the
+    registry locators they stand for (see file_uri)."""
     moment = (time_verified or datetime.now(UTC)).astimezone(UTC)
     artifact = Path(report.artifact)
     return {
@@ -83,10 +101,10 @@ def vsa_statement(report: Report, policy: Policy, *,
         "predicate": {
             "verifier": {"id": VERIFIER_ID},
             "timeVerified": moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "resourceUri": artifact.as_posix(),
-            "policy": {"uri": policy.path.as_posix(),
+            "resourceUri": file_uri(artifact, labels),
+            "policy": {"uri": file_uri(policy.path, labels),
                        "digest": {"sha256": _file_sha256(policy.path)}},
-            "inputAttestations": input_attestations(report),
+            "inputAttestations": input_attestations(report, labels),
             "verificationResult": "PASSED" if report.passed else "FAILED",
             "verifiedLevels": verified_levels(report, policy),
             "slsaVersion": "1.0",

@@ -718,6 +718,8 @@ def _rebuild_step(record: StepRecord, step_root: Path, index: _DigestIndex, excl
         return outcome
     results, produced = _compare(record, step_root, index, options, hasher)
     _index_products(produced, step_root, index, hasher)
+    results = sorted(results + _record_digest_results(record, step_root),
+                     key=lambda r: r["name"])
     outcome.results = results
     reproduced = all(r["verdict"] == "IDENTICAL" for r in results)
     outcome.status = "reproduced" if reproduced else "differs"
@@ -732,6 +734,15 @@ def _rebuild_step(record: StepRecord, step_root: Path, index: _DigestIndex, excl
     write_atomic(target, canonical_bundle_text(bundle), overwrite=options.force)
     outcome.rebuild_attestation = str(target)
     return outcome
+
+
+def _record_digest_results(record: StepRecord, workspace: Path) -> list[dict[str, Any]]:
+    """The step's signed record-digest files, recomputed from the data as rebuilt."""
+    from verifier.formats import recorddigests
+    from verifier.judgement import declarations
+
+    declared = [(d.name, d.value) for d in declarations.read(record).record_digests]
+    return recorddigests.recompute(declared, workspace, declarations.RECORD_DIGESTS_PREFIX)
 
 
 def _index_products(produced: list[dict[str, Any]], workspace: Path, index: _DigestIndex,

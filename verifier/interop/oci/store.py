@@ -616,7 +616,7 @@ def write_vsa(path: Path, report: Any, policy: Any, signer: Any,
     from verifier.judgement.vsa import vsa_statement
     from verifier.steps.record import canonical_bundle_text
 
-    statement = relabel(vsa_statement(report, policy), labels)
+    statement = relabel(vsa_statement(report, policy, labels=labels), labels)
     bundle = signer.sign_dsse(canonical_json(statement), INTOTO_PAYLOAD_TYPE)
     write_atomic(path, canonical_bundle_text(bundle), overwrite=True)
     return statement
