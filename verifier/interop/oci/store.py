@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from verifier.errors import InputError, VerificationFailure
-from verifier.formats import recorddigests
+from verifier.formats import readers, recorddigests
 from verifier.formats.envelope import MAX_BUNDLE_BYTES, parse_bundle
 from verifier.interop.oci import media
 from verifier.interop.oci.cache import BlobCache
@@ -107,7 +107,7 @@ def push_model(model: Path, reference: Reference, registry: Registry, *, hasher:
         on_total(sum(layer.size for _, layer in missing))
     for (_, path, _, size), layer in missing:
         try:
-            with path.open("rb") as stream:
+            with readers.open_stream(path, "model file") as stream:
                 registry.upload_blob(layer.digest, size, stream, progress)
         except OSError as error:
             raise InputError(f"{path}: cannot be read ({error.strerror}).") from None
@@ -130,12 +130,7 @@ def bundle_files(paths: Iterable[Path]) -> list[tuple[str, bytes]]:
 
     found: list[tuple[str, bytes]] = []
     for path in attestation_files(list(paths)):
-        try:
-            if path.stat().st_size > MAX_BUNDLE_BYTES:
-                raise InputError(f"{path}: is larger than any bundle should be.")
-            data = path.read_bytes()
-        except OSError as error:
-            raise InputError(f"{path}: cannot be read ({error.strerror}).") from None
+        data = readers.read_bytes(path, "Sigstore bundle", MAX_BUNDLE_BYTES)
         pieces = ([(f"{path}:{n}", line) for n, line in enumerate(data.splitlines(), 1)
                    if line.strip()] if path.suffix == ".jsonl" else [(str(path), data)])
         for source, piece in pieces:
@@ -171,9 +166,9 @@ def record_digest_files(paths: Iterable[Path]) -> list[DigestFile]:
                 raise InputError(f"{root}: holds more than {MAX_DIGEST_FILES} record-digest "
                                  "files.")
             try:
-                with path.open("rb") as stream:
+                with readers.open_stream(path, "record-digest file") as stream:
                     magic = stream.read(len(recorddigests.MAGIC))
-                size = path.stat().st_size
+                    size = os.fstat(stream.fileno()).st_size
             except OSError as error:
                 raise InputError(f"{path}: cannot be read ({error.strerror}).") from None
             if magic != recorddigests.MAGIC:
@@ -244,7 +239,7 @@ def attach(registry: Registry, subject_digest: str, bundles: list[tuple[str, byt
                                     "already attached", "record-digests"))
             continue
         try:
-            with item.path.open("rb") as stream:
+            with readers.open_stream(item.path, "record-digest file") as stream:
                 registry.upload_blob(item.blob.digest, item.blob.size, stream, None)
         except OSError as error:
             raise InputError(f"{item.path}: cannot be read ({error.strerror}).") from None
