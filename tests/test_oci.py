@@ -1055,3 +1055,38 @@ def test_a_file_posing_as_record_digests_is_refused_before_the_registry_is_asked
     result = cli("push", tmp_path / "missing-model", "oci://127.0.0.1:9/acme/model:v1",
                  "--attestations", folder, "--plain-http", cache=cache)
     assert_error(result, 2, "pipe.mvrd", "not a regular file")
+
+
+@needs_registry
+def test_a_referrer_whose_blob_is_gone_is_skipped_and_attach_restores_the_blob(
+        chain: Chain, registry: RunningRegistry, cache: Path, tmp_path: Path) -> None:
+    """The package step's bundle blob is deleted from the registry's storage, as a garbage
+    collection or an operator could; an intact copy of the same envelope (other bytes) is
+    attached too. verify-model skips the broken referrer with one note and passes on the copy;
+    attach uploads the lost blob again instead of calling it already attached."""
+    pushed = push(chain, registry, cache)
+    reference = f"oci://{registry.host}/acme/model@{pushed['digest']}"
+    copy = tmp_path / "copy" / "package-copy.intoto.json"
+    copy.parent.mkdir()
+    original = chain.attestation("package").read_bytes()
+    copy.write_text(json.dumps(json.loads(original), indent=1), encoding="utf-8")
+    assert cli("attach", reference, copy, "--plain-http", cache=cache).code == 0
+    lost = "sha256:" + hashlib.sha256(original).hexdigest()
+    registry.blob_file(lost).unlink()
+    assert requests.get(registry.url(f"acme/model/blobs/{lost}"), timeout=10).status_code == 404
+
+    result = verify(reference, chain, cache)
+    assert result.code == 0, result.output
+    notes = json.loads(result.stdout)["notes"]
+    broken = [note for note in notes if lost in note]
+    assert len(broken) == 1 and "gone from the registry" in broken[0], notes
+
+    attach = cli("attach", reference, chain.attestations, "--plain-http", "--json",
+                 cache=cache)
+    assert attach.code == 0, attach.output
+    statuses = {a["bundle_digest"]: a["status"]
+                for a in json.loads(attach.stdout)["attached"]}
+    assert statuses[lost] == "blob restored", statuses
+    restored = requests.get(registry.url(f"acme/model/blobs/{lost}"), timeout=10)
+    assert restored.status_code == 200
+    assert hashlib.sha256(restored.content).hexdigest() == lost[7:]

@@ -1317,7 +1317,7 @@ def _size(count: int) -> str:
 
 def _print_attached(attached: list[Any]) -> None:
     for item in attached:
-        verb = "attached" if item.status == "attached" else "already attached, skipped"
+        verb = "already attached, skipped" if item.status == "already attached" else item.status
         what = " (record digests)" if item.kind == "record-digests" else ""
         _say(f"  {verb}: {item.source}{what} (referrer {item.manifest_digest})")
 

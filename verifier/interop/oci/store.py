@@ -32,7 +32,7 @@ from verifier.formats import readers, recorddigests
 from verifier.formats.envelope import MAX_BUNDLE_BYTES, parse_bundle
 from verifier.interop.oci import media
 from verifier.interop.oci.cache import BlobCache
-from verifier.interop.oci.client import Registry, RegistryError
+from verifier.interop.oci.client import BlobMissing, Registry, RegistryError
 from verifier.interop.oci.reference import Reference
 
 ProgressCallback = Callable[[int], None]
@@ -48,7 +48,7 @@ class Attached:
     source: str
     bundle_digest: str  # the attached blob's digest (a bundle's, or a record-digest file's)
     manifest_digest: str
-    status: str  # "attached" or "already attached"
+    status: str  # "attached", "already attached", or "blob restored" (its blob was gone)
     kind: str = "bundle"  # or "record-digests"
 
     def to_dict(self) -> dict[str, str]:
@@ -221,7 +221,9 @@ def attach(registry: Registry, subject_digest: str, bundles: list[tuple[str, byt
         manifest = media.bundle_manifest(subject, blob, _predicate_type(data))
         manifest_digest = media.sha256_digest(manifest)
         if blob.digest in present:
-            results.append(Attached(source, blob.digest, manifest_digest, "already attached"))
+            results.append(Attached(source, blob.digest, manifest_digest,
+                                    _restore(registry, blob.digest, lambda data=data:
+                                             registry.upload_bytes(data))))
             continue
         registry.upload_bytes(data)
         digest, indexed = registry.put_manifest(manifest_digest, manifest)
@@ -236,13 +238,11 @@ def attach(registry: Registry, subject_digest: str, bundles: list[tuple[str, byt
         manifest_digest = media.sha256_digest(manifest)
         if item.blob.digest in present:
             results.append(Attached(str(item.path), item.blob.digest, manifest_digest,
-                                    "already attached", "record-digests"))
+                                    _restore(registry, item.blob.digest,
+                                             lambda item=item: _upload_file(registry, item)),
+                                    "record-digests"))
             continue
-        try:
-            with readers.open_stream(item.path, "record-digest file") as stream:
-                registry.upload_blob(item.blob.digest, item.blob.size, stream, None)
-        except OSError as error:
-            raise InputError(f"{item.path}: cannot be read ({error.strerror}).") from None
+        _upload_file(registry, item)
         digest, indexed = registry.put_manifest(manifest_digest, manifest)
         indexed_by_registry = indexed_by_registry and indexed
         present.add(item.blob.digest)
@@ -253,6 +253,23 @@ def attach(registry: Registry, subject_digest: str, bundles: list[tuple[str, byt
     if pushed and not indexed_by_registry:
         _update_referrers_tag(registry, subject_digest, pushed)
     return results
+
+
+def _upload_file(registry: Registry, item: DigestFile) -> None:
+    try:
+        with readers.open_stream(item.path, "record-digest file") as stream:
+            registry.upload_blob(item.blob.digest, item.blob.size, stream, None)
+    except OSError as error:
+        raise InputError(f"{item.path}: cannot be read ({error.strerror}).") from None
+
+
+def _restore(registry: Registry, digest: str, upload: Callable[[], object]) -> str:
+    """An attached referrer's manifest does not prove its blob is still there (a registry's
+    garbage collection, an operator's mistake): one the registry lost is uploaded again."""
+    if registry.blob_exists(digest):
+        return "already attached"
+    upload()
+    return "blob restored"
 
 
 def _update_referrers_tag(registry: Registry, subject: str, added: list[media.Descriptor]
@@ -393,6 +410,11 @@ def _blob_to_file(registry: Registry, layer: media.Descriptor, where: str,
             for chunk in registry.blob_chunks(layer.digest, layer.size):
                 hasher.update(chunk)
                 stream.write(chunk)
+    except BlobMissing:
+        # One referrer's lost blob says nothing of the others: noted and skipped by the caller.
+        destination.unlink(missing_ok=True)
+        raise InputError(f"{where}: its bundle blob {layer.digest} is gone from the "
+                         "registry.") from None
     except OSError as error:
         destination.unlink(missing_ok=True)
         raise InputError(f"{where}: its bundle cannot be written ({error.strerror}).") from None
