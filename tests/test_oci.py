@@ -1090,3 +1090,38 @@ def test_a_referrer_whose_blob_is_gone_is_skipped_and_attach_restores_the_blob(
     restored = requests.get(registry.url(f"acme/model/blobs/{lost}"), timeout=10)
     assert restored.status_code == 200
     assert hashlib.sha256(restored.content).hexdigest() == lost[7:]
+
+
+def test_many_broken_referrers_are_each_noted_once(chain: Chain, cache: Path) -> None:
+    """Hundreds of referrers whose manifests the registry does not have (a fake registry lists
+    them): verify-model notes each one exactly once, in its text output and in --json."""
+    from verifier.interop.oci import media
+
+    data = chain.artifact.read_bytes()
+    layer = media.descriptor_of(media.layer_media_type("model.bin"), data,
+                                annotations={media.TITLE: "model.bin"})
+    config = media.model_config("model.bin", [layer])
+    config_descriptor = media.descriptor_of(media.MODEL_CONFIG, config)
+    manifest = media.model_manifest("model.bin", "file", config_descriptor, [layer])
+    subject = media.sha256_digest(manifest)
+    missing = [f"sha256:{n:064x}" for n in range(1, 301)]
+    listing = media.index_document([media.Descriptor(MANIFEST, digest, 100,
+                                                     artifact_type=BUNDLE)
+                                    for digest in missing])
+    answers: dict[str, Any] = {
+        "/v2/": (200, {}, b"{}"),
+        f"/v2/acme/model/manifests/{subject}": (200, {"Content-Type": MANIFEST}, manifest),
+        f"/v2/acme/model/blobs/{layer.digest}": (200, {}, data),
+        f"/v2/acme/model/blobs/{config_descriptor.digest}": (200, {}, config),
+        f"/v2/acme/model/referrers/{subject}": (200, {"Content-Type": INDEX}, listing)}
+    with Scripted(answers).serving() as server:
+        reference = f"oci://{server.host}/acme/model@{subject}"
+        as_json = verify(reference, chain, cache, "--attestations", chain.attestations)
+        text = cli(reference, "--policy", chain.policy, "--plain-http", "--attestations",
+                   chain.attestations, "--quiet", cache=cache, program="verify-model")
+    assert as_json.code == 0 and text.code == 0, text.output
+    notes = json.loads(as_json.stdout)["notes"]
+    lines = text.stdout.splitlines()
+    for digest in missing:
+        assert sum(digest in note for note in notes) == 1, digest
+        assert sum(digest in line for line in lines) == 1, digest

@@ -592,13 +592,29 @@ def relabel(value: Any, names: dict[str, str]) -> Any:
     """`value` (a report: dataclasses, dicts, lists, strings) with every local path in `names`
     replaced by what it stands for, longest first, so a report names registry digests rather
     than a temporary directory that is gone once it is printed."""
-    ordered = sorted(names.items(), key=lambda item: -len(item[0]))
+    # One pass over each string, not one per name: a model may have thousands of referrers,
+    # and their notes name them all. Every name starts with the checkout's common prefix; at
+    # each place that prefix occurs, the longest name there is replaced.
+    root = os.path.commonprefix(list(names))  # noqa: RUF071 (a text prefix is meant)
+    lengths = sorted({len(name) for name in names}, reverse=True)
+
+    def replace(text: str) -> str:
+        if not names or root not in text:
+            return text
+        parts: list[str] = []
+        done = 0
+        at = text.find(root)
+        while at >= 0:
+            length = next((n for n in lengths if text[at:at + n] in names), 0)
+            if length:
+                parts += [text[done:at], names[text[at:at + length]]]
+                done = at + length
+            at = text.find(root, max(at + 1, done))
+        return "".join([*parts, text[done:]])
 
     def walk(item: Any) -> Any:
         if isinstance(item, str):
-            for old, new in ordered:
-                item = item.replace(old, new)
-            return item
+            return replace(item)
         if isinstance(item, list):
             return [walk(v) for v in item]
         if isinstance(item, tuple):
