@@ -26,9 +26,10 @@ def _limited() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
 
 
-def _run(args: list[str | Path], cwd: Path, program: str = "model-verifier") -> CliResult:
+def _run(args: list[str | Path], cwd: Path, env: dict[str, str]) -> CliResult:
     try:
-        done = subprocess.run([str(BIN / program), *map(str, args)], cwd=cwd,
+        done = subprocess.run([str(BIN / "model-verifier"), *map(str, args)], cwd=cwd,
+                              env={**os.environ, **env},
                               capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
                               stdin=subprocess.DEVNULL, preexec_fn=_limited)
     except subprocess.TimeoutExpired:
@@ -102,6 +103,9 @@ CASES: dict[str, tuple[str, Case]] = {
         "rebuild", x, "--trust-key", c.keys("builder").public, "--key",
         c.keys("auditor").private, "--out", c.work / "rebuilds"]),
     "digest": ("m.bin", lambda c, x: ["digest", x]),
+    # DOCKER_CONFIG names the directory; its config.json is the special file.
+    "pull (Docker config)": ("config.json", lambda c, x: [
+        "pull", f"{REGISTRY}@{FAKE_DIGEST}", c.work / "pulled", "--plain-http"]),
 }
 
 
@@ -144,5 +148,6 @@ def test_a_special_file_is_refused_in_one_sentence(recorded: Chain, data_work: P
     name, arguments = CASES[case]
     path = _special(specials / case.replace(" ", "_"), kind, name)
     cwd = data_work if case.startswith("contamination") else recorded.work
-    result = _run(arguments(recorded, path), cwd=cwd)
+    env = {"DOCKER_CONFIG": str(path.parent if case.startswith("pull") else specials)}
+    result = _run(arguments(recorded, path), cwd=cwd, env=env)
     assert_error(result, 2, str(path))
