@@ -103,6 +103,15 @@ CASES: dict[str, tuple[str, Case]] = {
         "rebuild", x, "--trust-key", c.keys("builder").public, "--key",
         c.keys("auditor").private, "--out", c.work / "rebuilds"]),
     "digest": ("m.bin", lambda c, x: ["digest", x]),
+    "diff": ("a.safetensors", lambda c, x: ["diff", x, c.artifact]),
+    "openness --policy": ("p.yaml", lambda c, x: [
+        "openness", c.artifact, "--policy", x, "--attestations", c.attestations]),
+    "verify-vsa --policy": ("p.yaml", lambda c, x: [
+        "verify-vsa", c.attestation("package"), "--artifact", c.artifact, "--key",
+        c.keys("builder").public, "--policy", x]),
+    "record --material": ("m.txt", lambda c, x: [
+        "record", "--step", "s", "--key", c.keys("builder").private, "--material", x,
+        "--product", "out.txt", "--no-trace", "--", "true"]),
     # DOCKER_CONFIG names the directory; its config.json is the special file.
     "pull (Docker config)": ("config.json", lambda c, x: [
         "pull", f"{REGISTRY}@{FAKE_DIGEST}", c.work / "pulled", "--plain-http"]),
