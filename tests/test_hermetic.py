@@ -554,6 +554,24 @@ def test_an_undeclared_file_read_through_another_name_or_rdwr_is_listed_and_stri
 
 
 @needs_strace
+def test_a_hard_link_to_a_file_with_a_long_path_outside_is_listed_by_that_path(
+    work: Path, keys: dict[str, KeyPair], tmp_path: Path
+) -> None:
+    """The read through the link is traced back to the file linked, by its whole absolute
+    path however long (strace cuts strings at 32 bytes, but not path arguments)."""
+    outside = tmp_path / ("a-cache-directory-whose-name-is-long" * 2) / "dataset.bin"
+    outside.parent.mkdir()
+    outside.write_text("downloaded earlier\n", encoding="utf-8")
+    code = (f"import os; os.link({str(outside)!r}, 'h.txt'); data = open('h.txt').read(); "
+            "os.unlink('h.txt'); open('out.txt', 'w').write(data)")
+    result = record_step(work, "s", keys["builder"].private, [], ["out.txt"], code,
+                         extra=["--sandbox", "none"])
+    assert result.code == 0, result.output
+    assert internal(work / "attestations" / "s.intoto.json")["undeclaredInputs"] == [
+        str(outside)]
+
+
+@needs_strace
 def test_a_step_renaming_and_reopening_its_own_outputs_reads_no_undeclared_file(
     work: Path, keys: dict[str, KeyPair]
 ) -> None:

@@ -65,6 +65,7 @@ def usable() -> tuple[str | None, str | None]:
 
 
 def traced_argv(strace: str, argv: Sequence[str], log_dir: Path) -> list[str]:
+    # Path arguments (of link and rename too) are printed whole; -s cuts other strings only.
     return [strace, "-f", "-ff", "--seccomp-bpf", "-z", "-qq", "-y", "-xx", "-ttt", "-e",
             f"trace={TRACED_CALLS}", "-o", str(log_dir / "trace"), "--", *argv]
 
@@ -93,7 +94,10 @@ def _resolve(name: str, directory: str) -> str:
     so that it compares with what -y printed for opens."""
     path = os.path.normpath(os.path.join(directory, name))
     parent, base = os.path.split(path)
-    return os.path.join(os.path.realpath(parent), base) if base else path
+    try:
+        return os.path.join(os.path.realpath(parent), base) if base else path
+    except ValueError:  # a NUL byte: no name the kernel took, but the log is text we parse
+        return path
 
 
 def parse_logs(log_dir: Path, cwd: Path | None = None) -> Accesses:
