@@ -522,6 +522,72 @@ def test_an_undeclared_input_is_listed_signed_and_refused_when_strict(
     assert internal(work / "clean" / "s.intoto.json")["undeclaredInputs"] == []
 
 
+# Three ways to read an undeclared file that an open-only trace missed; each writes what it
+# read into the product.
+HIDDEN_READS = {
+    "rdwr-create": "import os; fd = os.open('secret.txt', os.O_RDWR | os.O_CREAT); "
+                   "data = os.read(fd, 100).decode()",
+    "hard-link": "import os; os.link('secret.txt', 'h.txt'); data = open('h.txt').read(); "
+                 "os.unlink('h.txt')",
+    "rename-back": "import os; os.rename('secret.txt', 'r.txt'); data = open('r.txt').read(); "
+                   "os.rename('r.txt', 'secret.txt')",
+}
+
+
+@needs_strace
+@pytest.mark.parametrize("attack", sorted(HIDDEN_READS))
+def test_an_undeclared_file_read_through_another_name_or_rdwr_is_listed_and_strict_refuses(
+    work: Path, keys: dict[str, KeyPair], attack: str
+) -> None:
+    (work / "secret.txt").write_text("undeclared\n", encoding="utf-8")
+    code = HIDDEN_READS[attack] + "; open('out.txt', 'w').write(data)"
+    strict = record_step(work, "s", keys["builder"].private, ["data.txt"], ["out.txt"], code,
+                         out="strict", extra=["--strict"])
+    assert_error(strict, 2, "--strict", "secret.txt")
+    assert (work / "out.txt").read_text(encoding="utf-8") == "undeclared\n"  # it did read it
+    result = record_step(work, "s", keys["builder"].private, ["data.txt"], ["out.txt"], code)
+    assert result.code == 0, result.output
+    bundle = read_json(work / "attestations" / "s.intoto.json")
+    assert dsse_verifies(bundle, keys["builder"].public_pem)
+    assert payload_of(bundle)["predicate"]["buildDefinition"]["internalParameters"][
+        "undeclaredInputs"] == ["secret.txt"]
+
+
+@needs_strace
+def test_a_hard_link_to_a_file_with_a_long_path_outside_is_listed_by_that_path(
+    work: Path, keys: dict[str, KeyPair], tmp_path: Path
+) -> None:
+    """The read through the link is traced back to the file linked, by its whole absolute
+    path however long (strace cuts strings at 32 bytes, but not path arguments)."""
+    outside = tmp_path / ("a-cache-directory-whose-name-is-long" * 2) / "dataset.bin"
+    outside.parent.mkdir()
+    outside.write_text("downloaded earlier\n", encoding="utf-8")
+    code = (f"import os; os.link({str(outside)!r}, 'h.txt'); data = open('h.txt').read(); "
+            "os.unlink('h.txt'); open('out.txt', 'w').write(data)")
+    result = record_step(work, "s", keys["builder"].private, [], ["out.txt"], code,
+                         extra=["--sandbox", "none"])
+    assert result.code == 0, result.output
+    assert internal(work / "attestations" / "s.intoto.json")["undeclaredInputs"] == [
+        str(outside)]
+
+
+@needs_strace
+def test_a_step_renaming_and_reopening_its_own_outputs_reads_no_undeclared_file(
+    work: Path, keys: dict[str, KeyPair]
+) -> None:
+    """What honest steps do: write a temporary file and rename it over the product, create a
+    database O_RDWR|O_CREAT and read it back, link a file they wrote."""
+    code = ("import os; open('tmp.part', 'w').write('x'); os.rename('tmp.part', 'out.txt'); "
+            "fd = os.open('db.bin', os.O_RDWR | os.O_CREAT); os.write(fd, b'1'); "
+            "os.lseek(fd, 0, 0); os.read(fd, 1); os.close(fd); "
+            "os.link('out.txt', 'copy.txt'); open('copy.txt').read(); "
+            "open('data.txt').read()")
+    result = record_step(work, "s", keys["builder"].private, ["data.txt"],
+                         ["out.txt", "db.bin"], code, extra=["--strict"])
+    assert result.code == 0, result.output
+    assert internal(work / "attestations" / "s.intoto.json")["undeclaredInputs"] == []
+
+
 @needs_strace
 def test_a_file_outside_the_workspace_is_listed_by_its_absolute_path(
     work: Path, keys: dict[str, KeyPair], tmp_path: Path

@@ -365,3 +365,33 @@ def test_a_directory_artifact_is_shown_a_product_by_exported_links_alone(
         assert result.code == 1, result.output
     finally:
         (chain.work / "dist" / "extra.bin").unlink()
+def test_links_padded_with_millions_of_objects_are_refused_in_one_sentence(
+        chain: Chain, tmp_path: Path) -> None:
+    """Unsigned until checked, a link is capped like a bundle: under the byte cap, 15 MB of
+    `{}` decodes into millions of objects (gigabytes for eight links). Each is refused by its
+    object count, named in a note, and the chain's verdict stands, in bounded memory."""
+    import resource
+
+    from verifier.errors import InputError
+    from verifier.interop.intoto_links import MAX_LINK_OBJECTS, read_link
+
+    assert export(chain, tmp_path / "links").code == 0
+    link = json.loads(sorted((tmp_path / "links").glob("*.link"))[0].read_text())
+    link["signed"]["byproducts"]["padding"] = [{}] * (15 * 1024 * 1024 // 4)
+    padded = json.dumps(link, separators=(",", ":"))
+    names = [chain.attestations / f"padded-{n}.link" for n in range(8)]
+    for name in names:
+        name.write_text(padded, encoding="utf-8")
+    with pytest.raises(InputError, match=f"more than {MAX_LINK_OBJECTS} JSON objects"):
+        read_link(names[0])
+
+    def limited() -> None:  # eight links the old way took 3 GB
+        resource.setrlimit(resource.RLIMIT_AS, (1536 << 20, 1536 << 20))
+
+    done = subprocess.run([str(BIN / "verify-model"), str(chain.artifact), "--json"],
+                          cwd=chain.work, capture_output=True, text=True, timeout=120,
+                          check=False, preexec_fn=limited)
+    assert done.returncode == 0, done.stdout + done.stderr
+    notes = json.loads(done.stdout)["notes"]
+    for name in names:
+        assert sum(name.name in note and "JSON objects" in note for note in notes) == 1, notes

@@ -1055,3 +1055,73 @@ def test_a_file_posing_as_record_digests_is_refused_before_the_registry_is_asked
     result = cli("push", tmp_path / "missing-model", "oci://127.0.0.1:9/acme/model:v1",
                  "--attestations", folder, "--plain-http", cache=cache)
     assert_error(result, 2, "pipe.mvrd", "not a regular file")
+
+
+@needs_registry
+def test_a_referrer_whose_blob_is_gone_is_skipped_and_attach_restores_the_blob(
+        chain: Chain, registry: RunningRegistry, cache: Path, tmp_path: Path) -> None:
+    """The package step's bundle blob is deleted from the registry's storage, as a garbage
+    collection or an operator could; an intact copy of the same envelope (other bytes) is
+    attached too. verify-model skips the broken referrer with one note and passes on the copy;
+    attach uploads the lost blob again instead of calling it already attached."""
+    pushed = push(chain, registry, cache)
+    reference = f"oci://{registry.host}/acme/model@{pushed['digest']}"
+    copy = tmp_path / "copy" / "package-copy.intoto.json"
+    copy.parent.mkdir()
+    original = chain.attestation("package").read_bytes()
+    copy.write_text(json.dumps(json.loads(original), indent=1), encoding="utf-8")
+    assert cli("attach", reference, copy, "--plain-http", cache=cache).code == 0
+    lost = "sha256:" + hashlib.sha256(original).hexdigest()
+    registry.blob_file(lost).unlink()
+    assert requests.get(registry.url(f"acme/model/blobs/{lost}"), timeout=10).status_code == 404
+
+    result = verify(reference, chain, cache)
+    assert result.code == 0, result.output
+    notes = json.loads(result.stdout)["notes"]
+    broken = [note for note in notes if lost in note]
+    assert len(broken) == 1 and "gone from the registry" in broken[0], notes
+
+    attach = cli("attach", reference, chain.attestations, "--plain-http", "--json",
+                 cache=cache)
+    assert attach.code == 0, attach.output
+    statuses = {a["bundle_digest"]: a["status"]
+                for a in json.loads(attach.stdout)["attached"]}
+    assert statuses[lost] == "blob restored", statuses
+    restored = requests.get(registry.url(f"acme/model/blobs/{lost}"), timeout=10)
+    assert restored.status_code == 200
+    assert hashlib.sha256(restored.content).hexdigest() == lost[7:]
+
+
+def test_many_broken_referrers_are_each_noted_once(chain: Chain, cache: Path) -> None:
+    """Hundreds of referrers whose manifests the registry does not have (a fake registry lists
+    them): verify-model notes each one exactly once, in its text output and in --json."""
+    from verifier.interop.oci import media
+
+    data = chain.artifact.read_bytes()
+    layer = media.descriptor_of(media.layer_media_type("model.bin"), data,
+                                annotations={media.TITLE: "model.bin"})
+    config = media.model_config("model.bin", [layer])
+    config_descriptor = media.descriptor_of(media.MODEL_CONFIG, config)
+    manifest = media.model_manifest("model.bin", "file", config_descriptor, [layer])
+    subject = media.sha256_digest(manifest)
+    missing = [f"sha256:{n:064x}" for n in range(1, 301)]
+    listing = media.index_document([media.Descriptor(MANIFEST, digest, 100,
+                                                     artifact_type=BUNDLE)
+                                    for digest in missing])
+    answers: dict[str, Any] = {
+        "/v2/": (200, {}, b"{}"),
+        f"/v2/acme/model/manifests/{subject}": (200, {"Content-Type": MANIFEST}, manifest),
+        f"/v2/acme/model/blobs/{layer.digest}": (200, {}, data),
+        f"/v2/acme/model/blobs/{config_descriptor.digest}": (200, {}, config),
+        f"/v2/acme/model/referrers/{subject}": (200, {"Content-Type": INDEX}, listing)}
+    with Scripted(answers).serving() as server:
+        reference = f"oci://{server.host}/acme/model@{subject}"
+        as_json = verify(reference, chain, cache, "--attestations", chain.attestations)
+        text = cli(reference, "--policy", chain.policy, "--plain-http", "--attestations",
+                   chain.attestations, "--quiet", cache=cache, program="verify-model")
+    assert as_json.code == 0 and text.code == 0, text.output
+    notes = json.loads(as_json.stdout)["notes"]
+    lines = text.stdout.splitlines()
+    for digest in missing:
+        assert sum(digest in note for note in notes) == 1, digest
+        assert sum(digest in line for line in lines) == 1, digest

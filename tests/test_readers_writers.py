@@ -223,3 +223,34 @@ def test_keygen_ignores_a_planted_temporary(tmp_path: Path) -> None:
     planted.symlink_to(victim)
     assert run(["keygen", tmp_path / "builder"]).code == 0
     assert victim.read_text() == "not a key" and planted.is_symlink()
+
+
+@pytest.mark.parametrize("artifact", ["file", "directory"])
+def test_verify_bundle_json_is_one_object_on_stdout_and_nothing_on_stderr(
+        chain: Chain, artifact: str) -> None:
+    """A machine reading --json gets one JSON object and a quiet stderr, as from the console
+    script a CI job runs."""
+    from helpers import run_executable
+
+    target = chain.artifact if artifact == "file" else chain.artifact.parent
+    result = run_executable(["verify-bundle", chain.attestation("package"), "--artifact", target,
+                             "--key", chain.keys("builder").public, "--json"], cwd=chain.work)
+    assert result.code == 0, result.output
+    assert result.stderr == ""
+    assert isinstance(json.loads(result.stdout), dict)
+
+
+def test_verify_bundle_json_keeps_sigstores_own_warnings_off_stderr() -> None:
+    """A bundle carrying a root CA makes sigstore-python log a warning, which Python printed
+    on stderr beside the JSON: the verdict is in the JSON object, and stderr stays empty."""
+    from helpers import run_executable
+
+    case = (Path(__file__).parent / "fixtures" / "sigstore-conformance" / "bundle-verify"
+            / "bundle-with-root-cert_fail")
+    result = run_executable(["verify-bundle", case / "bundle.sigstore.json", "--artifact",
+                             case.parent / "a.txt", "--identity", "https://example.org/id",
+                             "--issuer", "https://token.actions.githubusercontent.com",
+                             "--json"])
+    assert result.code in (1, 2), result.output
+    assert result.stderr == ""
+    assert str(case / "bundle.sigstore.json") in json.loads(result.stdout)["error"]

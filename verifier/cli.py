@@ -1317,7 +1317,7 @@ def _size(count: int) -> str:
 
 def _print_attached(attached: list[Any]) -> None:
     for item in attached:
-        verb = "attached" if item.status == "attached" else "already attached, skipped"
+        verb = "already attached, skipped" if item.status == "already attached" else item.status
         what = " (record digests)" if item.kind == "record-digests" else ""
         _say(f"  {verb}: {item.source}{what} (referrer {item.manifest_digest})")
 
@@ -1528,7 +1528,7 @@ def _verify_oci(artifact: str, attestations: list[Path] | None, policy: Path | N
             _emit_json({**report.to_dict(), "oci": summary,
                         **({"vsa": str(vsa)} if vsa is not None else {})})
             return 0 if report.passed else 1
-        _print_fetched(reference, fetched)
+        _print_fetched(reference, dataclasses.replace(fetched, notes=[]))  # in the report's
         _print_report(report)
         if vsa is not None:
             _say(f"wrote signed verification summary {vsa} "

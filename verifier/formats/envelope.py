@@ -161,14 +161,14 @@ class _TooManyObjects(Exception):
     pass
 
 
-def _loads(text: str) -> Any:
+def _loads(text: str, limit: int = MAX_JSON_OBJECTS) -> Any:
     """json.loads, stopping as soon as the text has built more objects than a bundle has."""
     count = 0
 
     def counted(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         nonlocal count
         count += 1
-        if count > MAX_JSON_OBJECTS:
+        if count > limit:
             raise _TooManyObjects
         return dict(pairs)
 
@@ -178,6 +178,18 @@ def _loads(text: str) -> Any:
 def _too_many(source: object) -> InputError:
     return InputError(f"{source}: holds more than {MAX_JSON_OBJECTS} JSON objects, more than "
                       "any bundle has; it is refused.")
+
+
+def loads_capped(text: str, source: str, what: str, limit: int) -> Any:
+    """json.loads of another signed document (an in-toto link) under its own object cap;
+    InputError naming `source` when it holds more, or is no JSON."""
+    try:
+        return _loads(text, limit)
+    except _TooManyObjects:
+        raise InputError(f"{source}: holds more than {limit} JSON objects, more than any "
+                         f"{what} has; it is refused.") from None
+    except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
+        raise InputError(f"{source}: is not a readable {what} (JSON).") from None
 
 
 def decode_json(text: str, source: str) -> Any:

@@ -62,8 +62,11 @@ def _walk(root: Path) -> list[Path]:
                 continue
             try:
                 mode = entry.stat().st_mode  # through a link: what is actually read
-            except OSError:
+            except FileNotFoundError:
                 continue  # a dangling link holds no attestation
+            except OSError:  # a link loop, a name too long: the reader says which it is
+                found.append(path)
+                continue
             if stat.S_ISDIR(mode):
                 continue  # a link to a directory: not followed
             found.append(path)  # not a regular file: the reader refuses it, as for any bad file

@@ -23,9 +23,11 @@ from typing import Any
 from urllib.parse import unquote, unquote_to_bytes
 
 from verifier.errors import InputError
+from verifier.formats import readers
 
 _PATH_ATTRIBUTES = ("token", "object", "id", "slot-id", "serial", "manufacturer", "model",
                     "library-manufacturer", "library-description", "library-version", "type")
+MAX_PIN_BYTES = 4 * readers.KIB  # a PIN is a line; PKCS#11 allows at most a few hundred bytes
 _QUERY_ATTRIBUTES = ("module-path", "module-name", "pin-source", "pin-value")
 
 
@@ -92,12 +94,11 @@ def _read_pin(uri: Pkcs11Uri) -> str | None:
     if uri.pin_source is None:
         return None
     source = uri.pin_source.removeprefix("file://").removeprefix("file:")
-    try:
-        return Path(source).read_text(encoding="utf-8").rstrip("\r\n")
-    except FileNotFoundError:
-        raise InputError(f"{source}: no such PIN file (pin-source of the pkcs11 key).") from None
-    except (OSError, UnicodeDecodeError):
-        raise InputError(f"{source}: the PIN file cannot be read.") from None
+    # A PIN is a line of text; the cap keeps a link to /dev/zero from filling memory.
+    text = readers.read_text(Path(source), "PIN file (pin-source of the pkcs11 key)",
+                             MAX_PIN_BYTES, missing=f"{source}: no such PIN file (pin-source "
+                             "of the pkcs11 key).")
+    return text.rstrip("\r\n")
 
 
 @functools.lru_cache(maxsize=4)
@@ -136,6 +137,7 @@ class Pkcs11Key:
         except ImportError:
             raise InputError("a pkcs11: key needs the python-pkcs11 package; install "
                              "model-verifier[pkcs11].") from None
+        pin = _read_pin(uri)  # first: a bad pin-source is the user's to fix, token or not
         library = _library(uri.module_path)
         try:
             tokens = [t for t in library.get_tokens(token_label=uri.token, token_serial=(
@@ -147,7 +149,7 @@ class Pkcs11Key:
         if len(tokens) != 1:
             raise InputError(f"{uri.safe_text}: {'no' if not tokens else 'more than one'} "
                              "token matches.")
-        key = cls(uri, tokens[0], _read_pin(uri))
+        key = cls(uri, tokens[0], pin)
         with key._session() as session:
             _, public = key._keys(session)
             key._public_key = key._to_cryptography(public)

@@ -16,6 +16,7 @@ import errno
 import os
 import stat
 from pathlib import Path
+from typing import BinaryIO
 
 from verifier.errors import InputError
 
@@ -100,6 +101,12 @@ def read_bytes(path: Path, what: str, limit: int, missing: str | None = None) ->
         return read_descriptor(fd, path, what, limit)
     finally:
         os.close(fd)
+
+
+def open_stream(path: Path, what: str, missing: str | None = None) -> BinaryIO:
+    """A binary stream on a regular file, for readers that stream rather than read whole (a
+    benchmark, a model file to upload): the same checks as `open_regular`, no size cap."""
+    return os.fdopen(open_regular(path, what, missing), "rb")
 
 
 def read_descriptor(fd: int, path: Path, what: str, limit: int) -> bytes:

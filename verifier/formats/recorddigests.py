@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import stat
@@ -48,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from verifier.errors import InputError
+from verifier.formats import readers
 
 MAGIC = b"MVRDIG01"
 SALT_CONTEXT = b"model-verifier record digests v1\x00"
@@ -107,7 +109,9 @@ def items(path: Path) -> Iterator[list[str]]:
     """The file's items (a line, a JSON line, a CSV row), each as its records' raw texts."""
     kind = path.suffix.lower()
     try:
-        with path.open("r", encoding="utf-8", newline="") as handle:
+        stream = readers.open_stream(path, "text, JSONL or CSV file",
+                                     missing=f"{path}: no such file.")
+        with io.TextIOWrapper(stream, encoding="utf-8", newline="") as handle:
             if kind == ".csv":
                 rows = csv.reader(handle)
                 next(rows, None)  # the header names columns; it is no record
@@ -285,19 +289,13 @@ def _contains_many(array: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 def read_file(path: Path, max_bytes: int = 1 << 34) -> bytes:
     """A digest file's bytes (bounded: a hostile directory cannot fill memory)."""
-    try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise InputError(f"{path}: is larger than a record-digest file may be.")
-        return path.read_bytes()
-    except OSError as error:
-        raise InputError(f"{path}: cannot be read ({error.strerror}).") from None
+    return readers.read_bytes(path, "record-digest file", max_bytes)
 
 
 
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with readers.open_stream(path, "record-digest file") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()

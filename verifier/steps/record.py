@@ -302,8 +302,9 @@ def record_step(
                 run.returncode,
             )
         undeclared = None if tracer is None else trace.undeclared_inputs(
-            trace.parse_logs(Path(log_dir)).read, workspace=base,
-            declared=material_paths, ignored_roots=roots, private_tmp=sandbox.isolated)
+            trace.parse_logs(Path(log_dir), cwd=base).read, workspace=base,
+            declared=material_paths, ignored_roots=roots, private_tmp=sandbox.isolated,
+            created=[base / name for name in product_names if before[name] is None])
         report_warning = _add_step_report(captured, report_path, step,
                                           environment.secret_values(env))
     _check_materials_unchanged(hasher, material_digests, stamps, set(product_names),

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from verifier.errors import InputError
+from verifier.formats import readers
 
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
 _PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))')
@@ -48,12 +49,15 @@ def docker_credentials(registry: str, config: Path | None = None) -> Credentials
     """Credentials for `registry` (host[:port]) from the Docker config, or None."""
     path = config or docker_config_path()
     try:
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise InputError(f"{path}: is too large to be a Docker config.")
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+        os.stat(path)
+    except FileNotFoundError:  # no Docker config (or a dangling link to one): no credentials
         return None
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+    except (OSError, ValueError):
+        pass  # a link loop, a NUL byte: the reader says which, in one sentence
+    text = readers.read_text(path, "Docker config", MAX_CONFIG_BYTES)
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError):
         raise InputError(f"{path}: is not a readable Docker config (JSON).") from None
     if not isinstance(document, dict):
         raise InputError(f"{path}: is not a Docker config (a JSON object).")

@@ -33,6 +33,10 @@ class RegistryError(InputError):
     """The registry could not be reached or refused a call: the input is unusable (exit 2)."""
 
 
+class BlobMissing(InputError):
+    """The registry has no blob by that digest (404), though a manifest may still name it."""
+
+
 class _Body:
     """A file body for requests: a known length (so no chunked encoding) and 1 MiB reads (the
     8 KiB reads http.client asks for cost a third of loopback throughput)."""
@@ -363,6 +367,10 @@ class Registry:
         with self._network(what):
             response = self.request("GET", f"{self.repository}/blobs/{digest}", what,
                                     stream=True)
+            if response.status_code == 404:
+                response.close()
+                raise BlobMissing(f"{self.reference.repository_uri}@{digest}: the registry "
+                                  "has no such blob (it may have been deleted).")
             if response.status_code != 200:
                 raise self._fail(response, what)
             declared = response.headers.get("Content-Length")

@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from verifier.errors import InputError, VerificationFailure
-from verifier.formats import recorddigests
+from verifier.formats import readers, recorddigests
 from verifier.formats.envelope import MAX_BUNDLE_BYTES, parse_bundle
 from verifier.interop.oci import media
 from verifier.interop.oci.cache import BlobCache
-from verifier.interop.oci.client import Registry, RegistryError
+from verifier.interop.oci.client import BlobMissing, Registry, RegistryError
 from verifier.interop.oci.reference import Reference
 
 ProgressCallback = Callable[[int], None]
@@ -48,7 +48,7 @@ class Attached:
     source: str
     bundle_digest: str  # the attached blob's digest (a bundle's, or a record-digest file's)
     manifest_digest: str
-    status: str  # "attached" or "already attached"
+    status: str  # "attached", "already attached", or "blob restored" (its blob was gone)
     kind: str = "bundle"  # or "record-digests"
 
     def to_dict(self) -> dict[str, str]:
@@ -107,7 +107,7 @@ def push_model(model: Path, reference: Reference, registry: Registry, *, hasher:
         on_total(sum(layer.size for _, layer in missing))
     for (_, path, _, size), layer in missing:
         try:
-            with path.open("rb") as stream:
+            with readers.open_stream(path, "model file") as stream:
                 registry.upload_blob(layer.digest, size, stream, progress)
         except OSError as error:
             raise InputError(f"{path}: cannot be read ({error.strerror}).") from None
@@ -130,12 +130,7 @@ def bundle_files(paths: Iterable[Path]) -> list[tuple[str, bytes]]:
 
     found: list[tuple[str, bytes]] = []
     for path in attestation_files(list(paths)):
-        try:
-            if path.stat().st_size > MAX_BUNDLE_BYTES:
-                raise InputError(f"{path}: is larger than any bundle should be.")
-            data = path.read_bytes()
-        except OSError as error:
-            raise InputError(f"{path}: cannot be read ({error.strerror}).") from None
+        data = readers.read_bytes(path, "Sigstore bundle", MAX_BUNDLE_BYTES)
         pieces = ([(f"{path}:{n}", line) for n, line in enumerate(data.splitlines(), 1)
                    if line.strip()] if path.suffix == ".jsonl" else [(str(path), data)])
         for source, piece in pieces:
@@ -171,9 +166,9 @@ def record_digest_files(paths: Iterable[Path]) -> list[DigestFile]:
                 raise InputError(f"{root}: holds more than {MAX_DIGEST_FILES} record-digest "
                                  "files.")
             try:
-                with path.open("rb") as stream:
+                with readers.open_stream(path, "record-digest file") as stream:
                     magic = stream.read(len(recorddigests.MAGIC))
-                size = path.stat().st_size
+                    size = os.fstat(stream.fileno()).st_size
             except OSError as error:
                 raise InputError(f"{path}: cannot be read ({error.strerror}).") from None
             if magic != recorddigests.MAGIC:
@@ -226,7 +221,9 @@ def attach(registry: Registry, subject_digest: str, bundles: list[tuple[str, byt
         manifest = media.bundle_manifest(subject, blob, _predicate_type(data))
         manifest_digest = media.sha256_digest(manifest)
         if blob.digest in present:
-            results.append(Attached(source, blob.digest, manifest_digest, "already attached"))
+            results.append(Attached(source, blob.digest, manifest_digest,
+                                    _restore(registry, blob.digest, lambda data=data:
+                                             registry.upload_bytes(data))))
             continue
         registry.upload_bytes(data)
         digest, indexed = registry.put_manifest(manifest_digest, manifest)
@@ -241,13 +238,11 @@ def attach(registry: Registry, subject_digest: str, bundles: list[tuple[str, byt
         manifest_digest = media.sha256_digest(manifest)
         if item.blob.digest in present:
             results.append(Attached(str(item.path), item.blob.digest, manifest_digest,
-                                    "already attached", "record-digests"))
+                                    _restore(registry, item.blob.digest,
+                                             lambda item=item: _upload_file(registry, item)),
+                                    "record-digests"))
             continue
-        try:
-            with item.path.open("rb") as stream:
-                registry.upload_blob(item.blob.digest, item.blob.size, stream, None)
-        except OSError as error:
-            raise InputError(f"{item.path}: cannot be read ({error.strerror}).") from None
+        _upload_file(registry, item)
         digest, indexed = registry.put_manifest(manifest_digest, manifest)
         indexed_by_registry = indexed_by_registry and indexed
         present.add(item.blob.digest)
@@ -258,6 +253,23 @@ def attach(registry: Registry, subject_digest: str, bundles: list[tuple[str, byt
     if pushed and not indexed_by_registry:
         _update_referrers_tag(registry, subject_digest, pushed)
     return results
+
+
+def _upload_file(registry: Registry, item: DigestFile) -> None:
+    try:
+        with readers.open_stream(item.path, "record-digest file") as stream:
+            registry.upload_blob(item.blob.digest, item.blob.size, stream, None)
+    except OSError as error:
+        raise InputError(f"{item.path}: cannot be read ({error.strerror}).") from None
+
+
+def _restore(registry: Registry, digest: str, upload: Callable[[], object]) -> str:
+    """An attached referrer's manifest does not prove its blob is still there (a registry's
+    garbage collection, an operator's mistake): one the registry lost is uploaded again."""
+    if registry.blob_exists(digest):
+        return "already attached"
+    upload()
+    return "blob restored"
 
 
 def _update_referrers_tag(registry: Registry, subject: str, added: list[media.Descriptor]
@@ -398,6 +410,11 @@ def _blob_to_file(registry: Registry, layer: media.Descriptor, where: str,
             for chunk in registry.blob_chunks(layer.digest, layer.size):
                 hasher.update(chunk)
                 stream.write(chunk)
+    except BlobMissing:
+        # One referrer's lost blob says nothing of the others: noted and skipped by the caller.
+        destination.unlink(missing_ok=True)
+        raise InputError(f"{where}: its bundle blob {layer.digest} is gone from the "
+                         "registry.") from None
     except OSError as error:
         destination.unlink(missing_ok=True)
         raise InputError(f"{where}: its bundle cannot be written ({error.strerror}).") from None
@@ -575,13 +592,29 @@ def relabel(value: Any, names: dict[str, str]) -> Any:
     """`value` (a report: dataclasses, dicts, lists, strings) with every local path in `names`
     replaced by what it stands for, longest first, so a report names registry digests rather
     than a temporary directory that is gone once it is printed."""
-    ordered = sorted(names.items(), key=lambda item: -len(item[0]))
+    # One pass over each string, not one per name: a model may have thousands of referrers,
+    # and their notes name them all. Every name starts with the checkout's common prefix; at
+    # each place that prefix occurs, the longest name there is replaced.
+    root = os.path.commonprefix(list(names))  # noqa: RUF071 (a text prefix is meant)
+    lengths = sorted({len(name) for name in names}, reverse=True)
+
+    def replace(text: str) -> str:
+        if not names or root not in text:
+            return text
+        parts: list[str] = []
+        done = 0
+        at = text.find(root)
+        while at >= 0:
+            length = next((n for n in lengths if text[at:at + n] in names), 0)
+            if length:
+                parts += [text[done:at], names[text[at:at + length]]]
+                done = at + length
+            at = text.find(root, max(at + 1, done))
+        return "".join([*parts, text[done:]])
 
     def walk(item: Any) -> Any:
         if isinstance(item, str):
-            for old, new in ordered:
-                item = item.replace(old, new)
-            return item
+            return replace(item)
         if isinstance(item, list):
             return [walk(v) for v in item]
         if isinstance(item, tuple):
