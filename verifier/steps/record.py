@@ -286,9 +286,12 @@ def record_step(
                       if not Path(os.path.realpath(p)).is_relative_to(real_base)]
         blank = Path(log_dir) / "blank"
         blank.touch()
+        # The workspace is the recorder's checkout (its .git, its keys/): the step writes only
+        # where its products go, and reads no private key there (sandbox.workspace_mounts).
         command = sandbox.wrap(argv, base, base, env, readable=[*linked_out, *named_roots],
                                hidden=[base / p for p in hidden], blank=blank,
-                               writable=[report_path.parent])
+                               writable=[report_path.parent],
+                               products=[base / name for name in product_names])
         if tracer is not None:
             command = trace.traced_argv(tracer, command, Path(log_dir))
         run = run_streaming(command, base, env)
