@@ -13,6 +13,7 @@ policy can require it.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import stat
@@ -45,7 +46,7 @@ CHOICES = ("auto", "bwrap", "none")
 # who ran it. Inside, the step still owns the caller's files: the writable mounts stay usable.
 STEP_UID = STEP_GID = 65534
 _UNPRIVILEGED = ("--unshare-user", "--uid", str(STEP_UID), "--gid", str(STEP_GID),
-                 "--cap-drop", "ALL", "--disable-userns")
+                 "--cap-drop", "ALL")
 # Files of a recorder's workspace a step may not read, besides the signing key: private keys.
 _PRIVATE_KEY_MARKERS = (b"PRIVATE KEY-----", b"-----BEGIN OPENSSH PRIVATE KEY")
 
@@ -97,7 +98,8 @@ class Sandbox:
         workspace = Path(os.path.abspath(workspace))
         roots = interpreter_roots(argv[0], env.get("PATH"), workdir,
                                   None if trusted_workspace else workspace)
-        args = [self.executable, "--die-with-parent", "--unshare-all", *_UNPRIVILEGED]
+        args = [self.executable, "--die-with-parent", "--unshare-all",
+                *_unprivileged(self.executable)]
         if self.network:
             args.append("--share-net")
         args += _system_mounts()
@@ -197,6 +199,19 @@ def _holds_private_key(path: Path) -> bool:
     except OSError:
         return False
     return any(marker in start for marker in _PRIVATE_KEY_MARKERS)
+
+
+@functools.cache
+def _unprivileged(executable: str) -> tuple[str, ...]:
+    """_UNPRIVILEGED, and no user namespace inside the step where this bubblewrap can say so
+    (0.8.0 on). Without it a nested namespace still cannot unmount or remount what bubblewrap
+    mounted: the kernel locks mounts inherited from a more privileged namespace."""
+    try:
+        usage = subprocess.run([executable, "--help"], capture_output=True, text=True,
+                               timeout=30, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        usage = ""
+    return _UNPRIVILEGED + (("--disable-userns",) if "--disable-userns" in usage else ())
 
 
 def _system_mounts() -> list[str]:
@@ -396,7 +411,8 @@ def resolve(choice: str, *, network: bool = False, devices: Sequence[str] = ()) 
 def _probe(sandbox: Sandbox) -> None:
     """Start the sandbox once with `true`: a sandbox that cannot start is refused up front."""
     true = shutil.which("true") or "/bin/true"
-    argv = [sandbox.executable or "bwrap", "--die-with-parent", "--unshare-all", *_UNPRIVILEGED,
+    executable = sandbox.executable or "bwrap"
+    argv = [executable, "--die-with-parent", "--unshare-all", *_unprivileged(executable),
             *_system_mounts(), "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--",
             true]
     try:
