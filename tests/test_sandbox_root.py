@@ -295,3 +295,22 @@ def _with_crafted_git(repo: Path, commit: str, config: str) -> str:
     listing = git(repo, "ls-tree", f"{commit}^{{tree}}").splitlines()
     root = tree([*listing, f"040000 tree {dot_git}\t.git"])
     return git(repo, "commit-tree", root, "-p", commit, "-m", "crafted")
+
+
+def test_a_recorded_step_still_rewrites_everything_in_its_directory_product(
+        tmp_path: Path) -> None:
+    """The other side of the read-only checkout: a directory product is the step's whole."""
+    work = tmp_path / "work"
+    (work / "dist" / "sub").mkdir(parents=True)
+    (work / "dist" / "sub" / "old.bin").write_text("old\n")
+    (work / "notes.txt").write_text("mine\n")
+    keys = make_keys(tmp_path / "keys", "builder")
+    code = ("import pathlib; pathlib.Path('dist/sub/old.bin').write_text('new\\n'); "
+            "pathlib.Path('dist/added.bin').write_text('added\\n')")
+    result = run(["record", "--step", "pack", "--key", keys.private, "--sandbox", "bwrap",
+                  "--no-trace", "--product", "dist", "--out", "att", "--", sys.executable,
+                  "-c", code], cwd=work)
+    assert result.code == 0, result.output
+    assert (work / "dist" / "sub" / "old.bin").read_text() == "new\n"
+    assert (work / "dist" / "added.bin").read_text() == "added\n"
+    assert (work / "notes.txt").read_text() == "mine\n"

@@ -738,6 +738,9 @@ def _rebuild_step(record: StepRecord, step_root: Path, index: _DigestIndex, excl
     results, produced = _compare(record, step_root, index, options, hasher)
     _index_products(produced, step_root, index, hasher)
     outcome.results = results
+    # Why a product that is there was not read (a link, a FIFO) is said, not just "MISSING".
+    outcome.notes.extend(f"{r['name']}: {r['note']}." for r in results
+                         if r["verdict"] == "MISSING" and r.get("note"))
     reproduced = all(r["verdict"] == "IDENTICAL" for r in results)
     outcome.status = "reproduced" if reproduced else "differs"
     if not produced:

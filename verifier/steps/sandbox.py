@@ -145,24 +145,27 @@ def workspace_mounts(workspace: Path, products: Sequence[Path]) -> list[str]:
     policy's trust anchor), not the sources.
     """
     targets = {Path(os.path.abspath(p)) for p in products}
-    directories: set[Path] = set()
+    whole: set[Path] = set()  # directory products: everything in them is the step's to write
+    parents: set[Path] = set()
     for target in targets:
         if not target.is_relative_to(workspace) or target == workspace:
             continue
         if target.is_dir() and not target.is_symlink():
-            directories.add(target)
+            whole.add(target)
         parent = target.parent
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError:
             continue  # in or through a file: the step cannot write it, record says so after
         if Path(os.path.realpath(parent)) == parent:  # never a link's target outside
-            directories.add(parent)
+            parents.add(parent)
     args = ["--ro-bind", str(workspace), str(workspace)]
-    for directory in sorted(directories):
+    for directory in sorted(whole | parents):
         args += ["--bind", str(directory), str(directory)]
-    on_the_way = {a for t in targets for a in t.parents} | targets | directories
-    for directory in sorted(directories):
+    on_the_way = {a for t in targets for a in t.parents} | targets
+    for directory in sorted(parents):
+        if any(directory.is_relative_to(product) for product in whole):
+            continue
         for entry in sorted(directory.iterdir()):
             if entry not in on_the_way and not entry.is_symlink():
                 args += ["--ro-bind", str(entry), str(entry)]
