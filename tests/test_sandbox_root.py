@@ -314,3 +314,22 @@ def test_a_recorded_step_still_rewrites_everything_in_its_directory_product(
     assert (work / "dist" / "sub" / "old.bin").read_text() == "new\n"
     assert (work / "dist" / "added.bin").read_text() == "added\n"
     assert (work / "notes.txt").read_text() == "mine\n"
+
+
+def test_a_private_key_declared_as_a_material_is_read_but_the_signing_key_never(
+        tmp_path: Path) -> None:
+    """Hiding keys must not silently blank an input the step is declared to read."""
+    work = tmp_path / "work"
+    work.mkdir()
+    signing = make_keys(work / "keys", "builder")
+    deploy = make_keys(work / "keys", "deploy")
+    code = ("import pathlib; pathlib.Path('out.txt').write_text("
+            "pathlib.Path('keys/deploy.key').read_text() + '|' + "
+            "pathlib.Path('keys/builder.key').read_text())")
+    result = run(["record", "--step", "sign", "--key", "keys/builder.key", "--sandbox", "bwrap",
+                  "--no-trace", "--material", "keys/deploy.key", "--material",
+                  "keys/builder.key", "--product", "out.txt", "--out", "att", "--",
+                  sys.executable, "-c", code], cwd=work)
+    assert result.code == 0, result.output
+    assert (work / "out.txt").read_text() == deploy.private.read_text() + "|"
+    assert signing.private.read_text() not in (work / "out.txt").read_text()

@@ -291,7 +291,8 @@ def record_step(
         command = sandbox.wrap(argv, base, base, env, readable=[*linked_out, *named_roots],
                                hidden=[base / p for p in hidden], blank=blank,
                                writable=[report_path.parent],
-                               products=[base / name for name in product_names])
+                               products=[base / name for name in product_names],
+                               materials=material_paths)
         if tracer is not None:
             command = trace.traced_argv(tracer, command, Path(log_dir))
         run = run_streaming(command, base, env)

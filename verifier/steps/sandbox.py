@@ -79,7 +79,8 @@ class Sandbox:
              env: Mapping[str, str], readable: Sequence[Path] = (),
              hidden: Sequence[Path] = (), blank: Path | None = None,
              writable: Sequence[Path] = (), trusted_workspace: bool = True,
-             products: Sequence[Path] | None = None) -> list[str]:
+             products: Sequence[Path] | None = None,
+             materials: Sequence[Path] = ()) -> list[str]:
         """The command line that runs argv in this sandbox (argv itself when there is none).
 
         `readable`: declared materials that a link in the workspace leads to outside it,
@@ -90,7 +91,7 @@ class Sandbox:
         else's (a rebuild): nothing in it then adds a mount outside it (interpreter_roots).
         `products`: when given (record), the workspace is the recorder's own checkout: it is
         read-only except where these products go (workspace_mounts), and its private keys
-        read as `blank`.
+        read as `blank`, except declared `materials` (a key the step is declared to read).
         """
         if not self.isolated:
             return list(argv)
@@ -120,7 +121,8 @@ class Sandbox:
             args += ["--ro-bind", str(path), str(path)]
         secret = {Path(os.path.abspath(p)) for p in hidden}
         if products is not None:
-            secret |= set(private_keys(workspace, keep=products))
+            # The signing key stays hidden even when declared: `hidden` is added regardless.
+            secret |= set(private_keys(workspace, keep=[*products, *materials]))
         for path in sorted(secret if blank else ()):
             if path.is_relative_to(workspace) and path.is_file():
                 args += ["--ro-bind", str(blank), str(path)]
@@ -178,7 +180,7 @@ def workspace_mounts(workspace: Path, products: Sequence[Path]) -> list[str]:
 def private_keys(workspace: Path, keep: Sequence[Path] = ()) -> list[Path]:
     """Files of the workspace that are private keys (named *.key, or holding a PEM or OpenSSH
     private key near their start), outside .git and the interpreters, except those in `keep`
-    (a product the step rewrites)."""
+    (a product the step rewrites, a declared material, or inside one)."""
     kept = {Path(os.path.abspath(p)) for p in keep}
     found: list[Path] = []
     for top, directories, files in os.walk(workspace):
@@ -186,7 +188,7 @@ def private_keys(workspace: Path, keep: Sequence[Path] = ()) -> list[Path]:
                           and not (Path(top, d) / "pyvenv.cfg").is_file()]
         for name in files:
             path = Path(top, name)
-            if path in kept or path.is_symlink():
+            if path.is_symlink() or any(path.is_relative_to(k) for k in kept):
                 continue
             if name.endswith(".key") or _holds_private_key(path):
                 found.append(path)
