@@ -333,3 +333,18 @@ def test_a_private_key_declared_as_a_material_is_read_but_the_signing_key_never(
     assert result.code == 0, result.output
     assert (work / "out.txt").read_text() == deploy.private.read_text() + "|"
     assert signing.private.read_text() not in (work / "out.txt").read_text()
+
+
+def test_a_file_the_recorded_step_adds_beside_its_product_is_named(tmp_path: Path) -> None:
+    """Beside a product the step may add files (it cannot change any): record names them."""
+    work = tmp_path / "work"
+    work.mkdir()
+    keys = make_keys(tmp_path / "keys", "builder")
+    code = ("import pathlib; pathlib.Path('.gitattributes').write_text('* filter=lfs\\n'); "
+            "pathlib.Path('model.bin').write_text('m')")
+    result = run(["record", "--step", "train", "--key", keys.private, "--sandbox", "bwrap",
+                  "--no-trace", "--product", "model.bin", "--out", "att", "--",
+                  sys.executable, "-c", code], cwd=work)
+    assert result.code == 0, result.output
+    assert "left 1 new file(s) beside its products in your checkout: .gitattributes" in (
+        result.stderr)

@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any, Protocol
 
 from verifier.errors import InputError, StepFailed
@@ -262,6 +262,7 @@ def record_step(
     material_digests = hasher.digest_paths(material_paths)
     stamps = _stamps(hasher, material_digests)
     before = {name: _product_stamp(hasher, base / name) for name in product_names}
+    beside = _beside_products(base, product_names)
 
     declared = resolve_declared_env(env_names, dict(os.environ))
     env = {**os.environ, **declared}
@@ -322,6 +323,11 @@ def record_step(
                 "material if the step only reads it)."
             )
     warnings: list[str] = [] if report_warning is None else [report_warning]
+    if left := sorted(_beside_products(base, product_names) - beside):
+        listed = ", ".join(left[:10]) + (" …" if len(left) > 10 else "")
+        warnings.append(f"step {step!r} left {len(left)} new file(s) beside its products in "
+                        f"your checkout: {listed} (not attested; look at them, then remove "
+                        "them or declare them with --product).")
     if python_warning := _python_warning(captured, step):
         warnings.append(python_warning)
     if undeclared:
@@ -370,6 +376,23 @@ def record_step(
             path.unlink(missing_ok=True)
         raise
     return RecordResult(attestation, statement, signer.identity, warnings, undeclared)
+
+
+def _beside_products(base: Path, product_names: list[str]) -> set[str]:
+    """Names in the directories the products go into, other than the products: where a
+    sandboxed step may add a file (a .gitattributes, a script) that is no product."""
+    products = {PurePosixPath(name) for name in product_names}
+    found: set[str] = set()
+    for parent in {name.parent for name in products}:
+        try:
+            entries = list((base / parent).iterdir())
+        except OSError:
+            continue
+        for entry in entries:
+            name = PurePosixPath(parent, entry.name)
+            if name not in products and not any(p.is_relative_to(name) for p in products):
+                found.add(name.as_posix())
+    return found
 
 
 def _add_step_report(captured: dict[str, Any], path: Path, step: str) -> str | None:
