@@ -501,7 +501,9 @@ def test_an_undeclared_input_is_listed_signed_and_refused_when_strict(
     code = ("import sys, numpy; sys.path.insert(0, 'lib'); import helper; "
             "data = open('data.txt').read() + open('extra.txt').read(); "
             "open('out.txt', 'w').write(data + str(helper.VALUE)); "
-            "open('scratch.txt', 'w').write('x'); open('scratch.txt').read()")
+            "open('scratch.txt', 'w').write('x'); open('scratch.txt').read(); "
+            # A file left in the checkout is the recorder's, read-only to the next step.
+            "import os; os.remove('scratch.txt')")
     result = record_step(work, "s", keys["builder"].private, ["data.txt"], ["out.txt"], code)
     assert result.code == 0, result.output
     assert "warning: step 's' read 2 file(s) that are not declared materials" in result.stderr
@@ -539,13 +541,16 @@ HIDDEN_READS = {
 def test_an_undeclared_file_read_through_another_name_or_rdwr_is_listed_and_strict_refuses(
     work: Path, keys: dict[str, KeyPair], attack: str
 ) -> None:
+    # Unsandboxed, so that the trace alone must see the read: in record's sandbox the checkout
+    # beside the products is read-only, and the link or rename fails before any read.
     (work / "secret.txt").write_text("undeclared\n", encoding="utf-8")
     code = HIDDEN_READS[attack] + "; open('out.txt', 'w').write(data)"
     strict = record_step(work, "s", keys["builder"].private, ["data.txt"], ["out.txt"], code,
-                         out="strict", extra=["--strict"])
+                         out="strict", extra=["--strict", "--sandbox", "none"])
     assert_error(strict, 2, "--strict", "secret.txt")
     assert (work / "out.txt").read_text(encoding="utf-8") == "undeclared\n"  # it did read it
-    result = record_step(work, "s", keys["builder"].private, ["data.txt"], ["out.txt"], code)
+    result = record_step(work, "s", keys["builder"].private, ["data.txt"], ["out.txt"], code,
+                         extra=["--sandbox", "none"])
     assert result.code == 0, result.output
     bundle = read_json(work / "attestations" / "s.intoto.json")
     assert dsse_verifies(bundle, keys["builder"].public_pem)
@@ -625,7 +630,8 @@ def test_a_product_that_existed_and_was_not_written_is_refused(
     (work / "model.bin").write_bytes(b"stale, from last week")
     (work / "dist").mkdir()
     (work / "dist" / "old.bin").write_bytes(b"stale")
-    code = "open('elsewhere.bin', 'w').write('new')"
+    # It writes elsewhere (a scratch file: the checkout beside its product is read-only to it).
+    code = "import tempfile; tempfile.TemporaryFile().write(b'new')"
     for product in ("model.bin", "dist"):
         result = record_step(work, "s", keys["builder"].private, [], [product], code)
         assert_error(result, 2, product, "existed before the step", "did not write it")

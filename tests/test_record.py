@@ -197,14 +197,16 @@ def test_materials_and_products_are_left_untouched(work: Path, keys: KeyPair) ->
 def test_material_modified_by_the_command_is_refused(work: Path, keys: KeyPair) -> None:
     code = ("import shutil; open('data/in.txt', 'a').write('sneaky\\n'); "
             "shutil.copy('data/in.txt', 'out.txt')")
-    result = record(work, keys, code)
+    # The sandbox keeps a material read-only (test_record_hostile); without one, the check
+    # after the step still refuses it.
+    result = record(work, keys, code, "--sandbox", "none")
     assert_error(result, 2, "data/in.txt", "changed")
     assert not (work / ATTESTATION).exists()
 
 
 def test_file_added_to_a_material_directory_is_refused(work: Path, keys: KeyPair) -> None:
     code = "open('data/extra.txt', 'w').write('new'); open('out.txt', 'w').write('x')"
-    result = record(work, keys, code, materials=("data",))
+    result = record(work, keys, code, "--sandbox", "none", materials=("data",))
     assert_error(result, 2, "data", "changed")
     assert not (work / ATTESTATION).exists()
 

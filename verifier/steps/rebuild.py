@@ -364,6 +364,13 @@ def _check_before_running(ordered: list[StepRecord], options: RebuildOptions,
     if options.out_dir.exists() and not options.out_dir.is_dir():
         raise InputError(f"{options.out_dir}: is not a directory, so rebuild attestations "
                          "cannot be written there.")
+    if options.sandbox.fallback:
+        # `auto` without a usable bubblewrap: a stranger's step would run on this machine
+        # with its network, its home and its keys. Only an explicit choice does that.
+        raise InputError("--sandbox auto: bubblewrap is not installed or cannot start here, "
+                         "and a rebuild runs someone else's step, so it does not run it "
+                         "unsandboxed; install bubblewrap, or pass --sandbox none to run it on "
+                         "this machine anyway.")
     root = options.workspace_root
     if root is not None and (root.exists() or root.is_symlink()):
         raise InputError(f"{root}: already exists; --workspace must name a directory that does "
@@ -413,6 +420,11 @@ def rebuild(
             step_root = root / record.step
             outcome = _rebuild_step(record, step_root, index, excluded, options, hasher)
             if options.keep_workspace:
+                # The user will run git there: a repository the step made (hooks, an
+                # fsmonitor) must not run anything when they do.
+                for name in workspace.remove_repositories(step_root):
+                    outcome.notes.append(f"the step left a git repository at {name!r}; it "
+                                         "was removed from the kept workspace.")
                 outcome.workspace = str(step_root)
             outcomes.append(outcome)
             if on_step is not None:
@@ -527,7 +539,16 @@ def _compare(record: StepRecord, workspace: Path, index: _DigestIndex, options: 
             results.append({"name": name, "expected": expected, "actual": None,
                             "verdict": "MISSING"})
             continue
-        digest = hasher.digest_paths([path])[0]
+        try:
+            digest = hasher.digest_paths([path])[0]
+        except InputError:
+            # A FIFO, socket or device the step left in its product's place (or inside it):
+            # reading it could block for ever, and it is no product either way.
+            results.append({"name": name, "expected": expected, "actual": None,
+                            "verdict": "MISSING",
+                            "note": "not a regular file or directory (or holds something that "
+                                    "is not), so it was not read"})
+            continue
         actual = {digest.algorithm: digest.value}
         produced.append({"name": name, "digest": actual})
         result: dict[str, Any] = {"name": name, "expected": expected, "actual": actual}
@@ -721,6 +742,9 @@ def _rebuild_step(record: StepRecord, step_root: Path, index: _DigestIndex, excl
     results = sorted(results + _record_digest_results(record, step_root),
                      key=lambda r: r["name"])
     outcome.results = results
+    # Why a product that is there was not read (a link, a FIFO) is said, not just "MISSING".
+    outcome.notes.extend(f"{r['name']}: {r['note']}." for r in results
+                         if r["verdict"] == "MISSING" and r.get("note"))
     reproduced = all(r["verdict"] == "IDENTICAL" for r in results)
     outcome.status = "reproduced" if reproduced else "differs"
     if not produced:

@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any, Protocol
 
 from verifier.errors import InputError, StepFailed
@@ -264,6 +264,7 @@ def record_step(
     material_digests = hasher.digest_paths(material_paths)
     stamps = _stamps(hasher, material_digests)
     before = {name: _product_stamp(hasher, base / name) for name in product_names}
+    beside = _beside_products(base, product_names)
 
     declared = resolve_declared_env(env_names, dict(os.environ))
     env, withheld = environment.step_environment(os.environ, declared)
@@ -289,9 +290,13 @@ def record_step(
                       if not Path(os.path.realpath(p)).is_relative_to(real_base)]
         blank = Path(log_dir) / "blank"
         blank.touch()
+        # The workspace is the recorder's checkout (its .git, its keys/): the step writes only
+        # where its products go, and reads no private key there (sandbox.workspace_mounts).
         command = sandbox.wrap(argv, base, base, env, readable=[*linked_out, *named_roots],
                                hidden=[base / p for p in hidden], blank=blank,
-                               writable=[report_path.parent])
+                               writable=[report_path.parent],
+                               products=[base / name for name in product_names],
+                               materials=material_paths)
         if tracer is not None:
             command = trace.traced_argv(tracer, command, Path(log_dir))
         run = run_streaming(command, base, env)
@@ -323,6 +328,11 @@ def record_step(
                 "material if the step only reads it)."
             )
     warnings: list[str] = [] if report_warning is None else [report_warning]
+    if left := sorted(_beside_products(base, product_names) - beside):
+        listed = ", ".join(left[:10]) + (" …" if len(left) > 10 else "")
+        warnings.append(f"step {step!r} left {len(left)} new file(s) beside its products in "
+                        f"your checkout: {listed} (not attested; look at them, then remove "
+                        "them or declare them with --product).")
     if python_warning := _python_warning(captured, step):
         warnings.append(python_warning)
     if undeclared:
@@ -371,6 +381,23 @@ def record_step(
             path.unlink(missing_ok=True)
         raise
     return RecordResult(attestation, statement, signer.identity, warnings, undeclared)
+
+
+def _beside_products(base: Path, product_names: list[str]) -> set[str]:
+    """Names in the directories the products go into, other than the products: where a
+    sandboxed step may add a file (a .gitattributes, a script) that is no product."""
+    products = {PurePosixPath(name) for name in product_names}
+    found: set[str] = set()
+    for parent in {name.parent for name in products}:
+        try:
+            entries = list((base / parent).iterdir())
+        except OSError:
+            continue
+        for entry in entries:
+            name = PurePosixPath(parent, entry.name)
+            if name not in products and not any(p.is_relative_to(name) for p in products):
+                found.add(name.as_posix())
+    return found
 
 
 def _add_step_report(captured: dict[str, Any], path: Path, step: str,

@@ -13,6 +13,7 @@ policy can require it.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import stat
@@ -37,6 +38,17 @@ SECRET_DIRS = ("/etc/ssh", "/etc/ssl/private", "/etc/pki/tls/private", "/etc/sud
                "/etc/docker", "/etc/kubernetes", "/etc/letsencrypt", "/etc/wireguard",
                "/etc/openvpn", "/etc/NetworkManager/system-connections", "/etc/ipsec.d")
 CHOICES = ("auto", "bwrap", "none")
+# The step runs as this unprivileged user and group inside its own user namespace, with no
+# capabilities and no way to make another namespace: a caller that is root (CI containers)
+# would otherwise hand the step every capability, and with them `umount` of the mounts that
+# hide the signing key and /etc's secrets, and `mount -o remount,rw` of the read-only ones.
+# Fixed, not the caller's, so files the step makes (a tar's owner fields) do not depend on
+# who ran it. Inside, the step still owns the caller's files: the writable mounts stay usable.
+STEP_UID = STEP_GID = 65534
+_UNPRIVILEGED = ("--unshare-user", "--uid", str(STEP_UID), "--gid", str(STEP_GID),
+                 "--cap-drop", "ALL")
+# Files of a recorder's workspace a step may not read, besides the signing key: private keys.
+_PRIVATE_KEY_MARKERS = (b"PRIVATE KEY-----", b"-----BEGIN OPENSSH PRIVATE KEY")
 
 
 @dataclass(frozen=True)
@@ -48,6 +60,8 @@ class Sandbox:
     devices: tuple[str, ...] = ()
     warning: str | None = None
     executable: str | None = None
+    # True when `auto` found no usable bubblewrap: a rebuild (a stranger's step) refuses that.
+    fallback: bool = False
 
     @property
     def isolated(self) -> bool:
@@ -64,7 +78,9 @@ class Sandbox:
     def wrap(self, argv: Sequence[str], workspace: Path, workdir: Path,
              env: Mapping[str, str], readable: Sequence[Path] = (),
              hidden: Sequence[Path] = (), blank: Path | None = None,
-             writable: Sequence[Path] = (), trusted_workspace: bool = True) -> list[str]:
+             writable: Sequence[Path] = (), trusted_workspace: bool = True,
+             products: Sequence[Path] | None = None,
+             materials: Sequence[Path] = ()) -> list[str]:
         """The command line that runs argv in this sandbox (argv itself when there is none).
 
         `readable`: declared materials that a link in the workspace leads to outside it,
@@ -73,6 +89,9 @@ class Sandbox:
         directories outside the workspace the step may write (where its report goes), bound at
         their own path. `trusted_workspace`: False when the workspace's files are someone
         else's (a rebuild): nothing in it then adds a mount outside it (interpreter_roots).
+        `products`: when given (record), the workspace is the recorder's own checkout: it is
+        read-only except where these products go (workspace_mounts), and its private keys
+        read as `blank`, except declared `materials` (a key the step is declared to read).
         """
         if not self.isolated:
             return list(argv)
@@ -80,7 +99,8 @@ class Sandbox:
         workspace = Path(os.path.abspath(workspace))
         roots = interpreter_roots(argv[0], env.get("PATH"), workdir,
                                   None if trusted_workspace else workspace)
-        args = [self.executable, "--die-with-parent", "--unshare-all"]
+        args = [self.executable, "--die-with-parent", "--unshare-all",
+                *_unprivileged(self.executable)]
         if self.network:
             args.append("--share-net")
         args += _system_mounts()
@@ -91,12 +111,19 @@ class Sandbox:
         inside = [r for r in roots if r.is_relative_to(workspace)]
         for root in outside:
             args += ["--ro-bind", str(root), str(root)]
-        args += ["--bind", str(workspace), str(workspace)]
+        if products is None:
+            args += ["--bind", str(workspace), str(workspace)]
+        else:
+            args += workspace_mounts(workspace, products)
         for root in inside:
             args += ["--ro-bind", str(root), str(root)]
         for path in sorted({Path(os.path.realpath(p)) for p in readable}):
             args += ["--ro-bind", str(path), str(path)]
-        for path in sorted({Path(os.path.abspath(p)) for p in hidden} if blank else ()):
+        secret = {Path(os.path.abspath(p)) for p in hidden}
+        if products is not None:
+            # The signing key stays hidden even when declared: `hidden` is added regardless.
+            secret |= set(private_keys(workspace, keep=[*products, *materials]))
+        for path in sorted(secret if blank else ()):
             if path.is_relative_to(workspace) and path.is_file():
                 args += ["--ro-bind", str(blank), str(path)]
         for path in sorted({Path(os.path.abspath(p)) for p in writable}):
@@ -109,6 +136,87 @@ class Sandbox:
         args += ["--remount-ro", "/", "--setenv", "TMPDIR", "/tmp",
                  "--chdir", str(os.path.abspath(workdir)), "--"]
         return args + list(argv)
+
+
+def workspace_mounts(workspace: Path, products: Sequence[Path]) -> list[str]:
+    """Mounts of a recorder's workspace: read-only, except the directories its declared products
+    go into (made if missing) and products that are directories. In a writable directory every
+    entry that existed before and is not a product (or on the way to one) is bound read-only
+    over itself, so the step can add files there but neither change, replace nor remove any:
+    not `.git` (hooks, a clean filter that run on the next commit), not keys/builder.pub (a
+    policy's trust anchor), not the sources.
+    """
+    targets = {Path(os.path.abspath(p)) for p in products}
+    whole: set[Path] = set()  # directory products: everything in them is the step's to write
+    parents: set[Path] = set()
+    for target in targets:
+        if not target.is_relative_to(workspace) or target == workspace:
+            continue
+        if target.is_dir() and not target.is_symlink():
+            whole.add(target)
+        parent = target.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue  # in or through a file: the step cannot write it, record says so after
+        if Path(os.path.realpath(parent)) == parent:  # never a link's target outside
+            parents.add(parent)
+    args = ["--ro-bind", str(workspace), str(workspace)]
+    for directory in sorted(whole | parents):
+        args += ["--bind", str(directory), str(directory)]
+    on_the_way = {a for t in targets for a in t.parents} | targets
+    for directory in sorted(parents):
+        if any(directory.is_relative_to(product) for product in whole):
+            continue
+        for entry in sorted(directory.iterdir()):
+            if entry not in on_the_way and not entry.is_symlink():
+                args += ["--ro-bind", str(entry), str(entry)]
+    git = workspace / ".git"
+    if git.exists() and not git.is_symlink():
+        args += ["--ro-bind", str(git), str(git)]
+    return args
+
+
+def private_keys(workspace: Path, keep: Sequence[Path] = ()) -> list[Path]:
+    """Files of the workspace that are private keys (named *.key, or holding a PEM or OpenSSH
+    private key near their start), outside .git and the interpreters, except those in `keep`
+    (a product the step rewrites, a declared material, or inside one)."""
+    kept = {Path(os.path.abspath(p)) for p in keep}
+    found: list[Path] = []
+    for top, directories, files in os.walk(workspace):
+        directories[:] = [d for d in directories if d != ".git"
+                          and not (Path(top, d) / "pyvenv.cfg").is_file()]
+        for name in files:
+            path = Path(top, name)
+            if path.is_symlink() or any(path.is_relative_to(k) for k in kept):
+                continue
+            if name.endswith(".key") or _holds_private_key(path):
+                found.append(path)
+    return found
+
+
+def _holds_private_key(path: Path) -> bool:
+    try:
+        if path.stat().st_size > 1 << 20:
+            return False  # a key is small; a model or data set is not read here
+        with open(path, "rb") as handle:
+            start = handle.read(4096)
+    except OSError:
+        return False
+    return any(marker in start for marker in _PRIVATE_KEY_MARKERS)
+
+
+@functools.cache
+def _unprivileged(executable: str) -> tuple[str, ...]:
+    """_UNPRIVILEGED, and no user namespace inside the step where this bubblewrap can say so
+    (0.8.0 on). Without it a nested namespace still cannot unmount or remount what bubblewrap
+    mounted: the kernel locks mounts inherited from a more privileged namespace."""
+    try:
+        usage = subprocess.run([executable, "--help"], capture_output=True, text=True,
+                               timeout=30, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        usage = ""
+    return _UNPRIVILEGED + (("--disable-userns",) if "--disable-userns" in usage else ())
 
 
 def _system_mounts() -> list[str]:
@@ -196,8 +304,13 @@ def interpreter_roots(program: str, path: str | None, workdir: Path,
         if not foreign(prefix):
             roots.extend(_venv_home(prefix))
     unique: list[Path] = []
+    homes = _home_directories()
     for root in roots:
         if is_system_path(str(root)) or str(root) == "/" or root in unique:
+            continue
+        if not is_python_installation(root) or any(h.is_relative_to(root) for h in homes):
+            # A program decides nothing: the folder around ~/.cargo/bin/tool or ~/bin/tool is
+            # no interpreter, and mounting it would show the step the credentials beside it.
             continue
         if foreign(root) and not Path(os.path.realpath(root)).is_relative_to(
                 os.path.realpath(fence or root)):
@@ -205,6 +318,30 @@ def interpreter_roots(program: str, path: str | None, workdir: Path,
         unique.append(root)
     # A root inside another is covered by it.
     return sorted(r for r in unique if not any(r != o and r.is_relative_to(o) for o in unique))
+
+
+def is_python_installation(root: Path) -> bool:
+    """Whether root is, by its layout, a Python installation a step may see whole: a venv
+    (pyvenv.cfg), a conda prefix (conda-meta/), a prefix holding a standard library
+    (lib/pythonX.Y/os.py: a pyenv, uv or /opt build) or a pyenv tree (libexec/ and versions/).
+    """
+    try:
+        return ((root / "pyvenv.cfg").is_file() or (root / "conda-meta").is_dir()
+                or any(root.glob("lib/python3*/os.py"))
+                or ((root / "libexec").is_dir() and (root / "versions").is_dir()))
+    except OSError:
+        return False
+
+
+def _home_directories() -> list[Path]:
+    """Every user's home (and HOME): never mounted whole, whatever a program's path says."""
+    import pwd
+
+    homes = {Path(os.path.realpath(entry.pw_dir)) for entry in pwd.getpwall()
+             if entry.pw_dir not in ("", "/")}
+    if os.environ.get("HOME", "/") != "/":
+        homes.add(Path(os.path.realpath(os.environ["HOME"])))
+    return sorted(homes)
 
 
 def _venv_home(prefix: Path) -> list[Path]:
@@ -222,8 +359,9 @@ def _venv_home(prefix: Path) -> list[Path]:
                                    for entry in home.iterdir())
             except OSError:
                 holds_python = False
-            if holds_python:
-                return [home.parent if home.name == "bin" else home]
+            base = home.parent if home.name == "bin" else home
+            if holds_python and is_python_installation(base):
+                return [base]
     return []
 
 
@@ -258,7 +396,7 @@ def resolve(choice: str, *, network: bool = False, devices: Sequence[str] = ()) 
         warning = None if choice == "none" else (
             "bubblewrap (bwrap) is not installed, so the step runs without a sandbox: with "
             "network, the whole filesystem and your home directory.")
-        return Sandbox("none", True, (), warning)
+        return Sandbox("none", True, (), warning, fallback=choice == "auto")
     if executable is None:
         raise InputError("--sandbox bwrap: bubblewrap (bwrap) is not installed; install it "
                          "(Debian/Ubuntu: apt-get install bubblewrap) or pass --sandbox none.")
@@ -270,14 +408,16 @@ def resolve(choice: str, *, network: bool = False, devices: Sequence[str] = ()) 
         # unsandboxed (recorded as such, so a policy can refuse it); bwrap stops here.
         if choice == "bwrap" or checked:
             raise
-        return Sandbox("none", True, (), f"{error} Running without a sandbox instead.")
+        return Sandbox("none", True, (), f"{error} Running without a sandbox instead.",
+                       fallback=True)
     return sandbox
 
 
 def _probe(sandbox: Sandbox) -> None:
     """Start the sandbox once with `true`: a sandbox that cannot start is refused up front."""
     true = shutil.which("true") or "/bin/true"
-    argv = [sandbox.executable or "bwrap", "--die-with-parent", "--unshare-all",
+    executable = sandbox.executable or "bwrap"
+    argv = [executable, "--die-with-parent", "--unshare-all", *_unprivileged(executable),
             *_system_mounts(), "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--",
             true]
     try:

@@ -140,6 +140,10 @@ def _extract(source: Path, tree: str, workspace: Path) -> None:
         if path.is_absolute() or ".." in path.parts or not path.parts:
             raise InputError(f"{source}: the commit holds a path {str(path)!r} that leaves the "
                              "workspace; refusing to use it.")
+        if any(part.lower() == ".git" for part in path.parts):
+            # Only a crafted tree holds one: its config (an fsmonitor, hooks) would run
+            # programs on the rebuilder's next `git status` in a kept workspace.
+            continue
         if kind == "blob":  # a submodule ("commit") is not part of this repository's source
             entries.append((mode, sha, path))
     _check_entries(source, tree, [path for _, _, path in entries])
@@ -289,3 +293,18 @@ def remove(root: Path, relative: PurePosixPath) -> None:
             os.unlink(parts[-1], dir_fd=descriptor)
     finally:
         os.close(descriptor)
+
+
+def remove_repositories(root: Path) -> list[str]:
+    """Remove every `.git` (directory, file or link) under root, never following a link, and
+    name what was removed: a kept workspace holds files, not a repository whose configuration
+    would run programs when its user runs git there."""
+    removed: list[str] = []
+    for top, directories, files in os.walk(root):
+        for name in [*directories, *files]:
+            if name.lower() == ".git":
+                relative = PurePosixPath(Path(top, name).relative_to(root).as_posix())
+                remove(root, relative)
+                removed.append(relative.as_posix())
+        directories[:] = [d for d in directories if d.lower() != ".git"]
+    return sorted(removed)
