@@ -94,7 +94,7 @@ def check_bundle(bundle_path: Path, artifact: Path | ArtifactRef, key_path: Path
                  trusted_root: Path | None = None) -> BundleCheck:
     """A key-signed bundle: signature under the given key, log entries and timestamps under
     the trusted root (when given), and the artifact covered (subject or signed digest)."""
-    from verifier.formats.keyless import read_bundle_json
+    from verifier.formats.trustroot import read_bundle_json
 
     ref = _as_ref(artifact)
     key = load_public_key(key_path)
