@@ -28,7 +28,6 @@ from verifier.formats.envelope import (
     parse_bundle,
 )
 from verifier.formats.trustroot import _one_line, _verifier, read_bundle_json
-from verifier.judgement.policy import KeylessIdentity
 
 if TYPE_CHECKING:
     from sigstore.models import Bundle as SigstoreBundle
@@ -39,6 +38,17 @@ TOKEN_VARIABLE = "SIGSTORE_ID_TOKEN"
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
 PRODUCTION_ROOT = "schemas/sigstore-trusted-root-production.json"
 STAGING_ROOT = "schemas/sigstore-trusted-root-staging.json"
+
+
+@dataclass(frozen=True)
+class KeylessIdentity:
+    issuer: str
+    identity: str | None = None
+    identity_regex: str | None = None
+    repository: str | None = None
+    ref: str | None = None
+    workflow_sha: str | None = None
+    trigger: str | None = None
 
 
 def shipped_trusted_root(*, staging: bool = False) -> Path:

@@ -19,19 +19,9 @@ from typing import Any
 from verifier.errors import InputError
 from verifier.formats import readers
 from verifier.formats.certsigner import CertificateIdentity
+from verifier.formats.keyless import KeylessIdentity
 
 DEFAULT_POLICY = Path("model-policy.yaml")
-
-
-@dataclass(frozen=True)
-class KeylessIdentity:
-    issuer: str
-    identity: str | None = None
-    identity_regex: str | None = None
-    repository: str | None = None
-    ref: str | None = None
-    workflow_sha: str | None = None
-    trigger: str | None = None
 
 
 @dataclass(frozen=True)
