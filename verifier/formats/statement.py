@@ -19,6 +19,7 @@ STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PROVENANCE_TYPE = "https://slsa.dev/provenance/v1"
 STEP_BUILD_TYPE = "https://model-verifier.dev/buildtypes/step/v1"
 REBUILD_PREDICATE_TYPE = "https://model-verifier.dev/attestations/rebuild/v1"
+VSA_PREDICATE_TYPE = "https://slsa.dev/verification_summary/v1"
 BUILDER_ID = "https://model-verifier.dev/builders/local/v1"
 
 ResourceDescriptor = dict[str, Any]
