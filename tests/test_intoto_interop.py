@@ -329,8 +329,8 @@ def test_a_link_with_a_flood_of_signatures_is_refused_unread(chain: Chain, tmp_p
     is refused before one is checked, as an envelope is (the same cap)."""
     from verifier.errors import InputError
     from verifier.formats.envelope import MAX_SIGNATURES
-    from verifier.interop.intoto_links import read_link
     from verifier.judgement.policy import load_policy
+    from verifier.neighbours.intoto_links import read_link
     from verifier.reports.audit import audit
 
     assert export(chain, tmp_path / "links").code == 0

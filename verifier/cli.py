@@ -375,7 +375,7 @@ def record(
                     and tracer is None and tracing.available() is not None else None)
         chosen = _sandbox(sandbox, network, device)
         if oms:
-            from verifier.interop.oms import refuse_stale_signatures
+            from verifier.neighbours.oms import refuse_stale_signatures
 
             refuse_stale_signatures(product or [])
         hasher, progress = _hasher_with_progress(quiet, "hashing", _algorithms(digest_algorithm))
@@ -403,7 +403,7 @@ def record(
             progress.close()
         signatures = []
         if oms:
-            from verifier.interop.oms import sign_directory
+            from verifier.neighbours.oms import sign_directory
 
             signatures = [
                 sign_directory(path, key=key, signer=signer if sigstore else None,
@@ -567,7 +567,7 @@ def _verify(artifact: Path, attestations: list[Path] | None, policy: Path | None
             if layout is None or policy is not None:
                 raise InputError("--layout-key needs --layout, and --layout replaces --policy; "
                                  "give --layout FILE --layout-key PUB without --policy.")
-            from verifier.interop.intoto_links import verify_with_layout
+            from verifier.neighbours.intoto_links import verify_with_layout
 
             report = verify_with_layout(artifact, layout, layout_keys or [],
                                         attestations or [Path("attestations")], hasher=hasher)
@@ -994,7 +994,7 @@ def export_command(
     """
     def action() -> None:
         from verifier.errors import InputError
-        from verifier.interop.intoto_links import LINK_FORMAT, export_links
+        from verifier.neighbours.intoto_links import LINK_FORMAT, export_links
 
         if export_format != LINK_FORMAT:
             raise InputError(f"--format {export_format!r}: the one export format is "
@@ -1036,7 +1036,7 @@ def sign_model(
     Example: model-verifier sign-model build/model --key keys/builder.key
     """
     def action() -> None:
-        from verifier.interop.oms import sign_directory
+        from verifier.neighbours.oms import sign_directory
 
         if sigstore and key is not None:
             from verifier.errors import InputError

@@ -42,7 +42,7 @@ from verifier.judgement.quorum import RebuildClaim, StepQuorum, as_rebuild, judg
 from verifier.judgement.trust import Attribution, TrustedSigners, merged
 
 if TYPE_CHECKING:
-    from verifier.interop.intoto_links import ClassicLink
+    from verifier.neighbours.intoto_links import ClassicLink
 
 # The ancestor-name sets kept per step attestation. Each is a set of policy step names that one
 # derivation of the attestation goes through; only maximal ones are kept. A policy of k steps
@@ -384,7 +384,7 @@ class _Admission:
     def admit_link(self, link: ClassicLink) -> None:
         """An in-toto link (Metablock or DSSE) is a step attestation signed over its own bytes;
         only key signers can have signed it."""
-        from verifier.interop.intoto_links import link_as_step
+        from verifier.neighbours.intoto_links import link_as_step
 
         try:
             record = link_as_step(link)

@@ -296,7 +296,7 @@ def verify_artifact(
 def _read_links(attestation_dirs: list[Path], notes: list[str]) -> list[Any]:
     """in-toto's own links among the attestations: evidence like any bundle (audit reads
     them too, into the same evaluation)."""
-    from verifier.interop.intoto_links import link_files, read_link
+    from verifier.neighbours.intoto_links import link_files, read_link
 
     found = []
     for path in link_files(attestation_dirs):
@@ -310,8 +310,8 @@ def _read_links(attestation_dirs: list[Path], notes: list[str]) -> list[Any]:
 def add_oms_evidence(artifact: Path, digest: PathDigest, attribute: Any, report: Report,
                      hasher: Hasher) -> PathDigest:
     """Report the OMS model.sig a directory carries; return the digest to compare (without it,
-    since the signature is about the directory, not part of it: see verifier.interop.oms)."""
-    from verifier.interop.oms import directory_evidence
+    since the signature is about the directory, not part of it: see verifier.neighbours.oms)."""
+    from verifier.neighbours.oms import directory_evidence
 
     evidence = directory_evidence(artifact, digest, attribute, hasher)
     if evidence is None:
