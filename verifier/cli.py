@@ -567,7 +567,7 @@ def _verify(artifact: Path, attestations: list[Path] | None, policy: Path | None
             if layout is None or policy is not None:
                 raise InputError("--layout-key needs --layout, and --layout replaces --policy; "
                                  "give --layout FILE --layout-key PUB without --policy.")
-            from verifier.neighbours.intoto_links import verify_with_layout
+            from verifier.judgement.layout import verify_with_layout
 
             report = verify_with_layout(artifact, layout, layout_keys or [],
                                         attestations or [Path("attestations")], hasher=hasher)
