@@ -761,7 +761,7 @@ def _print_outcome(outcome: Any) -> None:
             detail = (f"; {len(tensors)} tensor(s) differ, worst {tensors[0]['name']} "
                       f"(max abs diff {tensors[0].get('max_abs_diff')})" if tensors else "")
             _say(f"  {result['name']}: {result['verdict']}{detail}")
-    from verifier.steps.drift import order_drift
+    from verifier.diff.drift import order_drift
 
     for change in order_drift(outcome.drift)[:10]:
         _say(f"  environment drift: {change['field']}: recorded {change['recorded']!r}, "
