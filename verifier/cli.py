@@ -1124,7 +1124,8 @@ def audit_command(
         from verifier.formats.envelope import write_atomic
         from verifier.judgement.policy import load_policy
         from verifier.reports.audit import audit
-        from verifier.reports.audit_render import FORMATS, render, summary_line
+        from verifier.reports.audit_render import summary_line
+        from verifier.reports.audit_views import FORMATS, render
 
         if output_format not in FORMATS:
             raise InputError(f"--format {output_format!r}: expected one of {', '.join(FORMATS)}.")
