@@ -33,10 +33,8 @@ SandboxOpt = Annotated[str, typer.Option(
     "bwrap, or none. Inside bubblewrap: read-only system, no network, private /tmp, no home "
     "directory; the workspace is the only writable place.")]
 
-
 NetworkFlag = Annotated[bool, typer.Option(
     "--network", help="Let the sandboxed step reach the network (recorded).")]
-
 
 DeviceOpt = Annotated[list[str] | None, typer.Option(
     "--device", help="Pass this device node into the sandbox, e.g. /dev/nvidia0 (repeatable; "

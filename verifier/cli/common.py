@@ -1,7 +1,4 @@
 """The applications and the options and input helpers several groups of commands share.
-
-Parses and prints only; the work is the library's, imported inside each command so that
-`--help` starts fast.
 """
 
 # No `from __future__ import annotations` here: typer would then evaluate every annotation
@@ -26,7 +23,6 @@ EPILOG_MAIN = """Examples:
   verify-model build/model/model.safetensors --policy model-policy.yaml
 """
 
-
 app = typer.Typer(
     name="model-verifier",
     help="Record, rebuild and verify machine-learning model builds with signed attestations.",
@@ -38,12 +34,9 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON object.")]
 
-
 QuietFlag = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
-
 
 DigestOpt = Annotated[str, typer.Option(
     "--digest", help="sha256 (default), or blake3: BLAKE3 of each file alongside its sha256 "
@@ -62,10 +55,8 @@ SigstoreFlag = Annotated[bool, typer.Option(
     "--sigstore", help="Sign keylessly through Sigstore with an OIDC identity (CI's ambient "
     "credential, --identity-token or SIGSTORE_ID_TOKEN).")]
 
-
 IdentityTokenOpt = Annotated[str | None, typer.Option(
     help="OIDC identity token for --sigstore (default: SIGSTORE_ID_TOKEN or the CI's).")]
-
 
 TrustConfigOpt = Annotated[Path | None, typer.Option(
     help="Sigstore ClientTrustConfig JSON for staging or a private instance "
@@ -104,27 +95,21 @@ def _refuse_existing(path: Path, force: bool) -> None:
 ArtifactArg = Annotated[Path, typer.Argument(metavar="ARTIFACT",
     help="The model file or directory to check.")]
 
-
 AttestationsOpt = Annotated[list[Path] | None, typer.Option(
     help="Directory (or file) of attestations; repeatable. Default: attestations/.")]
-
 
 PolicyOpt = Annotated[Path | None, typer.Option(
     help="Policy YAML. Default: model-policy.yaml in the current directory.")]
 
-
 LayoutOpt = Annotated[Path | None, typer.Option(
     help="Verify against this signed in-toto layout instead of a policy.")]
-
 
 LayoutKeyOpt = Annotated[list[Path] | None, typer.Option(
     help="Public key (PEM) that must have signed the layout (repeatable).")]
 
-
 TrustedRootOpt = Annotated[Path | None, typer.Option(
     help="Sigstore trusted root JSON for keyless signers (overrides the policy's trusted_root; "
     "default: the public-good root shipped with model-verifier).")]
-
 
 IgnoreOpt = Annotated[list[str] | None, typer.Option(
     "--ignore", metavar="PATTERN",
@@ -132,15 +117,12 @@ IgnoreOpt = Annotated[list[str] | None, typer.Option(
     "the policy's ignore list; * within a name, ** across folders; a folder pattern covers its "
     "files); repeatable. Every file left out is listed in the report.")]
 
-
 VsaOpt = Annotated[Path | None, typer.Option(
     help="Also write the verdict as a signed SLSA verification summary (VSA) to this file; "
     "sign it with --key or --sigstore.")]
 
-
 VsaKeyOpt = Annotated[Path | None, typer.Option(
     "--key", help="Private key (PEM file or pkcs11: URI) that signs the --vsa summary.")]
-
 
 VsaPasswordOpt = Annotated[str | None, typer.Option(
     "--password", help="The --key's password.")]
@@ -150,19 +132,15 @@ PlainHttpFlag = Annotated[bool, typer.Option(
     "--plain-http", help="Speak plain HTTP to a registry on loopback (tests); refused for any "
     "other host.")]
 
-
 UsernameOpt = Annotated[str | None, typer.Option(
     help="Registry user name (default: the Docker config's credentials for the registry).")]
-
 
 PasswordStdinFlag = Annotated[bool, typer.Option(
     "--password-stdin", help="Read the registry password or token from standard input.")]
 
-
 CacheOpt = Annotated[Path | None, typer.Option(
     help="Blob cache directory (default: $MODEL_VERIFIER_CACHE, else "
     "$XDG_CACHE_HOME/model-verifier). Cached blobs are re-hashed on every use.")]
-
 
 OciAttestationsOpt = Annotated[list[Path] | None, typer.Option(
     help="Directory (or file) of attestation bundles to attach; repeatable.")]

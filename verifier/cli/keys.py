@@ -87,7 +87,6 @@ policy_app = typer.Typer(
     name="policy", help="Write a policy from a recorded chain, or check one.",
     no_args_is_help=True, rich_markup_mode=None)
 
-
 app.add_typer(policy_app, name="policy")
 
 

@@ -1,8 +1,5 @@
 """Printing, shared by every command: lines escaped for a terminal, JSON, one-sentence errors
 with their exit codes, and the progress bar.
-
-Parses and prints only; the work is the library's, imported inside each command so that
-`--help` starts fast.
 """
 
 # No `from __future__ import annotations` here: typer would then evaluate every annotation
