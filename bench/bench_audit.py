@@ -35,7 +35,7 @@ from verifier.formats.statement import (
 )
 from verifier.judgement.policy import load_policy
 from verifier.reports.audit import audit
-from verifier.reports.audit_render import render
+from verifier.reports.audit_views import render
 from verifier.steps.record import canonical_bundle_text
 
 STEPS = ("prepare-data", "train", "quantize", "package")

@@ -33,7 +33,7 @@ from audit_fixtures import (
 
 from verifier.judgement.policy import load_policy
 from verifier.reports.audit import AuditReport, audit, clean
-from verifier.reports.audit_render import render
+from verifier.reports.audit_views import render
 
 SCHEMA = json.loads(
     (Path(__file__).resolve().parents[1] / "attestations" / "audit-report.schema.json")

@@ -18,7 +18,7 @@ from audit_fixtures import Chain, copy_attestations, digest_of, real_chain, sign
 
 from verifier.judgement.policy import load_policy
 from verifier.reports.audit import audit
-from verifier.reports.audit_render import render
+from verifier.reports.audit_views import render
 
 EVIL_STEP = "<script>alert(1)</script>"
 

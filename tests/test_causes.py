@@ -11,8 +11,8 @@ from helpers import Chain, assert_no_traceback, run
 from hypothesis import given
 from hypothesis import strategies as st
 
+from verifier.diff.drift import order_drift
 from verifier.judgement.evaluation import CAUSES, CONSEQUENCES, Problem, order_by_cause
-from verifier.steps.drift import order_drift
 
 
 def report(chain: Chain, artifact: str = "dist/model.bin") -> dict:

@@ -26,10 +26,10 @@ from verifier.diff.tensordiff import _read_header
 from verifier.errors import InputError
 from verifier.formats.envelope import Bundle, DsseSignature, parse_bundle, read_bundles
 from verifier.formats.statement import as_step, parse_statement
-from verifier.interop.oms import parse_oms
 from verifier.judgement.policy import load_policy
 from verifier.judgement.quorum import as_rebuild
 from verifier.judgement.trust import Attribution
+from verifier.neighbours.oms import parse_oms
 
 FUZZ = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -16,7 +16,7 @@ from verifier.errors import InputError
 from verifier.formats.bundlecheck import ArtifactRef
 from verifier.formats.pkcs11 import parse_uri
 from verifier.formats.transparency import Signed, _body_problem
-from verifier.interop.intoto_links import read_link
+from verifier.neighbours.intoto_links import read_link
 
 TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),

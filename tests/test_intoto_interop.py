@@ -303,8 +303,9 @@ def test_ed25519_links_pass_the_real_in_toto_verify(tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
     (work / "raw.txt").write_text("iris\n", encoding="utf-8")
-    upper = ("import pathlib; pathlib.Path('data').mkdir(); pathlib.Path('data/clean.txt')"
-             ".write_text(pathlib.Path('raw.txt').read_text().upper())")
+    # record makes the folder a declared product goes into before the step runs
+    upper = ("import pathlib; pathlib.Path('data').mkdir(exist_ok=True); "
+             "pathlib.Path('data/clean.txt').write_text(pathlib.Path('raw.txt').read_text().upper())")
     assert record_step(work, "prepare", keys.private, ["raw.txt"], ["data/clean.txt"],
                        upper).code == 0
     write_layout(tmp_path / "root.layout", keys.public, owner.private,
@@ -329,8 +330,8 @@ def test_a_link_with_a_flood_of_signatures_is_refused_unread(chain: Chain, tmp_p
     is refused before one is checked, as an envelope is (the same cap)."""
     from verifier.errors import InputError
     from verifier.formats.envelope import MAX_SIGNATURES
-    from verifier.interop.intoto_links import read_link
     from verifier.judgement.policy import load_policy
+    from verifier.neighbours.intoto_links import read_link
     from verifier.reports.audit import audit
 
     assert export(chain, tmp_path / "links").code == 0
@@ -373,7 +374,7 @@ def test_links_padded_with_millions_of_objects_are_refused_in_one_sentence(
     import resource
 
     from verifier.errors import InputError
-    from verifier.interop.intoto_links import MAX_LINK_OBJECTS, read_link
+    from verifier.neighbours.intoto_links import MAX_LINK_OBJECTS, read_link
 
     assert export(chain, tmp_path / "links").code == 0
     link = json.loads(sorted((tmp_path / "links").glob("*.link"))[0].read_text())

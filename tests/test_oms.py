@@ -30,7 +30,7 @@ from helpers import (
 
 from verifier.errors import InputError, SignatureError, VerificationFailure
 from verifier.formats.signing import bundle_signed_by, load_public_key
-from verifier.interop.oms import read_oms, verify_directory
+from verifier.neighbours.oms import read_oms, verify_directory
 
 MODEL_SIGNING = BIN / "model_signing"
 pytestmark = pytest.mark.skipif(not MODEL_SIGNING.exists(),

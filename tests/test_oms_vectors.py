@@ -17,9 +17,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from helpers import pae, read_json, write_policy
 
 from verifier.errors import InputError, SignatureError, VerificationFailure
-from verifier.interop.oms import verify_directory
 from verifier.judgement.policy import load_policy
 from verifier.judgement.trust import TrustedSigners
+from verifier.neighbours.oms import verify_directory
 
 VECTORS = Path(__file__).parent / "fixtures" / "oms-vectors"
 
@@ -200,7 +200,7 @@ def test_the_sigstore_vector_verifies_keylessly_offline(tmp_path: Path) -> None:
 
 
 def test_the_spec_s_wrong_predicate_vector_is_refused() -> None:
-    from verifier.interop.oms import read_oms
+    from verifier.neighbours.oms import read_oms
 
     with pytest.raises(InputError, match="not an OMS signature"):
         read_oms(VECTORS / "spec" / "wrong-predicate.bundle.json")

@@ -140,7 +140,7 @@ def test_record_signs_on_the_token(token: Token, tmp_path: Path, label: str) -> 
 def test_sign_model_on_the_token_verifies_with_the_exported_key(token: Token,
                                                                 tmp_path: Path) -> None:
     from verifier.formats.signing import bundle_signed_by, load_public_key
-    from verifier.interop.oms import verify_directory
+    from verifier.neighbours.oms import verify_directory
 
     model = tmp_path / "model"
     model.mkdir()

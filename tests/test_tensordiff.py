@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from verifier.diff import tensordiff, ulp_median
+from verifier.diff import compare, tensordiff, ulp_median
 from verifier.diff.tensordiff import (
     DirDiff,
     FileDiff,
@@ -365,8 +365,8 @@ def test_first_difference_of_same_headers_comes_from_one_pass(
 ) -> None:
     """Same header bytes: the offset is found while comparing tensors (and the padding around
     them), and must equal a plain byte comparison's."""
-    monkeypatch.setattr(tensordiff, "_CHUNK_ELEMENTS", 5)
-    monkeypatch.setattr(tensordiff, "_READ_CHUNKS", 2)
+    monkeypatch.setattr(compare, "_CHUNK_ELEMENTS", 5)
+    monkeypatch.setattr(compare, "_READ_CHUNKS", 2)
     y, x = np.arange(30, dtype=np.float32), np.arange(40, dtype=np.float32) + 0.5
     header = {  # y first in the data, 8 bytes of padding, then x, then 4 trailing bytes
         "x": {"dtype": "F32", "shape": [40], "data_offsets": [128, 288]},
@@ -578,7 +578,7 @@ def test_chunked_metrics_match_reference(tmp_path: Path, monkeypatch: pytest.Mon
     b[0, 0] = -b[0, 0]  # one sign flip
     pa, pb = save(tmp_path / "a.safetensors", {"t": a}), save(tmp_path / "b.safetensors", {"t": b})
     whole = diff_files(pa, pb).tensors[0]
-    monkeypatch.setattr(tensordiff, "_CHUNK_ELEMENTS", 7)
+    monkeypatch.setattr(compare, "_CHUNK_ELEMENTS", 7)
     chunked = diff_files(pa, pb).tensors[0]
     ref = _reference(a.ravel(), b.ravel())
     for key, expected in ref.items():
@@ -591,8 +591,8 @@ def test_large_tensor_median_is_exact(tmp_path: Path, monkeypatch: pytest.Monkey
     for name, value in {"EXACT_BITS": 4, "SUB_BITS": 2, "RAW_LIMIT": 8, "COLLECT_LIMIT": 16,
                         "REFINE_BINS": 4}.items():  # fmt: skip
         monkeypatch.setattr(ulp_median, name, value)
-    monkeypatch.setattr(tensordiff, "_CHUNK_ELEMENTS", 64)
-    monkeypatch.setattr(tensordiff, "_KEPT_ULPS_PER_CHUNK", 4)
+    monkeypatch.setattr(compare, "_CHUNK_ELEMENTS", 64)
+    monkeypatch.setattr(compare, "_KEPT_ULPS_PER_CHUNK", 4)
     rng = np.random.default_rng(2)
     cases = {  # name -> (dtype, bits dtype, largest offset in ULPs)
         "small": (np.float32, np.int32, 3), "wide": (np.float32, np.int32, 1 << 28),
@@ -781,9 +781,9 @@ def test_every_path_matches_whole_tensor_reference(
     tol = (1e-3, 1e-4)
     expected = {n: _whole_tensor_reference(a, b, dtype, tol) for n, (a, b) in pairs.items()}
     for chunk, reads, workers in ((7, 3, 1), (64, 2, 3), (1 << 16, 8, 2)):
-        monkeypatch.setattr(tensordiff, "_CHUNK_ELEMENTS", chunk)
-        monkeypatch.setattr(tensordiff, "_READ_CHUNKS", reads)
-        monkeypatch.setattr(tensordiff, "_WORKERS", workers)
+        monkeypatch.setattr(compare, "_CHUNK_ELEMENTS", chunk)
+        monkeypatch.setattr(compare, "_READ_CHUNKS", reads)
+        monkeypatch.setattr(compare, "_WORKERS", workers)
         got = by_name(diff_files(pa, pb, rtol=tol[0], atol=tol[1]))
         for name, ref in expected.items():
             t = got[name]
@@ -810,10 +810,10 @@ def test_threads_do_not_change_the_result(tmp_path: Path, monkeypatch: pytest.Mo
     b[rng.random(a.size) < 0.5] *= np.float32(1.0001)
     b[:5000][rng.random(5000) < 0.01] += 1  # a sparse stretch
     pa, pb = save(tmp_path / "a.safetensors", {"t": a}), save(tmp_path / "b.safetensors", {"t": b})
-    monkeypatch.setattr(tensordiff, "_CHUNK_ELEMENTS", 100)
+    monkeypatch.setattr(compare, "_CHUNK_ELEMENTS", 100)
     reports = []
     for workers in (1, 2, 4):
-        monkeypatch.setattr(tensordiff, "_WORKERS", workers)
+        monkeypatch.setattr(compare, "_WORKERS", workers)
         reports.append(diff_files(pa, pb).to_dict())
     assert reports[0] == reports[1] == reports[2]
 

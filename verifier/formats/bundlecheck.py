@@ -23,7 +23,7 @@ from verifier.formats.envelope import (
     parse_bundle,
 )
 from verifier.formats.signing import PublicKey, load_public_key
-from verifier.formats.statement import parse_statement
+from verifier.formats.statement import VSA_PREDICATE_TYPE, parse_statement
 
 _DIGEST = re.compile(r"sha256:([0-9a-fA-F]{64})")
 # Message-signature bundles of every published version (v0.1 and v0.2 came before DSSE).
@@ -94,7 +94,7 @@ def check_bundle(bundle_path: Path, artifact: Path | ArtifactRef, key_path: Path
                  trusted_root: Path | None = None) -> BundleCheck:
     """A key-signed bundle: signature under the given key, log entries and timestamps under
     the trusted root (when given), and the artifact covered (subject or signed digest)."""
-    from verifier.formats.keyless import read_bundle_json
+    from verifier.formats.trustroot import read_bundle_json
 
     ref = _as_ref(artifact)
     key = load_public_key(key_path)
@@ -237,8 +237,6 @@ def subject_check(bundle_path: Path, payload_type: str, payload: bytes,
     if payload_type != INTOTO_PAYLOAD_TYPE:
         return BundleCheck(False, f"{bundle_path}: payload type {payload_type!r} is not "
                                   f"{INTOTO_PAYLOAD_TYPE}.")
-    from verifier.judgement.vsa_check import failed_result
-
     refusal = failed_result(payload_type, payload, str(bundle_path))
     if refusal is not None:  # a signed "no" must never read as OK
         return BundleCheck(False, refusal)
@@ -251,3 +249,22 @@ def subject_check(bundle_path: Path, payload_type: str, payload: bytes,
                                      f"{subject['name']}.", subject["name"])
     return BundleCheck(False, f"{bundle_path}: {ref.text} ({algorithm} "
                               f"{value[:16]}…) is not a subject of this attestation.")
+
+
+def failed_result(payload_type: str, payload: bytes, source: str) -> str | None:
+    """For a verified bundle: the sentence saying it is a VSA whose result is not PASSED, or
+    None when it is no VSA or a PASSED one. verify-bundle uses it so that a signed "no" never
+    reads as OK."""
+    if payload_type != INTOTO_PAYLOAD_TYPE:
+        return None
+    try:
+        statement = parse_statement(payload, source)
+    except InputError:
+        return None
+    if statement.predicate_type != VSA_PREDICATE_TYPE:
+        return None
+    result = statement.predicate.get("verificationResult")
+    if result == "PASSED":
+        return None
+    return (f"{source}: is a verification summary whose result is {str(result)[:40]!r}: the "
+            "artifact did not pass verification.")

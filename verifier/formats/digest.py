@@ -179,7 +179,7 @@ def _is_utf8(name: str) -> bool:
 # (relative POSIX path, whether it is a regular file) -> left out of the digest
 IgnoreRule = Callable[[str, bool], bool]
 # A link's path -> the regular file it may stand for, or InputError naming the link. Given only
-# where a layout of links is known to be sound (a Hugging Face snapshot: verifier.interop.hub).
+# where a layout of links is known to be sound (a Hugging Face snapshot: verifier.neighbours.hub).
 LinkRule = Callable[[str], str]
 
 
@@ -265,7 +265,7 @@ def _detached_signature(root: Path, entries: list[tuple[str, int]],
     alone, so the same bytes give the same answer in every command."""
     if not any(name == SIGNATURE_NAME for name, _ in entries):
         return None
-    from verifier.interop.oms import is_oms_signature  # oms builds on this module
+    from verifier.formats.omssig import is_oms_signature
 
     path = Path(resolved.get(SIGNATURE_NAME, root / SIGNATURE_NAME))
     return SIGNATURE_NAME if is_oms_signature(path) else None

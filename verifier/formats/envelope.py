@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from verifier.errors import InputError
 from verifier.formats import readers
@@ -29,6 +29,7 @@ ACCEPTED_MEDIA_TYPES = (
     "application/vnd.dev.sigstore.bundle.v0.2+json",
 )
 INTOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"  # what an in-toto payload holds
 MAX_BUNDLE_BYTES = readers.MAX_BUNDLE_BYTES
 # DSSE allows several signatures, but an honest envelope carries one or two. Every signature is
 # checked against the trusted keys, so their count bounds the work an envelope can cause.
@@ -248,6 +249,19 @@ def read_bundles(path: Path, bad_lines: list[InputError] | None = None) -> Itera
                 bad_lines.append(error)
                 continue
             yield bundle
+
+
+class Signer(Protocol):
+    """Anything that can sign a DSSE payload into a Sigstore bundle (a local key, Sigstore)."""
+
+    @property
+    def identity(self) -> str: ...
+
+    def sign_dsse(self, payload: bytes, payload_type: str) -> dict: ...
+
+
+def canonical_bundle_text(bundle: dict) -> str:
+    return json.dumps(bundle, indent=2, sort_keys=True) + "\n"
 
 
 def make_parent(path: Path) -> None:

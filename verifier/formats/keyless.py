@@ -10,7 +10,6 @@ statement's subjects cover the artifact; those checks are ours and live here and
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -26,15 +25,13 @@ from verifier.formats.envelope import (
     INTOTO_PAYLOAD_TYPE,
     Bundle,
     b64decode,
-    decode_json,
     parse_bundle,
 )
-from verifier.judgement.policy import KeylessIdentity
+from verifier.formats.trustroot import _one_line, _verifier, read_bundle_json
 
 if TYPE_CHECKING:
     from sigstore.models import Bundle as SigstoreBundle
     from sigstore.oidc import IdentityToken
-    from sigstore.verify import Verifier
     from sigstore.verify.policy import VerificationPolicy
 
 TOKEN_VARIABLE = "SIGSTORE_ID_TOKEN"
@@ -43,39 +40,21 @@ PRODUCTION_ROOT = "schemas/sigstore-trusted-root-production.json"
 STAGING_ROOT = "schemas/sigstore-trusted-root-staging.json"
 
 
+@dataclass(frozen=True)
+class KeylessIdentity:
+    issuer: str
+    identity: str | None = None
+    identity_regex: str | None = None
+    repository: str | None = None
+    ref: str | None = None
+    workflow_sha: str | None = None
+    trigger: str | None = None
+
+
 def shipped_trusted_root(*, staging: bool = False) -> Path:
     """The Sigstore trusted root shipped with the package (public-good production or staging)."""
     return Path(str(resources.files("verifier").joinpath(STAGING_ROOT if staging
                                                          else PRODUCTION_ROOT)))
-
-
-def _one_line(error: BaseException) -> str:
-    """An exception's text as one clause: sigstore's messages can span lines."""
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text.rstrip(".")
-
-
-def _verifier(root: str) -> Verifier:
-    """The verifier for a trusted root file, read every time (a relative name, or a file
-    replaced since, is never answered from memory); only the same bytes' parse is kept."""
-    path = Path(root)
-    data = readers.read_bytes(path, "Sigstore trusted root", readers.MAX_TRUST_BYTES,
-                              missing=f"{path}: no such Sigstore trusted root file.")
-    try:
-        return _verifier_for(data)
-    except Exception as error:  # pydantic, protobuf, cryptography: all mean "not a root"
-        raise InputError(
-            f"{path}: is not a usable Sigstore trusted root ({_one_line(error)})."
-        ) from None
-
-
-@functools.lru_cache(maxsize=8)
-def _verifier_for(data: bytes) -> Verifier:
-    from sigstore.models import TrustedRoot
-    from sigstore.verify import Verifier
-    from sigstore_models.trustroot import v1 as trustroot_v1
-
-    return Verifier(trusted_root=TrustedRoot(trustroot_v1.TrustedRoot.from_json(data)))
 
 
 class _Claim:
@@ -255,17 +234,6 @@ def check_keyless(bundle: Bundle, spec: KeylessIdentity, trusted_root: Path | No
     if signature.payload != bundle.payload or signature.payload_type != bundle.payload_type:
         return None
     return signature.identity
-
-
-def read_bundle_json(path: Path) -> dict[str, Any]:
-    """One bundle file as a JSON object, read bounded; InputError with a sentence otherwise."""
-    from verifier.formats import readers
-
-    text = readers.read_text(path, "bundle file", readers.MAX_BUNDLE_BYTES)
-    data = decode_json(text, str(path))
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: is not a Sigstore bundle (expected a JSON object).")
-    return data
 
 
 def check_keyless_bundle(bundle_path: Path, artifact: Any, spec: KeylessIdentity,

@@ -24,6 +24,7 @@ from urllib.parse import unquote, unquote_to_bytes
 
 from verifier.errors import InputError
 from verifier.formats import readers
+from verifier.formats.keytypes import check_key_type
 
 _PATH_ATTRIBUTES = ("token", "object", "id", "slot-id", "serial", "manufacturer", "model",
                     "library-manufacturer", "library-description", "library-version", "type")
@@ -153,8 +154,6 @@ class Pkcs11Key:
         with key._session() as session:
             _, public = key._keys(session)
             key._public_key = key._to_cryptography(public)
-        from verifier.formats.signing import check_key_type
-
         check_key_type(key._public_key, uri.safe_text)
         return key
 

@@ -7,8 +7,9 @@ securesystemslib do), Ed25519, and RSA of at least 2048 bits with PSS or PKCS#1 
 PSS over SHA-256, the scheme securesystemslib names rsassa-pss-sha256.
 
 Private keys are PKCS#8 PEM (optionally encrypted) or a PKCS#11 URI
-(`verifier.formats.pkcs11`); public keys SubjectPublicKeyInfo PEM. A verifier is given the
-keys it trusts; the keyid/hint in a bundle is never used to pick or trust a key.
+(`verifier.formats.pkcs11`); public keys SubjectPublicKeyInfo PEM; which keys are accepted is
+`verifier.formats.keytypes`. A verifier is given the keys it trusts; the keyid/hint in a
+bundle is never used to pick or trust a key.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Literal
 from verifier.errors import InputError
 from verifier.formats import readers
 from verifier.formats.envelope import Bundle, make_key_bundle, make_parent, pae, write_atomic
+from verifier.formats.keytypes import check_key_type, curve_hash
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
@@ -35,8 +37,6 @@ ALGORITHMS: tuple[str, ...] = ("p256", "p384", "p521", "ed25519")
 # Earlier names keep working: scripts written for the first keygen must not break.
 ALIASES = {"ecdsa-p256": "p256", "ecdsa-p384": "p384", "ecdsa-p521": "p521"}
 PASSWORD_VARIABLE = "MODEL_VERIFIER_KEY_PASSWORD"
-MIN_RSA_BITS = 2048
-_CURVE_HASHES = {"secp256r1": "SHA256", "secp384r1": "SHA384", "secp521r1": "SHA512"}
 _CURVES = {"p256": "SECP256R1", "p384": "SECP384R1", "p521": "SECP521R1"}
 
 
@@ -46,33 +46,6 @@ def canonical_algorithm(name: str) -> str:
     if chosen not in ALGORITHMS:
         raise InputError(f"unknown key algorithm {name!r}; use one of {', '.join(ALGORITHMS)}.")
     return chosen
-
-
-def curve_hash(key: object) -> object:
-    """The hash an ECDSA key's curve implies (SHA-256/384/512), as a cryptography algorithm."""
-    from cryptography.hazmat.primitives import hashes
-
-    name = getattr(getattr(key, "curve", None), "name", "")
-    return getattr(hashes, _CURVE_HASHES[name])()
-
-
-def check_key_type(key: object, source: str) -> None:
-    """InputError unless the key is one model-verifier accepts (public or private)."""
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-
-    if isinstance(key, ec.EllipticCurvePublicKey | ec.EllipticCurvePrivateKey):
-        if key.curve.name not in _CURVE_HASHES:
-            raise InputError(f"{source}: ECDSA keys must be on P-256, P-384 or P-521, this one "
-                             f"is on {key.curve.name}.")
-        return
-    if isinstance(key, rsa.RSAPublicKey | rsa.RSAPrivateKey):
-        if key.key_size < MIN_RSA_BITS:
-            raise InputError(f"{source}: the RSA key has {key.key_size} bits; at least "
-                             f"{MIN_RSA_BITS} are required.")
-        return
-    if not isinstance(key, ed25519.Ed25519PublicKey | ed25519.Ed25519PrivateKey):
-        raise InputError(f"{source}: only ECDSA (P-256, P-384, P-521), Ed25519 and RSA keys "
-                         "are supported.")
 
 
 def sign_message(key: object, message: bytes, *, deterministic: bool = False) -> bytes:

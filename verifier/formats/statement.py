@@ -13,12 +13,13 @@ from typing import Any
 
 from verifier.errors import InputError
 from verifier.formats.digest import PathDigest
+from verifier.formats.envelope import STATEMENT_TYPE as STATEMENT_TYPE  # re-exported
 from verifier.formats.readers import brief
 
-STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PROVENANCE_TYPE = "https://slsa.dev/provenance/v1"
 STEP_BUILD_TYPE = "https://model-verifier.dev/buildtypes/step/v1"
 REBUILD_PREDICATE_TYPE = "https://model-verifier.dev/attestations/rebuild/v1"
+VSA_PREDICATE_TYPE = "https://slsa.dev/verification_summary/v1"
 BUILDER_ID = "https://model-verifier.dev/builders/local/v1"
 
 ResourceDescriptor = dict[str, Any]

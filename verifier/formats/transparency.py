@@ -132,7 +132,7 @@ def _body_problem(body: dict[str, Any], kind: str, version: str, signed: Signed)
 
 
 def _trusted_root(path: Path) -> Any:
-    from verifier.formats.keyless import _verifier
+    from verifier.formats.trustroot import _verifier
 
     return _verifier(str(path))
 

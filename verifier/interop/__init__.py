@@ -1,3 +1,3 @@
-"""Speaking the neighbours' formats and stores: in-toto links and layouts, OpenSSF Model Signing,
-OCI registries.
+"""Talking to the world: OCI registries (pull, push, referrers) and their caches. Reading the
+neighbours' formats (in-toto links, OMS) lives a floor lower, in verifier.neighbours.
 """

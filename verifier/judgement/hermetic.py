@@ -14,12 +14,19 @@ Policy rules they serve:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from verifier.formats.statement import StepRecord
+    from verifier.formats.statement import Statement, StepRecord
     from verifier.judgement.policy import StepRule
-    from verifier.judgement.quorum import RebuildClaim
+
+
+class _Rebuild(Protocol):
+    """What the isolation check reads of a rebuild claim (quorum.RebuildClaim), named here
+    without importing quorum, which calls this module."""
+
+    @property
+    def statement(self) -> Statement: ...
 
 
 def _sandbox_problem(environment: Any) -> str | None:
@@ -34,7 +41,7 @@ def _sandbox_problem(environment: Any) -> str | None:
     return None
 
 
-def rebuild_isolation_problem(claim: RebuildClaim) -> str | None:
+def rebuild_isolation_problem(claim: _Rebuild) -> str | None:
     """Why this rebuild does not count under `require_sandbox` (None: it ran sandboxed, offline)."""
     problem = _sandbox_problem(claim.statement.predicate.get("environment"))
     return None if problem is None else f"the rebuild {problem}; require_sandbox counts it not."

@@ -19,19 +19,10 @@ from typing import Any
 from verifier.errors import InputError
 from verifier.formats import readers
 from verifier.formats.certsigner import CertificateIdentity
+from verifier.formats.keyless import KeylessIdentity
+from verifier.judgement.policy_schema import did_you_mean, explain_schema_error
 
 DEFAULT_POLICY = Path("model-policy.yaml")
-
-
-@dataclass(frozen=True)
-class KeylessIdentity:
-    issuer: str
-    identity: str | None = None
-    identity_regex: str | None = None
-    repository: str | None = None
-    ref: str | None = None
-    workflow_sha: str | None = None
-    trigger: str | None = None
 
 
 @dataclass(frozen=True)
@@ -310,8 +301,6 @@ def _validate(data: Any, path: Path) -> None:
         _schema(), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
     errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
-        from verifier.judgement.policy_check import explain_schema_error
-
         error = jsonschema.exceptions.best_match(errors)
         # The explanation names the field; a value is quoted only briefly, so that no
         # message grows with the input (a policy may be a stranger's).
@@ -388,14 +377,6 @@ def _license_rule(path: Path, data: dict[str, Any] | None) -> LicenseRule | None
 def _source_rule(data: dict[str, Any]) -> SourceRule:
     fields = {k: v for k, v in data.items() if k != "dirHash"}
     return SourceRule(**fields, dir_hash=data.get("dirHash"))
-
-
-def did_you_mean(name: str, known: Any) -> str:
-    """' (did you mean 'x'?)' for the closest known name, or ''."""
-    import difflib
-
-    close = difflib.get_close_matches(name, [str(k) for k in known], n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _check_references(path: Path, signers: dict[str, SignerSpec], steps: tuple[StepRule, ...],

@@ -13,12 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from verifier.diff.drift import order_drift
 from verifier.errors import InputError
 from verifier.formats.digest import BASE_DIGESTS, OPT_IN_DIGESTS, dir_hash
 from verifier.formats.statement import Statement, StepRecord, is_digest_set
 from verifier.judgement import declarations
 from verifier.judgement.hermetic import rebuild_isolation_problem
-from verifier.steps.drift import order_drift
 
 if TYPE_CHECKING:
     from verifier.judgement.policy import Policy, ProductRule, StepMatch, Tolerance

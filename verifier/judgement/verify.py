@@ -23,11 +23,11 @@ from verifier.formats.evidence import (
     attestation_files as attestation_files,  # audit imports it here
 )
 from verifier.formats.evidence import load_bundles
-from verifier.interop.hub import ATTESTATIONS_PATTERN, snapshot_links
 from verifier.judgement.evaluation import Evaluation, Problem, evaluate, match_source
 from verifier.judgement.policy import Policy, check_ignore_pattern, ignore_pattern_for
 from verifier.judgement.quorum import StepQuorum
 from verifier.judgement.trust import TrustedSigners, unattributed_reason
+from verifier.neighbours.hub import ATTESTATIONS_PATTERN, snapshot_links
 
 __all__ = ["Problem", "Report", "load_bundles", "match_source", "verify_artifact"]
 
@@ -230,7 +230,7 @@ def verify_artifact(
     hasher = hasher or Hasher()
     snapshot, links = snapshot_links(artifact)
     if snapshot is not None:  # its publisher's attestations: found here, never in its digest
-        from verifier.interop.hub import attestation_files
+        from verifier.neighbours.hub import attestation_files
 
         ignore = (*ignore, ATTESTATIONS_PATTERN)
         attestation_dirs = [*(d for d in attestation_dirs if d.exists()),
@@ -242,7 +242,7 @@ def verify_artifact(
     report = Report(str(artifact), {digest.algorithm: digest.value}, str(policy.path))
     report.ignored = _ignored_files(digest, policy, patterns)
     if digest.links:
-        from verifier.interop.hub import blob_problems
+        from verifier.neighbours.hub import blob_problems
 
         report.problems.extend(Problem(str(artifact), message, "artifact-mismatch")
                                for message in blob_problems(digest))
@@ -313,7 +313,7 @@ def verify_artifact(
 def _read_links(attestation_dirs: list[Path], notes: list[str]) -> list[Any]:
     """in-toto's own links among the attestations: evidence like any bundle (audit reads
     them too, into the same evaluation)."""
-    from verifier.interop.intoto_links import link_files, read_link
+    from verifier.neighbours.intoto_links import link_files, read_link
 
     found = []
     for path in link_files(attestation_dirs):
@@ -330,7 +330,7 @@ def add_oms_evidence(artifact: Path, digest: PathDigest, attribute: Any, report:
     (made with the ignore rule `ignore`); return the digest to compare, which already leaves
     the signature out (see verifier.formats.digest). `explain` says why a signature counts for
     nothing."""
-    from verifier.interop.oms import directory_evidence
+    from verifier.neighbours.oms import directory_evidence
 
     evidence = directory_evidence(artifact, digest, attribute, ignore, explain)
     if evidence is None:

@@ -30,13 +30,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from verifier.formats import readers
-from verifier.formats.envelope import INTOTO_PAYLOAD_TYPE, write_atomic
+from verifier.formats.envelope import INTOTO_PAYLOAD_TYPE, canonical_bundle_text, write_atomic
 from verifier.formats.statement import STATEMENT_TYPE, canonical_json
 
 if TYPE_CHECKING:
+    from verifier.formats.envelope import Signer
     from verifier.judgement.policy import Policy
     from verifier.judgement.verify import Report
-    from verifier.steps.record import Signer
 
 VSA_PREDICATE_TYPE = "https://slsa.dev/verification_summary/v1"
 VERIFIER_ID = "https://model-verifier.dev/verifiers/verify-model/v1"
@@ -121,8 +121,6 @@ def write_vsa(path: Path, report: Report, policy: Policy, signer: Signer, *,
               time_verified: datetime | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Sign the VSA into a Sigstore bundle at `path` (an existing file is replaced only with
     `overwrite`); return the statement."""
-    from verifier.steps.record import canonical_bundle_text
-
     statement = vsa_statement(report, policy, time_verified=time_verified)
     bundle = signer.sign_dsse(canonical_json(statement), INTOTO_PAYLOAD_TYPE)
     write_atomic(path, canonical_bundle_text(bundle), overwrite=overwrite)

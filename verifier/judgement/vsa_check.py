@@ -23,15 +23,15 @@ from typing import Any
 
 from verifier.errors import InputError
 from verifier.formats import readers
+from verifier.formats.bundlecheck import failed_result as failed_result  # verify-bundle's check
 from verifier.formats.digest import Hasher, LinkRule, PathDigest
 from verifier.formats.envelope import INTOTO_PAYLOAD_TYPE, Bundle
-from verifier.formats.statement import Statement, parse_statement
-from verifier.interop.hub import ATTESTATIONS_PATTERN, snapshot_links
+from verifier.formats.statement import VSA_PREDICATE_TYPE, Statement, parse_statement
 from verifier.judgement.policy import check_ignore_pattern
 from verifier.judgement.verify import ignore_rule
 from verifier.judgement.vsa import IGNORED_FIELD
+from verifier.neighbours.hub import ATTESTATIONS_PATTERN, snapshot_links
 
-VSA_PREDICATE_TYPE = "https://slsa.dev/verification_summary/v1"
 MAX_RECORDED_PATTERNS = 256
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -43,25 +43,6 @@ def parse_duration(text: str) -> dt.timedelta:
     if match is None:
         raise InputError(f"--max-age {text!r} is not a duration such as 30m, 24h or 7d.")
     return dt.timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
-
-
-def failed_result(payload_type: str, payload: bytes, source: str) -> str | None:
-    """For a verified bundle: the sentence saying it is a VSA whose result is not PASSED, or
-    None when it is no VSA or a PASSED one. verify-bundle uses it so that a signed "no" never
-    reads as OK."""
-    if payload_type != INTOTO_PAYLOAD_TYPE:
-        return None
-    try:
-        statement = parse_statement(payload, source)
-    except InputError:
-        return None
-    if statement.predicate_type != VSA_PREDICATE_TYPE:
-        return None
-    result = statement.predicate.get("verificationResult")
-    if result == "PASSED":
-        return None
-    return (f"{source}: is a verification summary whose result is {str(result)[:40]!r}: the "
-            "artifact did not pass verification.")
 
 
 @dataclass
@@ -154,7 +135,7 @@ def check_vsa(bundle: Bundle, signer_verified: bool, signer: str, artifact: Path
         accept_ignores = (*accept_ignores, ATTESTATIONS_PATTERN)
     digest = _digest_as_summarised(artifact, statement, ignores, hasher or Hasher(), links)
     if digest.links:
-        from verifier.interop.hub import blob_problems
+        from verifier.neighbours.hub import blob_problems
 
         check.failures.extend(blob_problems(digest))
     check.summary = {"result": result if isinstance(result, str) else None,

@@ -62,10 +62,10 @@ from verifier.reports.audit_model import (
 )
 
 if TYPE_CHECKING:
-    from verifier.interop.intoto_links import ClassicLink
     from verifier.judgement.policy import Policy
     from verifier.judgement.quorum import RebuildClaim
     from verifier.judgement.trust import KeylessCheck, TrustedSigners
+    from verifier.neighbours.intoto_links import ClassicLink
 
 __all__ = ["AuditReport", "Finding", "audit", "clean", "environment_risks"]
 VSA_PREDICATE_TYPE = "https://slsa.dev/verification_summary/v1"
@@ -205,7 +205,7 @@ class _Auditor:
     # -- loading ---------------------------------------------------------------------------
 
     def load(self, directories: list[Path]) -> None:
-        from verifier.interop.intoto_links import link_files
+        from verifier.neighbours.intoto_links import link_files
 
         files = attestation_files(directories)
         links = link_files(directories)  # in-toto's own links count too (issue #13)
@@ -259,7 +259,7 @@ class _Auditor:
 
     def read_links(self, paths: list[Path]) -> list[ClassicLink]:
         """in-toto's own links (Metablock or DSSE); an unreadable one is a finding."""
-        from verifier.interop.intoto_links import read_link
+        from verifier.neighbours.intoto_links import read_link
 
         found = []
         for path in paths:
@@ -271,7 +271,7 @@ class _Auditor:
 
     def admit_link(self, link: ClassicLink) -> None:
         """A link as a step node, signed as the evaluation attributed it."""
-        from verifier.interop.intoto_links import link_as_step
+        from verifier.neighbours.intoto_links import link_as_step
 
         try:
             record = link_as_step(link)

@@ -1,4 +1,5 @@
-"""Views of an audit report: text for a terminal, JSON, Graphviz DOT (HTML: `audit_html`).
+"""Views of an audit report: text for a terminal and Graphviz DOT (HTML: `audit_html`; the
+choice among them: `audit_views`).
 
 Every view reads the report's JSON form (`AuditReport.to_dict()`, described by
 attestations/audit-report.schema.json), whose strings are already cleaned of control and
@@ -7,26 +8,11 @@ bidirectional characters; each format still escapes what is special to it.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-FORMATS = ("text", "json", "dot", "html")
 MARKS = {"error": "✗", "warning": "!", "info": "·"}
 COLOURS = {"error": "#f2a5a5", "warning": "#ffd98a", "ok": "#b9e4b9", "unchecked": "#dddddd",
            "pinned": "#bcd7f5", "unpinned": "#e9e4f5"}
-
-
-def render(report: dict[str, Any], fmt: str) -> str:
-    """The report in one of FORMATS."""
-    if fmt == "json":
-        return json.dumps(report, indent=2, sort_keys=True) + "\n"
-    if fmt == "dot":
-        return render_dot(report)
-    if fmt == "html":
-        from verifier.reports.audit_html import render_html
-
-        return render_html(report)
-    return render_text(report)
 
 
 def short_digest(digest: dict[str, str]) -> str:

@@ -26,11 +26,16 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, Protocol
+from typing import IO, Any
 
 from verifier.errors import InputError, StepFailed
 from verifier.formats.digest import Hasher, PathDigest
-from verifier.formats.envelope import INTOTO_PAYLOAD_TYPE, write_atomic
+from verifier.formats.envelope import (  # Signer: rebuild and callers import it here
+    INTOTO_PAYLOAD_TYPE,
+    Signer,
+    canonical_bundle_text,
+    write_atomic,
+)
 from verifier.formats.statement import canonical_json, descriptors, step_statement
 from verifier.steps import environment, trace
 from verifier.steps.sandbox import Sandbox, interpreter_roots, is_system_path
@@ -64,15 +69,6 @@ def termination_as_interrupt() -> Iterator[None]:
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
-
-
-class Signer(Protocol):
-    """Anything that can sign a DSSE payload into a Sigstore bundle (a local key, Sigstore)."""
-
-    @property
-    def identity(self) -> str: ...
-
-    def sign_dsse(self, payload: bytes, payload_type: str) -> dict: ...
 
 
 @dataclass(frozen=True)
@@ -459,12 +455,6 @@ def _product_stamp(hasher: Hasher, path: Path) -> Any:
         return hasher.stamp(path) if path.exists() else None
     except InputError:
         return None  # unreadable or a link: the product checks after the run say why
-
-
-def canonical_bundle_text(bundle: dict) -> str:
-    import json
-
-    return json.dumps(bundle, indent=2, sort_keys=True) + "\n"
 
 
 def _stamps(hasher: Hasher, digests: list[PathDigest]) -> dict[Path, Any]:

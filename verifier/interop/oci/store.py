@@ -644,10 +644,9 @@ def write_vsa(path: Path, report: Any, policy: Any, signer: Any,
               labels: dict[str, str]) -> dict[str, Any]:
     """The signed verification summary of a model verified from a registry: the same statement
     as for a local file, its resource and attestations named by their registry digests."""
-    from verifier.formats.envelope import INTOTO_PAYLOAD_TYPE, write_atomic
+    from verifier.formats.envelope import INTOTO_PAYLOAD_TYPE, canonical_bundle_text, write_atomic
     from verifier.formats.statement import canonical_json
     from verifier.judgement.vsa import vsa_statement
-    from verifier.steps.record import canonical_bundle_text
 
     statement = relabel(vsa_statement(report, policy, labels=labels), labels)
     bundle = signer.sign_dsse(canonical_json(statement), INTOTO_PAYLOAD_TYPE)

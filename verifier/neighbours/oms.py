@@ -38,10 +38,11 @@ from typing import Any, Protocol
 from verifier.errors import InputError, VerificationFailure
 from verifier.formats.digest import SIGNATURE_NAME, Hasher, IgnoreRule, PathDigest, list_files
 from verifier.formats.envelope import INTOTO_PAYLOAD_TYPE, Bundle, pae, read_bundle, write_atomic
+from verifier.formats.omssig import OLD_PREDICATE_TYPE as OLD_PREDICATE_TYPE
+from verifier.formats.omssig import PREDICATE_TYPE as PREDICATE_TYPE
+from verifier.formats.omssig import is_oms_signature as is_oms_signature
 from verifier.formats.statement import STATEMENT_TYPE, canonical_json
 
-PREDICATE_TYPE = "https://model_signing/signature/v1.0"
-OLD_PREDICATE_TYPE = "https://model_signing/Digests/v0.1"
 DEFAULT_IGNORED = (".git", ".gitattributes", ".github", ".gitignore")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -162,24 +163,6 @@ def parse_oms(bundle: Bundle) -> OmsSignature:
 
 def read_oms(path: Path) -> OmsSignature:
     return parse_oms(read_bundle(path))
-
-
-def is_oms_signature(path: Path) -> bool:
-    """Whether a file is an OMS signature at all (a bundle of an OMS statement, current or
-    withdrawn), whatever its signer and whether or not this tool can check it: such a file is
-    about a directory and never one of its files."""
-    try:
-        bundle = read_bundle(path)
-    except InputError:
-        return False
-    if bundle.payload_type != INTOTO_PAYLOAD_TYPE:
-        return False
-    try:
-        statement = json.loads(bundle.payload)
-    except (ValueError, RecursionError):
-        return False
-    return (isinstance(statement, dict) and statement.get("_type") == STATEMENT_TYPE
-            and statement.get("predicateType") in (PREDICATE_TYPE, OLD_PREDICATE_TYPE))
 
 
 def _ignored(name: str, ignore: set[str]) -> bool:

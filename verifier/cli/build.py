@@ -1,0 +1,375 @@
+"""Record and rebuild: `record` runs one build step and signs its attestation, `rebuild` re-runs
+recorded steps in fresh sandboxes.
+
+Parses and prints only; the work is the library's, imported inside each command so that
+`--help` starts fast.
+"""
+
+# No `from __future__ import annotations` here: typer would then evaluate every annotation
+# string of every command on each run, about 20 ms of a command's start-up.
+import contextlib
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from verifier.cli.common import (
+    DigestOpt,
+    IdentityTokenOpt,
+    JsonFlag,
+    QuietFlag,
+    SigstoreFlag,
+    TrustConfigOpt,
+    _algorithms,
+    _signer,
+    app,
+)
+from verifier.cli.output import _emit_json, _guard, _hasher_with_progress, _say, _warn
+from verifier.errors import StepFailed
+
+SandboxOpt = Annotated[str, typer.Option(
+    "--sandbox", help="auto (bubblewrap when installed and usable, else none with a warning), "
+    "bwrap, or none. Inside bubblewrap: read-only system, no network, private /tmp, no home "
+    "directory; the workspace is the only writable place.")]
+
+NetworkFlag = Annotated[bool, typer.Option(
+    "--network", help="Let the sandboxed step reach the network (recorded).")]
+
+DeviceOpt = Annotated[list[str] | None, typer.Option(
+    "--device", help="Pass this device node into the sandbox, e.g. /dev/nvidia0 (repeatable; "
+    "recorded).")]
+
+
+def _sandbox(choice: str, network: bool, devices: list[str] | None) -> Any:
+    from verifier.steps.sandbox import resolve
+
+    # Its warning (no bubblewrap here) is shown once the step is about to run or has run:
+    # a command refused for bad input says one sentence, nothing more.
+    return resolve(choice, network=network, devices=devices or [])
+
+
+def _pairs(values: list[str] | None, option: str, shape: str, *, path_first: bool
+           ) -> list[tuple[Any, Any]]:
+    """KIND=PATH or PATH=EXPR option values, split at the first '='."""
+    from verifier.errors import InputError
+
+    found: list[tuple[Any, Any]] = []
+    for value in values or []:
+        left, sep, right = value.partition("=")
+        if not sep or not left or not right:
+            raise InputError(f"{option} {value!r}: expected {shape}.")
+        found.append((Path(left), right) if path_first else (left, Path(right)))
+    return found
+
+
+@app.command(context_settings={"allow_interspersed_args": False})
+def record(
+    command: Annotated[list[str], typer.Argument(metavar="COMMAND",
+        help="The command to run, after `--`.")],
+    step: Annotated[str, typer.Option(help="The step's name, e.g. train.")],
+    material: Annotated[list[Path] | None, typer.Option(
+        help="An input file or directory (repeatable).")] = None,
+    product: Annotated[list[Path] | None, typer.Option(
+        help="An output file or directory (repeatable).")] = None,
+    key: Annotated[Path | None, typer.Option(
+        help="Private key to sign with (PEM file or pkcs11: URI).")] = None,
+    password: Annotated[str | None, typer.Option(help="The key's password.")] = None,
+    out: Annotated[Path, typer.Option(help="Directory for NAME.intoto.json.")] = Path(
+        "attestations"),
+    env: Annotated[list[str] | None, typer.Option(
+        help="Record and pass this variable (NAME or NAME=VALUE; repeatable).")] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing attestation.")] = False,
+    oms: Annotated[bool, typer.Option(
+        "--oms", help="Also write an OMS model.sig into each product directory "
+        "(for a packaging step).")] = False,
+    sigstore: SigstoreFlag = False,
+    identity_token: IdentityTokenOpt = None,
+    trust_config: TrustConfigOpt = None,
+    digest_algorithm: DigestOpt = "sha256",
+    sandbox: SandboxOpt = "auto",
+    network: NetworkFlag = False,
+    device: DeviceOpt = None,
+    component: Annotated[list[str] | None, typer.Option(
+        help="Declare a material or product as an openness component, KIND=PATH (e.g. "
+        "training-data=build/data; repeatable; signed; see docs/openness.md).")] = None,
+    material_license: Annotated[list[str] | None, typer.Option(
+        help="The SPDX licence expression of a material or product, PATH=EXPR (repeatable; "
+        "signed; judged by the policy's licenses rule).")] = None,
+    record_digests: Annotated[list[Path] | None, typer.Option(
+        help="Write salted digests of this data file's records and word 13-grams to "
+        "OUT/record-digests/STEP/PATH.mvrd, signed as a byproduct, for `contamination` "
+        "(repeatable).")] = None,
+    trace: Annotated[bool | None, typer.Option(
+        "--trace/--no-trace", help="Follow the command with strace and list the files it read "
+        "that are not declared materials (default: on where strace is installed).")] = None,
+    strict: Annotated[bool, typer.Option(
+        help="Refuse the step when it read a file that is not a declared material.")] = False,
+    attest_existing: Annotated[bool, typer.Option(
+        help="Attest products that existed before the command ran (made by an earlier, "
+        "unrecorded process); signed as existingProducts. Without it such a product is "
+        "refused.")] = False,
+    python: Annotated[Path | None, typer.Option(
+        "--python", metavar="PATH", help="The Python interpreter the step runs, when argv does "
+        "not say (e.g. `-- sh -c 'venv/bin/python train.py'`): its version and packages are "
+        "recorded. Default: argv[0] when it is a Python, a script's #! line, else the PATH's "
+        "python3.")] = None,
+    as_json: JsonFlag = False,
+    quiet: QuietFlag = False,
+) -> None:
+    """Run one build step and write its signed attestation.
+
+    Example: model-verifier record --step train --material build/data
+    --product build/weights.npz --key keys/builder.key --env OMP_NUM_THREADS=1
+    -- python train.py
+
+    Keyless, in CI: model-verifier record --step package --sigstore --product build/model
+    -- python package.py
+
+    The step runs in the bubblewrap sandbox when it is installed (--sandbox; --network and
+    --device to let the network or a GPU in, both recorded) and is traced with strace when that
+    is installed: files it read that are not declared materials are signed into the
+    attestation as undeclaredInputs, and --strict refuses the step instead. A product that
+    existed before the command and that it did not write is refused. See docs/rebuild.md.
+    """
+    def action() -> int:
+        from verifier.errors import InputError
+        from verifier.steps import trace as tracing
+        from verifier.steps.record import record_step, termination_as_interrupt
+
+        signer = _signer(key, password, sigstore, identity_token, trust_config)
+        tracer, why_not = tracing.usable() if trace is not False else (None, None)
+        if trace and tracer is None:
+            raise InputError(f"--trace: {why_not}; pass --no-trace to record without it.")
+        untraced = (f"{why_not}; the step is recorded untraced." if trace is None
+                    and tracer is None and tracing.available() is not None else None)
+        chosen = _sandbox(sandbox, network, device)
+        if oms:
+            from verifier.neighbours.oms import refuse_stale_signatures
+
+            refuse_stale_signatures(product or [])
+        hasher, progress = _hasher_with_progress(quiet, "hashing", _algorithms(digest_algorithm))
+        try:
+            # With --json the step's own output goes to stderr, so stdout holds the JSON alone.
+            with contextlib.redirect_stdout(sys.stderr if as_json else sys.stdout), \
+                    termination_as_interrupt():
+                result = record_step(
+                    components=_pairs(component, "--component", "KIND=PATH", path_first=False),
+                    material_licenses=_pairs(material_license, "--material-license",
+                                             "PATH=EXPR", path_first=True),
+                    record_digests=record_digests or [],
+                    step=step, argv=command, materials=material or [], products=product or [],
+                    signer=signer, out_dir=out, env_names=env or [], force=force, hasher=hasher,
+                    sandbox=chosen, tracer=tracer, strict=strict,
+                    attest_existing=attest_existing,
+                    hidden=[key] if key is not None else [], python=python,
+                )
+        except StepFailed as failure:
+            from verifier.formats.terminal import clean
+
+            sys.stderr.write(f"error: {clean(str(failure))}\n")
+            return failure.exit_code
+        finally:
+            progress.close()
+        signatures = []
+        if oms:
+            from verifier.neighbours.oms import sign_directory
+
+            signatures = [
+                sign_directory(path, key=key, signer=signer if sigstore else None,
+                               password=password, hasher=hasher)
+                for path in product or [] if path.is_dir()
+            ]
+        subjects = result.statement["subject"]
+        _warn([untraced, chosen.warning, *result.warnings])
+        if as_json:
+            _emit_json({"attestation": str(result.attestation), "step": step,
+                        "signer": result.identity, "subjects": subjects,
+                        "sandbox": chosen.describe(), "warnings": result.warnings,
+                        "undeclared_inputs": result.undeclared_inputs,
+                        **({"oms": [s.to_dict() for s in signatures]} if oms else {})})
+        else:
+            signer_name = (result.identity if result.identity.startswith("sigstore:")
+                           else f"{result.identity[:20]}…")
+            _say(f"recorded step {step!r}: {len(subjects)} subject(s), signed by "
+                 f"{signer_name}, wrote {result.attestation}")
+            for written in signatures:
+                _say(f"wrote {written.signature}: OMS v1.0 signature of {written.files} file(s)")
+        return 0
+
+    _guard(as_json, action)
+
+
+@app.command("rebuild")
+def rebuild_command(
+    attestations: Annotated[list[Path], typer.Argument(metavar="ATTESTATIONS",
+        help="Step attestations (files or directories) to rebuild.")],
+    key: Annotated[Path | None, typer.Option(
+        help="The rebuilder's private key (PEM file or pkcs11: URI).")] = None,
+    password: Annotated[str | None, typer.Option(help="The key's password.")] = None,
+    source: Annotated[Path, typer.Option(
+        help="The git repository (or tree) the recorded source is taken from: the recorded "
+        "commit, or the tracked files, or the declared materials.")] = Path("."),
+    workspace: Annotated[Path | None, typer.Option(
+        help="Where workspaces are made (default: a temporary directory).")] = None,
+    step: Annotated[str | None, typer.Option(help="Rebuild this step alone.")] = None,
+    materials_from: Annotated[list[Path] | None, typer.Option(
+        help="Directory of central intermediates, found by digest (repeatable).")] = None,
+    env: Annotated[list[str] | None, typer.Option(
+        help="Override a declared variable, NAME=VALUE, to probe sensitivity (repeatable).")
+    ] = None,
+    out: Annotated[Path, typer.Option(
+        help="Directory for rebuild attestations; each rebuilder writes into its own folder "
+        "there (OUT/NAME/STEP.rebuild.intoto.json).")] = Path("rebuilds"),
+    as_name: Annotated[str | None, typer.Option("--as", metavar="NAME",
+        help="This rebuilder's folder under --out (default: the key file's name without its "
+        "suffix, the PKCS#11 key's label, or 'keyless').")] = None,
+    keep_workspace: Annotated[bool, typer.Option(help="Keep workspaces for inspection.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace existing rebuild attestations.")] = False,
+    trust_key: Annotated[list[Path] | None, typer.Option(
+        help="Run only steps whose attestation this public key signed (repeatable).")] = None,
+    trust_identity: Annotated[list[str] | None, typer.Option(
+        help="Run only steps signed keylessly by this identity (with --trust-issuer; "
+        "repeatable).")] = None,
+    trust_issuer: Annotated[str | None, typer.Option(
+        help="The OIDC issuer of --trust-identity, e.g. "
+        "https://token.actions.githubusercontent.com.")] = None,
+    trusted_root: Annotated[Path | None, typer.Option(
+        help="Sigstore trusted root JSON for --trust-identity (default: public-good).")] = None,
+    policy: Annotated[Path | None, typer.Option(
+        help="Run only steps signed by the signers this policy names for each step.")] = None,
+    allow_env: Annotated[list[str] | None, typer.Option(
+        help="Let a step set this variable although it changes what runs (PATH, LD_*, "
+        "PYTHONPATH, ...; repeatable).")] = None,
+    sandbox: SandboxOpt = "auto",
+    network: NetworkFlag = False,
+    device: DeviceOpt = None,
+    sigstore: SigstoreFlag = False,
+    identity_token: IdentityTokenOpt = None,
+    trust_config: TrustConfigOpt = None,
+    as_json: JsonFlag = False,
+    quiet: QuietFlag = False,
+) -> None:
+    """Re-run recorded steps in fresh sandboxed workspaces and attest whether they reproduced.
+
+    A rebuild runs the commands the attestations name, so it runs nothing unless each one is
+    signed by a signer you trust: --trust-key, --trust-identity with --trust-issuer (keyless),
+    or --policy (the signers it names for each step). It shows the plan (each step's command,
+    working directory and variables) before anything runs. Each workspace is made from the
+    recorded git commit (or the declared materials), never from your working tree.
+
+    Exit 0 when every step reproduced bit for bit, 1 when any differed or could not run, 2 when
+    nothing ran (untrusted attestation, a refused variable, a sandbox that cannot start).
+
+    Example (writes rebuilds/rebuilder/*.rebuild.intoto.json): model-verifier rebuild
+    attestations/ --source . --key keys/rebuilder.key --trust-key keys/builder.pub --out rebuilds
+
+    Keyless: model-verifier rebuild attestations --sigstore --trust-issuer
+    https://token.actions.githubusercontent.com --trust-identity
+    https://github.com/OWNER/REPO/.github/workflows/train.yml@refs/heads/main
+    """
+    def action() -> int:
+        from verifier.errors import InputError
+        from verifier.formats.signing import load_public_key
+        from verifier.judgement.policy import KeylessIdentity, load_policy
+        from verifier.steps.rebuild import (
+            RebuildOptions,
+            Trust,
+            load_steps,
+            rebuild,
+            rebuilder_name,
+        )
+        from verifier.steps.record import termination_as_interrupt
+
+        overrides = {}
+        for item in env or []:
+            name, sep, value = item.partition("=")
+            if not sep or not name:
+                raise InputError(f"--env {item!r}: expected NAME=VALUE.")
+            overrides[name] = value
+        if bool(trust_identity) != (trust_issuer is not None):
+            raise InputError("--trust-identity and --trust-issuer go together: the identity "
+                             "alone names no one.")
+        trust = Trust(
+            keys=[load_public_key(path) for path in trust_key or []],
+            identities=[KeylessIdentity(issuer=trust_issuer or "", identity=identity)
+                        for identity in trust_identity or []],
+            policy=load_policy(policy) if policy is not None else None,
+            trusted_root=trusted_root,
+        )
+        records = load_steps(attestations, trust)
+        options = RebuildOptions(
+            source=source, workspace_root=workspace,
+            out_dir=out / rebuilder_name(as_name, None if sigstore or key is None else str(key)),
+            signer=_signer(key, password, sigstore, identity_token, trust_config),
+            materials_from=materials_from or [], env_overrides=overrides,
+            keep_workspace=keep_workspace, force=force,
+            sandbox=_sandbox(sandbox, network, device), allowed_env=frozenset(allow_env or []),
+        )
+
+        def plan_shown(entries: list[dict[str, Any]]) -> None:
+            _warn([options.sandbox.warning])  # everything was checked: the steps run now
+            _print_plan(entries, options.out_dir)
+
+        hasher, progress = _hasher_with_progress(quiet, "hashing")
+        try:
+            with termination_as_interrupt():
+                if as_json:
+                    # The steps' own output goes to stderr, so that stdout holds the JSON alone.
+                    with contextlib.redirect_stdout(sys.stderr):
+                        outcomes = rebuild(records, options, only_step=step, hasher=hasher,
+                                           on_plan=plan_shown)
+                    _emit_json([o.to_dict() for o in outcomes])
+                else:
+                    outcomes = rebuild(records, options, only_step=step, hasher=hasher,
+                                       on_step=_print_outcome, on_plan=plan_shown)
+        finally:
+            progress.close()
+        return 0 if all(o.status == "reproduced" for o in outcomes) else 1
+
+    _guard(as_json, action)
+
+
+def _print_plan(entries: list[dict[str, Any]], out_dir: Path) -> None:
+    _say(f"plan: {len(entries)} step(s), each in a fresh workspace; attestations to {out_dir}/")
+    for entry in entries:
+        sandbox = entry["sandbox"]
+        where = ("no sandbox" if sandbox["kind"] == "none" else
+                 f"{sandbox['kind']} sandbox, network {sandbox['network']}"
+                 + (f", devices {' '.join(sandbox['devices'])}" if sandbox["devices"] else ""))
+        _say(f"  {entry['step']} ({entry['attestation']}; {where})")
+        _say(f"    command: {entry['command']}")
+        _say(f"    in:      {entry['working_directory']}")
+        for name, value in entry["env"].items():
+            _say(f"    sets:    {name}={value}")
+    sys.stdout.flush()
+
+
+def _print_outcome(outcome: Any) -> None:
+    label = {"reproduced": "REPRODUCED", "differs": "DIFFERS", "stopped": "NOT RUN",
+             "failed": f"FAILED (exit {outcome.exit_code})"}
+    _say(f"{label[outcome.status]:<11} step {outcome.step!r} ({outcome.attestation})")
+    if outcome.message:
+        _say(f"  {outcome.message}")
+    for note in outcome.notes:
+        _say(f"  {note}")
+    for name, value in outcome.env_overrides.items():
+        _say(f"  environment override: {name}={value} (chosen by the rebuilder)")
+    for result in outcome.results:
+        if result["verdict"] != "IDENTICAL":
+            diff = result.get("diff") or {}
+            tensors = [t for t in diff.get("tensors", []) if t.get("status") != "equal"]
+            detail = (f"; {len(tensors)} tensor(s) differ, worst {tensors[0]['name']} "
+                      f"(max abs diff {tensors[0].get('max_abs_diff')})" if tensors else "")
+            _say(f"  {result['name']}: {result['verdict']}{detail}")
+    from verifier.diff.drift import order_drift
+
+    for change in order_drift(outcome.drift)[:10]:
+        _say(f"  environment drift: {change['field']}: recorded {change['recorded']!r}, "
+             f"now {change['current']!r}")
+    if len(outcome.drift) > 10:
+        _say(f"  ... and {len(outcome.drift) - 10} more environment differences")
+    if outcome.rebuild_attestation:
+        _say(f"  wrote {outcome.rebuild_attestation}")
+    if outcome.workspace:
+        _say(f"  workspace kept at {outcome.workspace}")
