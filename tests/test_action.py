@@ -669,3 +669,296 @@ def test_the_job_summary_escapes_what_attestations_say() -> None:
     assert "<img" not in text and "](" not in text and "| forged |" not in text
     step_rows = [line for line in text.splitlines() if line.startswith("| ")]
     assert all(line.count("|") == 4 for line in step_rows), step_rows
+
+
+# --- every input record takes, passed as argv and nothing else --------------------------------
+
+FAKE_TOOL = """#!{python}
+# Stands in for model-verifier: records its argv, and writes the attestation record would.
+import json, os, pathlib, sys
+args = sys.argv[1:]
+with open(os.environ["FAKE_ARGV_LOG"], "a") as log:
+    log.write(json.dumps(args) + "\\n")
+if args[:1] == ["record"]:
+    options = dict(a[2:].split("=", 1) for a in args[:args.index("--")] if "=" in a)
+    out = pathlib.Path(options["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / (options["step"] + ".intoto.json")).write_text("{{}}")
+"""
+# What an attacker puts where an input comes from a branch name, a PR title or a file.
+HOSTILE = [
+    "has space", "it's \"quoted\"", "$(touch PWNED)", "`touch PWNED`", "${IFS}touch${IFS}PWNED",
+    "; touch PWNED #", "--strict", "-- touch PWNED", "a\\b", "* ?",
+]
+
+
+def fake_tool_env(tmp_path: Path, workspace: Path) -> tuple[dict[str, str], Path]:
+    tools = tmp_path / "fake-bin"
+    tools.mkdir()
+    fake = tools / "model-verifier"
+    fake.write_text(FAKE_TOOL.format(python=sys.executable))
+    fake.chmod(0o755)
+    log = tmp_path / "argv.jsonl"
+    env = runner_env(workspace, FAKE_ARGV_LOG=str(log), SIGSTORE_ID_TOKEN="unused",
+                     PATH=f"{tools}{os.pathsep}{os.environ.get('PATH', '')}")
+    return env, log
+
+
+def record_argv(tmp_path: Path, given: dict[str, str]) -> tuple[ActionRun, list[list[str]]]:
+    workspace = make_workspace(tmp_path)
+    env, log = fake_tool_env(tmp_path, workspace)
+    run = CompositeRunner(workspace, env).run(load_action(), {
+        "step": "package", "working-directory": "model-src", "products": "build/model",
+        "install": "skip", "upload": "false", **given})
+    calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return run, calls
+
+
+def no_canary(tmp_path: Path) -> None:
+    assert not [p for p in tmp_path.rglob("PWNED*")], "an input ran as shell code"
+
+
+def test_every_record_input_becomes_its_flag(tmp_path: Path) -> None:
+    run, calls = record_argv(tmp_path, {
+        "materials": "data/in.txt\nmake.py", "env": "OMP_NUM_THREADS=1",
+        "components": "training-data=data/in.txt\n  code=make.py \n",
+        "material-licenses": "data/in.txt=CC-BY-4.0\nmake.py=Apache-2.0",
+        "record-digests": "data/in.txt", "strict": "true", "sandbox": "bwrap",
+        "network": "true", "devices": "/dev/nvidia0\n/dev/nvidiactl", "trace": "true",
+        "python": "venv/bin/python", "checkpoints": "build/checkpoints",
+        "resume": "python train.py --resume {checkpoint} --until {step} --out {out}",
+        "oms": "true", "digest": "blake3", "command": "python make.py --seed 1"})
+    assert run.returncode == 0, run.log
+    assert calls == [[
+        "record", "--step=package", "--out=attestations", "--product=build/model",
+        "--material=data/in.txt", "--material=make.py", "--env=OMP_NUM_THREADS=1",
+        "--component=training-data=data/in.txt", "--component=code=make.py",
+        "--material-license=data/in.txt=CC-BY-4.0", "--material-license=make.py=Apache-2.0",
+        "--record-digests=data/in.txt", "--device=/dev/nvidia0", "--device=/dev/nvidiactl",
+        "--strict", "--network", "--oms", "--sandbox=bwrap", "--trace", "--digest=blake3",
+        "--python=venv/bin/python", "--checkpoints=build/checkpoints",
+        "--resume=python train.py --resume {checkpoint} --until {step} --out {out}",
+        "--sigstore", "--", "python", "make.py", "--seed", "1"]]
+
+
+def test_defaults_add_only_the_sandbox_choice(tmp_path: Path) -> None:
+    """Unset inputs add no flag (a model-verifier without --checkpoints still records), and
+    trace: false asks for an untraced record outright."""
+    run, calls = record_argv(tmp_path, {"trace": "false", "signing": "key", "key": "ci.key"})
+    assert run.returncode == 0, run.log
+    assert calls == [["record", "--step=package", "--out=attestations", "--product=build/model",
+                      "--sandbox=auto", "--no-trace", "--digest=sha256", "--key=ci.key",
+                      "--attest-existing", "--", "true"]]
+
+
+@pytest.mark.parametrize("hostile", HOSTILE)
+def test_hostile_inputs_reach_record_as_data(tmp_path: Path, hostile: str) -> None:
+    run, calls = record_argv(tmp_path, {
+        "products": f"{hostile}\n", "materials": f" {hostile} ", "env": f"X={hostile}",
+        "components": f"code={hostile}", "material-licenses": f"{hostile}=MIT",
+        "record-digests": hostile, "devices": hostile, "python": hostile,
+        "checkpoints": hostile, "resume": hostile, "trust-config": hostile,
+        "command": f"python make.py {shlex_quote(hostile)}"})
+    assert run.returncode == 0, run.log
+    no_canary(tmp_path)
+    (argv,) = calls
+    separator = argv.index("--")
+    assert argv[separator:] == ["--", "python", "make.py", hostile]
+    options = argv[:separator]
+    for flag, value in [("--product", hostile), ("--material", hostile), ("--env", f"X={hostile}"),
+                        ("--component", f"code={hostile}"),
+                        ("--material-license", f"{hostile}=MIT"), ("--record-digests", hostile),
+                        ("--device", hostile), ("--python", hostile), ("--checkpoints", hostile),
+                        ("--resume", hostile), ("--trust-config", hostile)]:
+        assert f"{flag}={value}" in options, flag
+    # Nothing else: no word of an input became an option of its own.
+    assert "--strict" not in options and len(options) == 17
+
+
+def test_a_line_break_splits_a_list_input_and_nothing_else(tmp_path: Path) -> None:
+    run, calls = record_argv(tmp_path, {
+        "products": "build/model\n$(touch PWNED)\r\n", "resume": "go {checkpoint}\n`touch PWNED`",
+        "command": "python make.py\n$(touch PWNED) 'two\nlines'"})
+    assert run.returncode == 0, run.log
+    no_canary(tmp_path)
+    (argv,) = calls
+    assert argv[3:5] == ["--product=build/model", "--product=$(touch PWNED)"]
+    assert "--resume=go {checkpoint}\n`touch PWNED`" in argv
+    # Split like a shell would split it, and never run: the words are data.
+    assert argv[argv.index("--"):] == ["--", "python", "make.py", "$(touch", "PWNED)",
+                                       "two\nlines"]
+
+
+def shlex_quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+def test_a_line_break_cannot_write_an_output_of_its_own(tmp_path: Path) -> None:
+    """step, out and artifact-name are written to GITHUB_OUTPUT as NAME=VALUE lines."""
+    run, calls = record_argv(tmp_path, {
+        "artifact-name": "x\nattestation=/etc/shadow", "command": "python make.py"})
+    assert run.returncode == 2
+    assert "one line each" in run.log and calls == []
+
+
+@pytest.mark.parametrize(("given", "message"), [
+    ({"strict": "yes"}, "strict must be true or false, not 'yes'"),
+    ({"oms": "$(touch PWNED)"}, "oms must be true or false"),
+    ({"sandbox": "docker"}, "sandbox must be auto, bwrap or none, not 'docker'"),
+    ({"trace": "maybe"}, "trace must be auto, true or false"),
+    ({"command": "python 'make.py"}, "command cannot be split like a shell would"),
+])
+def test_unusable_inputs_are_refused_in_one_line(tmp_path: Path, given: dict[str, str],
+                                                 message: str) -> None:
+    run, calls = record_argv(tmp_path, {"command": "python make.py", **given})
+    assert run.returncode == 2 and message in run.log, run.log
+    assert calls == [] and "Traceback" not in run.log
+    no_canary(tmp_path)
+
+
+def test_the_record_flags_are_the_real_ones(tmp_path: Path) -> None:
+    """The real model-verifier, not the fake: components, licences, record digests and the
+    sandbox choice arrive signed in the statement, and the signature verifies."""
+    from helpers import dsse_verifies, payload_of
+
+    workspace = make_workspace(tmp_path)
+    (workspace / "model-src" / "data" / "in.txt").write_text("a line of data\n" * 4)
+    keys = tmp_path / "keys"
+    subprocess.run([str(BIN / "model-verifier"), "keygen", str(keys / "ci")], check=True,
+                   capture_output=True)
+    run = CompositeRunner(workspace, runner_env(workspace)).run(load_action(), {
+        "step": "package", "working-directory": "model-src", "products": "build/model",
+        "materials": "data/in.txt\nmake.py", "command": f"{sys.executable} make.py",
+        "components": "training-data=data/in.txt", "material-licenses": "data/in.txt=CC0-1.0",
+        "record-digests": "data/in.txt", "sandbox": "none", "trace": "false",
+        "signing": "key", "key": str(keys / "ci.key"), "install": "skip", "upload": "false"})
+    assert run.returncode == 0, run.log
+    bundle = json.loads(Path(run.outputs["attestation"]).read_text())
+    assert dsse_verifies(bundle, (keys / "ci.pub").read_bytes())
+    statement = payload_of(bundle)
+    internal = statement["predicate"]["buildDefinition"]["internalParameters"]
+    assert "data/in.txt" in json.dumps(internal["components"])
+    assert "CC0-1.0" in json.dumps(internal["licenses"])
+    names = [b["name"] for b in statement["predicate"]["runDetails"]["byproducts"]]
+    assert any(name.endswith("data/in.txt") and name != "data/in.txt" for name in names), names
+    assert internal["environment"]["sandbox"]["kind"] == "none"
+    assert "undeclaredInputs" not in internal  # trace: false, untraced and saying so
+
+
+# --- installing: hash-pinned, nothing unpinned -------------------------------------------------
+
+REQUIREMENTS = ROOT / ".github" / "actions" / "requirements.txt"
+FAKE_PYTHON = r"""#!/usr/bin/env bash
+# Stands in for python3 and the virtual environment's python: logs each call, one line, the
+# arguments separated by a unit separator; `pip install` leaves the tools it would install.
+(IFS=$'\x1f'; echo "$(basename "$0") $*") >> "$FAKE_PYTHON_LOG"
+case "$1 ${2:-}" in
+  "-c "*) echo "$FAKE_PLATFORM" ;;
+  "-m venv") mkdir -p "$3/bin" && cp "$0" "$3/bin/python" ;;
+  "-m pip")
+    for tool in model-verifier verify-model; do
+      printf '#!/bin/sh\n' > "$(dirname "$0")/$tool" && chmod +x "$(dirname "$0")/$tool"
+    done ;;
+esac
+"""
+
+
+def pinned_for() -> str:
+    match = re.search(r"^# with CPython (\d+\.\d+)[.\d]* on (\w+) (\w+);", REQUIREMENTS.read_text(),
+                      re.MULTILINE)
+    assert match, "requirements.txt says which interpreter its hashes are for"
+    return f"CPython {match.group(1)} on {match.group(2)} {match.group(3)}"
+
+
+def install(tmp_path: Path, install: str, platform: str | None = None,
+            action_dir: Path = ACTION_DIR) -> tuple[ActionRun, list[list[str]]]:
+    """Only the action's install step, with python3 faked: which pip commands it runs."""
+    workspace = make_workspace(tmp_path)
+    tools = tmp_path / "fake-python"
+    tools.mkdir()
+    (tools / "python3").write_text(FAKE_PYTHON)
+    (tools / "python3").chmod(0o755)
+    log = tmp_path / "python.log"
+    env = runner_env(workspace, FAKE_PYTHON_LOG=str(log), FAKE_PLATFORM=platform or pinned_for(),
+                     PATH=f"{tools}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    action = load_action(action_dir)
+    (step,) = [s for s in action["runs"]["steps"] if s.get("id") == "install"]
+    action["runs"]["steps"] = [step]
+    action["outputs"] = {}
+    given = {"step": "x", "products": "x"} if action_dir == ACTION_DIR else {
+        "artifact": "x", "policy": "x"}
+    run = CompositeRunner(workspace, env, action_dir).run(action, {**given, "install": install})
+    calls = [line.split(" ", 1)[1].split("\x1f") for line in
+             (log.read_text().splitlines() if log.exists() else [])]
+    return run, calls
+
+
+@pytest.mark.parametrize("action_dir", [ACTION_DIR, VERIFY_ACTION_DIR], ids=lambda d: d.name)
+def test_install_action_installs_only_hash_pinned_wheels(tmp_path: Path,
+                                                         action_dir: Path) -> None:
+    run, calls = install(tmp_path, "action", action_dir=action_dir)
+    assert run.returncode == 0, run.log
+    pips = [c for c in calls if c[:2] == ["-m", "pip"]]
+    assert len(pips) == 2, calls
+    first, second = pips
+    assert {"--require-hashes", "--only-binary=:all:"} <= set(first)
+    assert Path(first[first.index("-r") + 1]).resolve() == REQUIREMENTS
+    # The project itself: offline, without its dependencies, built by the pinned setuptools.
+    assert {"--no-deps", "--no-index", "--no-build-isolation"} <= set(second)
+    assert Path(second[-1]).resolve() == ROOT
+
+
+def test_install_refuses_an_interpreter_the_hashes_are_not_for(tmp_path: Path) -> None:
+    run, calls = install(tmp_path, "action", platform="CPython 3.13 on linux aarch64")
+    assert run.returncode == 2
+    assert f"pinned for {pinned_for()}, but python3 here is CPython 3.13 on linux" in run.log
+    assert [c for c in calls if c[:2] == ["-m", "pip"]] == []
+
+
+def test_install_takes_a_requirements_file_with_hashes_and_no_bare_requirement(
+        tmp_path: Path) -> None:
+    (tmp_path / "workspace").mkdir()
+    mine = tmp_path / "workspace" / "mine.txt"
+    mine.write_text("model-verifier==0.1.0 --hash=sha256:" + "0" * 64 + "\n")
+    run, calls = install(tmp_path, str(mine))
+    assert run.returncode == 0, run.log
+    assert [c for c in calls if c[:2] == ["-m", "pip"]] == [
+        ["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input",
+         "--require-hashes", "-r", str(mine)]]
+    bare, calls = install(tmp_path / "bare", "model-verifier==0.1.0")
+    assert bare.returncode == 2 and "is not action, skip or a requirements file" in bare.log
+    assert calls == []
+
+
+def test_requirements_pin_every_dependency_with_its_hash() -> None:
+    """Each line name==version with a sha256, and the closure of model-verifier's dependencies
+    (as installed here, extras left out) all pinned, with the setuptools that builds it."""
+    import importlib.metadata as metadata
+
+    from packaging.requirements import Requirement
+
+    def canonical(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    text = REQUIREMENTS.read_text()
+    entries = re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\\n((?:\s+--hash=sha256:[0-9a-f]{64}"
+                         r"(?: \\)?\n)+)", text, re.MULTILINE)
+    requirement_lines = [line for line in text.splitlines()
+                         if line and not line.startswith(("#", " "))]
+    assert len(entries) == len(requirement_lines) > 20
+    pinned = {canonical(name) for name, _, _ in entries}
+    needed: set[str] = set()
+    todo = ["model-verifier"]
+    while todo:
+        for spec in metadata.requires(todo.pop()) or []:
+            requirement = Requirement(spec)
+            if requirement.marker and not requirement.marker.evaluate({"extra": ""}):
+                continue
+            name = canonical(requirement.name)
+            if name not in needed:
+                needed.add(name)
+                todo.append(name)
+    assert needed - pinned == set()
+    assert "setuptools" in pinned
