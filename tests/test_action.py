@@ -45,7 +45,8 @@ ROOT = Path(__file__).resolve().parents[1]
 ACTION_DIR = ROOT / ".github" / "actions" / "attest-model"
 ACTION = ACTION_DIR / "action.yml"
 VERIFY_ACTION_DIR = ROOT / ".github" / "actions" / "verify-model"
-EXAMPLE = ROOT / "examples" / "workflows" / "train-and-attest.yml"
+EXAMPLES = ROOT / "examples" / "workflows"
+EXAMPLE = EXAMPLES / "train-and-attest.yml"
 BIN = Path(sys.executable).parent
 REPOSITORY = "acme/tiny-model"
 IDENTITY = workflow_identity(REPOSITORY)
@@ -422,30 +423,67 @@ def test_example_workflow_uses_the_action_as_declared() -> None:
     assert all(s["with"].get("retention-days") for s in uses)
     assert build["outputs"]["model"] == "${{ steps.package.outputs.model-reference }}"
 
-    rebuild = workflow["jobs"]["rebuild"]
-    assert rebuild["needs"] == "build"
-    commands = " ".join(s.get("run", "") for s in rebuild["steps"])
-    for fragment in ("model-verifier pull", "model-verifier rebuild", "--sigstore",
-                     "--trust-identity", "--trust-issuer", "model-verifier attach"):
-        assert fragment in commands, fragment
-    # A rebuild runs nothing unless the build job's workflow identity signed it.
-    assert "--trust-issuer https://token.actions.githubusercontent.com" in commands
-    assert '--trust-identity "$BUILDER"' in commands
+    # Recorded sandboxed, traced and strict, with its components and licences.
+    commands = " ".join(s.get("run", "") for s in build["steps"])
     assert "apt-get install -y -qq bubblewrap strace" in commands
+    for step in uses:
+        assert step["with"]["sandbox"] == "bwrap" and step["with"]["trace"] == "true"
+        assert step["with"]["strict"] == "true" and step["with"]["components"]
+        assert step["with"]["material-licenses"]
+    assert set(workflow["jobs"]) == {"build"}  # the rebuild has an identity of its own
 
-    deploy = workflow["jobs"]["deploy"]
-    assert set(deploy["needs"]) == {"build", "rebuild"}
-    (gate,) = [s for s in deploy["steps"] if s.get("uses") == "./.github/actions/verify-model"]
-    verify_inputs = load_action(VERIFY_ACTION_DIR)["inputs"]
-    assert set(gate["with"]) <= set(verify_inputs)
-    assert gate["with"]["artifact"] == "${{ needs.build.outputs.model }}"
-    later = deploy["steps"][deploy["steps"].index(gate) + 1:]
-    assert any("steps.gate.outputs.vsa" in str(s.get("env")) for s in later)
+
+def test_rebuild_is_a_workflow_of_its_own_and_the_policy_counts_it() -> None:
+    """Two jobs of one workflow share a SAN: the rebuild counts toward the quorum only as
+    rebuild.yml, and the policy names that SAN as its rebuilder and no step's signer."""
+    rebuild_file = EXAMPLES / "rebuild.yml"
+    workflow = yaml.safe_load(rebuild_file.read_text())
+    (job,) = workflow["jobs"].values()
+    assert job["permissions"]["id-token"] == "write"
+    commands = " ".join(s.get("run", "") for s in job["steps"])
+    for fragment in ("pull", "rebuild central/attestations", "--sigstore", "attach",
+                     '--trust-identity "$BUILDER"',
+                     "--trust-issuer https://token.actions.githubusercontent.com",
+                     "apt-get install -y -qq bubblewrap strace"):
+        assert fragment in commands, fragment
+    # It runs the checked-out commit's scripts with a write token: never after a fork's run.
+    assert "head_repository.full_name == github.repository" in job["if"]
+    assert "pull_request" in job["if"]
+    builder = "".join(str(s.get("env", {}).get("BUILDER", "")) for s in job["steps"])
+
+    policy = yaml.safe_load((ROOT / "policies" / "github-keyless.yaml").read_text())
+    signers = policy["signers"]
+    assert policy["rebuild"]["quorum"] >= 1
+    (rebuilder,) = policy["rebuild"]["rebuilders"]
+    san = signers[rebuilder]["sigstore"]["identity"]
+    assert san == "https://github.com/OWNER/REPO/.github/workflows/rebuild.yml@refs/heads/main"
+    step_signers = {name for step in policy["steps"] for name in step["signed_by"]}
+    assert rebuilder not in step_signers
+    assert set(policy["rebuild"]["steps"]) == {step["name"] for step in policy["steps"]}
+    # The rebuild trusts exactly the build identity the policy's steps are signed by.
+    assert builder.endswith("/.github/workflows/train-and-attest.yml@refs/heads/main")
+    assert signers["ci"]["sigstore"]["identity"].endswith(
+        "/.github/workflows/train-and-attest.yml@refs/heads/main")
+
+
+def test_deploy_publishes_the_gated_digest_to_the_hub_with_its_attestations() -> None:
+    workflow = yaml.safe_load((EXAMPLES / "deploy.yml").read_text())
+    gate, publish = workflow["jobs"]["gate"], workflow["jobs"]["publish-to-hub"]
+    (verify,) = [s for s in gate["steps"] if s.get("uses") == "./.github/actions/verify-model"]
+    assert set(verify["with"]) <= set(load_action(VERIFY_ACTION_DIR)["inputs"])
+    assert publish["needs"] == "gate"
+    script = "\n".join(s.get("run", "") for s in publish["steps"])
+    assert "--require-hashes" in script and "hub-requirements.txt" in script
+    assert "cp -R release/attestations hub/.attestations" in script
+    assert "upload_folder(" in script and 'folder_path="hub"' in script
+    assert any("needs.gate.outputs.model" in str(s.get("env")) for s in publish["steps"])
+    pinned = (EXAMPLES / "hub-requirements.txt").read_text()
+    assert re.search(r"^huggingface-hub==\S+ \\\n\s+--hash=sha256:[0-9a-f]{64}", pinned, re.M)
 
 
 def test_third_party_actions_are_pinned_by_commit() -> None:
     """A tag can be moved to other code; a commit cannot. Local actions (./) are ours."""
-    files = [ACTION, VERIFY_ACTION_DIR / "action.yml", EXAMPLE,
+    files = [ACTION, VERIFY_ACTION_DIR / "action.yml", *sorted(EXAMPLES.glob("*.yml")),
              *sorted((ROOT / ".github" / "workflows").glob("*.yml"))]
     found = 0
     for path in files:
@@ -470,7 +508,8 @@ needs_actionlint = pytest.mark.skipif(
 
 @needs_actionlint
 def test_workflows_pass_actionlint() -> None:
-    result = actionlint(EXAMPLE, *sorted((ROOT / ".github" / "workflows").glob("*.yml")))
+    result = actionlint(*sorted(EXAMPLES.glob("*.yml")),
+                        *sorted((ROOT / ".github" / "workflows").glob("*.yml")))
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads(result.stdout) == []
 
