@@ -1001,3 +1001,77 @@ def test_requirements_pin_every_dependency_with_its_hash() -> None:
                 todo.append(name)
     assert needed - pinned == set()
     assert "setuptools" in pinned
+
+
+# --- the shipped policy, judged: the rebuild workflow's identity counts, the build's never ----
+
+TINY = ROOT / "examples" / "tiny-model"
+STEPS = [
+    ("prepare-data", ["data/iris.csv", "prepare.py"], ["build/data"], "prepare.py", []),
+    ("train", ["build/data/train.csv", "train.py"],
+     ["build/weights.safetensors", "build/train-log.json"], "train.py", ["OMP_NUM_THREADS=1"]),
+    ("package", ["build/weights.safetensors", "build/data/stats.json", "package.py"],
+     ["build/model"], "package.py", []),
+]
+
+
+@pytest.fixture(scope="module")
+def keyless_chain(loopback: LoopbackSigstore, tmp_path_factory: pytest.TempPathFactory
+                  ) -> tuple[Path, Path]:
+    """The example's three steps recorded as train-and-attest.yml signs them, and the
+    policy shipped for it, for this repository and the loopback Sigstore."""
+    workdir = tmp_path_factory.mktemp("ci-chain") / "tiny-model"
+    shutil.copytree(TINY, workdir, ignore=shutil.ignore_patterns(
+        "build", "attestations", "rebuilds", "keys", "__pycache__"))
+    token = github_token(REPOSITORY)
+    for step, materials, products, script, env in STEPS:
+        result = subprocess.run(
+            [str(BIN / "model-verifier"), "record", f"--step={step}", "--sigstore",
+             f"--identity-token={token}", f"--trust-config={loopback.trust_config}",
+             *[f"--material={m}" for m in materials], *[f"--product={p}" for p in products],
+             *[f"--env={e}" for e in env], "--", sys.executable, script],
+            cwd=workdir, capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+    policy = workdir.parent / "github-keyless.yaml"
+    text = (ROOT / "policies" / "github-keyless.yaml").read_text().replace("OWNER/REPO",
+                                                                           REPOSITORY)
+    policy.write_text(f"{text}\ntrusted_root: {loopback.trusted_root}\n")
+    return workdir, policy
+
+
+def rebuilt_by(workdir: Path, loopback: LoopbackSigstore, workflow: str, out: Path
+               ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "model-verifier"), "rebuild", str(workdir / "attestations"),
+         "--source", str(workdir), "--out", str(out), "--sigstore",
+         "--identity-token", github_token(REPOSITORY, workflow=workflow),
+         "--trust-config", str(loopback.trust_config), "--sandbox", "none",
+         "--trust-identity", IDENTITY, "--trust-issuer", GITHUB,
+         "--trusted-root", str(loopback.trusted_root)],
+        capture_output=True, text=True, check=False)
+
+
+@needs_loopback
+@pytest.mark.parametrize(("workflow", "expected"), [("rebuild.yml", 0),
+                                                    ("train-and-attest.yml", 1)])
+def test_the_rebuild_workflow_counts_toward_the_policys_quorum_and_the_build_never(
+        loopback: LoopbackSigstore, keyless_chain: tuple[Path, Path], tmp_path: Path,
+        workflow: str, expected: int) -> None:
+    workdir, policy = keyless_chain
+    rebuilt = rebuilt_by(workdir, loopback, workflow, tmp_path / "rebuilds")
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    result = subprocess.run(
+        [str(BIN / "verify-model"), str(workdir / "build" / "model"), "--policy", str(policy),
+         "--attestations", str(workdir / "attestations"),
+         "--attestations", str(tmp_path / "rebuilds"), "--json"],
+        capture_output=True, text=True, check=False)
+    assert result.returncode == expected, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    counted = [(c["rebuilder"], c["identity"]) for rebuild in report["rebuilds"]
+               for c in rebuild["counted"]]
+    if expected == 0:
+        assert report["verdict"] == "PASS"
+        assert counted == [("rebuilder-ci", f"sigstore:{GITHUB}:"
+                            f"{workflow_identity(REPOSITORY, 'rebuild.yml')}")] * 3
+    else:  # the build workflow's own rebuild: the same identity that signed the steps
+        assert report["verdict"] == "FAIL" and counted == []
