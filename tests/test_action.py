@@ -481,6 +481,25 @@ def test_deploy_publishes_the_gated_digest_to_the_hub_with_its_attestations() ->
     assert re.search(r"^huggingface-hub==\S+ \\\n\s+--hash=sha256:[0-9a-f]{64}", pinned, re.M)
 
 
+def test_no_workflow_or_action_pip_installs_anything_unhashed() -> None:
+    """Every pip install the actions and example workflows run checks wheel hashes, except the
+    project's own offline build from the checked-out source."""
+    scripts = [(ROOT / ".github" / "actions" / "install-model-verifier.sh").read_text()]
+    for path in [ACTION, VERIFY_ACTION_DIR / "action.yml", *sorted(EXAMPLES.glob("*.yml")),
+                 *sorted((ROOT / ".github" / "workflows").glob("*.yml"))]:
+        document = yaml.safe_load(path.read_text())
+        steps = document["runs"]["steps"] if "runs" in document else [
+            step for job in document["jobs"].values() for step in job["steps"]]
+        scripts += [step.get("run", "") for step in steps]
+    installs = [command for script in scripts for command in
+                re.findall(r"pip(?:_install\b|\s+install\b)[^\n]*(?:\\\n[^\n]*)*", script)]
+    assert len(installs) >= 6, installs
+    for command in installs:
+        if command.startswith("pip_install()") or '"$@"' in command:
+            continue  # the install script's helper; each use of it is checked
+        assert "--require-hashes" in command or "--no-index" in command, command
+
+
 def test_third_party_actions_are_pinned_by_commit() -> None:
     """A tag can be moved to other code; a commit cannot. Local actions (./) are ours."""
     files = [ACTION, VERIFY_ACTION_DIR / "action.yml", *sorted(EXAMPLES.glob("*.yml")),

@@ -4,9 +4,14 @@
     python3.11 .github/actions/refresh-requirements.py \
         examples/workflows/hub-requirements.txt huggingface_hub
 
+    python3.11 .github/actions/refresh-requirements.py --alone \
+        examples/tiny-model/requirements.txt numpy safetensors
+
 The second form pins what a workflow installs next to model-verifier (deploy.yml's
 huggingface_hub): resolved together with the project, it lists only the packages the first
-file does not, so the two install into one environment without a version changing.
+file does not, so the two install into one environment without a version changing. The third
+pins packages for an environment of their own (what the example model's scripts import, in the
+Python the recorded steps run).
 
 Run it with the interpreter the workflows use (CPython 3.11 on x86-64 Linux, as
 actions/setup-python gives the examples on ubuntu-latest) after a dependency in pyproject.toml
@@ -40,13 +45,15 @@ def pip(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def main(argv: list[str]) -> int:
+    alone = argv[:1] == ["--alone"]
+    argv = argv[1:] if alone else argv
     target, extra = (ROOT / argv[0], argv[1:]) if argv else (TARGET, [])
-    already = set() if not extra else {
+    already = set() if not extra or alone else {
         line.split("==")[0] for line in TARGET.read_text().splitlines() if "==" in line}
     with tempfile.TemporaryDirectory() as scratch:
         report = Path(scratch) / "report.json"
         pip("install", "--dry-run", "--ignore-installed", "--only-binary=:all:",
-            "--report", str(report), str(ROOT), *BUILD, *extra)
+            "--report", str(report), *([] if alone else [str(ROOT), *BUILD]), *extra)
         pins = sorted(
             (item["metadata"]["name"].lower().replace("_", "-"), item["metadata"]["version"])
             for item in json.loads(report.read_text())["install"]
