@@ -150,15 +150,23 @@ class CompositeRunner:
         assert step["uses"].startswith("actions/upload-artifact@"), step["uses"]
         arguments = {k: self.evaluate(str(v), context) for k, v in step["with"].items()}
         self.uploads.append(arguments)
-        source = Path(arguments["path"])
-        source = source if source.is_absolute() else self.workspace / source
-        if not source.exists():
-            assert arguments.get("if-no-files-found") != "error", f"no files at {source}"
+        # One path a line, blank lines skipped; the artifact keeps the paths below their
+        # common folder, as upload-artifact does.
+        sources = [Path(line.strip()) if Path(line.strip()).is_absolute()
+                   else self.workspace / line.strip()
+                   for line in arguments["path"].splitlines() if line.strip()]
+        sources = [source for source in sources if source.exists()]
+        if not sources:
+            assert arguments.get("if-no-files-found") != "error", f"no files at {arguments}"
             return
+        files = [f for source in sources for f in
+                 ([source] if source.is_file() else sorted(source.rglob("*"))) if f.is_file()]
+        root = Path(os.path.commonpath([f.parent for f in files]))
         target = self.artifacts_dir / arguments["name"]
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, target / source.name)
-        artifacts.setdefault(arguments["name"], []).append(target / source.name)
+        for file in files:
+            (target / file.relative_to(root)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(file, target / file.relative_to(root))
+            artifacts.setdefault(arguments["name"], []).append(target / file.relative_to(root))
 
 
 # --- the job's OIDC token endpoint, on loopback -----------------------------------------------
@@ -891,8 +899,13 @@ def test_the_record_flags_are_the_real_ones(tmp_path: Path) -> None:
         "materials": "data/in.txt\nmake.py", "command": f"{sys.executable} make.py",
         "components": "training-data=data/in.txt", "material-licenses": "data/in.txt=CC0-1.0",
         "record-digests": "data/in.txt", "sandbox": "none", "trace": "false",
-        "signing": "key", "key": str(keys / "ci.key"), "install": "skip", "upload": "false"})
+        "signing": "key", "key": str(keys / "ci.key"), "install": "skip"})
     assert run.returncode == 0, run.log
+    # Uploaded with the attestation, beside it as in `out`: what `contamination` reads.
+    artifact = tmp_path / "uploaded-artifacts" / "attestation-package"
+    assert sorted(p.relative_to(artifact).as_posix()
+                  for p in run.artifacts["attestation-package"]) == [
+        "package.intoto.json", "record-digests/package/data/in.txt.mvrd"]
     bundle = json.loads(Path(run.outputs["attestation"]).read_text())
     assert dsse_verifies(bundle, (keys / "ci.pub").read_bytes())
     statement = payload_of(bundle)
