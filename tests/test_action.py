@@ -45,7 +45,8 @@ ROOT = Path(__file__).resolve().parents[1]
 ACTION_DIR = ROOT / ".github" / "actions" / "attest-model"
 ACTION = ACTION_DIR / "action.yml"
 VERIFY_ACTION_DIR = ROOT / ".github" / "actions" / "verify-model"
-EXAMPLE = ROOT / "examples" / "workflows" / "train-and-attest.yml"
+EXAMPLES = ROOT / "examples" / "workflows"
+EXAMPLE = EXAMPLES / "train-and-attest.yml"
 BIN = Path(sys.executable).parent
 REPOSITORY = "acme/tiny-model"
 IDENTITY = workflow_identity(REPOSITORY)
@@ -149,15 +150,23 @@ class CompositeRunner:
         assert step["uses"].startswith("actions/upload-artifact@"), step["uses"]
         arguments = {k: self.evaluate(str(v), context) for k, v in step["with"].items()}
         self.uploads.append(arguments)
-        source = Path(arguments["path"])
-        source = source if source.is_absolute() else self.workspace / source
-        if not source.exists():
-            assert arguments.get("if-no-files-found") != "error", f"no files at {source}"
+        # One path a line, blank lines skipped; the artifact keeps the paths below their
+        # common folder, as upload-artifact does.
+        sources = [Path(line.strip()) if Path(line.strip()).is_absolute()
+                   else self.workspace / line.strip()
+                   for line in arguments["path"].splitlines() if line.strip()]
+        sources = [source for source in sources if source.exists()]
+        if not sources:
+            assert arguments.get("if-no-files-found") != "error", f"no files at {arguments}"
             return
+        files = [f for source in sources for f in
+                 ([source] if source.is_file() else sorted(source.rglob("*"))) if f.is_file()]
+        root = Path(os.path.commonpath([f.parent for f in files]))
         target = self.artifacts_dir / arguments["name"]
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, target / source.name)
-        artifacts.setdefault(arguments["name"], []).append(target / source.name)
+        for file in files:
+            (target / file.relative_to(root)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(file, target / file.relative_to(root))
+            artifacts.setdefault(arguments["name"], []).append(target / file.relative_to(root))
 
 
 # --- the job's OIDC token endpoint, on loopback -----------------------------------------------
@@ -422,30 +431,86 @@ def test_example_workflow_uses_the_action_as_declared() -> None:
     assert all(s["with"].get("retention-days") for s in uses)
     assert build["outputs"]["model"] == "${{ steps.package.outputs.model-reference }}"
 
-    rebuild = workflow["jobs"]["rebuild"]
-    assert rebuild["needs"] == "build"
-    commands = " ".join(s.get("run", "") for s in rebuild["steps"])
-    for fragment in ("model-verifier pull", "model-verifier rebuild", "--sigstore",
-                     "--trust-identity", "--trust-issuer", "model-verifier attach"):
-        assert fragment in commands, fragment
-    # A rebuild runs nothing unless the build job's workflow identity signed it.
-    assert "--trust-issuer https://token.actions.githubusercontent.com" in commands
-    assert '--trust-identity "$BUILDER"' in commands
+    # Recorded sandboxed, traced and strict, with its components and licences.
+    commands = " ".join(s.get("run", "") for s in build["steps"])
     assert "apt-get install -y -qq bubblewrap strace" in commands
+    for step in uses:
+        assert step["with"]["sandbox"] == "bwrap" and step["with"]["trace"] == "true"
+        assert step["with"]["strict"] == "true" and step["with"]["components"]
+        assert step["with"]["material-licenses"]
+    assert set(workflow["jobs"]) == {"build"}  # the rebuild has an identity of its own
 
-    deploy = workflow["jobs"]["deploy"]
-    assert set(deploy["needs"]) == {"build", "rebuild"}
-    (gate,) = [s for s in deploy["steps"] if s.get("uses") == "./.github/actions/verify-model"]
-    verify_inputs = load_action(VERIFY_ACTION_DIR)["inputs"]
-    assert set(gate["with"]) <= set(verify_inputs)
-    assert gate["with"]["artifact"] == "${{ needs.build.outputs.model }}"
-    later = deploy["steps"][deploy["steps"].index(gate) + 1:]
-    assert any("steps.gate.outputs.vsa" in str(s.get("env")) for s in later)
+
+def test_rebuild_is_a_workflow_of_its_own_and_the_policy_counts_it() -> None:
+    """Two jobs of one workflow share a SAN: the rebuild counts toward the quorum only as
+    rebuild.yml, and the policy names that SAN as its rebuilder and no step's signer."""
+    rebuild_file = EXAMPLES / "rebuild.yml"
+    workflow = yaml.safe_load(rebuild_file.read_text())
+    (job,) = workflow["jobs"].values()
+    assert job["permissions"]["id-token"] == "write"
+    commands = " ".join(s.get("run", "") for s in job["steps"])
+    for fragment in ("pull", "rebuild central/attestations", "--sigstore", "attach",
+                     '--trust-identity "$BUILDER"',
+                     "--trust-issuer https://token.actions.githubusercontent.com",
+                     "apt-get install -y -qq bubblewrap strace"):
+        assert fragment in commands, fragment
+    # It runs the checked-out commit's scripts with a write token: never after a fork's run.
+    assert "head_repository.full_name == github.repository" in job["if"]
+    assert "pull_request" in job["if"]
+    builder = "".join(str(s.get("env", {}).get("BUILDER", "")) for s in job["steps"])
+
+    policy = yaml.safe_load((ROOT / "policies" / "github-keyless.yaml").read_text())
+    signers = policy["signers"]
+    assert policy["rebuild"]["quorum"] >= 1
+    (rebuilder,) = policy["rebuild"]["rebuilders"]
+    san = signers[rebuilder]["sigstore"]["identity"]
+    assert san == "https://github.com/OWNER/REPO/.github/workflows/rebuild.yml@refs/heads/main"
+    step_signers = {name for step in policy["steps"] for name in step["signed_by"]}
+    assert rebuilder not in step_signers
+    assert set(policy["rebuild"]["steps"]) == {step["name"] for step in policy["steps"]}
+    # The rebuild trusts exactly the build identity the policy's steps are signed by.
+    assert builder.endswith("/.github/workflows/train-and-attest.yml@refs/heads/main")
+    assert signers["ci"]["sigstore"]["identity"].endswith(
+        "/.github/workflows/train-and-attest.yml@refs/heads/main")
+
+
+def test_deploy_publishes_the_gated_digest_to_the_hub_with_its_attestations() -> None:
+    workflow = yaml.safe_load((EXAMPLES / "deploy.yml").read_text())
+    gate, publish = workflow["jobs"]["gate"], workflow["jobs"]["publish-to-hub"]
+    (verify,) = [s for s in gate["steps"] if s.get("uses") == "./.github/actions/verify-model"]
+    assert set(verify["with"]) <= set(load_action(VERIFY_ACTION_DIR)["inputs"])
+    assert publish["needs"] == "gate"
+    script = "\n".join(s.get("run", "") for s in publish["steps"])
+    assert "--require-hashes" in script and "hub-requirements.txt" in script
+    assert "cp -R release/attestations hub/.attestations" in script
+    assert "upload_folder(" in script and 'folder_path="hub"' in script
+    assert any("needs.gate.outputs.model" in str(s.get("env")) for s in publish["steps"])
+    pinned = (EXAMPLES / "hub-requirements.txt").read_text()
+    assert re.search(r"^huggingface-hub==\S+ \\\n\s+--hash=sha256:[0-9a-f]{64}", pinned, re.M)
+
+
+def test_no_workflow_or_action_pip_installs_anything_unhashed() -> None:
+    """Every pip install the actions and example workflows run checks wheel hashes, except the
+    project's own offline build from the checked-out source."""
+    scripts = [(ROOT / ".github" / "actions" / "install-model-verifier.sh").read_text()]
+    for path in [ACTION, VERIFY_ACTION_DIR / "action.yml", *sorted(EXAMPLES.glob("*.yml")),
+                 *sorted((ROOT / ".github" / "workflows").glob("*.yml"))]:
+        document = yaml.safe_load(path.read_text())
+        steps = document["runs"]["steps"] if "runs" in document else [
+            step for job in document["jobs"].values() for step in job["steps"]]
+        scripts += [step.get("run", "") for step in steps]
+    installs = [command for script in scripts for command in
+                re.findall(r"pip(?:_install\b|\s+install\b)[^\n]*(?:\\\n[^\n]*)*", script)]
+    assert len(installs) >= 6, installs
+    for command in installs:
+        if command.startswith("pip_install()") or '"$@"' in command:
+            continue  # the install script's helper; each use of it is checked
+        assert "--require-hashes" in command or "--no-index" in command, command
 
 
 def test_third_party_actions_are_pinned_by_commit() -> None:
     """A tag can be moved to other code; a commit cannot. Local actions (./) are ours."""
-    files = [ACTION, VERIFY_ACTION_DIR / "action.yml", EXAMPLE,
+    files = [ACTION, VERIFY_ACTION_DIR / "action.yml", *sorted(EXAMPLES.glob("*.yml")),
              *sorted((ROOT / ".github" / "workflows").glob("*.yml"))]
     found = 0
     for path in files:
@@ -470,7 +535,8 @@ needs_actionlint = pytest.mark.skipif(
 
 @needs_actionlint
 def test_workflows_pass_actionlint() -> None:
-    result = actionlint(EXAMPLE, *sorted((ROOT / ".github" / "workflows").glob("*.yml")))
+    result = actionlint(*sorted(EXAMPLES.glob("*.yml")),
+                        *sorted((ROOT / ".github" / "workflows").glob("*.yml")))
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads(result.stdout) == []
 
@@ -669,3 +735,394 @@ def test_the_job_summary_escapes_what_attestations_say() -> None:
     assert "<img" not in text and "](" not in text and "| forged |" not in text
     step_rows = [line for line in text.splitlines() if line.startswith("| ")]
     assert all(line.count("|") == 4 for line in step_rows), step_rows
+
+
+# --- every input record takes, passed as argv and nothing else --------------------------------
+
+FAKE_TOOL = """#!{python}
+# Stands in for model-verifier: records its argv, and writes the attestation record would.
+import json, os, pathlib, sys
+args = sys.argv[1:]
+with open(os.environ["FAKE_ARGV_LOG"], "a") as log:
+    log.write(json.dumps(args) + "\\n")
+if args[:1] == ["record"]:
+    options = dict(a[2:].split("=", 1) for a in args[:args.index("--")] if "=" in a)
+    out = pathlib.Path(options["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / (options["step"] + ".intoto.json")).write_text("{{}}")
+"""
+# What an attacker puts where an input comes from a branch name, a PR title or a file.
+HOSTILE = [
+    "has space", "it's \"quoted\"", "$(touch PWNED)", "`touch PWNED`", "${IFS}touch${IFS}PWNED",
+    "; touch PWNED #", "--strict", "-- touch PWNED", "a\\b", "* ?",
+]
+
+
+def fake_tool_env(tmp_path: Path, workspace: Path) -> tuple[dict[str, str], Path]:
+    tools = tmp_path / "fake-bin"
+    tools.mkdir()
+    fake = tools / "model-verifier"
+    fake.write_text(FAKE_TOOL.format(python=sys.executable))
+    fake.chmod(0o755)
+    log = tmp_path / "argv.jsonl"
+    env = runner_env(workspace, FAKE_ARGV_LOG=str(log), SIGSTORE_ID_TOKEN="unused",
+                     PATH=f"{tools}{os.pathsep}{os.environ.get('PATH', '')}")
+    return env, log
+
+
+def record_argv(tmp_path: Path, given: dict[str, str]) -> tuple[ActionRun, list[list[str]]]:
+    workspace = make_workspace(tmp_path)
+    env, log = fake_tool_env(tmp_path, workspace)
+    run = CompositeRunner(workspace, env).run(load_action(), {
+        "step": "package", "working-directory": "model-src", "products": "build/model",
+        "install": "skip", "upload": "false", **given})
+    calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return run, calls
+
+
+def no_canary(tmp_path: Path) -> None:
+    assert not [p for p in tmp_path.rglob("PWNED*")], "an input ran as shell code"
+
+
+def test_every_record_input_becomes_its_flag(tmp_path: Path) -> None:
+    run, calls = record_argv(tmp_path, {
+        "materials": "data/in.txt\nmake.py", "env": "OMP_NUM_THREADS=1",
+        "components": "training-data=data/in.txt\n  code=make.py \n",
+        "material-licenses": "data/in.txt=CC-BY-4.0\nmake.py=Apache-2.0",
+        "record-digests": "data/in.txt", "strict": "true", "sandbox": "bwrap",
+        "network": "true", "devices": "/dev/nvidia0\n/dev/nvidiactl", "trace": "true",
+        "python": "venv/bin/python", "checkpoints": "build/checkpoints",
+        "resume": "python train.py --resume {checkpoint} --until {step} --out {out}",
+        "oms": "true", "digest": "blake3", "command": "python make.py --seed 1"})
+    assert run.returncode == 0, run.log
+    assert calls == [[
+        "record", "--step=package", "--out=attestations", "--product=build/model",
+        "--material=data/in.txt", "--material=make.py", "--env=OMP_NUM_THREADS=1",
+        "--component=training-data=data/in.txt", "--component=code=make.py",
+        "--material-license=data/in.txt=CC-BY-4.0", "--material-license=make.py=Apache-2.0",
+        "--record-digests=data/in.txt", "--device=/dev/nvidia0", "--device=/dev/nvidiactl",
+        "--strict", "--network", "--oms", "--sandbox=bwrap", "--trace", "--digest=blake3",
+        "--python=venv/bin/python", "--checkpoints=build/checkpoints",
+        "--resume=python train.py --resume {checkpoint} --until {step} --out {out}",
+        "--sigstore", "--", "python", "make.py", "--seed", "1"]]
+
+
+def test_every_flag_the_action_passes_is_one_record_has(tmp_path: Path) -> None:
+    """The fake takes any flag; the real record must know each one the action can pass."""
+    _, calls = record_argv(tmp_path, {
+        "materials": "m", "env": "E=1", "components": "k=m", "material-licenses": "m=MIT",
+        "record-digests": "m", "strict": "true", "sandbox": "none", "network": "true",
+        "devices": "/dev/null", "trace": "true", "python": "p", "checkpoints": "c",
+        "resume": "r", "oms": "true", "digest": "blake3", "signing": "key", "key": "k",
+        "trust-config": "t"})
+    (argv,) = calls
+    passed = {word.split("=", 1)[0] for word in argv[:argv.index("--")] if word[:2] == "--"}
+    shown = subprocess.run([str(BIN / "model-verifier"), "record", "--help"], capture_output=True,
+                           text=True, check=True, env={**os.environ, "COLUMNS": "200"}).stdout
+    known = set(re.findall(r"--[a-z][a-z-]*", shown))
+    # record --checkpoints/--resume come with segment replay (another branch); the action
+    # passes them only when they are set.
+    assert passed - known <= {"--checkpoints", "--resume"}, passed - known
+    assert len(passed) >= 18
+
+
+def test_defaults_add_only_the_sandbox_choice(tmp_path: Path) -> None:
+    """Unset inputs add no flag (a model-verifier without --checkpoints still records), and
+    trace: false asks for an untraced record outright."""
+    run, calls = record_argv(tmp_path, {"trace": "false", "signing": "key", "key": "ci.key"})
+    assert run.returncode == 0, run.log
+    assert calls == [["record", "--step=package", "--out=attestations", "--product=build/model",
+                      "--sandbox=auto", "--no-trace", "--digest=sha256", "--key=ci.key",
+                      "--attest-existing", "--", "true"]]
+
+
+@pytest.mark.parametrize("hostile", HOSTILE)
+def test_hostile_inputs_reach_record_as_data(tmp_path: Path, hostile: str) -> None:
+    run, calls = record_argv(tmp_path, {
+        "products": f"{hostile}\n", "materials": f" {hostile} ", "env": f"X={hostile}",
+        "components": f"code={hostile}", "material-licenses": f"{hostile}=MIT",
+        "record-digests": hostile, "devices": hostile, "python": hostile,
+        "checkpoints": hostile, "resume": hostile, "trust-config": hostile,
+        "command": f"python make.py {shlex_quote(hostile)}"})
+    assert run.returncode == 0, run.log
+    no_canary(tmp_path)
+    (argv,) = calls
+    separator = argv.index("--")
+    assert argv[separator:] == ["--", "python", "make.py", hostile]
+    options = argv[:separator]
+    for flag, value in [("--product", hostile), ("--material", hostile), ("--env", f"X={hostile}"),
+                        ("--component", f"code={hostile}"),
+                        ("--material-license", f"{hostile}=MIT"), ("--record-digests", hostile),
+                        ("--device", hostile), ("--python", hostile), ("--checkpoints", hostile),
+                        ("--resume", hostile), ("--trust-config", hostile)]:
+        assert f"{flag}={value}" in options, flag
+    # Nothing else: no word of an input became an option of its own.
+    assert "--strict" not in options and len(options) == 17
+
+
+def test_a_line_break_splits_a_list_input_and_nothing_else(tmp_path: Path) -> None:
+    run, calls = record_argv(tmp_path, {
+        "products": "build/model\n$(touch PWNED)\r\n", "resume": "go {checkpoint}\n`touch PWNED`",
+        "command": "python make.py\n$(touch PWNED) 'two\nlines'"})
+    assert run.returncode == 0, run.log
+    no_canary(tmp_path)
+    (argv,) = calls
+    assert argv[3:5] == ["--product=build/model", "--product=$(touch PWNED)"]
+    assert "--resume=go {checkpoint}\n`touch PWNED`" in argv
+    # Split like a shell would split it, and never run: the words are data.
+    assert argv[argv.index("--"):] == ["--", "python", "make.py", "$(touch", "PWNED)",
+                                       "two\nlines"]
+
+
+def shlex_quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+def test_a_line_break_cannot_write_an_output_of_its_own(tmp_path: Path) -> None:
+    """step, out and artifact-name are written to GITHUB_OUTPUT as NAME=VALUE lines."""
+    run, calls = record_argv(tmp_path, {
+        "artifact-name": "x\nattestation=/etc/shadow", "command": "python make.py"})
+    assert run.returncode == 2
+    assert "one line each" in run.log and calls == []
+
+
+@pytest.mark.parametrize(("given", "message"), [
+    ({"strict": "yes"}, "strict must be true or false, not 'yes'"),
+    ({"oms": "$(touch PWNED)"}, "oms must be true or false"),
+    ({"sandbox": "docker"}, "sandbox must be auto, bwrap or none, not 'docker'"),
+    ({"trace": "maybe"}, "trace must be auto, true or false"),
+    ({"command": "python 'make.py"}, "command cannot be split like a shell would"),
+])
+def test_unusable_inputs_are_refused_in_one_line(tmp_path: Path, given: dict[str, str],
+                                                 message: str) -> None:
+    run, calls = record_argv(tmp_path, {"command": "python make.py", **given})
+    assert run.returncode == 2 and message in run.log, run.log
+    assert calls == [] and "Traceback" not in run.log
+    no_canary(tmp_path)
+
+
+def test_the_record_flags_are_the_real_ones(tmp_path: Path) -> None:
+    """The real model-verifier, not the fake: components, licences, record digests and the
+    sandbox choice arrive signed in the statement, and the signature verifies."""
+    from helpers import dsse_verifies, payload_of
+
+    workspace = make_workspace(tmp_path)
+    (workspace / "model-src" / "data" / "in.txt").write_text("a line of data\n" * 4)
+    keys = tmp_path / "keys"
+    subprocess.run([str(BIN / "model-verifier"), "keygen", str(keys / "ci")], check=True,
+                   capture_output=True)
+    run = CompositeRunner(workspace, runner_env(workspace)).run(load_action(), {
+        "step": "package", "working-directory": "model-src", "products": "build/model",
+        "materials": "data/in.txt\nmake.py", "command": f"{sys.executable} make.py",
+        "components": "training-data=data/in.txt", "material-licenses": "data/in.txt=CC0-1.0",
+        "record-digests": "data/in.txt", "sandbox": "none", "trace": "false",
+        "signing": "key", "key": str(keys / "ci.key"), "install": "skip"})
+    assert run.returncode == 0, run.log
+    # Uploaded with the attestation, beside it as in `out`: what `contamination` reads.
+    artifact = tmp_path / "uploaded-artifacts" / "attestation-package"
+    assert sorted(p.relative_to(artifact).as_posix()
+                  for p in run.artifacts["attestation-package"]) == [
+        "package.intoto.json", "record-digests/package/data/in.txt.mvrd"]
+    bundle = json.loads(Path(run.outputs["attestation"]).read_text())
+    assert dsse_verifies(bundle, (keys / "ci.pub").read_bytes())
+    statement = payload_of(bundle)
+    internal = statement["predicate"]["buildDefinition"]["internalParameters"]
+    assert "data/in.txt" in json.dumps(internal["components"])
+    assert "CC0-1.0" in json.dumps(internal["licenses"])
+    names = [b["name"] for b in statement["predicate"]["runDetails"]["byproducts"]]
+    assert any(name.endswith("data/in.txt") and name != "data/in.txt" for name in names), names
+    assert internal["environment"]["sandbox"]["kind"] == "none"
+    assert "undeclaredInputs" not in internal  # trace: false, untraced and saying so
+
+
+# --- installing: hash-pinned, nothing unpinned -------------------------------------------------
+
+REQUIREMENTS = ROOT / ".github" / "actions" / "requirements.txt"
+FAKE_PYTHON = r"""#!/usr/bin/env bash
+# Stands in for python3 and the virtual environment's python: logs each call, one line, the
+# arguments separated by a unit separator; `pip install` leaves the tools it would install.
+(IFS=$'\x1f'; echo "$(basename "$0") $*") >> "$FAKE_PYTHON_LOG"
+case "$1 ${2:-}" in
+  "-c "*) echo "$FAKE_PLATFORM" ;;
+  "-m venv") mkdir -p "$3/bin" && cp "$0" "$3/bin/python" ;;
+  "-m pip")
+    for tool in model-verifier verify-model; do
+      printf '#!/bin/sh\n' > "$(dirname "$0")/$tool" && chmod +x "$(dirname "$0")/$tool"
+    done ;;
+esac
+"""
+
+
+def pinned_for() -> str:
+    match = re.search(r"^# with CPython (\d+\.\d+)[.\d]* on (\w+) (\w+);", REQUIREMENTS.read_text(),
+                      re.MULTILINE)
+    assert match, "requirements.txt says which interpreter its hashes are for"
+    return f"CPython {match.group(1)} on {match.group(2)} {match.group(3)}"
+
+
+def install(tmp_path: Path, install: str, platform: str | None = None,
+            action_dir: Path = ACTION_DIR) -> tuple[ActionRun, list[list[str]]]:
+    """Only the action's install step, with python3 faked: which pip commands it runs."""
+    workspace = make_workspace(tmp_path)
+    tools = tmp_path / "fake-python"
+    tools.mkdir()
+    (tools / "python3").write_text(FAKE_PYTHON)
+    (tools / "python3").chmod(0o755)
+    log = tmp_path / "python.log"
+    env = runner_env(workspace, FAKE_PYTHON_LOG=str(log), FAKE_PLATFORM=platform or pinned_for(),
+                     PATH=f"{tools}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    action = load_action(action_dir)
+    (step,) = [s for s in action["runs"]["steps"] if s.get("id") == "install"]
+    action["runs"]["steps"] = [step]
+    action["outputs"] = {}
+    given = {"step": "x", "products": "x"} if action_dir == ACTION_DIR else {
+        "artifact": "x", "policy": "x"}
+    run = CompositeRunner(workspace, env, action_dir).run(action, {**given, "install": install})
+    calls = [line.split(" ", 1)[1].split("\x1f") for line in
+             (log.read_text().splitlines() if log.exists() else [])]
+    return run, calls
+
+
+@pytest.mark.parametrize("action_dir", [ACTION_DIR, VERIFY_ACTION_DIR], ids=lambda d: d.name)
+def test_install_action_installs_only_hash_pinned_wheels(tmp_path: Path,
+                                                         action_dir: Path) -> None:
+    run, calls = install(tmp_path, "action", action_dir=action_dir)
+    assert run.returncode == 0, run.log
+    pips = [c for c in calls if c[:2] == ["-m", "pip"]]
+    assert len(pips) == 2, calls
+    first, second = pips
+    assert {"--require-hashes", "--only-binary=:all:"} <= set(first)
+    assert Path(first[first.index("-r") + 1]).resolve() == REQUIREMENTS
+    # The project itself: offline, without its dependencies, built by the pinned setuptools.
+    assert {"--no-deps", "--no-index", "--no-build-isolation"} <= set(second)
+    assert Path(second[-1]).resolve() == ROOT
+
+
+def test_install_refuses_an_interpreter_the_hashes_are_not_for(tmp_path: Path) -> None:
+    run, calls = install(tmp_path, "action", platform="CPython 3.13 on linux aarch64")
+    assert run.returncode == 2
+    assert f"pinned for {pinned_for()}, but python3 here is CPython 3.13 on linux" in run.log
+    assert [c for c in calls if c[:2] == ["-m", "pip"]] == []
+
+
+def test_install_takes_a_requirements_file_with_hashes_and_no_bare_requirement(
+        tmp_path: Path) -> None:
+    (tmp_path / "workspace").mkdir()
+    mine = tmp_path / "workspace" / "mine.txt"
+    mine.write_text("model-verifier==0.1.0 --hash=sha256:" + "0" * 64 + "\n")
+    run, calls = install(tmp_path, str(mine))
+    assert run.returncode == 0, run.log
+    assert [c for c in calls if c[:2] == ["-m", "pip"]] == [
+        ["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input",
+         "--require-hashes", "-r", str(mine)]]
+    bare, calls = install(tmp_path / "bare", "model-verifier==0.1.0")
+    assert bare.returncode == 2 and "is not action, skip or a requirements file" in bare.log
+    assert calls == []
+
+
+def test_requirements_pin_every_dependency_with_its_hash() -> None:
+    """Each line name==version with a sha256, and the closure of model-verifier's dependencies
+    (as installed here, extras left out) all pinned, with the setuptools that builds it."""
+    import importlib.metadata as metadata
+
+    from packaging.requirements import Requirement
+
+    def canonical(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    text = REQUIREMENTS.read_text()
+    entries = re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\\n((?:\s+--hash=sha256:[0-9a-f]{64}"
+                         r"(?: \\)?\n)+)", text, re.MULTILINE)
+    requirement_lines = [line for line in text.splitlines()
+                         if line and not line.startswith(("#", " "))]
+    assert len(entries) == len(requirement_lines) > 20
+    pinned = {canonical(name) for name, _, _ in entries}
+    needed: set[str] = set()
+    todo = ["model-verifier"]
+    while todo:
+        for spec in metadata.requires(todo.pop()) or []:
+            requirement = Requirement(spec)
+            if requirement.marker and not requirement.marker.evaluate({"extra": ""}):
+                continue
+            name = canonical(requirement.name)
+            if name not in needed:
+                needed.add(name)
+                todo.append(name)
+    assert needed - pinned == set()
+    assert "setuptools" in pinned
+
+
+# --- the shipped policy, judged: the rebuild workflow's identity counts, the build's never ----
+
+TINY = ROOT / "examples" / "tiny-model"
+STEPS = [
+    ("prepare-data", ["data/iris.csv", "prepare.py"], ["build/data"], "prepare.py", []),
+    ("train", ["build/data/train.csv", "train.py"],
+     ["build/weights.safetensors", "build/train-log.json"], "train.py", ["OMP_NUM_THREADS=1"]),
+    ("package", ["build/weights.safetensors", "build/data/stats.json", "package.py"],
+     ["build/model"], "package.py", []),
+]
+
+
+@pytest.fixture(scope="module")
+def keyless_chain(loopback: LoopbackSigstore, tmp_path_factory: pytest.TempPathFactory
+                  ) -> tuple[Path, Path]:
+    """The example's three steps recorded as train-and-attest.yml signs them, and the
+    policy shipped for it, for this repository and the loopback Sigstore."""
+    workdir = tmp_path_factory.mktemp("ci-chain") / "tiny-model"
+    shutil.copytree(TINY, workdir, ignore=shutil.ignore_patterns(
+        "build", "attestations", "rebuilds", "keys", "__pycache__"))
+    token = github_token(REPOSITORY)
+    for step, materials, products, script, env in STEPS:
+        result = subprocess.run(
+            [str(BIN / "model-verifier"), "record", f"--step={step}", "--sigstore",
+             f"--identity-token={token}", f"--trust-config={loopback.trust_config}",
+             *[f"--material={m}" for m in materials], *[f"--product={p}" for p in products],
+             *[f"--env={e}" for e in env], "--", sys.executable, script],
+            cwd=workdir, capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+    policy = workdir.parent / "github-keyless.yaml"
+    text = (ROOT / "policies" / "github-keyless.yaml").read_text().replace("OWNER/REPO",
+                                                                           REPOSITORY)
+    policy.write_text(f"{text}\ntrusted_root: {loopback.trusted_root}\n")
+    return workdir, policy
+
+
+def rebuilt_by(workdir: Path, loopback: LoopbackSigstore, workflow: str, out: Path
+               ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "model-verifier"), "rebuild", str(workdir / "attestations"),
+         "--source", str(workdir), "--out", str(out), "--sigstore",
+         "--identity-token", github_token(REPOSITORY, workflow=workflow),
+         "--trust-config", str(loopback.trust_config), "--sandbox", "none",
+         "--trust-identity", IDENTITY, "--trust-issuer", GITHUB,
+         "--trusted-root", str(loopback.trusted_root)],
+        capture_output=True, text=True, check=False)
+
+
+@needs_loopback
+@pytest.mark.parametrize(("workflow", "expected"), [("rebuild.yml", 0),
+                                                    ("train-and-attest.yml", 1)])
+def test_the_rebuild_workflow_counts_toward_the_policys_quorum_and_the_build_never(
+        loopback: LoopbackSigstore, keyless_chain: tuple[Path, Path], tmp_path: Path,
+        workflow: str, expected: int) -> None:
+    workdir, policy = keyless_chain
+    rebuilt = rebuilt_by(workdir, loopback, workflow, tmp_path / "rebuilds")
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    result = subprocess.run(
+        [str(BIN / "verify-model"), str(workdir / "build" / "model"), "--policy", str(policy),
+         "--attestations", str(workdir / "attestations"),
+         "--attestations", str(tmp_path / "rebuilds"), "--json"],
+        capture_output=True, text=True, check=False)
+    assert result.returncode == expected, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    counted = [(c["rebuilder"], c["identity"]) for rebuild in report["rebuilds"]
+               for c in rebuild["counted"]]
+    if expected == 0:
+        assert report["verdict"] == "PASS"
+        assert counted == [("rebuilder-ci", f"sigstore:{GITHUB}:"
+                            f"{workflow_identity(REPOSITORY, 'rebuild.yml')}")] * 3
+    else:  # the build workflow's own rebuild: the same identity that signed the steps
+        assert report["verdict"] == "FAIL" and counted == []
