@@ -330,6 +330,10 @@ def record(
         help="Write salted digests of this data file's records and word 13-grams to "
         "OUT/record-digests/STEP/PATH.mvrd, signed as a byproduct, for `contamination` "
         "(repeatable).")] = None,
+    record_unit: Annotated[str | None, typer.Option(
+        help="What one record of the --record-digests files is: paragraph (text, the "
+        "default: 13-grams run across its line breaks), line, or field (JSON Lines, the "
+        "default: each string value).")] = None,
     trace: Annotated[bool | None, typer.Option(
         "--trace/--no-trace", help="Follow the command with strace and list the files it read "
         "that are not declared materials (default: on where strace is installed).")] = None,
@@ -387,7 +391,7 @@ def record(
                     components=_pairs(component, "--component", "KIND=PATH", path_first=False),
                     material_licenses=_pairs(material_license, "--material-license",
                                              "PATH=EXPR", path_first=True),
-                    record_digests=record_digests or [],
+                    record_digests=record_digests or [], record_unit=record_unit,
                     step=step, argv=command, materials=material or [], products=product or [],
                     signer=signer, out_dir=out, env_names=env or [], force=force, hasher=hasher,
                     sandbox=chosen, tracer=tracer, strict=strict,
@@ -1244,8 +1248,8 @@ def contamination_command(
               f"(max_benchmark_overlap {threshold:g})")
         for source in result.sources:
             print(f"  record digests of {source.data} from step {source.step!r} "
-                  f"({len(source.digests.records)} records, {len(source.digests.grams)} "
-                  f"13-grams; {source.file})")
+                  f"({len(source.digests.records)} records by {source.digests.unit}, "
+                  f"{len(source.digests.grams)} 13-grams; {source.file})")
         for bench in result.benchmarks:
             print(f"  {bench.benchmark}: {bench.overlapping}/{bench.items} items overlap "
                   f"({bench.fraction:.2%}): {bench.exact} exact, {bench.ngram} by 13-gram")
@@ -1254,6 +1258,8 @@ def contamination_command(
                     items = ", ".join(map(str, where.items))
                     print(f"    in {where.data} (step {where.step!r}): {where.exact} exact, "
                           f"{where.ngram} by 13-gram; items {items}")
+        for note in result.notes:
+            print(f"  note: {note}")
         return 0 if result.passed else 1
 
     _guard(as_json, action)

@@ -224,6 +224,7 @@ def record_step(
     components: Sequence[tuple[str, Path]] = (),
     material_licenses: Sequence[tuple[Path, str]] = (),
     record_digests: Sequence[Path] = (),
+    record_unit: str | None = None,
     strict: bool = False,
     attest_existing: bool = False,
     hidden: Sequence[Path] = (),
@@ -237,7 +238,8 @@ def record_step(
     products an earlier, unrecorded process made is the point (signed as existingProducts).
     `hidden` files (the signing key) read as empty inside the sandbox. `python` is the step's
     interpreter when argv does not say (environment.step_interpreter): its version and packages
-    are recorded, asked from it in the sandbox.
+    are recorded, asked from it in the sandbox. `record_unit` splits the `record_digests`
+    files into records (recorddigests.UNITS; None: each file kind's default).
     """
     base = Path(cwd or Path.cwd())
     if not argv:
@@ -259,7 +261,8 @@ def record_step(
     material_names = [relative_name(p, base) for p in materials]
     product_names = [relative_name(p, base) for p in products]
     claimed = _declarations(base, material_names, product_names, components,
-                            material_licenses, record_digests, out_dir, step, force)
+                            material_licenses, record_digests, out_dir, step, force,
+                            record_unit)
     material_paths = [base / name for name in material_names]
     material_digests = hasher.digest_paths(material_paths)
     stamps = _stamps(hasher, material_digests)
@@ -486,14 +489,17 @@ class _Declared:
     components: list[tuple[str, str]]
     licenses: list[tuple[str, str]]
     digests: list[tuple[str, Path]]  # data file name, where its digest file goes
+    unit: str | None = None  # how the data files split into records (None: by their kind)
 
 
 def _declarations(base: Path, material_names: list[str], product_names: list[str],
                   components: Sequence[tuple[str, Path]],
                   licenses: Sequence[tuple[Path, str]], record_digests: Sequence[Path],
-                  out_dir: Path, step: str, force: bool) -> _Declared:
+                  out_dir: Path, step: str, force: bool, unit: str | None = None
+                  ) -> _Declared:
     """--component, --material-license and --record-digests, checked before the step runs:
     each must name a declared material or product (so that it is bound to a digest)."""
+    from verifier.formats import recorddigests
     from verifier.judgement import declarations, spdx
 
     names = set(material_names) | set(product_names)
@@ -525,11 +531,18 @@ def _declarations(base: Path, material_names: list[str], product_names: list[str
         if (base / name).is_dir():
             raise InputError(f"--record-digests {path}: is a directory; name the text, JSONL "
                              "or CSV file whose records to digest.")
+        if unit is not None and unit not in recorddigests.UNITS:
+            raise InputError(f"--record-unit {unit}: is none of "
+                             f"{', '.join(recorddigests.UNITS)}.")
+        try:
+            recorddigests.unit_for(Path(name), unit)
+        except InputError as error:
+            raise InputError(f"--record-unit {unit}: {error}") from None
         target = out_dir / "record-digests" / step / f"{name}.mvrd"
         if target.exists() and not force:
             raise InputError(f"{target}: already exists; pass --force to replace it.")
         found_digests.append((name, target))
-    return _Declared(found_components, found_licenses, found_digests)
+    return _Declared(found_components, found_licenses, found_digests, unit)
 
 
 def _add_declarations(statement: dict[str, Any], declared: _Declared, base: Path,
@@ -564,7 +577,7 @@ def _add_declarations(statement: dict[str, Any], declared: _Declared, base: Path
             if sha256 is None:  # the digest file names its data by the sha256 attested here
                 raise InputError(f"--record-digests {name}: the step records no sha256 of it"
                                  "; no attestation written.")
-            data = recorddigests.compute(base / name, sha256).to_bytes()
+            data = recorddigests.compute(base / name, sha256, declared.unit).to_bytes()
             recorddigests.write(target, data, overwrite=force)
             written.append(target)
             byproducts.append({
