@@ -1187,9 +1187,9 @@ def openness_command(
     def action() -> int:
         from verifier.reports import openness
 
-        _, verified = _evaluated(artifact, policy, attestations)
+        loaded, verified = _evaluated(artifact, policy, attestations)
         assert verified.verdict is not None
-        result = openness.report(verified.verdict, str(artifact))
+        result = openness.report(verified.verdict, str(artifact), loaded)
         if not verified.passed and result.passed:  # e.g. the file no longer matches
             result.passed = False
             result.supported_class = None

@@ -631,7 +631,8 @@ class _Auditor:
                     verdict = self.evaluation.artifact(node.digest, product["name"])
                     node.verdict = "PASS" if verdict.passed else "FAIL"
                     node.problems = [p.message for p in verdict.problems]
-                    node.openness = openness.report(verdict, product["name"]).to_dict()
+                    node.openness = openness.report(verdict, product["name"],
+                                                    self.policy).to_dict()
         for step in self.report.steps:
             self._dangling_products(step)
 
