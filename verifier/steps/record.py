@@ -327,6 +327,14 @@ def record_step(
     warnings: list[str] = [] if report_warning is None else [report_warning]
     if python_warning := _python_warning(captured, step):
         warnings.append(python_warning)
+    if (captured.get("git") or {}).get("dirty"):
+        # Said now, by name: a rebuild takes the files from the commit, without these changes.
+        changed = environment.dirty_files(base)
+        listed = ", ".join(changed[:10]) + (" …" if len(changed) > 10 else "")
+        warnings.append(f"step {step!r} ran from a dirty git tree: {len(changed)} tracked "
+                        f"file(s) differ from commit {captured['git']['commit'][:12]}"
+                        f"{': ' + listed if changed else ''} (a rebuild from the commit will "
+                        "not have these changes; commit them first).")
     if undeclared:
         listed = ", ".join(undeclared[:10]) + (" …" if len(undeclared) > 10 else "")
         if strict:
