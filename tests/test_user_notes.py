@@ -5,12 +5,14 @@ what `make test` needs and declares its licence the way setuptools no longer war
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import tomllib
 from pathlib import Path
 
-from helpers import Chain, make_keys, record_step, run, write_policy
+import pytest
+from helpers import Chain, make_keys, payload_of, read_json, record_step, run, write_policy
 
 ROOT = Path(__file__).parents[1]
 GIT = ["git", "-c", "user.email=t@example.org", "-c", "user.name=t", "-c", "commit.gpgsign=false"]
@@ -88,3 +90,50 @@ def test_the_licence_is_an_spdx_string_under_a_setuptools_that_reads_it() -> Non
 def test_the_readme_says_make_test_uses_npm() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert re.search(r"make test[^\n]*\n?[^\n]*npm", readme), "README: make test and npm"
+
+
+@pytest.fixture(scope="module")
+def traced(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two traced steps: packaging copies a file; the other does its arithmetic in numpy,
+    whose wheel loads its bundled OpenBLAS (a thread pool of its own)."""
+    from verifier.steps import trace
+
+    if trace.usable()[0] is None:
+        pytest.skip(f"cannot trace here: {trace.usable()[1]}")
+    root = tmp_path_factory.mktemp("threads")
+    make_keys(root / "keys", "builder")
+    work = root / "work"
+    work.mkdir()
+    (work / "weights.bin").write_bytes(b"w" * 64)
+    for step, code in (
+            ("package", "import shutil; shutil.copy('weights.bin', 'model.bin')"),
+            ("train", "import numpy; numpy.save('weights.npy', numpy.ones((4, 4)) @ "
+                      "numpy.ones((4, 4)))")):
+        product = "model.bin" if step == "package" else "weights.npy"
+        result = record_step(work, step, root / "keys/builder.key", ["weights.bin"], [product],
+                             code, extra=["--sandbox", "none", "--trace"])
+        assert result.code == 0, result.output
+    return work
+
+
+def _audit_warnings(work: Path, step: str) -> list[str]:
+    result = run(["audit", "attestations", "--json"], cwd=work)
+    findings = json.loads(result.stdout)["findings"]
+    return [f["message"] for f in findings
+            if f.get("step") == step or f"'{step}'" in f["message"]]
+
+
+def test_a_step_that_loaded_no_threaded_runtime_is_not_warned_about_threads(
+        traced: Path) -> None:
+    statement = payload_of(read_json(traced / "attestations/package.intoto.json"))
+    assert statement["predicate"]["buildDefinition"]["internalParameters"][
+        "threadedLibraries"] == []
+    assert not [m for m in _audit_warnings(traced, "package") if "thread count" in m]
+
+
+def test_a_step_that_loaded_openblas_is_warned_naming_it(traced: Path) -> None:
+    statement = payload_of(read_json(traced / "attestations/train.intoto.json"))
+    assert "openblas" in statement["predicate"]["buildDefinition"]["internalParameters"][
+        "threadedLibraries"]
+    [warning] = [m for m in _audit_warnings(traced, "train") if "thread count" in m]
+    assert "loaded openblas" in warning

@@ -304,9 +304,11 @@ def record_step(
                 "no attestation was written.",
                 run.returncode,
             )
-        undeclared = None if tracer is None else trace.undeclared_inputs(
-            trace.parse_logs(Path(log_dir)).read, workspace=base,
+        accesses = None if tracer is None else trace.parse_logs(Path(log_dir))
+        undeclared = None if accesses is None else trace.undeclared_inputs(
+            accesses.read, workspace=base,
             declared=material_paths, ignored_roots=roots, private_tmp=sandbox.isolated)
+        threaded = None if accesses is None else trace.threaded_libraries(accesses.read)
         report_warning = _add_step_report(captured, report_path, step,
                                           environment.secret_values(env))
     _check_materials_unchanged(hasher, material_digests, stamps, set(product_names),
@@ -368,6 +370,8 @@ def record_step(
         # Present only when the step was traced: absent means nobody looked.
         statement["predicate"]["buildDefinition"]["internalParameters"]["undeclaredInputs"] = (
             undeclared)
+        statement["predicate"]["buildDefinition"]["internalParameters"]["threadedLibraries"] = (
+            threaded)
     if attest_existing:
         statement["predicate"]["buildDefinition"]["internalParameters"]["existingProducts"] = True
     written = _add_declarations(statement, claimed, base, hasher, force)
