@@ -125,6 +125,12 @@ def test_record_refuses_a_unit_the_file_cannot_have(chain: dict[str, Path]) -> N
     assert_error(result, 2, "--record-unit field", "data/corpus.txt",
                  "cannot be split into 'field' records")
     assert not (work / "other").exists()
+    for extra, said in ((["--record-digests", "data/corpus.txt", "--record-unit", "word"],
+                         "is none of line, paragraph, field"),
+                        (["--record-unit", "line"], "none is given")):
+        result = record_step(work, "other", chain["root"] / "keys/builder.key", ["raw.txt"],
+                             ["data/corpus.txt"], COPY, out="other", extra=[*FAST, *extra])
+        assert_error(result, 2, "--record-unit", said)
 
 
 def test_paragraph_digests_hold_every_line_digest(tmp_path: Path) -> None:

@@ -537,15 +537,17 @@ def _declarations(base: Path, material_names: list[str], product_names: list[str
         except InputError as error:
             raise InputError(f"--material-license {path}: {error}") from None
         found_licenses.append((bound(path, "--material-license"), expression))
+    if unit is not None and unit not in recorddigests.UNITS:
+        raise InputError(f"--record-unit {unit}: is none of {', '.join(recorddigests.UNITS)}.")
+    if unit is not None and not record_digests:
+        raise InputError("--record-unit says how to split the --record-digests files, and "
+                         "none is given.")
     found_digests = []
     for path in record_digests:
         name = bound(path, "--record-digests")
         if (base / name).is_dir():
             raise InputError(f"--record-digests {path}: is a directory; name the text, JSONL "
                              "or CSV file whose records to digest.")
-        if unit is not None and unit not in recorddigests.UNITS:
-            raise InputError(f"--record-unit {unit}: is none of "
-                             f"{', '.join(recorddigests.UNITS)}.")
         try:
             recorddigests.unit_for(Path(name), unit)
         except InputError as error:
