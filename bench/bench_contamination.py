@@ -46,7 +46,7 @@ def main() -> int:
         baseline = time.perf_counter() - start
 
         start = time.perf_counter()
-        digests = recorddigests.compute(data, source)
+        digests = recorddigests.compute(data, source, "line")  # one record a line, as written
         blob = digests.to_bytes()
         target = Path(temporary) / "train.txt.mvrd"
         recorddigests.write(target, blob, overwrite=False)

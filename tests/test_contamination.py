@@ -214,7 +214,7 @@ def test_hostile_digest_files_are_refused(tmp_path: Path) -> None:
     good = recorddigests.compute(data, recorddigests.file_sha256(data))
     raw = good.to_bytes()
     assert recorddigests.parse(raw, "f").records.tolist() == good.records.tolist()
-    with pytest.raises(InputError, match="no MVRDIG01 header"):
+    with pytest.raises(InputError, match="no MVRDIG02 or MVRDIG01 header"):
         recorddigests.parse(b"junk", "f")
     with pytest.raises(InputError, match="length does not match"):
         recorddigests.parse(raw + b"\0" * 8, "f")
@@ -231,9 +231,10 @@ def test_hostile_digest_files_are_refused(tmp_path: Path) -> None:
 
 def test_short_records_are_neither_stored_nor_matched(tmp_path: Path) -> None:
     data = tmp_path / "d.txt"
-    data.write_text("yes\nB\nfour words are here\n")
-    digests = recorddigests.compute(data, recorddigests.file_sha256(data))
-    assert len(digests.records) == 0 and len(digests.grams) == 0
+    data.write_text("yes\n\nB\n\nfour words are here\n")
+    for unit in ("line", "paragraph"):
+        digests = recorddigests.compute(data, recorddigests.file_sha256(data), unit)
+        assert len(digests.records) == 0 and len(digests.grams) == 0
 
 
 def test_record_refuses_digests_of_an_undeclared_file(chain: dict[str, Path]) -> None:
@@ -253,7 +254,7 @@ def test_the_file_follows_its_documented_construction(tmp_path: Path) -> None:
     raw = recorddigests.compute(data, source).to_bytes()
     salt = hashlib.blake2b(b"model-verifier record digests v1\x00" + bytes.fromhex(source),
                            digest_size=32).digest()
-    assert raw[:8] == b"MVRDIG01" and raw[8:40] == bytes.fromhex(source) and raw[40:72] == salt
+    assert raw[:8] == b"MVRDIG02" and raw[8:40] == bytes.fromhex(source) and raw[40:72] == salt
 
     def digest(text: str, person: bytes) -> bytes:
         return hashlib.blake2b(text.encode(), key=salt, digest_size=8, person=person).digest()
@@ -263,7 +264,8 @@ def test_the_file_follows_its_documented_construction(tmp_path: Path) -> None:
                     digest(" ".join(words[1:]), b"13gram")],
                    key=lambda b: int.from_bytes(b, "little"))
     assert raw[72:88] == (1).to_bytes(8, "little") + (2).to_bytes(8, "little")
-    assert raw[88:] == record + b"".join(grams)
+    assert raw[88:96] == (2).to_bytes(8, "little")  # the unit: paragraph, a text's default
+    assert raw[96:] == record + b"".join(grams)
 
 
 def test_a_signed_digest_file_of_other_data_is_refused(chain: dict[str, Path],

@@ -100,6 +100,10 @@ def record(
         help="Write salted digests of this data file's records and word 13-grams to "
         "OUT/record-digests/STEP/PATH.mvrd, signed as a byproduct, for `contamination` "
         "(repeatable).")] = None,
+    record_unit: Annotated[str | None, typer.Option(
+        help="What one record of the --record-digests files is: paragraph (text, the "
+        "default: 13-grams run across its line breaks), line, or field (JSON Lines, the "
+        "default: each string value).")] = None,
     trace: Annotated[bool | None, typer.Option(
         "--trace/--no-trace", help="Follow the command with strace and list the files it read "
         "that are not declared materials (default: on where strace is installed).")] = None,
@@ -157,7 +161,7 @@ def record(
                     components=_pairs(component, "--component", "KIND=PATH", path_first=False),
                     material_licenses=_pairs(material_license, "--material-license",
                                              "PATH=EXPR", path_first=True),
-                    record_digests=record_digests or [],
+                    record_digests=record_digests or [], record_unit=record_unit,
                     step=step, argv=command, materials=material or [], products=product or [],
                     signer=signer, out_dir=out, env_names=env or [], force=force, hasher=hasher,
                     sandbox=chosen, tracer=tracer, strict=strict,

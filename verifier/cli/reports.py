@@ -144,9 +144,9 @@ def openness_command(
     def action() -> int:
         from verifier.reports import openness
 
-        _, verified = _evaluated(artifact, policy, attestations)
+        loaded, verified = _evaluated(artifact, policy, attestations)
         assert verified.verdict is not None
-        result = openness.report(verified.verdict, str(artifact))
+        result = openness.report(verified.verdict, str(artifact), loaded)
         if not verified.passed and result.passed:  # e.g. the file no longer matches
             result.passed = False
             result.supported_class = None
@@ -205,8 +205,8 @@ def contamination_command(
               f"(max_benchmark_overlap {threshold:g})")
         for source in result.sources:
             print(f"  record digests of {source.data} from step {source.step!r} "
-                  f"({len(source.digests.records)} records, {len(source.digests.grams)} "
-                  f"13-grams; {source.file})")
+                  f"({len(source.digests.records)} records by {source.digests.unit}, "
+                  f"{len(source.digests.grams)} 13-grams; {source.file})")
         for bench in result.benchmarks:
             print(f"  {bench.benchmark}: {bench.overlapping}/{bench.items} items overlap "
                   f"({bench.fraction:.2%}): {bench.exact} exact, {bench.ngram} by 13-gram")
@@ -215,6 +215,8 @@ def contamination_command(
                     items = ", ".join(map(str, where.items))
                     print(f"    in {where.data} (step {where.step!r}): {where.exact} exact, "
                           f"{where.ngram} by 13-gram; items {items}")
+        for note in result.notes:
+            print(f"  note: {note}")
         return 0 if result.passed else 1
 
     _guard(as_json, action)

@@ -52,7 +52,7 @@ from verifier.cli.output import (
 from verifier.errors import VerifierError
 
 
-def _print_report(report: Any) -> None:
+def _print_report(report: Any, quiet: bool = False) -> None:
     verdict = "PASS" if report.passed else "FAIL"
     algorithm, value = next(iter(report.digest.items()))
     _say(f"{verdict}  {report.artifact}  ({algorithm} {value[:16]}…)")
@@ -60,7 +60,7 @@ def _print_report(report: Any) -> None:
     left_out = getattr(report, "ignored", [])
     if left_out:
         _say(f"  ignored (left out of the digest): {len(left_out)} file(s)")
-        for item in left_out:
+        for item in [] if quiet else left_out:  # --quiet: the count alone
             _say(f"    {item['file']}  (pattern {item['pattern']!r}, {item['by']})")
     for step in report.steps:
         _say(f"  step {step['step']:<14} signed by {', '.join(step['signed_by'])}"
@@ -176,16 +176,17 @@ def _verify(artifact: Path, attestations: list[Path] | None, policy: Path | None
             from verifier.judgement.vsa import write_vsa
 
             write_vsa(vsa, report, loaded, vsa_signer, overwrite=force)
-        return _show_report(report, as_json, vsa)
+        return _show_report(report, as_json, vsa, quiet)
 
     _guard(as_json, action)
 
 
-def _show_report(report: Any, as_json: bool, vsa: Path | None = None) -> int:
+def _show_report(report: Any, as_json: bool, vsa: Path | None = None,
+                 quiet: bool = False) -> int:
     if as_json:
         _emit_json({**report.to_dict(), **({"vsa": str(vsa)} if vsa is not None else {})})
     else:
-        _print_report(report)
+        _print_report(report, quiet)
         if vsa is not None:
             _say(f"wrote signed verification summary {vsa} "
                  f"({'PASSED' if report.passed else 'FAILED'})")
@@ -412,7 +413,7 @@ def _verify_oci(artifact: str, attestations: list[Path] | None, policy: Path | N
                         **({"vsa": str(vsa)} if vsa is not None else {})})
             return 0 if report.passed else 1
         _print_fetched(reference, dataclasses.replace(fetched, notes=[]))  # in the report's
-        _print_report(report)
+        _print_report(report, quiet)
         if vsa is not None:
             _say(f"wrote signed verification summary {vsa} "
                   f"({'PASSED' if report.passed else 'FAILED'})")

@@ -4,9 +4,14 @@
 of FILE's normalised records and of their word 13-grams; its sha256 is signed into the step as
 a byproduct. `contamination` normalises a benchmark the same way and looks its items up.
 
-Records: a text file's lines; a JSON Lines file's string values (each string anywhere in a
-line's JSON value is a record, so that a benchmark question planted in a `text` field is found
-whatever the schema); a CSV file's rows after its header row, cells joined by a space.
+Records are units the recording user chooses (UNITS): a text file's `paragraph`s (runs of
+lines between blank lines; the default) or `line`s; a JSON Lines file's string values
+(`field`, the default: each string anywhere in a line's JSON value, so that a benchmark question
+planted in a `text` field is found whatever the schema) or whole JSON `line`s (their strings in
+key order); a CSV file's rows after its header row (`line`), cells joined by a space. A
+record's 13-grams run over its word stream, across the line breaks inside it: a hard-wrapped
+corpus (a few words a line) holds almost no 13-gram within one line, so with `line` records a
+benchmark passage wrapped across lines is not found at all.
 Normalisation: Unicode NFC, case-fold, NFC again (case-folding can decompose), whitespace runs
 collapsed to one space and trimmed. Words are the whitespace-separated tokens of a normalised
 record. Records of fewer
@@ -14,12 +19,13 @@ than MIN_WORDS words are neither stored nor looked up: "b", "yes" or "42" appear
 and say nothing about contamination, and storing them would only make the file easier to
 probe.
 
-File format v1 (little-endian):
+File format v2 (little-endian; v1 is v2 without the unit, and is still read, as `line`):
 
-    8 bytes   magic "MVRDIG01"
+    8 bytes   magic "MVRDIG02" (v1: "MVRDIG01")
     32 bytes  sha256 of the data file the digests were computed from
     32 bytes  salt = BLAKE2b-256(SALT_CONTEXT || that sha256)
     8 bytes   number of record digests R;  8 bytes  number of 13-gram digests G
+    8 bytes   the record unit: 1 line, 2 paragraph, 3 field (v2 only)
     R x 8     record digests, sorted ascending, distinct
     G x 8     13-gram digests, sorted ascending, distinct
 
@@ -45,15 +51,22 @@ import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from verifier.errors import InputError
 from verifier.formats import readers
 
-MAGIC = b"MVRDIG01"
-SALT_CONTEXT = b"model-verifier record digests v1\x00"
-HEADER = len(MAGIC) + 32 + 32 + 16
+MAGIC_V1 = b"MVRDIG01"
+MAGIC = b"MVRDIG02"
+MAGICS = (MAGIC, MAGIC_V1)
+SALT_CONTEXT = b"model-verifier record digests v1\x00"  # unchanged in v2: same data, same salt
+HEADER_V1 = len(MAGIC) + 32 + 32 + 16
+HEADER = HEADER_V1 + 8
+UNITS = {"line": 1, "paragraph": 2, "field": 3}
+# The units each kind of data file can be split into, its default first.
+_UNITS_BY_KIND = {"text": ("paragraph", "line"), "jsonl": ("field", "line"), "csv": ("line",)}
 NGRAM = 13
 MIN_WORDS = 5
 MAX_RECORD_CHARS = 1 << 20  # one record of a megabyte is kept, past that it is cut
@@ -80,6 +93,9 @@ class _Digester:
     def __init__(self, salt: bytes) -> None:
         self._record = hashlib.blake2b(key=salt, digest_size=8, person=b"record")
         self._gram = hashlib.blake2b(key=salt, digest_size=8, person=b"13gram")
+
+    def record_hash(self) -> Any:
+        return self._record.copy()
 
     def record(self, normalised: str) -> bytes:
         h = self._record.copy()
@@ -168,6 +184,8 @@ class DigestSet:
     source_sha256: str
     records: np.ndarray  # sorted distinct uint64
     grams: np.ndarray
+    unit: str = "line"  # a v1 file's records were lines (JSON strings, CSV rows)
+    version: int = 2
 
     @property
     def salt(self) -> bytes:
@@ -175,7 +193,8 @@ class DigestSet:
 
     def to_bytes(self) -> bytes:
         header = (MAGIC + bytes.fromhex(self.source_sha256) + self.salt
-                  + len(self.records).to_bytes(8, "little") + len(self.grams).to_bytes(8, "little"))
+                  + len(self.records).to_bytes(8, "little") + len(self.grams).to_bytes(8, "little")
+                  + UNITS[self.unit].to_bytes(8, "little"))
         return (header + self.records.astype("<u8").tobytes()
                 + self.grams.astype("<u8").tobytes())
 
@@ -205,18 +224,91 @@ class _Accumulator:
         return np.unique(np.concatenate(self.parts)).astype(np.uint64)
 
 
-def compute(path: Path, source_sha256: str) -> DigestSet:
-    """The digest set of a data file whose sha256 (as attested) is `source_sha256`."""
-    digester = _Digester(salt_for(source_sha256))
-    records, grams = _Accumulator(), _Accumulator()
+def kind_of(path: Path) -> str:
+    """"jsonl", "csv" or "text", by the file's suffix (as `items` reads it)."""
+    suffix = path.suffix.lower()
+    return "jsonl" if suffix in (".jsonl", ".ndjson") else "csv" if suffix == ".csv" else "text"
+
+
+def unit_for(path: Path, unit: str | None) -> str:
+    """The record unit for a data file: the one asked for, or the file kind's default
+    (InputError when the kind cannot be split that way)."""
+    allowed = _UNITS_BY_KIND[kind_of(path)]
+    if unit is None:
+        return allowed[0]
+    if unit not in allowed:
+        raise InputError(f"{path}: a {kind_of(path)} file cannot be split into {unit!r} "
+                         f"records; use {' or '.join(repr(u) for u in allowed)}.")
+    return unit
+
+
+def _pieces(path: Path, unit: str) -> Iterator[str | None]:
+    """The file's raw texts (lines, JSON strings, CSV rows) in order, with None where a record
+    of `unit` ends."""
+    paragraphs = unit == "paragraph"
     for item in items(path):
         for raw in item:
-            normalised = _usable(raw)
-            if normalised is None:
+            if paragraphs and not raw.strip():
+                yield None
                 continue
-            records.add(digester.record(normalised))
-            grams.add(digester.grams(normalised))
-    return DigestSet(source_sha256, records.result(), grams.result())
+            yield raw
+            if unit == "field":
+                yield None
+        if unit == "line":
+            yield None
+
+
+class _Stream:
+    """One record being read piece by piece: its digest grows as it goes, and its 13-grams
+    run across the pieces, carrying the last NGRAM - 1 words over each break."""
+
+    def __init__(self, digester: _Digester, records: _Accumulator,
+                 grams: _Accumulator) -> None:
+        self._digester, self._records, self._grams = digester, records, grams
+        self._reset()
+
+    def _reset(self) -> None:
+        self._hash = self._digester.record_hash()
+        self._carry: list[str] = []
+        self._words = 0
+        self._pieces = 0
+
+    def feed(self, raw: str) -> None:
+        normalised = normalise(raw[:MAX_RECORD_CHARS])
+        if not normalised:
+            return
+        words = normalised.split(" ")
+        # Each piece is a record of its own as well, so a unit of several pieces finds all
+        # that records of one piece (the `line` unit) find.
+        if len(words) >= MIN_WORDS:
+            self._records.add(self._digester.record(normalised))
+        self._hash.update((b" " if self._pieces else b"") + normalised.encode())
+        window = [*self._carry, *words]
+        if len(window) >= NGRAM:
+            self._grams.add(self._digester.grams(" ".join(window)))
+        self._carry = window[-(NGRAM - 1):]
+        self._words += len(words)
+        self._pieces += 1
+
+    def end(self) -> None:
+        if self._pieces > 1 and self._words >= MIN_WORDS:
+            self._records.add(self._hash.digest())
+        self._reset()
+
+
+def compute(path: Path, source_sha256: str, unit: str | None = None) -> DigestSet:
+    """The digest set of a data file whose sha256 (as attested) is `source_sha256`, its
+    records split by `unit` (unit_for: None is the file kind's default)."""
+    unit = unit_for(path, unit)
+    records, grams = _Accumulator(), _Accumulator()
+    stream = _Stream(_Digester(salt_for(source_sha256)), records, grams)
+    for piece in _pieces(path, unit):
+        if piece is None:
+            stream.end()
+        else:
+            stream.feed(piece)
+    stream.end()
+    return DigestSet(source_sha256, records.result(), grams.result(), unit)
 
 
 # -- reading a digest file --------------------------------------------------------------------
@@ -224,24 +316,33 @@ def compute(path: Path, source_sha256: str) -> DigestSet:
 
 def parse(data: bytes, source: str) -> DigestSet:
     """Read a digest file, checking its structure (InputError naming `source` otherwise)."""
-    if len(data) < HEADER or not data.startswith(MAGIC):
-        raise InputError(f"{source}: is not a record-digest file (no MVRDIG01 header).")
+    version = {MAGIC: 2, MAGIC_V1: 1}.get(data[:len(MAGIC)])
+    header = HEADER if version == 2 else HEADER_V1
+    if version is None or len(data) < header:
+        raise InputError(f"{source}: is not a record-digest file (no MVRDIG02 or MVRDIG01 "
+                         "header).")
     offset = len(MAGIC)
     source_sha256 = data[offset:offset + 32].hex()
     salt = data[offset + 32:offset + 64]
     counts = data[offset + 64:offset + 80]
     records_n = int.from_bytes(counts[:8], "little")
     grams_n = int.from_bytes(counts[8:], "little")
+    unit = "line"
+    if version == 2:
+        code = int.from_bytes(data[HEADER_V1:HEADER], "little")
+        unit = next((name for name, value in UNITS.items() if value == code), "")
+        if not unit:
+            raise InputError(f"{source}: names an unknown record unit ({code}).")
     if salt != salt_for(source_sha256):
         raise InputError(f"{source}: its salt is not the one derived from its data digest.")
-    if len(data) != HEADER + 8 * (records_n + grams_n):
+    if len(data) != header + 8 * (records_n + grams_n):
         raise InputError(f"{source}: its length does not match the counts in its header.")
-    records = np.frombuffer(data, dtype="<u8", count=records_n, offset=HEADER)
-    grams = np.frombuffer(data, dtype="<u8", count=grams_n, offset=HEADER + 8 * records_n)
+    records = np.frombuffer(data, dtype="<u8", count=records_n, offset=header)
+    grams = np.frombuffer(data, dtype="<u8", count=grams_n, offset=header + 8 * records_n)
     for array, what in ((records, "record"), (grams, "13-gram")):
         if len(array) > 1 and not bool(np.all(array[1:] > array[:-1])):
             raise InputError(f"{source}: its {what} digests are not sorted and distinct.")
-    return DigestSet(source_sha256, records, grams)
+    return DigestSet(source_sha256, records, grams, unit, version)
 
 
 @dataclass

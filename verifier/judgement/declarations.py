@@ -38,7 +38,8 @@ COMPONENTS: dict[str, tuple[str | None, str | None]] = {
     "tokenizer": (None, None),
 }
 RECORD_DIGESTS_PREFIX = "record-digests/"
-RECORD_DIGESTS_FORMAT = "https://model-verifier.dev/formats/record-digests/v1"
+# v2 adds the record unit to the file (verifier.formats.recorddigests); v1 files still verify.
+RECORD_DIGESTS_FORMAT = "https://model-verifier.dev/formats/record-digests/v2"
 MAX_DECLARATIONS = 10_000
 
 

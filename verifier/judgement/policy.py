@@ -185,6 +185,9 @@ class RebuildRule:
 class LicenseRule:
     allow: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
+    # Recognised as open by the openness report besides the SPDX list's OSI/FSF licences; it
+    # allows nothing by itself (verifier.reports.openness).
+    open: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -362,7 +365,7 @@ def _license_rule(path: Path, data: dict[str, Any] | None) -> LicenseRule | None
 
     if not data:
         return None
-    for key in ("allow", "deny"):
+    for key in ("allow", "deny", "open"):
         for entry in data.get(key, []):
             try:
                 parsed = spdx.parse(entry)
@@ -371,7 +374,8 @@ def _license_rule(path: Path, data: dict[str, Any] | None) -> LicenseRule | None
             if len(parsed.alternatives) != 1 or len(parsed.alternatives[0]) != 1:
                 raise InputError(f"{path}: licenses.{key}: {entry!r} is an expression; list "
                                  "single licence identifiers.")
-    return LicenseRule(tuple(data.get("allow", ())), tuple(data.get("deny", ())))
+    return LicenseRule(tuple(data.get("allow", ())), tuple(data.get("deny", ())),
+                       tuple(data.get("open", ())))
 
 
 def _source_rule(data: dict[str, Any]) -> SourceRule:

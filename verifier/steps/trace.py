@@ -203,3 +203,35 @@ def undeclared_inputs(read: Iterable[str], *, workspace: Path, declared: Sequenc
             continue
         found.add(path.relative_to(base).as_posix() if inside else text)
     return sorted(found)
+
+
+# Runtimes that start a pool of threads of their own, by the file name their shared library
+# has (wheels rename them: numpy.libs/libscipy_openblas64_-….so, torch.libs/libgomp-….so.1).
+# A step that loaded none of them ran no threaded arithmetic, so its thread count cannot
+# change its results (reports.audit.environment_risks).
+THREADED_LIBRARIES: dict[str, tuple[str, ...]] = {
+    "blis": ("libblis",),
+    "libgomp": ("libgomp",),
+    "libiomp5": ("libiomp5",),
+    "libomp": ("libomp.", "libomp-"),
+    "mkl": ("libmkl_",),
+    "onnxruntime": ("libonnxruntime",),
+    "openblas": ("libopenblas", "libscipy_openblas"),
+    "tbb": ("libtbb",),
+    "tensorflow": ("libtensorflow_framework",),
+    "torch": ("libtorch_cpu",),
+}
+
+
+def threaded_libraries(read: Iterable[str]) -> list[str]:
+    """The THREADED_LIBRARIES names of the shared libraries among the files read, sorted:
+    names from the fixed table only, never a path."""
+    found: set[str] = set()
+    for text in read:
+        base = text.rsplit("/", 1)[-1]
+        if ".so" not in base and not base.endswith(".dylib"):
+            continue
+        found.update(name for name, prefixes in THREADED_LIBRARIES.items()
+                     if base.startswith(prefixes))
+    return sorted(found)
+

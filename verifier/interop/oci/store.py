@@ -171,7 +171,7 @@ def record_digest_files(paths: Iterable[Path]) -> list[DigestFile]:
                     size = os.fstat(stream.fileno()).st_size
             except OSError as error:
                 raise InputError(f"{path}: cannot be read ({error.strerror}).") from None
-            if magic != recorddigests.MAGIC:
+            if magic not in recorddigests.MAGICS:
                 raise InputError(f"{path}: is not a record-digest file (record "
                                  "--record-digests writes them); refusing to attach it.")
             if size > MAX_DIGEST_FILE_BYTES:
