@@ -10,7 +10,6 @@ edit a copy and re-sign it with the rebuilder's own key, as a dishonest rebuilde
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import shutil
@@ -48,6 +47,7 @@ STEPS, EVERY = 40, 10
 RESUME = [sys.executable, "train.py", "--from", "{checkpoint}", "--until", "{step}",
           "--out", "{out}"]
 SEED = "00" * 32
+CURRENT_LOG: list[CheckpointLog] = []  # the log a claim edit recomputes a choice from
 
 
 @dataclass(frozen=True)
@@ -198,8 +198,8 @@ def test_a_forged_segment_differs_and_fails_verification(world: World, forgery: 
         segment = payload_of(read_json(replay_file(run_, name)))["predicate"]["replay"][
             "segments"][0]
         assert segment["verdict"] == "DIFFERS"
-        assert segment["update"]["ratio"] > 0.1
-        assert segment["tensors"][0]["file"] == "weights.safetensors"
+        assert segment["update"]["ratio"] > 0 and segment["tensors"][0]["ratio"] > 0
+        assert "weights.safetensors" in {t["file"] for t in segment["tensors"]}
     result = verify(world, run_, policy(world, world.root / f"p-{forgery}.yaml", segments=1),
                     *(replay_file(run_, n) for n in world.rebuilders))
     assert result.code == 1, result.output
@@ -218,11 +218,10 @@ def test_a_checkpoint_altered_after_signing_is_refused(world: World, tmp_path: P
     data[-1] ^= 1
     weights.write_bytes(bytes(data))
     altered = Run(src, src / "attestations" / "train.intoto.json", world.honest.log)
-    marker = tmp_path / "ran"
     result = replay(world, altered, "rebuilder-a", "--segment", "20", out="x")
     assert_error(result, 2, "ckpt/step-000010", "does not match the signed log",
                  "nothing was run")
-    assert not (src / "x").exists() and not marker.exists()
+    assert not (src / "x").exists()
 
 
 def _resign(world: World, source: Path, rebuilder: str, target: Path,
@@ -245,8 +244,11 @@ def _unlogged_segment(replay_: dict[str, Any]) -> None:
 
 
 def _cherry_picked(replay_: dict[str, Any]) -> None:
-    # Another seed's segments under this seed: the choice does not recompute.
-    replay_["selection"]["seed"] = "ff" * 32
+    # The segments it replayed, claimed under a seed that chooses others.
+    claimed = [s["index"] for s in replay_["segments"]]
+    seed = next(bytes([n]) * 32 for n in range(256) if [
+        s.index for s in choose_segments(CURRENT_LOG[0], bytes([n]) * 32, 2)] != claimed)
+    replay_["selection"]["seed"] = seed.hex()
 
 
 def _listed_twice(replay_: dict[str, Any]) -> None:
@@ -259,10 +261,16 @@ def _wrong_end(replay_: dict[str, Any]) -> None:
     replay_["segments"][0]["end"]["digest"]["dirHash"] = "0" * 64
 
 
+def _match_of_other_bytes(replay_: dict[str, Any]) -> None:
+    # "MATCH", while what it says the replay wrote is not the logged checkpoint.
+    replay_["segments"][0]["replayed"]["dirHash"] = "1" * 64
+
+
 @pytest.mark.parametrize("edit", [_foreign_root, _unlogged_segment, _cherry_picked,
-                                  _listed_twice, _wrong_end])
+                                  _listed_twice, _wrong_end, _match_of_other_bytes])
 def test_a_rebuilder_cannot_count_segments_it_did_not_replay(
         world: World, honest_replays: dict[str, Path], tmp_path: Path, edit: Any) -> None:
+    CURRENT_LOG[:] = [world.honest.log]
     forged = _resign(world, honest_replays["rebuilder-b"], "rebuilder-b",
                      tmp_path / "rebuilder-b" / "train.replay.intoto.json", edit)
     result = verify(world, world.honest, policy(world, tmp_path / "p.yaml"),
@@ -314,9 +322,12 @@ def test_a_resume_command_that_writes_nothing_fails_with_its_exit_code(
     attestation = src / "attestations" / "train.intoto.json"
     statement = payload_of(read_json(attestation))
     predicate = statement["predicate"]
-    for resume, code in ((["{checkpoint}", "{step}", "{out}"], 0),):
+    # Exits 0 having written nothing; exits 3 having written nothing.
+    for resume, code in ((["{checkpoint}", "{step}", "{out}"], 0),
+                         (["{checkpoint}", "{step}", "{out}", "sys.exit(3)"], 3)):
         predicate["buildDefinition"]["externalParameters"]["checkpoints"]["resume"] = [
-            sys.executable, "-c", "import sys; sys.argv", *resume]
+            sys.executable, "-c", "import sys; exec(sys.argv[-1]) if len(sys.argv) > 4 else 0",
+            *resume]
         byproduct = predicate["runDetails"]["byproducts"][-1]
         assert byproduct["name"] == "checkpoint-log"
         payload = json.dumps(statement, sort_keys=True).encode()
@@ -324,7 +335,7 @@ def test_a_resume_command_that_writes_nothing_fails_with_its_exit_code(
         result = replay(world, Run(src, attestation, world.honest.log), "rebuilder-a",
                         "--segments", "1", out="x", extra=("--force",))
         assert result.code == 1, result.output
-        assert "FAILED" in result.output and "wrote no" in result.output
+        assert f"FAILED (exit {code})" in result.output
         segment = payload_of(read_json(src / "x" / "rebuilder-a" / "train.replay.intoto.json"))[
             "predicate"]["replay"]["segments"][0]
         assert segment["verdict"] == "FAILED" and segment["exitCode"] == code
@@ -340,4 +351,3 @@ def test_the_seed_is_drawn_at_rebuild_time(world: World) -> None:
             "predicate"]["replay"]["selection"]["seed"])
     assert len(seeds) == 2 and SEED not in seeds
     assert all(len(s) == 64 for s in seeds)
-    assert base64  # the bundles are read with helpers' decoder
