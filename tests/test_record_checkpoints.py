@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from helpers import KeyPair, assert_error, dsse_verifies, make_keys, payload_of, read_json, run
 
+from verifier.steps.checkpoints import DETERMINISM_VARIABLES
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "checkpointed-training"
 TEMPLATE = (f"{sys.executable} train.py --data data --from {{checkpoint}} --until {{step}} "
             "--out {out}")
@@ -120,8 +122,10 @@ def writer(*directories: str, files: tuple[str, ...] = ()) -> list[str]:
 
 
 def record_bad(work: Path, keys: KeyPair, command: list[str], *options: str) -> object:
+    # The determinism variables of whoever runs the tests stay out of the recorded ones.
+    clean: dict[str, str | None] = {name: None for name in DETERMINISM_VARIABLES}
     return run(["record", "--step", "train", "--key", keys.private, *FAST, *options, "--",
-                *command], cwd=work)
+                *command], cwd=work, env=clean)
 
 
 BEFORE_RUN = {
@@ -206,3 +210,73 @@ def test_a_checkpoint_the_step_did_not_write_is_refused(keys: KeyPair, tmp_path:
     again = record_bad(work, keys, [sys.executable, "-c", "pass"], "--attest-existing",
                        "--checkpoints", "ckpt", "--resume", "t {checkpoint} {step} {out}")
     assert again.code == 0, again.output
+
+
+# --- the determinism settings and the schema ---------------------------------------------------
+
+def test_the_statement_validates_and_says_exact_replay_is_expected(
+        recorded: tuple[Path, dict]) -> None:
+    import jsonschema
+
+    work, _ = recorded
+    statement = payload_of(read_json(work / "attestations" / "train.intoto.json"))
+    schema = json.loads((Path(__file__).resolve().parents[1] / "attestations"
+                         / "step-statement.schema.json").read_text(encoding="utf-8"))
+    jsonschema.validate(statement, schema)
+    internal = statement["predicate"]["buildDefinition"]["internalParameters"]
+    # The script pins one BLAS thread and reports it; numpy has no other switch.
+    assert internal["environment"]["determinism"] == {"threads": 1}
+    assert internal["determinism"]["reported"] == {"threads": 1}
+    assert internal["determinism"]["exactReplay"] == "expected"
+
+
+@pytest.mark.parametrize(("report", "variables", "verdict"), [
+    ({"determinism": {"threads": 1}}, {}, "expected"),
+    ({"determinism": {"cudnn_benchmark": True, "threads": 8}}, {}, "not-expected"),
+    ({"torch": {"deterministic_algorithms": False, "cuda_available": True,
+                "threads": 4}}, {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"}, "not-expected"),
+    ({"torch": {"deterministic_algorithms": True, "cuda_available": True, "tf32_matmul": False,
+                "cudnn_benchmark": False}},
+     {"CUBLAS_WORKSPACE_CONFIG": ":4096:8", "OMP_NUM_THREADS": "1"}, "expected"),
+    ({"torch": {"deterministic_algorithms": True, "cuda_available": True}},
+     {"OMP_NUM_THREADS": "1"}, "not-expected"),  # no CUBLAS_WORKSPACE_CONFIG on a GPU
+    (None, {}, "unknown"),
+])
+def test_the_determinism_report_decides_whether_exact_replay_is_expected(
+        report: dict | None, variables: dict[str, str], verdict: str, keys: KeyPair,
+        tmp_path: Path) -> None:
+    """What a step reports (torch's flags, or the framework-neutral section) and the variables
+    it ran with are signed with the log, with the verdict they imply."""
+    work = tmp_path / "work"
+    work.mkdir()
+    write = ("import json, os, pathlib\n"
+             f"report = {report!r}\n"
+             "if report is not None:\n"
+             "    pathlib.Path(os.environ['MODEL_VERIFIER_REPORT']).write_text("
+             "json.dumps(report))\n")
+    command = writer("ckpt/step-0", "ckpt/step-10")
+    command[-1] += write
+    env = [f"--env={name}={value}" for name, value in variables.items()]
+    result = record_bad(work, keys, command, *env, "--checkpoints", "ckpt",
+                        "--resume", "t {checkpoint} {step} {out}")
+    assert result.code == 0, result.output
+    statement = payload_of(read_json(work / "attestations" / "train.intoto.json"))
+    settings = statement["predicate"]["buildDefinition"]["internalParameters"]["determinism"]
+    assert settings["exactReplay"] == verdict, settings
+    assert settings["variables"] == variables
+
+
+def test_a_malformed_determinism_report_is_not_recorded(keys: KeyPair, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    command = writer("ckpt/step-0", "ckpt/step-10")
+    command[-1] += ("import os, pathlib\npathlib.Path(os.environ['MODEL_VERIFIER_REPORT'])"
+                    ".write_text('{\"determinism\": {\"threads\": \"all\"}}')\n")
+    result = record_bad(work, keys, command, "--checkpoints", "ckpt",
+                        "--resume", "t {checkpoint} {step} {out}")
+    assert result.code == 0, result.output
+    assert "determinism setting 'threads' has the wrong type" in result.stderr
+    statement = payload_of(read_json(work / "attestations" / "train.intoto.json"))
+    internal = statement["predicate"]["buildDefinition"]["internalParameters"]
+    assert "determinism" not in internal["environment"]
+    assert internal["determinism"]["exactReplay"] == "unknown"

@@ -180,10 +180,9 @@ def report_settings() -> None:
     path = os.environ.get("MODEL_VERIFIER_REPORT")
     if not path:
         return
-    threads = {name.lower(): int(os.environ[name]) for name in
-               ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-               if re.fullmatch(r"\d{1,6}", os.environ.get(name, ""))}
-    Path(path).write_text(json.dumps({"determinism": {"threads": threads}}), encoding="utf-8")
+    threads = os.environ["OPENBLAS_NUM_THREADS"]
+    settings = {"threads": int(threads)} if re.fullmatch(r"[1-9]\d{0,5}", threads) else {}
+    Path(path).write_text(json.dumps({"determinism": settings}), encoding="utf-8")
 
 
 def main() -> None:

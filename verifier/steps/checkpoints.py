@@ -108,9 +108,57 @@ def check_unchanged(log: CheckpointLog, digests: Sequence[PathDigest]) -> None:
                              "step was being recorded; no attestation written.")
 
 
-def sign_into(statement: dict[str, Any], log: CheckpointLog) -> None:
-    """Put the log where verifier.formats.checkpoint_log reads it back from."""
+def sign_into(statement: dict[str, Any], log: CheckpointLog,
+              settings: dict[str, Any]) -> None:
+    """Put the log where verifier.formats.checkpoint_log reads it back from, and the
+    determinism settings (`determinism`) beside the environment."""
     predicate = statement["predicate"]
+    predicate["buildDefinition"]["internalParameters"]["determinism"] = settings
     predicate["buildDefinition"]["externalParameters"]["checkpoints"] = (
         log.external_parameters())
     predicate["runDetails"]["byproducts"].append(log.byproduct())
+
+
+# --- whether a replay can be bit-exact ------------------------------------------------------
+
+# The variables that decide it: cuBLAS's reduction order, Python's hash order, thread counts.
+DETERMINISM_VARIABLES = ("CUBLAS_WORKSPACE_CONFIG", "MKL_NUM_THREADS", "OMP_NUM_THREADS",
+                         "OPENBLAS_NUM_THREADS", "PYTHONHASHSEED", "VECLIB_MAXIMUM_THREADS")
+_FROM_TORCH = {"use_deterministic_algorithms": "deterministic_algorithms",
+               "cudnn_deterministic": "cudnn_deterministic",
+               "cudnn_benchmark": "cudnn_benchmark"}
+
+
+def determinism(environment: dict[str, Any]) -> dict[str, Any]:
+    """The determinism settings the step ran with, and whether a replay in the same
+    environment class (same CPU or GPU model, libraries, thread count) can be expected to
+    reproduce its checkpoints bit for bit: `exactReplay` is "expected", "not-expected" or
+    "unknown", with the reasons. Signed with the log, so a verifier knows before replaying
+    whether a difference means forgery or only an environment that cannot be exact."""
+    variables = environment.get("variables") or {}
+    chosen = {name: variables[name] for name in DETERMINISM_VARIABLES if name in variables}
+    reported = dict(environment.get("determinism") or {})
+    torch = environment.get("torch") if isinstance(environment.get("torch"), dict) else {}
+    for key, source in _FROM_TORCH.items():
+        if key not in reported and isinstance(torch.get(source), bool):
+            reported[key] = torch[source]
+    tf32 = [torch[k] for k in ("tf32_matmul", "tf32_cudnn") if isinstance(torch.get(k), bool)]
+    if "allow_tf32" not in reported and tf32:
+        reported["allow_tf32"] = any(tf32)
+    gpu = bool(environment.get("gpus")) or torch.get("cuda_available") is True
+    against: list[str] = []
+    if reported.get("cudnn_benchmark") is True:
+        against.append("cuDNN benchmark mode picks kernels by timing them")
+    if gpu and reported.get("use_deterministic_algorithms") is not True:
+        against.append("a GPU step without deterministic algorithms")
+    if gpu and "CUBLAS_WORKSPACE_CONFIG" not in chosen:
+        against.append("a GPU step without CUBLAS_WORKSPACE_CONFIG")
+    unknown: list[str] = []
+    threads = [k for k in chosen if k.endswith("_THREADS")]
+    if "threads" not in reported and not threads:
+        unknown.append("the thread count was neither set nor reported")
+    if not environment.get("determinism") and not torch:
+        unknown.append("the step reported no determinism settings")
+    verdict = "not-expected" if against else "unknown" if unknown else "expected"
+    return {"variables": chosen, "reported": dict(sorted(reported.items())),
+            "exactReplay": verdict, "reasons": against or unknown}

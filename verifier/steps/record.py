@@ -369,7 +369,7 @@ def record_step(
     if attest_existing:
         statement["predicate"]["buildDefinition"]["internalParameters"]["existingProducts"] = True
     if log is not None:
-        checkpoints.sign_into(statement, log)
+        checkpoints.sign_into(statement, log, checkpoints.determinism(captured))
     written = _add_declarations(statement, claimed, base, hasher, force)
     if not statement["subject"]:
         raise InputError(f"step {step!r}: no products given (--product), so nothing to attest.")
