@@ -495,6 +495,8 @@ def _print_report(report: Any) -> None:
         which = f" ({quorum.attestation})" if several[quorum.step] > 1 else ""
         _say(f"  rebuilds of {quorum.step}{which}: {len(quorum.counted)}/{quorum.quorum} "
               f"matching ({', '.join(quorum.matched) or 'none'})")
+        if getattr(quorum, "summary", ""):
+            _say(f"    {quorum.summary}")
         for dissent in quorum.dissent:
             for file in dissent["files"]:
                 _say(f"    signed dissent from {dissent['rebuilder']}: {_file_outcome(file)} "
@@ -663,6 +665,19 @@ def rebuild_command(
     trust_config: TrustConfigOpt = None,
     as_json: JsonFlag = False,
     quiet: QuietFlag = False,
+    segments: Annotated[str | None, typer.Option(metavar="K|all",
+        help="Replay K segments of a checkpointed step, chosen at random by --seed, or all of "
+        "them (docs/replay.md).")] = None,
+    segment: Annotated[list[str] | None, typer.Option(metavar="STEP",
+        help="Replay the segment ending at checkpoint STEP (repeatable).")] = None,
+    seed: Annotated[str | None, typer.Option(metavar="HEX",
+        help="The seed of the random choice (default: 32 bytes drawn now).")] = None,
+    checkpoints_from: Annotated[Path | None, typer.Option(
+        help="Where the logged checkpoints are (default: the recorded directory under "
+        "--source).")] = None,
+    update_rtol: Annotated[float | None, typer.Option(
+        help="Accept a replayed segment whose distance is at most this share of its update "
+        "(at most 0.1).")] = None,
 ) -> None:
     """Re-run recorded steps in fresh sandboxed workspaces and attest whether they reproduced.
 
@@ -728,6 +743,19 @@ def rebuild_command(
         hasher, progress = _hasher_with_progress(quiet, "hashing")
         try:
             with termination_as_interrupt():
+                if segments is not None or segment:
+                    from verifier.steps.replay import parse_selection, replay
+
+                    chosen = parse_selection(segments, segment or [], seed)
+                    with contextlib.redirect_stdout(sys.stderr) if as_json else \
+                            contextlib.nullcontext():
+                        done = replay(records, options, chosen, only_step=step, hasher=hasher,
+                                      checkpoints_from=checkpoints_from,
+                                      update_rtol=update_rtol, on_plan=plan_shown,
+                                      on_segment=None if as_json else _print_segment)
+                    _emit_json(done.to_dict()) if as_json else _say(
+                        f"wrote {done.rebuild_attestation}")
+                    return 0 if done.accepted else 1
                 if as_json:
                     # The steps' own output goes to stderr, so that stdout holds the JSON alone.
                     with contextlib.redirect_stdout(sys.stderr):
@@ -757,6 +785,24 @@ def _print_plan(entries: list[dict[str, Any]], out_dir: Path) -> None:
         for name, value in entry["env"].items():
             _say(f"    sets:    {name}={value}")
     sys.stdout.flush()
+
+
+def _print_segment(outcome: Any) -> None:
+    """One replayed segment: its steps, verdict, wall time, and for a difference the worst
+    tensors and distances."""
+    code = f" (exit {outcome.exit_code})" if outcome.verdict == "FAILED" else ""
+    _say(f"{outcome.verdict + code:<16} segment {outcome.name}  {outcome.seconds:.2f} s")
+    if outcome.message:
+        _say(f"  {outcome.message}")
+    found = outcome.comparison
+    if found is not None and outcome.verdict != "MATCH":
+        _say(f"  distance {found.replay_distance:.3g} against an update of "
+             f"{found.update_size:.3g} (ratio {found.ratio:.3g})")
+        for tensor in found.worst()[:5]:
+            _say(f"  {tensor.file} {tensor.tensor}: ratio {tensor.ratio:.3g}, max abs diff "
+                 f"{tensor.max_abs_diff:.3g}")
+        for file in found.files:
+            _say(f"  {file['name']}: {file['verdict']}")
 
 
 def _print_outcome(outcome: Any) -> None:

@@ -135,6 +135,7 @@ class StepNode:
     problems: list[Problem] = field(default_factory=list)
     links: list[MaterialLink] = field(default_factory=list)
     quorum: StepQuorum | None = None
+    replay: StepQuorum | None = None  # the segment-replay quorum (rebuild.replay)
     warnings: list[Problem] = field(default_factory=list)  # reported, never a verdict
     on_cycle: bool = False
     # Maximal sets of step names a valid derivation of this attestation goes through (itself
@@ -242,7 +243,8 @@ class Evaluation:
         return (names.index(name) if name in names else len(names), step.source)
 
     def _quorums(self, chain: list[StepNode]) -> list[StepQuorum]:
-        return [s.quorum for s in sorted(chain, key=self._rank) if s.quorum is not None]
+        return [q for s in sorted(chain, key=self._rank) for q in (s.quorum, s.replay)
+                if q is not None]
 
     def artifact(self, digest: dict[str, str], label: str) -> ArtifactVerdict:
         """The verdict for the artifact with this digest (`label` names it in sentences)."""
@@ -522,6 +524,13 @@ def _judge_locally(evaluation: Evaluation, step: StepNode, claims: list[RebuildC
         step.quorum = judge_rebuilds(record, step.attribution, claims, policy)
         step.problems.extend(Problem(record.source, f, "quorum-shortfall")
                              for f in step.quorum.failures)
+    if policy.rebuild is not None and record.step in policy.rebuild.replay:
+        from verifier.judgement.replay import judge_replays
+
+        step.replay = judge_replays(record, step.attribution, claims, policy,
+                                    policy.rebuild.replay[record.step])
+        step.problems.extend(Problem(record.source, f, "quorum-shortfall")
+                             for f in step.replay.failures)
 
 
 def _judge_declarations(policy: Policy, step: StepNode) -> None:

@@ -1,0 +1,343 @@
+"""Segment replay: `rebuild --segments` replays chosen segments of a checkpointed training step,
+and `verify-model` counts only segments a rebuilder really replayed from this run's signed log.
+
+One honest run and three forged runs (weights perturbed once, one segment's learning rate
+changed, one batch swapped) of a real numpy training script (tests/fixtures/checkpointed) are
+recorded once per module, each as the step `train` with a signed checkpoint log of 5 checkpoints
+(4 segments). Rebuilders' replays are made once per module too; tests that forge a replay claim
+edit a copy and re-sign it with the rebuilder's own key, as a dishonest rebuilder would.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import (
+    INTOTO,
+    KeyPair,
+    assert_error,
+    assert_no_traceback,
+    dsse_verifies,
+    make_keys,
+    payload_of,
+    read_json,
+    run,
+    sign_bundle,
+    write_json,
+    write_policy,
+)
+
+from verifier.formats.checkpoint_log import (
+    CheckpointLog,
+    choose_segments,
+    parse_template,
+    scan_checkpoints,
+)
+from verifier.formats.digest import Hasher
+
+TRAIN = Path(__file__).parent / "fixtures" / "checkpointed" / "train.py"
+STEPS, EVERY = 40, 10
+RESUME = [sys.executable, "train.py", "--from", "{checkpoint}", "--until", "{step}",
+          "--out", "{out}"]
+SEED = "00" * 32
+
+
+@dataclass(frozen=True)
+class Run:
+    src: Path
+    attestation: Path
+    log: CheckpointLog
+
+    @property
+    def model(self) -> Path:
+        return self.src / "ckpt" / f"step-{STEPS:06d}" / "weights.safetensors"
+
+
+def _record(root: Path, name: str, builder: KeyPair, forge: list[str]) -> Run:
+    """Record the training step, then sign its checkpoint log into it (as record
+    --checkpoints does: externalParameters.checkpoints and the checkpoint-log byproduct)."""
+    src = root / name
+    src.mkdir()
+    shutil.copy(TRAIN, src / "train.py")
+    result = run(["record", "--step", "train", "--key", builder.private, "--material",
+                  "train.py", "--product", "ckpt", "--", sys.executable, "train.py",
+                  "--steps", str(STEPS), "--every", str(EVERY), "--out", "ckpt", *forge],
+                 cwd=src)
+    assert result.code == 0, result.output
+    attestation = src / "attestations" / "train.intoto.json"
+    statement = payload_of(read_json(attestation))
+    entries = scan_checkpoints(src / "ckpt",
+                               lambda p: Hasher().digest_paths([p])[0].dir_hash)
+    log = CheckpointLog("ckpt", parse_template(RESUME), entries)
+    predicate = statement["predicate"]
+    predicate["buildDefinition"]["externalParameters"]["checkpoints"] = \
+        log.external_parameters()
+    predicate["runDetails"].setdefault("byproducts", []).append(log.byproduct())
+    payload = json.dumps(statement, sort_keys=True, separators=(",", ":")).encode()
+    write_json(attestation, sign_bundle(payload, INTOTO, builder.private))
+    return Run(src, attestation, log)
+
+
+@dataclass(frozen=True)
+class World:
+    root: Path
+    builder: KeyPair
+    rebuilders: dict[str, KeyPair]
+    honest: Run
+    forged: dict[str, Run]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    root = tmp_path_factory.mktemp("replay")
+    builder = make_keys(root / "keys", "builder")
+    rebuilders = {n: make_keys(root / "keys", n) for n in ("rebuilder-a", "rebuilder-b")}
+    honest = _record(root, "honest", builder, [])
+    forged = {
+        "perturbed": _record(root, "perturbed", builder, ["--perturb-at", "25"]),
+        "lr": _record(root, "lr", builder, ["--lr-segment", "20:0.2"]),
+        "batch": _record(root, "batch", builder, ["--swap-batch", "33"]),
+    }
+    return World(root, builder, rebuilders, honest, forged)
+
+
+def replay(world: World, run_: Run, rebuilder: str, *choice: str, out: str = "rebuilds",
+           extra: tuple[str, ...] = ()) -> Any:
+    return run(["rebuild", run_.attestation, "--source", run_.src, "--key",
+                world.rebuilders[rebuilder].private, "--trust-key", world.builder.public,
+                "--out", run_.src / out, *choice, *extra], cwd=run_.src)
+
+
+def policy(world: World, path: Path, segments: int = 2, **replay_rule: Any) -> Path:
+    return write_policy(path, {
+        "version": 1,
+        "signers": {"builder": {"key": str(world.builder.public)},
+                    **{n: {"key": str(k.public)} for n, k in world.rebuilders.items()}},
+        "sources": [{"pattern": "train.py", "unpinned": True}],
+        "steps": [{"name": "train", "signed_by": ["builder"]}],
+        "rebuild": {"quorum": 2, "rebuilders": sorted(world.rebuilders),
+                    "replay": {"train": {"segments": segments, **replay_rule}}},
+    })
+
+
+def verify(world: World, run_: Run, policy_path: Path, *attestations: Path) -> Any:
+    args: list[Any] = [run_.model, "--policy", policy_path, "--attestations",
+                       run_.attestation]
+    for path in attestations:
+        args += ["--attestations", path]
+    return run(args, program="verify-model")
+
+
+def replay_file(run_: Run, rebuilder: str, out: str = "rebuilds") -> Path:
+    return run_.src / out / rebuilder / "train.replay.intoto.json"
+
+
+@pytest.fixture(scope="module")
+def honest_replays(world: World) -> dict[str, Path]:
+    """Each rebuilder replays 2 random segments of the honest run (its own seed)."""
+    for index, name in enumerate(sorted(world.rebuilders)):
+        result = replay(world, world.honest, name, "--segments", "2", "--seed",
+                        f"{index:02x}" * 32)
+        assert result.code == 0, result.output
+    return {n: replay_file(world.honest, n) for n in world.rebuilders}
+
+
+def test_honest_run_passes_a_replay_quorum_of_two(world: World,
+                                                  honest_replays: dict[str, Path]) -> None:
+    for name, path in honest_replays.items():
+        bundle = read_json(path)
+        assert dsse_verifies(bundle, world.rebuilders[name].public.read_bytes())
+        replay_ = payload_of(bundle)["predicate"]["replay"]
+        seed = bytes.fromhex(replay_["selection"]["seed"])
+        assert [s["index"] for s in replay_["segments"]] == [
+            s.index for s in choose_segments(world.honest.log, seed, 2)]
+        assert all(s["verdict"] == "MATCH" for s in replay_["segments"])
+        assert replay_["log"]["root"] == world.honest.log.root
+    result = verify(world, world.honest, policy(world, world.root / "p-honest.yaml"),
+                    *honest_replays.values())
+    assert result.code == 0, result.output
+    assert "segments replayed by rebuilder-a, rebuilder-b; all reproduced bit for bit" \
+        in result.output
+    assert "escapes this sample with probability" in result.output
+
+
+def test_a_quorum_asks_more_segments_than_were_replayed(
+        world: World, honest_replays: dict[str, Path]) -> None:
+    result = verify(world, world.honest, policy(world, world.root / "p-3.yaml", segments=3),
+                    *honest_replays.values())
+    assert result.code == 1, result.output
+    assert "fewer than the 3" in result.output
+
+
+def test_segments_all_reproduces_the_whole_run(world: World) -> None:
+    result = replay(world, world.honest, "rebuilder-a", "--segments", "all", out="all")
+    assert result.code == 0, result.output
+    replay_ = payload_of(read_json(replay_file(world.honest, "rebuilder-a", "all")))
+    assert [s["index"] for s in replay_["predicate"]["replay"]["segments"]] == [0, 1, 2, 3]
+    assert replay_["predicate"]["reproduced"] is True
+    assert {s["name"] for s in replay_["subject"]} == {
+        f"ckpt/{e.name}" for e in world.honest.log.entries[1:]}
+
+
+@pytest.mark.parametrize(("forgery", "end"), [("perturbed", 30), ("lr", 20), ("batch", 40)])
+def test_a_forged_segment_differs_and_fails_verification(world: World, forgery: str,
+                                                         end: int) -> None:
+    run_ = world.forged[forgery]
+    for name in world.rebuilders:
+        result = replay(world, run_, name, "--segment", str(end))
+        assert result.code == 1, result.output
+        assert "DIFFERS" in result.output and "ratio" in result.output
+        segment = payload_of(read_json(replay_file(run_, name)))["predicate"]["replay"][
+            "segments"][0]
+        assert segment["verdict"] == "DIFFERS"
+        assert segment["update"]["ratio"] > 0.1
+        assert segment["tensors"][0]["file"] == "weights.safetensors"
+    result = verify(world, run_, policy(world, world.root / f"p-{forgery}.yaml", segments=1),
+                    *(replay_file(run_, n) for n in world.rebuilders))
+    assert result.code == 1, result.output
+    assert f"segment {end - EVERY}->{end} DIFFERS" in result.output
+    # The honest segments of the same forged run still match: the forgery is localised.
+    other = replay(world, run_, "rebuilder-a", "--segment", "10" if end != 10 else "40",
+                   out="other")
+    assert other.code == 0, other.output
+
+
+def test_a_checkpoint_altered_after_signing_is_refused(world: World, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    shutil.copytree(world.honest.src, src)
+    weights = src / "ckpt" / "step-000010" / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    altered = Run(src, src / "attestations" / "train.intoto.json", world.honest.log)
+    marker = tmp_path / "ran"
+    result = replay(world, altered, "rebuilder-a", "--segment", "20", out="x")
+    assert_error(result, 2, "ckpt/step-000010", "does not match the signed log",
+                 "nothing was run")
+    assert not (src / "x").exists() and not marker.exists()
+
+
+def _resign(world: World, source: Path, rebuilder: str, target: Path,
+            edit: Any) -> Path:
+    statement = payload_of(read_json(source))
+    edit(statement["predicate"]["replay"])
+    payload = json.dumps(statement, sort_keys=True).encode()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_json(target, sign_bundle(payload, INTOTO, world.rebuilders[rebuilder].private))
+    assert dsse_verifies(read_json(target), world.rebuilders[rebuilder].public.read_bytes())
+    return target
+
+
+def _foreign_root(replay_: dict[str, Any]) -> None:
+    replay_["log"]["root"] = hashlib.sha256(b"another run").hexdigest()
+
+
+def _unlogged_segment(replay_: dict[str, Any]) -> None:
+    replay_["segments"].append({**replay_["segments"][0], "index": 7})
+
+
+def _cherry_picked(replay_: dict[str, Any]) -> None:
+    # Another seed's segments under this seed: the choice does not recompute.
+    replay_["selection"]["seed"] = "ff" * 32
+
+
+def _listed_twice(replay_: dict[str, Any]) -> None:
+    first = replay_["segments"][0]
+    replay_["segments"] = [first, first]
+    replay_["selection"] = {"mode": "named", "requested": 2}
+
+
+def _wrong_end(replay_: dict[str, Any]) -> None:
+    replay_["segments"][0]["end"]["digest"]["dirHash"] = "0" * 64
+
+
+@pytest.mark.parametrize("edit", [_foreign_root, _unlogged_segment, _cherry_picked,
+                                  _listed_twice, _wrong_end])
+def test_a_rebuilder_cannot_count_segments_it_did_not_replay(
+        world: World, honest_replays: dict[str, Path], tmp_path: Path, edit: Any) -> None:
+    forged = _resign(world, honest_replays["rebuilder-b"], "rebuilder-b",
+                     tmp_path / "rebuilder-b" / "train.replay.intoto.json", edit)
+    result = verify(world, world.honest, policy(world, tmp_path / "p.yaml"),
+                    honest_replays["rebuilder-a"], forged)
+    assert result.code == 1, result.output
+    assert "1 of 2 required independent replays" in result.output
+    assert_no_traceback(result)
+
+
+def test_the_claims_above_count_when_left_alone(world: World, honest_replays: dict[str, Path],
+                                                tmp_path: Path) -> None:
+    """The control for the test above: re-signing without an edit still counts."""
+    same = _resign(world, honest_replays["rebuilder-b"], "rebuilder-b",
+                   tmp_path / "rebuilder-b" / "train.replay.intoto.json", lambda r: None)
+    result = verify(world, world.honest, policy(world, tmp_path / "p.yaml"),
+                    honest_replays["rebuilder-a"], same)
+    assert result.code == 0, result.output
+
+
+def test_a_loose_tolerance_is_refused(world: World, tmp_path: Path) -> None:
+    result = replay(world, world.honest, "rebuilder-a", "--segments", "1",
+                    extra=("--update-rtol", "0.5"), out="loose")
+    assert_error(result, 2, "forged update could hide in it")
+    found = run(["policy", "check", policy(world, tmp_path / "p.yaml",
+                                           match={"update_rtol": 0.3})])
+    assert found.code != 0 and "forged update could hide in it" in found.output
+
+
+def test_a_template_escaping_the_workspace_is_refused(world: World, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    shutil.copytree(world.honest.src, src)
+    attestation = src / "attestations" / "train.intoto.json"
+    statement = payload_of(read_json(attestation))
+    predicate = statement["predicate"]
+    predicate["buildDefinition"]["externalParameters"]["checkpoints"]["resume"] = [
+        sys.executable, "train.py", "--from", "{checkpoint}", "--until", "{step}", "--out",
+        "../../{out}"]
+    payload = json.dumps(statement, sort_keys=True).encode()
+    write_json(attestation, sign_bundle(payload, INTOTO, world.builder.private))
+    result = replay(world, Run(src, attestation, world.honest.log), "rebuilder-a",
+                    "--segments", "1", out="x")
+    assert_error(result, 2, "leaves the workspace")
+
+
+def test_a_resume_command_that_writes_nothing_fails_with_its_exit_code(
+        world: World, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    shutil.copytree(world.honest.src, src)
+    attestation = src / "attestations" / "train.intoto.json"
+    statement = payload_of(read_json(attestation))
+    predicate = statement["predicate"]
+    for resume, code in ((["{checkpoint}", "{step}", "{out}"], 0),):
+        predicate["buildDefinition"]["externalParameters"]["checkpoints"]["resume"] = [
+            sys.executable, "-c", "import sys; sys.argv", *resume]
+        byproduct = predicate["runDetails"]["byproducts"][-1]
+        assert byproduct["name"] == "checkpoint-log"
+        payload = json.dumps(statement, sort_keys=True).encode()
+        write_json(attestation, sign_bundle(payload, INTOTO, world.builder.private))
+        result = replay(world, Run(src, attestation, world.honest.log), "rebuilder-a",
+                        "--segments", "1", out="x", extra=("--force",))
+        assert result.code == 1, result.output
+        assert "FAILED" in result.output and "wrote no" in result.output
+        segment = payload_of(read_json(src / "x" / "rebuilder-a" / "train.replay.intoto.json"))[
+            "predicate"]["replay"]["segments"][0]
+        assert segment["verdict"] == "FAILED" and segment["exitCode"] == code
+        assert "replayed" not in segment
+
+
+def test_the_seed_is_drawn_at_rebuild_time(world: World) -> None:
+    seeds = set()
+    for out in ("s1", "s2"):
+        result = replay(world, world.honest, "rebuilder-a", "--segments", "1", out=out)
+        assert result.code == 0, result.output
+        seeds.add(payload_of(read_json(replay_file(world.honest, "rebuilder-a", out)))[
+            "predicate"]["replay"]["selection"]["seed"])
+    assert len(seeds) == 2 and SEED not in seeds
+    assert all(len(s) == 64 for s in seeds)
+    assert base64  # the bundles are read with helpers' decoder
