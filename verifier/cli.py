@@ -344,6 +344,14 @@ def record(
         "not say (e.g. `-- sh -c 'venv/bin/python train.py'`): its version and packages are "
         "recorded. Default: argv[0] when it is a Python, a script's #! line, else the PATH's "
         "python3.")] = None,
+    checkpoints: Annotated[Path | None, typer.Option(
+        "--checkpoints", metavar="DIR", help="The directory the step writes its checkpoints "
+        "into (one subdirectory each, named by its step number): each is a product, and their "
+        "log is signed for segment replay (docs/replay.md). Needs --resume.")] = None,
+    resume: Annotated[str | None, typer.Option(
+        "--resume", metavar="TEMPLATE", help="The command that continues the run from one "
+        "checkpoint to the next, with {checkpoint}, {step} and {out} (signed; replayers run "
+        "exactly it).")] = None,
     as_json: JsonFlag = False,
     quiet: QuietFlag = False,
 ) -> None:
@@ -393,6 +401,7 @@ def record(
                     sandbox=chosen, tracer=tracer, strict=strict,
                     attest_existing=attest_existing,
                     hidden=[key] if key is not None else [], python=python,
+                    checkpoint_dir=checkpoints, resume=resume,
                 )
         except StepFailed as failure:
             from verifier.formats.terminal import clean
@@ -411,18 +420,24 @@ def record(
                 for path in product or [] if path.is_dir()
             ]
         subjects = result.statement["subject"]
+        log = result.checkpoint_log
         _warn([untraced, chosen.warning, *result.warnings])
         if as_json:
             _emit_json({"attestation": str(result.attestation), "step": step,
                         "signer": result.identity, "subjects": subjects,
                         "sandbox": chosen.describe(), "warnings": result.warnings,
                         "undeclared_inputs": result.undeclared_inputs,
+                        **({"checkpoints": {"root": log.root, "count": len(log.entries),
+                                            "directory": log.directory}} if log else {}),
                         **({"oms": [s.to_dict() for s in signatures]} if oms else {})})
         else:
             signer_name = (result.identity if result.identity.startswith("sigstore:")
                            else f"{result.identity[:20]}…")
             _say(f"recorded step {step!r}: {len(subjects)} subject(s), signed by "
                  f"{signer_name}, wrote {result.attestation}")
+            if log:
+                _say(f"signed the checkpoint log of {log.directory}: {len(log.entries)} "
+                     f"checkpoint(s), root {log.root}")
             for written in signatures:
                 _say(f"wrote {written.signature}: OMS v1.0 signature of {written.files} file(s)")
         return 0
