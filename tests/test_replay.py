@@ -42,6 +42,7 @@ from verifier.formats.checkpoint_log import (
 )
 from verifier.formats.digest import Hasher
 
+SCHEMA = Path(__file__).parents[1] / "attestations" / "rebuild-statement.schema.json"
 TRAIN = Path(__file__).parent / "fixtures" / "checkpointed" / "train.py"
 STEPS, EVERY = 40, 10
 RESUME = [sys.executable, "train.py", "--from", "{checkpoint}", "--until", "{step}",
@@ -109,6 +110,15 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     return World(root, builder, rebuilders, honest, forged)
 
 
+def schema_errors(statement: Any) -> list[str]:
+    from jsonschema import Draft202012Validator
+
+    schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
+    checker = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+            for e in checker.iter_errors(statement)]
+
+
 def replay(world: World, run_: Run, rebuilder: str, *choice: str, out: str = "rebuilds",
            extra: tuple[str, ...] = ()) -> Any:
     return run(["rebuild", run_.attestation, "--source", run_.src, "--key",
@@ -155,6 +165,7 @@ def test_honest_run_passes_a_replay_quorum_of_two(world: World,
     for name, path in honest_replays.items():
         bundle = read_json(path)
         assert dsse_verifies(bundle, world.rebuilders[name].public.read_bytes())
+        assert schema_errors(payload_of(bundle)) == []
         replay_ = payload_of(bundle)["predicate"]["replay"]
         seed = bytes.fromhex(replay_["selection"]["seed"])
         assert [s["index"] for s in replay_["segments"]] == [
@@ -195,8 +206,10 @@ def test_a_forged_segment_differs_and_fails_verification(world: World, forgery: 
         result = replay(world, run_, name, "--segment", str(end))
         assert result.code == 1, result.output
         assert "DIFFERS" in result.output and "ratio" in result.output
-        segment = payload_of(read_json(replay_file(run_, name)))["predicate"]["replay"][
-            "segments"][0]
+        bundle = read_json(replay_file(run_, name))
+        assert dsse_verifies(bundle, world.rebuilders[name].public.read_bytes())
+        assert schema_errors(payload_of(bundle)) == []
+        segment = payload_of(bundle)["predicate"]["replay"]["segments"][0]
         assert segment["verdict"] == "DIFFERS"
         assert segment["update"]["ratio"] > 0 and segment["tensors"][0]["ratio"] > 0
         assert "weights.safetensors" in {t["file"] for t in segment["tensors"]}
@@ -336,8 +349,10 @@ def test_a_resume_command_that_writes_nothing_fails_with_its_exit_code(
                         "--segments", "1", out="x", extra=("--force",))
         assert result.code == 1, result.output
         assert f"FAILED (exit {code})" in result.output
-        segment = payload_of(read_json(src / "x" / "rebuilder-a" / "train.replay.intoto.json"))[
-            "predicate"]["replay"]["segments"][0]
+        written = payload_of(read_json(src / "x" / "rebuilder-a" /
+                                         "train.replay.intoto.json"))
+        assert schema_errors(written) == []
+        segment = written["predicate"]["replay"]["segments"][0]
         assert segment["verdict"] == "FAILED" and segment["exitCode"] == code
         assert "replayed" not in segment
 
