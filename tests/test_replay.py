@@ -34,19 +34,13 @@ from helpers import (
     write_policy,
 )
 
-from verifier.formats.checkpoint_log import (
-    CheckpointLog,
-    choose_segments,
-    parse_template,
-    scan_checkpoints,
-)
-from verifier.formats.digest import Hasher
+from verifier.formats.checkpoint_log import CheckpointLog, choose_segments, log_from_predicate
 
 SCHEMA = Path(__file__).parents[1] / "attestations" / "rebuild-statement.schema.json"
-TRAIN = Path(__file__).parent / "fixtures" / "checkpointed" / "train.py"
-STEPS, EVERY = 40, 10
-RESUME = [sys.executable, "train.py", "--from", "{checkpoint}", "--until", "{step}",
-          "--out", "{out}"]
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "checkpointed-training"
+STEPS, EVERY = 100, 20
+RESUME = (f"{sys.executable} train.py --data data --from {{checkpoint}} --until {{step}} "
+          "--out {out}")
 SEED = "00" * 32
 CURRENT_LOG: list[CheckpointLog] = []  # the log a claim edit recomputes a choice from
 
@@ -59,31 +53,29 @@ class Run:
 
     @property
     def model(self) -> Path:
-        return self.src / "ckpt" / f"step-{STEPS:06d}" / "weights.safetensors"
+        return self.src / "model" / "weights.safetensors"
 
 
-def _record(root: Path, name: str, builder: KeyPair, forge: list[str]) -> Run:
-    """Record the training step, then sign its checkpoint log into it (as record
-    --checkpoints does: externalParameters.checkpoints and the checkpoint-log byproduct)."""
+def _record(root: Path, name: str, builder: KeyPair, forge: dict[str, str]) -> Run:
+    """The example's two steps recorded with the real `record`, the training step with
+    --checkpoints; a forger sets FORGE_* while the checkpoints are made (never signed)."""
     src = root / name
     src.mkdir()
-    shutil.copy(TRAIN, src / "train.py")
-    result = run(["record", "--step", "train", "--key", builder.private, "--material",
-                  "train.py", "--product", "ckpt", "--", sys.executable, "train.py",
-                  "--steps", str(STEPS), "--every", str(EVERY), "--out", "ckpt", *forge],
+    for script in ("make_data.py", "train.py"):
+        shutil.copy(EXAMPLE / script, src / script)
+    result = run(["record", "--step", "make-data", "--key", builder.private, "--material",
+                  "make_data.py", "--product", "data", "--", sys.executable, "make_data.py"],
                  cwd=src)
     assert result.code == 0, result.output
+    result = run(["record", "--step", "train", "--key", builder.private, "--material", "data",
+                  "--material", "train.py", "--product", "model", "--checkpoints", "ckpt",
+                  "--resume", RESUME, "--", sys.executable, "train.py", "--data", "data",
+                  "--steps", str(STEPS), "--every", str(EVERY), "--out", "ckpt"],
+                 cwd=src, env=forge)
+    assert result.code == 0, result.output
     attestation = src / "attestations" / "train.intoto.json"
-    statement = payload_of(read_json(attestation))
-    entries = scan_checkpoints(src / "ckpt",
-                               lambda p: Hasher().digest_paths([p])[0].dir_hash)
-    log = CheckpointLog("ckpt", parse_template(RESUME), entries)
-    predicate = statement["predicate"]
-    predicate["buildDefinition"]["externalParameters"]["checkpoints"] = \
-        log.external_parameters()
-    predicate["runDetails"].setdefault("byproducts", []).append(log.byproduct())
-    payload = json.dumps(statement, sort_keys=True, separators=(",", ":")).encode()
-    write_json(attestation, sign_bundle(payload, INTOTO, builder.private))
+    log = log_from_predicate(payload_of(read_json(attestation))["predicate"], "test")
+    assert log is not None and len(log.segments) == STEPS // EVERY
     return Run(src, attestation, log)
 
 
@@ -101,11 +93,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     root = tmp_path_factory.mktemp("replay")
     builder = make_keys(root / "keys", "builder")
     rebuilders = {n: make_keys(root / "keys", n) for n in ("rebuilder-a", "rebuilder-b")}
-    honest = _record(root, "honest", builder, [])
+    honest = _record(root, "honest", builder, {})
     forged = {
-        "perturbed": _record(root, "perturbed", builder, ["--perturb-at", "25"]),
-        "lr": _record(root, "lr", builder, ["--lr-segment", "20:0.2"]),
-        "batch": _record(root, "batch", builder, ["--swap-batch", "33"]),
+        "perturbed": _record(root, "perturbed", builder, {"FORGE_PERTURB_AT": "50"}),
+        "lr": _record(root, "lr", builder, {"FORGE_LR_AT": "40"}),
+        "batch": _record(root, "batch", builder, {"FORGE_SWAP_BATCH_AT": "90"}),
     }
     return World(root, builder, rebuilders, honest, forged)
 
@@ -131,8 +123,9 @@ def policy(world: World, path: Path, segments: int = 2, **replay_rule: Any) -> P
         "version": 1,
         "signers": {"builder": {"key": str(world.builder.public)},
                     **{n: {"key": str(k.public)} for n, k in world.rebuilders.items()}},
-        "sources": [{"pattern": "train.py", "unpinned": True}],
-        "steps": [{"name": "train", "signed_by": ["builder"]}],
+        "sources": [{"pattern": "*.py", "unpinned": True}],
+        "steps": [{"name": "make-data", "signed_by": ["builder"]},
+                  {"name": "train", "signed_by": ["builder"], "after": ["make-data"]}],
         "rebuild": {"quorum": 2, "rebuilders": sorted(world.rebuilders),
                     "replay": {"train": {"segments": segments, **replay_rule}}},
     })
@@ -140,7 +133,7 @@ def policy(world: World, path: Path, segments: int = 2, **replay_rule: Any) -> P
 
 def verify(world: World, run_: Run, policy_path: Path, *attestations: Path) -> Any:
     args: list[Any] = [run_.model, "--policy", policy_path, "--attestations",
-                       run_.attestation]
+                       run_.src / "attestations"]
     for path in attestations:
         args += ["--attestations", path]
     return run(args, program="verify-model")
@@ -192,13 +185,14 @@ def test_segments_all_reproduces_the_whole_run(world: World) -> None:
     result = replay(world, world.honest, "rebuilder-a", "--segments", "all", out="all")
     assert result.code == 0, result.output
     replay_ = payload_of(read_json(replay_file(world.honest, "rebuilder-a", "all")))
-    assert [s["index"] for s in replay_["predicate"]["replay"]["segments"]] == [0, 1, 2, 3]
+    assert [s["index"] for s in replay_["predicate"]["replay"]["segments"]] == list(
+        range(STEPS // EVERY))
     assert replay_["predicate"]["reproduced"] is True
     assert {s["name"] for s in replay_["subject"]} == {
         f"ckpt/{e.name}" for e in world.honest.log.entries[1:]}
 
 
-@pytest.mark.parametrize(("forgery", "end"), [("perturbed", 30), ("lr", 20), ("batch", 40)])
+@pytest.mark.parametrize(("forgery", "end"), [("perturbed", 60), ("lr", 40), ("batch", 100)])
 def test_a_forged_segment_differs_and_fails_verification(world: World, forgery: str,
                                                          end: int) -> None:
     run_ = world.forged[forgery]
@@ -218,21 +212,20 @@ def test_a_forged_segment_differs_and_fails_verification(world: World, forgery: 
     assert result.code == 1, result.output
     assert f"segment {end - EVERY}->{end} DIFFERS" in result.output
     # The honest segments of the same forged run still match: the forgery is localised.
-    other = replay(world, run_, "rebuilder-a", "--segment", "10" if end != 10 else "40",
-                   out="other")
+    other = replay(world, run_, "rebuilder-a", "--segment", "20", out="other")
     assert other.code == 0, other.output
 
 
 def test_a_checkpoint_altered_after_signing_is_refused(world: World, tmp_path: Path) -> None:
     src = tmp_path / "src"
     shutil.copytree(world.honest.src, src)
-    weights = src / "ckpt" / "step-000010" / "weights.safetensors"
+    weights = src / "ckpt" / "step-000020" / "weights.safetensors"
     data = bytearray(weights.read_bytes())
     data[-1] ^= 1
     weights.write_bytes(bytes(data))
     altered = Run(src, src / "attestations" / "train.intoto.json", world.honest.log)
-    result = replay(world, altered, "rebuilder-a", "--segment", "20", out="x")
-    assert_error(result, 2, "ckpt/step-000010", "does not match the signed log",
+    result = replay(world, altered, "rebuilder-a", "--segment", "40", out="x")
+    assert_error(result, 2, "ckpt/step-000020", "does not match the signed log",
                  "nothing was run")
     assert not (src / "x").exists()
 
