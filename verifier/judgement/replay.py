@@ -11,8 +11,9 @@ it: it counts for nothing unless it names this attestation's payload, the root, 
 directory of this log, and for every segment it lists exactly log entries i and i+1; a
 "random" choice must be the one the recorded seed gives (choose_segments), an "all" choice
 every segment. A segment listed twice counts once. A segment that DIFFERS or FAILED (or is
-within a tolerance the policy does not grant) is signed dissent, named by its steps, and its
-rebuilder does not count towards the quorum.
+within a tolerance the policy does not grant) is signed dissent, named by its steps: the claim
+holding it never counts, and with `max_dissent: 0` one such rebuilder fails the step (as for
+whole rebuilds, so that removing evidence never turns a FAIL into a PASS).
 """
 
 from __future__ import annotations
@@ -210,8 +211,7 @@ def judge_replays(record: StepRecord, step_attribution: Attribution,
                   for n, _ in pairs}
     enough = [(claim, {rebuilder_of[n]: (n, i) for n, i in sorted(pairs)})
               for claim, pairs, judged in judged_claims
-              if not judged.dissent and len(judged.matched) >= rule.segments
-              and not any(rebuilder_of[n] in dissenting for n, _ in pairs)]
+              if not judged.dissent and len(judged.matched) >= rule.segments]
     too_few = [(claim, judged) for claim, _, judged in judged_claims
                if not judged.dissent and len(judged.matched) < rule.segments]
     for claim, judged in too_few:
