@@ -26,8 +26,8 @@ model-verifier record --step train --material data --material train.py --product
 
 say "Two rebuilders each replay 3 segments chosen at random (10 in the log)"
 for who in rebuilder-a rebuilder-b; do
-  model-verifier rebuild attestations/train.intoto.json --source ../.. \
-    --checkpoints-from ckpt --key "keys/$who.key" --trust-key keys/builder.pub \
+  model-verifier rebuild attestations/train.intoto.json --source . \
+    --key "keys/$who.key" --trust-key keys/builder.pub \
     --out rebuilds --segments 3
 done
 
@@ -46,8 +46,8 @@ say "Both rebuilders replay the segment ending at step 120"
 # A demo cannot wait for a random draw to land on the forged segment (3 of 10 segments find
 # it with probability 0.3 per rebuilder), so --segment names it; the rebuild exits 1.
 for who in rebuilder-a rebuilder-b; do
-  if model-verifier rebuild forged/attestations/train.intoto.json --source ../.. \
-      --checkpoints-from forged/ckpt --key "keys/$who.key" --trust-key keys/builder.pub \
+  if model-verifier rebuild forged/attestations/train.intoto.json --source . \
+      --key "keys/$who.key" --trust-key keys/builder.pub \
       --out forged/rebuilds --segment 120 --keep-workspace --workspace "work/$who"; then
     echo "demo: the forged segment was not caught" >&2; exit 1
   fi

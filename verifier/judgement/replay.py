@@ -264,12 +264,11 @@ def escape_probability(segments: int, judged: list[JudgedReplay],
 
 def _summary(step: str, log: CheckpointLog, outcome: StepQuorum,
              judged: list[JudgedReplay], rule: ReplayRule) -> str:
-    total = len(log.segments)
-    replayed = set().union(*(j.matched for j in judged)) if judged else set()
-    who = ", ".join(outcome.matched) or "no counted rebuilder"
-    text = f"{step}: {len(replayed)} of {total} segments replayed by {who}"
     if not judged:
-        return text
+        return ""  # nothing counted: the failure says why
+    total = len(log.segments)
+    replayed = set().union(*(j.matched for j in judged))
+    text = f"{step}: {len(replayed)} of {total} segments replayed by {', '.join(outcome.matched)}"
     text += ("; all reproduced bit for bit" if rule.update_rtol is None
              else f"; all within {rule.update_rtol:g} of their update")
     chance = escape_probability(total, judged)
