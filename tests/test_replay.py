@@ -359,3 +359,112 @@ def test_the_seed_is_drawn_at_rebuild_time(world: World) -> None:
             "predicate"]["replay"]["selection"]["seed"])
     assert len(seeds) == 2 and SEED not in seeds
     assert all(len(s) == 64 for s in seeds)
+
+
+def test_audit_renders_the_replay_quorum_and_names_a_claim_that_counts_for_nothing(
+        world: World, honest_replays: dict[str, Path], tmp_path: Path) -> None:
+    cherry = _resign(world, honest_replays["rebuilder-b"], "rebuilder-b",
+                     tmp_path / "forged" / "train.replay.intoto.json", _foreign_root)
+    result = run(["audit", world.honest.src / "attestations", *honest_replays.values(), cherry,
+                  "--policy", policy(world, tmp_path / "p.yaml"), "--format", "json"])
+    assert_no_traceback(result)
+    report = json.loads(result.stdout)
+    [train] = [s for s in report["steps"] if s["step"] == "train"]
+    assert train["quorum"]["matching"] == 2
+    assert "segments replayed by rebuilder-a, rebuilder-b" in train["quorum"]["summary"]
+    verdicts = {r["files"][0]: r["verdict"] for r in report["rebuilds"]}
+    assert verdicts[str(cherry)] == "ignored"
+    assert {verdicts[str(p)] for p in honest_replays.values()} == {"matched"}
+    assert any(f["kind"] == "replay-ignored" and "another checkpoint log" in f["message"]
+               for f in report["findings"])
+    text = run(["audit", world.honest.src / "attestations", *honest_replays.values(),
+                "--policy", policy(world, tmp_path / "p.yaml")])
+    assert "segments replayed by rebuilder-a, rebuilder-b" in text.stdout
+
+
+@pytest.fixture(scope="module")
+def nudged(world: World) -> Run:
+    """A run whose weights were nudged by 1e-9 once after update 50: far inside a tolerance of
+    a hundredth of the update, yet not bit for bit."""
+    return _record(world.root, "nudged", world.builder,
+                   {"FORGE_PERTURB_AT": "50", "FORGE_PERTURB_SCALE": "1e-9"})
+
+
+def test_a_tolerance_relative_to_the_update_is_signed_and_rejudged_by_the_policy(
+        world: World, nudged: Run, tmp_path: Path) -> None:
+    for name in world.rebuilders:
+        result = replay(world, nudged, name, "--segment", "60", extra=("--update-rtol", "0.01"))
+        assert result.code == 0, result.output
+        assert "WITHIN-TOLERANCE" in result.output
+    segment = payload_of(read_json(replay_file(nudged, "rebuilder-a")))["predicate"]["replay"][
+        "segments"][0]
+    assert segment["verdict"] == "WITHIN-TOLERANCE" and 0 < segment["update"]["ratio"] < 1e-6
+    assert segment["files"] == []
+    claims = [replay_file(nudged, n) for n in world.rebuilders]
+    # The policy grants a tolerance: the signed ratios are within it.
+    loose = verify(world, nudged, policy(world, tmp_path / "tol.yaml", segments=1,
+                                         match={"update_rtol": 0.001}), *claims)
+    assert loose.code == 0, loose.output
+    assert "all within 0.001 of their update" in loose.output
+    # The policy grants none: the same claims are dissent, naming the segment.
+    exact = verify(world, nudged, policy(world, tmp_path / "exact.yaml", segments=1), *claims)
+    assert exact.code == 1, exact.output
+    assert "segment 40->60 WITHIN-TOLERANCE" in exact.output
+    # A tighter tolerance than the ratios: dissent as well.
+    tight = verify(world, nudged, policy(world, tmp_path / "tight.yaml", segments=1,
+                                         match={"update_rtol": 1e-12}), *claims)
+    assert tight.code == 1, tight.output
+
+
+def test_one_rebuilder_finding_a_forged_segment_fails_under_max_dissent_zero(
+        world: World, tmp_path: Path) -> None:
+    """rebuilder-a's random sample misses the forgery and matches; rebuilder-b targets it."""
+    run_ = world.forged["perturbed"]
+    misses = next(bytes([n]) * 32 for n in range(256) if all(
+        s.end.step != 60 for s in choose_segments(run_.log, bytes([n]) * 32, 2)))
+    assert replay(world, run_, "rebuilder-a", "--segments", "2", "--seed", misses.hex(),
+                  out="dissent").code == 0
+    assert replay(world, run_, "rebuilder-b", "--segment", "60", out="dissent").code == 1
+    claims = [replay_file(run_, n, "dissent") for n in world.rebuilders]
+    rule = policy(world, tmp_path / "p.yaml", segments=2)
+    data = {**__import__("yaml").safe_load(rule.read_text())}
+    data["rebuild"]["quorum"] = 1
+    write_policy(rule, data)
+    assert verify(world, run_, rule, *claims).code == 0  # one match is the quorum of one
+    data["rebuild"]["max_dissent"] = 0
+    write_policy(rule, data)
+    result = verify(world, run_, rule, *claims)
+    assert result.code == 1, result.output
+    assert "more than max_dissent 0: segment 40->60 DIFFERS (replayed by rebuilder-b)" \
+        in result.output
+
+
+def test_a_resume_command_that_writes_elsewhere_fails(world: World, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    shutil.copytree(world.honest.src, src)
+    attestation = src / "attestations" / "train.intoto.json"
+    statement = payload_of(read_json(attestation))
+    checkpoints = statement["predicate"]["buildDefinition"]["externalParameters"]["checkpoints"]
+    # It writes a checkpoint, but under another name than the logged one.
+    checkpoints["resume"] = [sys.executable, "train.py", "--data", "data", "--from",
+                             "{checkpoint}", "--until", "{step}1", "--out", "{out}"]
+    write_json(attestation, sign_bundle(json.dumps(statement, sort_keys=True).encode(), INTOTO,
+                                        world.builder.private))
+    result = replay(world, Run(src, attestation, world.honest.log), "rebuilder-a",
+                    "--segment", "20", out="x")
+    assert result.code == 1, result.output
+    assert "FAILED (exit 0)" in result.output and "wrote no {out}/step-000020/" in result.output
+
+
+@pytest.mark.parametrize(("choice", "fragment"), [
+    (["--segments", "0"], "--segments '0'"),
+    (["--segments", "2", "--segment", "20"], "give one"),
+    (["--segment", "25"], "no segment of the log"),
+    (["--segments", "2", "--seed", "xyz"], "--seed 'xyz'"),
+    (["--segments", "all", "--seed", "00"], "--seed goes with --segments K"),
+])
+def test_a_choice_of_segments_that_means_nothing_is_one_sentence(
+        world: World, choice: list[str], fragment: str) -> None:
+    result = replay(world, world.honest, "rebuilder-a", *choice, out="bad")
+    assert_error(result, 2, fragment)
+    assert not (world.honest.src / "bad").exists()

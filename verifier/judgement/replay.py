@@ -140,15 +140,16 @@ def _segment_verdict(item: dict[str, Any], logged: str, rule: ReplayRule) -> str
     rtol = rule.update_rtol
     update = item.get("update")
     tensors = item.get("tensors")
+    refused = "WITHIN-TOLERANCE the policy does not grant" if verdict != "DIFFERS" else verdict
     if (rtol is None or not isinstance(digest, str) or item.get("files") != []
             or not isinstance(update, dict) or not isinstance(tensors, list)):
-        return "DIFFERS"
+        return refused
     ratios = [update.get("ratio")] + [t.get("ratio") if isinstance(t, dict) else None
                                       for t in tensors]
     if all(isinstance(r, int | float) and not isinstance(r, bool) and 0 <= r <= rtol
            for r in ratios):
         return "WITHIN-TOLERANCE"
-    return "DIFFERS"
+    return refused
 
 
 def judge_replays(record: StepRecord, step_attribution: Attribution,
