@@ -10,7 +10,6 @@ edit a copy and re-sign it with the rebuilder's own key, as a dishonest rebuilde
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import shutil
@@ -35,19 +34,15 @@ from helpers import (
     write_policy,
 )
 
-from verifier.formats.checkpoint_log import (
-    CheckpointLog,
-    choose_segments,
-    parse_template,
-    scan_checkpoints,
-)
-from verifier.formats.digest import Hasher
+from verifier.formats.checkpoint_log import CheckpointLog, choose_segments, log_from_predicate
 
-TRAIN = Path(__file__).parent / "fixtures" / "checkpointed" / "train.py"
-STEPS, EVERY = 40, 10
-RESUME = [sys.executable, "train.py", "--from", "{checkpoint}", "--until", "{step}",
-          "--out", "{out}"]
+SCHEMA = Path(__file__).parents[1] / "attestations" / "rebuild-statement.schema.json"
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "checkpointed-training"
+STEPS, EVERY = 100, 20
+RESUME = (f"{sys.executable} train.py --data data --from {{checkpoint}} --until {{step}} "
+          "--out {out}")
 SEED = "00" * 32
+CURRENT_LOG: list[CheckpointLog] = []  # the log a claim edit recomputes a choice from
 
 
 @dataclass(frozen=True)
@@ -58,31 +53,29 @@ class Run:
 
     @property
     def model(self) -> Path:
-        return self.src / "ckpt" / f"step-{STEPS:06d}" / "weights.safetensors"
+        return self.src / "model" / "weights.safetensors"
 
 
-def _record(root: Path, name: str, builder: KeyPair, forge: list[str]) -> Run:
-    """Record the training step, then sign its checkpoint log into it (as record
-    --checkpoints does: externalParameters.checkpoints and the checkpoint-log byproduct)."""
+def _record(root: Path, name: str, builder: KeyPair, forge: dict[str, str]) -> Run:
+    """The example's two steps recorded with the real `record`, the training step with
+    --checkpoints; a forger sets FORGE_* while the checkpoints are made (never signed)."""
     src = root / name
     src.mkdir()
-    shutil.copy(TRAIN, src / "train.py")
-    result = run(["record", "--step", "train", "--key", builder.private, "--material",
-                  "train.py", "--product", "ckpt", "--", sys.executable, "train.py",
-                  "--steps", str(STEPS), "--every", str(EVERY), "--out", "ckpt", *forge],
+    for script in ("make_data.py", "train.py"):
+        shutil.copy(EXAMPLE / script, src / script)
+    result = run(["record", "--step", "make-data", "--key", builder.private, "--material",
+                  "make_data.py", "--product", "data", "--", sys.executable, "make_data.py"],
                  cwd=src)
     assert result.code == 0, result.output
+    result = run(["record", "--step", "train", "--key", builder.private, "--material", "data",
+                  "--material", "train.py", "--product", "model", "--checkpoints", "ckpt",
+                  "--resume", RESUME, "--", sys.executable, "train.py", "--data", "data",
+                  "--steps", str(STEPS), "--every", str(EVERY), "--out", "ckpt"],
+                 cwd=src, env=forge)
+    assert result.code == 0, result.output
     attestation = src / "attestations" / "train.intoto.json"
-    statement = payload_of(read_json(attestation))
-    entries = scan_checkpoints(src / "ckpt",
-                               lambda p: Hasher().digest_paths([p])[0].dir_hash)
-    log = CheckpointLog("ckpt", parse_template(RESUME), entries)
-    predicate = statement["predicate"]
-    predicate["buildDefinition"]["externalParameters"]["checkpoints"] = \
-        log.external_parameters()
-    predicate["runDetails"].setdefault("byproducts", []).append(log.byproduct())
-    payload = json.dumps(statement, sort_keys=True, separators=(",", ":")).encode()
-    write_json(attestation, sign_bundle(payload, INTOTO, builder.private))
+    log = log_from_predicate(payload_of(read_json(attestation))["predicate"], "test")
+    assert log is not None and len(log.segments) == STEPS // EVERY
     return Run(src, attestation, log)
 
 
@@ -100,13 +93,22 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     root = tmp_path_factory.mktemp("replay")
     builder = make_keys(root / "keys", "builder")
     rebuilders = {n: make_keys(root / "keys", n) for n in ("rebuilder-a", "rebuilder-b")}
-    honest = _record(root, "honest", builder, [])
+    honest = _record(root, "honest", builder, {})
     forged = {
-        "perturbed": _record(root, "perturbed", builder, ["--perturb-at", "25"]),
-        "lr": _record(root, "lr", builder, ["--lr-segment", "20:0.2"]),
-        "batch": _record(root, "batch", builder, ["--swap-batch", "33"]),
+        "perturbed": _record(root, "perturbed", builder, {"FORGE_PERTURB_AT": "50"}),
+        "lr": _record(root, "lr", builder, {"FORGE_LR_AT": "40"}),
+        "batch": _record(root, "batch", builder, {"FORGE_SWAP_BATCH_AT": "90"}),
     }
     return World(root, builder, rebuilders, honest, forged)
+
+
+def schema_errors(statement: Any) -> list[str]:
+    from jsonschema import Draft202012Validator
+
+    schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
+    checker = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+            for e in checker.iter_errors(statement)]
 
 
 def replay(world: World, run_: Run, rebuilder: str, *choice: str, out: str = "rebuilds",
@@ -121,8 +123,9 @@ def policy(world: World, path: Path, segments: int = 2, **replay_rule: Any) -> P
         "version": 1,
         "signers": {"builder": {"key": str(world.builder.public)},
                     **{n: {"key": str(k.public)} for n, k in world.rebuilders.items()}},
-        "sources": [{"pattern": "train.py", "unpinned": True}],
-        "steps": [{"name": "train", "signed_by": ["builder"]}],
+        "sources": [{"pattern": "*.py", "unpinned": True}],
+        "steps": [{"name": "make-data", "signed_by": ["builder"]},
+                  {"name": "train", "signed_by": ["builder"], "after": ["make-data"]}],
         "rebuild": {"quorum": 2, "rebuilders": sorted(world.rebuilders),
                     "replay": {"train": {"segments": segments, **replay_rule}}},
     })
@@ -130,7 +133,7 @@ def policy(world: World, path: Path, segments: int = 2, **replay_rule: Any) -> P
 
 def verify(world: World, run_: Run, policy_path: Path, *attestations: Path) -> Any:
     args: list[Any] = [run_.model, "--policy", policy_path, "--attestations",
-                       run_.attestation]
+                       run_.src / "attestations"]
     for path in attestations:
         args += ["--attestations", path]
     return run(args, program="verify-model")
@@ -155,6 +158,7 @@ def test_honest_run_passes_a_replay_quorum_of_two(world: World,
     for name, path in honest_replays.items():
         bundle = read_json(path)
         assert dsse_verifies(bundle, world.rebuilders[name].public.read_bytes())
+        assert schema_errors(payload_of(bundle)) == []
         replay_ = payload_of(bundle)["predicate"]["replay"]
         seed = bytes.fromhex(replay_["selection"]["seed"])
         assert [s["index"] for s in replay_["segments"]] == [
@@ -181,13 +185,14 @@ def test_segments_all_reproduces_the_whole_run(world: World) -> None:
     result = replay(world, world.honest, "rebuilder-a", "--segments", "all", out="all")
     assert result.code == 0, result.output
     replay_ = payload_of(read_json(replay_file(world.honest, "rebuilder-a", "all")))
-    assert [s["index"] for s in replay_["predicate"]["replay"]["segments"]] == [0, 1, 2, 3]
+    assert [s["index"] for s in replay_["predicate"]["replay"]["segments"]] == list(
+        range(STEPS // EVERY))
     assert replay_["predicate"]["reproduced"] is True
     assert {s["name"] for s in replay_["subject"]} == {
         f"ckpt/{e.name}" for e in world.honest.log.entries[1:]}
 
 
-@pytest.mark.parametrize(("forgery", "end"), [("perturbed", 30), ("lr", 20), ("batch", 40)])
+@pytest.mark.parametrize(("forgery", "end"), [("perturbed", 60), ("lr", 40), ("batch", 100)])
 def test_a_forged_segment_differs_and_fails_verification(world: World, forgery: str,
                                                          end: int) -> None:
     run_ = world.forged[forgery]
@@ -195,34 +200,34 @@ def test_a_forged_segment_differs_and_fails_verification(world: World, forgery: 
         result = replay(world, run_, name, "--segment", str(end))
         assert result.code == 1, result.output
         assert "DIFFERS" in result.output and "ratio" in result.output
-        segment = payload_of(read_json(replay_file(run_, name)))["predicate"]["replay"][
-            "segments"][0]
+        bundle = read_json(replay_file(run_, name))
+        assert dsse_verifies(bundle, world.rebuilders[name].public.read_bytes())
+        assert schema_errors(payload_of(bundle)) == []
+        segment = payload_of(bundle)["predicate"]["replay"]["segments"][0]
         assert segment["verdict"] == "DIFFERS"
-        assert segment["update"]["ratio"] > 0.1
-        assert segment["tensors"][0]["file"] == "weights.safetensors"
+        assert segment["update"]["ratio"] > 0 and segment["tensors"][0]["ratio"] > 0
+        assert "weights.safetensors" in {t["file"] for t in segment["tensors"]}
     result = verify(world, run_, policy(world, world.root / f"p-{forgery}.yaml", segments=1),
                     *(replay_file(run_, n) for n in world.rebuilders))
     assert result.code == 1, result.output
     assert f"segment {end - EVERY}->{end} DIFFERS" in result.output
     # The honest segments of the same forged run still match: the forgery is localised.
-    other = replay(world, run_, "rebuilder-a", "--segment", "10" if end != 10 else "40",
-                   out="other")
+    other = replay(world, run_, "rebuilder-a", "--segment", "20", out="other")
     assert other.code == 0, other.output
 
 
 def test_a_checkpoint_altered_after_signing_is_refused(world: World, tmp_path: Path) -> None:
     src = tmp_path / "src"
     shutil.copytree(world.honest.src, src)
-    weights = src / "ckpt" / "step-000010" / "weights.safetensors"
+    weights = src / "ckpt" / "step-000020" / "weights.safetensors"
     data = bytearray(weights.read_bytes())
     data[-1] ^= 1
     weights.write_bytes(bytes(data))
     altered = Run(src, src / "attestations" / "train.intoto.json", world.honest.log)
-    marker = tmp_path / "ran"
-    result = replay(world, altered, "rebuilder-a", "--segment", "20", out="x")
-    assert_error(result, 2, "ckpt/step-000010", "does not match the signed log",
+    result = replay(world, altered, "rebuilder-a", "--segment", "40", out="x")
+    assert_error(result, 2, "ckpt/step-000020", "does not match the signed log",
                  "nothing was run")
-    assert not (src / "x").exists() and not marker.exists()
+    assert not (src / "x").exists()
 
 
 def _resign(world: World, source: Path, rebuilder: str, target: Path,
@@ -245,8 +250,11 @@ def _unlogged_segment(replay_: dict[str, Any]) -> None:
 
 
 def _cherry_picked(replay_: dict[str, Any]) -> None:
-    # Another seed's segments under this seed: the choice does not recompute.
-    replay_["selection"]["seed"] = "ff" * 32
+    # The segments it replayed, claimed under a seed that chooses others.
+    claimed = [s["index"] for s in replay_["segments"]]
+    seed = next(bytes([n]) * 32 for n in range(256) if [
+        s.index for s in choose_segments(CURRENT_LOG[0], bytes([n]) * 32, 2)] != claimed)
+    replay_["selection"]["seed"] = seed.hex()
 
 
 def _listed_twice(replay_: dict[str, Any]) -> None:
@@ -259,10 +267,16 @@ def _wrong_end(replay_: dict[str, Any]) -> None:
     replay_["segments"][0]["end"]["digest"]["dirHash"] = "0" * 64
 
 
+def _match_of_other_bytes(replay_: dict[str, Any]) -> None:
+    # "MATCH", while what it says the replay wrote is not the logged checkpoint.
+    replay_["segments"][0]["replayed"]["dirHash"] = "1" * 64
+
+
 @pytest.mark.parametrize("edit", [_foreign_root, _unlogged_segment, _cherry_picked,
-                                  _listed_twice, _wrong_end])
+                                  _listed_twice, _wrong_end, _match_of_other_bytes])
 def test_a_rebuilder_cannot_count_segments_it_did_not_replay(
         world: World, honest_replays: dict[str, Path], tmp_path: Path, edit: Any) -> None:
+    CURRENT_LOG[:] = [world.honest.log]
     forged = _resign(world, honest_replays["rebuilder-b"], "rebuilder-b",
                      tmp_path / "rebuilder-b" / "train.replay.intoto.json", edit)
     result = verify(world, world.honest, policy(world, tmp_path / "p.yaml"),
@@ -314,9 +328,12 @@ def test_a_resume_command_that_writes_nothing_fails_with_its_exit_code(
     attestation = src / "attestations" / "train.intoto.json"
     statement = payload_of(read_json(attestation))
     predicate = statement["predicate"]
-    for resume, code in ((["{checkpoint}", "{step}", "{out}"], 0),):
+    # Exits 0 having written nothing; exits 3 having written nothing.
+    for resume, code in ((["{checkpoint}", "{step}", "{out}"], 0),
+                         (["{checkpoint}", "{step}", "{out}", "sys.exit(3)"], 3)):
         predicate["buildDefinition"]["externalParameters"]["checkpoints"]["resume"] = [
-            sys.executable, "-c", "import sys; sys.argv", *resume]
+            sys.executable, "-c", "import sys; exec(sys.argv[-1]) if len(sys.argv) > 4 else 0",
+            *resume]
         byproduct = predicate["runDetails"]["byproducts"][-1]
         assert byproduct["name"] == "checkpoint-log"
         payload = json.dumps(statement, sort_keys=True).encode()
@@ -324,9 +341,11 @@ def test_a_resume_command_that_writes_nothing_fails_with_its_exit_code(
         result = replay(world, Run(src, attestation, world.honest.log), "rebuilder-a",
                         "--segments", "1", out="x", extra=("--force",))
         assert result.code == 1, result.output
-        assert "FAILED" in result.output and "wrote no" in result.output
-        segment = payload_of(read_json(src / "x" / "rebuilder-a" / "train.replay.intoto.json"))[
-            "predicate"]["replay"]["segments"][0]
+        assert f"FAILED (exit {code})" in result.output
+        written = payload_of(read_json(src / "x" / "rebuilder-a" /
+                                         "train.replay.intoto.json"))
+        assert schema_errors(written) == []
+        segment = written["predicate"]["replay"]["segments"][0]
         assert segment["verdict"] == "FAILED" and segment["exitCode"] == code
         assert "replayed" not in segment
 
@@ -340,4 +359,3 @@ def test_the_seed_is_drawn_at_rebuild_time(world: World) -> None:
             "predicate"]["replay"]["selection"]["seed"])
     assert len(seeds) == 2 and SEED not in seeds
     assert all(len(s) == 64 for s in seeds)
-    assert base64  # the bundles are read with helpers' decoder

@@ -66,7 +66,7 @@ from verifier.steps.rebuild import (
     _through_link,
     step_environment,
 )
-from verifier.steps.record import canonical_bundle_text
+from verifier.steps.record import canonical_bundle_text, utc_now
 from verifier.steps.sandbox import interpreter_roots
 
 REPLAY_SUFFIX = ".replay.intoto.json"
@@ -314,7 +314,7 @@ def replay(
     sandbox = _step_sandbox(record, options)
     current: dict[str, Any] | None = None
     source_info: dict[str, Any] = {}
-    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    started = utc_now()
     try:
         if on_plan is not None:
             on_plan([_plan_entry(record, log, s, root, out_name, declared, sandbox.describe())
@@ -459,7 +459,9 @@ def _statement(record: StepRecord, log: CheckpointLog, outcome: ReplayOutcome,
     subjects = [{"name": f"{log.directory}/{s.segment.end.name}",
                  "digest": {"dirHash": s.replayed}}
                 for s in outcome.segments if s.replayed is not None]
-    codes = [s.exit_code for s in outcome.segments if s.exit_code]
+    if not subjects:
+        # A statement needs a subject; with no end checkpoint written, it is about the log.
+        subjects = [{"name": "checkpoint-log", "digest": {"sha256": log.root}}]
     return {
         "_type": STATEMENT_TYPE,
         "subject": sorted(subjects, key=lambda d: d["name"]),
@@ -488,8 +490,9 @@ def _statement(record: StepRecord, log: CheckpointLog, outcome: ReplayOutcome,
             "runDetails": {
                 "invocationId": str(uuid.uuid4()),
                 "startedOn": started,
-                "finishedOn": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "exitCode": codes[0] if codes else 0,
+                "finishedOn": utc_now(),
+                # The replay itself completed; each segment's command has its own exit code.
+                "exitCode": 0,
             },
         },
     }
