@@ -21,7 +21,8 @@ demo: $(STAMP)
 demo-hf: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/hf-sharded/demo.sh
 
-# Verify a training run by replaying a few of its segments (examples/checkpointed-training).
+# Segment replay: a checkpointed training run replayed in part by two rebuilders, and a forged
+# run caught (examples/checkpointed-training, docs/replay.md).
 demo-replay: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/checkpointed-training/demo.sh
 

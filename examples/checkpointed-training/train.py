@@ -6,8 +6,9 @@ Full run (the recorded step):
     python train.py --data data --steps 200 --every 20 --out ckpt
 
 writes `ckpt/step-000000/` (the seeded initial weights, before any update), `ckpt/step-000020/`,
-... `ckpt/step-000200/`, and the product `model/weights.safetensors`. Resume (the signed
-template a replayer runs for one segment):
+... `ckpt/step-000200/`, and the product `model/weights.safetensors`. `--steps 0` writes the
+initial weights alone (an initialisation step of its own, rebuilt whole in a second).
+Resume (the signed template a replayer runs for one segment):
 
     python train.py --data data --from ckpt/step-000040 --until 60 --out OUT
 
@@ -210,8 +211,8 @@ def main() -> None:
         print(f"train.py: resumed at step {step}, wrote "
               f"{args.out / checkpoint_name(args.until)}")
         return
-    if args.steps <= 0 or args.every <= 0:
-        fail("--steps and --every must be positive.")
+    if args.steps < 0 or args.every <= 0:
+        fail("--steps must not be negative, --every must be positive.")
     tensors = load_file(str(args.data / "train.safetensors"))
     weights = initial_weights(tensors["x"].shape[1], int(tensors["y"].max()) + 1)
     momentum = {name: np.zeros_like(w) for name, w in weights.items()}

@@ -52,7 +52,7 @@ def plan(directory: Path | None, template: str | None, base: Path,
     root = Path(os.path.abspath(base))
     if not absolute.is_relative_to(root) or absolute == root:
         raise InputError(f"--checkpoints {directory}: must name a directory inside the working "
-                         f"directory (not the working directory itself), so that a replayer "
+                         "directory (not the working directory itself), so that a replayer "
                          "finds the checkpoints where the log says.")
     _refuse_escape(absolute, root, directory)
     name = absolute.relative_to(root).as_posix()
