@@ -468,3 +468,40 @@ def test_a_choice_of_segments_that_means_nothing_is_one_sentence(
     result = replay(world, world.honest, "rebuilder-a", *choice, out="bad")
     assert_error(result, 2, fragment)
     assert not (world.honest.src / "bad").exists()
+
+
+def test_the_update_relative_distance_is_what_numpy_says(tmp_path: Path) -> None:
+    """compare_checkpoints against a direct numpy computation: per tensor and overall, a NaN
+    equal bit for bit is no distance, an integer tensor that differs is infinitely far, and a
+    non-tensor file that differs, or is missing, is named."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from verifier.diff.update import compare_checkpoints
+    from verifier.formats.digest import Hasher
+
+    rng = np.random.default_rng(5)
+    start = {"w": rng.standard_normal((4, 8)).astype(np.float32),
+             "n": np.array([np.nan, 1.0], np.float32), "step": np.array([3], np.int64)}
+    end = {"w": start["w"] + np.float32(0.5), "n": np.array([np.nan, 2.0], np.float32),
+           "step": np.array([4], np.int64)}
+    replayed = {"w": end["w"] + rng.standard_normal((4, 8)).astype(np.float32) * np.float32(0.01),
+                "n": end["n"].copy(), "step": np.array([5], np.int64)}
+    for name, tensors, state in (("s", start, "a"), ("e", end, "b"), ("r", replayed, "c")):
+        (tmp_path / name).mkdir()
+        save_file(tensors, str(tmp_path / name / "weights.safetensors"))
+        (tmp_path / name / "state.json").write_text(state)
+    (tmp_path / "e" / "only-logged.txt").write_text("x")
+    found = compare_checkpoints(tmp_path / "r", tmp_path / "e", tmp_path / "s", Hasher())
+    by_name = {t.tensor: t for t in found.tensors}
+    distance = np.linalg.norm(replayed["w"].astype(np.float64) - end["w"])
+    size_w = np.linalg.norm(end["w"].astype(np.float64) - start["w"])
+    assert by_name["w"].ratio == pytest.approx(distance / size_w, rel=1e-12)
+    assert "n" not in by_name  # NaN equal bit for bit, 2.0 equal: no distance at all
+    assert by_name["step"].ratio == float("inf")
+    overall = np.sqrt(size_w ** 2 + 1.0)  # n moved 1.0 -> 2.0 (the NaN is no update)
+    assert found.update_size == pytest.approx(overall, rel=1e-12)
+    assert found.replay_distance == pytest.approx(distance, rel=1e-12)
+    assert found.files == [{"name": "only-logged.txt", "verdict": "MISSING"},
+                           {"name": "state.json", "verdict": "DIFFERS"}]
+    assert not found.within(0.1)

@@ -183,21 +183,40 @@ def _as_f64(dtype: str, raw: np.ndarray) -> np.ndarray:
 
 def _float_sums(dtype: str, ra: np.ndarray, rb: np.ndarray, rs: np.ndarray
                 ) -> tuple[float, float, float]:
-    """(‖a - b‖², ‖b - s‖², max |a - b|), a NaN or infinity anywhere making them infinite."""
+    """(||a - b||^2, ||b - s||^2, max |a - b|); a NaN or infinity that is not bit-equal on both
+    sides makes them infinite.
+
+    One pass per sum: a NaN or infinity anywhere shows in the dot product itself, and only then
+    is the chunk looked at again, to let bit-equal elements (NaN payloads included) count as
+    no distance and no update."""
     replay = update = worst = 0.0
     for begin in range(0, len(ra), _CHUNK):
-        a = _as_f64(dtype, ra[begin:begin + _CHUNK])
-        b = _as_f64(dtype, rb[begin:begin + _CHUNK])
-        s = _as_f64(dtype, rs[begin:begin + _CHUNK])
-        d = a - b
-        u = b - s
-        same = ra[begin:begin + _CHUNK] == rb[begin:begin + _CHUNK]
-        d[same] = 0.0  # bit-equal elements (NaN payloads included) are no distance
-        replay += float(np.dot(d, d)) if np.isfinite(d).all() else math.inf
-        update += float(np.dot(u, u)) if np.isfinite(u).all() else math.inf
+        raw_a, raw_b = ra[begin:begin + _CHUNK], rb[begin:begin + _CHUNK]
+        b = _as_f64(dtype, raw_b)
+        d = _as_f64(dtype, raw_a)
+        d -= b
+        part = float(np.dot(d, d))
+        if not math.isfinite(part):
+            d[_bits(raw_a) == _bits(raw_b)] = 0.0
+            part = float(np.dot(d, d))
+        replay += part if math.isfinite(part) else math.inf
         if d.size:
-            worst = max(worst, float(np.max(np.abs(d))) if np.isfinite(d).all() else math.inf)
+            low, high = float(d.min()), float(d.max())
+            worst = max(worst, -low, high) if math.isfinite(part) else math.inf
+        raw_s = rs[begin:begin + _CHUNK]
+        b -= _as_f64(dtype, raw_s)
+        moved = float(np.dot(b, b))
+        if not math.isfinite(moved):
+            b[_bits(raw_b) == _bits(raw_s)] = 0.0
+            moved = float(np.dot(b, b))
+        update += moved if math.isfinite(moved) else math.inf
     return replay, update, worst
+
+
+def _bits(raw: np.ndarray) -> np.ndarray:
+    """The elements as unsigned integers of their width: equal exactly when bit-equal (a NaN
+    equals itself, 0.0 is not -0.0)."""
+    return raw.view(f"u{raw.dtype.itemsize}")
 
 
 def _ratio(distance: float, size: float) -> float:
