@@ -753,8 +753,10 @@ def rebuild_command(
                                       checkpoints_from=checkpoints_from,
                                       update_rtol=update_rtol, on_plan=plan_shown,
                                       on_segment=None if as_json else _print_segment)
-                    _emit_json(done.to_dict()) if as_json else _say(
-                        f"wrote {done.rebuild_attestation}")
+                    if as_json:
+                        _emit_json(done.to_dict())
+                    else:
+                        _say(f"wrote {done.rebuild_attestation}")
                     return 0 if done.accepted else 1
                 if as_json:
                     # The steps' own output goes to stderr, so that stdout holds the JSON alone.

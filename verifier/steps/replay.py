@@ -392,11 +392,12 @@ def _place_start(workdir: Path, directory: PurePosixPath, segment: Segment, sour
     """Copy the start checkpoint to DIR/NAME in the workspace and check the copy against the
     log (the source could change between the check and the copy)."""
     target_dir = workdir / directory
+    # Checked before anything is made: mkdir would follow a committed link out of the workspace.
+    if _through_link(workdir, directory) or not _inside(workdir, target_dir.parent):
+        raise InputError(f"{record.source}: the checkpoint directory {directory} leads out of "
+                         "the workspace through a link; nothing more was run.")
     workspace.remove(workdir, directory)
     target_dir.mkdir(parents=True)
-    if not _inside(workdir, target_dir):
-        raise InputError(f"{record.source}: the checkpoint directory {directory} leads out of "
-                         "the workspace through a link; nothing was run.")
     target = target_dir / segment.start.name
     target.mkdir()
     for name in list_files(source):
