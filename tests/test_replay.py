@@ -505,3 +505,21 @@ def test_the_update_relative_distance_is_what_numpy_says(tmp_path: Path) -> None
     assert found.files == [{"name": "only-logged.txt", "verdict": "MISSING"},
                            {"name": "state.json", "verdict": "DIFFERS"}]
     assert not found.within(0.1)
+
+
+def test_the_vsa_names_a_segment_replay_quorum_apart_from_a_whole_rebuild(
+        world: World, honest_replays: dict[str, Path], tmp_path: Path) -> None:
+    vsa = tmp_path / "vsa.intoto.json"
+    result = run([world.honest.model, "--policy", policy(world, tmp_path / "p.yaml"),
+                  "--attestations", world.honest.src / "attestations",
+                  *[a for p in honest_replays.values() for a in ("--attestations", p)],
+                  "--vsa", vsa, "--key", world.rebuilders["rebuilder-a"].private],
+                 program="verify-model")
+    assert result.code == 0, result.output
+    bundle = read_json(vsa)
+    assert dsse_verifies(bundle, world.rebuilders["rebuilder-a"].public.read_bytes())
+    predicate = payload_of(bundle)["predicate"]
+    assert predicate["verifiedLevels"] == ["SLSA_BUILD_LEVEL_1",
+                                           "MODEL_VERIFIER_SEGMENT_REPLAY_QUORUM_2"]
+    used = {Path(a["uri"]).resolve() for a in predicate["inputAttestations"]}
+    assert {p.resolve() for p in honest_replays.values()} <= used

@@ -131,7 +131,9 @@ class StepQuorum:
     # Products the policy calls informational that a counted or dissenting rebuild did not
     # reproduce bit for bit: reported, never a match or dissent.
     informational: list[dict[str, Any]] = field(default_factory=list)
-    # A segment-replay quorum's one-line account (verifier.judgement.replay); "" otherwise.
+    # "replay" for a segment-replay quorum (verifier.judgement.replay), with its one-line
+    # account in `summary`; a whole rebuild's quorum otherwise.
+    kind: str = "rebuild"
     summary: str = ""
 
     @property
@@ -150,6 +152,7 @@ class StepQuorum:
             "missing": self.missing, "dissent": self.dissent, "probes": self.probes,
             "ignored": self.ignored, "failures": self.failures,
             "informational": self.informational,
+            **({"kind": self.kind} if self.kind != "rebuild" else {}),
             **({"summary": self.summary} if self.summary else {}),
         }
 

@@ -158,7 +158,7 @@ def judge_replays(record: StepRecord, step_attribution: Attribution,
     rebuild = policy.rebuild
     assert rebuild is not None
     outcome = StepQuorum(record.step, record.source, record.statement.payload_sha256,
-                         rebuild.quorum)
+                         rebuild.quorum, kind="replay")
     try:
         log = log_from_predicate(record.statement.predicate, record.source)
     except InputError as error:
