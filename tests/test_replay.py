@@ -523,3 +523,23 @@ def test_the_vsa_names_a_segment_replay_quorum_apart_from_a_whole_rebuild(
                                            "MODEL_VERIFIER_SEGMENT_REPLAY_QUORUM_2"]
     used = {Path(a["uri"]).resolve() for a in predicate["inputAttestations"]}
     assert {p.resolve() for p in honest_replays.values()} <= used
+
+
+def test_a_step_without_a_log_has_nothing_to_replay(world: World) -> None:
+    result = run(["rebuild", world.honest.src / "attestations" / "make-data.intoto.json",
+                  "--source", world.honest.src, "--key", world.rebuilders["rebuilder-a"].private,
+                  "--trust-key", world.builder.public, "--out", world.honest.src / "none",
+                  "--segments", "1"], cwd=world.honest.src)
+    assert_error(result, 2, "carries a checkpoint log")
+
+
+def test_json_output_is_the_signed_replay_and_the_messages(world: World) -> None:
+    result = replay(world, world.honest, "rebuilder-b", "--segment", "20", "--segment", "20",
+                    out="json", extra=("--json",))
+    assert result.code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [s["index"] for s in report["segments"]] == [0]  # named twice, replayed once
+    assert report["selection"] == {"mode": "named", "requested": 2}
+    assert report["root"] == world.honest.log.root and report["reproduced"] is True
+    signed = payload_of(read_json(Path(report["rebuild_attestation"])))["predicate"]["replay"]
+    assert signed["segments"][0]["replayed"] == {"dirHash": world.honest.log.entries[1].dir_hash}
