@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-hf test bench lint clean
+.PHONY: demo demo-hf demo-replay test bench lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ demo: $(STAMP)
 # downloaded (examples/hf-sharded).
 demo-hf: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/hf-sharded/demo.sh
+
+# Segment replay: a checkpointed training run replayed in part by two rebuilders, and a forged
+# run caught (examples/checkpointed-training, docs/replay.md).
+demo-replay: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/checkpointed-training/demo.sh
 
 # The loopback Sigstore the keyless tests sign against (tests/sigstore_mock): its npm packages go
 # into that folder's node_modules. Without npm the tests that need it skip and say why.

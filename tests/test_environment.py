@@ -271,7 +271,7 @@ def test_fuzz_the_report_parser_only_input_error_escapes(report: Any,
     except InputError as error:
         assert "MODEL_VERIFIER_REPORT" in str(error) and "\n" not in str(error)
         return
-    assert checked is not None and set(checked) <= {"torch"}
+    assert checked is not None and set(checked) <= {"torch", "determinism"}
 
 
 def test_a_statement_with_reported_settings_validates_against_the_schema(

@@ -29,10 +29,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from graphs import World, sha
+from graphs import World, canonical, sha
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from verifier.formats.checkpoint_log import (
+    CheckpointEntry,
+    CheckpointLog,
+    choose_segments,
+    log_from_predicate,
+)
 from verifier.formats.digest import dir_hash
 from verifier.formats.envelope import parse_bundle
 from verifier.judgement.evaluation import evaluate
@@ -61,6 +67,104 @@ class Build:
     bundles: dict[str, dict[str, Any]] = field(default_factory=dict)
     policy: dict[str, Any] = field(default_factory=dict)
     finals: dict[str, str] = field(default_factory=dict)  # file name -> content
+    # Ground truth of the generator: per step payload, the independent rebuilders whose replay
+    # it drew honest and with at least REPLAY_K distinct matching segments.
+    replayed: dict[str, set[str]] = field(default_factory=dict)
+
+
+# Replay claims of a logged train step: honest ones (random, all, named, a segment listed
+# twice) and ones that must count for nothing or as dissent.
+REPLAY_KINDS = ("random", "random", "random", "all", "named", "twice", "cosign", "cherry",
+                "foreign", "unlogged", "misplaced", "false-match", "differs", "too-few")
+REPLAY_K = 2
+CHECKPOINTS = 5
+
+
+def _add_log(statement: dict[str, Any], run: str) -> None:
+    entries = tuple(CheckpointEntry(10 * i, f"step-{10 * i:06d}", sha(f"ckpt-{run}-{i}"))
+                    for i in range(CHECKPOINTS))
+    log = CheckpointLog("ckpt", ("python", "train.py", "{checkpoint}", "{step}", "{out}"),
+                        entries)
+    predicate = statement["predicate"]
+    predicate["buildDefinition"]["externalParameters"]["checkpoints"] = \
+        log.external_parameters()
+    predicate["runDetails"]["byproducts"].append(log.byproduct())
+
+
+def _log_of(step: Any) -> CheckpointLog | None:
+    return log_from_predicate(step.statement["predicate"], "generated")
+
+
+def _replay_claim(step: Any, other: Any, kind: str, draw: st.DrawFn, run_id: str
+                  ) -> tuple[dict[str, Any], bool]:
+    """A replay attestation of `step` of this kind, and whether it is honest and enough.
+    `run_id` keeps two rebuilders' claims apart (one payload signed twice is one claim)."""
+    log = _log_of(step)
+    assert log is not None
+    seed = bytes([draw(st.integers(0, 255))]) * 32
+    chosen = choose_segments(log, seed, REPLAY_K)
+    selection: dict[str, Any] = {"mode": "random", "requested": REPLAY_K, "seed": seed.hex()}
+    verdicts = ["MATCH"] * len(chosen)
+    root = log.root
+    sufficient = kind in ("random", "all", "named", "cosign")
+    if kind == "all":
+        chosen, selection = log.segments, {"mode": "all", "requested": None}
+        verdicts = ["MATCH"] * len(chosen)
+    elif kind == "named":
+        selection = {"mode": "named", "requested": REPLAY_K}
+    elif kind == "twice":
+        chosen, verdicts = [chosen[0], chosen[0]], ["MATCH", "MATCH"]
+        selection = {"mode": "named", "requested": 2}
+    elif kind == "cherry":
+        picked = [s for s in log.segments if s not in chosen][:REPLAY_K]
+        chosen = picked
+    elif kind == "foreign":
+        other_log = _log_of(other)
+        root = other_log.root if other_log is not None and other_log.root != root \
+            else sha("another log")
+    elif kind == "unlogged":
+        chosen = [*chosen[:1], type(chosen[0])(CHECKPOINTS, log.entries[0], log.entries[1])]
+    elif kind == "differs":  # enough matching segments, and one that differs
+        chosen = log.segments[:REPLAY_K + 1]
+        verdicts = ["MATCH"] * REPLAY_K + ["DIFFERS"]
+        selection = {"mode": "named", "requested": REPLAY_K + 1}
+    elif kind == "too-few":
+        chosen, verdicts = chosen[:1], ["MATCH"]
+        selection = {"mode": "named", "requested": 1}
+    elif kind == "misplaced":  # a logged index, but another stretch of the run
+        first = chosen[0]
+        chosen = [type(first)(first.index, log.entries[-2], log.entries[-1]) if first.index
+                  != len(log.segments) - 1 else type(first)(first.index, log.entries[0],
+                                                            log.entries[1]), *chosen[1:]]
+    segments = []
+    for segment, verdict in zip(chosen, verdicts, strict=True):
+        item: dict[str, Any] = {"index": segment.index, "start": segment.start.to_json(),
+                                "end": segment.end.to_json(), "verdict": verdict,
+                                "exitCode": 0, "seconds": 0.1}
+        item["replayed"] = {"dirHash": segment.end.dir_hash if verdict == "MATCH"
+                            and kind != "false-match" else sha("other")}
+        if verdict != "MATCH":
+            item.update(update={"ratio": 0.5, "replayDistance": 1.0, "updateSize": 2.0},
+                        tensors=[], files=[])
+        segments.append(item)
+    statement = {
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": f"ckpt/{s.end.name}", "digest": {"dirHash": s.end.dir_hash}}
+                    for s in chosen] or [{"name": "checkpoint-log", "digest": {"sha256": root}}],
+        "predicateType": "https://model-verifier.dev/attestations/rebuild/v1",
+        "predicate": {
+            "step": "train",
+            "rebuiltAttestation": {"digest": {"sha256": step.payload_sha256},
+                                   "name": "train.intoto.json"},
+            "argv": list(log.resume), "env": {}, "envOverrides": {}, "reproduced": False,
+            "results": [], "materials": [], "environment": {}, "drift": [],
+            "replay": {"log": {"root": root, "checkpoints": len(log.entries),
+                               "directory": log.directory},
+                       "selection": selection, "segments": segments},
+            "runDetails": {"invocationId": run_id, "exitCode": 0},
+        },
+    }
+    return statement, sufficient
 
 
 @st.composite
@@ -69,6 +173,7 @@ def builds(draw: st.DrawFn, world: World) -> Build:
     produced: dict[str, list[str]] = {s: [] for s in STEPS}  # step -> product digests
     contents: dict[str, str] = {}
     attestations = []
+    step_signers: dict[str, set[str]] = {}
     for depth, step in enumerate(STEPS):
         for copy in range(draw(st.integers(1, 2))):  # a second one: a twin or another run
             materials: dict[str, Any]
@@ -106,11 +211,14 @@ def builds(draw: st.DrawFn, world: World) -> Build:
                     else d) for n, d in products.items()}
             statement = world.step(step, materials, digests,
                                    argv=["python", f"{step}.py", str(copy)])
+            if step == "train" and draw(st.integers(0, 3)):  # mostly a checkpoint log
+                _add_log(statement.statement, f"{copy}-{draw(st.integers(0, 1))}")
             signers = draw(st.lists(st.sampled_from(SIGNERS), min_size=1, max_size=2,
                                     unique=True).map(tuple))
             if draw(st.integers(0, 3)):  # mostly the right signer
                 signers = ("builder", *[s for s in signers if s != "builder"])[:2]
             attestations.append(statement)
+            step_signers[statement.payload_sha256] = set(signers)
             build.bundles[f"{step}-{copy}.json"] = statement.signed(*signers)
             for name, digest in products.items():
                 if digest not in produced[step] and name != "copy.csv":
@@ -126,6 +234,21 @@ def builds(draw: st.DrawFn, world: World) -> Build:
             build.bundles[f"rebuild-{index}-{who}-{kind}.json"] = world.rebuild(
                 statement, *signers, overrides=overrides, actual=actual,
                 run_id=f"{index}-{who}-{kind}")
+    logged = [a for a in attestations if _log_of(a) is not None]
+    for index, statement in enumerate(logged):
+        for who in draw(st.lists(st.sampled_from(("ra", "rb", "ra", "rb", "builder",
+                                                  "stranger")), min_size=1, max_size=3)):
+            kind = draw(st.sampled_from(REPLAY_KINDS))
+            other = logged[(index + 1) % len(logged)]
+            claim, sufficient = _replay_claim(statement, other, kind, draw,
+                                              f"{index}-{who}-{len(build.bundles)}")
+            signers = (who, "rb" if who != "rb" else "ra") if kind == "cosign" else (who,)
+            build.bundles[f"replay-{index}-{who}-{kind}-{len(build.bundles)}.json"] = \
+                world.sign(canonical(claim), *signers)
+            if sufficient:
+                build.replayed.setdefault(statement.payload_sha256, set()).update(
+                    s for s in signers if s in ("ra", "rb")
+                    and s not in step_signers[statement.payload_sha256])
     sources: list[dict[str, Any]] = []
     for name in SOURCES:
         choice = draw(st.sampled_from(("pin", "wrong-pin", "none")))
@@ -153,6 +276,13 @@ def builds(draw: st.DrawFn, world: World) -> Build:
         build.policy["rebuild"] = {"quorum": quorum, "rebuilders": ["ra", "rb", "builder"],
                                    "steps": draw(st.sets(st.sampled_from(STEPS), min_size=1)
                                                  .map(sorted))}
+    if logged and draw(st.booleans()):
+        build.policy.setdefault("rebuild", {"quorum": draw(st.sampled_from((1, 1, 2))),
+                                            "rebuilders": ["ra", "rb", "builder"]})
+        build.policy["rebuild"]["replay"] = {"train": {"segments": REPLAY_K}}
+        if "steps" in build.policy["rebuild"] and draw(st.booleans()):
+            build.policy["rebuild"]["steps"] = [
+                s for s in build.policy["rebuild"]["steps"] if s != "train"] or ["prepare"]
     build.finals = {f"final-{d[:8]}.bin": contents[d] for d in produced["package"]
                     if d in contents}
     return build
@@ -166,7 +296,8 @@ def _world(keys: Path, root: Path) -> World:
     return world
 
 
-def _assert_earned(report: Any, policy: dict[str, Any]) -> None:
+def _assert_earned(report: Any, policy: dict[str, Any],
+                   replayed: dict[str, set[str]]) -> None:
     """A PASS, checked against the policy by a few independent lines (an oracle)."""
     assert not report.problems
     assert {s["step"] for s in report.steps} >= set(STEPS)
@@ -180,10 +311,16 @@ def _assert_earned(report: Any, policy: dict[str, Any]) -> None:
             assert source["digest"]["sha256"] in pins[source["name"]], source
     _assert_materials_accounted(report, policy)
     rule = policy.get("rebuild")
+    if rule and "replay" in rule:
+        for step in report.steps:
+            if step["step"] == "train":
+                # Ground truth: enough rebuilders the generator drew honest and sufficient.
+                honest = replayed.get(step["payload_sha256"], set())
+                assert len(honest) >= rule["quorum"], (step, honest)
     if rule:
         judged = {q.payload_sha256: q for q in report.rebuilds}
         for step in report.steps:
-            if step["step"] in rule["steps"]:
+            if step["step"] in rule.get("steps", []):
                 quorum = judged[step["payload_sha256"]]
                 counted = {c["rebuilder"] for c in quorum.counted}
                 assert len(quorum.counted) >= rule["quorum"], quorum
@@ -275,7 +412,9 @@ def test_verify_and_audit_agree_and_counts_are_the_judged_ones(keys: Path,
                           for digest in [a["digest"].get("sha256")] if a["final"]}
         for name, content in build.finals.items():
             report = verify_artifact(root / name, policy, [root / "attestations"])
-            event(f"verdict {'PASS' if report.passed else 'FAIL'}")
+            replay_rule = "replay" in build.policy.get("rebuild", {})
+            event(f"verdict {'PASS' if report.passed else 'FAIL'}"
+                  f"{' under a replay rule' if replay_rule else ''}")
             assert audit_verdicts.get(sha(content)) == ("PASS" if report.passed else "FAIL"), (
                 name, report.to_dict(), audited["findings"])
             text = io.StringIO()
@@ -287,7 +426,7 @@ def test_verify_and_audit_agree_and_counts_are_the_judged_ones(keys: Path,
                 assert len({c["attestation"] for c in quorum.counted}) == len(quorum.counted)
                 assert f": {len(quorum.counted)}/{quorum.quorum} matching" in text.getvalue()
             if report.passed:
-                _assert_earned(report, build.policy)
+                _assert_earned(report, build.policy, build.replayed)
             json.dumps(report.to_dict())
 
 
@@ -334,8 +473,6 @@ def test_an_attestation_signed_by_no_policy_signer_changes_nothing(
         forged = dict(build.bundles)
         payload = json.loads(__import__("base64").b64decode(
             build.bundles[name]["dsseEnvelope"]["payload"]))
-        from graphs import canonical
-
         payload["predicate"]["forged"] = True
         forged["forged-copy.json"] = world.sign(canonical(payload), "stranger")
         for final, content in build.finals.items():
@@ -343,3 +480,63 @@ def test_an_attestation_signed_by_no_policy_signer_changes_nothing(
             forged[f"forged-{final}.json"] = claim.signed("stranger")
             forged[f"forged-rebuild-{final}.json"] = world.rebuild(claim, "stranger")
         assert _verdicts(policy_path, forged, build.finals) == before
+
+
+def _matching(claims: list[set[str]]) -> int:
+    """The most claims that can each be given a different signer of theirs (brute force)."""
+    best = 0
+
+    def walk(index: int, used: frozenset[str], count: int) -> None:
+        nonlocal best
+        best = max(best, count)
+        if index == len(claims):
+            return
+        walk(index + 1, used, count)
+        for signer in claims[index] - used:
+            walk(index + 1, used | {signer}, count + 1)
+
+    walk(0, frozenset(), 0)
+    return best
+
+
+@EXAMPLES
+@given(data=st.data())
+def test_a_replay_quorum_passes_exactly_when_enough_honest_replays_were_drawn(
+        keys: Path, data: st.DataObject) -> None:
+    """A fixed, otherwise valid chain whose train step signs a checkpoint log; only the replay
+    claims and the quorum are drawn. The oracle: the artifact passes exactly when the honest,
+    sufficient claims (by the generator's own account) can be given `quorum` distinct
+    independent rebuilders; every claim forged against the log counts for nothing."""
+    with tempfile.TemporaryDirectory() as directory:
+        world = _world(keys, Path(directory))
+        prepare = world.step("prepare", {"raw.csv": sha("raw.csv")}, {"data.csv": sha("d")})
+        train = world.step("train", {"data.csv": sha("d")}, {"model.bin": sha("m")})
+        _add_log(train.statement, "fixed")
+        package = world.step("package", {"model.bin": sha("m")}, {"final.bin": sha("final")})
+        other = world.step("train", {"data.csv": sha("d")}, {"model.bin": sha("m2")})
+        _add_log(other.statement, "other")
+        bundles = {f"{s.name}-{i}.json": s.signed("builder")
+                   for i, s in enumerate((prepare, train, package))}
+        honest: list[set[str]] = []
+        for index in range(data.draw(st.integers(0, 4))):
+            who = data.draw(st.sampled_from(("ra", "rb", "builder", "stranger")))
+            kind = data.draw(st.sampled_from(REPLAY_KINDS))
+            claim, sufficient = _replay_claim(train, other, kind, data.draw, f"{index}")
+            signers = (who, "rb" if who != "rb" else "ra") if kind == "cosign" else (who,)
+            bundles[f"replay-{index}.json"] = world.sign(canonical(claim), *signers)
+            if sufficient:
+                honest.append({s for s in signers if s in ("ra", "rb")})
+        quorum = data.draw(st.integers(1, 2))
+        policy = {
+            "sources": [{"name": "raw.csv", "sha256": sha("raw.csv")}],
+            "steps": [{"name": "prepare", "signed_by": ["builder"]},
+                      {"name": "train", "signed_by": ["builder"], "after": ["prepare"]},
+                      {"name": "package", "signed_by": ["builder"], "after": ["train"]}],
+            "signers": {n: {"key": world.public(n)} for n in SIGNERS if n != "stranger"},
+            "rebuild": {"quorum": quorum, "rebuilders": ["ra", "rb", "builder"],
+                        "replay": {"train": {"segments": REPLAY_K}}},
+        }
+        passed = _verdicts(world.policy(policy), bundles, {"final.bin": "final"})["final.bin"]
+        expected = _matching(honest) >= quorum
+        event(f"{'PASS' if passed else 'FAIL'}")
+        assert passed == expected, (policy["rebuild"], sorted(bundles), honest)

@@ -118,6 +118,14 @@ def record(
         "not say (e.g. `-- sh -c 'venv/bin/python train.py'`): its version and packages are "
         "recorded. Default: argv[0] when it is a Python, a script's #! line, else the PATH's "
         "python3.")] = None,
+    checkpoints: Annotated[Path | None, typer.Option(
+        "--checkpoints", metavar="DIR", help="The directory the step writes its checkpoints "
+        "into (one subdirectory each, named by its step number): each is a product, and their "
+        "log is signed for segment replay (docs/replay.md). Needs --resume.")] = None,
+    resume: Annotated[str | None, typer.Option(
+        "--resume", metavar="TEMPLATE", help="The command that continues the run from one "
+        "checkpoint to the next, with {checkpoint}, {step} and {out} (signed; replayers run "
+        "exactly it).")] = None,
     as_json: JsonFlag = False,
     quiet: QuietFlag = False,
 ) -> None:
@@ -167,6 +175,7 @@ def record(
                     sandbox=chosen, tracer=tracer, strict=strict,
                     attest_existing=attest_existing,
                     hidden=[key] if key is not None else [], python=python,
+                    checkpoint_dir=checkpoints, resume=resume,
                 )
         except StepFailed as failure:
             from verifier.formats.terminal import clean
@@ -185,18 +194,24 @@ def record(
                 for path in product or [] if path.is_dir()
             ]
         subjects = result.statement["subject"]
+        log = result.checkpoint_log
         _warn([untraced, chosen.warning, *result.warnings])
         if as_json:
             _emit_json({"attestation": str(result.attestation), "step": step,
                         "signer": result.identity, "subjects": subjects,
                         "sandbox": chosen.describe(), "warnings": result.warnings,
                         "undeclared_inputs": result.undeclared_inputs,
+                        **({"checkpoints": {"root": log.root, "count": len(log.entries),
+                                            "directory": log.directory}} if log else {}),
                         **({"oms": [s.to_dict() for s in signatures]} if oms else {})})
         else:
             signer_name = (result.identity if result.identity.startswith("sigstore:")
                            else f"{result.identity[:20]}…")
             _say(f"recorded step {step!r}: {len(subjects)} subject(s), signed by "
                  f"{signer_name}, wrote {result.attestation}")
+            if log:
+                _say(f"signed the checkpoint log of {log.directory}: {len(log.entries)} "
+                     f"checkpoint(s), root {log.root}")
             for written in signatures:
                 _say(f"wrote {written.signature}: OMS v1.0 signature of {written.files} file(s)")
         return 0
@@ -253,6 +268,19 @@ def rebuild_command(
     trust_config: TrustConfigOpt = None,
     as_json: JsonFlag = False,
     quiet: QuietFlag = False,
+    segments: Annotated[str | None, typer.Option(metavar="K|all",
+        help="Replay K segments of a checkpointed step, chosen at random by --seed, or all of "
+        "them (docs/replay.md).")] = None,
+    segment: Annotated[list[str] | None, typer.Option(metavar="STEP",
+        help="Replay the segment ending at checkpoint STEP (repeatable).")] = None,
+    seed: Annotated[str | None, typer.Option(metavar="HEX",
+        help="The seed of the random choice (default: 32 bytes drawn now).")] = None,
+    checkpoints_from: Annotated[Path | None, typer.Option(
+        help="Where the logged checkpoints are (default: the recorded directory under "
+        "--source).")] = None,
+    update_rtol: Annotated[float | None, typer.Option(
+        help="Accept a replayed segment whose distance is at most this share of its update "
+        "(at most 0.1).")] = None,
 ) -> None:
     """Re-run recorded steps in fresh sandboxed workspaces and attest whether they reproduced.
 
@@ -318,6 +346,21 @@ def rebuild_command(
         hasher, progress = _hasher_with_progress(quiet, "hashing")
         try:
             with termination_as_interrupt():
+                if segments is not None or segment:
+                    from verifier.steps.replay import parse_selection, replay
+
+                    chosen = parse_selection(segments, segment or [], seed)
+                    with contextlib.redirect_stdout(sys.stderr) if as_json else \
+                            contextlib.nullcontext():
+                        done = replay(records, options, chosen, only_step=step, hasher=hasher,
+                                      checkpoints_from=checkpoints_from,
+                                      update_rtol=update_rtol, on_plan=plan_shown,
+                                      on_segment=None if as_json else _print_segment)
+                    if as_json:
+                        _emit_json(done.to_dict())
+                    else:
+                        _say(f"wrote {done.rebuild_attestation}")
+                    return 0 if done.accepted else 1
                 if as_json:
                     # The steps' own output goes to stderr, so that stdout holds the JSON alone.
                     with contextlib.redirect_stdout(sys.stderr):
@@ -347,6 +390,24 @@ def _print_plan(entries: list[dict[str, Any]], out_dir: Path) -> None:
         for name, value in entry["env"].items():
             _say(f"    sets:    {name}={value}")
     sys.stdout.flush()
+
+
+def _print_segment(outcome: Any) -> None:
+    """One replayed segment: its steps, verdict, wall time, and for a difference the worst
+    tensors and distances."""
+    code = f" (exit {outcome.exit_code})" if outcome.verdict == "FAILED" else ""
+    _say(f"{outcome.verdict + code:<16} segment {outcome.name}  {outcome.seconds:.2f} s")
+    if outcome.message:
+        _say(f"  {outcome.message}")
+    found = outcome.comparison
+    if found is not None and outcome.verdict != "MATCH":
+        _say(f"  distance {found.replay_distance:.3g} against an update of "
+             f"{found.update_size:.3g} (ratio {found.ratio:.3g})")
+        for tensor in found.worst()[:5]:
+            _say(f"  {tensor.file} {tensor.tensor}: ratio {tensor.ratio:.3g}, max abs diff "
+                 f"{tensor.max_abs_diff:.3g}")
+        for file in found.files:
+            _say(f"  {file['name']}: {file['verdict']}")
 
 
 def _print_outcome(outcome: Any) -> None:

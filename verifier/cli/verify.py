@@ -73,6 +73,8 @@ def _print_report(report: Any, quiet: bool = False) -> None:
         which = f" ({quorum.attestation})" if several[quorum.step] > 1 else ""
         _say(f"  rebuilds of {quorum.step}{which}: {len(quorum.counted)}/{quorum.quorum} "
               f"matching ({', '.join(quorum.matched) or 'none'})")
+        if getattr(quorum, "summary", ""):
+            _say(f"    {quorum.summary}")
         for dissent in quorum.dissent:
             for file in dissent["files"]:
                 _say(f"    signed dissent from {dissent['rebuilder']}: {_file_outcome(file)} "

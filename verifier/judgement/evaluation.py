@@ -132,7 +132,8 @@ class Evaluation:
         return (names.index(name) if name in names else len(names), step.source)
 
     def _quorums(self, chain: list[StepNode]) -> list[StepQuorum]:
-        return [s.quorum for s in sorted(chain, key=self._rank) if s.quorum is not None]
+        return [q for s in sorted(chain, key=self._rank) for q in (s.quorum, s.replay)
+                if q is not None]
 
     def artifact(self, digest: dict[str, str], label: str) -> ArtifactVerdict:
         """The verdict for the artifact with this digest (`label` names it in sentences)."""
@@ -465,6 +466,13 @@ def _judge_locally(evaluation: Evaluation, step: StepNode, claims: list[RebuildC
         step.quorum = judge_rebuilds(record, step.attribution, claims, policy, consumed)
         step.problems.extend(Problem(record.source, f, "quorum-shortfall")
                              for f in step.quorum.failures)
+    if policy.rebuild is not None and record.step in policy.rebuild.replay:
+        from verifier.judgement.replay import judge_replays
+
+        step.replay = judge_replays(record, step.attribution, claims, policy,
+                                    policy.rebuild.replay[record.step])
+        step.problems.extend(Problem(record.source, f, "quorum-shortfall")
+                             for f in step.replay.failures)
 
 
 def _judge_declarations(policy: Policy, step: StepNode) -> None:

@@ -97,6 +97,7 @@ class StepNode:
     problems: list[Problem] = field(default_factory=list)
     links: list[MaterialLink] = field(default_factory=list)
     quorum: StepQuorum | None = None
+    replay: StepQuorum | None = None  # the segment-replay quorum (rebuild.replay)
     warnings: list[Problem] = field(default_factory=list)  # reported, never a verdict
     on_cycle: bool = False
     # Maximal sets of step names a valid derivation of this attestation goes through (itself

@@ -171,6 +171,16 @@ class StepMatch:
 
 
 @dataclass(frozen=True)
+class ReplayRule:
+    """`rebuild.replay.STEP`: each rebuilder must have replayed at least `segments` distinct
+    segments of the step's checkpoint log, each matching bit for bit or, with `update_rtol`,
+    within that share of the segment's own update (verifier.judgement.replay)."""
+
+    segments: int
+    update_rtol: float | None = None
+
+
+@dataclass(frozen=True)
 class RebuildRule:
     quorum: int
     rebuilders: tuple[str, ...]
@@ -179,6 +189,8 @@ class RebuildRule:
     max_dissent: int | None = None
     # Count only sandboxed, offline rebuilds (verifier.judgement.hermetic).
     require_sandbox: bool = False
+    # Steps judged by segment replay instead of (or besides) a whole rebuild, per step.
+    replay: dict[str, ReplayRule] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -402,18 +414,22 @@ def _check_references(path: Path, signers: dict[str, SignerSpec], steps: tuple[S
             if rebuilder not in signers:
                 raise InputError(f"{path}: rebuild.rebuilders names an unknown signer "
                                  f"{rebuilder!r}{did_you_mean(rebuilder, signers)}.")
-        for step_name in rebuild["steps"]:
+        for step_name in rebuild.get("steps", []):
             if step_name not in names:
                 raise InputError(f"{path}: rebuild.steps names an unknown step {step_name!r}"
+                                 f"{did_you_mean(step_name, names)}.")
+        for step_name in rebuild.get("replay", {}):
+            if step_name not in names:
+                raise InputError(f"{path}: rebuild.replay names an unknown step {step_name!r}"
                                  f"{did_you_mean(step_name, names)}.")
         match = rebuild.get("match")
         if isinstance(match, dict) and "rtol" not in match:
             for step_name in match:
-                if step_name not in rebuild["steps"]:
+                if step_name not in rebuild.get("steps", []):
                     raise InputError(
                         f"{path}: rebuild.match.{step_name}: names no step of rebuild.steps"
-                        f"{did_you_mean(step_name, rebuild['steps'])}; a rule for a step that "
-                        "is not rebuilt would be no rule.")
+                        f"{did_you_mean(step_name, rebuild.get('steps', []))}; a rule for a "
+                        "step that is not rebuilt would be no rule.")
 
 
 TOLERANCE_OPTIONS = ("rtol", "atol")
@@ -508,7 +524,7 @@ def _rebuild_rule(path: Path, data: dict[str, Any] | None) -> RebuildRule | None
     match = data.get("match", "exact")
     per_step: dict[str, StepMatch] = {}
     whole = match == "exact" or (isinstance(match, dict) and "rtol" in match)
-    for step in data["steps"]:
+    for step in data.get("steps", []):
         if whole:
             per_step[step] = StepMatch(_whole_step(match, f"{path}: rebuild.match"),
                                        where=f"{path}: rebuild.match")
@@ -517,8 +533,20 @@ def _rebuild_rule(path: Path, data: dict[str, Any] | None) -> RebuildRule | None
     return RebuildRule(
         quorum=int(data["quorum"]),
         rebuilders=tuple(data["rebuilders"]),
-        steps=tuple(data["steps"]),
+        steps=tuple(data.get("steps", [])),
         match=per_step,
         max_dissent=data.get("max_dissent"),
         require_sandbox=data.get("require_sandbox", False),
+        replay={step: _replay_rule(path, step, value)
+                for step, value in data.get("replay", {}).items()},
     )
+
+
+def _replay_rule(path: Path, step: str, value: dict[str, Any]) -> ReplayRule:
+    from verifier.diff.update import check_update_rtol
+
+    match = value.get("match")
+    rtol = None if match is None else check_update_rtol(
+        _number(match["update_rtol"], f"{path}: rebuild.replay.{step}.match.update_rtol"),
+        f"{path}: rebuild.replay.{step}.match.update_rtol")
+    return ReplayRule(segments=int(value["segments"]), update_rtol=rtol)

@@ -61,6 +61,11 @@ def _name_errors(data: dict[str, Any]) -> list[str]:
         if isinstance(step_name, str) and step_name not in steps:
             found.append(f"rebuild.steps.{position}: unknown step {step_name!r}"
                          f"{did_you_mean(step_name, steps)}")
+    replayed = rebuild.get("replay")
+    for step_name in replayed if isinstance(replayed, dict) else []:
+        if step_name not in steps:
+            found.append(f"rebuild.replay.{step_name}: unknown step {step_name!r}"
+                         f"{did_you_mean(step_name, steps)}")
     match = rebuild.get("match")
     if isinstance(match, dict) and "rtol" not in match:
         for step_name in match:

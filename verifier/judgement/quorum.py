@@ -132,6 +132,10 @@ class StepQuorum:
     # Products the policy calls informational that a counted or dissenting rebuild did not
     # reproduce bit for bit: reported, never a match or dissent.
     informational: list[dict[str, Any]] = field(default_factory=list)
+    # "replay" for a segment-replay quorum (verifier.judgement.replay), with its one-line
+    # account in `summary`; a whole rebuild's quorum otherwise.
+    kind: str = "rebuild"
+    summary: str = ""
 
     @property
     def matched(self) -> list[str]:
@@ -149,6 +153,8 @@ class StepQuorum:
             "missing": self.missing, "dissent": self.dissent, "probes": self.probes,
             "ignored": self.ignored, "failures": self.failures,
             "informational": self.informational,
+            **({"kind": self.kind} if self.kind != "rebuild" else {}),
+            **({"summary": self.summary} if self.summary else {}),
         }
 
 
@@ -362,6 +368,8 @@ def judge_rebuilds(
     judged_claims: list[tuple[RebuildClaim, list[tuple[str, str]], bool]] = []
     heard_from: set[str] = set()
     for claim in sorted(claims, key=lambda c: c.source):
+        if "replay" in claim.statement.predicate:
+            continue  # a segment replay: judged by rebuild.replay (verifier.judgement.replay)
         if claim.rebuilt_payload_sha256 != record.statement.payload_sha256:
             _ignore(outcome, f"{claim.source}: rebuilt another attestation of step "
                              f"{record.step!r} (payload sha256 "

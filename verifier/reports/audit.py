@@ -678,6 +678,9 @@ class _Auditor:
                 continue
             rebuild.step_node = step.id
             step.rebuilds.append(rebuild.id)
+            if "replay" in claim.statement.predicate:
+                self._check_replay(rebuild, step)
+                continue
             tolerance = rule.match.get(step.record.step) if rule is not None else None
             rebuild.mismatches = [_cleaned_mismatch(m)
                                   for m in check_claim(step.record, claim, tolerance)]
@@ -704,12 +707,45 @@ class _Auditor:
                                     for d in claim.drift[:8]]})
         if self.evaluation is None:
             return
-        quorum_of = {n.payload_sha256: n.quorum for n in self.evaluation.steps
-                     if n.quorum is not None}
+        quorum_of = {n.payload_sha256: n.quorum or n.replay for n in self.evaluation.steps
+                     if (n.quorum or n.replay) is not None}
         for step in self.report.steps:
             quorum = quorum_of.get(step.record.statement.payload_sha256)
             if quorum is not None:
                 step.quorum = quorum.to_dict()
+
+    def _check_replay(self, rebuild: Any, step: Any) -> None:
+        """A segment replay, read against the step's signed log as the judgement reads it
+        (verifier.judgement.replay): matched, dissent naming the segments, or nothing."""
+        from verifier.formats.checkpoint_log import log_from_predicate
+        from verifier.judgement.policy import ReplayRule
+        from verifier.judgement.replay import judge_replay_claim
+
+        claim = rebuild.claim
+        rule = self.policy.rebuild if self.policy is not None else None
+        replay_rule = (rule.replay.get(step.record.step) if rule is not None else None) \
+            or ReplayRule(segments=1)
+        try:
+            log = log_from_predicate(step.record.statement.predicate, step.record.source)
+        except InputError:
+            log = None
+        judged = (judge_replay_claim(claim, log, replay_rule) if log is not None
+                  else "the step signs no usable checkpoint log")
+        who = ", ".join(rebuild.signer.names) or rebuild.signer.claimed
+        if isinstance(judged, str):
+            rebuild.verdict = "ignored"
+            self.add("warning", "replay-ignored", f"{claim.source}: the segment replay of step "
+                     f"{claim.step!r} by {who} counts for nothing: {judged}.",
+                     [claim.source, step.record.source], rebuild.id)
+            return
+        rebuild.mismatches = [{"name": d["name"], "verdict": d["verdict"]}
+                              for d in judged.dissent]
+        rebuild.verdict = "mismatched" if judged.dissent else "matched"
+        if judged.dissent:
+            self.add("warning", "replay-dissent", f"{claim.source}: the segment replay of step "
+                     f"{claim.step!r} by {who} did not reproduce "
+                     + "; ".join(f"{d['name']} ({d['verdict']})" for d in judged.dissent[:5])
+                     + ".", [claim.source, step.record.source], rebuild.id)
 
     def check_environments(self) -> None:
         from verifier.judgement.hermetic import step_findings

@@ -115,6 +115,7 @@ def _rebuild_line(step: dict[str, Any], rebuilds: dict[str, dict[str, Any]]) -> 
     text += f", {len(probes)} probe(s) ({', '.join(probes)})" if probes else ""
     if quorum:
         text += f"; quorum {quorum.get('matching', len(quorum['matched']))}/{quorum['quorum']}"
+        text += f" ({quorum['summary']})" if quorum.get("summary") else ""
     return text
 
 

@@ -416,6 +416,28 @@ def _holds_secret(devices: list[str], secrets: Sequence[str]) -> bool:
         for device in devices for secret in secrets)
 
 
+# The framework-neutral determinism section of a report: what decides whether a replay of the
+# step can be bit-exact (docs/replay.md). numpy steps report threads alone.
+_DETERMINISM_BOOLEANS = ("allow_tf32", "cudnn_benchmark", "cudnn_deterministic",
+                         "use_deterministic_algorithms")
+
+
+def _check_determinism_report(section: Any, where: str) -> dict[str, Any]:
+    if not isinstance(section, dict):
+        raise InputError(f"{where}: \"determinism\" is not an object.")
+    for key, value in section.items():
+        if key in _DETERMINISM_BOOLEANS:
+            ok = isinstance(value, bool)
+        elif key == "threads":
+            ok = _is_int(value, 1, 1 << 20)
+        else:
+            raise InputError(f"{where}: unknown determinism setting {key!r}.")
+        if not ok:
+            raise InputError(f"{where}: determinism setting {key!r} has the wrong type or "
+                             "value.")
+    return dict(sorted(section.items()))
+
+
 def read_report(path: Path, secrets: Sequence[str] = ()) -> dict[str, Any] | None:
     """The settings a step reported in the file MODEL_VERIFIER_REPORT named, type-checked;
     None when it wrote none. InputError (one sentence) for a report that is not one, or whose
@@ -438,16 +460,19 @@ def read_report(path: Path, secrets: Sequence[str] = ()) -> dict[str, Any] | Non
         raise InputError(f"{where} is not a UTF-8 JSON object.") from None
     if not isinstance(data, dict):
         raise InputError(f"{where} is not a JSON object.")
-    unknown = sorted(set(data) - {"torch"})
+    unknown = sorted(set(data) - {"torch", "determinism"})
     if unknown:
-        raise InputError(f"{where}: unknown field {unknown[0]!r} (only \"torch\" is defined).")
-    if "torch" not in data:
-        return {}
-    torch = _check_torch_report(data["torch"], where)
-    if secrets and _holds_secret(list(torch.get("devices", [])), secrets):
-        raise InputError(f"{where}: a device name holds the value of a secret variable of "
-                         "the step's environment.")
-    return {"torch": torch}
+        raise InputError(f"{where}: unknown field {unknown[0]!r} (only \"torch\" and "
+                         "\"determinism\" are defined).")
+    checked: dict[str, Any] = {}
+    if "torch" in data:
+        checked["torch"] = _check_torch_report(data["torch"], where)
+        if secrets and _holds_secret(list(checked["torch"].get("devices", [])), secrets):
+            raise InputError(f"{where}: a device name holds the value of a secret variable "
+                             "of the step's environment.")
+    if "determinism" in data:
+        checked["determinism"] = _check_determinism_report(data["determinism"], where)
+    return checked
 
 
 @contextlib.contextmanager
@@ -460,7 +485,10 @@ def report_file() -> Iterator[Path]:
 
 def add_report(captured: dict[str, Any], report: dict[str, Any] | None) -> None:
     """Merge what the step reported into a capture: its torch settings beside the version its
-    metadata gave (a report without torch installed still records them, version null)."""
+    metadata gave (a report without torch installed still records them, version null), and
+    its determinism section as `determinism`."""
+    if report and "determinism" in report:
+        captured["determinism"] = report["determinism"]
     if not report or "torch" not in report:
         return
     torch = captured.get("torch")

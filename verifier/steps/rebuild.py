@@ -277,6 +277,8 @@ class RebuildOptions:
     force: bool = False
     sandbox: Sandbox = NO_SANDBOX
     allowed_env: frozenset[str] = frozenset()
+    # A segment replay (verifier.steps.replay) writes beside a whole rebuild, never over it.
+    attestation_suffix: str = ".rebuild.intoto.json"
 
 
 _MAX_STEP_BYTES = 255 - len(".rebuild.intoto.json")
@@ -306,7 +308,7 @@ def rebuilder_name(chosen: str | None, key: str | None) -> str:
 
 
 def _attestation_path(options: RebuildOptions, record: StepRecord) -> Path:
-    return options.out_dir / f"{record.step}.rebuild.intoto.json"
+    return options.out_dir / f"{record.step}{options.attestation_suffix}"
 
 
 def _made_by(path: Path, signer: Signer) -> bool:

@@ -29,6 +29,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from verifier.errors import InputError, StepFailed
+from verifier.formats.checkpoint_log import CheckpointLog
 from verifier.formats.digest import Hasher, PathDigest
 from verifier.formats.envelope import (  # Signer: rebuild and callers import it here
     INTOTO_PAYLOAD_TYPE,
@@ -37,7 +38,7 @@ from verifier.formats.envelope import (  # Signer: rebuild and callers import it
     write_atomic,
 )
 from verifier.formats.statement import canonical_json, descriptors, step_statement
-from verifier.steps import environment, trace
+from verifier.steps import checkpoints, environment, trace
 from verifier.steps.sandbox import Sandbox, interpreter_roots, is_system_path
 
 NO_SANDBOX = Sandbox("none", True)
@@ -88,6 +89,7 @@ class RecordResult:
     identity: str
     warnings: list[str] = field(default_factory=list)
     undeclared_inputs: list[str] | None = None  # None: not traced
+    checkpoint_log: CheckpointLog | None = None  # record --checkpoints
 
 
 def utc_now() -> str:
@@ -225,6 +227,8 @@ def record_step(
     attest_existing: bool = False,
     hidden: Sequence[Path] = (),
     python: Path | None = None,
+    checkpoint_dir: Path | None = None,
+    resume: str | None = None,
 ) -> RecordResult:
     """Run and attest one step. Raises StepFailed when the command fails (nothing written).
 
@@ -235,7 +239,9 @@ def record_step(
     `hidden` files (the signing key) read as empty inside the sandbox. `python` is the step's
     interpreter when argv does not say (environment.step_interpreter): its version and packages
     are recorded, asked from it in the sandbox. `record_unit` splits the `record_digests`
-    files into records (recorddigests.UNITS; None: each file kind's default).
+    files into records (recorddigests.UNITS; None: each file kind's default). `checkpoint_dir`
+    and `resume` (together) sign the checkpoint log of a training step
+    (verifier.steps.checkpoints).
     """
     base = Path(cwd or Path.cwd())
     if not argv:
@@ -259,6 +265,7 @@ def record_step(
     claimed = _declarations(base, material_names, product_names, components,
                             material_licenses, record_digests, out_dir, step, force,
                             record_unit)
+    plan = checkpoints.plan(checkpoint_dir, resume, base, lambda p: _product_stamp(hasher, p))
     material_paths = [base / name for name in material_names]
     material_digests = hasher.digest_paths(material_paths)
     stamps = _stamps(hasher, material_digests)
@@ -355,7 +362,14 @@ def record_step(
                         "declare them with --material).")
     if tracer is None:
         warnings.extend(argv_inputs_warnings(argv, base, material_names, roots))
+    log = None if plan is None else checkpoints.scan(
+        plan, base, hasher, attest_existing, lambda p: _product_stamp(hasher, p))
+    if log is not None:
+        product_names += checkpoints.product_names(log)
+        product_paths += [base / name for name in checkpoints.product_names(log)]
     product_digests = hasher.digest_paths(product_paths)
+    if log is not None:
+        checkpoints.check_unchanged(log, product_digests[-len(log.entries):])
     statement = step_statement(
         step=step,
         argv=list(argv),
@@ -381,6 +395,8 @@ def record_step(
             threaded)
     if attest_existing:
         statement["predicate"]["buildDefinition"]["internalParameters"]["existingProducts"] = True
+    if log is not None:
+        checkpoints.sign_into(statement, log, checkpoints.determinism(captured))
     written = _add_declarations(statement, claimed, base, hasher, force)
     if not statement["subject"]:
         raise InputError(f"step {step!r}: no products given (--product), so nothing to attest.")
@@ -391,7 +407,7 @@ def record_step(
         for path in written:  # no attestation: nothing it would have vouched for stays
             path.unlink(missing_ok=True)
         raise
-    return RecordResult(attestation, statement, signer.identity, warnings, undeclared)
+    return RecordResult(attestation, statement, signer.identity, warnings, undeclared, log)
 
 
 def _beside_products(base: Path, product_names: list[str]) -> set[str]:

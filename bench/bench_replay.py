@@ -1,0 +1,201 @@
+"""Benchmark: what segment replay costs against a whole rebuild, and comparing a checkpoint pair.
+
+Three sets of figures, from one run (docs/replay.md):
+
+* record: `record --checkpoints` against the same step recorded without it (the log's scan and
+  the hashing of every checkpoint, which are products anyway);
+* replay: the example's training run (examples/checkpointed-training, --steps steps, a
+  checkpoint every --every, so N = steps/every segments) rebuilt whole, then replayed with
+  `rebuild --segments 1`, `--segments K` and `--segments all`, each a fresh process as a user
+  runs it, sandboxed as by default. Reported: T(K)/T(whole) beside K/N; the fixed cost a
+  segment adds beyond its own training, (T(all) - T(1)) / (N - 1) minus the bare resume command
+  timed outside model-verifier (sandbox start, workspace, placing and checking the start
+  checkpoint, hashing and comparing the end one);
+* compare: a checkpoint of --gib GiB of float32 tensors (start, logged, and a replay that moved
+  every element a little) compared by verifier.diff.update.compare_checkpoints (what a replay
+  runs on a differing segment: both files hashed, then every tensor against the update) and by
+  verifier.diff.tensordiff.diff_files (what `diff` runs), in GB/s of the pair's bytes, beside
+  `openssl dgst -sha256` of the same pair. Files are written just before, so the page cache is
+  warm: in-memory figures.
+
+    python bench/bench_replay.py [--steps 20000] [--every 2000] [--segments 3] [--gib 1.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "checkpointed-training"
+BIN = Path(sys.executable).parent
+RESUME = "python train.py --data data --from {checkpoint} --until {step} --out {out}"
+
+
+def timed(argv: list[str], cwd: Path, check: bool = True) -> float:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    start = time.perf_counter()
+    done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if check and done.returncode != 0:
+        raise SystemExit(f"{' '.join(argv[:3])}…: exit {done.returncode}\n{done.stderr[-2000:]}")
+    return seconds
+
+
+def mv(*args: str) -> list[str]:
+    return [str(BIN / "model-verifier"), *args]
+
+
+def train_argv(steps: int, every: int) -> list[str]:
+    return ["python", "train.py", "--data", "data", "--steps", str(steps), "--every",
+            str(every), "--out", "ckpt"]
+
+
+def setup(work: Path, steps: int) -> None:
+    for name in ("make_data.py", "train.py"):
+        shutil.copy(EXAMPLE / name, work / name)
+    epochs = steps * 32 // 512 + 1
+    timed(["python", "make_data.py", "--epochs", str(epochs)], work)
+    for who in ("builder", "rebuilder"):
+        timed(mv("keygen", f"keys/{who}"), work)
+
+
+def record(work: Path, steps: int, every: int, checkpoints: bool) -> float:
+    extra = ["--checkpoints", "ckpt", "--resume", RESUME] if checkpoints else ["--product",
+                                                                               "ckpt"]
+    return timed(mv("record", "--step", "train", "--material", "data", "--material",
+                    "train.py", "--product", "model", "--env", "OPENBLAS_NUM_THREADS=1",
+                    *extra, "--key", "keys/builder.key", "--", *train_argv(steps, every)), work)
+
+
+def rebuild(work: Path, out: str, *choice: str) -> float:
+    return timed(mv("rebuild", "attestations/train.intoto.json", "--source", ".",
+                    "--trust-key", "keys/builder.pub", "--key", "keys/rebuilder.key",
+                    "--out", out, *choice), work)
+
+
+def segment_seconds(path: Path) -> list[float]:
+    bundle = json.loads(path.read_text(encoding="utf-8"))
+    payload = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
+    return [s["seconds"] for s in payload["predicate"]["replay"]["segments"]]
+
+
+def replay_figures(steps: int, every: int, k: int) -> None:
+    n = steps // every
+    with tempfile.TemporaryDirectory(prefix="bench-replay-") as tmp:
+        plain, work = Path(tmp) / "plain", Path(tmp) / "work"
+        for directory in (plain, work):
+            directory.mkdir()
+            setup(directory, steps)
+        t_plain = record(plain, steps, every, checkpoints=False)
+        t_record = record(work, steps, every, checkpoints=True)
+        print(f"record: {t_record:.2f} s with --checkpoints ({n + 1} checkpoints), "
+              f"{t_plain:.2f} s with the directory as a plain product "
+              f"(log: {t_record - t_plain:+.2f} s)")
+        bare_run = timed(["python", "train.py", "--data", "data", "--steps", str(steps),
+                          "--every", str(every), "--out", "bare/ckpt", "--model",
+                          "bare/model"], work)
+        bare_segments = []
+        for index in (0, n // 2, n - 1):
+            start = f"ckpt/step-{index * every:06d}"
+            bare_segments.append(timed(
+                ["python", "train.py", "--data", "data", "--from", start, "--until",
+                 str((index + 1) * every), "--out", f"bare-{index}"], work))
+        bare_segment = statistics.median(bare_segments)
+        whole = rebuild(work, "rb-whole")
+        one = rebuild(work, "rb-1", "--segments", "1")
+        some = rebuild(work, "rb-k", "--segments", str(k))
+        every_one = rebuild(work, "rb-all", "--segments", "all")
+        inside = segment_seconds(work / "rb-all" / "rebuilder" / "train.replay.intoto.json")
+        per_segment = (every_one - one) / (n - 1)
+        print(f"run: {steps} steps, N = {n} segments; bare run {bare_run:.2f} s, bare resume "
+              f"of one segment {bare_segment:.2f} s (median of 3)")
+        print(f"replay: whole rebuild {whole:.2f} s; --segments 1 {one:.2f} s; --segments {k} "
+              f"{some:.2f} s; --segments all {every_one:.2f} s")
+        print(f"  ratio T({k})/T(whole) = {some / whole:.2f}  (K/N = {k / n:.2f}); "
+              f"T(all)/T(whole) = {every_one / whole:.2f}")
+        print(f"  per segment {per_segment:.2f} s, of which the command in its sandbox "
+              f"{statistics.median(inside):.2f} s (median); fixed cost beyond the bare "
+              f"resume {per_segment - bare_segment:.2f} s")
+
+
+# Written by a child so that this process stays small; tensors one at a time.
+_WRITE = r"""
+import sys
+import numpy as np
+from safetensors.numpy import save_file
+root, total = sys.argv[1], int(sys.argv[2])
+count = 8
+each = total // 4 // count
+rng = np.random.default_rng(0)
+for name in ("start", "logged", "replayed"):
+    import os; os.makedirs(f"{root}/{name}", exist_ok=True)
+tensors = {}
+for i in range(count):
+    start = rng.standard_normal(each, dtype=np.float32)
+    logged = start + np.float32(1e-2) * rng.standard_normal(each, dtype=np.float32)
+    replayed = logged + np.float32(1e-7) * rng.standard_normal(each, dtype=np.float32)
+    tensors[f"layer{i}"] = (start, logged, replayed)
+for position, name in enumerate(("start", "logged", "replayed")):
+    save_file({k: v[position] for k, v in tensors.items()}, f"{root}/{name}/weights.safetensors")
+"""
+
+
+def compare_figures(gib: float) -> None:
+    from verifier.diff.tensordiff import diff_files
+    from verifier.diff.update import compare_checkpoints
+    from verifier.formats.digest import Hasher
+
+    size = int(gib * (1 << 30))
+    with tempfile.TemporaryDirectory(prefix="bench-compare-") as tmp:
+        root = Path(tmp)
+        subprocess.run([sys.executable, "-c", _WRITE, tmp, str(size)], check=True)
+        a, b, s = (root / n for n in ("replayed", "logged", "start"))
+        pair = 2 * (a / "weights.safetensors").stat().st_size
+        openssl = shutil.which("openssl")
+        t_openssl = None
+        if openssl:
+            t_openssl = timed([openssl, "dgst", "-sha256", str(a / "weights.safetensors"),
+                               str(b / "weights.safetensors")], root)
+        start = time.perf_counter()
+        found = compare_checkpoints(a, b, s, Hasher())
+        t_update = time.perf_counter() - start
+        start = time.perf_counter()
+        diff_files(a / "weights.safetensors", b / "weights.safetensors")
+        t_diff = time.perf_counter() - start
+        print(f"compare: a {pair / 2 / 1e9:.2f} GB checkpoint pair (8 float32 tensors, every "
+              f"element moved; ratio {found.ratio:.2g})")
+        print(f"  compare_checkpoints {t_update:.2f} s = {pair / t_update / 1e9:.2f} GB/s of the "
+              f"pair (hashing both, then reading the start too)")
+        print(f"  diff_files          {t_diff:.2f} s = {pair / t_diff / 1e9:.2f} GB/s")
+        if t_openssl is not None:
+            print(f"  openssl dgst -sha256 of the pair {t_openssl:.2f} s = "
+                  f"{pair / t_openssl / 1e9:.2f} GB/s (reference)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=20000)
+    parser.add_argument("--every", type=int, default=2000)
+    parser.add_argument("--segments", type=int, default=3)
+    parser.add_argument("--gib", type=float, default=1.0)
+    parser.add_argument("--skip-replay", action="store_true")
+    parser.add_argument("--skip-compare", action="store_true")
+    args = parser.parse_args()
+    if not args.skip_replay:
+        replay_figures(args.steps, args.every, args.segments)
+    if not args.skip_compare:
+        compare_figures(args.gib)
+
+
+if __name__ == "__main__":
+    main()
