@@ -194,7 +194,7 @@ def test_informational_never_makes_a_match(chain: Path, tmp_path: Path) -> None:
     assert_error(verify(chain, policy(chain, tmp_path, every), "ra", as_json=False), 2,
                  "rebuild.match.train.products.**", "informational for every product")
     checked = run(["policy", "check", policy(chain, tmp_path, every)])
-    assert checked.code == 1 and "informational for every product" in checked.stdout
+    assert checked.code == 2 and "informational for every product" in checked.stdout
 
 
 def test_a_forged_json_claim_for_another_digest_is_dissent(chain: Path, tmp_path: Path) -> None:

@@ -156,7 +156,9 @@ def policy_check(
     as_json: JsonFlag = False,
 ) -> None:
     """Check a policy: every error, with the field's path and a "did you mean" for unknown
-    names (fields, signers, steps). Exit 0 when valid, 1 when not, 2 when unreadable.
+    names (fields, signers, steps), and what would make it never pass or pass too easily
+    (an expired date, a quorum beyond its rebuilders, two signers with one key, an unreadable
+    key file). Exit 0 when valid, 2 when not or unreadable.
 
     Example: model-verifier policy check model-policy.yaml
     """
@@ -172,6 +174,6 @@ def policy_check(
                 _say(f"  {error}")
         else:
             _say(f"{policy}: valid")
-        return 1 if errors else 0
+        return 2 if errors else 0
 
     _guard(as_json, action)
