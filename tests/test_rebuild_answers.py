@@ -182,3 +182,26 @@ def test_the_quorum_line_names_the_dissenter_and_its_likely_cause(chain: Rebuilt
     assert ("rebuilder-b dissented (vocab.json DIVERGED; likely cause: packages.tokenizers: "
             "recorded '0.23.0', now '0.19.0' (imported by the step))") in line, line
     assert "no other rebuilder named in the policy" not in line
+
+
+def test_the_step_sources_are_read_only_inside_the_workspace(tmp_path: Path) -> None:
+    """Ranking reads the stranger's code: never through a link, never outside the workspace,
+    never run (a source that does not parse names nothing)."""
+    from types import SimpleNamespace
+
+    from verifier.steps.rebuild import _step_imports
+
+    outside = tmp_path / "host"
+    outside.mkdir()
+    (outside / "secret.py").write_text("import hostonly\n", encoding="utf-8")
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "link.py").symlink_to(outside / "secret.py")
+    (root / "broken.py").write_text("import (\n", encoding="utf-8")
+    (root / "real.py").write_text("import tokenizers.models\nfrom numpy import x\n",
+                                  encoding="utf-8")
+    record = SimpleNamespace(source="s.intoto.json",
+                             materials=[{"name": "link.py"}, {"name": "broken.py"}],
+                             argv=["python", "link.py", "../host/secret.py", "real.py",
+                                   "-m", "torch.distributed.run", "-c", "import yaml"])
+    assert _step_imports(record, root, root) == ["numpy", "tokenizers", "torch", "yaml"]
