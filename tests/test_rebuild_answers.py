@@ -182,6 +182,9 @@ def test_the_quorum_line_names_the_dissenter_and_its_likely_cause(chain: Rebuilt
     assert ("rebuilder-b dissented (vocab.json DIVERGED; likely cause: packages.tokenizers: "
             "recorded '0.23.0', now '0.19.0' (imported by the step))") in line, line
     assert "no other rebuilder named in the policy" not in line
+    # The dissent, which a met quorum would still list, carries its likely cause too.
+    assert ("      likely cause: packages.tokenizers: recorded '0.23.0', now '0.19.0' (imported "
+            "by the step)") in result.stdout.splitlines(), result.stdout
 
 
 def test_the_step_sources_are_read_only_inside_the_workspace(tmp_path: Path) -> None:
