@@ -210,7 +210,11 @@ def test_check_accepts_a_valid_policy(tmp_path: Path) -> None:
     make_keys(tmp_path, "rebuilder-a")
     result = check(tmp_path, VALID)
     assert result.code == 0, result.output
-    assert result.stdout.endswith("policy.yaml: valid\n")
+    assert result.stdout.splitlines()[0].endswith("policy.yaml: valid")
+    # Valid, and said so, but a step no rebuild reproduces is worth a word.
+    assert result.stdout.splitlines()[1:] == [
+        "  warning: steps.0: step 'prepare' is not in rebuild.steps, so it passes without any "
+        "rebuild reproducing it; add it there unless that is meant"]
 
 
 def test_check_lists_every_error_with_its_field_and_a_suggestion(tmp_path: Path) -> None:
@@ -317,6 +321,20 @@ def test_check_reports_policies_that_never_pass_or_pass_too_easily_all_at_once(
     assert fixed.code == 2 and len(json.loads(fixed.stdout)["errors"]) == len(expected) - 1
 
 
+def test_check_counts_only_independent_rebuilders_toward_the_quorum(tmp_path: Path) -> None:
+    """The builder listed among two rebuilders: for the step it signs, one rebuilder is left
+    for a quorum of two, which that step can never meet."""
+    make_keys(tmp_path, "builder")
+    make_keys(tmp_path, "rebuilder-a")
+    result = check(tmp_path, VALID.replace(
+        "quorum: 1, rebuilders: [rebuilder-a]", "quorum: 2, rebuilders: [rebuilder-a, builder]"),
+        "--json")
+    assert result.code == 2, result.output
+    assert json.loads(result.stdout)["errors"] == [
+        "rebuild.steps.0: step 'train' is signed by builder, who never counts as its "
+        "independent rebuilder, leaving 1 for a quorum of 2; it can never pass"]
+
+
 # A richer valid policy whose every field the property below replaces with a value of a wrong
 # type, one field at a time.
 RICH = {
@@ -373,7 +391,7 @@ def test_check_and_load_give_sentences_for_every_wrong_type(keyed: Path, where: 
 
     from verifier.errors import InputError
     from verifier.judgement.policy import load_policy
-    from verifier.judgement.policy_check import check_policy
+    from verifier.judgement.policy_check import check_policy, policy_warnings
 
     data = copy.deepcopy(RICH)
     target = data
@@ -384,6 +402,7 @@ def test_check_and_load_give_sentences_for_every_wrong_type(keyed: Path, where: 
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     errors = check_policy(path)
     assert all(isinstance(e, str) and e for e in errors)
+    assert all(isinstance(w, str) and w for w in policy_warnings(path))
     try:
         load_policy(path)
     except InputError:

@@ -163,17 +163,22 @@ def policy_check(
     Example: model-verifier policy check model-policy.yaml
     """
     def action() -> int:
-        from verifier.judgement.policy_check import check_policy
+        from verifier.judgement.policy_check import check_policy, policy_warnings
 
         errors = check_policy(policy)
+        warnings = policy_warnings(policy)
         if as_json:
-            _emit_json({"policy": str(policy), "valid": not errors, "errors": errors})
-        elif errors:
+            _emit_json({"policy": str(policy), "valid": not errors, "errors": errors,
+                        "warnings": warnings})
+            return 2 if errors else 0
+        if errors:
             _say(f"{policy}: {len(errors)} error(s)")
             for error in errors:
                 _say(f"  {error}")
         else:
             _say(f"{policy}: valid")
+        for warning in warnings:
+            _say(f"  warning: {warning}")
         return 2 if errors else 0
 
     _guard(as_json, action)

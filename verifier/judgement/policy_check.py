@@ -125,11 +125,39 @@ def _reach_errors(data: dict[str, Any], today: dt.date) -> list[str]:
     rebuild = _fields(data.get("rebuild"))
     quorum = rebuild.get("quorum")
     rebuilders = {r for r in _items(rebuild.get("rebuilders")) if isinstance(r, str)}
-    if isinstance(quorum, int) and not isinstance(quorum, bool) and quorum > len(rebuilders):
+    if not isinstance(quorum, int) or isinstance(quorum, bool):
+        return found
+    if quorum > len(rebuilders):
         found.append(f"rebuild.quorum: {quorum} independent matching rebuilds are required but "
                      f"rebuild.rebuilders names {len(rebuilders)}, so no step can ever pass; "
                      "lower the quorum or name more rebuilders")
+        return found
+    # A step's own signer never rebuilds it independently (quorum.judge_rebuilds).
+    signers_of = {s["name"]: {n for n in _items(s.get("signed_by")) if isinstance(n, str)}
+                  for s in map(_fields, _items(data.get("steps")))
+                  if isinstance(s.get("name"), str)}
+    for position, step in enumerate(_items(rebuild.get("steps"))):
+        own = signers_of.get(step, set()) & rebuilders if isinstance(step, str) else set()
+        if own and quorum > len(rebuilders - own):
+            found.append(f"rebuild.steps.{position}: step {step!r} is signed by "
+                         f"{', '.join(sorted(own))}, who never counts as its independent "
+                         f"rebuilder, leaving {len(rebuilders - own)} for a quorum of {quorum}; "
+                         "it can never pass")
     return found
+
+
+def policy_warnings(path: Path) -> list[str]:
+    """What lets a valid policy pass more easily than its author may think: with a rebuild
+    section, a step it does not name passes without any rebuild reproducing it."""
+    data = _read_yaml(path)
+    rebuild = _fields(data.get("rebuild")) if isinstance(data, dict) else {}
+    if not rebuild:
+        return []
+    rebuilt = {s for s in _items(rebuild.get("steps")) if isinstance(s, str)}
+    return [f"steps.{index}: step {step['name']!r} is not in rebuild.steps, so it passes "
+            "without any rebuild reproducing it; add it there unless that is meant"
+            for index, step in enumerate(map(_fields, _items(data.get("steps"))))
+            if isinstance(step.get("name"), str) and step["name"] not in rebuilt]
 
 
 def check_policy(path: Path, today: dt.date | None = None) -> list[str]:
