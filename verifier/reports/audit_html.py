@@ -28,6 +28,9 @@ MAX_DRAWN_NODES = 1200  # beyond this a drawing helps nobody; steps alone are dr
 NODE_W, NODE_H, REBUILD_H = 200, 40, 28
 COLUMN_GAP, ROW_GAP, MARGIN = 80, 14, 20
 LABEL_CHARS = 28
+# The graph shrinks to the page down to this scale (a 2400 px graph fits a 1400 px window),
+# and its frame scrolls beyond it: smaller, its 12 px labels could no longer be read.
+MIN_SCALE = 0.5
 
 
 def e(value: Any) -> str:
@@ -186,7 +189,8 @@ def render_svg(report: dict[str, Any]) -> tuple[str, str]:
     by_id = {box.id: box for box in boxes}
     parts = [f'<svg class="graph" xmlns="http://www.w3.org/2000/svg" role="img" '
              f'aria-label="attestation graph" width="{width:.0f}" height="{height:.0f}" '
-             f'style="width:100%;max-width:{width:.0f}px;height:auto" '
+             f'style="width:100%;min-width:{width * MIN_SCALE:.0f}px;max-width:{width:.0f}px;'
+             'height:auto" '
              f'viewBox="0 0 {width:.0f} {height:.0f}">',
              '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" '
              'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" '
