@@ -197,7 +197,7 @@ VALID = """\
 version: 1
 signers:
   builder: {key: builder.pub}
-  rebuilder-a: {key: builder.pub}
+  rebuilder-a: {key: rebuilder-a.pub}
 steps:
   - {name: prepare, signed_by: [builder]}
   - {name: train, signed_by: [builder], after: [prepare]}
@@ -207,20 +207,26 @@ rebuild: {quorum: 1, rebuilders: [rebuilder-a], steps: [train], match: {train: e
 
 def test_check_accepts_a_valid_policy(tmp_path: Path) -> None:
     make_keys(tmp_path, "builder")
+    make_keys(tmp_path, "rebuilder-a")
     result = check(tmp_path, VALID)
     assert result.code == 0, result.output
-    assert result.stdout.endswith("policy.yaml: valid\n")
+    assert result.stdout.splitlines()[0].endswith("policy.yaml: valid")
+    # Valid, and said so, but a step no rebuild reproduces is worth a word.
+    assert result.stdout.splitlines()[1:] == [
+        "  warning: steps.0: step 'prepare' is not in rebuild.steps, so it passes without any "
+        "rebuild reproducing it; add it there unless that is meant"]
 
 
 def test_check_lists_every_error_with_its_field_and_a_suggestion(tmp_path: Path) -> None:
     make_keys(tmp_path, "builder")
+    make_keys(tmp_path, "rebuilder-a")
     broken = (VALID.replace("  - {name: prepare, signed_by: [builder]}",
                             "  - {name: prepare, signed_by: [buidler], afterr: []}")
               .replace("after: [prepare]", "after: [prepar]")
               .replace("match: {train: exact}", "match: {trian: exact}")
               .replace("rebuilders: [rebuilder-a]", "rebuilders: [rebuilder-b]"))
     result = check(tmp_path, broken + "sources:\n  - {name: a.csv, sha265: abc}\n", "--json")
-    assert result.code == 1, result.output
+    assert result.code == 2, result.output
     errors = json.loads(result.stdout)["errors"]
     assert any(e.startswith("steps.0.afterr: unknown field 'afterr' (did you mean 'after'?)")
                for e in errors), errors
@@ -239,10 +245,10 @@ def test_check_lists_every_error_with_its_field_and_a_suggestion(tmp_path: Path)
 
 def test_check_explains_a_top_level_typo_and_a_bad_key_file(tmp_path: Path) -> None:
     result = check(tmp_path, VALID.replace("signers:", "sigers:"))
-    assert result.code == 1
+    assert result.code == 2
     assert "unknown field 'sigers' (did you mean 'signers'?)" in result.stdout
     result = check(tmp_path, VALID)  # builder.pub does not exist here
-    assert result.code == 1
+    assert result.code == 2
     assert "builder.pub" in result.stdout
 
 
@@ -267,11 +273,66 @@ def test_loading_a_policy_suggests_the_field_too(tmp_path: Path) -> None:
 def test_check_finds_a_typo_inside_a_rule_with_several_forms(tmp_path: Path, match: str,
                                                               expected: str) -> None:
     make_keys(tmp_path, "builder")
+    make_keys(tmp_path, "rebuilder-a")
     result = check(tmp_path, VALID.replace("match: {train: exact}", f"match: {match}"),
                    "--json")
-    assert result.code == 1
+    assert result.code == 2
     [error] = json.loads(result.stdout)["errors"]
     assert error.startswith(expected), error
+
+
+def test_check_reports_policies_that_never_pass_or_pass_too_easily_all_at_once(
+        tmp_path: Path) -> None:
+    """Each of these loads and used to be called 'valid': a quorum no rebuilders can meet, a
+    date gone by, the builder's own key under a rebuilder's name (one identity, counted once),
+    a rebuild of a step the policy never names; and a missing key file used to wait until the
+    schema error beside it was fixed. One run names every one by its field, exit 2."""
+    make_keys(tmp_path, "builder")
+    make_keys(tmp_path, "rebuilder-a")
+    (tmp_path / "copy.pub").write_bytes((tmp_path / "builder.pub").read_bytes())
+    broken = (VALID.replace("version: 1", "version: 1\nexpires: 2020-01-01")
+              .replace("  rebuilder-a: {key: rebuilder-a.pub}",
+                       "  rebuilder-a: {key: rebuilder-a.pub}\n  rebuilder-b: {key: copy.pub}\n"
+                       "  rebuilder-c: {key: gone.pub}")
+              .replace("quorum: 1, rebuilders: [rebuilder-a], steps: [train]",
+                       "quorum: 4, rebuilders: [rebuilder-a, rebuilder-b, rebuilder-c], "
+                       "steps: [train, tokenize]")
+              .replace("{name: prepare, signed_by: [builder]}",
+                       "{name: prepare, signed_by: [builder], afterr: []}"))
+    result = check(tmp_path, broken, "--json")
+    assert result.code == 2, result.output
+    errors = json.loads(result.stdout)["errors"]
+    expected = {
+        "steps.0.afterr": "unknown field 'afterr'",
+        "rebuild.steps.1": "unknown step 'tokenize'",
+        "signers.rebuilder-b": "the same public key as signer 'builder'",
+        "signers.rebuilder-c.key": "gone.pub",
+        "expires": "2020-01-01 is in the past",
+        "rebuild.quorum": "4 independent matching rebuilds are required but rebuild.rebuilders "
+                          "names 3",
+    }
+    for field, words in expected.items():
+        assert any(e.startswith(f"{field}: ") and words in e for e in errors), (field, errors)
+    assert len(errors) == len(expected), errors
+    text = check(tmp_path, broken)
+    assert text.code == 2 and f"{len(expected)} error(s)" in text.stdout
+    # Without the schema error, and so past loading, the rest are still each reported.
+    fixed = check(tmp_path, broken.replace(", afterr: []", ""), "--json")
+    assert fixed.code == 2 and len(json.loads(fixed.stdout)["errors"]) == len(expected) - 1
+
+
+def test_check_counts_only_independent_rebuilders_toward_the_quorum(tmp_path: Path) -> None:
+    """The builder listed among two rebuilders: for the step it signs, one rebuilder is left
+    for a quorum of two, which that step can never meet."""
+    make_keys(tmp_path, "builder")
+    make_keys(tmp_path, "rebuilder-a")
+    result = check(tmp_path, VALID.replace(
+        "quorum: 1, rebuilders: [rebuilder-a]", "quorum: 2, rebuilders: [rebuilder-a, builder]"),
+        "--json")
+    assert result.code == 2, result.output
+    assert json.loads(result.stdout)["errors"] == [
+        "rebuild.steps.0: step 'train' is signed by builder, who never counts as its "
+        "independent rebuilder, leaving 1 for a quorum of 2; it can never pass"]
 
 
 # A richer valid policy whose every field the property below replaces with a value of a wrong
@@ -330,7 +391,7 @@ def test_check_and_load_give_sentences_for_every_wrong_type(keyed: Path, where: 
 
     from verifier.errors import InputError
     from verifier.judgement.policy import load_policy
-    from verifier.judgement.policy_check import check_policy
+    from verifier.judgement.policy_check import check_policy, policy_warnings
 
     data = copy.deepcopy(RICH)
     target = data
@@ -341,6 +402,7 @@ def test_check_and_load_give_sentences_for_every_wrong_type(keyed: Path, where: 
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     errors = check_policy(path)
     assert all(isinstance(e, str) and e for e in errors)
+    assert all(isinstance(w, str) and w for w in policy_warnings(path))
     try:
         load_policy(path)
     except InputError:

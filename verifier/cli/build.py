@@ -411,27 +411,26 @@ def _print_segment(outcome: Any) -> None:
 
 
 def _print_outcome(outcome: Any) -> None:
+    from verifier.diff.drift import describe_change, order_drift
+    from verifier.diff.summary import result_line
+
     label = {"reproduced": "REPRODUCED", "differs": "DIFFERS", "stopped": "NOT RUN",
              "failed": f"FAILED (exit {outcome.exit_code})"}
     _say(f"{label[outcome.status]:<11} step {outcome.step!r} ({outcome.attestation})")
+    for result in outcome.results:
+        if result["verdict"] != "IDENTICAL":
+            _say(f"  {result_line(result)}")
+    drift = order_drift(outcome.drift, outcome.imports)
+    if drift and outcome.status != "reproduced":
+        _say(f"  likely cause: {describe_change(drift[0], outcome.imports)}")
     if outcome.message:
         _say(f"  {outcome.message}")
     for note in outcome.notes:
         _say(f"  {note}")
     for name, value in outcome.env_overrides.items():
         _say(f"  environment override: {name}={value} (chosen by the rebuilder)")
-    for result in outcome.results:
-        if result["verdict"] != "IDENTICAL":
-            diff = result.get("diff") or {}
-            tensors = [t for t in diff.get("tensors", []) if t.get("status") != "equal"]
-            detail = (f"; {len(tensors)} tensor(s) differ, worst {tensors[0]['name']} "
-                      f"(max abs diff {tensors[0].get('max_abs_diff')})" if tensors else "")
-            _say(f"  {result['name']}: {result['verdict']}{detail}")
-    from verifier.diff.drift import order_drift
-
-    for change in order_drift(outcome.drift)[:10]:
-        _say(f"  environment drift: {change['field']}: recorded {change['recorded']!r}, "
-             f"now {change['current']!r}")
+    for change in drift[:10]:
+        _say(f"  environment drift: {describe_change(change, outcome.imports)}")
     if len(outcome.drift) > 10:
         _say(f"  ... and {len(outcome.drift) - 10} more environment differences")
     if outcome.rebuild_attestation:

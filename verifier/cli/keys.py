@@ -156,22 +156,29 @@ def policy_check(
     as_json: JsonFlag = False,
 ) -> None:
     """Check a policy: every error, with the field's path and a "did you mean" for unknown
-    names (fields, signers, steps). Exit 0 when valid, 1 when not, 2 when unreadable.
+    names (fields, signers, steps), and what would make it never pass or pass too easily
+    (an expired date, a quorum beyond its rebuilders, two signers with one key, an unreadable
+    key file). Exit 0 when valid, 2 when not or unreadable.
 
     Example: model-verifier policy check model-policy.yaml
     """
     def action() -> int:
-        from verifier.judgement.policy_check import check_policy
+        from verifier.judgement.policy_check import check_policy, policy_warnings
 
         errors = check_policy(policy)
+        warnings = policy_warnings(policy)
         if as_json:
-            _emit_json({"policy": str(policy), "valid": not errors, "errors": errors})
-        elif errors:
+            _emit_json({"policy": str(policy), "valid": not errors, "errors": errors,
+                        "warnings": warnings})
+            return 2 if errors else 0
+        if errors:
             _say(f"{policy}: {len(errors)} error(s)")
             for error in errors:
                 _say(f"  {error}")
         else:
             _say(f"{policy}: valid")
-        return 1 if errors else 0
+        for warning in warnings:
+            _say(f"  warning: {warning}")
+        return 2 if errors else 0
 
     _guard(as_json, action)

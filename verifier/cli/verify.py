@@ -79,6 +79,8 @@ def _print_report(report: Any, quiet: bool = False) -> None:
             for file in dissent["files"]:
                 _say(f"    signed dissent from {dissent['rebuilder']}: {_file_outcome(file)} "
                       f"({dissent['attestation']})")
+            if dissent.get("cause"):
+                _say(f"      likely cause: {dissent['cause']}")
         for probe in quorum.probes:
             overrides = " ".join(f"{k}={v}" for k, v in probe["overrides"].items())
             outcome = "reproduced every product" if not probe["files"] else "changed"

@@ -6,7 +6,10 @@ fixing a policy wants them all. The schema's errors are explained one by one (an
 names the
 fields allowed there; a value that fits none of a field's forms is explained by the form it came
 closest to), then the names the schema cannot check (signers, steps, `after`, the rebuild
-section's steps and match), then what only loading finds (keys, patterns).
+section's steps and match), then what makes a policy that loads useless: one that can never
+pass (a quorum larger than its independent rebuilders, an `expires` gone by) or passes too
+easily (two signer names for one key, which the trust rules count as one identity), and every
+key file that cannot be read, whatever else is wrong. Last, what only loading finds (patterns).
 """
 
 from __future__ import annotations
@@ -75,7 +78,94 @@ def _name_errors(data: dict[str, Any]) -> list[str]:
     return found
 
 
-def check_policy(path: Path) -> list[str]:
+def _signer_errors(data: dict[str, Any], base: Path) -> list[str]:
+    """Key files that do not load, and two signer names for one identity (one public key, or
+    one keyless issuer and identity): whoever holds that key signs as both names, so a
+    rebuilder sharing the builder's key is no independent rebuilder, and two rebuilders
+    sharing one key are one rebuilder. Checked whatever the rest of the policy holds."""
+    from verifier.formats.signing import load_public_key
+
+    found: list[str] = []
+    owners: dict[str, str] = {}
+    for name, spec in _fields(data.get("signers")).items():
+        spec = _fields(spec)
+        identity = None
+        if isinstance(spec.get("key"), str):
+            try:
+                identity = "the public key of " + load_public_key(base / spec["key"]).hint
+            except InputError as error:
+                found.append(f"signers.{name}.key: {_sentence(str(error))}")
+        elif isinstance(spec.get("sigstore"), dict):
+            sigstore = spec["sigstore"]
+            identity = "the keyless identity " + repr(
+                (sigstore.get("issuer"), sigstore.get("identity"), sigstore.get("identity_regex")))
+        if identity is None:
+            continue
+        if identity in owners:
+            kind = "public key" if "key" in spec else "keyless identity"
+            found.append(f"signers.{name}: has the same {kind} as signer {owners[identity]!r}; "
+                         "one identity under two names counts once, so give each signer its "
+                         "own")
+        else:
+            owners[identity] = str(name)
+    return found
+
+
+def _sentence(message: str) -> str:
+    return message[:-1] if message.endswith(".") else message
+
+
+def _reach_errors(data: dict[str, Any], today: dt.date) -> list[str]:
+    """A policy that loads and can never pass: it has expired, or its quorum asks for more
+    independent rebuilders than it names."""
+    found: list[str] = []
+    expires = data.get("expires")
+    try:
+        expiry = dt.date.fromisoformat(expires) if isinstance(expires, str) else None
+    except ValueError:
+        expiry = None  # the schema's error
+    if expiry is not None and today > expiry:
+        found.append(f"expires: {expiry.isoformat()} is in the past, so every verification "
+                     "under this policy fails; renew the date")
+    rebuild = _fields(data.get("rebuild"))
+    quorum = rebuild.get("quorum")
+    rebuilders = {r for r in _items(rebuild.get("rebuilders")) if isinstance(r, str)}
+    if not isinstance(quorum, int) or isinstance(quorum, bool):
+        return found
+    if quorum > len(rebuilders):
+        found.append(f"rebuild.quorum: {quorum} independent matching rebuilds are required but "
+                     f"rebuild.rebuilders names {len(rebuilders)}, so no step can ever pass; "
+                     "lower the quorum or name more rebuilders")
+        return found
+    # A step's own signer never rebuilds it independently (quorum.judge_rebuilds).
+    signers_of = {s["name"]: {n for n in _items(s.get("signed_by")) if isinstance(n, str)}
+                  for s in map(_fields, _items(data.get("steps")))
+                  if isinstance(s.get("name"), str)}
+    for position, step in enumerate(_items(rebuild.get("steps"))):
+        own = signers_of.get(step, set()) & rebuilders if isinstance(step, str) else set()
+        if own and quorum > len(rebuilders - own):
+            found.append(f"rebuild.steps.{position}: step {step!r} is signed by "
+                         f"{', '.join(sorted(own))}, who never counts as its independent "
+                         f"rebuilder, leaving {len(rebuilders - own)} for a quorum of {quorum}; "
+                         "it can never pass")
+    return found
+
+
+def policy_warnings(path: Path) -> list[str]:
+    """What lets a valid policy pass more easily than its author may think: with a rebuild
+    section, a step it does not name passes without any rebuild reproducing it."""
+    data = _read_yaml(path)
+    rebuild = _fields(data.get("rebuild")) if isinstance(data, dict) else {}
+    if not rebuild:
+        return []
+    rebuilt = {s for s in _items(rebuild.get("steps")) if isinstance(s, str)}
+    return [f"steps.{index}: step {step['name']!r} is not in rebuild.steps, so it passes "
+            "without any rebuild reproducing it; add it there unless that is meant"
+            for index, step in enumerate(map(_fields, _items(data.get("steps"))))
+            if isinstance(step.get("name"), str) and step["name"] not in rebuilt]
+
+
+def check_policy(path: Path, today: dt.date | None = None) -> list[str]:
     """Every error found in the policy, as 'FIELD: what is wrong' sentences; [] when valid.
     An unreadable or non-YAML file raises InputError (unusable input, not a verdict)."""
     import jsonschema
@@ -96,7 +186,9 @@ def check_policy(path: Path) -> list[str]:
         other.startswith(m.split(": ", 1)[0] + ".") for other in found))]
     if not isinstance(data, dict):
         return found
-    found.extend(m for m in _name_errors(data) if m not in found)
+    for more in (_name_errors(data), _signer_errors(data, path.parent),
+                 _reach_errors(data, today or dt.date.today())):
+        found.extend(m for m in more if m not in found)
     if found:
         return found
     try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from verifier.diff.drift import order_drift
+from verifier.diff.drift import likely_cause, order_drift
 from verifier.errors import InputError
 from verifier.formats.digest import BASE_DIGESTS, OPT_IN_DIGESTS, dir_hash
 from verifier.formats.statement import Statement, StepRecord, is_digest_set
@@ -40,6 +40,8 @@ class RebuildClaim:
     # Variables the rebuilder set with --env instead of the recorded ones: a deliberate probe of
     # sensitivity, never a rerun of the record (attestations/rebuild-predicate.md).
     env_overrides: tuple[tuple[str, str], ...] = ()
+    # The modules the step's code imports, as the rebuilder read them: ranks the drift.
+    imports: tuple[str, ...] = ()
 
     @property
     def is_probe(self) -> bool:
@@ -77,7 +79,16 @@ def as_rebuild(statement: Statement, attribution: Attribution) -> RebuildClaim:
         results=tuple(results),
         drift=tuple(d for d in drift if isinstance(d, dict)) if isinstance(drift, list) else (),
         env_overrides=tuple(sorted(overrides.items())),
+        imports=_imports(predicate.get("imports")),
     )
+
+
+def _imports(value: Any) -> tuple[str, ...]:
+    """The predicate's imports, when it is a list of module names (else none: it only orders
+    the drift, so a malformed one costs a ranking, not the rebuild)."""
+    if not isinstance(value, list):
+        return ()
+    return tuple(m for m in value[:1000] if isinstance(m, str) and 0 < len(m) <= 100)
 
 
 # Tensor fields a rebuild result's diff carries that judgement and reports read, by type.
@@ -418,7 +429,8 @@ def judge_rebuilds(
         if mismatches:
             outcome.dissent.append({"rebuilder": who, "attestation": claim.source,
                                     "files": mismatches,
-                                    "drift": order_drift(claim.drift)[:8]})
+                                    "drift": order_drift(claim.drift, claim.imports)[:8],
+                                    "cause": likely_cause(claim.drift, claim.imports)})
         judged_claims.append((claim, eligible, not mismatches))
     rebuilder_of = _rebuilders([pairs for _, pairs, _ in judged_claims])
     dissenting = {rebuilder_of[n] for _, pairs, matched in judged_claims if not matched
@@ -436,8 +448,7 @@ def judge_rebuilds(
         outcome.failures.append(
             f"{record.source}: step {record.step!r} has {len(outcome.counted)} of {rule.quorum} "
             f"required independent matching rebuilds "
-            f"({', '.join(outcome.matched) or 'none'}); missing: "
-            f"{', '.join(outcome.missing) or 'no other rebuilder named in the policy'}."
+            f"({', '.join(outcome.matched) or 'none'}); {_short_of(outcome, heard_from)}."
         )
     if rule.max_dissent is not None and len(dissenting) > rule.max_dissent:
         outcome.failures.append(
@@ -445,6 +456,31 @@ def judge_rebuilds(
             f"rebuilders, more than max_dissent {rule.max_dissent}."
         )
     return outcome
+
+
+def _short_of(outcome: StepQuorum, heard_from: set[str]) -> str:
+    """Why a step has too few matching rebuilds: who dissented (and the likely cause, the
+    first drift by what the step imports), whose rebuild counted for nothing, who sent none."""
+    parts = []
+    for entry in outcome.dissent:
+        files = ", ".join(f"{f['name']} {f['verdict']}" for f in entry["files"][:3])
+        more = f" and {len(entry['files']) - 3} more" if len(entry["files"]) > 3 else ""
+        cause = (f"; likely cause: {entry['cause']}" if entry.get("cause")
+                 else "; no environment difference recorded")
+        parts.append(f"{entry['rebuilder']} dissented ({files}{more}{cause})")
+    named = {n for c in outcome.counted for n in (c["rebuilder"],)}
+    named |= {n for e in outcome.dissent for n in e["rebuilder"].split(", ")}
+    named |= {n for p in outcome.probes for n in p["rebuilder"].split(", ")}
+    uncounted = sorted(heard_from - named)
+    if uncounted:
+        parts.append(f"{', '.join(uncounted)} sent a rebuild that counts for nothing (see why "
+                     "among the ignored rebuilds)")
+    if outcome.probes:
+        parts.append(f"{', '.join(sorted({p['rebuilder'] for p in outcome.probes}))} sent only "
+                     "a probe (--env), which never counts")
+    if outcome.missing:
+        parts.append(f"missing: {', '.join(outcome.missing)}")
+    return "; ".join(parts) or "missing: no other rebuilder named in the policy"
 
 
 def _ignore(outcome: StepQuorum, sentence: str) -> None:

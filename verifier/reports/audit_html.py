@@ -18,6 +18,7 @@ from typing import Any
 from verifier.reports.audit_render import (
     COLOURS,
     findings_by_step,
+    rebuild_status,
     short_digest,
     signer_label,
     summary_line,
@@ -27,6 +28,9 @@ MAX_DRAWN_NODES = 1200  # beyond this a drawing helps nobody; steps alone are dr
 NODE_W, NODE_H, REBUILD_H = 200, 40, 28
 COLUMN_GAP, ROW_GAP, MARGIN = 80, 14, 20
 LABEL_CHARS = 28
+# The graph shrinks to the page down to this scale (a 2400 px graph fits a 1400 px window),
+# and its frame scrolls beyond it: smaller, its 12 px labels could no longer be read.
+MIN_SCALE = 0.5
 
 
 def e(value: Any) -> str:
@@ -36,6 +40,30 @@ def e(value: Any) -> str:
 
 def _short(text: str, limit: int = LABEL_CHARS) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+LABEL_LINES = 6  # a name longer than this many lines ends in "…"; the tooltip holds it all
+LINE_H = 14
+
+
+def _wrap(text: str, limit: int = LABEL_CHARS) -> list[str]:
+    """The whole label over lines of at most `limit` characters, broken after a '/', ',',
+    '-', '_' or '.' where one falls late enough in the line, else anywhere: a name cut to
+    `tokenizer.js…` names no file, and two files sharing a prefix look like one."""
+    lines: list[str] = []
+    rest = text
+    while rest and len(lines) < LABEL_LINES:
+        if len(rest) <= limit:
+            lines.append(rest)
+            rest = ""
+            break
+        cut = max(rest.rfind(c, limit // 2, limit) for c in "/,-_. ")
+        cut = cut + 1 if cut > 0 else limit
+        lines.append(rest[:cut])
+        rest = rest[cut:]
+    if rest:
+        lines[-1] = lines[-1][:limit - 1] + "…"
+    return lines or [""]
 
 
 def _number(value: Any) -> str:
@@ -57,9 +85,15 @@ class Box:
     colour: str
     href: str | None
     height: int = NODE_H
+    lines: tuple[str, ...] = ()  # the label wrapped (big boxes); set in __post_init__
     x: float = 0.0
     y: float = 0.0
     order: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.height == NODE_H:
+            self.lines = tuple(_wrap(self.label))
+            self.height = NODE_H + LINE_H * (len(self.lines) - 1)
 
 
 def _artifact_colour(artifact: dict[str, Any]) -> str:
@@ -72,7 +106,7 @@ def _boxes(report: dict[str, Any]) -> tuple[list[Box], list[tuple[str, str, str]
     """Nodes and edges to draw, and a sentence when the graph had to be reduced."""
     steps, artifacts, rebuilds = report["steps"], report["artifacts"], report["rebuilds"]
     step_boxes = [
-        Box(s["id"], "step", s["layer"], f"step {_short(s['step'], LABEL_CHARS - 5)}",
+        Box(s["id"], "step", s["layer"], f"step {s['step']}",
             _short(signer_label(s["signer"])), f"step {s['step']} — {', '.join(s['files'])}",
             COLOURS[s["status"]], f"#{s['id']}")
         for s in steps
@@ -80,7 +114,8 @@ def _boxes(report: dict[str, Any]) -> tuple[list[Box], list[tuple[str, str, str]
     rebuild_boxes = [
         Box(r["id"], "rebuild", 0, _short(f"rebuild: {r['verdict']}"),
             _short(signer_label(r["signer"])), f"rebuild of {r['step']} — {', '.join(r['files'])}",
-            COLOURS[r["status"]], f"#{r['step_node']}" if r["step_node"] else None, REBUILD_H)
+            COLOURS[rebuild_status(r)], f"#{r['step_node']}" if r["step_node"] else None,
+            REBUILD_H)
         for r in rebuilds if r["step_node"]
     ]
     column_of = {s["id"]: s["layer"] for s in steps}
@@ -91,7 +126,7 @@ def _boxes(report: dict[str, Any]) -> tuple[list[Box], list[tuple[str, str, str]
     if total <= MAX_DRAWN_NODES:
         artifact_boxes = [
             Box(a["id"], "artifact" if a["producers"] else "source", a["layer"],
-                _short(", ".join(a["names"])), short_digest(a["digest"]),
+                ", ".join(a["names"]), short_digest(a["digest"]),
                 f"{', '.join(a['names'])} — {short_digest(a['digest'])}"
                 + ("" if a["producers"] else f" — source ({a['source']})")
                 + (" — final artifact" if a["final"] else ""),
@@ -154,6 +189,8 @@ def render_svg(report: dict[str, Any]) -> tuple[str, str]:
     by_id = {box.id: box for box in boxes}
     parts = [f'<svg class="graph" xmlns="http://www.w3.org/2000/svg" role="img" '
              f'aria-label="attestation graph" width="{width:.0f}" height="{height:.0f}" '
+             f'style="width:100%;min-width:{width * MIN_SCALE:.0f}px;max-width:{width:.0f}px;'
+             'height:auto" '
              f'viewBox="0 0 {width:.0f} {height:.0f}">',
              '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" '
              'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" '
@@ -176,10 +213,11 @@ def render_svg(report: dict[str, Any]) -> tuple[str, str]:
         shape = (f'<rect width="{NODE_W}" height="{box.height}" rx="'
                  f'{18 if box.kind == "source" else 3 if box.kind == "step" else 8}" '
                  f'fill="{e(box.colour)}"/>')
-        text = (f'<text x="8" y="{16 if box.height == NODE_H else 12}" class="label">'
-                f'{e(box.label)}</text>')
-        if box.height == NODE_H:
-            text += f'<text x="8" y="32" class="sub">{e(box.sublabel)}</text>'
+        if box.lines:
+            text = "".join(f'<text x="8" y="{16 + LINE_H * i}" class="label">{e(line)}</text>'
+                           for i, line in enumerate(box.lines))
+            text += (f'<text x="8" y="{32 + LINE_H * (len(box.lines) - 1)}" class="sub">'
+                     f'{e(box.sublabel)}</text>')
         else:
             text = (f'<text x="8" y="12" class="label">{e(box.label)}</text>'
                     f'<text x="8" y="24" class="sub">{e(box.sublabel)}</text>')
@@ -264,7 +302,9 @@ def _link(node_id: str | None, text: str) -> str:
 
 
 def _rebuild(rebuild: dict[str, Any]) -> str:
-    out = [f"<p>{_badge(rebuild['status'])} <b>{e(rebuild['verdict'])}</b> by "
+    differs = rebuild["verdict"] in ("mismatched", "probe") and rebuild["mismatches"]
+    verdict = f"{rebuild['verdict']}: outputs diverged" if differs else rebuild["verdict"]
+    out = [f"<p>{_badge(rebuild_status(rebuild))} <b>{e(verdict)}</b> by "
            f"{e(signer_label(rebuild['signer']))} — <code>{e(', '.join(rebuild['files']))}</code>"
            "</p>"]
     rows = [[e(r["name"]), e(r["verdict"]), f"<code>{e(short_digest(r['expected']))}</code>",

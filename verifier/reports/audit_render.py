@@ -12,7 +12,19 @@ from typing import Any
 
 MARKS = {"error": "✗", "warning": "!", "info": "·"}
 COLOURS = {"error": "#f2a5a5", "warning": "#ffd98a", "ok": "#b9e4b9", "unchecked": "#dddddd",
-           "pinned": "#bcd7f5", "unpinned": "#e9e4f5"}
+           "info": "#e3eefc", "pinned": "#bcd7f5", "unpinned": "#e9e4f5"}
+
+
+def rebuild_status(rebuild: dict[str, Any]) -> str:
+    """A rebuild's colour and badge: its trust status unless that is ok, then what it found.
+    A rebuild or probe whose outputs diverged is never a green 'ok'."""
+    if rebuild["status"] != "ok":
+        return str(rebuild["status"])
+    if rebuild["verdict"] == "mismatched":
+        return "warning"
+    if rebuild["verdict"] == "probe" and rebuild["mismatches"]:
+        return "info"
+    return "ok" if rebuild["verdict"] in ("matched", "probe") else "unchecked"
 
 
 def short_digest(digest: dict[str, str]) -> str:
@@ -105,18 +117,45 @@ def _rebuild_line(step: dict[str, Any], rebuilds: dict[str, dict[str, Any]]) -> 
     quorum = step.get("quorum")
     if not attached and not quorum:
         return None
-    matched = [signer_label(r["signer"]) for r in attached if r["verdict"] == "matched"]
-    other = [signer_label(r["signer"]) for r in attached
-             if r["verdict"] not in ("matched", "probe")]
-    probes = [signer_label(r["signer"]) for r in attached if r["verdict"] == "probe"]
+    matched, own, unverified = _independent([r for r in attached if r["verdict"] == "matched"],
+                                            step["signer"])
+    other, _, _ = _independent([r for r in attached
+                                if r["verdict"] not in ("matched", "probe")], step["signer"])
+    probes = sorted({signer_label(r["signer"]) for r in attached if r["verdict"] == "probe"})
     text = f"rebuilds: {len(matched)} matching"
     text += f" ({', '.join(matched)})" if matched else ""
     text += f", {len(other)} differing ({', '.join(other)})" if other else ""
     text += f", {len(probes)} probe(s) ({', '.join(probes)})" if probes else ""
+    text += (f"; not independent, the step's own signer: {', '.join(own)}" if own else "")
+    text += (f"; not counted, signer not verified: {', '.join(unverified)}"
+             if unverified else "")
     if quorum:
         text += f"; quorum {quorum.get('matching', len(quorum['matched']))}/{quorum['quorum']}"
         text += f" ({quorum['summary']})" if quorum.get("summary") else ""
     return text
+
+
+def _independent(attached: list[dict[str, Any]], step_signer: dict[str, Any]
+                 ) -> tuple[list[str], list[str], list[str]]:
+    """(distinct independent rebuilders, the step's own signer, unverified signers) among
+    rebuilds, as labels. A rebuilder who sent two rebuilds is one; whoever signed the step
+    (by name or identity) never rebuilt it independently; a signature no policy key verifies
+    names nobody."""
+    own_names, own_ids = set(step_signer["names"]), set(step_signer["identities"])
+    counted: dict[tuple[str, ...], str] = {}
+    own: set[str] = set()
+    unverified: set[str] = set()
+    for rebuild in attached:
+        signer = rebuild["signer"]
+        label = signer_label(signer)
+        if signer["status"] not in ("verified", "unchecked"):
+            unverified.add(label)
+        elif (own_names & set(signer["names"]) or own_ids & set(signer["identities"])
+              or (not signer["identities"] and signer["claimed"] == step_signer["claimed"])):
+            own.add(label)
+        else:
+            counted.setdefault(tuple(signer["identities"]) or (signer["claimed"],), label)
+    return sorted(set(counted.values())), sorted(own), sorted(unverified)
 
 
 def _tree(root: str, steps: dict[str, dict[str, Any]], artifacts: dict[str, dict[str, Any]],
@@ -185,7 +224,7 @@ def render_dot(report: dict[str, Any]) -> str:
     for rebuild in report["rebuilds"]:
         label = _dot_label(f"rebuild {rebuild['verdict']}", signer_label(rebuild["signer"]))
         lines.append(f"  {_dot_string(rebuild['id'])} [shape=diamond, label={label}, "
-                     f"fillcolor={_dot_string(COLOURS[rebuild['status']])}];")
+                     f"fillcolor={_dot_string(COLOURS[rebuild_status(rebuild)])}];")
     for edge in report["edges"]:
         style = " [style=dashed]" if edge["kind"] == "rebuilds" else ""
         lines.append(f"  {_dot_string(edge['from'])} -> {_dot_string(edge['to'])}{style};")

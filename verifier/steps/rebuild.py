@@ -60,6 +60,7 @@ class StepOutcome:
     exit_code: int | None = None  # the command's, when it ran and failed
     results: list[dict[str, Any]] = field(default_factory=list)
     drift: list[dict[str, Any]] = field(default_factory=list)
+    imports: list[str] = field(default_factory=list)  # modules the step's own code imports
     env_overrides: dict[str, str] = field(default_factory=dict)
     rebuild_attestation: str | None = None
     workspace: str | None = None
@@ -70,7 +71,7 @@ class StepOutcome:
         return {
             "step": self.step, "attestation": self.attestation, "status": self.status,
             "exit_code": self.exit_code, "message": self.message, "results": self.results,
-            "drift": self.drift,
+            "drift": self.drift, "imports": self.imports,
             "env_overrides": self.env_overrides,
             "rebuild_attestation": self.rebuild_attestation, "workspace": self.workspace,
             "source": self.source, "notes": self.notes,
@@ -240,6 +241,9 @@ class _DigestIndex:
     def __init__(self, hasher: Hasher) -> None:
         self._hasher = hasher
         self._by_sha: dict[str, Path] = {}
+        # What the earlier rebuilt steps made of each product name: (step, sha256 or None,
+        # status). Never used to place a file, only to say why a material is not there.
+        self.rebuilt: dict[str, tuple[str, str | None, str]] = {}
 
     def add_tree(self, root: Path) -> None:
         if not root.is_dir():
@@ -421,6 +425,10 @@ def rebuild(
         for record in ordered:
             step_root = root / record.step
             outcome = _rebuild_step(record, step_root, index, excluded, options, hasher)
+            actual = {r["name"]: (r.get("actual") or {}).get("sha256") for r in outcome.results}
+            for product in record.products:
+                index.rebuilt[product["name"]] = (record.step, actual.get(product["name"]),
+                                                  outcome.status)
             if options.keep_workspace:
                 # The user will run git there: a repository the step made (hooks, an
                 # fsmonitor) must not run anything when they do.
@@ -500,6 +508,8 @@ def _place_materials(record: StepRecord, workspace: Path, index: _DigestIndex,
             if drifted is not None:
                 return (f"material {material['name']} has drifted: the record says sha256 "
                         f"{sha}, the source tree has sha256 {drifted}; step not run.")
+            if material["name"] in index.rebuilt:
+                return _not_rebuilt(material["name"], sha, *index.rebuilt[material["name"]])
             return (f"material {material['name']} (sha256 {sha}) is not in the source "
                     "tree, not produced by an earlier rebuilt step and not among the "
                     "--materials-from files; step not run.")
@@ -517,6 +527,19 @@ def _place_materials(record: StepRecord, workspace: Path, index: _DigestIndex,
                 return (f"material directory {material['name']} does not match its recorded "
                         f"dirHash (extra or missing files); step not run.")
     return None
+
+
+def _not_rebuilt(name: str, sha: str, step: str, actual: str | None, status: str) -> str:
+    """Why a material an earlier rebuilt step should have made is not at hand."""
+    if actual is not None:
+        what = (f"the earlier rebuilt step {step!r} produced a different file (sha256 "
+                f"{actual[:16]}…, the record says {sha[:16]}…)")
+    else:
+        what = (f"the earlier step {step!r} did not produce it ("
+                + {"failed": "its command failed", "stopped": "it was not run"}.get(
+                    status, "missing from its rebuild") + ")")
+    return (f"material {name}: {what}; step not run. Pass the centrally built file with "
+            "--materials-from to rebuild this step from it.")
 
 
 def _compare(record: StepRecord, workspace: Path, index: _DigestIndex, options: RebuildOptions,
@@ -733,6 +756,7 @@ def _rebuild_step(record: StepRecord, step_root: Path, index: _DigestIndex, excl
         except InputError as error:
             outcome.notes.append(f"{error} Its settings are not recorded.")
     outcome.drift = environment.drift(record.environment, current)
+    outcome.imports = _step_imports(record, step_root, workdir)
     if isinstance(run, _CommandFailed):
         outcome.status, outcome.exit_code, outcome.message = "failed", run.returncode, run.message
         return outcome
@@ -755,11 +779,46 @@ def _rebuild_step(record: StepRecord, step_root: Path, index: _DigestIndex, excl
         return outcome
     statement = _rebuild_statement(record, results, produced, current, outcome.drift,
                                    declared, overrides, run, source)
+    statement["predicate"]["imports"] = outcome.imports
     bundle = options.signer.sign_dsse(canonical_json(statement), INTOTO_PAYLOAD_TYPE)
     target = _attestation_path(options, record)
     write_atomic(target, canonical_bundle_text(bundle), overwrite=options.force)
     outcome.rebuild_attestation = str(target)
     return outcome
+
+
+MAX_IMPORT_SOURCE_BYTES = 1024 * 1024
+
+
+def _step_imports(record: StepRecord, step_root: Path, workdir: Path) -> list[str]:
+    """The modules the step's own Python imports: its `.py` materials and the scripts, `-m`
+    module and `-c` code its command names, read from the workspace as placed (regular files
+    only, never through a link). What ranks a drifted package as the likely cause."""
+    from verifier.diff.drift import imported_modules
+    from verifier.formats import readers
+
+    texts: list[str] = []
+    modules: set[str] = set()
+    paths = [step_root / _safe_relative(m["name"], record.source) for m in record.materials
+             if m["name"].endswith(".py")]
+    argv = list(record.argv)
+    for position, word in enumerate(argv):
+        following = argv[position + 1] if position + 1 < len(argv) else ""
+        if word == "-m" and following:
+            modules.add(following.split(".")[0])
+        elif word == "-c" and following:
+            texts.append(following)
+        elif word.endswith(".py") and not word.startswith("-"):
+            paths.append(workdir / word)
+    for path in dict.fromkeys(Path(os.path.normpath(p)) for p in paths):
+        if not path.is_relative_to(step_root) or _through_link(
+                step_root, PurePosixPath(path.relative_to(step_root).as_posix())):
+            continue
+        try:
+            texts.append(readers.read_text(path, "step source", MAX_IMPORT_SOURCE_BYTES))
+        except InputError:
+            continue  # absent, too large, not text: it names no import
+    return sorted(modules | imported_modules(texts))
 
 
 def _record_digest_results(record: StepRecord, workspace: Path) -> list[dict[str, Any]]:
