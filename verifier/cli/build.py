@@ -304,13 +304,8 @@ def rebuild_command(
         from verifier.errors import InputError
         from verifier.formats.signing import load_public_key
         from verifier.judgement.policy import KeylessIdentity, load_policy
-        from verifier.steps.rebuild import (
-            RebuildOptions,
-            Trust,
-            load_steps,
-            rebuild,
-            rebuilder_name,
-        )
+        from verifier.steps.admission import Trust, load_steps
+        from verifier.steps.rebuild import RebuildOptions, rebuild, rebuilder_name
         from verifier.steps.record import termination_as_interrupt
 
         overrides = {}

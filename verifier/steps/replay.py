@@ -51,17 +51,16 @@ from verifier.formats.statement import (
     canonical_json,
 )
 from verifier.steps import environment, plan, workspace
+from verifier.steps.admission import _check_text, _safe_relative
 from verifier.steps.rebuild import (
     RebuildOptions,
     _check_before_running,
-    _check_text,
     _CommandFailed,
     _excluded_names,
     _inside,
     _place_materials,
     _prepare_workspace,
     _run_step,
-    _safe_relative,
     _step_sandbox,
     _through_link,
     step_environment,
