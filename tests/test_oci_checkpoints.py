@@ -245,36 +245,42 @@ def _attach_by_hand(world: World, repo: str, subject: dict[str, Any], name: str,
     assert response.status_code == 201, response.text
 
 
-def _files(checkpoint: Path) -> dict[str, bytes]:
+def _files(world: World, index: int) -> dict[str, bytes]:
+    checkpoint = world.src / "ckpt" / world.log.entries[index].name
     return {p.name: p.read_bytes() for p in sorted(checkpoint.iterdir())}
 
 
-def _swapped(world: World, name: str) -> tuple[str, dict[str, bytes]]:
-    files = _files(world.src / "ckpt" / name)
+def _swapped(world: World, index: int) -> tuple[str, dict[str, bytes]]:
+    files = _files(world, index)
     files["weights.safetensors"], files["optimizer.safetensors"] = (
         files["optimizer.safetensors"], files["weights.safetensors"])
-    return world.log.entries[1].dir_hash, files
+    return world.log.entries[index].dir_hash, files
 
 
-def _lying_dirhash(world: World, name: str) -> tuple[str, dict[str, bytes]]:
+def _lying_dirhash(world: World, index: int) -> tuple[str, dict[str, bytes]]:
     # Another checkpoint's files, under the name and dirHash the log gives this one.
-    return world.log.entries[1].dir_hash, _files(world.src / "ckpt" / world.log.entries[2].name)
+    return world.log.entries[index].dir_hash, _files(world, index + 1)
 
 
-def _extra_file(world: World, name: str) -> tuple[str, dict[str, bytes]]:
-    return world.log.entries[1].dir_hash, {**_files(world.src / "ckpt" / name),
-                                           "sitecustomize.py": b"import os\n"}
+def _extra_file(world: World, index: int) -> tuple[str, dict[str, bytes]]:
+    return world.log.entries[index].dir_hash, {**_files(world, index),
+                                               "sitecustomize.py": b"import os\n"}
 
 
-def _other_dirhash(world: World, name: str) -> tuple[str, dict[str, bytes]]:
+def _other_dirhash(world: World, index: int) -> tuple[str, dict[str, bytes]]:
     # Honest about its own (other) files: the log's dirHash is not what it says it holds.
-    return world.log.entries[2].dir_hash, _files(world.src / "ckpt" / world.log.entries[2].name)
+    return world.log.entries[index + 1].dir_hash, _files(world, index + 1)
 
 
 @pytest.mark.parametrize("attack", [_swapped, _lying_dirhash, _extra_file, _other_dirhash])
-def test_a_poisoned_checkpoint_is_refused_naming_it(world: World, attack: Any) -> None:
-    repo = f"poison/{attack.__name__.strip('_').replace('_', '-')}"
-    cache = world.root / f"cache-{repo.replace('/', '-')}"
+@pytest.mark.parametrize("end", [False, True], ids=["start", "end"])
+def test_a_poisoned_checkpoint_is_refused_naming_it(world: World, attack: Any,
+                                                    end: bool) -> None:
+    """The segment 10->20 is replayed with its start or its end checkpoint poisoned: the end
+    one too is refused before anything runs (a replay never reads it when it matches)."""
+    name = f"{attack.__name__.strip('_').replace('_', '-')}-{'end' if end else 'start'}"
+    repo = f"poison/{name}"
+    cache = world.root / f"cache-{name}"
     result = cli("push", world.src / "model", f"oci://{world.registry.host}/{repo}:v1",
                  "--plain-http", "--json", cache=cache)
     assert result.code == 0, result.output
@@ -284,18 +290,18 @@ def test_a_poisoned_checkpoint_is_refused_naming_it(world: World, attack: Any) -
         world.registry.url(f"{repo}/manifests/{digest}"), headers={"Accept": MANIFEST},
         timeout=10).content)}
     # The honest checkpoints but the one under attack, then the attacker's in its place.
-    target = world.log.entries[1]
-    honest = world.root / f"honest-{repo.replace('/', '-')}"
+    index = 2 if end else 1
+    target = world.log.entries[index]
+    honest = world.root / f"honest-{name}"
     shutil.copytree(world.src / "ckpt", honest, ignore=shutil.ignore_patterns(target.name))
     result = cli("attach", model, "--checkpoints", honest, "--plain-http", cache=cache)
     assert result.code == 0, result.output
-    dir_hash, files = attack(world, target.name)
+    dir_hash, files = attack(world, index)
     _attach_by_hand(world, repo, subject, target.name, dir_hash, files)
-    out = f"poisoned-{attack.__name__}"
     result = replay(world, "rebuilder-a", cache, "--segment", str(world.log.entries[2].step),
-                    model=model, out=out)
+                    model=model, out=f"poisoned-{name}")
     assert_error(result, 2, f"checkpoint ckpt/{target.name}", "signed log", "nothing was run")
-    assert not (world.root / out).exists()
+    assert not (world.root / f"poisoned-{name}").exists()
 
 
 def test_a_poisoned_manifest_beside_the_honest_one_changes_nothing(world: World) -> None:
@@ -311,7 +317,7 @@ def test_a_poisoned_manifest_beside_the_honest_one_changes_nothing(world: World)
     subject = {"mediaType": MANIFEST, "digest": digest, "size": len(requests.get(
         world.registry.url(f"{repo}/manifests/{digest}"), headers={"Accept": MANIFEST},
         timeout=10).content)}
-    dir_hash, files = _lying_dirhash(world, world.log.entries[1].name)
+    dir_hash, files = _lying_dirhash(world, 1)
     _attach_by_hand(world, repo, subject, world.log.entries[1].name, dir_hash, files)
     result = replay(world, "rebuilder-b", cache, "--segment", str(world.log.entries[2].step),
                     model=model, out="beside")
