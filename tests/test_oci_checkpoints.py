@@ -323,3 +323,15 @@ def test_a_poisoned_manifest_beside_the_honest_one_changes_nothing(world: World)
                     model=model, out="beside")
     assert result.code == 0, result.output
     assert "MATCH" in result.output
+
+
+def test_a_checkpoint_directory_that_is_not_one_refuses_the_push_before_anything_is_uploaded(
+        world: World) -> None:
+    bad = world.root / "bad-ckpt"
+    shutil.copytree(world.src / "ckpt", bad)
+    (bad / "latest").mkdir()  # a name without a step number
+    result = cli("push", world.src / "model", f"oci://{world.registry.host}/acme/bad:v1",
+                 "--checkpoints", bad, "--plain-http", cache=world.root / "bad-cache")
+    assert_error(result, 2, "latest", "step number")
+    listed = requests.get(world.registry.url("acme/bad/tags/list"), timeout=10)
+    assert listed.status_code == 404, listed.text

@@ -80,10 +80,11 @@ def push_command(
     """
     def action() -> None:
         from verifier.interop.oci import store
-        from verifier.interop.oci.checkpoints import attach_checkpoints
+        from verifier.interop.oci.checkpoints import attach_checkpoints, read_checkpoints
 
         bundles = store.bundle_files(attestations or [])
         digest_files = store.record_digest_files(attestations or [])
+        found = [] if checkpoints is None else read_checkpoints(checkpoints)
         reference, registry = _open_registry(target, plain_http, username, password_stdin)
         hasher, progress = _hasher_with_progress(quiet, "hashing")
         upload = _Progress("uploading", not quiet)
@@ -95,8 +96,7 @@ def push_command(
             upload.close()
         result.attached = (store.attach(registry, result.digest, bundles, digest_files)
                            if bundles or digest_files else [])
-        pushed = [] if checkpoints is None else attach_checkpoints(
-            registry, result.digest, checkpoints)
+        pushed = attach_checkpoints(registry, result.digest, found) if found else []
         if as_json:
             _emit_json({**result.to_dict(), "checkpoints": [c.to_dict() for c in pushed]})
             return
@@ -135,7 +135,7 @@ def attach_command(
     """
     def action() -> None:
         from verifier.interop.oci import store
-        from verifier.interop.oci.checkpoints import attach_checkpoints
+        from verifier.interop.oci.checkpoints import attach_checkpoints, read_checkpoints
 
         found = store.bundle_files(bundles or [])
         digest_files = store.record_digest_files(bundles or [])
@@ -144,14 +144,15 @@ def attach_command(
         if bundles and not found and not digest_files:
             raise _input_error(f"{', '.join(map(str, bundles))}: holds no bundle or "
                                "record-digest file to attach.")
+        checkpoint_files = [] if checkpoints is None else read_checkpoints(checkpoints)
         reference, registry = _open_registry(target, plain_http, username, password_stdin)
         if reference.digest is None:
             raise _input_error(f"{target}: attach needs the model's digest "
                                "(oci://HOST/REPO@sha256:…); a tag can move.")
         attached = (store.attach(registry, reference.digest, found, digest_files)
                     if found or digest_files else [])
-        pushed = [] if checkpoints is None else attach_checkpoints(
-            registry, reference.digest, checkpoints)
+        pushed = (attach_checkpoints(registry, reference.digest, checkpoint_files)
+                  if checkpoint_files else [])
         if as_json:
             _emit_json({"reference": reference.pinned(),
                         "attached": [a.to_dict() for a in attached],

@@ -55,12 +55,19 @@ class PushedCheckpoint:
         return asdict(self)
 
 
-def attach_checkpoints(registry: Registry, subject_digest: str, directory: Path, *,
-                       hasher: Hasher | None = None, progress: ProgressCallback | None = None
-                       ) -> list[PushedCheckpoint]:
+@dataclass(frozen=True)
+class CheckpointFiles:
+    """One checkpoint directory to attach: where it is, its log entry, its files' digests."""
+
+    path: Path
+    entry: CheckpointEntry
+    files: dict[str, str]  # relative path -> sha256 hex
+
+
+def read_checkpoints(directory: Path, hasher: Hasher | None = None) -> list[CheckpointFiles]:
     """Every checkpoint directory under `directory` (each immediate subdirectory, named by its
-    step as `record --checkpoints` requires) as a referrer of the model; files the registry
-    already holds are not uploaded again, and a checkpoint already attached is left as it is."""
+    step as `record --checkpoints` requires), hashed; read before anything is pushed, so a
+    directory that is not one refuses the push rather than half of it."""
     digests: dict[str, PathDigest] = {}
     hasher = hasher or Hasher()
 
@@ -68,7 +75,23 @@ def attach_checkpoints(registry: Registry, subject_digest: str, directory: Path,
         digests[path.name] = hasher.digest_paths([path])[0]
         return digests[path.name].dir_hash or ""
 
-    entries = scan_checkpoints(directory, dir_hash, shown=str(directory))
+    found = []
+    for entry in scan_checkpoints(directory, dir_hash, shown=str(directory)):
+        digest = digests[entry.name]
+        if digest.signature is not None:
+            # A file the dirHash leaves out would reach the replay unaccounted for.
+            raise InputError(f"{directory}/{entry.name}: holds a {digest.signature} that its "
+                             "dirHash leaves out; a checkpoint is pushed only as the log "
+                             "hashes it.")
+        found.append(CheckpointFiles(directory / entry.name, entry, dict(digest.files)))
+    return found
+
+
+def attach_checkpoints(registry: Registry, subject_digest: str,
+                       checkpoints: Sequence[CheckpointFiles], *,
+                       progress: ProgressCallback | None = None) -> list[PushedCheckpoint]:
+    """Each checkpoint as a referrer of the model; files the registry already holds are not
+    uploaded again, and a checkpoint already attached is left as it is."""
     subject = _subject(registry, subject_digest)
     listed, _ = referrer_index(registry, subject_digest)
     present = {d.digest for d in listed}
@@ -76,19 +99,13 @@ def attach_checkpoints(registry: Registry, subject_digest: str, directory: Path,
     results: list[PushedCheckpoint] = []
     added: list[media.Descriptor] = []
     indexed_by_registry = True
-    for entry in entries:
-        found = digests[entry.name]
-        if found.signature is not None:
-            # A file the dirHash leaves out would reach the replay unaccounted for.
-            raise InputError(f"{directory}/{entry.name}: holds a {found.signature} that its "
-                             "dirHash leaves out; a checkpoint is pushed only as the log "
-                             "hashes it.")
-        root = directory / entry.name
+    for checkpoint in checkpoints:
+        entry, root = checkpoint.entry, checkpoint.path
         layers = [media.Descriptor(media.layer_media_type(rel), f"sha256:{sha}",
                                    (root / rel).stat().st_size, {media.TITLE: rel})
-                  for rel, sha in sorted(found.files.items())]
+                  for rel, sha in sorted(checkpoint.files.items())]
         uploaded = 0
-        for rel, layer in zip(sorted(found.files), layers, strict=True):
+        for rel, layer in zip(sorted(checkpoint.files), layers, strict=True):
             if registry.blob_exists(layer.digest):
                 continue
             try:
