@@ -60,15 +60,17 @@ class RunningRegistry:
 
 
 @contextlib.contextmanager
-def running_registry(directory: Path, auth: dict[str, Any] | None = None
-                     ) -> Iterator[RunningRegistry]:
+def running_registry(directory: Path, auth: dict[str, Any] | None = None,
+                     accesslog: bool = False) -> Iterator[RunningRegistry]:
+    """With `accesslog`, registry.log in `directory` holds a line per request (to count what a
+    client fetched as the registry saw it)."""
     assert REGISTRY_BINARY is not None
     port = free_port()
     storage = directory / "storage"
     storage.mkdir(parents=True)
     config: dict[str, Any] = {
         "version": 0.1,
-        "log": {"level": "error", "accesslog": {"disabled": True}},
+        "log": {"level": "error", "accesslog": {"disabled": not accesslog}},
         "storage": {"filesystem": {"rootdirectory": str(storage)},
                     "delete": {"enabled": True}, "cache": {}},
         "http": {"addr": f"127.0.0.1:{port}"},

@@ -15,17 +15,30 @@ from typing import Annotated, Any
 import typer
 
 from verifier.cli.common import (
+    CacheOpt,
     DigestOpt,
     IdentityTokenOpt,
     JsonFlag,
+    PasswordStdinFlag,
+    PlainHttpFlag,
     QuietFlag,
     SigstoreFlag,
     TrustConfigOpt,
+    UsernameOpt,
     _algorithms,
+    _blob_cache,
+    _open_registry,
     _signer,
     app,
 )
-from verifier.cli.output import _emit_json, _guard, _hasher_with_progress, _say, _warn
+from verifier.cli.output import (
+    _emit_json,
+    _guard,
+    _hasher_with_progress,
+    _say,
+    _size,
+    _warn,
+)
 from verifier.errors import StepFailed
 
 SandboxOpt = Annotated[str, typer.Option(
@@ -275,12 +288,17 @@ def rebuild_command(
         help="Replay the segment ending at checkpoint STEP (repeatable).")] = None,
     seed: Annotated[str | None, typer.Option(metavar="HEX",
         help="The seed of the random choice (default: 32 bytes drawn now).")] = None,
-    checkpoints_from: Annotated[Path | None, typer.Option(
-        help="Where the logged checkpoints are (default: the recorded directory under "
-        "--source).")] = None,
+    checkpoints_from: Annotated[str | None, typer.Option(metavar="DIR|oci://HOST/REPO@sha256:…",
+        help="Where the logged checkpoints are: a directory (default: the recorded one under "
+        "--source), or the model in a registry they were pushed beside (push --checkpoints), "
+        "of which only the segments' start and end checkpoints are fetched.")] = None,
     update_rtol: Annotated[float | None, typer.Option(
         help="Accept a replayed segment whose distance is at most this share of its update "
         "(at most 0.1).")] = None,
+    plain_http: PlainHttpFlag = False,
+    username: UsernameOpt = None,
+    password_stdin: PasswordStdinFlag = False,
+    cache: CacheOpt = None,
 ) -> None:
     """Re-run recorded steps in fresh sandboxed workspaces and attest whether they reproduced.
 
@@ -345,15 +363,27 @@ def rebuild_command(
                     from verifier.steps.replay import parse_selection, replay
 
                     chosen = parse_selection(segments, segment or [], seed)
-                    with contextlib.redirect_stdout(sys.stderr) if as_json else \
-                            contextlib.nullcontext():
+                    with contextlib.ExitStack() as stack:
+                        if as_json:
+                            stack.enter_context(contextlib.redirect_stdout(sys.stderr))
+                        where: Any = None if checkpoints_from is None else Path(checkpoints_from)
+                        if checkpoints_from is not None and checkpoints_from.startswith("oci://"):
+                            from verifier.interop.oci.checkpoints import from_registry
+
+                            reference, registry = _open_registry(
+                                checkpoints_from, plain_http, username, password_stdin)
+                            where = stack.enter_context(
+                                from_registry(registry, reference, _blob_cache(cache)))
                         done = replay(records, options, chosen, only_step=step, hasher=hasher,
-                                      checkpoints_from=checkpoints_from,
+                                      checkpoints_from=where,
                                       update_rtol=update_rtol, on_plan=plan_shown,
                                       on_segment=None if as_json else _print_segment)
                     if as_json:
                         _emit_json(done.to_dict())
                     else:
+                        if not isinstance(where, Path | None):
+                            _say(f"fetched checkpoints {', '.join(where.fetched)} from "
+                                 f"{checkpoints_from} ({_size(where.fetched_bytes)} downloaded)")
                         _say(f"wrote {done.rebuild_attestation}")
                     return 0 if done.accepted else 1
                 if as_json:

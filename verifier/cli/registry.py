@@ -34,6 +34,18 @@ from verifier.cli.output import (
     _size,
 )
 
+CheckpointsOpt = Annotated[Path | None, typer.Option(metavar="DIR",
+    help="A step's checkpoint directory (each subdirectory a checkpoint, as record "
+    "--checkpoints logs them): each checkpoint becomes a referrer of the model, so a replayer "
+    "fetches only those it needs (rebuild --checkpoints-from oci://…).")]
+
+
+def _print_checkpoints(pushed: list[Any]) -> None:
+    for item in pushed:
+        verb = "already attached, skipped" if item.status == "already attached" else item.status
+        _say(f"  {verb}: checkpoint {item.name} (step {item.step}, {item.files} file(s), "
+             f"{_size(item.uploaded_bytes)} uploaded; referrer {item.manifest_digest})")
+
 
 def _print_attached(attached: list[Any]) -> None:
     for item in attached:
@@ -49,6 +61,7 @@ def push_command(
     target: Annotated[str, typer.Argument(metavar="REFERENCE",
         help="oci://HOST[:PORT]/REPO[:TAG]; without a tag the model is stored by digest only.")],
     attestations: OciAttestationsOpt = None,
+    checkpoints: CheckpointsOpt = None,
     plain_http: PlainHttpFlag = False,
     username: UsernameOpt = None,
     password_stdin: PasswordStdinFlag = False,
@@ -67,9 +80,11 @@ def push_command(
     """
     def action() -> None:
         from verifier.interop.oci import store
+        from verifier.interop.oci.checkpoints import attach_checkpoints, read_checkpoints
 
         bundles = store.bundle_files(attestations or [])
         digest_files = store.record_digest_files(attestations or [])
+        found = [] if checkpoints is None else read_checkpoints(checkpoints)
         reference, registry = _open_registry(target, plain_http, username, password_stdin)
         hasher, progress = _hasher_with_progress(quiet, "hashing")
         upload = _Progress("uploading", not quiet)
@@ -81,8 +96,9 @@ def push_command(
             upload.close()
         result.attached = (store.attach(registry, result.digest, bundles, digest_files)
                            if bundles or digest_files else [])
+        pushed = attach_checkpoints(registry, result.digest, found) if found else []
         if as_json:
-            _emit_json(result.to_dict())
+            _emit_json({**result.to_dict(), "checkpoints": [c.to_dict() for c in pushed]})
             return
         tag = f" (tag {result.tag})" if result.tag else ""
         _say(f"pushed {model} as {result.reference}{tag}")
@@ -90,6 +106,7 @@ def push_command(
               f"{_size(result.uploaded_bytes)} uploaded, "
               f"{_size(result.bytes - result.uploaded_bytes)} already in the registry")
         _print_attached(result.attached)
+        _print_checkpoints(pushed)
         _say(result.digest)
 
     _guard(as_json, action)
@@ -99,9 +116,10 @@ def push_command(
 def attach_command(
     target: Annotated[str, typer.Argument(metavar="REFERENCE",
         help="The model in the registry, by digest: oci://HOST/REPO@sha256:….")],
-    bundles: Annotated[list[Path], typer.Argument(metavar="BUNDLES",
+    bundles: Annotated[list[Path] | None, typer.Argument(metavar="BUNDLES",
         help="Bundle files or directories of them (.json, .jsonl; record-digest files, .mvrd, "
-        "go too).")],
+        "go too).")] = None,
+    checkpoints: CheckpointsOpt = None,
     plain_http: PlainHttpFlag = False,
     username: UsernameOpt = None,
     password_stdin: PasswordStdinFlag = False,
@@ -117,24 +135,34 @@ def attach_command(
     """
     def action() -> None:
         from verifier.interop.oci import store
+        from verifier.interop.oci.checkpoints import attach_checkpoints, read_checkpoints
 
-        found = store.bundle_files(bundles)
-        digest_files = store.record_digest_files(bundles)
-        if not found and not digest_files:
+        found = store.bundle_files(bundles or [])
+        digest_files = store.record_digest_files(bundles or [])
+        if not bundles and checkpoints is None:
+            raise _input_error("attach needs bundles to attach, or --checkpoints DIR.")
+        if bundles and not found and not digest_files:
             raise _input_error(f"{', '.join(map(str, bundles))}: holds no bundle or "
                                "record-digest file to attach.")
+        checkpoint_files = [] if checkpoints is None else read_checkpoints(checkpoints)
         reference, registry = _open_registry(target, plain_http, username, password_stdin)
         if reference.digest is None:
             raise _input_error(f"{target}: attach needs the model's digest "
                                "(oci://HOST/REPO@sha256:…); a tag can move.")
-        attached = store.attach(registry, reference.digest, found, digest_files)
+        attached = (store.attach(registry, reference.digest, found, digest_files)
+                    if found or digest_files else [])
+        pushed = (attach_checkpoints(registry, reference.digest, checkpoint_files)
+                  if checkpoint_files else [])
         if as_json:
             _emit_json({"reference": reference.pinned(),
-                        "attached": [a.to_dict() for a in attached]})
+                        "attached": [a.to_dict() for a in attached],
+                        "checkpoints": [c.to_dict() for c in pushed]})
             return
-        new = sum(1 for a in attached if a.status == "attached")
-        _say(f"{reference.pinned()}: {new} attached, {len(attached) - new} already there")
+        new = sum(1 for a in [*attached, *pushed] if a.status == "attached")
+        _say(f"{reference.pinned()}: {new} attached, {len(attached) + len(pushed) - new} "
+             "already there")
         _print_attached(attached)
+        _print_checkpoints(pushed)
 
     _guard(as_json, action)
 

@@ -69,6 +69,9 @@ from verifier.steps.record import canonical_bundle_text, utc_now
 from verifier.steps.sandbox import interpreter_roots
 
 REPLAY_SUFFIX = ".replay.intoto.json"
+# Fetches the logged checkpoints a replay needs (a registry's, verifier.interop.oci.checkpoints)
+# and returns the directory holding them by name; called with (log, entries, attestation).
+CheckpointSource = Callable[[CheckpointLog, list[CheckpointEntry], str], Path]
 SEED_BYTES = 32
 _HEX = re.compile(r"(?:[0-9a-fA-F]{2})+")
 
@@ -256,7 +259,7 @@ def replay(
     selection: Selection,
     *,
     only_step: str | None = None,
-    checkpoints_from: Path | None = None,
+    checkpoints_from: Path | CheckpointSource | None = None,
     update_rtol: float | None = None,
     hasher: Hasher | None = None,
     on_plan: Callable[[list[dict[str, Any]]], None] | None = None,
@@ -283,8 +286,13 @@ def replay(
             _check_text(argument, "resume template argument", record.source)
         plan.check_step(replace(record, argv=tuple(argv)), options.allowed_env)
     workdir_rel = _safe_relative(record.working_directory, record.source)
-    base = (checkpoints_from if checkpoints_from is not None
-            else options.source / workdir_rel / directory)
+    if callable(checkpoints_from):
+        # Only the checkpoints these segments start and end at: a registry may hold hundreds.
+        needed = {e.name: e for s in chosen for e in (s.start, s.end)}
+        base = checkpoints_from(log, sorted(needed.values()), record.source)
+    else:
+        base = (checkpoints_from if checkpoints_from is not None
+                else options.source / workdir_rel / directory)
     if base.is_symlink() or not base.is_dir():
         raise InputError(f"{base}: no such directory of checkpoints (give --checkpoints-from "
                          "DIR); nothing was run.")

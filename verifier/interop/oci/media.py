@@ -37,12 +37,19 @@ BUNDLE = BUNDLE_MEDIA_TYPE
 # the file's sha256, so where it comes from never matters (docs/openness.md).
 RECORD_DIGESTS = "application/vnd.model-verifier.record-digests.v1"
 BUNDLE_TYPES = frozenset(ACCEPTED_MEDIA_TYPES)
+# One checkpoint of a step's signed checkpoint log (docs/oci.md): a referrer of the model, one
+# layer per file. Its annotations only help find it; the fetched files' dirHash must be the
+# log's before anything uses them.
+CHECKPOINT = "application/vnd.model-verifier.checkpoint.v1"
 
 TITLE = "org.opencontainers.image.title"
 FILEPATH = "org.cncf.model.filepath"
 KIND = "dev.model-verifier.model.kind"  # "file" or "directory": how the model was given
 BUNDLE_CONTENT = "dev.sigstore.bundle.content"
 BUNDLE_PREDICATE = "dev.sigstore.bundle.predicateType"
+CHECKPOINT_NAME = "dev.model-verifier.checkpoint.name"
+CHECKPOINT_STEP = "dev.model-verifier.checkpoint.step"
+CHECKPOINT_DIRHASH = "dev.model-verifier.checkpoint.dirHash"
 
 # The distribution spec asks registries to accept manifests up to 4 MiB; nothing larger is read.
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
@@ -146,6 +153,20 @@ def record_digests_manifest(subject: Descriptor, digests: Descriptor) -> bytes:
         "config": descriptor_of(EMPTY, EMPTY_BLOB).to_dict(),
         "layers": [digests.to_dict()],
         "subject": subject.to_dict(),
+    })
+
+
+def checkpoint_manifest(subject: Descriptor, name: str, step: int, dir_hash: str,
+                        layers: list[Descriptor]) -> bytes:
+    return canonical({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST,
+        "artifactType": CHECKPOINT,
+        "config": descriptor_of(EMPTY, EMPTY_BLOB).to_dict(),
+        "layers": [layer.to_dict() for layer in layers],
+        "subject": subject.to_dict(),
+        "annotations": {CHECKPOINT_NAME: name, CHECKPOINT_STEP: str(step),
+                        CHECKPOINT_DIRHASH: dir_hash},
     })
 
 
