@@ -135,3 +135,30 @@ def test_a_file_reproduced_exactly_still_counts_its_update(tmp_path: Path) -> No
     a = tensors["a"].astype(np.float64)
     assert found.update_size == pytest.approx(np.sqrt(a @ a), rel=1e-12)
     assert found.replay_distance == 0.0
+
+
+@pytest.mark.parametrize("forged", ["metadata", "tail"])
+def test_a_tensor_file_whose_bytes_outside_the_tensors_differ_is_named(
+        tmp_path: Path, forged: str) -> None:
+    """The logged checkpoint's weights are the honest ones, but its safetensors header carries
+    other __metadata__, or bytes no tensor claims follow the data: not weights, so no update
+    ratio may let them through (before, the segment was WITHIN-TOLERANCE at ratio 0)."""
+    rng = np.random.default_rng(3)
+    start = {"w": rng.standard_normal(64).astype(np.float32)}
+    end = {"w": start["w"] + np.float32(0.1)}
+    for side in ("r", "e", "s"):
+        (tmp_path / side).mkdir()
+    save_file(start, str(tmp_path / "s" / "w.safetensors"))
+    save_file(end, str(tmp_path / "r" / "w.safetensors"), metadata={"format": "np"})
+    logged = tmp_path / "e" / "w.safetensors"
+    if forged == "metadata":
+        save_file(end, str(logged), metadata={"format": "xx"})  # same length, same offsets
+    else:
+        save_file(end, str(logged), metadata={"format": "np"})
+        for side in ("r", "e"):  # the same size, other trailing bytes
+            with (tmp_path / side / "w.safetensors").open("ab") as f:
+                f.write(b"honest!!" if side == "r" else b"forged!!")
+    found = compare_checkpoints(tmp_path / "r", tmp_path / "e", tmp_path / "s")
+    assert found.tensors == [] and found.replay_distance == 0.0
+    assert found.files == [{"name": "w.safetensors", "verdict": "DIFFERS"}]
+    assert not found.within(0.1)

@@ -118,6 +118,10 @@ def compare_checkpoints(replayed: Path, logged: Path, start: Path) -> Checkpoint
         if headers is not None and _same_tensors(*headers):
             distances, file_replay, file_update = _tensor_pass(name, (a, b, s), headers)
             out.tensors.extend(d for d in distances if d.replay_distance > 0)
+            if not _same_outside_tensors(a, b, headers[0], headers[1]):
+                # Its header (__metadata__, layout) or bytes no tensor claims: not weights,
+                # so they must match exactly like any non-tensor file, whatever the ratio.
+                out.files.append({"name": name, "verdict": "DIFFERS"})
             sq_replay += file_replay
             sq_update += file_update
         elif not _same_bytes(a, b):
@@ -154,6 +158,26 @@ def _same_tensors(ha: _Header | None, hb: _Header | None, hs: _Header | None) ->
     return all(ha.tensors[t].dtype == hb.tensors[t].dtype == hs.tensors[t].dtype
                and ha.tensors[t].shape == hb.tensors[t].shape == hs.tensors[t].shape
                for t in ha.tensors)
+
+
+def _same_outside_tensors(a: Path, b: Path, ha: _Header, hb: _Header) -> bool:
+    """Whether two safetensors files hold the same bytes outside their tensors' data: the same
+    header bytes (so the same offsets) and the same bytes in any gap or tail."""
+    if ha.prefix != hb.prefix:
+        return False
+    files = _Files(a, b)
+    try:
+        size = files.size(0)
+        if size != files.size(1):
+            return False
+        position = len(ha.prefix)
+        for begin, end in [*sorted((e.begin, e.end) for e in ha.tensors.values()), (size, size)]:
+            if begin > position and not _same_range(files, position, begin - position):
+                return False
+            position = max(position, end)
+        return True
+    finally:
+        files.close()
 
 
 def _tensor_pass(name: str, paths: tuple[Path, Path, Path],
@@ -252,20 +276,24 @@ def _difference(x: np.ndarray, y: np.ndarray, dtype: str, out: np.ndarray, files
 
 
 def _same_bytes(a: Path, b: Path) -> bool:
-    """Whether two files hold the same bytes, read a span at a time."""
+    """Whether two files hold the same bytes."""
     files = _Files(a, b)
     try:
         size = files.size(0)
-        if size != files.size(1):
-            return False
-        step = _SPAN * 4
-        for offset in range(0, size, step):
-            n = min(step, size - offset)
-            if not np.array_equal(files.read(0, offset, n, "a"), files.read(1, offset, n, "b")):
-                return False
-        return True
+        return size == files.size(1) and _same_range(files, 0, size)
     finally:
         files.close()
+
+
+def _same_range(files: _Files, offset: int, length: int) -> bool:
+    """Whether both files hold the same bytes at offset..offset+length, read a span at a time
+    (a hostile gap is never read whole into memory)."""
+    step = _SPAN * 4
+    for at in range(offset, offset + length, step):
+        n = min(step, offset + length - at)
+        if not np.array_equal(files.read(0, at, n, "a"), files.read(1, at, n, "b")):
+            return False
+    return True
 
 
 def _ratio(distance: float, size: float) -> float:
