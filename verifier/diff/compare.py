@@ -150,11 +150,12 @@ def _cosine(aa: float, bb: float, ab: float) -> float | None:
 
 
 class _Files:
-    """Both files opened for positional reads, which the worker threads share (a positional
-    read moves no shared file offset), and each thread's reusable buffers."""
+    """The files (a and b; a checkpoint comparison adds the start) opened for positional reads,
+    which the worker threads share (a positional read moves no shared file offset), and each
+    thread's reusable buffers."""
 
-    def __init__(self, a: Path, b: Path) -> None:
-        self.paths = (a, b)
+    def __init__(self, *paths: Path) -> None:
+        self.paths = paths
         self._fds: list[int] = []
         self._buffers: dict[int, dict[str, np.ndarray]] = {}
         for path in self.paths:
@@ -169,6 +170,10 @@ class _Files:
             os.close(fd)
         self._fds = []
 
+    def size(self, side: int) -> int:
+        """The size of file ``side`` as opened."""
+        return os.fstat(self._fds[side]).st_size
+
     def buffer(self, name: str, count: int, dtype: Any) -> np.ndarray:
         """``count`` items of this thread's buffer ``name`` (contents undefined)."""
         mine = self._buffers.setdefault(threading.get_ident(), {})
@@ -179,7 +184,7 @@ class _Files:
         return buf[:nbytes].view(dtype)
 
     def read(self, side: int, offset: int, nbytes: int, name: str) -> np.ndarray:
-        """``nbytes`` bytes at ``offset`` of file ``side`` (0: a, 1: b), in buffer ``name``."""
+        """``nbytes`` bytes at ``offset`` of file ``side`` (0: a, 1: b, ...), in buffer ``name``."""
         out = self.buffer(name, nbytes, np.uint8)
         view, done = memoryview(out), 0
         try:

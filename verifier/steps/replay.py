@@ -430,8 +430,7 @@ def _judge_segment(result: SegmentOutcome, workdir: Path, out_name: str, log: Ch
                           f"{{out}}/{end.name}/ (the end checkpoint under its logged name).")
         return
     try:
-        # New paths, so the command's hasher has nothing cached for them; reusing it lets the
-        # comparison below hash neither side twice.
+        # New paths, so the command's hasher has nothing cached for them.
         result.replayed = hasher.digest_paths([produced])[0].dir_hash
     except InputError as error:
         result.verdict, result.message = "FAILED", f"what it wrote cannot be read: {error}"
@@ -445,7 +444,7 @@ def _judge_segment(result: SegmentOutcome, workdir: Path, out_name: str, log: Ch
         result.message = f"{why}, so the difference is not measured."
         return
     try:
-        result.comparison = compare_checkpoints(produced, logged, start, hasher)
+        result.comparison = compare_checkpoints(produced, logged, start)
     except InputError as error:
         result.message = f"the checkpoints could not be compared tensor by tensor: {error}"
         return
