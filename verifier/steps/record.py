@@ -270,7 +270,10 @@ def record_step(
     material_digests = hasher.digest_paths(material_paths)
     stamps = _stamps(hasher, material_digests)
     before = {name: _product_stamp(hasher, base / name) for name in product_names}
-    beside = _beside_products(base, product_names)
+    # The checkpoint directory is attested (its checkpoints become products after the scan),
+    # so what the step writes there is no stray file.
+    watched = product_names + ([] if plan is None else [plan.directory])
+    beside = _beside_products(base, watched)
 
     declared = resolve_declared_env(env_names, dict(os.environ))
     env, withheld = environment.step_environment(os.environ, declared)
@@ -336,7 +339,7 @@ def record_step(
                 "material if the step only reads it)."
             )
     warnings: list[str] = [] if report_warning is None else [report_warning]
-    if left := sorted(_beside_products(base, product_names) - beside):
+    if left := sorted(_beside_products(base, watched) - beside):
         listed = ", ".join(left[:10]) + (" …" if len(left) > 10 else "")
         warnings.append(f"step {step!r} left {len(left)} new file(s) beside its products in "
                         f"your checkout: {listed} (not attested; look at them, then remove "
