@@ -2,7 +2,7 @@
 and `verify-model` counts only segments a rebuilder really replayed from this run's signed log.
 
 One honest run and three forged runs (weights perturbed once, one segment's learning rate
-changed, one batch swapped) of a real numpy training script (tests/fixtures/checkpointed) are
+changed, one batch swapped) of a real numpy training script (examples/checkpointed-training) are
 recorded once per module, each as the step `train` with a signed checkpoint log of 6 checkpoints
 (steps 0, 20, …, 100: 5 segments). Rebuilders' replays are made once per module too; tests that
 forge a replay claim edit a copy and re-sign it with the rebuilder's own key, as a dishonest
