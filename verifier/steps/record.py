@@ -37,6 +37,7 @@ from verifier.formats.envelope import (  # Signer: rebuild and callers import it
     canonical_bundle_text,
     write_atomic,
 )
+from verifier.formats.signing import secret_files
 from verifier.formats.statement import canonical_json, descriptors, step_statement
 from verifier.steps import checkpoints, environment, trace
 from verifier.steps.sandbox import Sandbox, interpreter_roots, is_system_path
@@ -236,7 +237,8 @@ def record_step(
     `strict`, any undeclared input refuses the step. A product that existed before the command
     ran and that it did not write is refused, unless `attest_existing` says that attesting
     products an earlier, unrecorded process made is the point (signed as existingProducts).
-    `hidden` files (the signing key) read as empty inside the sandbox. `python` is the step's
+    `hidden` signing keys (--key: a PEM file, or a pkcs11: URI whose pin-source file is its
+    secret) read as empty inside the sandbox. `python` is the step's
     interpreter when argv does not say (environment.step_interpreter): its version and packages
     are recorded, asked from it in the sandbox. `record_unit` splits the `record_digests`
     files into records (recorddigests.UNITS; None: each file kind's default). `checkpoint_dir`
@@ -302,7 +304,8 @@ def record_step(
         # The workspace is the recorder's checkout (its .git, its keys/): the step writes only
         # where its products go, and reads no private key there (sandbox.workspace_mounts).
         command = sandbox.wrap(argv, base, base, env, readable=[*linked_out, *named_roots],
-                               hidden=[base / p for p in hidden], blank=blank,
+                               hidden=[base / p for k in hidden for p in secret_files(k)],
+                               blank=blank,
                                writable=[report_path.parent],
                                products=[base / name for name in product_names],
                                materials=material_paths)
