@@ -1,8 +1,8 @@
 """Every flag a documented command line uses is one its command has.
 
-The command lines are taken from the docs a newcomer copies from (the README, docs/replay.md,
-docs/ci.md, docs/oci.md and each example's README): every `model-verifier …` or `verify-model …`
-in a fenced code block or an inline code span, continuation lines joined. Each `--flag` up to
+The command lines are taken from the docs a newcomer copies from (the README, docs/ and each
+example's README): every `model-verifier …` or `verify-model …` in a fenced code block or an
+inline code span (or a span such as `rebuild --segments 3`), continuation lines joined. Each `--flag` up to
 a bare `--` (after which the step's own command begins) must be listed in that command's
 `--help`. Placeholders (`--<flag>`, `--FLAG`, `--…`) are skipped. The examples in the commands'
 own `--help` are checked the same way.
@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from verifier.cli import app, verify_app
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", *(ROOT / "docs" / name for name in ("replay.md", "ci.md", "oci.md")),
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")),
         *sorted((ROOT / "examples").glob("*/README.md"))]
 # A command starts a line (after a prompt) or follows a shell operator, `env` or VAR=value;
 # "== verify-model again: …" in a demo's printed output is no command.
@@ -31,11 +31,16 @@ FLAG = re.compile(r"--[a-z0-9][a-z0-9-]*")
 # Where a command line ends in a shell line: a pipe, a list, a subshell's end, a redirection.
 END = re.compile(r"\s(?:\|\|?|&&|;|>>?|2>)\s|\)\s*$|\s#\s")
 WITH_SUBCOMMANDS = {"policy"}
+SUBCOMMANDS = {"keygen", "digest", "record", "rebuild", "verify-bundle", "verify-vsa", "export",
+               "sign-model", "diff", "audit", "openness", "contamination", "push", "attach",
+               "pull", "verify", "policy"}
 LABEL = re.compile(r"^.{1,200}?:\s+(?=(?:\w+=\S*\s+)*(?:model-verifier|verify-model)\s)")
 
 
 def _code(text: str) -> list[str]:
-    """The lines of every fenced block and every inline code span, continuations joined."""
+    """The lines of every fenced block and every inline code span, continuations joined; a
+    span that starts with a command's name and uses a flag (`rebuild --segments 3`) is that
+    command's line."""
     lines: list[str] = []
     fenced = False
     for line in text.splitlines():
@@ -44,8 +49,12 @@ def _code(text: str) -> list[str]:
             continue
         if fenced:
             lines.append(line)
-        else:
-            lines += re.findall(r"`([^`]+)`", line)
+            continue
+        for span in re.findall(r"`([^`]+)`", line):
+            words = span.split()
+            if len(words) > 1 and words[0] in SUBCOMMANDS and FLAG.search(span):
+                span = f"model-verifier {span}"
+            lines.append(span)
     joined: list[str] = []
     for line in lines:
         if joined and joined[-1].endswith("\\"):
@@ -185,3 +194,9 @@ def test_the_extraction_sees_what_it_should() -> None:
         ("verify-model", ["m", "--policy", "p.yaml"])]
     assert problems("x", "`model-verifier rebuild a --no-such-flag`") == [
         "x: `model-verifier rebuild` has no --no-such-flag"]
+    assert problems("x", "`attach --attestations a`") == [
+        "x: `model-verifier attach` has no --attestations"]
+
+
+def test_the_commands_named_here_are_the_cli_s() -> None:
+    assert {c[0] for c in _commands()} == SUBCOMMANDS
