@@ -2,10 +2,10 @@
 
 The command lines are taken from the docs a newcomer copies from (the README, docs/ and each
 example's README): every `model-verifier …` or `verify-model …` in a fenced code block or an
-inline code span (or a span such as `rebuild --segments 3`), continuation lines joined. Each `--flag` up to
-a bare `--` (after which the step's own command begins) must be listed in that command's
-`--help`. Placeholders (`--<flag>`, `--FLAG`, `--…`) are skipped. The examples in the commands'
-own `--help` are checked the same way.
+inline code span (or a span such as `rebuild --segments 3`), continuation lines joined. Each
+`--flag` up to a bare `--` (after which the step's own command begins) must be listed in that
+command's `--help`. Placeholders (`--<flag>`, `--FLAG`, `--…`) are skipped. The examples in the
+commands' own `--help` are checked the same way.
 """
 
 from __future__ import annotations
