@@ -175,6 +175,8 @@ def test_honest_run_passes_a_replay_quorum_of_two(world: World,
     assert "segments replayed by rebuilder-a, rebuilder-b; all reproduced bit for bit" \
         in result.output
     assert "escapes this sample with probability" in result.output
+    # The model's bytes are also the last checkpoint's: the note names the folder verified.
+    assert "of the directory model that step 'train'" in result.output, result.output
 
 
 def test_the_checkpoint_directory_is_no_stray_file_of_the_step(world: World) -> None:
