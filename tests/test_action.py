@@ -315,7 +315,7 @@ def test_action_says_to_add_the_id_token_permission(tmp_path: Path) -> None:
     workspace = make_workspace(tmp_path)
     run = CompositeRunner(workspace, runner_env(workspace)).run(load_action(), {
         **KEYLESS_INPUTS, "command": f"{sys.executable} make.py"})
-    assert run.returncode == 1
+    assert run.returncode == 2
     assert "add `permissions: id-token: write` to the job" in run.log
     assert not (workspace / "model-src" / "build").exists()
     assert not (workspace / "model-src" / "attestations").exists()
@@ -366,8 +366,52 @@ def test_action_refuses_an_unknown_signing_mode(tmp_path: Path) -> None:
     workspace = make_workspace(tmp_path)
     run = CompositeRunner(workspace, runner_env(workspace)).run(load_action(), {
         **KEYLESS_INPUTS, "signing": "gpg"})
-    assert run.returncode == 1
+    assert run.returncode == 2
     assert "signing must be keyless or key" in run.log
+
+
+@pytest.mark.parametrize(("action", "given", "message"), [
+    ("attest-model", {"signing": "key"}, "signing: key needs the key input"),
+    ("attest-model", {"signing": "gpg"}, "signing must be keyless or key"),
+    ("verify-model", {"signing": "key"}, "signing: key needs the key input"),
+    ("verify-model", {"signing": "gpg"}, "signing must be keyless, key or none"),
+    ("verify-model", {"signing": "keyless"}, "add `permissions: id-token: write`"),
+])
+def test_the_actions_own_checks_of_their_inputs_exit_2(tmp_path: Path, action: str,
+                                                       given: dict[str, str],
+                                                       message: str) -> None:
+    """Bad input is exit 2 in the actions' own checks as in the CLI they run (1 is a verdict:
+    a gate that reads the exit status must not take a typo for a model that failed)."""
+    workspace = make_workspace(tmp_path)
+    directory = ACTION_DIR if action == "attest-model" else VERIFY_ACTION_DIR
+    inputs = (KEYLESS_INPUTS if action == "attest-model"
+              else {"artifact": "build/model", "policy": "policy.yaml", "install": "skip",
+                    "working-directory": "model-src"})
+    run = CompositeRunner(workspace, runner_env(workspace), directory).run(
+        load_action(directory), {**inputs, **given})
+    assert run.returncode == 2 and message in run.log, run.log
+
+
+@pytest.mark.parametrize(("given", "message"), [
+    ({"push-to": "oci://127.0.0.1:1/x", "attach-to": "oci://127.0.0.1:1/x@sha256:" + "0" * 64},
+     "exclude each other"),
+    ({"push-to": "oci://127.0.0.1:1/x", "products": "build/model\nbuild/other"},
+     "push-to needs push-model when the step has 2 products"),
+])
+def test_publishing_inputs_that_cannot_work_exit_2(tmp_path: Path, given: dict[str, str],
+                                                   message: str) -> None:
+    workspace = make_workspace(tmp_path)
+    (workspace / "model-src" / "make.py").write_text(
+        (workspace / "model-src" / "make.py").read_text()
+        + "pathlib.Path('build/other').write_text('x')\n")
+    keys = tmp_path / "keys"
+    subprocess.run([str(BIN / "model-verifier"), "keygen", str(keys / "ci")], check=True,
+                   capture_output=True)
+    run = CompositeRunner(workspace, runner_env(workspace)).run(load_action(), {
+        "step": "package", "working-directory": "model-src", "products": "build/model",
+        "command": f"{sys.executable} make.py", "signing": "key", "key": str(keys / "ci.key"),
+        "install": "skip", "upload": "false", **given})
+    assert run.returncode == 2 and message in run.log, run.log
 
 
 # --- the metadata and the workflows, checked --------------------------------------------------
@@ -641,7 +685,7 @@ def test_action_pushes_the_model_and_attaches_its_attestation(tmp_path: Path,
         "step": "again", "working-directory": "model-src", "products": "build/model",
         "signing": "key", "key": str(keys / "ci.key"), "install": "skip", "upload": "false",
         "push-to": "oci://127.0.0.1:1/x", "attach-to": run.outputs["model-reference"]})
-    assert both.returncode == 1 and "exclude each other" in both.log
+    assert both.returncode == 2 and "exclude each other" in both.log
 
 
 @needs_registry

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,3 +214,37 @@ def test_unusable_token_keys_are_one_sentence_and_write_nothing(token: Token,
                                                                "/nonexistent/lib.so"))
     assert_error(result, 2, "/nonexistent/lib.so")  # type: ignore[arg-type]
     assert not (tmp_path / "attestations").exists()
+
+
+STEAL_PIN = ("import pathlib, subprocess, sys\n"
+             "subprocess.run(['umount', '-l', sys.argv[1]], capture_output=True)\n"
+             "pathlib.Path('out.txt').write_text('PIN:' + pathlib.Path(sys.argv[1]).read_text())\n")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the attack needs root (as CI runs)")
+@pytest.mark.parametrize("spelling", ["relative", "file-uri"])
+def test_a_pin_file_inside_the_checkout_is_hidden_from_the_recorded_step(
+        token: Token, tmp_path: Path, spelling: str) -> None:
+    """The PIN unlocks the token's key as the key file unlocks a PEM key: a step recorded with
+    `--key pkcs11:…&pin-source=FILE` (FILE in the checkout, as a CI job would keep it) reads
+    it, as root, empty, and tries to unmount what hides it first."""
+    from test_rebuild_hostile import bwrap_works
+
+    if not bwrap_works():
+        pytest.skip("bubblewrap cannot start here")
+    work = tmp_path / "work"
+    (work / "secrets").mkdir(parents=True)
+    (work / "secrets" / "pin.txt").write_text(PIN + "\n")
+    (work / "steal.py").write_text(STEAL_PIN)
+    source = ("secrets/pin.txt" if spelling == "relative"
+              else f"file://{work / 'secrets' / 'pin.txt'}")
+    key = (f"pkcs11:token=model-verifier;object=release-ec?module-path={token.module}"
+           f"&pin-source={source}")
+    result = run(["record", "--step", "steal", "--key", key, "--sandbox", "bwrap", "--no-trace",
+                  "--material", "steal.py", "--product", "out.txt", "--out", "att", "--",
+                  sys.executable, "steal.py", "secrets/pin.txt"], cwd=work)
+    assert result.code == 0, result.output
+    assert (work / "out.txt").read_text() == "PIN:"
+    bundle = (work / "att" / "steal.intoto.json").read_text()
+    assert PIN not in bundle
+    _check_dsse(json.loads(bundle), token.ec_public)

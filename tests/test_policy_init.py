@@ -217,6 +217,20 @@ def test_check_accepts_a_valid_policy(tmp_path: Path) -> None:
         "rebuild reproducing it; add it there unless that is meant"]
 
 
+def test_check_does_not_call_a_replayed_step_unrebuilt(tmp_path: Path) -> None:
+    """A step the policy replays by segments (rebuild.replay, no rebuild.steps: the way
+    docs/replay.md and the checkpointed example write it) is reproduced, so no warning."""
+    make_keys(tmp_path, "builder")
+    make_keys(tmp_path, "rebuilder-a")
+    replayed = VALID.replace("steps: [train], match: {train: exact}",
+                             "replay: {train: {segments: 3}}")
+    result = check(tmp_path, replayed)
+    assert result.code == 0, result.output
+    assert result.stdout.splitlines()[1:] == [
+        "  warning: steps.0: step 'prepare' is not in rebuild.steps, so it passes without any "
+        "rebuild reproducing it; add it there unless that is meant"]
+
+
 def test_check_lists_every_error_with_its_field_and_a_suggestion(tmp_path: Path) -> None:
     make_keys(tmp_path, "builder")
     make_keys(tmp_path, "rebuilder-a")

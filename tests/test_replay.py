@@ -2,10 +2,11 @@
 and `verify-model` counts only segments a rebuilder really replayed from this run's signed log.
 
 One honest run and three forged runs (weights perturbed once, one segment's learning rate
-changed, one batch swapped) of a real numpy training script (tests/fixtures/checkpointed) are
-recorded once per module, each as the step `train` with a signed checkpoint log of 5 checkpoints
-(4 segments). Rebuilders' replays are made once per module too; tests that forge a replay claim
-edit a copy and re-sign it with the rebuilder's own key, as a dishonest rebuilder would.
+changed, one batch swapped) of a real numpy training script (examples/checkpointed-training) are
+recorded once per module, each as the step `train` with a signed checkpoint log of 6 checkpoints
+(steps 0, 20, …, 100: 5 segments). Rebuilders' replays are made once per module too; tests that
+forge a replay claim edit a copy and re-sign it with the rebuilder's own key, as a dishonest
+rebuilder would.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class Run:
     src: Path
     attestation: Path
     log: CheckpointLog
+    recorded: str = ""  # what `record --checkpoints` printed
 
     @property
     def model(self) -> Path:
@@ -77,7 +79,8 @@ def _record(root: Path, name: str, builder: KeyPair, forge: dict[str, str]) -> R
     attestation = src / "attestations" / "train.intoto.json"
     log = log_from_predicate(payload_of(read_json(attestation))["predicate"], "test")
     assert log is not None and len(log.segments) == STEPS // EVERY
-    return Run(src, attestation, log)
+    assert len(log.entries) == STEPS // EVERY + 1  # what the module docstring says
+    return Run(src, attestation, log, result.output)
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,15 @@ def test_honest_run_passes_a_replay_quorum_of_two(world: World,
     assert "segments replayed by rebuilder-a, rebuilder-b; all reproduced bit for bit" \
         in result.output
     assert "escapes this sample with probability" in result.output
+    # The model's bytes are also the last checkpoint's: the note names the folder verified.
+    assert "of the directory model that step 'train'" in result.output, result.output
+
+
+def test_the_checkpoint_directory_is_no_stray_file_of_the_step(world: World) -> None:
+    # The checkpoints are attested (the log and the products), so record must not tell the
+    # user to remove or declare the directory they are in.
+    assert "ckpt" in world.honest.recorded
+    assert "beside its products" not in world.honest.recorded, world.honest.recorded
 
 
 def test_a_quorum_asks_more_segments_than_were_replayed(

@@ -13,6 +13,7 @@ from safetensors.numpy import save_file
 
 from verifier.diff import compare, update
 from verifier.diff.update import compare_checkpoints
+from verifier.errors import InputError
 
 # bfloat16 as safetensors stores it (the upper half of a float32); numpy has no such dtype.
 BF16_HEADER_DTYPE = "BF16"
@@ -162,3 +163,29 @@ def test_a_tensor_file_whose_bytes_outside_the_tensors_differ_is_named(
     assert found.tensors == [] and found.replay_distance == 0.0
     assert found.files == [{"name": "w.safetensors", "verdict": "DIFFERS"}]
     assert not found.within(0.1)
+
+
+@pytest.mark.parametrize("where", ["file", "folder"])
+def test_a_link_in_the_start_checkpoint_is_refused_not_followed(tmp_path: Path,
+                                                                where: str) -> None:
+    """A start file reached through a link (to weights far from the end, outside the
+    checkpoint) would make the update as large as its author liked and the replay's miss look
+    small beside it: the forged end below would pass a 0.1 tolerance. The link is refused."""
+    end = {"w": np.ones(64, np.float32)}
+    replayed = {"w": np.full(64, 1.5, np.float32)}  # half the honest update off
+    far = tmp_path / "far"
+    far.mkdir()
+    save_file({"w": np.full(64, -1000.0, np.float32)}, str(far / "w.safetensors"))
+    for side, tensors in (("r", replayed), ("e", end)):
+        (tmp_path / side).mkdir()
+        save_file(tensors, str(tmp_path / side / "w.safetensors"))
+    (tmp_path / "s").mkdir()
+    if where == "file":
+        (tmp_path / "s" / "w.safetensors").symlink_to(far / "w.safetensors")
+    else:
+        for side in ("r", "e"):
+            (tmp_path / side / "sub").mkdir()
+            (tmp_path / side / "w.safetensors").rename(tmp_path / side / "sub" / "w.safetensors")
+        (tmp_path / "s" / "sub").symlink_to(far)
+    with pytest.raises(InputError, match="symbolic link"):
+        compare_checkpoints(tmp_path / "r", tmp_path / "e", tmp_path / "s")

@@ -41,7 +41,7 @@ say "Two rebuilders replay 3 segments each, chosen by a seed each draws now, aft
  done)
 
 say "verify-model: both replays matched bit for bit"
-(cd honest && verify-model model/weights.safetensors --policy policy.yaml \
+(cd honest && verify-model model --policy policy.yaml \
    --attestations attestations --attestations rebuilds)
 
 say "Forge a run: the weights perturbed once after update 110, honest training after"
@@ -58,7 +58,7 @@ say "Both rebuilders replay the forged segment, 100->120, named with --segment"
  done)
 
 say "verify-model: the segment 100->120 DIFFERS, so the forged run fails"
-if (cd forged && verify-model model/weights.safetensors --policy policy.yaml \
+if (cd forged && verify-model model --policy policy.yaml \
       --attestations attestations --attestations rebuilds); then
   echo "demo: the forged run passed" >&2; exit 1
 fi

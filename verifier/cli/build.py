@@ -151,6 +151,11 @@ def record(
     Keyless, in CI: model-verifier record --step package --sigstore --product build/model
     -- python package.py
 
+    A training run whose checkpoints can be replayed in segments (docs/replay.md):
+    model-verifier record --step train --material data --product model --checkpoints ckpt
+    --resume "python train.py --from {checkpoint} --until {step} --out {out}"
+    --key keys/builder.key -- python train.py --out ckpt
+
     The step runs in the bubblewrap sandbox when it is installed (--sandbox; --network and
     --device to let the network or a GPU in, both recorded) and is traced with strace when that
     is installed: files it read that are not declared materials are signed into the
@@ -317,6 +322,15 @@ def rebuild_command(
     Keyless: model-verifier rebuild attestations --sigstore --trust-issuer
     https://token.actions.githubusercontent.com --trust-identity
     https://github.com/OWNER/REPO/.github/workflows/train.yml@refs/heads/main
+
+    Replay 3 segments of a checkpointed training step, chosen at random (docs/replay.md):
+    model-verifier rebuild attestations/train.intoto.json --segments 3
+    --trust-key keys/builder.pub --key keys/rebuilder.key --out rebuilds
+
+    The same, fetching only the checkpoints those segments need from the registry:
+    model-verifier rebuild attestations/train.intoto.json --segments 3
+    --checkpoints-from oci://ghcr.io/acme/tiny-model@sha256:4f1c…
+    --trust-key keys/builder.pub --key keys/rebuilder.key
     """
     def action() -> int:
         from verifier.errors import InputError

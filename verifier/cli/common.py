@@ -92,9 +92,6 @@ def _refuse_existing(path: Path, force: bool) -> None:
         raise InputError(f"{path}: already exists; pass --force to replace it.")
 
 
-ArtifactArg = Annotated[Path, typer.Argument(metavar="ARTIFACT",
-    help="The model file or directory to check.")]
-
 AttestationsOpt = Annotated[list[Path] | None, typer.Option(
     help="Directory (or file) of attestations; repeatable. Default: attestations/.")]
 

@@ -161,6 +161,9 @@ def policy_check(
     key file). Exit 0 when valid, 2 when not or unreadable.
 
     Example: model-verifier policy check model-policy.yaml
+
+    A policy asking for a replay quorum (rebuild.replay: {train: {segments: 3}}, docs/replay.md),
+    its problems as JSON: model-verifier policy check --json policy.yaml
     """
     def action() -> int:
         from verifier.judgement.policy_check import check_policy, policy_warnings

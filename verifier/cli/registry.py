@@ -77,6 +77,10 @@ def push_command(
 
     Example: model-verifier push build/model oci://ghcr.io/acme/tiny-model:v1
     --attestations attestations
+
+    With the checkpoints a replayer fetches one by one (rebuild --checkpoints-from):
+    model-verifier push model oci://ghcr.io/acme/tiny-model:v1 --attestations attestations
+    --checkpoints ckpt
     """
     def action() -> None:
         from verifier.interop.oci import store
@@ -132,6 +136,9 @@ def attach_command(
 
     Example: model-verifier attach oci://ghcr.io/acme/tiny-model@sha256:4f1c…
     rebuilds/rebuilder-a
+
+    Checkpoints for replayers, after the model was pushed: model-verifier attach
+    oci://ghcr.io/acme/tiny-model@sha256:4f1c… --checkpoints ckpt
     """
     def action() -> None:
         from verifier.interop.oci import store

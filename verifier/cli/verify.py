@@ -478,6 +478,10 @@ def verify_model(
     A signed summary for a deployment system: verify-model build/model/model.safetensors
     --policy model-policy.yaml --vsa model.vsa.intoto.json --key keys/verifier.key
 
+    A Hub model as from_pretrained cached it, by commit (its attestations are found in the
+    revision's .attestations/ folder): HF_HUB_OFFLINE=1 verify-model hf://acme/tiny-gpt@0123abcd…
+    --policy model-policy.yaml
+
     From a registry, by digest (every attestation attached to the model is fetched; a tag is
     resolved and its digest printed): verify-model
     oci://ghcr.io/acme/tiny-model@sha256:4f1c… --policy model-policy.yaml

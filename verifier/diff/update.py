@@ -109,12 +109,18 @@ def compare_checkpoints(replayed: Path, logged: Path, start: Path) -> Checkpoint
     pieces cost one memory comparison; the rest is summed in float64 (one pass, module doc)."""
     out = CheckpointComparison()
     ours, theirs = set(list_files(replayed)), set(list_files(logged))
+    # The start is listed like the other two, so a link there is refused rather than followed:
+    # a start file read through a link could make the update look as large as its author liked,
+    # and any replay distance small beside it.
+    if start.is_symlink():
+        raise InputError(f"{start}: is a symbolic link; links are refused.")
+    starts = set(list_files(start))
     for name in sorted(ours ^ theirs):
         out.files.append({"name": name, "verdict": "MISSING" if name in theirs else "EXTRA"})
     sq_replay = sq_update = 0.0
     for name in sorted(ours & theirs):
         a, b, s = replayed / name, logged / name, start / name
-        headers = _headers(a, b, s) if name.endswith(".safetensors") and s.is_file() else None
+        headers = _headers(a, b, s) if name.endswith(".safetensors") and name in starts else None
         if headers is not None and _same_tensors(*headers):
             distances, file_replay, file_update = _tensor_pass(name, (a, b, s), headers)
             out.tensors.extend(d for d in distances if d.replay_distance > 0)

@@ -89,12 +89,19 @@ def parse_uri(text: str) -> Pkcs11Uri:
     )
 
 
+def pin_file(uri: Pkcs11Uri) -> Path | None:
+    """The file the PIN is read from (pin-source, a path or a file: URI), if any."""
+    if uri.pin_source is None:
+        return None
+    return Path(uri.pin_source.removeprefix("file://").removeprefix("file:"))
+
+
 def _read_pin(uri: Pkcs11Uri) -> str | None:
     if uri.pin_value is not None:
         return uri.pin_value
-    if uri.pin_source is None:
+    if (path := pin_file(uri)) is None:
         return None
-    source = uri.pin_source.removeprefix("file://").removeprefix("file:")
+    source = str(path)
     # A PIN is a line of text; the cap keeps a link to /dev/zero from filling memory.
     text = readers.read_text(Path(source), "PIN file (pin-source of the pkcs11 key)",
                              MAX_PIN_BYTES, missing=f"{source}: no such PIN file (pin-source "

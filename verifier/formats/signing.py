@@ -232,6 +232,18 @@ def open_signer(key: str | Path, password: str | None = None) -> KeySigner:
     return KeySigner(Path(key), password)
 
 
+def secret_files(key: str | Path) -> list[Path]:
+    """The files a --key reads its secret from, to be kept from a recorded step: the PEM file,
+    or the pin-source file of a pkcs11: URI (the token itself holds the key)."""
+    text = str(key)
+    if text.startswith("pkcs11:"):
+        from verifier.formats.pkcs11 import parse_uri, pin_file
+
+        pin = pin_file(parse_uri(text))
+        return [] if pin is None else [pin]
+    return [Path(key)]
+
+
 class KeySigner:
     """Signs DSSE envelopes with a private key: a PEM file, or a key object with `sign` and
     `public_key` (a PKCS#11 token key) that signs in the same schemes."""

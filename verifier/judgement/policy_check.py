@@ -153,12 +153,15 @@ def _reach_errors(data: dict[str, Any], today: dt.date) -> list[str]:
 
 def policy_warnings(path: Path) -> list[str]:
     """What lets a valid policy pass more easily than its author may think: with a rebuild
-    section, a step it does not name passes without any rebuild reproducing it."""
+    section, a step it names neither in `steps` nor in `replay` passes without any rebuild
+    reproducing it (a replayed step needs its segments replayed instead)."""
     data = _read_yaml(path)
     rebuild = _fields(data.get("rebuild")) if isinstance(data, dict) else {}
     if not rebuild:
         return []
     rebuilt = {s for s in _items(rebuild.get("steps")) if isinstance(s, str)}
+    replayed = rebuild.get("replay")
+    rebuilt |= {s for s in replayed if isinstance(s, str)} if isinstance(replayed, dict) else set()
     return [f"steps.{index}: step {step['name']!r} is not in rebuild.steps, so it passes "
             "without any rebuild reproducing it; add it there unless that is meant"
             for index, step in enumerate(map(_fields, _items(data.get("steps"))))

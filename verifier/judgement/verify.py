@@ -146,7 +146,11 @@ def _shard_note(artifact: Path, digest: PathDigest, finals: list[Any]) -> str | 
         return None
     for final in finals:
         subjects = final.record.statement.subject_digests()
-        for name, recorded in sorted(subjects.items()):
+        # The same bytes may be attested twice (a model and the checkpoint it was copied from):
+        # the subject at the path the user named comes first, so the note names their folder.
+        named = f"/{artifact.as_posix().lstrip('/')}"
+        for name, recorded in sorted(subjects.items(),
+                                     key=lambda s: (not named.endswith(f"/{s[0]}"), s[0])):
             if digest.value not in recorded.values():
                 continue
             holder = _holding_directory(subjects, name)

@@ -37,6 +37,7 @@ from verifier.formats.envelope import (  # Signer: rebuild and callers import it
     canonical_bundle_text,
     write_atomic,
 )
+from verifier.formats.signing import secret_files
 from verifier.formats.statement import canonical_json, descriptors, step_statement
 from verifier.steps import checkpoints, environment, trace
 from verifier.steps.sandbox import Sandbox, interpreter_roots, is_system_path
@@ -236,7 +237,8 @@ def record_step(
     `strict`, any undeclared input refuses the step. A product that existed before the command
     ran and that it did not write is refused, unless `attest_existing` says that attesting
     products an earlier, unrecorded process made is the point (signed as existingProducts).
-    `hidden` files (the signing key) read as empty inside the sandbox. `python` is the step's
+    `hidden` signing keys (--key: a PEM file, or a pkcs11: URI whose pin-source file is its
+    secret) read as empty inside the sandbox. `python` is the step's
     interpreter when argv does not say (environment.step_interpreter): its version and packages
     are recorded, asked from it in the sandbox. `record_unit` splits the `record_digests`
     files into records (recorddigests.UNITS; None: each file kind's default). `checkpoint_dir`
@@ -270,7 +272,10 @@ def record_step(
     material_digests = hasher.digest_paths(material_paths)
     stamps = _stamps(hasher, material_digests)
     before = {name: _product_stamp(hasher, base / name) for name in product_names}
-    beside = _beside_products(base, product_names)
+    # The checkpoint directory is attested (its checkpoints become products after the scan),
+    # so what the step writes there is no stray file.
+    watched = product_names + ([] if plan is None else [plan.directory])
+    beside = _beside_products(base, watched)
 
     declared = resolve_declared_env(env_names, dict(os.environ))
     env, withheld = environment.step_environment(os.environ, declared)
@@ -299,7 +304,8 @@ def record_step(
         # The workspace is the recorder's checkout (its .git, its keys/): the step writes only
         # where its products go, and reads no private key there (sandbox.workspace_mounts).
         command = sandbox.wrap(argv, base, base, env, readable=[*linked_out, *named_roots],
-                               hidden=[base / p for p in hidden], blank=blank,
+                               hidden=[base / p for k in hidden for p in secret_files(k)],
+                               blank=blank,
                                writable=[report_path.parent],
                                products=[base / name for name in product_names],
                                materials=material_paths)
@@ -336,7 +342,7 @@ def record_step(
                 "material if the step only reads it)."
             )
     warnings: list[str] = [] if report_warning is None else [report_warning]
-    if left := sorted(_beside_products(base, product_names) - beside):
+    if left := sorted(_beside_products(base, watched) - beside):
         listed = ", ".join(left[:10]) + (" …" if len(left) > 10 else "")
         warnings.append(f"step {step!r} left {len(left)} new file(s) beside its products in "
                         f"your checkout: {listed} (not attested; look at them, then remove "
