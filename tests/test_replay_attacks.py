@@ -1,0 +1,212 @@
+"""Segment replay attacked: a hostile trainer (a signed log it edits and re-signs with its own
+key), a hostile rebuilder (a replay claim it edits and re-signs) and a long run's log.
+
+One tiny checkpointed step is recorded once per module with the real `record` (a counter that
+moves by one rule every 10 steps: 3 segments of 4 checkpoints), and replayed once by each of
+two rebuilders. Each attack edits a copy, re-signs it with the key its author holds, and runs
+the command a verifier or rebuilder would.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import (
+    INTOTO,
+    KeyPair,
+    assert_error,
+    assert_no_traceback,
+    dsse_verifies,
+    make_keys,
+    payload_of,
+    read_json,
+    run,
+    sign_bundle,
+    write_json,
+    write_policy,
+)
+
+from verifier.formats.checkpoint_log import log_from_predicate
+
+TRAINER = '''\
+import json, sys
+from pathlib import Path
+args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
+out = Path(args["--out"])
+if "--from" in args:
+    state = json.loads((Path(args["--from"]) / "w.json").read_text())
+    until = int(args["--until"])
+else:
+    state, until = {"step": 0, "w": 1}, 30
+    (out / "step-000000").mkdir(parents=True)
+    (out / "step-000000" / "w.json").write_text(json.dumps(state))
+while state["step"] < until:
+    state = {"step": state["step"] + 10, "w": state["w"] * 3 % 1000003}
+    (out / f"step-{state['step']:06d}").mkdir(parents=True)
+    (out / f"step-{state['step']:06d}" / "w.json").write_text(json.dumps(state))
+if "--from" not in args:
+    Path("model").mkdir()
+    Path("model/w.json").write_text(json.dumps(state))
+'''
+RESUME = f"{sys.executable} t.py --from {{checkpoint}} --until {{step}} --out {{out}}"
+REBUILDERS = ("rebuilder-a", "rebuilder-b")
+
+
+@dataclass(frozen=True)
+class World:
+    root: Path
+    src: Path
+    builder: KeyPair
+    rebuilders: dict[str, KeyPair]
+    replays: dict[str, Path]  # each rebuilder's honest replay of every segment
+
+    @property
+    def attestation(self) -> Path:
+        return self.src / "attestations" / "train.intoto.json"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    root = tmp_path_factory.mktemp("replay-attacks")
+    builder = make_keys(root / "keys", "builder")
+    rebuilders = {n: make_keys(root / "keys", n) for n in REBUILDERS}
+    src = root / "src"
+    src.mkdir()
+    (src / "t.py").write_text(TRAINER, encoding="utf-8")
+    result = run(["record", "--step", "train", "--key", builder.private, "--material", "t.py",
+                  "--product", "model", "--checkpoints", "ckpt", "--resume", RESUME, "--",
+                  sys.executable, "t.py", "--out", "ckpt"], cwd=src)
+    assert result.code == 0, result.output
+    replays = {}
+    for name, keys in rebuilders.items():
+        result = run(["rebuild", src / "attestations" / "train.intoto.json", "--source", src,
+                      "--key", keys.private, "--trust-key", builder.public, "--out",
+                      root / "rebuilds", "--segments", "all"], cwd=src)
+        assert result.code == 0, result.output
+        replays[name] = root / "rebuilds" / name / "train.replay.intoto.json"
+    return World(root, src, builder, rebuilders, replays)
+
+
+def _policy(world: World, path: Path, segments: int = 2, quorum: int = 2) -> Path:
+    return write_policy(path, {
+        "version": 1,
+        "signers": {"builder": {"key": str(world.builder.public)},
+                    **{n: {"key": str(k.public)} for n, k in world.rebuilders.items()}},
+        "sources": [{"pattern": "*.py", "unpinned": True}],
+        "steps": [{"name": "train", "signed_by": ["builder"]}],
+        "rebuild": {"quorum": quorum, "rebuilders": sorted(world.rebuilders),
+                    "replay": {"train": {"segments": segments}}},
+    })
+
+
+def _verify(world: World, policy: Path, src: Path, *replays: Path) -> Any:
+    args: list[Any] = [src / "model" / "w.json", "--policy", policy, "--attestations",
+                       src / "attestations"]
+    for path in replays:
+        args += ["--attestations", path]
+    return run(args, program="verify-model")
+
+
+def _resign(source: Path, key: KeyPair, target: Path,
+            edit: Callable[[dict[str, Any]], None]) -> Path:
+    """Edit a signed statement and sign it again with `key`, as its author could."""
+    statement = payload_of(read_json(source))
+    edit(statement)
+    payload = json.dumps(statement, sort_keys=True).encode()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_json(target, sign_bundle(payload, INTOTO, key.private))
+    assert dsse_verifies(read_json(target), key.public_pem)
+    return target
+
+
+def _set_log(statement: dict[str, Any], entries: list[dict[str, Any]], root: str) -> None:
+    byproduct = next(b for b in statement["predicate"]["runDetails"]["byproducts"]
+                     if b["name"] == "checkpoint-log")
+    byproduct["annotations"]["checkpoints"] = entries
+    byproduct["digest"]["sha256"] = root
+
+
+def _root_of(entries: list[dict[str, Any]]) -> str:
+    """The root the hostile trainer signs: RFC 6962 over its entries, whatever they name
+    (computed here without the product's canonical JSON, which is what is under attack)."""
+    import hashlib
+
+    def leaf(item: dict[str, Any]) -> bytes:
+        text = json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(b"\x00" + text.encode("utf-8", "surrogatepass")).digest()
+
+    def tree(nodes: list[bytes]) -> bytes:
+        if len(nodes) == 1:
+            return nodes[0]
+        k = 1
+        while k * 2 < len(nodes):
+            k *= 2
+        return hashlib.sha256(b"\x01" + tree(nodes[:k]) + tree(nodes[k:])).digest()
+
+    return tree([leaf(e) for e in entries]).hex()
+
+
+def _logged(world: World) -> list[dict[str, Any]]:
+    log = log_from_predicate(payload_of(read_json(world.attestation))["predicate"], "t")
+    assert log is not None
+    return [e.to_json() for e in log.entries]
+
+
+# --- the hostile trainer: names no file system or terminal should see ----------------------
+
+HOSTILE_NAMES = {
+    "surrogate": "step-\ud800-10",
+    "newline": "step\nerror: PASS-10",
+    "escape": "step-\x1b[2J\x1b[1;1H-10",
+    "nul": "step-\x00-10",
+    "long": "s" * 300 + "-10",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE_NAMES))
+def test_a_checkpoint_name_no_file_or_terminal_can_carry_is_one_sentence(
+        world: World, tmp_path: Path, kind: str) -> None:
+    """A trainer signs a log naming checkpoint 10 by a name with a lone surrogate, a line
+    break, a terminal escape, a NUL or 300 bytes: the verifier and the rebuilder each say
+    which entry in one sentence, with the name escaped, and run nothing."""
+    src = tmp_path / "src"
+    shutil.copytree(world.src, src)
+    entries = _logged(world)
+    entries[1]["name"] = HOSTILE_NAMES[kind]
+    attestation = _resign(world.attestation, world.builder, src / "attestations" /
+                          "train.intoto.json",
+                          lambda s: _set_log(s, entries, _root_of(entries)))
+    result = run(["rebuild", attestation, "--source", src, "--key",
+                  world.rebuilders["rebuilder-a"].private, "--trust-key",
+                  world.builder.public, "--out", tmp_path / "out", "--segments", "all"],
+                 cwd=src)
+    line = assert_error(result, 2, "checkpoint log entry")
+    assert "\x1b" not in line and "\ud800" not in line
+    assert not (tmp_path / "out").exists()
+    result = _verify(world, _policy(world, tmp_path / "p.yaml"), src, *world.replays.values())
+    assert_no_traceback(result)
+    assert result.code == 1, result.output
+    assert "checkpoint log entry" in result.output and "\x1b" not in result.output
+
+
+@pytest.mark.parametrize("name", [b"step-\xff-10", b"step-\x1b[2J-10"])
+def test_a_trainer_writing_a_checkpoint_no_log_can_carry_is_refused_at_record(
+        world: World, tmp_path: Path, name: bytes) -> None:
+    """The same names written by the step itself (bytes that are not UTF-8, an escape): record
+    refuses the log rather than signing one every verifier must refuse."""
+    src = tmp_path / "src"
+    src.mkdir()
+    code = ("import os; os.makedirs('model'); open('model/w', 'w').close(); "
+            f"os.makedirs('ckpt/step-0'); os.makedirs(b'ckpt/' + {name!r})")
+    result = run(["record", "--step", "train", "--key", world.builder.private, "--product",
+                  "model", "--checkpoints", "ckpt", "--resume", RESUME, "--", sys.executable,
+                  "-c", code], cwd=src)
+    assert_error(result, 2, "ckpt/", "text without control characters")
+    assert not (src / "attestations").exists()
