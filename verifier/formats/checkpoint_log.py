@@ -35,6 +35,7 @@ import re
 import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -90,14 +91,16 @@ class CheckpointLog:
     resume: tuple[str, ...]
     entries: tuple[CheckpointEntry, ...]
 
-    @property
+    # Computed once: a judgement reads them for every segment a claim lists, and a long run's
+    # log has hundreds of thousands of entries (recomputed, judging was quadratic).
+    @cached_property
     def root(self) -> str:
         return merkle_root(self.entries)
 
-    @property
-    def segments(self) -> list[Segment]:
+    @cached_property
+    def segments(self) -> tuple[Segment, ...]:
         pairs = itertools.pairwise(self.entries)
-        return [Segment(i, a, b) for i, (a, b) in enumerate(pairs)]
+        return tuple(Segment(i, a, b) for i, (a, b) in enumerate(pairs))
 
     def segment_ending_at(self, step: int) -> Segment | None:
         return next((s for s in self.segments if s.end.step == step), None)
@@ -281,9 +284,8 @@ def choice_rank(seed: bytes, root: str, index: int) -> bytes:
 def choose_segments(log: CheckpointLog, seed: bytes, count: int) -> list[Segment]:
     """`count` segments of the log chosen by the seed (all of them when count covers the log),
     in step order."""
-    segments = log.segments
     root = log.root
-    ranked = sorted(segments, key=lambda s: choice_rank(seed, root, s.index))
+    ranked = sorted(log.segments, key=lambda s: choice_rank(seed, root, s.index))
     return sorted(ranked[:max(0, count)], key=lambda s: s.index)
 
 

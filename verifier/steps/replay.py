@@ -88,7 +88,7 @@ class Selection:
 
     def choose(self, log: CheckpointLog, source: str) -> list[Segment]:
         if self.mode == "all":
-            return log.segments
+            return list(log.segments)
         if self.mode == "random":
             return choose_segments(log, self.seed, self.requested)
         chosen: dict[int, Segment] = {}
