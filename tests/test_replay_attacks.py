@@ -266,3 +266,26 @@ def test_an_all_replay_of_a_long_run_is_judged_in_linear_time(world: World,
     assert result.code == 0, result.output
     assert f"{LONG_LOG - 1} of {LONG_LOG - 1} segments replayed" in result.output
     assert elapsed < 60, elapsed
+
+
+# --- the rebuilder: what a claim may count for ----------------------------------------------
+
+def test_named_segments_count_towards_no_quorum(world: World, tmp_path: Path) -> None:
+    """Two rebuilders replay the segments the trainer pointed them at (`--segment`), all MATCH:
+    a sample nobody drew at random proves nothing about the rest, so the quorum is not met.
+    Their dissent still counts (test_replay: a named DIFFERS fails the model)."""
+    claims = []
+    for name, keys in world.rebuilders.items():
+        result = run(["rebuild", world.attestation, "--source", world.src, "--key",
+                      keys.private, "--trust-key", world.builder.public, "--out",
+                      tmp_path / "named", "--segment", "10", "--segment", "20"], cwd=world.src)
+        assert result.code == 0, result.output
+        claims.append(tmp_path / "named" / name / "train.replay.intoto.json")
+    result = _verify(world, _policy(world, tmp_path / "p.yaml"), world.src, *claims)
+    assert result.code == 1, result.output
+    assert "0 of 2 required independent replays" in result.output
+    assert "a named replay counts towards no quorum" in result.output
+    # The control: the same rebuilders' replays of every segment count.
+    result = _verify(world, _policy(world, tmp_path / "p.yaml"), world.src,
+                     *world.replays.values())
+    assert result.code == 0, result.output

@@ -3,8 +3,10 @@
 `rebuild.replay: {STEP: {segments: K, match?: {update_rtol: X}}}` asks, of every attestation of
 STEP in an artifact's chain, for `rebuild.quorum` independent rebuilders from
 `rebuild.rebuilders` (never a signer of the step), each with one rebuild attestation that
-replayed at least K distinct segments of THAT attestation's signed checkpoint log, all of them
-matching, and no more dissenting rebuilders than `max_dissent`.
+replayed at least K distinct segments of THAT attestation's signed checkpoint log, drawn at
+random or all of them (segments a rebuilder named, `--segment`, sample nothing: they count
+towards no quorum, their dissent does), all of them matching, and no more dissenting
+rebuilders than `max_dissent`.
 
 A replay claim is read as an attacker may have written it, even when a trusted rebuilder signed
 it: it counts for nothing unless it names this attestation's payload, the root, size and
@@ -210,11 +212,18 @@ def judge_replays(record: StepRecord, step_attribution: Attribution,
     rebuilder_of = _rebuilders([pairs for _, pairs, _ in judged_claims])
     dissenting = {rebuilder_of[n] for _, pairs, j in judged_claims if j.dissent
                   for n, _ in pairs}
+    # Named segments were chosen by the rebuilder, perhaps as the trainer suggested: they sample
+    # nothing, so they count towards no quorum (their dissent still counts, above).
+    for claim, _, judged in judged_claims:
+        if judged.mode == "named" and not judged.dissent:
+            _ignore(outcome, f"{claim.source}: replayed segments it named (--segment), not "
+                             "ones drawn at random or all of them; a named replay counts "
+                             "towards no quorum.")
+    drawn = [(c, p, j) for c, p, j in judged_claims if j.mode != "named" and not j.dissent]
     enough = [(claim, {rebuilder_of[n]: (n, i) for n, i in sorted(pairs)})
-              for claim, pairs, judged in judged_claims
-              if not judged.dissent and len(judged.matched) >= rule.segments]
-    too_few = [(claim, judged) for claim, _, judged in judged_claims
-               if not judged.dissent and len(judged.matched) < rule.segments]
+              for claim, pairs, judged in drawn if len(judged.matched) >= rule.segments]
+    too_few = [(claim, judged) for claim, _, judged in drawn
+               if len(judged.matched) < rule.segments]
     for claim, judged in too_few:
         _ignore(outcome, f"{claim.source}: replayed {len(judged.matched)} matching "
                          f"segment(s), fewer than the {rule.segments} the policy asks for.")
