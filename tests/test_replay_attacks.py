@@ -289,3 +289,20 @@ def test_named_segments_count_towards_no_quorum(world: World, tmp_path: Path) ->
     result = _verify(world, _policy(world, tmp_path / "p.yaml"), world.src,
                      *world.replays.values())
     assert result.code == 0, result.output
+
+
+def test_two_rebuilders_with_one_seed_are_one_sample(world: World, tmp_path: Path) -> None:
+    """Two rebuilders replay with the same seed: both count (they are different signers), but
+    they replayed the same segments, so the printed escape probability is one sample's
+    (C(2,2)/C(3,2) = 1/3 for 2 of 3 segments), not the product of two (1/9)."""
+    claims = []
+    for name, keys in world.rebuilders.items():
+        result = run(["rebuild", world.attestation, "--source", world.src, "--key",
+                      keys.private, "--trust-key", world.builder.public, "--out",
+                      tmp_path / "same", "--segments", "2", "--seed", "ab" * 32],
+                     cwd=world.src)
+        assert result.code == 0, result.output
+        claims.append(tmp_path / "same" / name / "train.replay.intoto.json")
+    result = _verify(world, _policy(world, tmp_path / "p.yaml"), world.src, *claims)
+    assert result.code == 0, result.output
+    assert "escapes this sample with probability ≤ 0.34" in result.output

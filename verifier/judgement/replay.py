@@ -51,6 +51,7 @@ class JudgedReplay:
     dissent: list[dict[str, Any]] = field(default_factory=list)
     mode: str = "named"
     requested: int = 0
+    seed: str = ""  # hex, for a random choice
 
 
 def judge_replay_claim(claim: RebuildClaim, log: CheckpointLog, rule: ReplayRule
@@ -94,6 +95,7 @@ def judge_replay_claim(claim: RebuildClaim, log: CheckpointLog, rule: ReplayRule
     assert isinstance(selection, dict)
     judged.mode = selection["mode"]
     judged.requested = selection.get("requested") or 0
+    judged.seed = str(selection.get("seed") or "").lower()
     for index, items in sorted(by_index.items()):
         segment = log.segments[index]
         verdicts = [_segment_verdict(item, segment.end.dir_hash, rule) for item in items]
@@ -262,11 +264,13 @@ def escape_probability(segments: int, judged: list[JudgedReplay],
     """The chance that a run with `share` of its segments forged (at least one) escapes every
     independently seeded random sample counted; None when no sample was drawn at random."""
     forged = max(1, math.ceil(share * segments))
-    drawn = [j for j in judged if j.mode in ("random", "all")]
+    # One sample counted once: rebuilders who used the same seed (and count) replayed the same
+    # segments, so their samples are not independent and must not multiply.
+    drawn = {(j.mode, j.seed, j.requested): j for j in judged if j.mode in ("random", "all")}
     if not drawn:
         return None
     chance = 1.0
-    for j in drawn:
+    for j in drawn.values():
         k = segments if j.mode == "all" else min(j.requested, segments)
         chance *= math.comb(segments - forged, k) / math.comb(segments, k)
     return chance
