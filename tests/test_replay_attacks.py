@@ -306,3 +306,35 @@ def test_two_rebuilders_with_one_seed_are_one_sample(world: World, tmp_path: Pat
     result = _verify(world, _policy(world, tmp_path / "p.yaml"), world.src, *claims)
     assert result.code == 0, result.output
     assert "escapes this sample with probability ≤ 0.34" in result.output
+
+
+def test_an_all_replay_missing_a_segment_counts_for_nothing(world: World,
+                                                            tmp_path: Path) -> None:
+    """A rebuilder drops the segment it did not like from its `--segments all` replay and
+    re-signs it: a claim of every segment that does not list every one counts for nothing."""
+    def drop_last(claim: dict[str, Any]) -> None:
+        claim["predicate"]["replay"]["segments"].pop()
+
+    forged = _resign(world.replays["rebuilder-b"], world.rebuilders["rebuilder-b"],
+                     tmp_path / "rebuilder-b" / "train.replay.intoto.json", drop_last)
+    result = _verify(world, _policy(world, tmp_path / "p.yaml"), world.src,
+                     world.replays["rebuilder-a"], forged)
+    assert result.code == 1, result.output
+    assert "claims every segment but does not list every one" in result.output
+
+
+def test_a_log_of_one_checkpoint_has_no_segment_to_replay(world: World,
+                                                         tmp_path: Path) -> None:
+    """A trainer signs a log of its start checkpoint alone: there is nothing to replay, said
+    in one sentence, and nothing runs."""
+    src = tmp_path / "src"
+    shutil.copytree(world.src, src)
+    entries = _logged(world)[:1]
+    attestation = _resign(world.attestation, world.builder,
+                          src / "attestations" / "train.intoto.json",
+                          lambda s: _set_log(s, entries, _root_of(entries)))
+    result = run(["rebuild", attestation, "--source", src, "--key",
+                  world.rebuilders["rebuilder-a"].private, "--trust-key",
+                  world.builder.public, "--out", tmp_path / "out", "--segments", "1"], cwd=src)
+    assert_error(result, 2, "1 checkpoint(s), so no segment to replay")
+    assert not (tmp_path / "out").exists()
