@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -338,3 +339,36 @@ def test_a_log_of_one_checkpoint_has_no_segment_to_replay(world: World,
                   world.builder.public, "--out", tmp_path / "out", "--segments", "1"], cwd=src)
     assert_error(result, 2, "1 checkpoint(s), so no segment to replay")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_kept_replay_workspace_holds_no_repository_that_runs_programs(
+        world: World, tmp_path: Path) -> None:
+    """The trainer's signed resume command leaves a `.git` whose fsmonitor runs a program;
+    the rebuilder keeps the workspace to look at it and runs `git status` there. Nothing runs:
+    the replay removes every `.git` from a kept workspace, as a whole rebuild does."""
+    src = tmp_path / "src"
+    shutil.copytree(world.src, src)
+    marker = tmp_path / "fsmonitor-ran"
+    plant = (f"mkdir -p .git sub/.git && printf '[core]\\n\\tfsmonitor = touch {marker}\\n' "
+             "| tee .git/config > sub/.git/config && git init -q . 2>/dev/null; exec "
+             "python3 t.py --from {checkpoint} --until {step} --out {out}")
+
+    def resume(statement: dict[str, Any]) -> None:
+        statement["predicate"]["buildDefinition"]["externalParameters"]["checkpoints"][
+            "resume"] = ["sh", "-c", plant]
+
+    attestation = _resign(world.attestation, world.builder,
+                          src / "attestations" / "train.intoto.json", resume)
+    kept = tmp_path / "kept"
+    result = run(["rebuild", attestation, "--source", src, "--key",
+                  world.rebuilders["rebuilder-a"].private, "--trust-key",
+                  world.builder.public, "--out", tmp_path / "out", "--segments", "1",
+                  "--keep-workspace", "--workspace", kept], cwd=src)
+    assert result.code == 0, result.output
+    assert "MATCH" in result.output
+    assert "left a git repository at '.git', 'sub/.git'" in result.output
+    repositories = [p for p in kept.rglob("*") if p.name == ".git"]
+    assert repositories == [], repositories
+    for workdir in {p.parent for p in kept.rglob("t.py")}:
+        subprocess.run(["git", "status"], cwd=workdir, capture_output=True, check=False)
+    assert not marker.exists()

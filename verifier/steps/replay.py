@@ -369,6 +369,15 @@ def replay(
                 result.exit_code = run.returncode
                 _judge_segment(result, workdir, out_name, log, base, placed, update_rtol,
                                hasher, record)
+            if options.keep_workspace:
+                # The user will run git there: a repository the resume command made (hooks, an
+                # fsmonitor) must not run anything when they do, as for a whole rebuild.
+                removed = workspace.remove_repositories(segment_root)
+                if removed:
+                    result.message = " ".join(filter(None, [
+                        result.message, f"The segment left a git repository at "
+                        f"{', '.join(map(repr, removed))}; it was removed from the kept "
+                        "workspace."]))
             outcome.segments.append(result)
             if on_segment is not None:
                 on_segment(result)
