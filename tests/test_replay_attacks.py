@@ -372,3 +372,23 @@ def test_a_kept_replay_workspace_holds_no_repository_that_runs_programs(
     for workdir in {p.parent for p in kept.rglob("t.py")}:
         subprocess.run(["git", "status"], cwd=workdir, capture_output=True, check=False)
     assert not marker.exists()
+
+
+def test_a_start_checkpoint_carrying_bytes_its_dirhash_leaves_out_is_refused(
+        world: World, tmp_path: Path) -> None:
+    """The checkpoints source (a shipped checkout, `--checkpoints-from DIR`) adds to a start
+    checkpoint a `model.sig`: any OMS-shaped bundle, signed by anyone, which a dirHash leaves
+    out. It would be placed beside the verified files, unsigned bytes the resume command can
+    read; the replay refuses it before anything runs."""
+    src = tmp_path / "src"
+    shutil.copytree(world.src, src)
+    stranger = make_keys(tmp_path / "keys", "stranger")
+    for name in ("step-000000", "step-000010", "step-000020"):
+        result = run(["sign-model", src / "ckpt" / name, "--key", stranger.private])
+        assert result.code == 0, result.output
+    result = run(["rebuild", world.attestation, "--source", src, "--key",
+                  world.rebuilders["rebuilder-a"].private, "--trust-key",
+                  world.builder.public, "--out", tmp_path / "out", "--segments", "all"],
+                 cwd=src)
+    assert_error(result, 2, "ckpt/step-000000", "'model.sig'", "dirHash leaves out")
+    assert not (tmp_path / "out").exists()

@@ -243,9 +243,15 @@ def _checkpoint_dir(base: Path, entry: CheckpointEntry, log: CheckpointLog, reco
         return None, (f"{record.source}: checkpoint {shown} is not in the checkpoints source "
                       f"{base}")
     try:
-        actual = hasher.digest_paths([path])[0].dir_hash
+        digest = hasher.digest_paths([path])[0]
     except InputError as error:
         return None, f"{record.source}: checkpoint {shown} cannot be read ({error})"
+    left_out = [*([digest.signature] if digest.signature else []), *digest.ignored]
+    if left_out:
+        # Bytes no signed dirHash covers would be placed beside the start checkpoint.
+        return None, (f"{record.source}: checkpoint {shown} in the checkpoints source holds "
+                      f"{', '.join(map(repr, left_out[:3]))}, which its dirHash leaves out")
+    actual = digest.dir_hash
     if actual != entry.dir_hash:
         return None, (f"{record.source}: checkpoint {shown} does not match the signed log "
                       f"(dirHash {str(actual)[:16]}…, the log says {entry.dir_hash[:16]}…): "
