@@ -392,3 +392,47 @@ def test_a_start_checkpoint_carrying_bytes_its_dirhash_leaves_out_is_refused(
                  cwd=src)
     assert_error(result, 2, "ckpt/step-000000", "'model.sig'", "dirHash leaves out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("directory", ["t.py", "lib"])
+def test_a_log_directory_over_a_material_is_refused(world: World, tmp_path: Path,
+                                                   directory: str) -> None:
+    """The trainer signs the log's directory as a material's path (`t.py`), or a directory
+    holding one (`lib`, holding the material `lib/util.py`): placing the start checkpoint
+    would replace the material, and the replay would run on other inputs than the signed
+    ones. Refused before anything runs."""
+    src = tmp_path / "src"
+    shutil.copytree(world.src, src)
+    (src / "lib").mkdir()
+    (src / "lib" / "util.py").write_text("X = 1\n", encoding="utf-8")
+
+    def edit(statement: dict[str, Any]) -> None:
+        predicate = statement["predicate"]
+        predicate["buildDefinition"]["externalParameters"]["checkpoints"]["directory"] = \
+            directory
+        materials = predicate["buildDefinition"]["resolvedDependencies"]
+        materials.append({"name": "lib/util.py", "digest": {
+            "sha256": hashlib.sha256(b"X = 1\n").hexdigest()}})
+
+    attestation = _resign(world.attestation, world.builder,
+                          src / "attestations" / "train.intoto.json", edit)
+    result = run(["rebuild", attestation, "--source", src, "--checkpoints-from",
+                  src / "ckpt", "--key", world.rebuilders["rebuilder-a"].private,
+                  "--trust-key", world.builder.public, "--out", tmp_path / "out",
+                  "--segments", "1"], cwd=src)
+    assert_error(result, 2, f"the checkpoint directory {directory} overlaps the material")
+    assert not (tmp_path / "out").exists()
+
+
+def test_record_refuses_checkpoints_inside_a_material(world: World, tmp_path: Path) -> None:
+    """The same overlap at record (checkpoints written into the data the run claims): refused
+    before the command runs, so no step is signed that no replay can run."""
+    src = tmp_path / "src"
+    (src / "data").mkdir(parents=True)
+    (src / "data" / "rows.csv").write_text("1,2\n", encoding="utf-8")
+    (src / "t.py").write_text(TRAINER, encoding="utf-8")
+    result = run(["record", "--step", "train", "--key", world.builder.private, "--material",
+                  "data", "--product", "model", "--checkpoints", "data/ckpt", "--resume",
+                  RESUME, "--", sys.executable, "t.py", "--out", "data/ckpt"], cwd=src)
+    assert_error(result, 2, "--checkpoints data/ckpt", "overlaps the material 'data'")
+    assert not (src / "model").exists() and not (src / "attestations").exists()

@@ -52,6 +52,7 @@ from verifier.formats.statement import (
 )
 from verifier.steps import environment, plan, workspace
 from verifier.steps.admission import _check_text, _safe_relative
+from verifier.steps.checkpoints import overlapping_material
 from verifier.steps.rebuild import (
     RebuildOptions,
     _check_before_running,
@@ -292,6 +293,7 @@ def replay(
             _check_text(argument, "resume template argument", record.source)
         plan.check_step(replace(record, argv=tuple(argv)), options.allowed_env)
     workdir_rel = _safe_relative(record.working_directory, record.source)
+    _refuse_material_overlap(record, workdir_rel / directory)
     if callable(checkpoints_from):
         # Only the checkpoints these segments start and end at: a registry may hold hundreds.
         needed = {e.name: e for s in chosen for e in (s.start, s.end)}
@@ -400,6 +402,14 @@ def replay(
     write_atomic(target, canonical_bundle_text(bundle), overwrite=options.force)
     outcome.rebuild_attestation = str(target)
     return outcome
+
+
+def _refuse_material_overlap(record: StepRecord, checkpoints: PurePosixPath) -> None:
+    clash = overlapping_material(checkpoints, (m["name"] for m in record.materials))
+    if clash is not None:
+        raise InputError(f"{record.source}: the checkpoint directory {checkpoints} overlaps "
+                         f"the material {clash!r}; a replay placing checkpoints there would "
+                         "not run on the signed materials. Nothing was run.")
 
 
 class _NoIndex:
