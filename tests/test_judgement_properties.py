@@ -106,7 +106,7 @@ def _replay_claim(step: Any, other: Any, kind: str, draw: st.DrawFn, run_id: str
     selection: dict[str, Any] = {"mode": "random", "requested": REPLAY_K, "seed": seed.hex()}
     verdicts = ["MATCH"] * len(chosen)
     root = log.root
-    sufficient = kind in ("random", "all", "named", "cosign")
+    sufficient = kind in ("random", "all", "cosign")  # named segments count towards no quorum
     if kind == "all":
         chosen, selection = log.segments, {"mode": "all", "requested": None}
         verdicts = ["MATCH"] * len(chosen)

@@ -272,7 +272,34 @@ def _other_dirhash(world: World, index: int) -> tuple[str, dict[str, bytes]]:
     return world.log.entries[index + 1].dir_hash, _files(world, index + 1)
 
 
-@pytest.mark.parametrize("attack", [_swapped, _lying_dirhash, _extra_file, _other_dirhash])
+def _climbing_title(world: World, index: int) -> tuple[str, dict[str, bytes]]:
+    # A layer whose file lies outside the checkpoint's directory.
+    files = _files(world, index)
+    return world.log.entries[index].dir_hash, {**files, "../weights.safetensors":
+                                               files["weights.safetensors"]}
+
+
+def _file_inside_a_file(world: World, index: int) -> tuple[str, dict[str, bytes]]:
+    # Two layers whose paths clash: one file's path is the other's directory.
+    files = _files(world, index)
+    return world.log.entries[index].dir_hash, {**files, "weights.safetensors/x": b"x"}
+
+
+def _oms_signature(world: World, index: int) -> tuple[str, dict[str, bytes]]:
+    # An OMS model.sig beside the files (signed by anyone): a dirHash leaves it out, so it
+    # would reach the replay as bytes nothing signed.
+    copy = world.root / f"oms-{index}"
+    if not copy.exists():
+        shutil.copytree(world.src / "ckpt" / world.log.entries[index].name, copy)
+        result = cli("sign-model", copy, "--key", world.rebuilders["rebuilder-b"].private,
+                     cache=world.root / "oms-cache")
+        assert result.code == 0, result.output
+    return world.log.entries[index].dir_hash, {**_files(world, index),
+                                               "model.sig": (copy / "model.sig").read_bytes()}
+
+
+@pytest.mark.parametrize("attack", [_swapped, _lying_dirhash, _extra_file, _other_dirhash,
+                                    _climbing_title, _file_inside_a_file, _oms_signature])
 @pytest.mark.parametrize("end", [False, True], ids=["start", "end"])
 def test_a_poisoned_checkpoint_is_refused_naming_it(world: World, attack: Any,
                                                     end: bool) -> None:

@@ -35,6 +35,7 @@ import re
 import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,11 @@ _PLACEHOLDER = re.compile(r"\{[^{}]*\}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 # A step number is an int64 in every trainer we know; bounding it keeps the JSON exact.
 MAX_STEP = 2**63 - 1
+# One path component (NAME_MAX): a longer name could only fail later, on some file system call.
+MAX_NAME_BYTES = 255
+# C0 controls, DEL and C1 controls: no trainer names a checkpoint with them, and a terminal or
+# log reader would act on them.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True, order=True)
@@ -85,14 +91,16 @@ class CheckpointLog:
     resume: tuple[str, ...]
     entries: tuple[CheckpointEntry, ...]
 
-    @property
+    # Computed once: a judgement reads them for every segment a claim lists, and a long run's
+    # log has hundreds of thousands of entries (recomputed, judging was quadratic).
+    @cached_property
     def root(self) -> str:
         return merkle_root(self.entries)
 
-    @property
-    def segments(self) -> list[Segment]:
+    @cached_property
+    def segments(self) -> tuple[Segment, ...]:
         pairs = itertools.pairwise(self.entries)
-        return [Segment(i, a, b) for i, (a, b) in enumerate(pairs)]
+        return tuple(Segment(i, a, b) for i, (a, b) in enumerate(pairs))
 
     def segment_ending_at(self, step: int) -> Segment | None:
         return next((s for s in self.segments if s.end.step == step), None)
@@ -146,6 +154,11 @@ def scan_checkpoints(directory: Path, dir_hash_of: Callable[[Path], str],
         if step in by_step:
             raise InputError(f"{label}: checkpoints {by_step[step]!r} and {child.name!r} both "
                              f"claim step {step}.")
+        if not plain_name(child.name):
+            # The signed log, and whoever reads it, could not carry it (undecodable bytes, a
+            # control character): refused here rather than by every verifier later.
+            raise InputError(f"{label}/{child.name!a}: a checkpoint's name must be "
+                             "text without control characters.")
         by_step[step] = child.name
         entries.append(CheckpointEntry(step, child.name, dir_hash_of(child)))
     if not entries:
@@ -271,9 +284,8 @@ def choice_rank(seed: bytes, root: str, index: int) -> bytes:
 def choose_segments(log: CheckpointLog, seed: bytes, count: int) -> list[Segment]:
     """`count` segments of the log chosen by the seed (all of them when count covers the log),
     in step order."""
-    segments = log.segments
     root = log.root
-    ranked = sorted(segments, key=lambda s: choice_rank(seed, root, s.index))
+    ranked = sorted(log.segments, key=lambda s: choice_rank(seed, root, s.index))
     return sorted(ranked[:max(0, count)], key=lambda s: s.index)
 
 
@@ -337,8 +349,12 @@ def _entry(item: Any, source: str) -> CheckpointEntry:
     if not isinstance(item, dict):
         raise InputError(f"{source}: a checkpoint log entry is not an object.")
     name, step, digest = item.get("name"), item.get("step"), item.get("digest")
-    if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
-        raise InputError(f"{source}: checkpoint log entry {name!r} is not a plain name.")
+    if not isinstance(name, str) or not plain_name(name):
+        shown = name if not isinstance(name, str) else name[:80].encode("utf-8",
+                                                                       "backslashreplace")
+        raise InputError(f"{source}: checkpoint log entry {shown!r} is not a plain name (at "
+                         f"most {MAX_NAME_BYTES} bytes of text, no '/', no control "
+                         "character).")
     if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= MAX_STEP:
         raise InputError(f"{source}: checkpoint {name!r} has no valid step number.")
     value = digest.get("dirHash") if isinstance(digest, dict) else None
@@ -347,7 +363,18 @@ def _entry(item: Any, source: str) -> CheckpointEntry:
     return CheckpointEntry(step, name, value)
 
 
+def plain_name(name: str) -> bool:
+    """A name a file system takes as one directory entry and a terminal shows as text: valid
+    UTF-8 (no lone surrogate, which no file name encodes to), at most NAME_MAX bytes, no '/',
+    not '.' or '..', no control character."""
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return (0 < len(encoded) <= MAX_NAME_BYTES and "/" not in name and name not in (".", "..")
+            and _CONTROL.search(name) is None)
+
+
 def _plain_relative(path: str) -> bool:
-    parts = path.split("/")
-    return (bool(path) and not path.startswith("/") and "\x00" not in path
-            and all(part not in ("", ".", "..") for part in parts))
+    return bool(path) and not path.startswith("/") and all(
+        plain_name(part) for part in path.split("/"))

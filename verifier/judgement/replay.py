@@ -3,8 +3,10 @@
 `rebuild.replay: {STEP: {segments: K, match?: {update_rtol: X}}}` asks, of every attestation of
 STEP in an artifact's chain, for `rebuild.quorum` independent rebuilders from
 `rebuild.rebuilders` (never a signer of the step), each with one rebuild attestation that
-replayed at least K distinct segments of THAT attestation's signed checkpoint log, all of them
-matching, and no more dissenting rebuilders than `max_dissent`.
+replayed at least K distinct segments of THAT attestation's signed checkpoint log, drawn at
+random or all of them (segments a rebuilder named, `--segment`, sample nothing: they count
+towards no quorum, their dissent does), all of them matching, and no more dissenting
+rebuilders than `max_dissent`.
 
 A replay claim is read as an attacker may have written it, even when a trusted rebuilder signed
 it: it counts for nothing unless it names this attestation's payload, the root, size and
@@ -49,6 +51,7 @@ class JudgedReplay:
     dissent: list[dict[str, Any]] = field(default_factory=list)
     mode: str = "named"
     requested: int = 0
+    seed: str = ""  # hex, for a random choice
 
 
 def judge_replay_claim(claim: RebuildClaim, log: CheckpointLog, rule: ReplayRule
@@ -92,6 +95,7 @@ def judge_replay_claim(claim: RebuildClaim, log: CheckpointLog, rule: ReplayRule
     assert isinstance(selection, dict)
     judged.mode = selection["mode"]
     judged.requested = selection.get("requested") or 0
+    judged.seed = str(selection.get("seed") or "").lower()
     for index, items in sorted(by_index.items()):
         segment = log.segments[index]
         verdicts = [_segment_verdict(item, segment.end.dir_hash, rule) for item in items]
@@ -210,11 +214,18 @@ def judge_replays(record: StepRecord, step_attribution: Attribution,
     rebuilder_of = _rebuilders([pairs for _, pairs, _ in judged_claims])
     dissenting = {rebuilder_of[n] for _, pairs, j in judged_claims if j.dissent
                   for n, _ in pairs}
+    # Named segments were chosen by the rebuilder, perhaps as the trainer suggested: they sample
+    # nothing, so they count towards no quorum (their dissent still counts, above).
+    for claim, _, judged in judged_claims:
+        if judged.mode == "named" and not judged.dissent:
+            _ignore(outcome, f"{claim.source}: replayed segments it named (--segment), not "
+                             "ones drawn at random or all of them; a named replay counts "
+                             "towards no quorum.")
+    drawn = [(c, p, j) for c, p, j in judged_claims if j.mode != "named" and not j.dissent]
     enough = [(claim, {rebuilder_of[n]: (n, i) for n, i in sorted(pairs)})
-              for claim, pairs, judged in judged_claims
-              if not judged.dissent and len(judged.matched) >= rule.segments]
-    too_few = [(claim, judged) for claim, _, judged in judged_claims
-               if not judged.dissent and len(judged.matched) < rule.segments]
+              for claim, pairs, judged in drawn if len(judged.matched) >= rule.segments]
+    too_few = [(claim, judged) for claim, _, judged in drawn
+               if len(judged.matched) < rule.segments]
     for claim, judged in too_few:
         _ignore(outcome, f"{claim.source}: replayed {len(judged.matched)} matching "
                          f"segment(s), fewer than the {rule.segments} the policy asks for.")
@@ -253,11 +264,13 @@ def escape_probability(segments: int, judged: list[JudgedReplay],
     """The chance that a run with `share` of its segments forged (at least one) escapes every
     independently seeded random sample counted; None when no sample was drawn at random."""
     forged = max(1, math.ceil(share * segments))
-    drawn = [j for j in judged if j.mode in ("random", "all")]
+    # One sample counted once: rebuilders who used the same seed (and count) replayed the same
+    # segments, so their samples are not independent and must not multiply.
+    drawn = {(j.mode, j.seed, j.requested): j for j in judged if j.mode in ("random", "all")}
     if not drawn:
         return None
     chance = 1.0
-    for j in drawn:
+    for j in drawn.values():
         k = segments if j.mode == "all" else min(j.requested, segments)
         chance *= math.comb(segments - forged, k) / math.comb(segments, k)
     return chance

@@ -13,9 +13,9 @@ that the command did not write (it would put weights nothing accounts for into t
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from verifier.errors import InputError
@@ -61,6 +61,17 @@ def plan(directory: Path | None, template: str | None, base: Path,
         before = {child.name: stamp(child) for child in absolute.iterdir()
                   if child.is_dir() and not child.is_symlink()}
     return CheckpointPlan(name, resume, before)
+
+
+def overlapping_material(directory: PurePosixPath, materials: Iterable[str]) -> str | None:
+    """The first material that is the checkpoint directory, holds it or lies inside it. A
+    replay replaces that directory with the start checkpoint, so it would run on other
+    materials than the signed ones (the run's data, gone)."""
+    for name in materials:
+        path = PurePosixPath(name)
+        if path == directory or directory in path.parents or path in directory.parents:
+            return name
+    return None
 
 
 def _refuse_escape(absolute: Path, root: Path, shown: Path | str) -> None:

@@ -268,6 +268,12 @@ def record_step(
                             material_licenses, record_digests, out_dir, step, force,
                             record_unit)
     plan = checkpoints.plan(checkpoint_dir, resume, base, lambda p: _product_stamp(hasher, p))
+    clash = plan and checkpoints.overlapping_material(PurePosixPath(plan.directory),
+                                                      material_names)
+    if clash:
+        raise InputError(f"--checkpoints {plan.directory}: overlaps the material {clash!r}; a "
+                         "replay places checkpoints there, so it would not run on the signed "
+                         "materials. Keep checkpoints apart from the materials.")
     material_paths = [base / name for name in material_names]
     material_digests = hasher.digest_paths(material_paths)
     stamps = _stamps(hasher, material_digests)

@@ -52,6 +52,7 @@ from verifier.formats.statement import (
 )
 from verifier.steps import environment, plan, workspace
 from verifier.steps.admission import _check_text, _safe_relative
+from verifier.steps.checkpoints import overlapping_material
 from verifier.steps.rebuild import (
     RebuildOptions,
     _check_before_running,
@@ -88,7 +89,7 @@ class Selection:
 
     def choose(self, log: CheckpointLog, source: str) -> list[Segment]:
         if self.mode == "all":
-            return log.segments
+            return list(log.segments)
         if self.mode == "random":
             return choose_segments(log, self.seed, self.requested)
         chosen: dict[int, Segment] = {}
@@ -243,9 +244,15 @@ def _checkpoint_dir(base: Path, entry: CheckpointEntry, log: CheckpointLog, reco
         return None, (f"{record.source}: checkpoint {shown} is not in the checkpoints source "
                       f"{base}")
     try:
-        actual = hasher.digest_paths([path])[0].dir_hash
+        digest = hasher.digest_paths([path])[0]
     except InputError as error:
         return None, f"{record.source}: checkpoint {shown} cannot be read ({error})"
+    left_out = [*([digest.signature] if digest.signature else []), *digest.ignored]
+    if left_out:
+        # Bytes no signed dirHash covers would be placed beside the start checkpoint.
+        return None, (f"{record.source}: checkpoint {shown} in the checkpoints source holds "
+                      f"{', '.join(map(repr, left_out[:3]))}, which its dirHash leaves out")
+    actual = digest.dir_hash
     if actual != entry.dir_hash:
         return None, (f"{record.source}: checkpoint {shown} does not match the signed log "
                       f"(dirHash {str(actual)[:16]}…, the log says {entry.dir_hash[:16]}…): "
@@ -286,6 +293,7 @@ def replay(
             _check_text(argument, "resume template argument", record.source)
         plan.check_step(replace(record, argv=tuple(argv)), options.allowed_env)
     workdir_rel = _safe_relative(record.working_directory, record.source)
+    _refuse_material_overlap(record, workdir_rel / directory)
     if callable(checkpoints_from):
         # Only the checkpoints these segments start and end at: a registry may hold hundreds.
         needed = {e.name: e for s in chosen for e in (s.start, s.end)}
@@ -369,6 +377,15 @@ def replay(
                 result.exit_code = run.returncode
                 _judge_segment(result, workdir, out_name, log, base, placed, update_rtol,
                                hasher, record)
+            if options.keep_workspace:
+                # The user will run git there: a repository the resume command made (hooks, an
+                # fsmonitor) must not run anything when they do, as for a whole rebuild.
+                removed = workspace.remove_repositories(segment_root)
+                if removed:
+                    result.message = " ".join(filter(None, [
+                        result.message, f"The segment left a git repository at "
+                        f"{', '.join(map(repr, removed))}; it was removed from the kept "
+                        "workspace."]))
             outcome.segments.append(result)
             if on_segment is not None:
                 on_segment(result)
@@ -385,6 +402,14 @@ def replay(
     write_atomic(target, canonical_bundle_text(bundle), overwrite=options.force)
     outcome.rebuild_attestation = str(target)
     return outcome
+
+
+def _refuse_material_overlap(record: StepRecord, checkpoints: PurePosixPath) -> None:
+    clash = overlapping_material(checkpoints, (m["name"] for m in record.materials))
+    if clash is not None:
+        raise InputError(f"{record.source}: the checkpoint directory {checkpoints} overlaps "
+                         f"the material {clash!r}; a replay placing checkpoints there would "
+                         "not run on the signed materials. Nothing was run.")
 
 
 class _NoIndex:
