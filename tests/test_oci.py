@@ -1235,3 +1235,21 @@ def test_rebuild_materials_from_a_registry_without_the_model_is_one_sentence(
     result = central.rebuild(tmp_path, missing)
     assert_error(result, 2, "acme/nonesuch@sha256:", "no such manifest")
     assert not (tmp_path / "rebuilds").exists()
+
+
+def test_rebuild_materials_from_a_tampered_registry_runs_nothing(
+        central: CentralBuild, tmp_path: Path) -> None:
+    """The registry serves other bytes under the central product's layer digest."""
+    manifest, _ = get_json(central.registry.url(f"acme/weights/manifests/{central.digest}"),
+                           MANIFEST)
+    stored = central.registry.blob_file(manifest["layers"][0]["digest"])
+    honest = stored.read_bytes()
+    stored.write_bytes(honest.replace(b"\x00", b"\x01", 1))
+    try:
+        result = central.rebuild(
+            tmp_path, f"oci://{central.registry.host}/acme/weights@{central.digest}")
+    finally:
+        stored.write_bytes(honest)
+    assert_error(result, 1, "weights.safetensors", "tampered with")
+    assert "plan:" not in result.stdout and not (tmp_path / "rebuilds").exists()
+    assert blobs_and_temporaries(tmp_path / "cache")[1] == []
