@@ -326,6 +326,11 @@ def rebuild_command(
     https://token.actions.githubusercontent.com --trust-identity
     https://github.com/OWNER/REPO/.github/workflows/train.yml@refs/heads/main
 
+    A rebuilder without the central files, diffing a differing product against the model in
+    the registry: model-verifier rebuild attestations --materials-from
+    oci://ghcr.io/acme/tiny-model@sha256:4f1c… --trust-key keys/builder.pub --key
+    keys/rebuilder.key
+
     Replay 3 segments of a checkpointed training step, chosen at random (docs/replay.md):
     model-verifier rebuild attestations/train.intoto.json --segments 3
     --trust-key keys/builder.pub --key keys/rebuilder.key --out rebuilds
