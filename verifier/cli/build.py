@@ -370,12 +370,11 @@ def rebuild_command(
             trusted_root=trusted_root,
         )
         records = load_steps(attestations, trust)
-        central = stack.enter_context(contextlib.ExitStack())
         options = RebuildOptions(
             source=source, workspace_root=workspace,
             out_dir=out / rebuilder_name(as_name, None if sigstore or key is None else str(key)),
             signer=_signer(key, password, sigstore, identity_token, trust_config),
-            materials_from=[_central_materials(central, where, plain_http, username,
+            materials_from=[_central_materials(stack, where, plain_http, username,
                                                password_stdin, cache, as_json or quiet)
                             for where in materials_from or []],
             env_overrides=overrides,
