@@ -16,14 +16,25 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from helpers import Chain, assert_error, dsse_verifies, run
+from helpers import (
+    Chain,
+    KeyPair,
+    assert_error,
+    dsse_verifies,
+    make_keys,
+    payload_of,
+    read_json,
+    run,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 from oci_servers import SKIP_REASON, RunningRegistry, Scripted, running_registry
@@ -1125,3 +1136,120 @@ def test_many_broken_referrers_are_each_noted_once(chain: Chain, cache: Path) ->
     for digest in missing:
         assert sum(digest in note for note in notes) == 1, digest
         assert sum(digest in line for line in lines) == 1, digest
+
+
+# --- rebuild --materials-from oci:// ---------------------------------------------------------
+
+TENSOR_STEP = ("import os, numpy as np; from safetensors.numpy import save_file; "
+               "x = np.arange(12, dtype=np.float32).reshape(3, 4); "
+               "save_file({'w': x * np.float32(1.5) + np.float32(os.environ['NOISE']), "
+               "'b': x.sum(axis=0)}, 'weights.safetensors')")
+
+
+@dataclass(frozen=True)
+class CentralBuild:
+    """A recorded step whose one product, weights.safetensors, is in the registry only: the
+    source tree no longer holds it, as an independent rebuilder's checkout would not."""
+
+    src: Path
+    builder: KeyPair
+    rebuilder: KeyPair
+    registry: RunningRegistry
+    digest: str  # the pushed model's manifest
+
+    def rebuild(self, tmp_path: Path, where: str, *extra: str) -> Any:
+        # NOISE=0.001 makes the rebuilt weights differ from the central ones, as drift would.
+        return run(["rebuild", self.src / "attestations", "--source", self.src, "--key",
+                    self.rebuilder.private, "--trust-key", self.builder.public, "--out",
+                    tmp_path / "rebuilds", "--env", "NOISE=0.001", "--materials-from", where,
+                    "--plain-http", "--cache", tmp_path / "cache", *extra],
+                   cwd=self.src, env={"DOCKER_CONFIG": str(tmp_path / "no-docker-config")})
+
+
+@pytest.fixture(scope="module")
+def central(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CentralBuild]:
+    if shutil.which("docker-registry") is None:
+        pytest.skip(SKIP_REASON)
+    root = tmp_path_factory.mktemp("materials")
+    builder, rebuilder = make_keys(root / "keys", "builder"), make_keys(root / "keys", "rb")
+    src = root / "src"
+    src.mkdir()
+    result = run(["record", "--step", "train", "--key", builder.private, "--product",
+                  "weights.safetensors", "--env", "NOISE=0", "--", sys.executable, "-c",
+                  TENSOR_STEP], cwd=src)
+    assert result.code == 0, result.output
+    with running_registry(root / "registry") as registry:
+        pushed = cli("push", src / "weights.safetensors",
+                     f"oci://{registry.host}/acme/weights:v1", "--plain-http", "--json",
+                     cache=root / "push-cache")
+        assert pushed.code == 0, pushed.output
+        (src / "weights.safetensors").unlink()
+        yield CentralBuild(src, builder, rebuilder, registry,
+                           json.loads(pushed.stdout)["digest"])
+
+
+def _diff_line(stdout: str) -> int:
+    """The index of the line giving the tensor diff, after the plan."""
+    lines = stdout.splitlines()
+    [index] = [i for i, line in enumerate(lines) if "tensor(s) differ" in line]
+    assert lines[index].strip().startswith("weights.safetensors: "), lines[index]
+    assert lines[index - 1].startswith("DIFFERS"), lines[index - 1]
+    return index
+
+
+def test_rebuild_materials_from_the_registry_prints_the_tensor_diff(
+        central: CentralBuild, tmp_path: Path) -> None:
+    where = f"oci://{central.registry.host}/acme/weights@{central.digest}"
+    result = central.rebuild(tmp_path, where)
+    assert result.code == 1, result.output
+    index = _diff_line(result.stdout)
+    assert index < 10, result.stdout  # the reason is among the first lines, not buried
+    assert "2 of 2 tensor(s) differ" not in result.stdout  # 'b' does not use NOISE
+    assert "1 of 2 tensor(s) differ, worst w" in result.stdout
+    assert "central products: 1 file(s)" in result.stdout and central.digest in result.stdout
+    # The signed rebuild holds the same diff, against the central copy's digest.
+    bundle = read_json(tmp_path / "rebuilds" / "rb" / "train.rebuild.intoto.json")
+    assert dsse_verifies(bundle, central.rebuilder.public.read_bytes())
+    [entry] = payload_of(bundle)["predicate"]["results"]
+    assert entry["verdict"] != "IDENTICAL" and entry["diff"]["tensors"]
+    pushed = hashlib.sha256(central.registry.blob_file(
+        get_json(central.registry.url(f"acme/weights/manifests/{central.digest}"), MANIFEST)
+        [0]["layers"][0]["digest"]).read_bytes()).hexdigest()
+    assert entry["expected"]["sha256"] == pushed
+    # The fetched copy was private to this rebuild and is gone.
+    assert blobs_and_temporaries(tmp_path / "cache")[1] == []
+
+
+def test_rebuild_materials_from_a_tag_resolves_and_prints_the_digest(
+        central: CentralBuild, tmp_path: Path) -> None:
+    tag = f"oci://{central.registry.host}/acme/weights:v1"
+    result = central.rebuild(tmp_path, tag)
+    assert result.code == 1, result.output
+    assert f"resolved {tag} to {central.digest}" in result.stdout, result.stdout
+    _diff_line(result.stdout)
+
+
+def test_rebuild_materials_from_a_registry_without_the_model_is_one_sentence(
+        central: CentralBuild, tmp_path: Path) -> None:
+    missing = f"oci://{central.registry.host}/acme/nonesuch@sha256:{'0' * 64}"
+    result = central.rebuild(tmp_path, missing)
+    assert_error(result, 2, "acme/nonesuch@sha256:", "no such manifest")
+    assert not (tmp_path / "rebuilds").exists()
+
+
+def test_rebuild_materials_from_a_tampered_registry_runs_nothing(
+        central: CentralBuild, tmp_path: Path) -> None:
+    """The registry serves other bytes under the central product's layer digest."""
+    manifest, _ = get_json(central.registry.url(f"acme/weights/manifests/{central.digest}"),
+                           MANIFEST)
+    stored = central.registry.blob_file(manifest["layers"][0]["digest"])
+    honest = stored.read_bytes()
+    stored.write_bytes(honest.replace(b"\x00", b"\x01", 1))
+    try:
+        result = central.rebuild(
+            tmp_path, f"oci://{central.registry.host}/acme/weights@{central.digest}")
+    finally:
+        stored.write_bytes(honest)
+    assert_error(result, 1, "weights.safetensors", "tampered with")
+    assert "plan:" not in result.stdout and not (tmp_path / "rebuilds").exists()
+    assert blobs_and_temporaries(tmp_path / "cache")[1] == []

@@ -561,3 +561,18 @@ def test_json_output_is_the_signed_replay_and_the_messages(world: World) -> None
     assert report["root"] == world.honest.log.root and report["reproduced"] is True
     signed = payload_of(read_json(Path(report["rebuild_attestation"])))["predicate"]["replay"]
     assert signed["segments"][0]["replayed"] == {"dirHash": world.honest.log.entries[1].dir_hash}
+
+
+def test_text_output_prints_the_replays_notes(world: World) -> None:
+    """Where the workspaces came from was in --json alone; the text says it too."""
+    shown = replay(world, world.honest, "rebuilder-a", "--segment", "20", out="notes-text")
+    assert shown.code == 0, shown.output
+    report = replay(world, world.honest, "rebuilder-a", "--segment", "20", out="notes-json",
+                    extra=("--json",))
+    assert report.code == 0, report.output
+    notes = json.loads(report.stdout)["notes"]
+    assert notes
+    lines = shown.stdout.splitlines()
+    segment = next(i for i, line in enumerate(lines) if "segment " in line and "MATCH" in line)
+    for note in notes:
+        assert f"  {note}" in lines[segment + 1:], shown.stdout

@@ -250,8 +250,11 @@ def rebuild_command(
     workspace: Annotated[Path | None, typer.Option(
         help="Where workspaces are made (default: a temporary directory).")] = None,
     step: Annotated[str | None, typer.Option(help="Rebuild this step alone.")] = None,
-    materials_from: Annotated[list[Path] | None, typer.Option(
-        help="Directory of central intermediates, found by digest (repeatable).")] = None,
+    materials_from: Annotated[list[str] | None, typer.Option(
+        metavar="DIR|oci://HOST/REPO@sha256:…",
+        help="Central intermediates, found by digest: a directory, or a model in a registry "
+        "(fetched, each file checked by digest, and removed afterwards; a differing product "
+        "is diffed against it). Repeatable.")] = None,
     env: Annotated[list[str] | None, typer.Option(
         help="Override a declared variable, NAME=VALUE, to probe sensitivity (repeatable).")
     ] = None,
@@ -323,6 +326,11 @@ def rebuild_command(
     https://token.actions.githubusercontent.com --trust-identity
     https://github.com/OWNER/REPO/.github/workflows/train.yml@refs/heads/main
 
+    A rebuilder without the central files, diffing a differing product against the model in
+    the registry: model-verifier rebuild attestations --materials-from
+    oci://ghcr.io/acme/tiny-model@sha256:4f1c… --trust-key keys/builder.pub --key
+    keys/rebuilder.key
+
     Replay 3 segments of a checkpointed training step, chosen at random (docs/replay.md):
     model-verifier rebuild attestations/train.intoto.json --segments 3
     --trust-key keys/builder.pub --key keys/rebuilder.key --out rebuilds
@@ -333,6 +341,11 @@ def rebuild_command(
     --trust-key keys/builder.pub --key keys/rebuilder.key
     """
     def action() -> int:
+        # The registry's copies of --materials-from oci:// live until the rebuild is done.
+        with contextlib.ExitStack() as stack:
+            return rebuild_action(stack)
+
+    def rebuild_action(stack: contextlib.ExitStack) -> int:
         from verifier.errors import InputError
         from verifier.formats.signing import load_public_key
         from verifier.judgement.policy import KeylessIdentity, load_policy
@@ -361,7 +374,10 @@ def rebuild_command(
             source=source, workspace_root=workspace,
             out_dir=out / rebuilder_name(as_name, None if sigstore or key is None else str(key)),
             signer=_signer(key, password, sigstore, identity_token, trust_config),
-            materials_from=materials_from or [], env_overrides=overrides,
+            materials_from=[_central_materials(stack, where, plain_http, username,
+                                               password_stdin, cache, as_json or quiet)
+                            for where in materials_from or []],
+            env_overrides=overrides,
             keep_workspace=keep_workspace, force=force,
             sandbox=_sandbox(sandbox, network, device), allowed_env=frozenset(allow_env or []),
         )
@@ -398,6 +414,10 @@ def rebuild_command(
                         if not isinstance(where, Path | None):
                             _say(f"fetched checkpoints {', '.join(where.fetched)} from "
                                  f"{checkpoints_from} ({_size(where.fetched_bytes)} downloaded)")
+                        # Where every segment's workspace came from (a commit, the declared
+                        # materials): one line for all of them, as --json has it.
+                        for note in done.notes:
+                            _say(f"  {note}")
                         _say(f"wrote {done.rebuild_attestation}")
                     return 0 if done.accepted else 1
                 if as_json:
@@ -414,6 +434,26 @@ def rebuild_command(
         return 0 if all(o.status == "reproduced" for o in outcomes) else 1
 
     _guard(as_json, action)
+
+
+def _central_materials(stack: contextlib.ExitStack, where: str, plain_http: bool,
+                       username: str | None, password_stdin: bool, cache: Path | None,
+                       silent: bool) -> Path:
+    """The directory of --materials-from WHERE: as given, or for oci:// the model fetched into
+    a private directory of the blob cache (each file checked by digest), gone when `stack`
+    closes."""
+    if not where.startswith("oci://"):
+        return Path(where)
+    from verifier.interop.oci.store import checkout
+
+    reference, registry = _open_registry(where, plain_http, username, password_stdin)
+    fetched = stack.enter_context(checkout(registry, reference, _blob_cache(cache)))
+    if not silent:
+        if reference.digest is None:
+            _say(f"resolved {reference} to {fetched.digest}")
+        _say(f"central products: {fetched.files} file(s), {_size(fetched.bytes)} of "
+             f"{fetched.reference}")
+    return fetched.model.parent
 
 
 def _print_plan(entries: list[dict[str, Any]], out_dir: Path) -> None:
