@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -54,6 +55,19 @@ class CliResult:
     @property
     def output(self) -> str:
         return self.stdout + self.stderr
+
+
+@functools.cache
+def bubblewrap_starts() -> bool:
+    """Whether the sandbox can start on this machine (tests/conftest.py decides by it)."""
+    from verifier.errors import InputError
+    from verifier.steps.sandbox import resolve
+
+    try:
+        resolve("bwrap")
+    except InputError:
+        return False
+    return True
 
 
 def run(args: Sequence[str | os.PathLike[str]], cwd: Path | None = None,

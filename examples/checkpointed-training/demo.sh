@@ -12,6 +12,9 @@ trap 'rm -rf "$work"' EXIT
 cd "$work"
 cp "$example/make_data.py" "$example/train.py" "$example/policy.yaml" .
 say() { printf '\n== %s\n' "$*"; }
+# The sandbox rebuilds run in: bubblewrap where it can start here, else none. rebuild never
+# falls back on its own (a stranger's step on the host), so the demo chooses, and says so.
+if bwrap --unshare-user --cap-drop ALL --ro-bind / / true >/dev/null 2>&1; then sandbox=bwrap; else sandbox=none; fi
 RESUME="python train.py --data data --from {checkpoint} --until {step} --out {out}"
 
 record_run() {  # record_run DIR [VAR=VALUE...]: the two steps, signed by the builder
@@ -36,7 +39,7 @@ record_run honest
 say "Two rebuilders replay 3 segments each, chosen by a seed each draws now, after signing"
 (cd honest
  for who in a b; do
-   model-verifier rebuild attestations/train.intoto.json --source . --segments 3 \
+   model-verifier rebuild attestations/train.intoto.json --source . --segments 3 --sandbox "$sandbox" \
      --trust-key keys/builder.pub --key "keys/rebuilder-$who.key" --out rebuilds | quiet
  done)
 
@@ -52,7 +55,7 @@ say "Both rebuilders replay the forged segment, 100->120, named with --segment"
 # rebuilder; a demo cannot wait for that draw, so it names the segment (the rebuild exits 1).
 (cd forged
  for who in a b; do
-   if model-verifier rebuild attestations/train.intoto.json --source . --segment 120 \
+   if model-verifier rebuild attestations/train.intoto.json --source . --segment 120 --sandbox "$sandbox" \
        --trust-key keys/builder.pub --key "keys/rebuilder-$who.key" --out rebuilds \
        --keep-workspace --workspace "$work/replay-$who" | quiet; then :; fi
  done)

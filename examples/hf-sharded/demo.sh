@@ -32,9 +32,12 @@ else
 fi
 ls build/model
 
-say "Two independent rebuilders re-run every step from the recorded commit"
+# The sandbox rebuilds run in: bubblewrap where it can start here, else none. rebuild never
+# falls back on its own (a stranger's step on the host), so the demo chooses, and says so.
+if bwrap --unshare-user --cap-drop ALL --ro-bind / / true >/dev/null 2>&1; then sandbox=bwrap; else sandbox=none; fi
+say "Two independent rebuilders re-run every step from the recorded commit (sandbox: $sandbox)"
 for who in rebuilder-a rebuilder-b; do
-  model-verifier rebuild attestations --trust-key keys/builder.pub --source . \
+  model-verifier rebuild attestations --trust-key keys/builder.pub --source . --sandbox "$sandbox" \
     --key "keys/$who.key" --out rebuilds
 done
 

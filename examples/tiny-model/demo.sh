@@ -16,7 +16,9 @@ for who in builder rebuilder-a rebuilder-b rebuilder-c; do
 done
 ls keys
 
-if command -v bwrap >/dev/null 2>&1; then sandbox=bwrap; else sandbox=none; fi
+# The sandbox the steps run in: bubblewrap where it can start here, else none. rebuild never
+# falls back on its own (a stranger's step on the host), so the demo says which it chose.
+if bwrap --unshare-user --cap-drop ALL --ro-bind / / true >/dev/null 2>&1; then sandbox=bwrap; else sandbox=none; fi
 say "Record the three build steps (signed by the builder; sandbox: $sandbox)"
 # Each step also declares which of its files are openness components and under which licence
 # (signed; see docs/openness.md), and the data step signs digests of its training records.
@@ -68,7 +70,7 @@ echo "(exit 1: rejected, as it must be)"
 say "Two independent rebuilders re-run every step, sandboxed, in workspaces from the recorded commit"
 for who in rebuilder-a rebuilder-b; do
   model-verifier rebuild attestations --trust-key keys/builder.pub --source . \
-    --key "keys/$who.key" --out rebuilds
+    --sandbox "$sandbox" --key "keys/$who.key" --out rebuilds
 done
 
 say "verify-model with a quorum of 2 rebuilders"
@@ -77,7 +79,7 @@ verify-model build/model/model.safetensors --policy "$policies/tiny-model-rebuil
 
 say "rebuilder-c rebuilds the train step alone, with OMP_NUM_THREADS=2"
 if model-verifier rebuild attestations/train.intoto.json --trust-key keys/builder.pub \
-    --step train --materials-from build \
+    --step train --materials-from build --sandbox "$sandbox" \
     --env OMP_NUM_THREADS=2 --key keys/rebuilder-c.key --out rebuilds \
     --workspace work/rebuilder-c --keep-workspace; then
   echo "demo: the drifted rebuild was expected to differ" >&2; exit 1

@@ -45,6 +45,13 @@ SandboxOpt = Annotated[str, typer.Option(
     "--sandbox", help="auto (bubblewrap when installed and usable, else none with a warning), "
     "bwrap, or none. Inside bubblewrap: read-only system, no network, private /tmp, no home "
     "directory; the workspace is the only writable place.")]
+# rebuild runs someone else's step: auto never falls back to none (a machine without
+# bubblewrap says --sandbox none, or MODEL_VERIFIER_SANDBOX=none, itself).
+RebuildSandboxOpt = Annotated[str, typer.Option(
+    "--sandbox", envvar="MODEL_VERIFIER_SANDBOX",
+    help="auto (bubblewrap when installed and usable; without it rebuild refuses), bwrap, or "
+    "none (default from MODEL_VERIFIER_SANDBOX). Inside bubblewrap: read-only system, no "
+    "network, private /tmp, no home directory; the workspace is the only writable place.")]
 
 NetworkFlag = Annotated[bool, typer.Option(
     "--network", help="Let the sandboxed step reach the network (recorded).")]
@@ -281,7 +288,7 @@ def rebuild_command(
     allow_env: Annotated[list[str] | None, typer.Option(
         help="Let a step set this variable although it changes what runs (PATH, LD_*, "
         "PYTHONPATH, ...; repeatable).")] = None,
-    sandbox: SandboxOpt = "auto",
+    sandbox: RebuildSandboxOpt = "auto",
     network: NetworkFlag = False,
     device: DeviceOpt = None,
     sigstore: SigstoreFlag = False,
