@@ -10,6 +10,7 @@ reported with file and tensor, and failing the step only beyond `max_dissent`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -357,6 +358,27 @@ def _dissent_detail(name: str, result: dict[str, Any]) -> dict[str, Any]:
 IGNORED_KEPT = 20  # "counted for nothing" sentences kept per step attestation
 
 
+def is_replay(claim: RebuildClaim) -> bool:
+    """A segment replay (judged by rebuild.replay), not a whole rebuild (judged by
+    rebuild.steps)."""
+    return "replay" in claim.statement.predicate
+
+
+def independent_rebuilders(claim: RebuildClaim, listed: Iterable[str],
+                           step_attribution: Attribution
+                           ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The (name, identity) pairs of a claim's signers that the policy lists as rebuilders,
+    and of those the ones independent of the step: whoever signed the step never rebuilds or
+    replays it independently, not under its identity and not under a name that signed it.
+    One rule for whole rebuilds and segment replays."""
+    names = set(listed)
+    rebuilders = [(n, i) for n, i in claim.attribution.pairs if n in names]
+    step_identities, step_names = set(step_attribution.identities), set(step_attribution.names)
+    eligible = [(n, i) for n, i in rebuilders
+                if i not in step_identities and n not in step_names]
+    return rebuilders, eligible
+
+
 def judge_rebuilds(
     record: StepRecord,
     step_attribution: Attribution,
@@ -373,13 +395,12 @@ def judge_rebuilds(
     assert rule is not None
     outcome = StepQuorum(record.step, record.source, record.statement.payload_sha256,
                          rule.quorum)
-    step_identities = set(step_attribution.identities)
     step_names = set(step_attribution.names)
     # (claim, its eligible (name, identity) pairs, whether it matched)
     judged_claims: list[tuple[RebuildClaim, list[tuple[str, str]], bool]] = []
     heard_from: set[str] = set()
     for claim in sorted(claims, key=lambda c: c.source):
-        if "replay" in claim.statement.predicate:
+        if is_replay(claim):
             continue  # a segment replay: judged by rebuild.replay (verifier.judgement.replay)
         if claim.rebuilt_payload_sha256 != record.statement.payload_sha256:
             _ignore(outcome, f"{claim.source}: rebuilt another attestation of step "
@@ -391,16 +412,12 @@ def judge_rebuilds(
             _ignore(outcome, f"{claim.source}: names step {claim.step!r} but the attestation "
                              f"of step {record.step!r} ({record.source}); it counts for nothing.")
             continue
-        rebuilders = [(n, i) for n, i in claim.attribution.pairs if n in rule.rebuilders]
+        rebuilders, eligible = independent_rebuilders(claim, rule.rebuilders, step_attribution)
         heard_from.update(n for n, _ in rebuilders)
         if not rebuilders:
             _ignore(outcome, f"{claim.source}: signed by {', '.join(claim.attribution.names)}, "
                              "not a rebuilder the policy names.")
             continue
-        # Whoever signed the step never rebuilds it independently: not under its identity, and
-        # not under a name that signed it.
-        eligible = [(n, i) for n, i in rebuilders
-                    if i not in step_identities and n not in step_names]
         if not eligible:
             _ignore(outcome, f"{claim.source}: signed by the step's own signer, which never "
                              "counts as an independent rebuild.")

@@ -27,7 +27,15 @@ from typing import TYPE_CHECKING, Any
 from verifier.errors import InputError
 from verifier.formats.checkpoint_log import CheckpointLog, choose_segments, log_from_predicate
 from verifier.judgement.hermetic import rebuild_isolation_problem
-from verifier.judgement.quorum import RebuildClaim, StepQuorum, _assign, _ignore, _rebuilders
+from verifier.judgement.quorum import (
+    RebuildClaim,
+    StepQuorum,
+    _assign,
+    _ignore,
+    _rebuilders,
+    independent_rebuilders,
+    is_replay,
+)
 
 if TYPE_CHECKING:
     from verifier.formats.statement import StepRecord
@@ -37,10 +45,6 @@ if TYPE_CHECKING:
 VERDICTS = ("MATCH", "WITHIN-TOLERANCE", "DIFFERS", "FAILED")
 # The share of forged segments the rendered escape probability is given for.
 FORGED_SHARE = 0.1
-
-
-def is_replay(claim: RebuildClaim) -> bool:
-    return "replay" in claim.statement.predicate
 
 
 @dataclass
@@ -173,7 +177,7 @@ def judge_replays(record: StepRecord, step_attribution: Attribution,
             f"{record.source}: step {record.step!r} must be verified by segment replay, but "
             "it was recorded without a checkpoint log.")
         return outcome
-    step_identities, step_names = set(step_attribution.identities), set(step_attribution.names)
+    step_names = set(step_attribution.names)
     judged_claims: list[tuple[RebuildClaim, list[tuple[str, str]], JudgedReplay]] = []
     heard_from: set[str] = set()
     for claim in sorted(claims, key=lambda c: c.source):
@@ -184,10 +188,9 @@ def judge_replays(record: StepRecord, step_attribution: Attribution,
             _ignore(outcome, f"{claim.source}: replayed another attestation than "
                              f"{record.source}; it counts for nothing.")
             continue
-        rebuilders = [(n, i) for n, i in claim.attribution.pairs if n in rebuild.rebuilders]
+        rebuilders, eligible = independent_rebuilders(claim, rebuild.rebuilders,
+                                                      step_attribution)
         heard_from.update(n for n, _ in rebuilders)
-        eligible = [(n, i) for n, i in rebuilders
-                    if i not in step_identities and n not in step_names]
         if not eligible:
             _ignore(outcome, f"{claim.source}: not signed by an independent rebuilder the "
                              "policy names; it counts for nothing.")
